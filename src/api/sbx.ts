@@ -1,0 +1,274 @@
+// The public library API. The CLI is a thin layer over this class; a TypeScript user can call
+// it directly. It validates, writes desired state to the store, and asks the reconciler to make
+// the world match.
+import type { Readable, Writable } from 'node:stream';
+import { InterruptedError, NotFoundError, RuntimeError, SbxError, UsageError } from '../core/errors.ts';
+import { generateName, newId, validateName } from '../core/names.ts';
+import { parseCpus, parseEnvPairs, parseMemory, validateImage } from '../core/options.ts';
+import { resolveSandbox } from '../core/resolve.ts';
+import { objectNames, type SandboxInfo, type SandboxRecord, type SandboxStatus } from '../core/sandbox.ts';
+import type { ContainerSummary, Runtime } from '../runtime/docker.ts';
+import { Store } from '../store/store.ts';
+import { sbxHome } from '../store/home.ts';
+import { reconcileSandbox, removeSandboxObjects } from './reconcile.ts';
+
+export const DEFAULT_IMAGE = 'sbx/base:bookworm';
+
+export interface CreateSandboxOptions {
+  name?: string;
+  image?: string;
+  /** KEY=VALUE strings or an object. */
+  env?: readonly string[] | Record<string, string>;
+  /** "512m", "1g" or bytes. */
+  memory?: string | number;
+  /** "1.5" or 1.5 CPUs. */
+  cpus?: string | number;
+  /** Main command; omitted, the sandbox idles until stopped. */
+  command?: string[];
+  /** Aborting rolls the create back: no container, network or store entry is left. */
+  signal?: AbortSignal;
+  /** Progress lines (image pulls). */
+  onProgress?: (line: string) => void;
+}
+
+export interface ExecSandboxOptions {
+  command: string[];
+  env?: readonly string[] | Record<string, string>;
+  workdir?: string;
+  tty?: boolean;
+  stdin?: Readable;
+  stdout?: Writable;
+  stderr?: Writable;
+  detach?: boolean;
+  size?: { rows: number; columns: number };
+  onStart?: (control: { resize(size: { rows: number; columns: number }): void }) => void;
+}
+
+export interface RemoveResult {
+  id: string;
+  name: string;
+  removed: boolean;
+}
+
+export interface SbxOptions {
+  /** Where state lives; defaults to $SBX_HOME or the XDG config dir. */
+  home?: string;
+  runtime?: Runtime;
+}
+
+export class Sbx {
+  readonly home: string;
+  readonly store: Store;
+  #runtime?: Runtime;
+
+  constructor(options: SbxOptions = {}) {
+    this.home = options.home ?? sbxHome();
+    this.store = new Store(this.home);
+    this.#runtime = options.runtime;
+  }
+
+  /** The engine client, loaded on first use so that commands that do not need it start fast. */
+  async runtime(): Promise<Runtime> {
+    if (!this.#runtime) {
+      const { Runtime } = await import('../runtime/docker.ts');
+      this.#runtime = new Runtime();
+    }
+    return this.#runtime;
+  }
+
+  // ---- create ---------------------------------------------------------------------------
+
+  async create(options: CreateSandboxOptions = {}): Promise<SandboxInfo> {
+    const record: SandboxRecord = {
+      id: newId(),
+      name: options.name === undefined ? generateName() : validateName(options.name),
+      image: validateImage(options.image ?? DEFAULT_IMAGE),
+      createdAt: new Date().toISOString(),
+      command: [...(options.command ?? [])],
+      env: Array.isArray(options.env) ? parseEnvPairs(options.env) : { ...(options.env as Record<string, string> | undefined) },
+      memory: parseMemory(options.memory),
+      cpus: parseCpus(options.cpus),
+      desired: 'running',
+      creating: true,
+    };
+    const runtime = await this.runtime();
+    await this.#ensureImage(runtime, record.image, options.onProgress);
+    await this.store.update((data) => {
+      const taken = Object.values(data.sandboxes).find((r) => r.name === record.name);
+      if (taken) throw new UsageError(`a sandbox named "${record.name}" already exists: pick another --name or remove it first`);
+      data.sandboxes[record.id] = record;
+    });
+    try {
+      if (options.signal?.aborted) throw new InterruptedError('interrupted');
+      await reconcileSandbox(record, { runtime, home: this.home, signal: options.signal });
+      await this.store.update((data) => {
+        const stored = data.sandboxes[record.id];
+        if (stored) delete stored.creating;
+      });
+    } catch (err) {
+      await this.#rollbackCreate(record.id, runtime);
+      if (options.signal?.aborted) throw new InterruptedError('interrupted: the sandbox was not created and nothing was left behind');
+      throw err;
+    }
+    delete record.creating;
+    return this.#info(record, await runtime.inspectContainer(objectNames(record.id).container));
+  }
+
+  async #ensureImage(runtime: Runtime, image: string, onProgress?: (line: string) => void): Promise<void> {
+    if (await runtime.imageExists(image)) return;
+    if (image === DEFAULT_IMAGE) {
+      throw new RuntimeError(`the default image ${DEFAULT_IMAGE} is not built yet: run sbx image build (or ./scripts/setup)`);
+    }
+    await runtime.pullImage(image, onProgress);
+  }
+
+  async #rollbackCreate(id: string, runtime: Runtime): Promise<void> {
+    // Undo in reverse order; each step tolerates "already gone".
+    await removeSandboxObjects(id, runtime).catch(() => {});
+    await this.store.update((data) => {
+      delete data.sandboxes[id];
+    });
+  }
+
+  // ---- read -----------------------------------------------------------------------------
+
+  async list(): Promise<SandboxInfo[]> {
+    const records = this.store.sandboxes().filter((r) => !r.creating);
+    if (records.length === 0) return [];
+    const runtime = await this.runtime();
+    const containers = await runtime.listSandboxContainers(this.home);
+    return records.map((r) => this.#info(r, containers.get(objectNames(r.id).container)));
+  }
+
+  async get(ref: string): Promise<SandboxInfo> {
+    const record = this.resolve(ref);
+    const runtime = await this.runtime();
+    return this.#info(record, await runtime.inspectContainer(objectNames(record.id).container));
+  }
+
+  /** Finds a sandbox by name, id or unique id prefix in the store (no engine call). */
+  resolve(ref: string): SandboxRecord {
+    return resolveSandbox(ref, this.store.sandboxes());
+  }
+
+  #info(r: SandboxRecord, c: ContainerSummary | undefined): SandboxInfo {
+    const names = objectNames(r.id);
+    const status: SandboxStatus = c ? c.state : 'missing';
+    return {
+      id: r.id,
+      name: r.name,
+      image: r.image,
+      status,
+      createdAt: r.createdAt,
+      command: r.command,
+      env: r.env,
+      memory: r.memory,
+      cpus: r.cpus,
+      ...(status === 'running' && c?.ip ? { ip: c.ip } : {}),
+      bridge: names.bridge,
+      container: names.container,
+      network: names.network,
+    };
+  }
+
+  // ---- lifecycle ------------------------------------------------------------------------
+
+  start(ref: string): Promise<SandboxInfo> {
+    return this.#setDesired(ref, 'running');
+  }
+
+  stop(ref: string): Promise<SandboxInfo> {
+    return this.#setDesired(ref, 'stopped');
+  }
+
+  async pause(ref: string): Promise<SandboxInfo> {
+    const current = await this.get(ref);
+    if (current.status !== 'running' && current.status !== 'paused') {
+      throw new RuntimeError(`sandbox ${current.name} is ${current.status}: only a running sandbox can be paused (sbx start it first)`);
+    }
+    return this.#setDesired(ref, 'paused');
+  }
+
+  async resume(ref: string): Promise<SandboxInfo> {
+    const current = await this.get(ref);
+    if (current.status !== 'paused' && current.status !== 'running') {
+      throw new RuntimeError(`sandbox ${current.name} is ${current.status}, not paused: use sbx start`);
+    }
+    return this.#setDesired(ref, 'running');
+  }
+
+  async #setDesired(ref: string, desired: SandboxRecord['desired']): Promise<SandboxInfo> {
+    const record = await this.store.update((data) => {
+      const r = resolveSandbox(ref, Object.values(data.sandboxes));
+      data.sandboxes[r.id] = { ...r, desired };
+      return data.sandboxes[r.id]!;
+    });
+    const runtime = await this.runtime();
+    await reconcileSandbox(record, { runtime, home: this.home });
+    return this.#info(record, await runtime.inspectContainer(objectNames(record.id).container));
+  }
+
+  // ---- remove ---------------------------------------------------------------------------
+
+  /**
+   * Removes a sandbox and everything it owns. A running or paused one needs `force`.
+   * With `force`, a sandbox that is already gone counts as removed (idempotent).
+   */
+  async remove(ref: string, options: { force?: boolean } = {}): Promise<RemoveResult> {
+    let record: SandboxRecord;
+    try {
+      record = this.resolve(ref);
+    } catch (err) {
+      if (options.force && err instanceof NotFoundError) return { id: '', name: ref, removed: false };
+      throw err;
+    }
+    const runtime = await this.runtime();
+    const container = await runtime.inspectContainer(objectNames(record.id).container);
+    if (!options.force && container && container.state !== 'stopped') {
+      throw new UsageError(`sandbox ${record.name} is ${container.state}: pass --force to remove it anyway`);
+    }
+    await removeSandboxObjects(record.id, runtime);
+    await this.store.update((data) => {
+      delete data.sandboxes[record.id];
+    });
+    return { id: record.id, name: record.name, removed: true };
+  }
+
+  // ---- exec -----------------------------------------------------------------------------
+
+  /** Runs a command in a running sandbox and resolves with its exit code. */
+  async exec(ref: string, options: ExecSandboxOptions): Promise<number> {
+    if (options.command.length === 0) throw new UsageError('no command given: put it after --, e.g. sbx exec my-box -- ls -l');
+    const record = this.resolve(ref);
+    const runtime = await this.runtime();
+    const container = objectNames(record.id).container;
+    const state = await runtime.inspectContainer(container);
+    if (!state) throw new RuntimeError(`sandbox ${record.name} is missing its container: sbx rm it and create it again`);
+    if (state.state !== 'running') {
+      throw new RuntimeError(`sandbox ${record.name} is ${state.state}: sbx ${state.state === 'paused' ? 'resume' : 'start'} it first`);
+    }
+    try {
+      return await runtime.exec(container, {
+        cmd: options.command,
+        env: Array.isArray(options.env) ? parseEnvPairs(options.env) : (options.env as Record<string, string> | undefined),
+        workdir: options.workdir,
+        tty: options.tty,
+        stdin: options.stdin,
+        stdout: options.stdout ?? process.stdout,
+        stderr: options.stderr ?? process.stderr,
+        detach: options.detach,
+        size: options.size,
+        onStart: options.onStart,
+      });
+    } catch (err) {
+      if (err instanceof SbxError) throw err;
+      throw new RuntimeError(`exec in ${record.name} failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  // ---- images ---------------------------------------------------------------------------
+
+  async imageTags(): Promise<string[]> {
+    return (await this.runtime()).listImageTags();
+  }
+}

@@ -1,0 +1,39 @@
+// Entry point of the CLI: parse, run, and map errors to exit codes in this one place.
+import { buildProgram } from './program.ts';
+
+const USAGE_CODES = new Set([
+  'commander.unknownOption', 'commander.unknownCommand', 'commander.missingArgument',
+  'commander.optionMissingArgument', 'commander.missingMandatoryOptionValue',
+  'commander.excessArguments', 'commander.invalidArgument', 'commander.conflictingOption',
+]);
+
+export async function main(argv: string[] = process.argv): Promise<number> {
+  let exitCode = 0;
+  // "--" ends sbx's own arguments: what follows is the command to run in the sandbox.
+  const dd = argv.indexOf('--', 2);
+  const rest = dd < 0 ? [] : argv.slice(dd + 1);
+  const program = buildProgram({ onExit: (code) => (exitCode = code), rest });
+  try {
+    await program.parseAsync(dd < 0 ? argv : argv.slice(0, dd));
+    return exitCode;
+  } catch (err) {
+    return report(err);
+  }
+}
+
+function report(err: unknown): number {
+  const e = err as { code?: string; exitCode?: number; message?: string };
+  if (typeof e?.code === 'string' && e.code.startsWith('commander.')) {
+    if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return 0;
+    if (USAGE_CODES.has(e.code) || e.code === 'commander.error') {
+      process.stderr.write(`error: ${String(e.message).replace(/^error:\s*/, '').split('\n')[0]} (see sbx --help)\n`);
+      return 2;
+    }
+    // e.g. a bare "sbx image" prints help and lands here.
+    return e.exitCode ?? 1;
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`error: ${message.split('\n')[0]}\n`);
+  if (process.env.SBX_DEBUG === '1' && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+  return typeof e?.exitCode === 'number' ? e.exitCode : 1;
+}

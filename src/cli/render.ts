@@ -1,0 +1,46 @@
+// How sandboxes look for people (tables, details) — JSON output is the SandboxInfo object itself.
+import type { SandboxInfo } from '../core/sandbox.ts';
+import type { IO } from './io.ts';
+
+export function statusText(io: IO, status: string): string {
+  const c = io.color;
+  const paint = { running: c.green, paused: c.yellow, stopped: c.gray, missing: c.red, creating: c.cyan }[status] ?? ((s: string) => s);
+  return paint(status);
+}
+
+export function ago(iso: string, now = Date.now()): string {
+  const s = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  if (s < 60) return `${s}s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
+  return `${Math.floor(s / 86400)}d ago`;
+}
+
+export async function printSandboxTable(io: IO, list: SandboxInfo[]): Promise<void> {
+  const rows = list.map((s) => [
+    s.name,
+    s.id,
+    s.image,
+    io.isTTY ? statusText(io, s.status) : s.status,
+    io.isTTY ? ago(s.createdAt) : s.createdAt,
+  ]);
+  await io.table(['NAME', 'ID', 'IMAGE', 'STATUS', 'CREATED'], rows);
+}
+
+export function printSandboxDetails(io: IO, s: SandboxInfo): void {
+  const pairs: Array<[string, string]> = [
+    ['name', s.name],
+    ['id', s.id],
+    ['image', s.image],
+    ['status', io.isTTY ? statusText(io, s.status) : s.status],
+    ['created', s.createdAt],
+    ['command', s.command.length ? s.command.join(' ') : '(idle)'],
+  ];
+  if (s.ip) pairs.push(['ip', s.ip]);
+  if (s.memory) pairs.push(['memory', `${Math.round(s.memory / 1024 / 1024)}m`]);
+  if (s.cpus) pairs.push(['cpus', String(s.cpus)]);
+  const env = Object.entries(s.env);
+  if (env.length) pairs.push(['env', env.map(([k, v]) => `${k}=${v}`).join(' ')]);
+  pairs.push(['bridge', s.bridge]);
+  io.details(pairs);
+}

@@ -1,0 +1,55 @@
+// Parsing and validation of user-supplied values (pure). Each error names the bad value and
+// what is accepted.
+import { UsageError } from './errors.ts';
+
+const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+export function parseEnvPairs(pairs: readonly string[] = []): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    const key = eq < 0 ? pair : pair.slice(0, eq);
+    if (eq < 0 || !ENV_KEY.test(key)) {
+      throw new UsageError(`invalid environment variable "${pair}": use KEY=VALUE with KEY matching [A-Za-z_][A-Za-z0-9_]*`);
+    }
+    env[key] = pair.slice(eq + 1);
+  }
+  return env;
+}
+
+const MEMORY_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
+/** Docker accepts no less than 6 MiB for a container's memory limit. */
+const MIN_MEMORY = 6 * 1024 * 1024;
+
+/** "512m" -> bytes. Accepts a number with an optional unit b, k, m or g (case-insensitive). */
+export function parseMemory(value: string | number | undefined): number {
+  if (value === undefined) return 0;
+  if (typeof value === 'number') value = String(value);
+  const m = /^(\d+(?:\.\d+)?)\s*([bkmg]?)i?b?$/i.exec(value.trim());
+  const bytes = m ? Math.floor(Number(m[1]) * MEMORY_UNITS[m[2]!.toLowerCase()]!) : NaN;
+  if (!Number.isFinite(bytes) || bytes < MIN_MEMORY) {
+    throw new UsageError(`invalid memory limit "${value}": use a size of at least 6m such as 512m, 1g or 268435456`);
+  }
+  return bytes;
+}
+
+/** "1.5" -> 1.5 CPUs. Accepts a positive decimal up to 1024. */
+export function parseCpus(value: string | number | undefined): number {
+  if (value === undefined) return 0;
+  const s = String(value).trim();
+  const cpus = /^\d+(\.\d+)?$/.test(s) ? Number(s) : NaN;
+  if (!(cpus > 0 && cpus <= 1024)) {
+    throw new UsageError(`invalid CPU limit "${value}": use a positive number of CPUs such as 0.5, 1 or 1.5`);
+  }
+  return cpus;
+}
+
+/** Docker image references: name[:tag][@digest], lower-case repository path. */
+const IMAGE_REF = /^[a-z0-9]+(?:[._-][a-z0-9]+|\/[a-z0-9]+)*(?::[0-9]+)?(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$/;
+
+export function validateImage(image: string): string {
+  if (!IMAGE_REF.test(image) && !/^sha256:[a-f0-9]{64}$/.test(image)) {
+    throw new UsageError(`invalid image reference "${image}": use name[:tag], e.g. sbx/base:bookworm or debian:bookworm`);
+  }
+  return image;
+}

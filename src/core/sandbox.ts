@@ -1,0 +1,47 @@
+// The domain model of a sandbox: what the store keeps (desired state) and what users see.
+
+export type SandboxStatus = 'running' | 'paused' | 'stopped' | 'missing' | 'creating';
+
+/** What the user asked for; the store keeps this, the reconciler makes it real. */
+export interface SandboxRecord {
+  id: string;
+  name: string;
+  image: string;
+  createdAt: string;
+  /** Main command; empty means the default long-lived idle command. */
+  command: string[];
+  env: Record<string, string>;
+  /** Memory limit in bytes, 0 for none. */
+  memory: number;
+  /** CPU limit in units of CPUs, 0 for none. */
+  cpus: number;
+  /** The state the user last asked for. */
+  desired: 'running' | 'paused' | 'stopped';
+  /** Set while `create` is still making the container; such records are not yet sandboxes. */
+  creating?: boolean;
+}
+
+/** A sandbox as printed by `inspect --json` and returned by the library. */
+export interface SandboxInfo {
+  id: string;
+  name: string;
+  image: string;
+  status: SandboxStatus;
+  createdAt: string;
+  command: string[];
+  env: Record<string, string>;
+  memory: number;
+  cpus: number;
+  /** The sandbox's address on its own bridge network, when running. */
+  ip?: string;
+  /** The Linux bridge interface that carries this sandbox's traffic. */
+  bridge: string;
+  container: string;
+  network: string;
+}
+
+/** Docker object names derive from the id so that two SBX_HOMEs never collide. */
+export function objectNames(id: string): { container: string; network: string; bridge: string } {
+  // Bridge interface names are limited to 15 bytes (IFNAMSIZ - 1): "sbx-" + 10 = 14.
+  return { container: `sbx-${id}`, network: `sbx-${id}`, bridge: `sbx-${id}` };
+}

@@ -1,0 +1,313 @@
+// The only module that talks to the Docker engine (through dockerode). Everything else sees
+// methods in sbx's own words. The engine is found as the docker CLI finds it: DOCKER_HOST,
+// else the local socket (docker-modem reads the environment).
+import Docker from 'dockerode';
+import type { Readable, Writable } from 'node:stream';
+import { NotFoundError, RuntimeError } from '../core/errors.ts';
+import { objectNames, type SandboxRecord } from '../core/sandbox.ts';
+import { LABEL_HOME, LABEL_MANAGED } from './labels.ts';
+import { isGoneOrDone, statusOf, toRuntimeError } from './errors.ts';
+
+/** The command that keeps a sandbox up when the user gave none; Docker's init reaps zombies. */
+export const IDLE_COMMAND = ['sleep', 'infinity'];
+
+export type ContainerState = 'running' | 'paused' | 'stopped';
+
+export interface ContainerSummary {
+  state: ContainerState;
+  ip?: string;
+}
+
+export interface ExecOptions {
+  cmd: string[];
+  env?: Record<string, string>;
+  workdir?: string;
+  tty?: boolean;
+  stdin?: Readable;
+  stdout: Writable;
+  stderr: Writable;
+  detach?: boolean;
+  /** Terminal size for -t, kept in sync by the caller through the returned resize(). */
+  size?: { rows: number; columns: number };
+  onStart?: (control: { resize(size: { rows: number; columns: number }): void }) => void;
+}
+
+function stateOf(s: { Running?: boolean; Paused?: boolean } | string): ContainerState {
+  if (typeof s === 'string') return s === 'paused' ? 'paused' : s === 'running' ? 'running' : 'stopped';
+  if (s.Paused) return 'paused';
+  return s.Running ? 'running' : 'stopped';
+}
+
+function envList(env: Record<string, string> = {}): string[] {
+  return Object.entries(env).map(([k, v]) => `${k}=${v}`);
+}
+
+export class Runtime {
+  readonly docker: Docker;
+
+  constructor(docker: Docker = new Docker()) {
+    this.docker = docker;
+  }
+
+  async ping(): Promise<void> {
+    try {
+      await this.docker.ping();
+    } catch (err) {
+      throw toRuntimeError(err, 'the Docker engine did not answer');
+    }
+  }
+
+  // ---- networks -------------------------------------------------------------------------
+
+  async createSandboxNetwork(id: string, labels: Record<string, string>): Promise<void> {
+    const { network, bridge } = objectNames(id);
+    try {
+      await this.docker.createNetwork({
+        Name: network,
+        Driver: 'bridge',
+        CheckDuplicate: true,
+        Labels: labels,
+        Options: {
+          'com.docker.network.bridge.name': bridge,
+          'com.docker.network.bridge.enable_icc': 'false',
+        },
+      });
+    } catch (err) {
+      throw toRuntimeError(err, `could not create network ${network}`);
+    }
+  }
+
+  async networkExists(name: string): Promise<boolean> {
+    try {
+      await this.docker.getNetwork(name).inspect();
+      return true;
+    } catch (err) {
+      if (statusOf(err) === 404) return false;
+      throw toRuntimeError(err, `could not inspect network ${name}`);
+    }
+  }
+
+  async removeNetwork(name: string): Promise<void> {
+    try {
+      await this.docker.getNetwork(name).remove();
+    } catch (err) {
+      if (!isGoneOrDone(err)) throw toRuntimeError(err, `could not remove network ${name}`);
+    }
+  }
+
+  // ---- containers -----------------------------------------------------------------------
+
+  async createSandboxContainer(record: SandboxRecord, labels: Record<string, string>): Promise<void> {
+    const { container, network } = objectNames(record.id);
+    const cmd = record.command.length > 0 ? record.command : IDLE_COMMAND;
+    try {
+      await this.docker.createContainer({
+        name: container,
+        Image: record.image,
+        Cmd: cmd,
+        Env: envList(record.env),
+        Hostname: record.name,
+        Labels: labels,
+        HostConfig: {
+          Init: true,
+          NetworkMode: network,
+          CapDrop: ['NET_ADMIN', 'NET_RAW'],
+          SecurityOpt: ['no-new-privileges'],
+          Memory: record.memory || undefined,
+          NanoCpus: record.cpus ? Math.round(record.cpus * 1e9) : undefined,
+          RestartPolicy: { Name: 'no' },
+        },
+      });
+    } catch (err) {
+      if (statusOf(err) === 404) {
+        throw new RuntimeError(`image ${record.image} is not on this engine (sbx image build makes the default one)`, { cause: err });
+      }
+      throw toRuntimeError(err, `could not create container ${container}`);
+    }
+  }
+
+  async inspectContainer(name: string): Promise<ContainerSummary | undefined> {
+    try {
+      const info = await this.docker.getContainer(name).inspect();
+      const nets = Object.values(info.NetworkSettings?.Networks ?? {});
+      return { state: stateOf(info.State), ip: nets[0]?.IPAddress || undefined };
+    } catch (err) {
+      if (statusOf(err) === 404) return undefined;
+      throw toRuntimeError(err, `could not inspect container ${name}`);
+    }
+  }
+
+  /** Every sbx container of one SBX_HOME, by container name. */
+  async listSandboxContainers(home: string): Promise<Map<string, ContainerSummary>> {
+    try {
+      const list = await this.docker.listContainers({
+        all: true,
+        filters: { label: [`${LABEL_MANAGED}=true`, `${LABEL_HOME}=${home}`] },
+      });
+      const out = new Map<string, ContainerSummary>();
+      for (const c of list) {
+        const ip = Object.values(c.NetworkSettings?.Networks ?? {})[0]?.IPAddress || undefined;
+        for (const n of c.Names) out.set(n.replace(/^\//, ''), { state: stateOf(c.State), ip });
+      }
+      return out;
+    } catch (err) {
+      throw toRuntimeError(err, 'could not list containers');
+    }
+  }
+
+  async startContainer(name: string): Promise<void> {
+    await this.#containerCall(name, 'start', (c) => c.start());
+  }
+
+  async stopContainer(name: string, timeoutSeconds = 3): Promise<void> {
+    await this.#containerCall(name, 'stop', (c) => c.stop({ t: timeoutSeconds }));
+  }
+
+  async pauseContainer(name: string): Promise<void> {
+    await this.#containerCall(name, 'pause', (c) => c.pause());
+  }
+
+  async unpauseContainer(name: string): Promise<void> {
+    await this.#containerCall(name, 'resume', (c) => c.unpause());
+  }
+
+  async removeContainer(name: string): Promise<void> {
+    try {
+      await this.docker.getContainer(name).remove({ force: true, v: true });
+    } catch (err) {
+      // 409 "removal already in progress" also means it is going away.
+      if (!isGoneOrDone(err) && statusOf(err) !== 409) throw toRuntimeError(err, `could not remove container ${name}`);
+    }
+  }
+
+  async #containerCall(name: string, verb: string, call: (c: Docker.Container) => Promise<unknown>): Promise<void> {
+    try {
+      await call(this.docker.getContainer(name));
+    } catch (err) {
+      if (statusOf(err) === 304) return; // already in that state
+      if (statusOf(err) === 404) throw new NotFoundError(`container ${name} is missing (sbx rm cleans it up)`, { cause: err });
+      throw toRuntimeError(err, `could not ${verb} container ${name}`);
+    }
+  }
+
+  // ---- exec -----------------------------------------------------------------------------
+
+  /** Runs a command in a container; resolves with its exit code (0 for --detach). */
+  async exec(name: string, opts: ExecOptions): Promise<number> {
+    let exec: Docker.Exec;
+    try {
+      exec = await this.docker.getContainer(name).exec({
+        Cmd: opts.cmd,
+        Env: envList(opts.env),
+        WorkingDir: opts.workdir,
+        Tty: !!opts.tty,
+        AttachStdin: !!opts.stdin && !opts.detach,
+        AttachStdout: !opts.detach,
+        AttachStderr: !opts.detach,
+      });
+    } catch (err) {
+      if (statusOf(err) === 409) throw new RuntimeError(`sandbox is not running (${(err as Error).message.replace(/^.*: /, '')}): sbx start or sbx resume it first`);
+      throw toRuntimeError(err, 'could not start the command');
+    }
+    if (opts.detach) {
+      await exec.start({ Detach: true, Tty: !!opts.tty });
+      return 0;
+    }
+    const stream = (await exec.start({ hijack: true, stdin: !!opts.stdin, Tty: !!opts.tty })) as NodeJS.ReadWriteStream & { end(): void };
+    const control = {
+      resize: (size: { rows: number; columns: number }) => {
+        exec.resize({ h: size.rows, w: size.columns }).catch(() => {});
+      },
+    };
+    if (opts.tty && opts.size) control.resize(opts.size);
+    opts.onStart?.(control);
+    const done = new Promise<void>((resolve, reject) => {
+      stream.on('end', resolve);
+      stream.on('close', resolve);
+      stream.on('error', reject);
+    });
+    if (opts.tty) stream.pipe(opts.stdout, { end: false });
+    else this.docker.modem.demuxStream(stream, opts.stdout, opts.stderr);
+    if (opts.stdin) {
+      opts.stdin.pipe(stream as unknown as Writable, { end: false });
+      // Close the write half on stdin EOF so the command sees EOF, but keep reading its output.
+      opts.stdin.on('end', () => (stream as unknown as { end(): void }).end());
+    }
+    await done;
+    opts.stdin?.unpipe(stream as unknown as Writable);
+    const info = await exec.inspect();
+    return info.ExitCode ?? 1;
+  }
+
+  // ---- images ---------------------------------------------------------------------------
+
+  async imageExists(ref: string): Promise<boolean> {
+    try {
+      await this.docker.getImage(ref).inspect();
+      return true;
+    } catch (err) {
+      if (statusOf(err) === 404) return false;
+      throw toRuntimeError(err, `could not inspect image ${ref}`);
+    }
+  }
+
+  /** Tags of every local image (for completion and checks). */
+  async listImageTags(): Promise<string[]> {
+    try {
+      const images = await this.docker.listImages();
+      return images.flatMap((i) => i.RepoTags ?? []).filter((t) => t !== '<none>:<none>').sort();
+    } catch (err) {
+      throw toRuntimeError(err, 'could not list images');
+    }
+  }
+
+  async pullImage(ref: string, onProgress?: (line: string) => void): Promise<void> {
+    try {
+      const stream = await this.docker.pull(ref);
+      await new Promise<void>((resolve, reject) => {
+        this.docker.modem.followProgress(
+          stream,
+          (err: Error | null) => (err ? reject(err) : resolve()),
+          (ev: { status?: string; id?: string; progress?: string }) =>
+            onProgress?.([ev.id, ev.status, ev.progress].filter(Boolean).join(' ')),
+        );
+      });
+    } catch (err) {
+      throw new RuntimeError(
+        `image ${ref} is not on this engine and could not be pulled (${toRuntimeError(err, 'pull').message.replace(/^pull: /, '')}); build or load it locally first`,
+        { cause: err },
+      );
+    }
+  }
+
+  /** `docker import`: a root filesystem tarball becomes an image with the given Dockerfile changes. */
+  async importImage(tar: Readable, ref: string, changes: string[]): Promise<void> {
+    const [repo, tag] = splitRef(ref);
+    try {
+      const stream = await this.docker.importImage(tar, { repo, tag, changes } as object);
+      await new Promise<void>((resolve, reject) => {
+        this.docker.modem.followProgress(stream as NodeJS.ReadableStream, (err: Error | null, out: Array<{ error?: string }>) => {
+          const failed = out?.find((o) => o.error);
+          if (err || failed) reject(err ?? new Error(failed!.error));
+          else resolve();
+        });
+      });
+    } catch (err) {
+      throw toRuntimeError(err, `could not import image ${ref}`);
+    }
+  }
+
+  async removeImage(ref: string): Promise<void> {
+    try {
+      await this.docker.getImage(ref).remove({ force: true });
+    } catch (err) {
+      if (!isGoneOrDone(err)) throw toRuntimeError(err, `could not remove image ${ref}`);
+    }
+  }
+}
+
+function splitRef(ref: string): [string, string] {
+  const slash = ref.lastIndexOf('/');
+  const colon = ref.lastIndexOf(':');
+  return colon > slash ? [ref.slice(0, colon), ref.slice(colon + 1)] : [ref, 'latest'];
+}
