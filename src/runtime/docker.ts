@@ -210,7 +210,10 @@ export class Runtime {
       throw toRuntimeError(err, 'could not start the command');
     }
     if (opts.detach) {
-      await exec.start({ Detach: true, Tty: !!opts.tty });
+      // The engine answers at once; drop the (empty) response stream so no socket keeps us alive.
+      const reply = (await exec.start({ Detach: true, Tty: !!opts.tty })) as { destroy?(): void; resume?(): void } | undefined;
+      reply?.resume?.();
+      reply?.destroy?.();
       return 0;
     }
     const stream = (await exec.start({ hijack: true, stdin: !!opts.stdin, Tty: !!opts.tty })) as NodeJS.ReadWriteStream & { end(): void };

@@ -1,0 +1,82 @@
+# sbx shell completion, generated from the command tree: regenerate, do not edit.
+_sbx() {
+  local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}" cmd="" w i flags="" subs="" pos=""
+  for ((i = 1; i < COMP_CWORD; i++)); do
+    w="${COMP_WORDS[i]}"
+    # After "--" comes a command to run in the sandbox: complete files as usual.
+    if [[ "$w" == "--" ]]; then compopt -o default 2>/dev/null; COMPREPLY=(); return; fi
+    case "${cmd:+$cmd }$w" in
+      "create") cmd="create" ;;
+      "ls") cmd="ls" ;;
+      "inspect") cmd="inspect" ;;
+      "start") cmd="start" ;;
+      "stop") cmd="stop" ;;
+      "pause") cmd="pause" ;;
+      "resume") cmd="resume" ;;
+      "rm") cmd="rm" ;;
+      "exec") cmd="exec" ;;
+      "image") cmd="image" ;;
+      "image build") cmd="image build" ;;
+      "completion") cmd="completion" ;;
+    esac
+  done
+  case "$cmd" in
+    "") flags="-h --help -v --version"; subs="create ls inspect start stop pause resume rm exec image completion" ;;
+    "create")
+      flags="--name --image -e --env --memory --cpus --json -h --help"; subs=""; pos=""
+      case "$prev" in
+        --name) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+        --image) COMPREPLY=($(compgen -W "$(sbx __complete images 2>/dev/null)" -- "$cur")); return ;;
+        -e|--env) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+        --memory) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+        --cpus) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+      esac
+      ;;
+    "ls")
+      flags="--json -q --quiet -h --help"; subs=""; pos=""
+      ;;
+    "inspect")
+      flags="--json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
+      ;;
+    "start")
+      flags="--json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
+      ;;
+    "stop")
+      flags="--json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
+      ;;
+    "pause")
+      flags="--json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
+      ;;
+    "resume")
+      flags="--json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
+      ;;
+    "rm")
+      flags="-f --force --json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
+      ;;
+    "exec")
+      flags="-i --interactive -t --tty -d --detach -e --env -w --workdir -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
+      case "$prev" in
+        -e|--env) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+        -w|--workdir) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+      esac
+      ;;
+    "image")
+      flags="-h --help"; subs="build"; pos=""
+      ;;
+    "image build")
+      flags="--tag --mirror --force --json -h --help"; subs=""; pos=""
+      case "$prev" in
+        --tag) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+        --mirror) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+      esac
+      ;;
+    "completion")
+      flags="-h --help"; subs=""; pos="bash zsh fish"
+      ;;
+  esac
+  if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "$flags" -- "$cur"))
+  elif [[ -n "$subs" ]]; then COMPREPLY=($(compgen -W "$subs" -- "$cur"))
+  else COMPREPLY=($(compgen -W "$pos" -- "$cur"))
+  fi
+}
+complete -F _sbx sbx

@@ -1,0 +1,79 @@
+// Test helpers: run the real CLI (bin/sbx) against the real engine, each test file in its own
+// SBX_HOME, and clean up every Docker object that home made, also when a test fails.
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export const ROOT = resolve(import.meta.dirname, '..');
+export const SBX = join(ROOT, 'bin', 'sbx');
+
+export interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface RunOptions {
+  input?: string;
+  env?: Record<string, string | undefined>;
+  timeoutMs?: number;
+}
+
+export function run(file: string, args: string[], opts: RunOptions = {}): Promise<Result> {
+  return new Promise((done) => {
+    const child = execFile(
+      file,
+      args,
+      { env: { ...process.env, NO_COLOR: undefined, FORCE_COLOR: undefined, ...opts.env }, timeout: opts.timeoutMs ?? 120_000, maxBuffer: 64 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
+        done({ code, stdout: String(stdout), stderr: String(stderr) });
+      },
+    );
+    if (opts.input !== undefined) child.stdin!.end(opts.input);
+    else child.stdin!.end();
+  });
+}
+
+export const docker = (...args: string[]) => run('docker', args);
+
+/** A separate sbx world: its own SBX_HOME, and a cleanup that removes all it made. */
+export class World {
+  readonly home = mkdtempSync(join(tmpdir(), 'sbx-test-'));
+
+  sbx(args: string[], opts: RunOptions = {}): Promise<Result> {
+    return run(SBX, args, { ...opts, env: { SBX_HOME: this.home, ...opts.env } });
+  }
+
+  /** Runs sbx and parses its --json output, failing loudly on a non-zero exit. */
+  async json<T = any>(args: string[], opts: RunOptions = {}): Promise<T> {
+    const dd = args.indexOf('--');
+    const withJson = dd < 0 ? [...args, '--json'] : [...args.slice(0, dd), '--json', ...args.slice(dd)];
+    const r = await this.sbx(withJson, opts);
+    if (r.code !== 0) throw new Error(`sbx ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+    return JSON.parse(r.stdout) as T;
+  }
+
+  spawn(args: string[]): ChildProcess {
+    return spawn(SBX, args, { env: { ...process.env, SBX_HOME: this.home }, stdio: ['pipe', 'pipe', 'pipe'] });
+  }
+
+  /** Docker objects (containers, networks) labelled with this home. */
+  async leftovers(): Promise<{ containers: string[]; networks: string[] }> {
+    const filter = `label=sbx.home=${this.home}`;
+    const c = await docker('ps', '-aq', '--filter', filter);
+    const n = await docker('network', 'ls', '-q', '--filter', filter);
+    const lines = (s: string) => s.split('\n').filter(Boolean);
+    return { containers: lines(c.stdout), networks: lines(n.stdout) };
+  }
+
+  async cleanup(): Promise<void> {
+    const { containers, networks } = await this.leftovers();
+    if (containers.length) await docker('rm', '-f', ...containers);
+    if (networks.length) await docker('network', 'rm', ...networks);
+    rmSync(this.home, { recursive: true, force: true });
+  }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
