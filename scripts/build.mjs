@@ -1,4 +1,4 @@
-// Builds dist/: a bundled, minified CLI (split so each command loads only what it needs), the
+// Builds dist/: a bundled, minified CLI (each command's code evaluated only when it runs), the
 // library entry, type declarations, and the shell completions (dist/completions; the copies in
 // completions/ are refreshed with `npm run completions` and a test fails when they drift).
 import { build } from 'esbuild';
@@ -8,9 +8,11 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 const pkg = JSON.parse(readFileSync('package.json', 'utf8'));
 const updateCommitted = process.argv.includes('--completions');
 
-// dockerode's BuildKit session (gRPC, protobuf) and SSH transport are never used by sbx;
-// leaving them out of the bundle halves start-up time.
-const unused = ['@grpc/grpc-js', '@grpc/proto-loader', 'protobufjs', 'ssh2', 'cpu-features'];
+// Never used by sbx, so left out of the bundle (they cost most of the start-up time):
+// dockerode's BuildKit session (gRPC, protobuf), SSH transport and build-context packing (sbx
+// imports images from a stream instead), and conf's JSON-schema validator (ajv), which conf
+// only builds when given a schema; the store passes none.
+const unused = ['@grpc/grpc-js', '@grpc/proto-loader', 'protobufjs', 'ssh2', 'cpu-features', 'tar-fs', '@balena/dockerignore', 'ajv', 'ajv-formats'];
 const stubUnused = {
   name: 'stub-unused',
   setup(b) {
@@ -24,31 +26,56 @@ const stubUnused = {
   },
 };
 
+// Heavy Node built-ins that some dependencies load at start-up but use only on rare paths
+// (commander: child_process for external subcommands; docker-modem: https/tls for remote
+// engines; dockerode: zlib for build contexts). They are loaded on first use instead. Only for importers that use a default import
+// or require(), where a lazy object is a faithful stand-in.
+const lazyBuiltins = { commander: ['child_process'], 'docker-modem': ['https'], dockerode: ['zlib'] };
+const lazyBuiltin = {
+  name: 'lazy-builtin',
+  setup(b) {
+    b.onResolve({ filter: /^(node:)?(child_process|https|zlib)$/ }, (args) => {
+      const name = args.path.replace(/^node:/, '');
+      const owner = Object.keys(lazyBuiltins).find((pkg) => args.importer.includes(`/node_modules/${pkg}/`));
+      if (!owner || !lazyBuiltins[owner].includes(name)) return undefined;
+      return { path: name, namespace: 'lazy-builtin' };
+    });
+    b.onLoad({ filter: /.*/, namespace: 'lazy-builtin' }, (args) => ({
+      contents: `let m; const load = () => (m ??= require('node:${args.path}'));
+        module.exports = new Proxy({}, { get: (_, k) => load()[k], has: (_, k) => k in load() });`,
+      loader: 'js',
+    }));
+  },
+};
+
 rmSync('dist', { recursive: true, force: true });
-await build({
-  entryPoints: { cli: 'src/bin.ts', index: 'src/index.ts' },
-  outdir: 'dist',
+const common = {
   bundle: true,
-  splitting: true,
-  format: 'esm',
   platform: 'node',
   target: 'node22',
   minify: true,
-  sourcemap: false,
   legalComments: 'none',
-  chunkNames: 'chunks/[name]-[hash]',
   define: { SBX_VERSION: JSON.stringify(pkg.version) },
+  plugins: [stubUnused, lazyBuiltin],
+  logLevel: 'warning',
+};
+// The CLI: one CommonJS file (built-ins load much faster for CommonJS than for ESM).
+await build({ ...common, entryPoints: ['src/bin.ts'], outfile: 'dist/cli.cjs', format: 'cjs' });
+// The library: ESM for `import { Sbx } from 'sbx'`.
+await build({
+  ...common,
+  entryPoints: ['src/index.ts'],
+  outfile: 'dist/index.js',
+  format: 'esm',
   // CommonJS dependencies call require() for Node built-ins; ESM bundles need one.
   banner: { js: "import { createRequire as __sbxRequire } from 'node:module'; const require = __sbxRequire(import.meta.url);" },
-  plugins: [stubUnused],
-  logLevel: 'warning',
 });
 
 execFileSync(process.execPath, [new URL('../node_modules/typescript/bin/tsc', import.meta.url).pathname, '-p', 'tsconfig.json', '--declaration', '--emitDeclarationOnly'], { stdio: 'inherit' });
 
 mkdirSync('dist/completions', { recursive: true });
 for (const [shell, file] of [['bash', 'sbx.bash'], ['zsh', '_sbx'], ['fish', 'sbx.fish']]) {
-  const text = execFileSync(process.execPath, ['dist/cli.js', 'completion', shell], { encoding: 'utf8' });
+  const text = execFileSync(process.execPath, ['dist/cli.cjs', 'completion', shell], { encoding: 'utf8' });
   writeFileSync(`dist/completions/${file}`, text);
   if (updateCommitted) writeFileSync(`completions/${file}`, text);
 }

@@ -2,7 +2,7 @@
 // that command runs, so start-up stays fast.
 import { Command, Option } from 'commander';
 import { COMMANDS, type CommandSpec } from './spec.ts';
-import { makeInput, type CommandModule } from './context.ts';
+import type { CommandModule } from './context.ts';
 import { UsageError } from '../core/errors.ts';
 
 declare const SBX_VERSION: string;
@@ -50,7 +50,7 @@ function addCommand(parent: Command, spec: CommandSpec, path: string[], wiring: 
       if (!spec.dashDash && wiring.rest.length > 0) {
         throw new UsageError(`sbx ${full.join(' ')} takes no command after "--"`);
       }
-      const mod = await load();
+      const [mod, { makeInput }] = await Promise.all([load(), import('./context.ts')]);
       const code = await mod.run(makeInput(full.join(' '), args, self.opts(), wiring.rest));
       wiring.onExit(typeof code === 'number' ? code : 0);
     });

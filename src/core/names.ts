@@ -1,6 +1,14 @@
 // Sandbox names and ids: validation and generation (pure).
-import { randomInt } from 'node:crypto';
 import { UsageError } from './errors.ts';
+
+/** A uniform random integer below `n` (n <= 256), from Web Crypto (global: no import cost). */
+function randomInt(n: number): number {
+  const limit = 256 - (256 % n);
+  const byte = new Uint8Array(1);
+  do crypto.getRandomValues(byte);
+  while (byte[0]! >= limit);
+  return byte[0]! % n;
+}
 
 export const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const ID_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
