@@ -26,6 +26,21 @@ const stubUnused = {
   },
 };
 
+// Modules whose load-time work sbx never needs, replaced by what sbx relies on of them: chalk's
+// colour detection (sbx always passes an explicit level, see src/cli/io.ts) and conf's semver
+// (used only for migrations, which the store does not use).
+const replaced = {
+  '#supports-color': 'module.exports = { default: { stdout: false, stderr: false } }; module.exports.__esModule = true;',
+  semver: 'module.exports = new Proxy({}, { get: () => { throw new Error("semver is not bundled with sbx"); } });',
+};
+const replace = {
+  name: 'replace',
+  setup(b) {
+    b.onResolve({ filter: /^(#supports-color|semver)$/ }, (args) => ({ path: args.path, namespace: 'replaced' }));
+    b.onLoad({ filter: /.*/, namespace: 'replaced' }, (args) => ({ contents: replaced[args.path], loader: 'js' }));
+  },
+};
+
 // Heavy Node built-ins that some dependencies load at start-up but use only on rare paths
 // (commander: child_process for external subcommands; docker-modem: https/tls for remote
 // engines; dockerode: zlib for build contexts). They are loaded on first use instead. Only for importers that use a default import
@@ -53,14 +68,16 @@ const common = {
   bundle: true,
   platform: 'node',
   target: 'node22',
-  minify: true,
+  minify: !process.env.SBX_NO_MINIFY,
   legalComments: 'none',
   define: { SBX_VERSION: JSON.stringify(pkg.version) },
-  plugins: [stubUnused, lazyBuiltin],
+  plugins: [stubUnused, replace, lazyBuiltin],
   logLevel: 'warning',
 };
-// The CLI: one CommonJS file (built-ins load much faster for CommonJS than for ESM).
-await build({ ...common, entryPoints: ['src/bin.ts'], outfile: 'dist/cli.cjs', format: 'cjs' });
+// The CLI: one CommonJS file (built-ins load much faster for CommonJS than for ESM). Prompts and
+// tables are only for people at a terminal: they stay in node_modules, loaded when used, so
+// every run does not compile them.
+await build({ ...common, entryPoints: ['src/bin.ts'], outfile: 'dist/cli.cjs', format: 'cjs', external: ['@inquirer/prompts', 'cli-table3'] });
 // The library: ESM for `import { Sbx } from 'sbx'`.
 await build({
   ...common,

@@ -11,6 +11,7 @@ import type { ContainerSummary, Runtime } from '../runtime/docker.ts';
 import { Store } from '../store/store.ts';
 import { sbxHome } from '../store/home.ts';
 import { reconcileSandbox, removeSandboxObjects } from './reconcile.ts';
+import { sandboxLabels } from '../runtime/labels.ts';
 
 export const DEFAULT_IMAGE = 'sbx/base:bookworm';
 
@@ -92,13 +93,23 @@ export class Sbx {
       creating: true,
     };
     const runtime = await this.runtime();
-    await this.#ensureImage(runtime, record.image, options.onProgress);
-    await this.store.update((data) => {
-      const taken = Object.values(data.sandboxes).find((r) => r.name === record.name);
-      if (taken) throw new UsageError(`a sandbox named "${record.name}" already exists: pick another --name or remove it first`);
-      data.sandboxes[record.id] = record;
-    });
+    // The engine takes ~80 ms to make a network: start it while the image is checked and the
+    // name reserved. Any failure from here on undoes everything (rollback is idempotent).
+    const network = runtime.createSandboxNetwork(record.id, sandboxLabels(record.id, record.name, this.home)).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     try {
+      await Promise.all([
+        this.#ensureImage(runtime, record.image, options.onProgress),
+        this.store.update((data) => {
+          const taken = Object.values(data.sandboxes).find((r) => r.name === record.name);
+          if (taken) throw new UsageError(`a sandbox named "${record.name}" already exists: pick another --name or remove it first`);
+          data.sandboxes[record.id] = record;
+        }),
+      ]);
+      const networkError = await network;
+      if (networkError) throw networkError;
       if (options.signal?.aborted) throw new InterruptedError('interrupted');
       await reconcileSandbox(record, { runtime, home: this.home, signal: options.signal });
       await this.store.update((data) => {
@@ -106,6 +117,7 @@ export class Sbx {
         if (stored) delete stored.creating;
       });
     } catch (err) {
+      await network;
       await this.#rollbackCreate(record.id, runtime);
       if (options.signal?.aborted) throw new InterruptedError('interrupted: the sandbox was not created and nothing was left behind');
       throw err;
@@ -223,9 +235,11 @@ export class Sbx {
       throw err;
     }
     const runtime = await this.runtime();
-    const container = await runtime.inspectContainer(objectNames(record.id).container);
-    if (!options.force && container && container.state !== 'stopped') {
-      throw new UsageError(`sandbox ${record.name} is ${container.state}: pass --force to remove it anyway`);
+    if (!options.force) {
+      const container = await runtime.inspectContainer(objectNames(record.id).container);
+      if (container && container.state !== 'stopped') {
+        throw new UsageError(`sandbox ${record.name} is ${container.state}: pass --force to remove it anyway`);
+      }
     }
     await removeSandboxObjects(record.id, runtime);
     await this.store.update((data) => {

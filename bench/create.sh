@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# `sbx create`+`rm` against raw docker doing the same work (network with the same bridge
+# options, `docker run -d` with the same options, `docker rm -f`, `docker network rm`), and
+# against a plain `docker run -d` + `rm -f`. Target: at most 1.15x the same work in raw docker.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+RUNS=${RUNS:-15}
+sbx_cmd="$ROOT/bin/sbx create --name bench-c >/dev/null && $ROOT/bin/sbx rm --force bench-c >/dev/null"
+raw_cmd="docker network create --label sbx.bench=1 -o com.docker.network.bridge.name=sbx-bench-raw -o com.docker.network.bridge.enable_icc=false sbx-bench-raw >/dev/null \
+ && docker run -d --name sbx-bench-raw --network sbx-bench-raw --hostname bench --init --cap-drop NET_ADMIN --cap-drop NET_RAW --security-opt no-new-privileges --label sbx.bench=1 sbx/base:bookworm sleep infinity >/dev/null \
+ && docker rm -f sbx-bench-raw >/dev/null && docker network rm sbx-bench-raw >/dev/null"
+plain_cmd="docker run -d --name sbx-bench-plain sbx/base:bookworm sleep infinity >/dev/null && docker rm -f sbx-bench-plain >/dev/null"
+hyperfine -w 2 -r "$RUNS" --export-json "$OUT/create.json" -n 'sbx create + rm' "$sbx_cmd" -n 'raw docker, same work' "$raw_cmd" -n 'plain docker run -d + rm -f' "$plain_cmd" >&2
+node -e '
+const r = require(process.argv[1]).results.map((x) => x.mean * 1000);
+const f = (x) => x.toFixed(0);
+console.log(`| sbx create + rm | ${f(r[0])} ms | raw docker, same work: ${f(r[1])} ms | ${(r[0] / r[1]).toFixed(2)}x | at most 1.15x | ${r[0] / r[1] <= 1.15 ? "met" : "MISSED"} |`);
+console.log(`| sbx create + rm | ${f(r[0])} ms | plain docker run -d + rm -f: ${f(r[2])} ms | ${(r[0] / r[2]).toFixed(2)}x | (context) | |`);
+' "$OUT/create.json"

@@ -1,0 +1,16 @@
+# Shared by the bench scripts: hyperfine from Debian, the project's Node, a throw-away SBX_HOME.
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+command -v hyperfine >/dev/null || { step "installing hyperfine"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hyperfine >&2; }
+BENCH_HOME=$(mktemp -d /tmp/sbx-bench-XXXXXX)
+export SBX_HOME="$BENCH_HOME"
+OUT="$ROOT/bench/out"; mkdir -p "$OUT"
+bench_cleanup() {
+  for id in $(docker ps -aq --filter "label=sbx.home=$BENCH_HOME"); do docker rm -f "$id" >/dev/null; done
+  for id in $(docker network ls -q --filter "label=sbx.home=$BENCH_HOME"); do docker network rm "$id" >/dev/null; done
+  docker rm -f sbx-bench-raw sbx-bench-plain >/dev/null 2>&1 || true
+  docker network rm sbx-bench-raw >/dev/null 2>&1 || true
+  rm -rf "$BENCH_HOME"
+}
+trap bench_cleanup EXIT
+# Mean seconds of command N (0-based) in a hyperfine JSON export.
+mean() { node -e "console.log(require('$1').results[$2].mean)"; }
