@@ -105,18 +105,27 @@ describe('stop, start, pause, resume', () => {
     await world.json(['create', '--name', 'states']);
     await world.sbx(['exec', '--detach', 'states', '--', 'sleep', '3600']);
     const pid = (await world.sbx(['exec', 'states', '--', 'pgrep', '-x', 'sleep', '-n'])).stdout.trim();
-    assert.equal((await world.json<any[]>(['pause', 'states']))[0].status, 'paused');
+    assert.equal((await world.json(['pause', 'states'])).status, 'paused');
     assert.equal((await world.json(['inspect', 'states'])).status, 'paused');
     const paused = await world.sbx(['exec', 'states', '--', 'true']);
     assert.equal(paused.code, 1);
     assert.match(paused.stderr, /^error: sandbox states is paused: sbx resume it first\n$/);
-    assert.equal((await world.json<any[]>(['resume', 'states']))[0].status, 'running');
+    assert.equal((await world.json(['resume', 'states'])).status, 'running');
     assert.equal((await world.sbx(['exec', 'states', '--', 'pgrep', '-x', 'sleep', '-n'])).stdout.trim(), pid, 'same process after resume');
-    assert.equal((await world.json<any[]>(['stop', 'states']))[0].status, 'stopped');
+    assert.equal((await world.json(['stop', 'states'])).status, 'stopped');
     const resumeStopped = await world.sbx(['resume', 'states']);
     assert.equal(resumeStopped.code, 1);
-    assert.equal((await world.json<any[]>(['start', 'states']))[0].status, 'running');
+    assert.equal((await world.json(['start', 'states'])).status, 'running');
     assert.equal((await world.sbx(['exec', 'states', '--', 'true'])).code, 0);
+  });
+
+  it('takes several sandboxes at once and prints an array for them', async () => {
+    await world.json(['create', '--name', 'multi-a']);
+    await world.json(['create', '--name', 'multi-b']);
+    const stopped = await world.json<any[]>(['stop', 'multi-a', 'multi-b']);
+    assert.deepEqual(stopped.map((s) => [s.name, s.status]), [['multi-a', 'stopped'], ['multi-b', 'stopped']]);
+    const removed = await world.json<any[]>(['rm', 'multi-a', 'multi-b']);
+    assert.deepEqual(removed.map((r) => [r.name, r.removed]), [['multi-a', true], ['multi-b', true]]);
   });
 
   it('a sandbox created with -- CMD runs it as its main command', async () => {
@@ -126,6 +135,16 @@ describe('stop, start, pause, resume', () => {
     await world.json(['stop', 'main-cmd']);
     await world.json(['start', 'main-cmd']);
     assert.equal((await world.sbx(['exec', 'main-cmd', '--', 'pgrep', '-f', 'sleep 3600'])).code, 0, 'comes back with its sandbox');
+  });
+});
+
+describe('a missing container', () => {
+  it('start brings it back from the store (same id, name and command)', async () => {
+    const box = await world.json(['create', '--name', 'reborn', '--', 'sleep', '3600']);
+    await docker('rm', '-f', box.container);
+    const again = await world.json(['start', 'reborn']);
+    assert.deepEqual([again.id, again.status, again.command], [box.id, 'running', ['sleep', '3600']]);
+    await world.sbx(['rm', '-f', 'reborn']);
   });
 });
 
@@ -159,7 +178,8 @@ describe('rm', () => {
     assert.equal((await world.json(['inspect', 'behind'])).status, 'missing');
     const ls = await world.json<any[]>(['ls']);
     assert.equal(ls.find((s) => s.name === 'behind').status, 'missing');
-    assert.equal((await world.sbx(['rm', 'behind'])).code, 0);
+    const rm = await world.json(['rm', 'behind']);
+    assert.deepEqual([rm.name, rm.removed], ['behind', true]);
     assert.equal((await docker('network', 'inspect', box.network)).code, 1, 'network removed too');
   });
 });

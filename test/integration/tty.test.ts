@@ -48,6 +48,13 @@ describe('on a TTY', () => {
     assert.equal((await world.sbx(['inspect', 'tty-box'])).code, 3);
   });
 
+  it('exec -t gives the command a terminal; without -t it has none', async () => {
+    await world.json(['create', '--name', 'tty-exec']);
+    assert.match((await onTTY(['exec', '-t', 'tty-exec', '--', 'tty'])).out, /\/dev\/pts\/\d+/);
+    assert.match((await onTTY(['exec', 'tty-exec', '--', 'sh', '-c', 'tty || true'])).out, /not a tty/);
+    await world.sbx(['rm', '-f', 'tty-exec']);
+  });
+
   it('a missing SANDBOX argument becomes a picker', async () => {
     await world.json(['create', '--name', 'picked']);
     const { out, code } = await onTTY(['inspect'], {}, '\r');

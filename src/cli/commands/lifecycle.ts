@@ -20,5 +20,6 @@ export async function run(input: CommandInput): Promise<void> {
       else input.io.out(sandbox.name);
     }
   }
-  if (input.opts.json) input.io.json(done);
+  // One sandbox named: its object; several: an array of them.
+  if (input.opts.json) input.io.json(refs.length === 1 ? done[0] : done);
 }

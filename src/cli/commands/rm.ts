@@ -25,5 +25,5 @@ export async function run(input: CommandInput): Promise<void> {
       else io.out(result.name);
     }
   }
-  if (opts.json) io.json(results);
+  if (opts.json) io.json(refs.length === 1 ? results[0] : results);
 }
