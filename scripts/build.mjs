@@ -43,13 +43,13 @@ const replace = {
 
 // Heavy Node built-ins that some dependencies load at start-up but use only on rare paths
 // (commander: child_process for external subcommands; docker-modem: https/tls for remote
-// engines; dockerode: zlib for build contexts). They are loaded on first use instead. Only for importers that use a default import
+// engines; dockerode: zlib and crypto for builds and sessions; conf: crypto for encryption). They are loaded on first use instead. Only for importers that use a default import
 // or require(), where a lazy object is a faithful stand-in.
-const lazyBuiltins = { commander: ['child_process'], 'docker-modem': ['https'], dockerode: ['zlib'] };
+const lazyBuiltins = { commander: ['child_process'], 'docker-modem': ['https'], dockerode: ['zlib', 'crypto'], conf: ['crypto'] };
 const lazyBuiltin = {
   name: 'lazy-builtin',
   setup(b) {
-    b.onResolve({ filter: /^(node:)?(child_process|https|zlib)$/ }, (args) => {
+    b.onResolve({ filter: /^(node:)?(child_process|https|zlib|crypto)$/ }, (args) => {
       const name = args.path.replace(/^node:/, '');
       const owner = Object.keys(lazyBuiltins).find((pkg) => args.importer.includes(`/node_modules/${pkg}/`));
       if (!owner || !lazyBuiltins[owner].includes(name)) return undefined;

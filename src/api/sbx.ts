@@ -99,6 +99,8 @@ export class Sbx {
       () => undefined,
       (err: unknown) => err,
     );
+    // Let the request reach the engine before the CPU-bound store work below (loading conf).
+    await new Promise((resolve) => setImmediate(resolve));
     try {
       await Promise.all([
         this.#ensureImage(runtime, record.image, options.onProgress),
@@ -241,7 +243,9 @@ export class Sbx {
         throw new UsageError(`sandbox ${record.name} is ${container.state}: pass --force to remove it anyway`);
       }
     }
-    await removeSandboxObjects(record.id, runtime);
+    const removal = removeSandboxObjects(record.id, runtime);
+    this.store.warmUp();
+    await removal;
     await this.store.update((data) => {
       delete data.sandboxes[record.id];
     });

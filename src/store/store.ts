@@ -44,6 +44,17 @@ export class Store {
     return this.#conf;
   }
 
+  /**
+   * Loads what a write needs (conf, the lock) ahead of time; commands call it while they wait
+   * for the engine so that the write at the end does not wait for module loading.
+   */
+  warmUp(): void {
+    setImmediate(() => {
+      this.#writer().catch(() => {});
+      import('proper-lockfile').catch(() => {});
+    });
+  }
+
   /** A snapshot of the store as it is on disk now. */
   read(): StoreData {
     let data: Partial<StoreData>;
