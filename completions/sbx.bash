@@ -15,28 +15,43 @@ _sbx() {
       "resume") cmd="resume" ;;
       "rm") cmd="rm" ;;
       "exec") cmd="exec" ;;
+      "port") cmd="port" ;;
+      "port expose") cmd="port expose" ;;
+      "port ls") cmd="port ls" ;;
+      "port rm") cmd="port rm" ;;
+      "port forward") cmd="port forward" ;;
+      "token") cmd="token" ;;
+      "fetch") cmd="fetch" ;;
+      "gateway") cmd="gateway" ;;
+      "gateway run") cmd="gateway run" ;;
+      "gateway start") cmd="gateway start" ;;
+      "gateway stop") cmd="gateway stop" ;;
+      "gateway status") cmd="gateway status" ;;
       "image") cmd="image" ;;
       "image build") cmd="image build" ;;
       "completion") cmd="completion" ;;
     esac
   done
   case "$cmd" in
-    "") flags="-h --help -v --version"; subs="create ls inspect start stop pause resume rm exec image completion" ;;
+    "") flags="-h --help -v --version"; subs="create ls inspect start stop pause resume rm exec port token fetch gateway image completion" ;;
     "create")
-      flags="--name --image -e --env --memory --cpus --json -h --help"; subs=""; pos=""
+      flags="--name --image -e --env --memory --cpus -p --port --private --mask-host --ttl --json -h --help"; subs=""; pos=""
       case "$prev" in
         --name) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
         --image) COMPREPLY=($(compgen -W "$(sbx __complete images 2>/dev/null)" -- "$cur")); return ;;
         -e|--env) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
         --memory) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
         --cpus) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+        -p|--port) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+        --mask-host) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+        --ttl) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
       esac
       ;;
     "ls")
       flags="--json -q --quiet -h --help"; subs=""; pos=""
       ;;
     "inspect")
-      flags="--json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
+      flags="--show-token --json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
       ;;
     "start")
       flags="--json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
@@ -59,6 +74,50 @@ _sbx() {
         -e|--env) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
         -w|--workdir) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
       esac
+      ;;
+    "port")
+      flags="-h --help"; subs="expose ls rm forward"; pos=""
+      ;;
+    "port expose")
+      flags="--public --private --json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
+      ;;
+    "port ls")
+      flags="--json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
+      ;;
+    "port rm")
+      flags="--json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
+      ;;
+    "port forward")
+      flags="--local -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
+      case "$prev" in
+        --local) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+      esac
+      ;;
+    "token")
+      flags="--rotate --json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
+      ;;
+    "fetch")
+      flags="-X --method -H --header -d --data -i --include -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
+      case "$prev" in
+        -X|--method) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+        -H|--header) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+        -d|--data) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+      esac
+      ;;
+    "gateway")
+      flags="-h --help"; subs="run start stop status"; pos=""
+      ;;
+    "gateway run")
+      flags="-h --help"; subs=""; pos=""
+      ;;
+    "gateway start")
+      flags="--json -h --help"; subs=""; pos=""
+      ;;
+    "gateway stop")
+      flags="--json -h --help"; subs=""; pos=""
+      ;;
+    "gateway status")
+      flags="--json -h --help"; subs=""; pos=""
       ;;
     "image")
       flags="-h --help"; subs="build"; pos=""

@@ -77,7 +77,15 @@ const common = {
 // The CLI: one CommonJS file (built-ins load much faster for CommonJS than for ESM). Prompts and
 // tables are only for people at a terminal: they stay in node_modules, loaded when used, so
 // every run does not compile them.
-await build({ ...common, entryPoints: ['src/bin.ts'], outfile: 'dist/cli.cjs', format: 'cjs', external: ['@inquirer/prompts', 'cli-table3'] });
+const cjs = {
+  ...common,
+  format: 'cjs',
+  define: { ...common.define, 'import.meta.url': '__sbxModuleUrl' },
+  banner: { js: "const __sbxModuleUrl = require('node:url').pathToFileURL(__filename).href;" },
+};
+await build({ ...cjs, entryPoints: ['src/bin.ts'], outfile: 'dist/cli.cjs', external: ['@inquirer/prompts', 'cli-table3'] });
+// The relay that the gateway starts inside sandboxes' network namespaces (no dependencies).
+await build({ ...cjs, entryPoints: ['src/gateway/relay-main.ts'], outfile: 'dist/relay.cjs' });
 // The library: ESM for `import { Sbx } from 'sbx'`.
 await build({
   ...common,

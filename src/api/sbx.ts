@@ -11,6 +11,11 @@ import type { ContainerSummary, Runtime } from '../runtime/docker.ts';
 import { Store } from '../store/store.ts';
 import { sbxHome } from '../store/home.ts';
 import { reconcileSandbox, removeSandboxObjects } from './reconcile.ts';
+import { parsePorts, portUrl, validateMaskHost, type GatewayAddress, type PortInfo } from '../core/ports.ts';
+import { parseDuration } from '../core/duration.ts';
+import { newToken } from '../core/token.ts';
+import { gatewaySettings } from '../gateway/settings.ts';
+import { runningGateway } from '../gateway/state.ts';
 import { sandboxLabels } from '../runtime/labels.ts';
 
 export const DEFAULT_IMAGE = 'sbx/base:bookworm';
@@ -26,6 +31,14 @@ export interface CreateSandboxOptions {
   cpus?: string | number;
   /** Main command; omitted, the sandbox idles until stopped. */
   command?: string[];
+  /** Ports to expose behind URLs at once. */
+  ports?: ReadonlyArray<number | string>;
+  /** Make the ports private: requests need the sandbox's traffic token. */
+  private?: boolean;
+  /** Host header sent into the sandbox, with ${PORT} replaced, e.g. "localhost:${PORT}". */
+  maskHost?: string;
+  /** Time to live ("30s", "10m", "2h"): the gateway removes the sandbox when it is up. */
+  ttl?: string;
   /** Aborting rolls the create back: no container, network or store entry is left. */
   signal?: AbortSignal;
   /** Progress lines (image pulls). */
@@ -91,7 +104,13 @@ export class Sbx {
       cpus: parseCpus(options.cpus),
       desired: 'running',
       creating: true,
+      ports: parsePorts(options.ports ?? []).map((port) => ({ port, public: !options.private })),
+      token: newToken(),
+      ...(options.maskHost !== undefined ? { maskHost: validateMaskHost(options.maskHost) } : {}),
+      ...(options.ttl !== undefined ? { expiresAt: new Date(Date.now() + parseDuration(options.ttl)).toISOString() } : {}),
     };
+    // Ports and TTLs are served by the gateway: have it running before the sandbox exists.
+    if (record.ports!.length > 0 || record.expiresAt) await this.ensureGateway();
     const runtime = await this.runtime();
     // The engine takes ~80 ms to make a network: start it while the image is checked and the
     // name reserved. Any failure from here on undoes everything (rollback is idempotent).
@@ -125,7 +144,8 @@ export class Sbx {
       throw err;
     }
     delete record.creating;
-    return this.#info(record, await runtime.inspectContainer(objectNames(record.id).container));
+    const withToken = record.ports!.some((p) => !p.public);
+    return this.#info(record, await runtime.inspectContainer(objectNames(record.id).container), withToken);
   }
 
   async #ensureImage(runtime: Runtime, image: string, onProgress?: (line: string) => void): Promise<void> {
@@ -154,10 +174,10 @@ export class Sbx {
     return records.map((r) => this.#info(r, containers.get(objectNames(r.id).container)));
   }
 
-  async get(ref: string): Promise<SandboxInfo> {
+  async get(ref: string, options: { showToken?: boolean } = {}): Promise<SandboxInfo> {
     const record = this.resolve(ref);
     const runtime = await this.runtime();
-    return this.#info(record, await runtime.inspectContainer(objectNames(record.id).container));
+    return this.#info(record, await runtime.inspectContainer(objectNames(record.id).container), options.showToken);
   }
 
   /** Finds a sandbox by name, id or unique id prefix in the store (no engine call). */
@@ -165,9 +185,10 @@ export class Sbx {
     return resolveSandbox(ref, this.store.sandboxes());
   }
 
-  #info(r: SandboxRecord, c: ContainerSummary | undefined): SandboxInfo {
+  #info(r: SandboxRecord, c: ContainerSummary | undefined, showToken = false): SandboxInfo {
     const names = objectNames(r.id);
     const status: SandboxStatus = c ? c.state : 'missing';
+    const gw = this.gatewayAddress();
     return {
       id: r.id,
       name: r.name,
@@ -182,7 +203,74 @@ export class Sbx {
       bridge: names.bridge,
       container: names.container,
       network: names.network,
+      ports: (r.ports ?? []).map((p) => ({ port: p.port, url: portUrl(p.port, r.name, gw), public: p.public })),
+      ...(r.maskHost ? { maskHost: r.maskHost } : {}),
+      ...(r.expiresAt ? { expiresAt: r.expiresAt } : {}),
+      ...(showToken && r.token ? { token: r.token } : {}),
     };
+  }
+
+  // ---- gateway and ports ----------------------------------------------------------------
+
+  /** Where URLs point: the running gateway, else the configured one. */
+  gatewayAddress(): GatewayAddress {
+    const running = runningGateway(this.home);
+    if (running) return { domain: running.domain, port: running.port };
+    const s = gatewaySettings();
+    return { domain: s.domain, port: s.port };
+  }
+
+  /** Starts the background gateway of this SBX_HOME unless it runs. */
+  async ensureGateway() {
+    const { ensureGateway } = await import('../gateway/daemon.ts');
+    return ensureGateway(this.home);
+  }
+
+  /** Exposes ports (idempotent; changes public/private of ports already exposed). */
+  async exposePorts(ref: string, ports: ReadonlyArray<number | string>, options: { public?: boolean } = {}): Promise<PortInfo[]> {
+    const wanted = parsePorts(ports);
+    if (wanted.length === 0) throw new UsageError('no port given: sbx port expose SANDBOX PORT...');
+    const isPublic = options.public ?? true;
+    await this.ensureGateway();
+    const record = await this.store.update((data) => {
+      const r = resolveSandbox(ref, Object.values(data.sandboxes));
+      const current = new Map((r.ports ?? []).map((p) => [p.port, p]));
+      for (const port of wanted) current.set(port, { port, public: isPublic });
+      r.ports = [...current.values()].sort((a, b) => a.port - b.port);
+      r.token ??= newToken();
+      return r;
+    });
+    const gw = this.gatewayAddress();
+    return wanted.map((port) => ({ port, url: portUrl(port, record.name, gw), public: isPublic }));
+  }
+
+  listPorts(ref: string): PortInfo[] {
+    const record = this.resolve(ref);
+    const gw = this.gatewayAddress();
+    return (record.ports ?? []).map((p) => ({ port: p.port, url: portUrl(p.port, record.name, gw), public: p.public }));
+  }
+
+  /** Stops routing ports (idempotent); resolves with the ports that were exposed and now are not. */
+  async unexposePorts(ref: string, ports: ReadonlyArray<number | string>): Promise<number[]> {
+    const gone = parsePorts(ports);
+    if (gone.length === 0) throw new UsageError('no port given: sbx port rm SANDBOX PORT...');
+    return this.store.update((data) => {
+      const r = resolveSandbox(ref, Object.values(data.sandboxes));
+      const before = r.ports ?? [];
+      r.ports = before.filter((p) => !gone.includes(p.port));
+      return before.filter((p) => gone.includes(p.port)).map((p) => p.port);
+    });
+  }
+
+  /** The sandbox's traffic token; `rotate` replaces it and the old one stops working at once. */
+  async token(ref: string, options: { rotate?: boolean } = {}): Promise<string> {
+    const current = this.resolve(ref);
+    if (current.token && !options.rotate) return current.token;
+    return this.store.update((data) => {
+      const r = resolveSandbox(ref, Object.values(data.sandboxes));
+      r.token = newToken();
+      return r.token;
+    });
   }
 
   // ---- lifecycle ------------------------------------------------------------------------

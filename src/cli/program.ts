@@ -19,6 +19,13 @@ const loaders: Record<string, () => Promise<CommandModule>> = {
   exec: () => import('./commands/exec.ts'),
   'image-build': () => import('./commands/image-build.ts'),
   completion: () => import('./commands/completion.ts'),
+  'port-expose': () => import('./commands/port-expose.ts'),
+  'port-ls': () => import('./commands/port-ls.ts'),
+  'port-rm': () => import('./commands/port-rm.ts'),
+  'port-forward': () => import('./commands/port-forward.ts'),
+  token: () => import('./commands/token.ts'),
+  fetch: () => import('./commands/fetch.ts'),
+  gateway: () => import('./commands/gateway.ts'),
   complete: () => import('./commands/complete.ts'),
 };
 

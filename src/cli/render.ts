@@ -1,5 +1,6 @@
 // How sandboxes look for people (tables, details) — JSON output is the SandboxInfo object itself.
 import type { SandboxInfo } from '../core/sandbox.ts';
+import type { PortInfo } from '../core/ports.ts';
 import type { IO } from './io.ts';
 
 export function statusText(io: IO, status: string): string {
@@ -42,5 +43,16 @@ export function printSandboxDetails(io: IO, s: SandboxInfo): void {
   const env = Object.entries(s.env);
   if (env.length) pairs.push(['env', env.map(([k, v]) => `${k}=${v}`).join(' ')]);
   pairs.push(['bridge', s.bridge]);
+  for (const p of s.ports) pairs.push([`port ${p.port}`, `${p.url}${p.public ? '' : ' (private)'}`]);
+  if (s.maskHost) pairs.push(['mask-host', s.maskHost]);
+  if (s.expiresAt) pairs.push(['expires', s.expiresAt]);
+  if (s.token) pairs.push(['token', s.token]);
   io.details(pairs);
+}
+
+export async function printPortTable(io: IO, ports: PortInfo[]): Promise<void> {
+  await io.table(
+    ['PORT', 'URL', 'ACCESS'],
+    ports.map((p) => [String(p.port), p.url, p.public ? 'public' : io.isTTY ? io.color.yellow('private') : 'private']),
+  );
 }

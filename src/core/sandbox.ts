@@ -1,4 +1,5 @@
 // The domain model of a sandbox: what the store keeps (desired state) and what users see.
+import type { ExposedPort, PortInfo } from './ports.ts';
 
 export type SandboxStatus = 'running' | 'paused' | 'stopped' | 'missing' | 'creating';
 
@@ -19,6 +20,14 @@ export interface SandboxRecord {
   desired: 'running' | 'paused' | 'stopped';
   /** Set while `create` is still making the container; such records are not yet sandboxes. */
   creating?: boolean;
+  /** Ports routed by the gateway. */
+  ports?: ExposedPort[];
+  /** The traffic token that private ports require. */
+  token?: string;
+  /** Host header template sent into the sandbox, e.g. "localhost:${PORT}". */
+  maskHost?: string;
+  /** When the gateway removes the sandbox (ISO time), from --ttl. */
+  expiresAt?: string;
 }
 
 /** A sandbox as printed by `inspect --json` and returned by the library. */
@@ -38,6 +47,11 @@ export interface SandboxInfo {
   bridge: string;
   container: string;
   network: string;
+  ports: PortInfo[];
+  maskHost?: string;
+  expiresAt?: string;
+  /** Only where asked for (sbx token, create with private ports, inspect --show-token). */
+  token?: string;
 }
 
 /** Docker object names derive from the id so that two SBX_HOMEs never collide. */

@@ -5,7 +5,7 @@ import Docker from 'dockerode';
 import type { Readable, Writable } from 'node:stream';
 import { NotFoundError, RuntimeError } from '../core/errors.ts';
 import { objectNames, type SandboxRecord } from '../core/sandbox.ts';
-import { LABEL_HOME, LABEL_MANAGED } from './labels.ts';
+import { LABEL_HOME, LABEL_ID, LABEL_MANAGED } from './labels.ts';
 import { isGoneOrDone, statusOf, toRuntimeError } from './errors.ts';
 
 /** The command that keeps a sandbox up when the user gave none; Docker's init reaps zombies. */
@@ -16,6 +16,8 @@ export type ContainerState = 'running' | 'paused' | 'stopped';
 export interface ContainerSummary {
   state: ContainerState;
   ip?: string;
+  /** The init process on the host (its network namespace is the sandbox's); inspect only. */
+  pid?: number;
 }
 
 export interface ExecOptions {
@@ -116,6 +118,9 @@ export class Runtime {
           Memory: record.memory || undefined,
           NanoCpus: record.cpus ? Math.round(record.cpus * 1e9) : undefined,
           RestartPolicy: { Name: 'no' },
+          // Loopback gets ::1 as on any host, so servers bound to "localhost" or ::1 work (and are
+          // reachable through their URLs); the sandbox network itself stays IPv4-only.
+          Sysctls: { 'net.ipv6.conf.lo.disable_ipv6': '0' },
         },
       });
     } catch (err) {
@@ -130,7 +135,7 @@ export class Runtime {
     try {
       const info = await this.docker.getContainer(name).inspect();
       const nets = Object.values(info.NetworkSettings?.Networks ?? {});
-      return { state: stateOf(info.State), ip: nets[0]?.IPAddress || undefined };
+      return { state: stateOf(info.State), ip: nets[0]?.IPAddress || undefined, pid: info.State?.Pid || undefined };
     } catch (err) {
       if (statusOf(err) === 404) return undefined;
       throw toRuntimeError(err, `could not inspect container ${name}`);
@@ -240,6 +245,52 @@ export class Runtime {
     opts.stdin?.unpipe(stream as unknown as Writable);
     const info = await exec.inspect();
     return info.ExitCode ?? 1;
+  }
+
+  // ---- events ---------------------------------------------------------------------------
+
+  /**
+   * Calls `onChange(sandboxId, action)` for every container event of this SBX_HOME (start, die,
+   * pause, unpause, destroy...), reconnecting when the stream breaks. Returns a stop function.
+   */
+  watchSandboxEvents(home: string, onChange: (id: string, action: string) => void): () => void {
+    let stopped = false;
+    let current: NodeJS.ReadableStream | undefined;
+    const connect = async () => {
+      while (!stopped) {
+        try {
+          const stream = (await this.docker.getEvents({
+            filters: { type: ['container'], label: [`${LABEL_MANAGED}=true`, `${LABEL_HOME}=${home}`] },
+          })) as NodeJS.ReadableStream;
+          current = stream;
+          let buffered = '';
+          await new Promise<void>((resolve) => {
+            stream.on('data', (chunk: Buffer) => {
+              buffered += chunk.toString();
+              let nl: number;
+              while ((nl = buffered.indexOf('\n')) >= 0) {
+                const line = buffered.slice(0, nl);
+                buffered = buffered.slice(nl + 1);
+                try {
+                  const ev = JSON.parse(line) as { Action?: string; Actor?: { Attributes?: Record<string, string> } };
+                  const id = ev.Actor?.Attributes?.[LABEL_ID];
+                  if (id) onChange(id, ev.Action ?? '');
+                } catch {}
+              }
+            });
+            stream.on('end', resolve);
+            stream.on('error', () => resolve());
+            stream.on('close', resolve);
+          });
+        } catch {}
+        if (!stopped) await new Promise((r) => setTimeout(r, 1000));
+      }
+    };
+    void connect();
+    return () => {
+      stopped = true;
+      (current as unknown as { destroy?(): void } | undefined)?.destroy?.();
+    };
   }
 
   // ---- images ---------------------------------------------------------------------------

@@ -16,6 +16,10 @@ export async function run({ opts, rest, io, sbx }: CommandInput): Promise<void> 
       memory: opts.memory as string | undefined,
       cpus: opts.cpus as string | undefined,
       command: rest,
+      ports: (opts.port as string[] | undefined) ?? [],
+      private: !!opts.private,
+      maskHost: opts.maskHost as string | undefined,
+      ttl: opts.ttl as string | undefined,
       signal: abort.signal,
       onProgress: opts.json ? undefined : (line) => io.info(line),
     });

@@ -1,0 +1,104 @@
+// Talking to a sandbox's ports through the gateway from this machine: one HTTP request
+// (`sbx fetch`, Blaxel's sandbox.fetch) and a local TCP port forwarded to a sandbox port
+// (`sbx port forward`, like kubectl port-forward), both with the sandbox's token.
+import { request, type IncomingMessage } from 'node:http';
+import { createServer, type Server, type Socket } from 'node:net';
+import type { Readable } from 'node:stream';
+import { RuntimeError } from '../core/errors.ts';
+import { parsePort } from '../core/ports.ts';
+import { TOKEN_HEADER } from '../gateway/auth.ts';
+import type { Sbx } from './sbx.ts';
+
+export interface FetchOptions {
+  path?: string;
+  method?: string;
+  headers?: Record<string, string>;
+  body?: string | Buffer | Readable;
+}
+
+export interface FetchResponse {
+  status: number;
+  statusText: string;
+  rawHeaders: string[];
+  body: IncomingMessage;
+}
+
+export async function fetchThroughGateway(sbx: Sbx, ref: string, portValue: number | string, options: FetchOptions = {}): Promise<FetchResponse> {
+  const port = parsePort(portValue);
+  const record = sbx.resolve(ref);
+  const gw = await sbx.ensureGateway();
+  let path = options.path ?? '/';
+  if (!path.startsWith('/')) path = `/${path}`;
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host: gw.host,
+        port: gw.port,
+        method: options.method ?? 'GET',
+        path,
+        headers: { ...options.headers, host: `${port}-${record.name}.${gw.domain}:${gw.port}`, [TOKEN_HEADER]: record.token ?? '' },
+      },
+      (res) => resolve({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', rawHeaders: res.rawHeaders, body: res }),
+    );
+    req.on('error', (err) => reject(new RuntimeError(`the gateway did not answer: ${err.message}`)));
+    const body = options.body;
+    if (body === undefined) req.end();
+    else if (typeof body === 'string' || Buffer.isBuffer(body)) req.end(body);
+    else body.pipe(req);
+  });
+}
+
+export interface ForwardOptions {
+  /** Local address to listen on (default 127.0.0.1). */
+  host?: string;
+  /** Local port (default: the sandbox port; 0 picks a free one). */
+  localPort?: number;
+  onError?: (message: string) => void;
+}
+
+/** Listens locally and carries every connection, byte for byte, to a port of the sandbox. */
+export async function forwardPort(sbx: Sbx, ref: string, portValue: number | string, options: ForwardOptions = {}): Promise<Server> {
+  const port = parsePort(portValue);
+  const record = sbx.resolve(ref);
+  const gw = await sbx.ensureGateway();
+  const server = createServer((client: Socket) => {
+    client.pause();
+    const req = request({
+      host: gw.host,
+      port: gw.port,
+      path: `/_sbx/tunnel/${record.id}/${port}`,
+      headers: { host: gw.domain, connection: 'Upgrade', upgrade: 'sbx-tunnel', [TOKEN_HEADER]: sbx.resolve(record.id).token ?? '' },
+    });
+    req.on('upgrade', (_res, tunnel, head) => {
+      if (head.length) client.unshift(head);
+      tunnel.pipe(client).pipe(tunnel);
+      const close = () => {
+        tunnel.destroy();
+        client.destroy();
+      };
+      tunnel.on('error', close);
+      client.on('error', close);
+      tunnel.on('close', close);
+      client.on('close', close);
+      client.resume();
+    });
+    req.on('response', (res) => {
+      let text = '';
+      res.on('data', (d) => (text += d));
+      res.on('end', () => options.onError?.(text.trim() || `gateway answered ${res.statusCode}`));
+      client.destroy();
+    });
+    req.on('error', (err) => {
+      options.onError?.(`the gateway did not answer: ${err.message}`);
+      client.destroy();
+    });
+    req.end();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(new RuntimeError(err.code === 'EADDRINUSE' ? `local port ${options.localPort ?? port} is in use: pick another with --local` : `cannot listen locally: ${err.message}`)),
+    );
+    server.listen(options.localPort ?? port, options.host ?? '127.0.0.1', () => resolve());
+  });
+  return server;
+}

@@ -1,0 +1,43 @@
+// sbx gateway run|start|stop|status
+import type { CommandInput } from '../context.ts';
+
+export async function run(input: CommandInput): Promise<number | void> {
+  const { io, opts } = input;
+  const sbx = await input.sbx();
+  const verb = input.command.split(' ')[1];
+  const { gatewayStatus } = await import('../../gateway/state.ts');
+  if (verb === 'run') {
+    const { runGateway } = await import('../../gateway/main.ts');
+    const gw = await runGateway(sbx);
+    io.info(`sbx gateway on http://${gw.state.host}:${gw.state.port} (*.${gw.state.domain}); Ctrl-C stops it`);
+    await new Promise<void>((resolve) => {
+      const stop = () => gw.close().then(resolve);
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    });
+    return 0;
+  }
+  if (verb === 'start') await sbx.ensureGateway();
+  if (verb === 'stop') {
+    const { stopGateway } = await import('../../gateway/daemon.ts');
+    const wasRunning = await stopGateway(sbx.home);
+    if (!opts.json) {
+      if (io.isTTY) io.success(wasRunning ? 'Gateway stopped' : 'The gateway was not running');
+      return;
+    }
+  }
+  const status = gatewayStatus(sbx.home);
+  if (opts.json) return io.json(status);
+  if (!status.running) {
+    io.out(io.isTTY ? 'gateway: not running (sbx gateway start)' : 'stopped');
+    return verb === 'status' ? 0 : 1;
+  }
+  io.details([
+    ['status', io.isTTY ? io.color.green('running') : 'running'],
+    ['pid', String(status.pid)],
+    ['listen', `${status.host}:${status.port}`],
+    ['domain', status.domain!],
+    ['urls', `http://<port>-<sandbox>.${status.domain}:${status.port}/`],
+    ['log', status.log],
+  ]);
+}

@@ -1,0 +1,86 @@
+// Ports exposed behind URLs, and the URL scheme of the gateway (pure).
+import { UsageError } from './errors.ts';
+
+export interface ExposedPort {
+  port: number;
+  public: boolean;
+}
+
+/** What users see for a port: `{ port, url, public }`. */
+export interface PortInfo extends ExposedPort {
+  url: string;
+}
+
+export function parsePort(value: string | number): number {
+  const s = String(value).trim();
+  const n = /^\d+$/.test(s) ? Number(s) : NaN;
+  if (!Number.isInteger(n) || n < 1 || n > 65535) {
+    throw new UsageError(`invalid port "${value}": use a whole number from 1 to 65535`);
+  }
+  return n;
+}
+
+export function parsePorts(values: ReadonlyArray<string | number>): number[] {
+  return [...new Set(values.map(parsePort))];
+}
+
+export interface GatewayAddress {
+  /** Domain the sandbox hosts live under, e.g. sbx.localhost. */
+  domain: string;
+  /** The port the gateway listens on (omitted from URLs when 80). */
+  port: number;
+}
+
+/** http://<port>-<sandbox>.<domain>:<gateway-port>/ */
+export function portUrl(port: number, sandbox: string, gw: GatewayAddress): string {
+  return `http://${port}-${sandbox}.${gw.domain}${gw.port === 80 ? '' : `:${gw.port}`}/`;
+}
+
+export type HostRoute =
+  | { kind: 'port'; sandbox: string; port: number }
+  | { kind: 'sandbox'; sandbox: string }
+  | { kind: 'gateway' };
+
+/**
+ * Where a Host header points: `<port>-<sandbox>.<domain>` (a port), `<sandbox>.<domain>` (the
+ * sandbox's own host, routed by `/port/<port>/` paths), or the gateway itself; undefined when the
+ * host is not under the domain.
+ */
+export function routeHost(hostHeader: string | undefined, domain: string): HostRoute | undefined {
+  if (!hostHeader) return { kind: 'gateway' };
+  let host = hostHeader.toLowerCase();
+  if (host.startsWith('[')) return { kind: 'gateway' }; // an IPv6 literal: the gateway itself
+  host = host.replace(/:\d+$/, '').replace(/\.$/, '');
+  const d = domain.toLowerCase();
+  if (host === d || /^[\d.]+$/.test(host) || host === 'localhost') return { kind: 'gateway' };
+  if (!host.endsWith(`.${d}`)) return undefined;
+  const label = host.slice(0, -(d.length + 1));
+  if (label.includes('.')) return undefined;
+  const m = /^(\d{1,5})-([a-z0-9][a-z0-9-]{0,62})$/.exec(label);
+  if (m) {
+    const port = Number(m[1]);
+    if (port >= 1 && port <= 65535) return { kind: 'port', sandbox: m[2]!, port };
+  }
+  return { kind: 'sandbox', sandbox: label };
+}
+
+/** `/port/<port>/<rest>` on a sandbox's own host: the port and the path to send upstream. */
+export function routePath(rawPath: string): { port: number; path: string } | undefined {
+  const m = /^\/port\/(\d{1,5})(\/[^?#]*)?(\?.*)?$/.exec(rawPath);
+  if (!m) return undefined;
+  const port = Number(m[1]);
+  if (port < 1 || port > 65535) return undefined;
+  return { port, path: `${m[2] ?? '/'}${m[3] ?? ''}` };
+}
+
+/** `--mask-host 'localhost:${PORT}'`: the Host header sent into the sandbox. */
+export function maskHost(template: string, port: number): string {
+  return template.replaceAll('${PORT}', String(port));
+}
+
+export function validateMaskHost(template: string): string {
+  if (!/^[A-Za-z0-9.\-_:[\]${}]+$/.test(template) || template.length > 255) {
+    throw new UsageError(`invalid --mask-host "${template}": use a host[:port] template such as 'localhost:\${PORT}'`);
+  }
+  return template;
+}

@@ -1,0 +1,84 @@
+// Starting and stopping the background gateway: one per SBX_HOME, with its pid, address and log
+// in SBX_HOME. Commands that need the gateway call ensureGateway().
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
+import { dirname, join } from 'node:path';
+import { RuntimeError } from '../core/errors.ts';
+import { gatewayFiles, gatewaySettings, type GatewayState } from './settings.ts';
+import { alive, runningGateway } from './state.ts';
+
+/** GET /_sbx/health on the gateway: resolves true when it answers 200. */
+export function probeGateway(s: Pick<GatewayState, 'host' | 'port' | 'domain'>, timeoutMs = 1000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = request({ host: s.host, port: s.port, path: '/_sbx/health', headers: { host: s.domain }, timeout: timeoutMs }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on('error', () => resolve(false));
+    req.on('timeout', () => req.destroy());
+    req.end();
+  });
+}
+
+/** The CLI bundle (dist/cli.cjs) that runs `gateway run`, found from this module's location. */
+export function cliEntry(): string {
+  if (process.env.SBX_CLI_ENTRY) return process.env.SBX_CLI_ENTRY;
+  let dir = typeof __filename === 'string' ? dirname(__filename) : dirname(new URL(import.meta.url).pathname);
+  for (let i = 0; i < 6; i++) {
+    const candidate = join(dir, 'dist', 'cli.cjs');
+    if (existsSync(candidate)) return candidate;
+    if (existsSync(join(dir, 'cli.cjs'))) return join(dir, 'cli.cjs');
+    dir = dirname(dir);
+  }
+  throw new RuntimeError('cannot find dist/cli.cjs to start the gateway: run the build (npm run build)');
+}
+
+/** Starts the gateway in the background unless one runs; resolves once it answers. */
+export async function ensureGateway(home: string, timeoutMs = 10_000): Promise<GatewayState> {
+  const running = runningGateway(home);
+  if (running) return running;
+  const { default: lockfile } = await import('proper-lockfile');
+  const files = gatewayFiles(home);
+  const release = await lockfile.lock(home, { lockfilePath: files.lock, realpath: false, stale: 15_000, retries: { retries: 100, minTimeout: 20, maxTimeout: 200 } });
+  try {
+    const again = runningGateway(home);
+    if (again) return again;
+    gatewaySettings(); // validate the environment before forking
+    const out = openSync(files.log, 'a');
+    const child = spawn(process.execPath, [cliEntry(), 'gateway', 'run'], {
+      detached: true,
+      stdio: ['ignore', out, out],
+      env: { ...process.env, SBX_HOME: home },
+    });
+    closeSync(out);
+    child.unref();
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const s = runningGateway(home);
+      if (s && s.pid === child.pid && (await probeGateway(s))) return s;
+      if (child.exitCode !== null || !alive(child.pid!)) break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    const tail = existsSync(files.log) ? readFileSync(files.log, 'utf8').trim().split('\n').slice(-3).join(' | ') : '';
+    try {
+      process.kill(child.pid!, 'SIGTERM');
+    } catch {}
+    throw new RuntimeError(`the gateway did not start${tail ? `: ${tail}` : ''} (log: ${files.log})`);
+  } finally {
+    await release();
+  }
+}
+
+/** Stops the gateway of this home; resolves true when one was running. */
+export async function stopGateway(home: string, timeoutMs = 5000): Promise<boolean> {
+  const s = runningGateway(home);
+  if (!s) return false;
+  process.kill(s.pid, 'SIGTERM');
+  const deadline = Date.now() + timeoutMs;
+  while (alive(s.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+  if (alive(s.pid)) process.kill(s.pid, 'SIGKILL');
+  rmSync(gatewayFiles(home).state, { force: true });
+  rmSync(gatewayFiles(home).pid, { force: true });
+  return true;
+}

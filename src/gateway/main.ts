@@ -1,0 +1,101 @@
+// `sbx gateway run`: the long-running gateway. It keeps no state of its own: routes come from the
+// store, so a restart loses nothing. It also removes sandboxes whose --ttl is up.
+import { mkdirSync, rmSync, writeFileSync, renameSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { RuntimeError } from '../core/errors.ts';
+import type { Sbx } from '../api/sbx.ts';
+import { cliEntry } from './daemon.ts';
+import { runningGateway } from './state.ts';
+import { Relays } from './relays.ts';
+import { RouteTable } from './routes.ts';
+import { createGatewayServer } from './server.ts';
+import { gatewayFiles, gatewaySettings, type GatewayState } from './settings.ts';
+import { Targets } from './targets.ts';
+
+export interface RunningGateway {
+  state: GatewayState;
+  close(): Promise<void>;
+}
+
+function writeAtomic(path: string, text: string): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, text, { mode: 0o600 });
+  renameSync(tmp, path);
+}
+
+const log = (line: string) => process.stdout.write(`${new Date().toISOString()} ${line}\n`);
+
+function msFromEnv(name: string, fallback: number): number {
+  const v = process.env[name];
+  return v && /^\d+$/.test(v) ? Number(v) : fallback;
+}
+
+export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
+  const home = sbx.home;
+  const other = runningGateway(home);
+  if (other && other.pid !== process.pid) throw new RuntimeError(`a gateway already runs for ${home} (pid ${other.pid}, port ${other.port})`);
+  const settings = gatewaySettings();
+  const files = gatewayFiles(home);
+  const runtime = await sbx.runtime();
+  const relays = new Relays(files.run, join(dirname(cliEntry()), 'relay.cjs'));
+  const targets = new Targets(sbx, runtime, relays, msFromEnv('SBX_START_TIMEOUT_MS', 30_000));
+  const routes = new RouteTable(sbx.store);
+  const startedAt = new Date().toISOString();
+  const server = createGatewayServer({
+    domain: settings.domain,
+    routes,
+    targets,
+    upstreamTimeoutMs: msFromEnv('SBX_UPSTREAM_TIMEOUT_MS', 60_000),
+    health: () => ({ ok: true, pid: process.pid, domain: settings.domain, startedAt, sandboxes: routes.all().length }),
+    log,
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(new RuntimeError(err.code === 'EADDRINUSE' ? `port ${settings.port} on ${settings.host} is in use: set SBX_GATEWAY_PORT to a free port (0 picks one)` : `the gateway cannot listen on ${settings.host}:${settings.port}: ${err.message}`)),
+    );
+    server.listen(settings.port, settings.host, () => resolve());
+  });
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : settings.port;
+  const state: GatewayState = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt };
+  mkdirSync(home, { recursive: true });
+  writeAtomic(files.state, JSON.stringify(state, null, 2) + '\n');
+  writeAtomic(files.pid, `${process.pid}\n`);
+  log(`gateway listening on http://${settings.host}:${port} for *.${settings.domain} (pid ${process.pid})`);
+
+  // Docker events: a sandbox that stops, pauses or restarts gets a fresh address and relay.
+  const stopEvents = runtime.watchSandboxEvents(home, (id) => {
+    targets.invalidate(id);
+    relays.stop(id);
+  });
+
+  // --ttl: remove sandboxes whose time is up (checked every second, from the store).
+  const reaping = new Set<string>();
+  const reaper = setInterval(() => {
+    const now = Date.now();
+    for (const r of routes.all()) {
+      if (!r.expiresAt || Date.parse(r.expiresAt) > now || reaping.has(r.id)) continue;
+      reaping.add(r.id);
+      sbx.remove(r.id, { force: true }).then(
+        () => log(`removed ${r.name}: its ttl ran out`),
+        (err) => log(`could not remove ${r.name} at the end of its ttl: ${(err as Error).message}`),
+      ).finally(() => reaping.delete(r.id));
+    }
+  }, 1000);
+
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      clearInterval(reaper);
+      stopEvents();
+      relays.stopAll();
+      server.closeAllConnections?.();
+      await new Promise<void>((r) => server.close(() => r()));
+      if (runningGateway(home)?.pid === process.pid) {
+        rmSync(files.state, { force: true });
+        rmSync(files.pid, { force: true });
+      }
+      log('gateway stopped');
+    })());
+  return { state, close };
+}

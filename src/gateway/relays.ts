@@ -1,0 +1,96 @@
+// Relays into sandboxes' network namespaces (see relay-main.ts): one per running sandbox, started
+// on first need, replaced when the sandbox's init process (and so its namespace) changes.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { createConnection, type Socket } from 'node:net';
+import { join } from 'node:path';
+
+interface Relay {
+  pid: number;
+  child: ChildProcess;
+  socket: string;
+  ready: Promise<void>;
+}
+
+export class UpstreamError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+export class Relays {
+  readonly #relays = new Map<string, Relay>();
+  readonly #runDir: string;
+  readonly #entry: string;
+
+  constructor(runDir: string, entry: string) {
+    this.#runDir = runDir;
+    this.#entry = entry;
+    mkdirSync(runDir, { recursive: true, mode: 0o700 });
+  }
+
+  /** A connection to `port` on the sandbox's loopback, through its relay. */
+  async connect(id: string, pid: number, port: number): Promise<Socket> {
+    const relay = this.#relayFor(id, pid);
+    await relay.ready;
+    return new Promise((resolve, reject) => {
+      const sock = createConnection(relay.socket);
+      let line = '';
+      const onData = (chunk: Buffer) => {
+        line += chunk.toString('latin1');
+        const nl = line.indexOf('\n');
+        if (nl < 0) return;
+        sock.off('data', onData);
+        const answer = line.slice(0, nl);
+        const rest = line.slice(nl + 1);
+        if (answer === 'OK') {
+          if (rest) sock.unshift(Buffer.from(rest, 'latin1'));
+          resolve(sock);
+        } else {
+          sock.destroy();
+          const code = answer.replace(/^ERR\s*/, '') || 'EFAIL';
+          reject(new UpstreamError(code, `relay: ${code}`));
+        }
+      };
+      sock.on('data', onData);
+      sock.once('error', (err: NodeJS.ErrnoException) => {
+        this.stop(id);
+        reject(new UpstreamError(err.code ?? 'EFAIL', `relay: ${err.message}`));
+      });
+      sock.write(`${port}\n`);
+    });
+  }
+
+  #relayFor(id: string, pid: number): Relay {
+    const existing = this.#relays.get(id);
+    if (existing && existing.pid === pid && existing.child.exitCode === null) return existing;
+    if (existing) this.stop(id);
+    const socket = join(this.#runDir, `${id}.sock`);
+    const child = spawn('nsenter', [`--net=/proc/${pid}/ns/net`, '--', process.execPath, this.#entry, socket], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    const ready = new Promise<void>((resolve, reject) => {
+      child.stdout!.once('data', () => resolve());
+      child.once('exit', (code) => reject(new UpstreamError('ERELAY', `the relay into sandbox ${id} exited (${code})`)));
+      child.once('error', (err) => reject(new UpstreamError('ERELAY', `cannot start the relay (nsenter): ${err.message}`)));
+    });
+    ready.catch(() => this.#relays.delete(id));
+    const relay = { pid, child, socket, ready };
+    this.#relays.set(id, relay);
+    return relay;
+  }
+
+  stop(id: string): void {
+    const relay = this.#relays.get(id);
+    if (!relay) return;
+    this.#relays.delete(id);
+    relay.child.stdin?.end();
+    relay.child.kill('SIGTERM');
+  }
+
+  stopAll(): void {
+    for (const id of [...this.#relays.keys()]) this.stop(id);
+  }
+}

@@ -1,0 +1,253 @@
+// The gateway's HTTP front: routes `<port>-<sandbox>.<domain>` and `<sandbox>.<domain>/port/<port>/`
+// to ports of sandboxes with Node's own http machinery (methods, raw paths, headers and streaming
+// bodies pass unchanged; X-Forwarded-* added), carries upgrades (WebSocket) and raw TCP tunnels
+// (`sbx port forward`), checks the token of private ports before anything else happens.
+import { Agent, createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { maskHost, routeHost, routePath } from '../core/ports.ts';
+import type { SandboxRecord } from '../core/sandbox.ts';
+import { tokensEqual } from '../core/token.ts';
+import { findToken, stripToken, TOKEN_COOKIE, withoutQueryToken } from './auth.ts';
+import { sendError, sendUpgradeError, type GatewayError } from './responses.ts';
+import type { RouteTable } from './routes.ts';
+import { GatewayFailure, type Targets } from './targets.ts';
+
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'proxy-authenticate']);
+const TUNNEL_PATH = /^\/_sbx\/tunnel\/([a-z0-9][a-z0-9-]{0,62})\/(\d{1,5})$/;
+
+export interface ProxyOptions {
+  domain: string;
+  routes: RouteTable;
+  targets: Targets;
+  /** How long to wait for the upstream's response headers before answering 504. */
+  upstreamTimeoutMs: number;
+  health: () => object;
+  log: (line: string) => void;
+}
+
+interface Resolved {
+  record: SandboxRecord;
+  port: number;
+  /** Path and query to send upstream (raw, as received). */
+  path: string;
+  token?: string;
+}
+
+type Resolution = { ok: true; value: Resolved } | { ok: false; error: GatewayError } | { ok: false; redirect: { location: string; token: string } };
+
+export function createGatewayServer(opts: ProxyOptions): Server {
+  // One keep-alive pool per sandbox port; connections come from Targets (direct or relay).
+  const agents = new Map<string, Agent>();
+  const agentFor = (record: SandboxRecord, port: number): Agent => {
+    const key = `${record.id}:${port}`;
+    let agent = agents.get(key);
+    if (!agent) {
+      agent = new Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 256 });
+      (agent as unknown as { createConnection: unknown }).createConnection = (_o: unknown, cb: (err: Error | null, s?: Socket) => void) => {
+        opts.targets.connect(record, port).then((s) => cb(null, s), (err) => cb(err));
+      };
+      agents.set(key, agent);
+    }
+    return agent;
+  };
+
+  /** Routing and the token: everything that must pass before the sandbox is touched. */
+  function resolve(req: IncomingMessage): Resolution | { ok: true; gateway: true } {
+    const route = routeHost(req.headers.host, opts.domain);
+    if (!route) return { ok: false, error: { status: 404, code: 'unknown_host', message: `${req.headers.host} is not a sandbox host under ${opts.domain}` } };
+    if (route.kind === 'gateway') return { ok: true, gateway: true };
+    let port: number;
+    let path = req.url ?? '/';
+    if (route.kind === 'sandbox') {
+      const p = routePath(path);
+      if (!p) return { ok: false, error: { status: 404, code: 'no_port', message: `use http://<port>-${route.sandbox}.${opts.domain}/ or the path /port/<port>/ on this host` } };
+      port = p.port;
+      path = p.path;
+    } else port = route.port;
+    const record = opts.routes.find(route.sandbox);
+    if (!record) return { ok: false, error: { status: 404, code: 'no_sandbox', message: `no sandbox named ${route.sandbox}` } };
+    const exposed = record.ports?.find((p) => p.port === port);
+    if (!exposed) return { ok: false, error: { status: 404, code: 'port_not_exposed', message: `port ${port} of sandbox ${record.name} is not exposed (sbx port expose ${record.name} ${port})` } };
+    let token: string | undefined;
+    if (!exposed.public) {
+      const found = findToken(req);
+      if (found.token === undefined) {
+        return { ok: false, error: { status: 403, code: 'token_missing', message: `port ${port} of sandbox ${record.name} is private: send its traffic token (x-sbx-traffic-token header, Authorization: Bearer, or ?sbx_token=)` } };
+      }
+      if (!record.token || !tokensEqual(found.token, record.token)) {
+        return { ok: false, error: { status: 403, code: 'token_invalid', message: `the traffic token for sandbox ${record.name} is wrong` } };
+      }
+      if (found.fromQuery) return { ok: false, redirect: { location: withoutQueryToken(req.url ?? '/'), token: found.token } };
+      token = found.token;
+    }
+    return { ok: true, value: { record, port, path, token } };
+  }
+
+  function upstreamHeaders(req: IncomingMessage, r: Resolved, keepUpgrade: boolean): string[] {
+    const raw = stripToken(req.rawHeaders, r.token);
+    const out: string[] = [];
+    const connectionTokens = new Set(String(req.headers.connection ?? '').toLowerCase().split(',').map((s) => s.trim()));
+    let forwardedFor: string | undefined;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!;
+      const lower = name.toLowerCase();
+      if (lower === 'host' && r.record.maskHost) continue;
+      if (lower === 'x-forwarded-for') {
+        forwardedFor = raw[i + 1];
+        continue;
+      }
+      if (lower === 'x-forwarded-host' || lower === 'x-forwarded-proto') continue;
+      if (!keepUpgrade && (HOP_BY_HOP.has(lower) || connectionTokens.has(lower))) continue;
+      out.push(name, raw[i + 1]!);
+    }
+    if (r.record.maskHost) out.push('Host', maskHost(r.record.maskHost, r.port));
+    const client = req.socket.remoteAddress ?? '';
+    out.push('X-Forwarded-For', forwardedFor ? `${forwardedFor}, ${client}` : client);
+    out.push('X-Forwarded-Host', String(req.headers.host ?? ''));
+    out.push('X-Forwarded-Proto', 'http');
+    return out;
+  }
+
+  function fail(req: IncomingMessage, res: ServerResponse, err: unknown, r: Resolved): void {
+    if (err instanceof GatewayFailure) return sendError(req, res, err.error);
+    const code = (err as NodeJS.ErrnoException).code;
+    opts.log(`upstream error for ${r.record.name}:${r.port}: ${code ?? (err as Error).message}`);
+    sendError(req, res, { status: 502, code: 'upstream_error', message: `sandbox ${r.record.name} port ${r.port}: ${code ?? (err as Error).message}` });
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const resolution = resolve(req);
+    if ('gateway' in resolution) return gatewayEndpoint(req, res);
+    if (!resolution.ok) {
+      if ('redirect' in resolution) {
+        // Browsers: ?sbx_token= sets a cookie for this host and comes back without the token.
+        res.writeHead(302, {
+          location: resolution.redirect.location,
+          'set-cookie': `${TOKEN_COOKIE}=${encodeURIComponent(resolution.redirect.token)}; Path=/; HttpOnly; SameSite=Lax`,
+          'cache-control': 'no-store',
+          'content-length': 0,
+        });
+        return void res.end();
+      }
+      return sendError(req, res, resolution.error);
+    }
+    const r = resolution.value;
+    const up = request({
+      agent: agentFor(r.record, r.port),
+      method: req.method,
+      path: r.path,
+      headers: upstreamHeaders(req, r, false) as unknown as Record<string, string>,
+      setHost: false,
+    });
+    // The upstream has this long to answer once the request is sent (uploads take what they take).
+    let timer: NodeJS.Timeout | undefined;
+    up.on('finish', () => {
+      timer = setTimeout(() => {
+        sendError(req, res, { status: 504, code: 'upstream_timeout', message: `sandbox ${r.record.name} port ${r.port} did not answer within ${Math.round(opts.upstreamTimeoutMs / 1000)}s` });
+        up.destroy();
+      }, opts.upstreamTimeoutMs);
+    });
+    up.on('response', (ur) => {
+      clearTimeout(timer);
+      const headers: string[] = [];
+      for (let i = 0; i < ur.rawHeaders.length; i += 2) {
+        const lower = ur.rawHeaders[i]!.toLowerCase();
+        if (HOP_BY_HOP.has(lower)) continue;
+        headers.push(ur.rawHeaders[i]!, ur.rawHeaders[i + 1]!);
+      }
+      res.writeHead(ur.statusCode ?? 502, ur.statusMessage, headers);
+      ur.pipe(res);
+      ur.on('error', () => res.destroy());
+    });
+    up.on('error', (err) => {
+      clearTimeout(timer);
+      fail(req, res, err, r);
+    });
+    res.on('close', () => {
+      if (!res.writableFinished) up.destroy();
+    });
+    req.pipe(up);
+  }
+
+  function gatewayEndpoint(req: IncomingMessage, res: ServerResponse): void {
+    if (req.url === '/_sbx/health') {
+      const body = JSON.stringify(opts.health()) + '\n';
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      return void res.end(body);
+    }
+    sendError(req, res, { status: 404, code: 'no_sandbox_host', message: `use a sandbox URL such as http://<port>-<sandbox>.${opts.domain}/` });
+  }
+
+  /** WebSocket (and any other upgrade): route, check, then splice the two sockets. */
+  async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    socket.on('error', () => {});
+    const tunnel = TUNNEL_PATH.exec(req.url ?? '');
+    const route = routeHost(req.headers.host, opts.domain);
+    if (tunnel && route?.kind === 'gateway') return openTunnel(req, socket, head, tunnel[1]!, Number(tunnel[2]));
+    const resolution = resolve(req);
+    if ('gateway' in resolution) return sendUpgradeError(req, socket, { status: 404, code: 'no_sandbox_host', message: 'not a sandbox host' });
+    if (!resolution.ok) {
+      if ('redirect' in resolution) return sendUpgradeError(req, socket, { status: 403, code: 'token_in_query', message: 'send the token in a header or cookie for upgrades' });
+      return sendUpgradeError(req, socket, resolution.error);
+    }
+    const r = resolution.value;
+    let upstream: Socket;
+    try {
+      upstream = await opts.targets.connect(r.record, r.port);
+    } catch (err) {
+      const e = err instanceof GatewayFailure ? err.error : { status: 502, code: 'upstream_error', message: (err as Error).message };
+      return sendUpgradeError(req, socket, e);
+    }
+    const headers = upstreamHeaders(req, r, true);
+    let headText = `${req.method} ${r.path} HTTP/${req.httpVersion}\r\n`;
+    for (let i = 0; i < headers.length; i += 2) headText += `${headers[i]}: ${headers[i + 1]}\r\n`;
+    upstream.write(headText + '\r\n');
+    if (head.length) upstream.write(head);
+    splice(socket, upstream);
+  }
+
+  /** `sbx port forward`: raw bytes to any port of a sandbox, for the holder of its token. */
+  async function openTunnel(req: IncomingMessage, socket: Duplex, head: Buffer, ref: string, port: number): Promise<void> {
+    const record = opts.routes.find(ref);
+    if (!record) return sendUpgradeError(req, socket, { status: 404, code: 'no_sandbox', message: `no sandbox named ${ref}` });
+    const found = findToken(req);
+    if (found.token === undefined) return sendUpgradeError(req, socket, { status: 403, code: 'token_missing', message: 'tunnels need the sandbox traffic token' });
+    if (!record.token || !tokensEqual(found.token, record.token)) return sendUpgradeError(req, socket, { status: 403, code: 'token_invalid', message: 'the traffic token is wrong' });
+    if (!(port >= 1 && port <= 65535)) return sendUpgradeError(req, socket, { status: 400, code: 'bad_port', message: `invalid port ${port}` });
+    let upstream: Socket;
+    try {
+      upstream = await opts.targets.connect(record, port);
+    } catch (err) {
+      const e = err instanceof GatewayFailure ? err.error : { status: 502, code: 'upstream_error', message: (err as Error).message };
+      return sendUpgradeError(req, socket, e);
+    }
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: sbx-tunnel\r\nConnection: Upgrade\r\n\r\n');
+    if (head.length) upstream.write(head);
+    splice(socket, upstream);
+  }
+
+  const server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
+    handle(req, res).catch((err) => sendError(req, res, { status: 500, code: 'gateway_error', message: (err as Error).message }));
+  });
+  server.on('upgrade', (req, socket, head) => {
+    upgrade(req, socket, head).catch((err) => sendUpgradeError(req, socket, { status: 500, code: 'gateway_error', message: (err as Error).message }));
+  });
+  server.on('clientError', (_err, socket) => socket.destroy());
+  server.on('close', () => {
+    for (const a of agents.values()) a.destroy();
+  });
+  return server;
+}
+
+function splice(a: Duplex, b: Socket): void {
+  a.pipe(b).pipe(a);
+  const close = () => {
+    a.destroy();
+    b.destroy();
+  };
+  a.on('error', close);
+  b.on('error', close);
+  a.on('close', close);
+  b.on('close', close);
+}
