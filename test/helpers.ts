@@ -1,7 +1,7 @@
 // Test helpers: run the real CLI (bin/sbx) against the real engine, each test file in its own
 // SBX_HOME, and clean up every Docker object that home made, also when a test fails.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -41,9 +41,30 @@ export const docker = (...args: string[]) => run('docker', args);
 /** A separate sbx world: its own SBX_HOME, and a cleanup that removes all it made. */
 export class World {
   readonly home = mkdtempSync(join(tmpdir(), 'sbx-test-'));
+  /** Environment for every sbx call of this world (a gateway on any free port by default). */
+  readonly env: Record<string, string>;
+
+  constructor(env: Record<string, string> = {}) {
+    this.env = { SBX_GATEWAY_PORT: '0', ...env };
+  }
 
   sbx(args: string[], opts: RunOptions = {}): Promise<Result> {
-    return run(SBX, args, { ...opts, env: { SBX_HOME: this.home, ...opts.env } });
+    return run(SBX, args, { ...opts, env: { ...this.env, SBX_HOME: this.home, ...opts.env } });
+  }
+
+  /** The port this world's gateway listens on (it must be running). */
+  gatewayPort(): number {
+    return JSON.parse(readFileSync(join(this.home, 'gateway.json'), 'utf8')).port;
+  }
+
+  url(port: number, sandbox: string, path = '/'): string {
+    return `http://${port}-${sandbox}.sbx.localhost:${this.gatewayPort()}${path}`;
+  }
+
+  /** Copies a file from test/fixtures into a sandbox. */
+  async put(sandbox: string, fixture: string, dest: string): Promise<void> {
+    const r = await this.sbx(['exec', '-i', sandbox, '--', 'sh', '-c', `cat > ${dest}`], { input: readFileSync(join(ROOT, 'test', 'fixtures', fixture), 'utf8') });
+    if (r.code !== 0) throw new Error(`put ${fixture}: ${r.stderr}`);
   }
 
   /** Runs sbx and parses its --json output, failing loudly on a non-zero exit. */
@@ -56,7 +77,7 @@ export class World {
   }
 
   spawn(args: string[]): ChildProcess {
-    return spawn(SBX, args, { env: { ...process.env, SBX_HOME: this.home }, stdio: ['pipe', 'pipe', 'pipe'] });
+    return spawn(SBX, args, { env: { ...process.env, ...this.env, SBX_HOME: this.home }, stdio: ['pipe', 'pipe', 'pipe'] });
   }
 
   /** Docker objects (containers, networks) labelled with this home. */
@@ -69,6 +90,7 @@ export class World {
   }
 
   async cleanup(): Promise<void> {
+    await this.sbx(['gateway', 'stop']);
     const { containers, networks } = await this.leftovers();
     if (containers.length) await docker('rm', '-f', ...containers);
     if (networks.length) await docker('network', 'rm', ...networks);
@@ -77,3 +99,33 @@ export class World {
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** curl, the real client: returns status, headers (lower-case names) and body. */
+export async function curl(args: string[], opts: RunOptions = {}): Promise<{ status: number; headers: Record<string, string>; body: string; code: number }> {
+  // -i puts the response head(s) before the body (one per redirect followed).
+  const r = await run('curl', ['-s', '-S', '-i', '--max-time', '30', ...args], opts);
+  let rest = r.stdout;
+  let last = '';
+  while (/^HTTP\/[\d.]+ \d+/.test(rest)) {
+    const end = rest.indexOf('\r\n\r\n');
+    if (end < 0) break;
+    last = rest.slice(0, end);
+    rest = rest.slice(end + 4);
+  }
+  const headers: Record<string, string> = {};
+  for (const line of last.split('\r\n').slice(1)) {
+    const i = line.indexOf(':');
+    if (i > 0) headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+  }
+  return { status: Number(/^HTTP\/[\d.]+ (\d+)/.exec(last)?.[1] ?? 0), headers, body: rest, code: r.code };
+}
+
+/** Polls until fn() is true (bounded), for servers starting up inside sandboxes. */
+export async function eventually(fn: () => Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await fn()) return;
+    await sleep(100);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
