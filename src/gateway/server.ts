@@ -124,7 +124,7 @@ export function createGatewayServer(opts: ProxyOptions): Server {
         // Browsers: ?sbx_token= sets a cookie for this host and comes back without the token.
         res.writeHead(302, {
           location: resolution.redirect.location,
-          'set-cookie': `${TOKEN_COOKIE}=${encodeURIComponent(resolution.redirect.token)}; Path=/; HttpOnly; SameSite=Lax`,
+          'set-cookie': `${TOKEN_COOKIE}=${encodeURIComponent(resolution.redirect.token)}; Path=/; Max-Age=604800; HttpOnly; SameSite=Lax`,
           'cache-control': 'no-store',
           'content-length': 0,
         });

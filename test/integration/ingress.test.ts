@@ -232,7 +232,7 @@ describe('private ports and tokens', () => {
     const first = await curl([`${url}?sbx_token=${token}`]);
     assert.equal(first.status, 302);
     assert.equal(first.headers.location, '/');
-    assert.match(first.headers['set-cookie']!, /^sbx_token=.+; Path=\/; HttpOnly; SameSite=Lax/);
+    assert.match(first.headers['set-cookie']!, /^sbx_token=.+; Path=\/; Max-Age=604800; HttpOnly; SameSite=Lax/);
     const jar = join(world.home, 'cookies.txt');
     const followed = await curl(['-L', '-c', jar, '-b', jar, `${url}?sbx_token=${token}`]);
     assert.equal(followed.status, 200);

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The gateway against a direct connection and against nginx (Debian's nginx-light) proxying the
+# same upstream, in one run with wrk: requests per second and p99 latency. The upstream is nginx
+# itself, copied into a sandbox (same Debian release, same libraries), so it is not the
+# bottleneck. Also: time from `sbx port expose` to the first 200, and the gateway's memory.
+# Targets: >= 0.8x nginx's RPS, p99 added latency < 2 ms, expose-to-200 < 150 ms.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+for pkg in wrk nginx-light; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || { step "installing $pkg"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >&2; service nginx stop >/dev/null 2>&1 || true; }
+done
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-32}
+export SBX_GATEWAY_PORT=0
+NGINX_DIR=$(mktemp -d /tmp/sbx-bench-nginx-XXXXXX)
+cleanup_nginx() { [ -f "$NGINX_DIR/nginx.pid" ] && kill "$(cat "$NGINX_DIR/nginx.pid")" 2>/dev/null; rm -rf "$NGINX_DIR"; sbx gateway stop >/dev/null 2>&1 || true; bench_cleanup; }
+trap cleanup_nginx EXIT
+
+# The upstream: nginx answering "hello" on 8080 inside a sandbox.
+box=$(sbx create --name bench-up --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).container')
+docker cp /usr/sbin/nginx "$box:/usr/sbin/nginx" >/dev/null
+sbx exec -i bench-up -- sh -c 'cat > /tmp/up.conf' <<'CONF'
+user root; worker_processes 1; pid /tmp/up.pid; error_log stderr;
+events { worker_connections 4096; }
+http { access_log off; client_body_temp_path /tmp; proxy_temp_path /tmp; fastcgi_temp_path /tmp; uwsgi_temp_path /tmp; scgi_temp_path /tmp;
+  server { listen 8080 backlog=4096; keepalive_requests 1000000; location / { return 200 "hello\n"; } } }
+CONF
+sbx exec -d bench-up -- /usr/sbin/nginx -c /tmp/up.conf -g 'daemon off;'
+ip=$(sbx inspect bench-up --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).ip')
+
+# Expose-to-first-200 (the gateway already runs, as it does once any port is exposed).
+sbx gateway start >/dev/null
+gw_port=$(sbx gateway status --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).port')
+gw_pid=$(sbx gateway status --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).pid')
+for _ in $(seq 1 50); do curl -sf "http://$ip:8080/" >/dev/null && break; sleep 0.1; done
+expose_ms=$(node -e '
+const { execFileSync } = require("child_process");
+const t0 = process.hrtime.bigint();
+execFileSync(process.argv[1], ["port", "expose", "bench-up", "8080"], { stdio: "ignore" });
+for (;;) { try { execFileSync("curl", ["-sf", "-o", "/dev/null", process.argv[2]]); break; } catch {} }
+console.log((Number(process.hrtime.bigint() - t0) / 1e6).toFixed(0));
+' "$ROOT/bin/sbx" "http://8080-bench-up.sbx.localhost:$gw_port/")
+rss_rest=$(awk '/VmRSS/ {print $2}' "/proc/$gw_pid/status")
+
+# nginx on the host proxying to the same upstream, one worker like the one gateway process.
+nginx_port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+cat > "$NGINX_DIR/nginx.conf" <<CONF
+worker_processes 1; pid $NGINX_DIR/nginx.pid; error_log $NGINX_DIR/error.log;
+events { worker_connections 4096; }
+http { access_log off; client_body_temp_path $NGINX_DIR; proxy_temp_path $NGINX_DIR; fastcgi_temp_path $NGINX_DIR; uwsgi_temp_path $NGINX_DIR; scgi_temp_path $NGINX_DIR;
+  upstream up { server $ip:8080; keepalive 64; }
+  server { listen 127.0.0.1:$nginx_port; keepalive_requests 1000000;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
+CONF
+nginx -c "$NGINX_DIR/nginx.conf"
+
+run_wrk() { # name url [host]
+  local out
+  if [ -n "${3:-}" ]; then out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "Host: $3" "$2"); else out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$2"); fi
+  echo "$out" >&2
+  local rps p99
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}')
+  echo "$1 $rps $p99"
+}
+step "wrk: direct, nginx, gateway (${DURATION}s each, $CONNS connections)"
+direct=$(run_wrk direct "http://$ip:8080/")
+nginx=$(run_wrk nginx "http://127.0.0.1:$nginx_port/" "8080-bench-up.sbx.localhost")
+gateway=$(run_wrk gateway "http://127.0.0.1:$gw_port/" "8080-bench-up.sbx.localhost:$gw_port")
+rss_peak=$(awk '/VmHWM/ {print $2}' "/proc/$gw_pid/status")
+
+node -e '
+const [d, n, g] = process.argv.slice(1, 4).map((l) => { const [name, rps, p99] = l.split(" "); return { name, rps: Number(rps), p99: Number(p99) }; });
+const [expose, rest, peak] = process.argv.slice(4).map(Number);
+const f0 = (x) => x.toFixed(0), f2 = (x) => x.toFixed(2);
+const ratio = g.rps / n.rps, added = g.p99 - d.p99;
+console.log(`| RPS through the gateway | ${f0(g.rps)} | nginx proxy: ${f0(n.rps)} (direct: ${f0(d.rps)}) | ${f2(ratio)}x nginx | at least 0.8x | ${ratio >= 0.8 ? "met" : "MISSED"} |`);
+console.log(`| p99 latency through the gateway | ${f2(g.p99)} ms | direct: ${f2(d.p99)} ms (nginx: ${f2(n.p99)} ms) | +${f2(added)} ms | under +2 ms | ${added < 2 ? "met" : "MISSED"} |`);
+console.log(`| port expose to first 200 | ${f0(expose)} ms | | | under 150 ms | ${expose < 150 ? "met" : "MISSED"} |`);
+console.log(`| gateway memory at rest / peak under load | ${f0(rest / 1024)} / ${f0(peak / 1024)} MiB | | | | |`);
+' "$direct" "$nginx" "$gateway" "$expose_ms" "$rss_rest" "$rss_peak"
