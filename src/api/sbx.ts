@@ -137,6 +137,7 @@ export class Sbx {
         const stored = data.sandboxes[record.id];
         if (stored) delete stored.creating;
       });
+      if (record.ports!.length > 0 || record.expiresAt) await this.#routesChanged();
     } catch (err) {
       await network;
       await this.#rollbackCreate(record.id, runtime);
@@ -220,6 +221,14 @@ export class Sbx {
     return { domain: s.domain, port: s.port };
   }
 
+  /** After a change that affects routing: the running gateway has it in force when this resolves. */
+  async #routesChanged(): Promise<void> {
+    const running = runningGateway(this.home);
+    if (!running) return;
+    const { reloadGateway } = await import('../gateway/daemon.ts');
+    await reloadGateway(running);
+  }
+
   /** Starts the background gateway of this SBX_HOME unless it runs. */
   async ensureGateway() {
     const { ensureGateway } = await import('../gateway/daemon.ts');
@@ -240,6 +249,7 @@ export class Sbx {
       r.token ??= newToken();
       return r;
     });
+    await this.#routesChanged();
     const gw = this.gatewayAddress();
     return wanted.map((port) => ({ port, url: portUrl(port, record.name, gw), public: isPublic }));
   }
@@ -254,23 +264,27 @@ export class Sbx {
   async unexposePorts(ref: string, ports: ReadonlyArray<number | string>): Promise<number[]> {
     const gone = parsePorts(ports);
     if (gone.length === 0) throw new UsageError('no port given: sbx port rm SANDBOX PORT...');
-    return this.store.update((data) => {
+    const removed = await this.store.update((data) => {
       const r = resolveSandbox(ref, Object.values(data.sandboxes));
       const before = r.ports ?? [];
       r.ports = before.filter((p) => !gone.includes(p.port));
       return before.filter((p) => gone.includes(p.port)).map((p) => p.port);
     });
+    await this.#routesChanged();
+    return removed;
   }
 
   /** The sandbox's traffic token; `rotate` replaces it and the old one stops working at once. */
   async token(ref: string, options: { rotate?: boolean } = {}): Promise<string> {
     const current = this.resolve(ref);
     if (current.token && !options.rotate) return current.token;
-    return this.store.update((data) => {
+    const token = await this.store.update((data) => {
       const r = resolveSandbox(ref, Object.values(data.sandboxes));
       r.token = newToken();
       return r.token;
     });
+    await this.#routesChanged();
+    return token;
   }
 
   // ---- lifecycle ------------------------------------------------------------------------
@@ -337,6 +351,7 @@ export class Sbx {
     await this.store.update((data) => {
       delete data.sandboxes[record.id];
     });
+    if (record.ports?.length) await this.#routesChanged();
     return { id: record.id, name: record.name, removed: true };
   }
 

@@ -21,6 +21,20 @@ export function probeGateway(s: Pick<GatewayState, 'host' | 'port' | 'domain'>, 
   });
 }
 
+/** Tells a running gateway to re-read the store now; resolves when it has (or when none runs). */
+export function reloadGateway(s: GatewayState | undefined): Promise<void> {
+  if (!s) return Promise.resolve();
+  return new Promise((resolve) => {
+    const req = request({ host: s.host, port: s.port, method: 'POST', path: '/_sbx/reload', headers: { host: s.domain }, timeout: 2000 }, (res) => {
+      res.resume();
+      res.on('end', () => resolve());
+    });
+    req.on('error', () => resolve());
+    req.on('timeout', () => req.destroy());
+    req.end();
+  });
+}
+
 /** The CLI bundle (dist/cli.cjs) that runs `gateway run`, found from this module's location. */
 export function cliEntry(): string {
   if (process.env.SBX_CLI_ENTRY) return process.env.SBX_CLI_ENTRY;

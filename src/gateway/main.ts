@@ -87,6 +87,7 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
   const close = () =>
     (closing ??= (async () => {
       clearInterval(reaper);
+      routes.close();
       stopEvents();
       relays.stopAll();
       server.closeAllConnections?.();

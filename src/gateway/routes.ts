@@ -1,27 +1,44 @@
-// The gateway's view of the store: reloaded whenever state.json changes (one stat per request),
-// so `sbx port rm` stops routing as soon as its write lands, and a restart loses nothing.
-import { statSync } from 'node:fs';
+// The gateway's view of the store, so a restart loses nothing. It is re-read when marked stale:
+// by sbx itself after every change that affects routing (POST /_sbx/reload, awaited, so
+// `sbx port rm` stops routing before it returns), by a watch on the file for other writers, and
+// once a second as a safety net. No file system call on the request path.
+import { watch, type FSWatcher } from 'node:fs';
+import { basename, dirname } from 'node:path';
 import type { SandboxRecord } from '../core/sandbox.ts';
 import type { Store } from '../store/store.ts';
 
 export class RouteTable {
   readonly #store: Store;
-  #stamp = '';
+  #stale = true;
   #byRef = new Map<string, SandboxRecord>();
   #all: SandboxRecord[] = [];
+  readonly #watcher?: FSWatcher;
+  readonly #timer: NodeJS.Timeout;
 
   constructor(store: Store) {
     this.#store = store;
+    const file = basename(store.path);
+    try {
+      this.#watcher = watch(dirname(store.path), (_event, name) => {
+        if (name === file) this.#stale = true;
+      });
+    } catch {}
+    this.#timer = setInterval(() => (this.#stale = true), 1000);
+    this.#timer.unref();
+  }
+
+  invalidate(): void {
+    this.#stale = true;
+  }
+
+  close(): void {
+    this.#watcher?.close();
+    clearInterval(this.#timer);
   }
 
   #refresh(): void {
-    let stamp = 'none';
-    try {
-      const st = statSync(this.#store.path);
-      stamp = `${st.ino}:${st.mtimeMs}:${st.size}`;
-    } catch {}
-    if (stamp === this.#stamp) return;
-    this.#stamp = stamp;
+    if (!this.#stale) return;
+    this.#stale = false;
     this.#all = this.#store.sandboxes().filter((r) => !r.creating);
     this.#byRef = new Map();
     for (const r of this.#all) {

@@ -171,6 +171,12 @@ export function createGatewayServer(opts: ProxyOptions): Server {
   }
 
   function gatewayEndpoint(req: IncomingMessage, res: ServerResponse): void {
+    if (req.url === '/_sbx/reload' && req.method === 'POST') {
+      // sbx changed the store: re-read it before the next request (harmless for anyone to call).
+      opts.routes.invalidate();
+      res.writeHead(204);
+      return void res.end();
+    }
     if (req.url === '/_sbx/health') {
       const body = JSON.stringify(opts.health()) + '\n';
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
