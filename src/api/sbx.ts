@@ -321,6 +321,8 @@ export class Sbx {
     });
     const runtime = await this.runtime();
     await reconcileSandbox(record, { runtime, home: this.home });
+    // The gateway routes running sandboxes directly: it must know before this returns.
+    if (record.ports?.some((p) => p.public)) await this.#routesChanged();
     return this.#info(record, await runtime.inspectContainer(objectNames(record.id).container));
   }
 

@@ -11,10 +11,26 @@ import { RouteTable } from './routes.ts';
 import { createGatewayServer } from './server.ts';
 import { gatewayFiles, gatewaySettings, type GatewayState } from './settings.ts';
 import { Targets } from './targets.ts';
+import { renderNginxConfig, type DirectRoute } from './nginx-config.ts';
+import { findNginx, NginxFrontend } from './nginx.ts';
+import { objectNames } from '../core/sandbox.ts';
+import { createServer as createNetServer } from 'node:net';
 
 export interface RunningGateway {
   state: GatewayState;
   close(): Promise<void>;
+}
+
+/** A free TCP port on `host` (for nginx, which cannot report the port it was given with 0). */
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createNetServer();
+    s.once('error', reject);
+    s.listen(0, host, () => {
+      const a = s.address();
+      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
+    });
+  });
 }
 
 function writeAtomic(path: string, text: string): void {
@@ -41,32 +57,116 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
   const targets = new Targets(sbx, runtime, relays, msFromEnv('SBX_START_TIMEOUT_MS', 30_000));
   const routes = new RouteTable(sbx.store);
   const startedAt = new Date().toISOString();
+  const upstreamTimeoutMs = msFromEnv('SBX_UPSTREAM_TIMEOUT_MS', 60_000);
+  // nginx carries the public ports of running sandboxes when it is installed (the fast path);
+  // SBX_GATEWAY_ENGINE=node keeps everything in this process.
+  const nginxBin = process.env.SBX_GATEWAY_ENGINE === 'node' ? undefined : findNginx();
+  const engine = nginxBin ? 'nginx' : 'node';
+  let nginx: NginxFrontend | undefined;
+  let syncRoutes: () => Promise<void> = async () => {};
+
   const server = createGatewayServer({
     domain: settings.domain,
     routes,
     targets,
-    upstreamTimeoutMs: msFromEnv('SBX_UPSTREAM_TIMEOUT_MS', 60_000),
-    health: () => ({ ok: true, pid: process.pid, domain: settings.domain, startedAt, sandboxes: routes.all().length }),
+    upstreamTimeoutMs,
+    health: () => ({ ok: true, pid: process.pid, engine, domain: settings.domain, startedAt, sandboxes: routes.all().length }),
     log,
+    onReload: () => {
+      targets.invalidateAll();
+      return syncRoutes();
+    },
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(new RuntimeError(err.code === 'EADDRINUSE' ? `port ${settings.port} on ${settings.host} is in use: set SBX_GATEWAY_PORT to a free port (0 picks one)` : `the gateway cannot listen on ${settings.host}:${settings.port}: ${err.message}`)),
-    );
-    server.listen(settings.port, settings.host, () => resolve());
-  });
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : settings.port;
-  const state: GatewayState = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt };
+  const listen = (...args: unknown[]) =>
+    new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) =>
+        reject(new RuntimeError(err.code === 'EADDRINUSE' ? `port ${settings.port} on ${settings.host} is in use: set SBX_GATEWAY_PORT to a free port (0 picks one)` : `the gateway cannot listen: ${err.message}`)),
+      );
+      (server.listen as (...a: unknown[]) => void)(...args, () => resolve());
+    });
+
+  let port: number;
+  if (nginxBin) {
+    const nodeSocket = join(files.run, 'node.sock');
+    rmSync(nodeSocket, { force: true });
+    await listen(nodeSocket);
+    port = settings.port || (await freePort(settings.host));
+    nginx = new NginxFrontend(nginxBin, files.run, settings.host, port);
+    let version = 0;
+    let lastConfig = '';
+    const render = async () => {
+      const direct: DirectRoute[] = [];
+      for (const r of routes.all()) {
+        const open = (r.ports ?? []).filter((p) => p.public);
+        if (open.length === 0) continue;
+        const c = await runtime.inspectContainer(objectNames(r.id).container);
+        if (!c || c.state !== 'running' || !c.ip) continue; // sleeping: the Node gateway wakes it
+        for (const p of open) {
+          direct.push({
+            hosts: [`${p.port}-${r.name}.${settings.domain}`, `${p.port}-${r.id}.${settings.domain}`],
+            name: `sbx_${r.id}_${p.port}`,
+            address: `${c.ip}:${p.port}`,
+            ...(r.maskHost ? { hostHeader: r.maskHost.replaceAll('${PORT}', String(p.port)) } : {}),
+          });
+        }
+      }
+      // Workers run as the gateway's own user: SBX_HOME (with the socket) is private to it.
+      const user = process.getuid?.() === 0 ? 'root' : undefined;
+      return (v: number) => renderNginxConfig({ listenHost: settings.host, listenPort: port, nodeSocket, runDir: files.run, routes: direct, version: v, upstreamTimeoutMs, user });
+    };
+    // One sync at a time; a request for a sync during one runs once more after it.
+    let running: Promise<void> | undefined;
+    let again = false;
+    const syncOnce = async () => {
+      const make = await render();
+      const probe = make(0);
+      if (probe === lastConfig) return;
+      lastConfig = probe;
+      version++;
+      await nginx!.apply(make(version), version);
+    };
+    syncRoutes = () => {
+      if (running) {
+        again = true;
+        return running.then(() => syncRoutes());
+      }
+      running = (async () => {
+        try {
+          do {
+            again = false;
+            await syncOnce();
+          } while (again);
+        } finally {
+          running = undefined;
+        }
+      })();
+      return running;
+    };
+    const first = await render();
+    lastConfig = first(0);
+    version = 1;
+    try {
+      await nginx.start(first(version), version);
+    } catch (err) {
+      server.close();
+      throw new RuntimeError(err instanceof Error && /in use|bind/.test(err.message) ? `port ${port} on ${settings.host} is in use: set SBX_GATEWAY_PORT to a free port (0 picks one)` : `the gateway's nginx did not start: ${(err as Error).message}`);
+    }
+  } else {
+    await listen(settings.port, settings.host);
+    const address = server.address();
+    port = typeof address === 'object' && address ? address.port : settings.port;
+  }
+  const state: GatewayState = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine };
   mkdirSync(home, { recursive: true });
   writeAtomic(files.state, JSON.stringify(state, null, 2) + '\n');
   writeAtomic(files.pid, `${process.pid}\n`);
-  log(`gateway listening on http://${settings.host}:${port} for *.${settings.domain} (pid ${process.pid})`);
+  log(`gateway listening on http://${settings.host}:${port} for *.${settings.domain} (pid ${process.pid}, ${engine})`);
 
   // Docker events: a sandbox that stops, pauses or restarts gets a fresh address and relay.
   const stopEvents = runtime.watchSandboxEvents(home, (id) => {
     targets.invalidate(id);
     relays.stop(id);
+    syncRoutes().catch((err) => log(`could not update routes: ${(err as Error).message}`));
   });
 
   // --ttl: remove sandboxes whose time is up (checked every second, from the store).
@@ -90,6 +190,7 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
       routes.close();
       stopEvents();
       relays.stopAll();
+      await nginx?.stop();
       server.closeAllConnections?.();
       await new Promise<void>((r) => server.close(() => r()));
       if (runningGateway(home)?.pid === process.pid) {

@@ -24,6 +24,22 @@ export interface ProxyOptions {
   upstreamTimeoutMs: number;
   health: () => object;
   log: (line: string) => void;
+  /** Called on POST /_sbx/reload; the answer waits until the change is in force. */
+  onReload?: () => Promise<void>;
+}
+
+/**
+ * A request that came from nginx (the fast path) over the gateway's unix socket: nginx already
+ * added X-Forwarded-* and may have rewritten Host, so those are taken as nginx set them.
+ */
+function isInternal(req: IncomingMessage): boolean {
+  return req.socket.remoteAddress === undefined;
+}
+
+/** The Host the client asked for (behind nginx: X-Forwarded-Host). */
+function clientHost(req: IncomingMessage): string | undefined {
+  const forwarded = req.headers['x-forwarded-host'];
+  return isInternal(req) && typeof forwarded === 'string' && forwarded ? forwarded : req.headers.host;
 }
 
 interface Resolved {
@@ -54,8 +70,9 @@ export function createGatewayServer(opts: ProxyOptions): Server {
 
   /** Routing and the token: everything that must pass before the sandbox is touched. */
   function resolve(req: IncomingMessage): Resolution | { ok: true; gateway: true } {
-    const route = routeHost(req.headers.host, opts.domain);
-    if (!route) return { ok: false, error: { status: 404, code: 'unknown_host', message: `${req.headers.host} is not a sandbox host under ${opts.domain}` } };
+    const host = clientHost(req);
+    const route = routeHost(host, opts.domain);
+    if (!route) return { ok: false, error: { status: 404, code: 'unknown_host', message: `${host} is not a sandbox host under ${opts.domain}` } };
     if (route.kind === 'gateway') return { ok: true, gateway: true };
     let port: number;
     let path = req.url ?? '/';
@@ -86,26 +103,33 @@ export function createGatewayServer(opts: ProxyOptions): Server {
 
   function upstreamHeaders(req: IncomingMessage, r: Resolved, keepUpgrade: boolean): string[] {
     const raw = stripToken(req.rawHeaders, r.token);
+    const internal = isInternal(req);
     const out: string[] = [];
     const connectionTokens = new Set(String(req.headers.connection ?? '').toLowerCase().split(',').map((s) => s.trim()));
     let forwardedFor: string | undefined;
+    let forwardedProto: string | undefined;
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i]!;
       const lower = name.toLowerCase();
-      if (lower === 'host' && r.record.maskHost) continue;
+      if (lower === 'host' || lower === 'x-forwarded-host' || lower === 'x-sbx-gateway-error') continue;
       if (lower === 'x-forwarded-for') {
         forwardedFor = raw[i + 1];
         continue;
       }
-      if (lower === 'x-forwarded-host' || lower === 'x-forwarded-proto') continue;
+      if (lower === 'x-forwarded-proto') {
+        forwardedProto = raw[i + 1];
+        continue;
+      }
       if (!keepUpgrade && (HOP_BY_HOP.has(lower) || connectionTokens.has(lower))) continue;
       out.push(name, raw[i + 1]!);
     }
-    if (r.record.maskHost) out.push('Host', maskHost(r.record.maskHost, r.port));
+    const host = clientHost(req) ?? '';
+    out.push('Host', r.record.maskHost ? maskHost(r.record.maskHost, r.port) : host);
     const client = req.socket.remoteAddress ?? '';
-    out.push('X-Forwarded-For', forwardedFor ? `${forwardedFor}, ${client}` : client);
-    out.push('X-Forwarded-Host', String(req.headers.host ?? ''));
-    out.push('X-Forwarded-Proto', 'http');
+    // Behind nginx the chain is complete already; on its own, the gateway appends the client.
+    out.push('X-Forwarded-For', internal ? (forwardedFor ?? '') : forwardedFor ? `${forwardedFor}, ${client}` : client);
+    out.push('X-Forwarded-Host', host);
+    out.push('X-Forwarded-Proto', internal ? (forwardedProto ?? 'http') : 'http');
     return out;
   }
 
@@ -133,6 +157,10 @@ export function createGatewayServer(opts: ProxyOptions): Server {
       return sendError(req, res, resolution.error);
     }
     const r = resolution.value;
+    if (isInternal(req) && req.headers['x-sbx-gateway-error'] === 'upstream_timeout') {
+      // nginx (the fast path) gave up waiting: answer as the gateway always does.
+      return sendError(req, res, { status: 504, code: 'upstream_timeout', message: `sandbox ${r.record.name} port ${r.port} did not answer within ${Math.round(opts.upstreamTimeoutMs / 1000)}s` });
+    }
     const up = request({
       agent: agentFor(r.record, r.port),
       method: req.method,
@@ -172,10 +200,15 @@ export function createGatewayServer(opts: ProxyOptions): Server {
 
   function gatewayEndpoint(req: IncomingMessage, res: ServerResponse): void {
     if (req.url === '/_sbx/reload' && req.method === 'POST') {
-      // sbx changed the store: re-read it before the next request (harmless for anyone to call).
+      // sbx changed the store: re-read it (and re-route) before answering (harmless to call).
       opts.routes.invalidate();
-      res.writeHead(204);
-      return void res.end();
+      const done = () => {
+        res.writeHead(204);
+        res.end();
+      };
+      if (!opts.onReload) return done();
+      opts.onReload().then(done, (err) => sendError(req, res, { status: 500, code: 'reload_failed', message: (err as Error).message }));
+      return;
     }
     if (req.url === '/_sbx/health') {
       const body = JSON.stringify(opts.health()) + '\n';
@@ -189,7 +222,7 @@ export function createGatewayServer(opts: ProxyOptions): Server {
   async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     socket.on('error', () => {});
     const tunnel = TUNNEL_PATH.exec(req.url ?? '');
-    const route = routeHost(req.headers.host, opts.domain);
+    const route = routeHost(clientHost(req), opts.domain);
     if (tunnel && route?.kind === 'gateway') return openTunnel(req, socket, head, tunnel[1]!, Number(tunnel[2]));
     const resolution = resolve(req);
     if ('gateway' in resolution) return sendUpgradeError(req, socket, { status: 404, code: 'no_sandbox_host', message: 'not a sandbox host' });
@@ -206,7 +239,7 @@ export function createGatewayServer(opts: ProxyOptions): Server {
       return sendUpgradeError(req, socket, e);
     }
     const headers = upstreamHeaders(req, r, true);
-    let headText = `${req.method} ${r.path} HTTP/${req.httpVersion}\r\n`;
+    let headText = `${req.method} ${r.path} HTTP/1.1\r\n`;
     for (let i = 0; i < headers.length; i += 2) headText += `${headers[i]}: ${headers[i + 1]}\r\n`;
     upstream.write(headText + '\r\n');
     if (head.length) upstream.write(head);

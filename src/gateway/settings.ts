@@ -41,4 +41,6 @@ export interface GatewayState {
   port: number;
   domain: string;
   startedAt: string;
+  /** "nginx" when nginx carries the fast path, "node" when this process does everything. */
+  engine?: 'nginx' | 'node';
 }

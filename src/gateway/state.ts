@@ -11,6 +11,7 @@ export interface GatewayStatus {
   domain?: string;
   url?: string;
   startedAt?: string;
+  engine?: string;
   log: string;
 }
 
@@ -38,6 +39,6 @@ export function gatewayStatus(home: string): GatewayStatus {
   const s = runningGateway(home);
   const log = gatewayFiles(home).log;
   if (!s) return { running: false, log };
-  return { running: true, pid: s.pid, host: s.host, port: s.port, domain: s.domain, url: `http://${s.domain}:${s.port}/`, startedAt: s.startedAt, log };
+  return { running: true, pid: s.pid, host: s.host, port: s.port, domain: s.domain, url: `http://${s.domain}:${s.port}/`, startedAt: s.startedAt, engine: s.engine, log };
 }
 

@@ -43,6 +43,11 @@ export class Targets {
     this.#cache.delete(id);
   }
 
+  /** After sbx changed something (it tells the gateway): look at every sandbox afresh. */
+  invalidateAll(): void {
+    this.#cache.clear();
+  }
+
   async #inspect(record: SandboxRecord): Promise<Target> {
     const c = await this.#runtime.inspectContainer(objectNames(record.id).container);
     const t: Target = c ? { state: c.state, ip: c.ip, pid: c.pid } : { state: 'missing' };

@@ -1,0 +1,131 @@
+// The gateway's fast path (pure): an nginx configuration in which the public ports of running
+// sandboxes go straight from nginx to the sandbox's bridge address, and everything else (private
+// ports, sleeping sandboxes, loopback-only servers, path routing, tunnels, errors) goes to the Node
+// gateway, which handles it exactly as it would on its own. The Node gateway stays the one that
+// decides: it writes this file from the store and Docker's state, and reloads nginx.
+
+/** The Host the Node gateway uses to ask nginx for its configuration version. */
+export const CONTROL_HOST = 'sbx-gateway-control.invalid';
+
+export interface DirectRoute {
+  /** Lower-case host names without port, e.g. 3000-web.sbx.localhost and 3000-<id>.sbx.localhost. */
+  hosts: string[];
+  /** Upstream block name: letters, digits and underscores. */
+  name: string;
+  /** ip:port of the sandbox's server on its bridge. */
+  address: string;
+  /** Host header to send instead of the client's (--mask-host). */
+  hostHeader?: string;
+}
+
+export interface NginxConfigInput {
+  listenHost: string;
+  listenPort: number;
+  /** The Node gateway's internal unix socket. */
+  nodeSocket: string;
+  /** Folder for nginx's pid, temp files and error log. */
+  runDir: string;
+  routes: DirectRoute[];
+  /** Increases with every change; answered on /_sbx/config-version so reloads can be awaited. */
+  version: number;
+  upstreamTimeoutMs: number;
+  /** Run workers as this user (when started as root), so they can reach the socket in SBX_HOME. */
+  user?: string;
+}
+
+/** nginx strings: double-quoted with escapes, so no value can break out of its directive. */
+function q(value: string): string {
+  return `"${value.replace(/[\\"$]/g, (c) => (c === '$' ? '${dollar}' : `\\${c}`))}"`;
+}
+
+export function renderNginxConfig(c: NginxConfigInput): string {
+  const listen = c.listenHost.includes(':') ? `[${c.listenHost}]:${c.listenPort}` : `${c.listenHost}:${c.listenPort}`;
+  const seconds = Math.max(1, Math.ceil(c.upstreamTimeoutMs / 1000));
+  const hostMap = c.routes.flatMap((r) => r.hosts.map((h) => `    ${q(h)} ${r.name};`)).join('\n');
+  const hostHeaderMap = c.routes
+    .filter((r) => r.hostHeader)
+    .flatMap((r) => r.hosts.map((h) => `    ${q(h)} ${q(r.hostHeader!)};`))
+    .join('\n');
+  const upstreams = c.routes
+    .map((r) => `  upstream ${r.name} {\n    server ${r.address} max_fails=0;\n    server unix:${c.nodeSocket} backup;\n    keepalive 64;\n  }`)
+    .join('\n');
+  return `# Written by the sbx gateway (version ${c.version}); do not edit: it is rewritten on every change.
+${c.user ? `user ${c.user};\n` : ''}worker_processes 1;
+worker_shutdown_timeout 10s;
+pid ${c.runDir}/nginx.pid;
+error_log ${c.runDir}/nginx-error.log error;
+daemon off;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  server_tokens off;
+  client_body_temp_path ${c.runDir}/nginx-body;
+  proxy_temp_path ${c.runDir}/nginx-proxy;
+  fastcgi_temp_path ${c.runDir}/nginx-fastcgi;
+  uwsgi_temp_path ${c.runDir}/nginx-uwsgi;
+  scgi_temp_path ${c.runDir}/nginx-scgi;
+  client_max_body_size 0;
+  map_hash_bucket_size 128;
+  server_names_hash_bucket_size 128;
+  geo $dollar { default "$"; }
+
+  map $http_upgrade $sbx_connection { default upgrade; "" ""; }
+  map $host $sbx_upstream {
+    default sbx_node;
+${hostMap}
+  }
+  map $host $sbx_host_header {
+    default $http_host;
+${hostHeaderMap}
+  }
+
+  upstream sbx_node {
+    server unix:${c.nodeSocket};
+    keepalive 64;
+  }
+${upstreams}
+
+  # Only for the Node gateway: which configuration the workers serve (to await a reload).
+  server {
+    listen ${listen};
+    server_name ${CONTROL_HOST};
+    location = /_sbx/config-version { return 200 "${c.version}"; }
+  }
+
+  server {
+    listen ${listen} default_server backlog=4096;
+    keepalive_requests 1000000;
+    keepalive_timeout 65s;
+
+    location / {
+      proxy_pass http://$sbx_upstream;
+      proxy_http_version 1.1;
+      proxy_set_header Host $sbx_host_header;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $sbx_connection;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Host $http_host;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_buffering off;
+      proxy_request_buffering off;
+      proxy_next_upstream error;
+      proxy_connect_timeout 2s;
+      proxy_read_timeout ${seconds}s;
+      proxy_send_timeout ${seconds}s;
+      error_page 504 = @sbx_timeout;
+    }
+
+    # The sandbox took too long: the Node gateway words the answer (JSON, HTML or text).
+    location @sbx_timeout {
+      proxy_pass http://sbx_node;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Sbx-Gateway-Error upstream_timeout;
+      proxy_set_header X-Forwarded-Host $http_host;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+    }
+  }
+}
+`;
+}

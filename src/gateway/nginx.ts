@@ -1,0 +1,114 @@
+// Runs nginx as the gateway's fast path (see nginx-config.ts): started and reloaded by the Node
+// gateway, which waits after each reload until nginx's workers serve the new configuration.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { RuntimeError } from '../core/errors.ts';
+import { CONTROL_HOST } from './nginx-config.ts';
+
+/** The nginx binary: $SBX_NGINX, else Debian's. Undefined when there is none. */
+export function findNginx(): string | undefined {
+  const candidates = [process.env.SBX_NGINX, '/usr/sbin/nginx', '/usr/local/sbin/nginx'].filter(Boolean) as string[];
+  return candidates.find((p) => existsSync(p));
+}
+
+export class NginxFrontend {
+  readonly #bin: string;
+  readonly #runDir: string;
+  readonly #host: string;
+  readonly #port: number;
+  #child?: ChildProcess;
+  #stderr = '';
+
+  constructor(bin: string, runDir: string, host: string, port: number) {
+    this.#bin = bin;
+    this.#runDir = runDir;
+    this.#host = host;
+    this.#port = port;
+    for (const d of ['nginx-body', 'nginx-proxy', 'nginx-fastcgi', 'nginx-uwsgi', 'nginx-scgi']) mkdirSync(join(runDir, d), { recursive: true });
+  }
+
+  get #configPath(): string {
+    return join(this.#runDir, 'nginx.conf');
+  }
+
+  async start(config: string, version: number): Promise<void> {
+    writeFileSync(this.#configPath, config);
+    const child = spawn(this.#bin, ['-p', `${this.#runDir}/`, '-e', join(this.#runDir, 'nginx-error.log'), '-c', this.#configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.#child = child;
+    child.stderr!.on('data', (d) => (this.#stderr = (this.#stderr + d).slice(-2000)));
+    const exited = new Promise<never>((_, reject) =>
+      child.once('exit', (code) => reject(new RuntimeError(`nginx exited (${code}): ${this.#stderr.trim().split('\n').pop() ?? ''}`))),
+    );
+    exited.catch(() => {});
+    await Promise.race([this.#awaitVersion(version), exited]);
+  }
+
+  /**
+   * Writes the new configuration, reloads, and resolves once it is in force: the new workers
+   * answer with its version and the old workers have stopped taking connections (they exit once
+   * their idle connections are closed; long-lived ones are given a bounded wait).
+   */
+  async apply(config: string, version: number): Promise<void> {
+    const child = this.#child;
+    if (!child || child.exitCode !== null) throw new RuntimeError('nginx is not running');
+    const oldWorkers = workersOf(child.pid!);
+    writeFileSync(this.#configPath, config);
+    child.kill('SIGHUP');
+    await this.#awaitVersion(version);
+    const deadline = Date.now() + 2000;
+    while (Date.now() < deadline && oldWorkers.some((pid) => workersOf(child.pid!).includes(pid) && !isShuttingDown(pid))) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  async stop(): Promise<void> {
+    const child = this.#child;
+    if (!child || child.exitCode !== null) return;
+    const gone = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await Promise.race([gone, new Promise((r) => setTimeout(r, 3000))]);
+    if (child.exitCode === null) child.kill('SIGKILL');
+  }
+
+  async #awaitVersion(version: number, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if ((await this.#probe()) === String(version)) return;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    throw new RuntimeError(`nginx did not take configuration ${version} within ${timeoutMs / 1000}s: ${this.#stderr.trim().split('\n').pop() ?? ''}`);
+  }
+
+  #probe(): Promise<string | undefined> {
+    return new Promise((resolve) => {
+      const req = request({ host: this.#host, port: this.#port, path: '/_sbx/config-version', headers: { host: CONTROL_HOST }, agent: false, timeout: 1000 }, (res) => {
+        let body = '';
+        res.on('data', (d) => (body += d));
+        res.on('end', () => resolve(res.statusCode === 200 ? body.trim() : undefined));
+      });
+      req.on('error', () => resolve(undefined));
+      req.on('timeout', () => req.destroy());
+      req.end();
+    });
+  }
+}
+
+/** The worker processes of an nginx master (Linux /proc). */
+function workersOf(master: number): number[] {
+  try {
+    return readFileSync(`/proc/${master}/task/${master}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** An old worker that got the reload renames itself "worker process is shutting down". */
+function isShuttingDown(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('shutting down');
+  } catch {
+    return true;
+  }
+}
