@@ -94,6 +94,9 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
     nginx = new NginxFrontend(nginxBin, files.run, settings.host, port);
     let version = 0;
     let lastConfig = '';
+    // What nginx routes directly now (upstream name -> address and Host): a route that goes away
+    // or changes must be out of force before the change that caused it is reported done.
+    let lastRoutes = new Map<string, string>();
     const render = async () => {
       const direct: DirectRoute[] = [];
       for (const r of routes.all()) {
@@ -112,18 +115,21 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
       }
       // Workers run as the gateway's own user: SBX_HOME (with the socket) is private to it.
       const user = process.getuid?.() === 0 ? 'root' : undefined;
-      return (v: number) => renderNginxConfig({ listenHost: settings.host, listenPort: port, nodeSocket, runDir: files.run, routes: direct, version: v, upstreamTimeoutMs, user });
+      const routeMap = new Map(direct.map((d) => [d.name, `${d.address} ${d.hostHeader ?? ''}`]));
+      return { routeMap, make: (v: number) => renderNginxConfig({ listenHost: settings.host, listenPort: port, nodeSocket, runDir: files.run, routes: direct, version: v, upstreamTimeoutMs, user }) };
     };
     // One sync at a time; a request for a sync during one runs once more after it.
     let running: Promise<void> | undefined;
     let again = false;
     const syncOnce = async () => {
-      const make = await render();
+      const { routeMap, make } = await render();
       const probe = make(0);
       if (probe === lastConfig) return;
+      const retire = [...lastRoutes].some(([name, value]) => routeMap.get(name) !== value);
       lastConfig = probe;
+      lastRoutes = routeMap;
       version++;
-      await nginx!.apply(make(version), version);
+      await nginx!.apply(make(version), version, retire);
     };
     syncRoutes = () => {
       if (running) {
@@ -143,10 +149,11 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
       return running;
     };
     const first = await render();
-    lastConfig = first(0);
+    lastConfig = first.make(0);
+    lastRoutes = first.routeMap;
     version = 1;
     try {
-      await nginx.start(first(version), version);
+      await nginx.start(first.make(version), version);
     } catch (err) {
       server.close();
       throw new RuntimeError(err instanceof Error && /in use|bind/.test(err.message) ? `port ${port} on ${settings.host} is in use: set SBX_GATEWAY_PORT to a free port (0 picks one)` : `the gateway's nginx did not start: ${(err as Error).message}`);

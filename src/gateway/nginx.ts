@@ -46,20 +46,23 @@ export class NginxFrontend {
   }
 
   /**
-   * Writes the new configuration, reloads, and resolves once it is in force: the new workers
-   * answer with its version and the old workers have stopped taking connections (they exit once
-   * their idle connections are closed; long-lived ones are given a bounded wait).
+   * Writes the new configuration and reloads. With `retire` (a route was removed or changed), it
+   * resolves once that is in force: the new workers answer with its version and the old workers
+   * have stopped taking connections. Without it (routes only added), it returns at once: until
+   * the new workers take over, requests for the new routes reach the Node gateway, which serves
+   * them the same way.
    */
-  async apply(config: string, version: number): Promise<void> {
+  async apply(config: string, version: number, retire: boolean): Promise<void> {
     const child = this.#child;
     if (!child || child.exitCode !== null) throw new RuntimeError('nginx is not running');
     const oldWorkers = workersOf(child.pid!);
     writeFileSync(this.#configPath, config);
     child.kill('SIGHUP');
+    if (!retire) return;
     await this.#awaitVersion(version);
     const deadline = Date.now() + 2000;
     while (Date.now() < deadline && oldWorkers.some((pid) => workersOf(child.pid!).includes(pid) && !isShuttingDown(pid))) {
-      await new Promise((r) => setTimeout(r, 5));
+      await new Promise((r) => setTimeout(r, 2));
     }
   }
 

@@ -1,0 +1,110 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import type { IncomingMessage } from 'node:http';
+import { maskHost, parsePort, portUrl, routeHost, routePath, validateMaskHost } from '../../src/core/ports.ts';
+import { parseDuration } from '../../src/core/duration.ts';
+import { newToken, tokensEqual } from '../../src/core/token.ts';
+import { findToken, stripToken, withoutQueryToken } from '../../src/gateway/auth.ts';
+import { renderNginxConfig } from '../../src/gateway/nginx-config.ts';
+
+describe('ports', () => {
+  for (const good of ['1', '80', '65535', ' 8080 ']) it(`accepts port "${good}"`, () => assert.equal(parsePort(good), Number(good)));
+  for (const bad of ['0', '65536', '-1', '80.5', 'http', '', '1e3']) {
+    it(`rejects port "${bad}"`, () => assert.throws(() => parsePort(bad), /invalid port .* whole number from 1 to 65535/));
+  }
+  it('builds URLs, leaving out :80', () => {
+    assert.equal(portUrl(3000, 'web', { domain: 'sbx.localhost', port: 7070 }), 'http://3000-web.sbx.localhost:7070/');
+    assert.equal(portUrl(3000, 'web', { domain: 'sbx.localhost', port: 80 }), 'http://3000-web.sbx.localhost/');
+  });
+});
+
+describe('routing a Host header', () => {
+  const d = 'sbx.localhost';
+  const cases: Array<[string | undefined, unknown]> = [
+    ['3000-web.sbx.localhost:7070', { kind: 'port', sandbox: 'web', port: 3000 }],
+    ['3000-WEB.SBX.LOCALHOST', { kind: 'port', sandbox: 'web', port: 3000 }],
+    ['8080-my-box-1.sbx.localhost.', { kind: 'port', sandbox: 'my-box-1', port: 8080 }],
+    ['web.sbx.localhost:7070', { kind: 'sandbox', sandbox: 'web' }],
+    ['99999-web.sbx.localhost', { kind: 'sandbox', sandbox: '99999-web' }],
+    ['sbx.localhost:7070', { kind: 'gateway' }],
+    ['127.0.0.1:7070', { kind: 'gateway' }],
+    ['[::1]:7070', { kind: 'gateway' }],
+    [undefined, { kind: 'gateway' }],
+    ['a.b.sbx.localhost', undefined],
+    ['example.test', undefined],
+  ];
+  for (const [host, want] of cases) it(`${host}`, () => assert.deepEqual(routeHost(host, d), want));
+  it('routes /port/<port>/ paths, keeping the raw rest', () => {
+    assert.deepEqual(routePath('/port/3000/a%2Fb?x=1'), { port: 3000, path: '/a%2Fb?x=1' });
+    assert.deepEqual(routePath('/port/3000'), { port: 3000, path: '/' });
+    assert.deepEqual(routePath('/port/3000?x=1'), { port: 3000, path: '/?x=1' });
+    assert.equal(routePath('/port/0/'), undefined);
+    assert.equal(routePath('/other'), undefined);
+  });
+  it('masks the host', () => {
+    assert.equal(maskHost('localhost:${PORT}', 3000), 'localhost:3000');
+    assert.throws(() => validateMaskHost('bad host'), /invalid --mask-host/);
+  });
+});
+
+describe('durations', () => {
+  const cases: Array<[string, number]> = [['30s', 30_000], ['10m', 600_000], ['2h', 7_200_000], ['1d', 86_400_000], ['1h30m', 5_400_000], ['1.5s', 1500]];
+  for (const [text, ms] of cases) it(text, () => assert.equal(parseDuration(text), ms));
+  for (const bad of ['', '10', 'soon', '5x', '500ms', '1s2']) it(`rejects "${bad}"`, () => assert.throws(() => parseDuration(bad), /invalid duration/));
+});
+
+describe('tokens', () => {
+  it('are 192 random bits in base64url, and differ', () => {
+    const a = newToken();
+    assert.match(a, /^[A-Za-z0-9_-]{32}$/);
+    assert.notEqual(a, newToken());
+  });
+  it('compare equal only when equal', () => {
+    const t = newToken();
+    assert.equal(tokensEqual(t, t), true);
+    assert.equal(tokensEqual(t.slice(0, -1) + (t.endsWith('A') ? 'B' : 'A'), t), false);
+    assert.equal(tokensEqual(t.slice(1), t), false);
+    assert.equal(tokensEqual(undefined, t), false);
+    assert.equal(tokensEqual('', t), false);
+  });
+  const req = (headers: Record<string, string>, url = '/') => ({ headers, url }) as unknown as IncomingMessage;
+  it('are found in the header, a bearer, the query and the cookie, in that order', () => {
+    assert.deepEqual(findToken(req({ 'x-sbx-traffic-token': 'h', authorization: 'Bearer b' })), { token: 'h', fromQuery: false });
+    assert.deepEqual(findToken(req({ authorization: 'bearer  b ' })), { token: 'b', fromQuery: false });
+    assert.deepEqual(findToken(req({ cookie: 'sbx_token=c' }, '/x?a=1&sbx_token=q')), { token: 'q', fromQuery: true });
+    assert.deepEqual(findToken(req({ cookie: 'a=1; sbx_token=c%2B' })), { token: 'c+', fromQuery: false });
+    assert.deepEqual(findToken(req({})), { fromQuery: false });
+  });
+  it('are taken out of what goes upstream', () => {
+    assert.equal(withoutQueryToken('/x?a=1&sbx_token=q&b=2'), '/x?a=1&b=2');
+    assert.equal(withoutQueryToken('/x?sbx_token=q'), '/x');
+    assert.deepEqual(
+      stripToken(['Host', 'h', 'X-Sbx-Traffic-Token', 't', 'Authorization', 'Bearer t', 'Cookie', 'a=1; sbx_token=t', 'X-Other', 'o'], 't'),
+      ['Host', 'h', 'Cookie', 'a=1', 'X-Other', 'o'],
+    );
+    assert.deepEqual(stripToken(['Authorization', 'Bearer other'], 't'), ['Authorization', 'Bearer other'], "the sandbox's own auth stays");
+  });
+});
+
+describe('the nginx fast path configuration', () => {
+  const base = { listenHost: '127.0.0.1', listenPort: 7070, nodeSocket: '/h/run/node.sock', runDir: '/h/run', version: 3, upstreamTimeoutMs: 1500 };
+  it('routes each host of a public port straight to the sandbox, with the Node gateway as backup', () => {
+    const conf = renderNginxConfig({ ...base, routes: [{ hosts: ['3000-web.sbx.localhost', '3000-abc.sbx.localhost'], name: 'sbx_abc_3000', address: '172.18.0.2:3000' }] });
+    assert.match(conf, /"3000-web\.sbx\.localhost" sbx_abc_3000;/);
+    assert.match(conf, /"3000-abc\.sbx\.localhost" sbx_abc_3000;/);
+    assert.match(conf, /upstream sbx_abc_3000 \{\n\s+server 172\.18\.0\.2:3000 max_fails=0;\n\s+server unix:\/h\/run\/node\.sock backup;/);
+    assert.match(conf, /default sbx_node;/);
+    assert.match(conf, /listen 127\.0\.0\.1:7070 default_server/);
+    assert.match(conf, /proxy_read_timeout 2s;/);
+    assert.match(conf, /return 200 "3";/);
+  });
+  it('sends a masked Host only for that route, and quotes values safely', () => {
+    const conf = renderNginxConfig({ ...base, routes: [{ hosts: ['80-m.sbx.localhost'], name: 'sbx_m_80', address: '172.18.0.3:80', hostHeader: 'local"host:$x' }] });
+    assert.match(conf, /"80-m\.sbx\.localhost" "local\\"host:\$\{dollar\}x";/);
+  });
+  it('with no routes, everything goes to the Node gateway', () => {
+    const conf = renderNginxConfig({ ...base, routes: [] });
+    assert.doesNotMatch(conf, /upstream sbx_[a-z0-9]+_\d+/);
+    assert.match(conf, /proxy_pass http:\/\/\$sbx_upstream;/);
+  });
+});
