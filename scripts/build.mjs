@@ -27,16 +27,20 @@ const stubUnused = {
 };
 
 // Modules whose load-time work sbx never needs, replaced by what sbx relies on of them: chalk's
-// colour detection (sbx always passes an explicit level, see src/cli/io.ts) and conf's semver
-// (used only for migrations, which the store does not use).
+// colour detection (sbx always passes an explicit level, see src/cli/io.ts), conf's semver (used
+// only for migrations, which the store does not use), graceful-fs under proper-lockfile (it
+// patches all of fs at load to retry EMFILE; the lock needs four plain fs calls), and the debug
+// logger of docker-modem (silent unless DEBUG is set).
 const replaced = {
   '#supports-color': 'module.exports = { default: { stdout: false, stderr: false } }; module.exports.__esModule = true;',
   semver: 'module.exports = new Proxy({}, { get: () => { throw new Error("semver is not bundled with sbx"); } });',
+  'graceful-fs': 'module.exports = require("node:fs");',
+  debug: 'module.exports = () => Object.assign(() => {}, { enabled: false, extend() { return module.exports(); } });',
 };
 const replace = {
   name: 'replace',
   setup(b) {
-    b.onResolve({ filter: /^(#supports-color|semver)$/ }, (args) => ({ path: args.path, namespace: 'replaced' }));
+    b.onResolve({ filter: /^(#supports-color|semver|graceful-fs|debug)$/ }, (args) => ({ path: args.path, namespace: 'replaced' }));
     b.onLoad({ filter: /.*/, namespace: 'replaced' }, (args) => ({ contents: replaced[args.path], loader: 'js' }));
   },
 };
