@@ -240,6 +240,7 @@ export class Sbx {
     const wanted = parsePorts(ports);
     if (wanted.length === 0) throw new UsageError('no port given: sbx port expose SANDBOX PORT...');
     const isPublic = options.public ?? true;
+    this.resolve(ref); // a sandbox that does not exist starts nothing
     await this.ensureGateway();
     const record = await this.store.update((data) => {
       const r = resolveSandbox(ref, Object.values(data.sandboxes));

@@ -163,6 +163,9 @@ describe('errors', () => {
       assert.match(r.stderr, /^error: invalid port .*1 to 65535/);
     }
     assert.equal((await world.sbx(['create', '-p', '99999'])).code, 2);
+    const ghost = await world.sbx(['port', 'expose', 'ghost', '3000']);
+    assert.equal(ghost.code, 3);
+    assert.match(ghost.stderr, /^error: no sandbox named "ghost"/);
     assert.deepEqual((await world.json<any[]>(['port', 'ls', 'seed'])).map((p) => p.port), [3000, 5555]);
   });
 });
