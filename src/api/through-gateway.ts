@@ -7,6 +7,7 @@ import type { Readable } from 'node:stream';
 import { RuntimeError } from '../core/errors.ts';
 import { parsePort } from '../core/ports.ts';
 import { TOKEN_HEADER } from '../gateway/auth.ts';
+import { splice } from '../gateway/splice.ts';
 import type { Sbx } from './sbx.ts';
 
 export interface FetchOptions {
@@ -70,16 +71,9 @@ export async function forwardPort(sbx: Sbx, ref: string, portValue: number | str
       headers: { host: gw.domain, connection: 'Upgrade', upgrade: 'sbx-tunnel', [TOKEN_HEADER]: sbx.resolve(record.id).token ?? '' },
     });
     req.on('upgrade', (_res, tunnel, head) => {
-      if (head.length) client.unshift(head);
-      tunnel.pipe(client).pipe(tunnel);
-      const close = () => {
-        tunnel.destroy();
-        client.destroy();
-      };
-      tunnel.on('error', close);
-      client.on('error', close);
-      tunnel.on('close', close);
-      client.on('close', close);
+      // Bytes the sandbox sent right after the switch belong to the local client.
+      if (head.length) client.write(head);
+      splice(client, tunnel);
       client.resume();
     });
     req.on('response', (res) => {

@@ -12,6 +12,7 @@ import { findToken, stripToken, TOKEN_COOKIE, withoutQueryToken } from './auth.t
 import { sendError, sendUpgradeError, type GatewayError } from './responses.ts';
 import type { RouteTable } from './routes.ts';
 import { GatewayFailure, type Targets } from './targets.ts';
+import { splice } from './splice.ts';
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'proxy-authenticate']);
 const TUNNEL_PATH = /^\/_sbx\/tunnel\/([a-z0-9][a-z0-9-]{0,62})\/(\d{1,5})$/;
@@ -277,16 +278,4 @@ export function createGatewayServer(opts: ProxyOptions): Server {
     for (const a of agents.values()) a.destroy();
   });
   return server;
-}
-
-function splice(a: Duplex, b: Socket): void {
-  a.pipe(b).pipe(a);
-  const close = () => {
-    a.destroy();
-    b.destroy();
-  };
-  a.on('error', close);
-  b.on('error', close);
-  a.on('close', close);
-  b.on('close', close);
 }
