@@ -19,7 +19,7 @@ export class IO {
 
   /** Prompts only when a person is there to answer: stdin and stdout are terminals. */
   get canPrompt(): boolean {
-    return !!process.stdin.isTTY && this.isTTY && !process.env.CI;
+    return !!process.stdin.isTTY && this.isTTY;
   }
 
   out(text = ''): void {
