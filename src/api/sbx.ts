@@ -68,17 +68,45 @@ export interface SbxOptions {
   /** Where state lives; defaults to $SBX_HOME or the XDG config dir. */
   home?: string;
   runtime?: Runtime;
+  /**
+   * Let the running daemon (the gateway) carry out create and rm (default: yes, unless a runtime
+   * is given). The daemon itself runs with this off.
+   */
+  delegate?: boolean;
 }
 
 export class Sbx {
   readonly home: string;
   readonly store: Store;
   #runtime?: Runtime;
+  readonly #delegate: boolean;
 
   constructor(options: SbxOptions = {}) {
     this.home = options.home ?? sbxHome();
     this.store = new Store(this.home);
     this.#runtime = options.runtime;
+    this.#delegate = options.delegate ?? !options.runtime;
+  }
+
+  /** The daemon's control socket, when one runs for this home and talks to the same engine. */
+  #daemon(): string | undefined {
+    if (!this.#delegate) return undefined;
+    const s = runningGateway(this.home);
+    if (!s?.control || (s.dockerHost ?? '') !== (process.env.DOCKER_HOST ?? '')) return undefined;
+    return s.control;
+  }
+
+  /** Runs `op` in the daemon when one runs; `direct` otherwise (or when it cannot be reached). */
+  async #viaDaemon<T>(op: 'create' | 'remove', payload: object, signal: AbortSignal | undefined, direct: () => Promise<T>): Promise<T> {
+    const control = this.#daemon();
+    if (!control) return direct();
+    const { callDaemon } = await import('../gateway/control.ts');
+    try {
+      return await callDaemon<T>(control, op, payload, signal);
+    } catch (err) {
+      if ((err as { unreachable?: boolean }).unreachable) return direct();
+      throw err;
+    }
   }
 
   /** The engine client, loaded on first use so that commands that do not need it start fast. */
@@ -93,6 +121,11 @@ export class Sbx {
   // ---- create ---------------------------------------------------------------------------
 
   async create(options: CreateSandboxOptions = {}): Promise<SandboxInfo> {
+    const { signal, onProgress, ...plain } = options;
+    return this.#viaDaemon('create', { options: plain }, signal, () => this.#create(options));
+  }
+
+  async #create(options: CreateSandboxOptions): Promise<SandboxInfo> {
     const record: SandboxRecord = {
       id: newId(),
       name: options.name === undefined ? generateName() : validateName(options.name),
@@ -334,6 +367,10 @@ export class Sbx {
    * With `force`, a sandbox that is already gone counts as removed (idempotent).
    */
   async remove(ref: string, options: { force?: boolean } = {}): Promise<RemoveResult> {
+    return this.#viaDaemon('remove', { ref, force: options.force }, undefined, () => this.#remove(ref, options));
+  }
+
+  async #remove(ref: string, options: { force?: boolean }): Promise<RemoveResult> {
     let record: SandboxRecord;
     try {
       record = this.resolve(ref);

@@ -11,6 +11,7 @@ import { RouteTable } from './routes.ts';
 import { createGatewayServer } from './server.ts';
 import { gatewayFiles, gatewaySettings, type GatewayState } from './settings.ts';
 import { Targets } from './targets.ts';
+import { createControlServer } from './control.ts';
 import { renderNginxConfig, type DirectRoute } from './nginx-config.ts';
 import { findNginx, NginxFrontend } from './nginx.ts';
 import { objectNames } from '../core/sandbox.ts';
@@ -163,7 +164,15 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
     const address = server.address();
     port = typeof address === 'object' && address ? address.port : settings.port;
   }
-  const state: GatewayState = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine };
+  // create and rm from sbx processes are carried out here while the daemon runs.
+  const control = join(files.run, 'control.sock');
+  rmSync(control, { force: true });
+  const controlServer = createControlServer(sbx, log);
+  await new Promise<void>((resolve, reject) => {
+    controlServer.once('error', reject);
+    controlServer.listen(control, () => resolve());
+  });
+  const state: GatewayState = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, control, dockerHost: process.env.DOCKER_HOST ?? '' };
   mkdirSync(home, { recursive: true });
   writeAtomic(files.state, JSON.stringify(state, null, 2) + '\n');
   writeAtomic(files.pid, `${process.pid}\n`);
@@ -198,6 +207,8 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
       stopEvents();
       relays.stopAll();
       await nginx?.stop();
+      controlServer.close();
+      rmSync(control, { force: true });
       server.closeAllConnections?.();
       await new Promise<void>((r) => server.close(() => r()));
       if (runningGateway(home)?.pid === process.pid) {

@@ -43,4 +43,8 @@ export interface GatewayState {
   startedAt: string;
   /** "nginx" when nginx carries the fast path, "node" when this process does everything. */
   engine?: 'nginx' | 'node';
+  /** The control socket that carries out create and rm (see control.ts). */
+  control?: string;
+  /** The engine this daemon talks to: a client with another DOCKER_HOST does its own work. */
+  dockerHost?: string;
 }

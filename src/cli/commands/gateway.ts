@@ -8,7 +8,9 @@ export async function run(input: CommandInput): Promise<number | void> {
   const { gatewayStatus } = await import('../../gateway/state.ts');
   if (verb === 'run') {
     const { runGateway } = await import('../../gateway/main.ts');
-    const gw = await runGateway(sbx);
+    const { Sbx } = await import('../../api/sbx.ts');
+    // The daemon does the work itself (it is where others delegate to).
+    const gw = await runGateway(new Sbx({ home: sbx.home, delegate: false }));
     io.info(`sbx gateway on http://${gw.state.host}:${gw.state.port} (*.${gw.state.domain}); Ctrl-C stops it`);
     await new Promise<void>((resolve) => {
       const stop = () => gw.close().then(resolve);

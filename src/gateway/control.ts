@@ -1,0 +1,125 @@
+// The daemon's control socket: when the gateway runs, `create` and `rm` are carried out by it (a
+// warm process, like dockerd for the docker CLI), so a CLI run costs little more than Node's own
+// start. The socket lives in SBX_HOME/run (private to its user) and speaks JSON lines: the client
+// sends `{"op", "payload"}`, may later send the line `abort` (Ctrl-C), and gets one answer line
+// once the work, or its rollback, is done. A client that vanishes rolls the work back too.
+import { createConnection, createServer, type Server } from 'node:net';
+import { InterruptedError, NotFoundError, RuntimeError, UsageError, type SbxError } from '../core/errors.ts';
+import type { CreateSandboxOptions, Sbx } from '../api/sbx.ts';
+
+type Operation = 'create' | 'remove';
+
+interface Request {
+  op: Operation;
+  payload: { options?: CreateSandboxOptions; ref?: string; force?: boolean };
+}
+
+interface Answer {
+  value?: unknown;
+  error?: { message: string; exitCode: number };
+}
+
+/** Splits a stream of text into lines. */
+function onLines(stream: NodeJS.ReadableStream, onLine: (line: string) => void): void {
+  let buffered = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (chunk: string) => {
+    buffered += chunk;
+    let nl: number;
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, nl);
+      buffered = buffered.slice(nl + 1);
+      onLine(line);
+    }
+  });
+}
+
+export function createControlServer(sbx: Sbx, log: (line: string) => void = () => {}): Server {
+  return createServer((conn) => {
+    const abort = new AbortController();
+    let answered = false;
+    const answer = (a: Answer) => {
+      answered = true;
+      conn.end(JSON.stringify(a) + '\n');
+    };
+    conn.on('error', () => {});
+    conn.on('close', () => {
+      if (!answered) abort.abort();
+    });
+    let started = false;
+    onLines(conn, (line) => {
+      if (started) {
+        if (line === 'abort') abort.abort();
+        return;
+      }
+      started = true;
+      let req: Request;
+      try {
+        req = JSON.parse(line) as Request;
+      } catch {
+        return answer({ error: { message: 'the control request is not JSON', exitCode: 2 } });
+      }
+      const work =
+        req.op === 'create'
+          ? sbx.create({ ...req.payload.options, signal: abort.signal })
+          : req.op === 'remove'
+            ? sbx.remove(req.payload.ref ?? '', { force: req.payload.force })
+            : Promise.reject(new UsageError(`unknown control operation ${String(req.op)}`));
+      log(`control: ${req.op} ${req.op === 'create' ? (req.payload.options?.name ?? '(generated name)') : req.payload.ref}`);
+      work.then(
+        (value) => answer({ value }),
+        (err: SbxError) => answer({ error: { message: err.message, exitCode: typeof err.exitCode === 'number' ? err.exitCode : 1 } }),
+      );
+    });
+  });
+}
+
+function errorFor(e: { message: string; exitCode: number }): Error {
+  switch (e.exitCode) {
+    case 2:
+      return new UsageError(e.message);
+    case 3:
+      return new NotFoundError(e.message);
+    case 130:
+      return new InterruptedError(e.message);
+    default:
+      return new RuntimeError(e.message);
+  }
+}
+
+/** Asks the daemon to do an operation; `signal` rolls it back (the answer still waits for that). */
+export function callDaemon<T>(socketPath: string, op: Operation, payload: Request['payload'], signal?: AbortSignal): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const conn = createConnection(socketPath);
+    let settled = false;
+    const onAbort = () => conn.write('abort\n');
+    signal?.addEventListener('abort', onAbort, { once: true });
+    onLines(conn, (line) => {
+      settled = true;
+      signal?.removeEventListener('abort', onAbort);
+      conn.end();
+      try {
+        const a = JSON.parse(line) as Answer;
+        if (a.error) reject(errorFor(a.error));
+        else resolve(a.value as T);
+      } catch {
+        reject(new RuntimeError('the sbx daemon gave an answer that is not JSON'));
+      }
+    });
+    conn.on('error', (err: NodeJS.ErrnoException) => {
+      if (settled) return;
+      settled = true;
+      // Not reachable at all: nothing was started, so the caller may do the work itself.
+      const unreachable = err.code === 'ENOENT' || err.code === 'ECONNREFUSED';
+      reject(Object.assign(new RuntimeError(`the sbx daemon did not answer: ${err.message}`), { unreachable }));
+    });
+    conn.on('close', () => {
+      if (!settled) {
+        settled = true;
+        reject(new RuntimeError('the sbx daemon closed the connection before answering (see gateway.log)'));
+      }
+    });
+    conn.write(JSON.stringify({ op, payload }) + '\n');
+    if (signal?.aborted) onAbort();
+  });
+}

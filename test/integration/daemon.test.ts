@@ -1,0 +1,82 @@
+// With the daemon (the gateway) running, create and rm are carried out by it: same answers, same
+// exit codes, same rollback on Ctrl-C; a client that talks to another engine does its own work.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { sleep, World } from '../helpers.ts';
+
+const world = new World();
+after(() => world.cleanup());
+const gatewayLog = () => readFileSync(join(world.home, 'gateway.log'), 'utf8');
+
+describe('create and rm through the daemon', () => {
+  before(async () => {
+    const r = await world.sbx(['gateway', 'start']);
+    assert.equal(r.code, 0, r.stderr);
+  });
+
+  it('creates and removes, and the daemon did the work', async () => {
+    const box = await world.json(['create', '--name', 'via-daemon', '-e', 'A=1']);
+    assert.equal(box.status, 'running');
+    assert.deepEqual(box.env, { A: '1' });
+    assert.match(gatewayLog(), /control: create via-daemon/);
+    assert.equal((await world.sbx(['exec', 'via-daemon', '--', 'sh', '-c', 'echo $A'])).stdout, '1\n');
+    const removed = await world.json(['rm', '--force', 'via-daemon']);
+    assert.deepEqual([removed.name, removed.removed], ['via-daemon', true]);
+    assert.match(gatewayLog(), /control: remove via-daemon/);
+    assert.deepEqual(await world.leftovers(), { containers: [], networks: [] });
+  });
+
+  it('keeps exit codes and one-line errors', async () => {
+    const bad = await world.sbx(['create', '--name', 'Bad_Name']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /^error: invalid sandbox name "Bad_Name"/);
+    const ghost = await world.sbx(['rm', 'ghost']);
+    assert.equal(ghost.code, 3);
+    assert.equal((await world.sbx(['rm', '--force', 'ghost'])).code, 0);
+    await world.json(['create', '--name', 'dup']);
+    const dup = await world.sbx(['create', '--name', 'dup']);
+    assert.equal(dup.code, 2);
+    assert.match(dup.stderr, /already exists/);
+    const running = await world.sbx(['rm', 'dup']);
+    assert.equal(running.code, 2);
+    assert.match(running.stderr, /is running: pass --force/);
+    await world.sbx(['rm', '-f', 'dup']);
+  });
+
+  it('Ctrl-C during a delegated create leaves a whole sandbox or nothing', async () => {
+    let interrupted = 0;
+    for (const delay of [120, 200, 280, 360, 440]) {
+      const child = world.spawn(['create', '--name', `dint-${delay}`, '--json']);
+      let stderr = '';
+      child.stderr!.on('data', (d) => (stderr += d));
+      const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+      await sleep(delay);
+      child.kill('SIGINT');
+      const code = await exited;
+      if (code === 130) {
+        interrupted++;
+        assert.match(stderr, /^error: interrupted/);
+      }
+      // The daemon may still be rolling back after a client that died outright: give it a moment.
+      await sleep(code === 130 || code === 0 ? 0 : 1500);
+      const list = await world.json<any[]>(['ls']);
+      const left = await world.leftovers();
+      if (list.length === 0) assert.deepEqual(left, { containers: [], networks: [] }, `SIGINT at ${delay}ms (exit ${code})`);
+      else {
+        assert.notEqual(code, 130);
+        assert.equal(left.containers.length, 1);
+        await world.sbx(['rm', '-f', `dint-${delay}`]);
+      }
+    }
+    assert.ok(interrupted > 0, 'at least one create was interrupted');
+  });
+
+  it("a client with another DOCKER_HOST does not delegate (its engine is not the daemon's)", async () => {
+    const r = await world.sbx(['create', '--name', 'elsewhere'], { env: { DOCKER_HOST: 'unix:///nonexistent.sock' } });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /no Docker engine answers at unix:\/\/\/nonexistent\.sock/);
+    assert.doesNotMatch(gatewayLog(), /control: create elsewhere/);
+  });
+});
