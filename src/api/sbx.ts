@@ -16,6 +16,7 @@ import { parseDuration } from '../core/duration.ts';
 import { newToken } from '../core/token.ts';
 import { gatewaySettings } from '../gateway/settings.ts';
 import { runningGateway } from '../gateway/state.ts';
+import type { Operation } from '../gateway/control.ts';
 import { sandboxLabels } from '../runtime/labels.ts';
 
 export const DEFAULT_IMAGE = 'sbx/base:bookworm';
@@ -97,7 +98,7 @@ export class Sbx {
   }
 
   /** Runs `op` in the daemon when one runs; `direct` otherwise (or when it cannot be reached). */
-  async #viaDaemon<T>(op: 'create' | 'remove', payload: object, signal: AbortSignal | undefined, direct: () => Promise<T>): Promise<T> {
+  async #viaDaemon<T>(op: Operation, payload: object, signal: AbortSignal | undefined, direct: () => Promise<T>): Promise<T> {
     const control = this.#daemon();
     if (!control) return direct();
     const { callDaemon } = await import('../gateway/control.ts');
@@ -272,6 +273,10 @@ export class Sbx {
   async exposePorts(ref: string, ports: ReadonlyArray<number | string>, options: { public?: boolean } = {}): Promise<PortInfo[]> {
     const wanted = parsePorts(ports);
     if (wanted.length === 0) throw new UsageError('no port given: sbx port expose SANDBOX PORT...');
+    return this.#viaDaemon('expose', { ref, ports: wanted, public: options.public }, undefined, () => this.#exposePorts(ref, wanted, options));
+  }
+
+  async #exposePorts(ref: string, wanted: number[], options: { public?: boolean }): Promise<PortInfo[]> {
     const isPublic = options.public ?? true;
     this.resolve(ref); // a sandbox that does not exist starts nothing
     await this.ensureGateway();
@@ -298,6 +303,10 @@ export class Sbx {
   async unexposePorts(ref: string, ports: ReadonlyArray<number | string>): Promise<number[]> {
     const gone = parsePorts(ports);
     if (gone.length === 0) throw new UsageError('no port given: sbx port rm SANDBOX PORT...');
+    return this.#viaDaemon('unexpose', { ref, ports: gone }, undefined, () => this.#unexposePorts(ref, gone));
+  }
+
+  async #unexposePorts(ref: string, gone: number[]): Promise<number[]> {
     const removed = await this.store.update((data) => {
       const r = resolveSandbox(ref, Object.values(data.sandboxes));
       const before = r.ports ?? [];

@@ -7,11 +7,11 @@ import { createConnection, createServer, type Server } from 'node:net';
 import { InterruptedError, NotFoundError, RuntimeError, UsageError, type SbxError } from '../core/errors.ts';
 import type { CreateSandboxOptions, Sbx } from '../api/sbx.ts';
 
-type Operation = 'create' | 'remove';
+export type Operation = 'create' | 'remove' | 'expose' | 'unexpose';
 
 interface Request {
   op: Operation;
-  payload: { options?: CreateSandboxOptions; ref?: string; force?: boolean };
+  payload: { options?: CreateSandboxOptions; ref?: string; force?: boolean; ports?: number[]; public?: boolean };
 }
 
 interface Answer {
@@ -59,13 +59,14 @@ export function createControlServer(sbx: Sbx, log: (line: string) => void = () =
       } catch {
         return answer({ error: { message: 'the control request is not JSON', exitCode: 2 } });
       }
-      const work =
-        req.op === 'create'
-          ? sbx.create({ ...req.payload.options, signal: abort.signal })
-          : req.op === 'remove'
-            ? sbx.remove(req.payload.ref ?? '', { force: req.payload.force })
-            : Promise.reject(new UsageError(`unknown control operation ${String(req.op)}`));
-      log(`control: ${req.op} ${req.op === 'create' ? (req.payload.options?.name ?? '(generated name)') : req.payload.ref}`);
+      const p = req.payload;
+      const work: Promise<unknown> =
+        req.op === 'create' ? sbx.create({ ...p.options, signal: abort.signal })
+        : req.op === 'remove' ? sbx.remove(p.ref ?? '', { force: p.force })
+        : req.op === 'expose' ? sbx.exposePorts(p.ref ?? '', p.ports ?? [], { public: p.public })
+        : req.op === 'unexpose' ? sbx.unexposePorts(p.ref ?? '', p.ports ?? [])
+        : Promise.reject(new UsageError(`unknown control operation ${String(req.op)}`));
+      log(`control: ${req.op} ${req.op === 'create' ? (p.options?.name ?? '(generated name)') : p.ref}`);
       work.then(
         (value) => answer({ value }),
         (err: SbxError) => answer({ error: { message: err.message, exitCode: typeof err.exitCode === 'number' ? err.exitCode : 1 } }),

@@ -28,6 +28,18 @@ describe('create and rm through the daemon', () => {
     assert.deepEqual(await world.leftovers(), { containers: [], networks: [] });
   });
 
+  it('exposes and unexposes ports through the daemon', async () => {
+    await world.json(['create', '--name', 'ports-d']);
+    const ports = await world.json<any[]>(['port', 'expose', 'ports-d', '8000', '--private']);
+    assert.deepEqual(ports.map((p) => [p.port, p.public]), [[8000, false]]);
+    assert.match(gatewayLog(), /control: expose ports-d/);
+    assert.deepEqual(await world.json(['port', 'rm', 'ports-d', '8000']), [{ port: 8000, removed: true }]);
+    assert.match(gatewayLog(), /control: unexpose ports-d/);
+    const bad = await world.sbx(['port', 'expose', 'ghost', '8000']);
+    assert.equal(bad.code, 3);
+    await world.sbx(['rm', '-f', 'ports-d']);
+  });
+
   it('keeps exit codes and one-line errors', async () => {
     const bad = await world.sbx(['create', '--name', 'Bad_Name']);
     assert.equal(bad.code, 2);
