@@ -6,16 +6,19 @@
 # TTL (create and rm are then carried out by it), and without it (each CLI run does the work).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-RUNS=${RUNS:-15}
+RUNS=${RUNS:-25}
 sbx_cmd="$ROOT/bin/sbx create --name bench-c >/dev/null && $ROOT/bin/sbx rm --force bench-c >/dev/null"
 raw_cmd="docker network create --label sbx.bench=1 -o com.docker.network.bridge.name=sbx-bench-raw -o com.docker.network.bridge.enable_icc=false sbx-bench-raw >/dev/null \
- && docker run -d --name sbx-bench-raw --network sbx-bench-raw --hostname bench --init --cap-drop NET_ADMIN --cap-drop NET_RAW --security-opt no-new-privileges --label sbx.bench=1 sbx/base:bookworm sleep infinity >/dev/null \
+ && docker run -d --name sbx-bench-raw --network sbx-bench-raw --hostname bench --init --cap-drop NET_ADMIN --cap-drop NET_RAW --security-opt no-new-privileges --sysctl net.ipv6.conf.lo.disable_ipv6=0 --label sbx.bench=1 sbx/base:bookworm sleep infinity >/dev/null \
  && docker rm -f sbx-bench-raw >/dev/null && docker network rm sbx-bench-raw >/dev/null"
 plain_cmd="docker run -d --name sbx-bench-plain sbx/base:bookworm sleep infinity >/dev/null && docker rm -f sbx-bench-plain >/dev/null"
 export SBX_GATEWAY_PORT=0
-sbx gateway start >/dev/null
-hyperfine -w 2 -r "$RUNS" --export-json "$OUT/create.json" -n 'sbx create + rm (daemon running)' "$sbx_cmd" -n 'raw docker, same work' "$raw_cmd" -n 'plain docker run -d + rm -f' "$plain_cmd" \
-  -n 'sbx create + rm (no daemon)' --prepare "$ROOT/bin/sbx gateway stop >/dev/null" "$sbx_cmd" >&2
+# One --prepare per command (hyperfine applies a single one to all): the daemon runs for the first.
+hyperfine -w 2 -r "$RUNS" --export-json "$OUT/create.json" \
+  --prepare "$ROOT/bin/sbx gateway start >/dev/null" -n 'sbx create + rm (daemon running)' "$sbx_cmd" \
+  --prepare true -n 'raw docker, same work' "$raw_cmd" \
+  --prepare true -n 'plain docker run -d + rm -f' "$plain_cmd" \
+  --prepare "$ROOT/bin/sbx gateway stop >/dev/null" -n 'sbx create + rm (no daemon)' "$sbx_cmd" >&2
 sbx gateway stop >/dev/null
 node -e '
 const r = require(process.argv[1]).results.map((x) => x.mean * 1000);

@@ -9,6 +9,8 @@ export interface ReconcileContext {
   runtime: Runtime;
   home: string;
   signal?: AbortSignal;
+  /** Nothing of this sandbox exists yet but its network (create): skip looking. */
+  fresh?: boolean;
 }
 
 function checkAbort(signal?: AbortSignal): void {
@@ -21,9 +23,9 @@ export async function reconcileSandbox(record: SandboxRecord, ctx: ReconcileCont
   const names = objectNames(record.id);
   const labels = sandboxLabels(record.id, record.name, ctx.home);
   checkAbort(signal);
-  let current = await runtime.inspectContainer(names.container);
+  let current = ctx.fresh ? undefined : await runtime.inspectContainer(names.container);
   if (!current) {
-    if (!(await runtime.networkExists(names.network))) {
+    if (!ctx.fresh && !(await runtime.networkExists(names.network))) {
       await runtime.createSandboxNetwork(record.id, labels);
       checkAbort(signal);
     }

@@ -166,7 +166,7 @@ export class Sbx {
       const networkError = await network;
       if (networkError) throw networkError;
       if (options.signal?.aborted) throw new InterruptedError('interrupted');
-      await reconcileSandbox(record, { runtime, home: this.home, signal: options.signal });
+      await reconcileSandbox(record, { runtime, home: this.home, signal: options.signal, fresh: true });
       await this.store.update((data) => {
         const stored = data.sandboxes[record.id];
         if (stored) delete stored.creating;
