@@ -12,26 +12,12 @@ import { createGatewayServer } from './server.ts';
 import { gatewayFiles, gatewaySettings, type GatewayState } from './settings.ts';
 import { Targets } from './targets.ts';
 import { createControlServer } from './control.ts';
-import { renderNginxConfig, type DirectRoute } from './nginx-config.ts';
-import { findNginx, NginxFrontend } from './nginx.ts';
-import { objectNames } from '../core/sandbox.ts';
-import { createServer as createNetServer } from 'node:net';
+import { FastPath } from './fastpath.ts';
+import { findNginx } from './nginx.ts';
 
 export interface RunningGateway {
   state: GatewayState;
   close(): Promise<void>;
-}
-
-/** A free TCP port on `host` (for nginx, which cannot report the port it was given with 0). */
-function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createNetServer();
-    s.once('error', reject);
-    s.listen(0, host, () => {
-      const a = s.address();
-      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
 }
 
 function writeAtomic(path: string, text: string): void {
@@ -63,8 +49,8 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
   // SBX_GATEWAY_ENGINE=node keeps everything in this process.
   const nginxBin = process.env.SBX_GATEWAY_ENGINE === 'node' ? undefined : findNginx();
   const engine = nginxBin ? 'nginx' : 'node';
-  let nginx: NginxFrontend | undefined;
-  let syncRoutes: () => Promise<void> = async () => {};
+  let fastPath: FastPath | undefined;
+  const syncRoutes = () => fastPath?.sync() ?? Promise.resolve();
 
   const server = createGatewayServer({
     domain: settings.domain,
@@ -88,77 +74,17 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
 
   let port: number;
   if (nginxBin) {
+    // nginx listens on the gateway port; this process behind it, on a unix socket.
     const nodeSocket = join(files.run, 'node.sock');
     rmSync(nodeSocket, { force: true });
     await listen(nodeSocket);
-    port = settings.port || (await freePort(settings.host));
-    nginx = new NginxFrontend(nginxBin, files.run, settings.host, port);
-    let version = 0;
-    let lastConfig = '';
-    // What nginx routes directly now (upstream name -> address and Host): a route that goes away
-    // or changes must be out of force before the change that caused it is reported done.
-    let lastRoutes = new Map<string, string>();
-    const render = async () => {
-      const direct: DirectRoute[] = [];
-      for (const r of routes.all()) {
-        const open = (r.ports ?? []).filter((p) => p.public);
-        if (open.length === 0) continue;
-        const c = await runtime.inspectContainer(objectNames(r.id).container);
-        if (!c || c.state !== 'running' || !c.ip) continue; // sleeping: the Node gateway wakes it
-        for (const p of open) {
-          direct.push({
-            hosts: [`${p.port}-${r.name}.${settings.domain}`, `${p.port}-${r.id}.${settings.domain}`],
-            name: `sbx_${r.id}_${p.port}`,
-            address: `${c.ip}:${p.port}`,
-            ...(r.maskHost ? { hostHeader: r.maskHost.replaceAll('${PORT}', String(p.port)) } : {}),
-          });
-        }
-      }
-      // Workers run as the gateway's own user: SBX_HOME (with the socket) is private to it.
-      const user = process.getuid?.() === 0 ? 'root' : undefined;
-      const routeMap = new Map(direct.map((d) => [d.name, `${d.address} ${d.hostHeader ?? ''}`]));
-      return { routeMap, make: (v: number) => renderNginxConfig({ listenHost: settings.host, listenPort: port, nodeSocket, runDir: files.run, routes: direct, version: v, upstreamTimeoutMs, user }) };
-    };
-    // One sync at a time; a request for a sync during one runs once more after it.
-    let running: Promise<void> | undefined;
-    let again = false;
-    const syncOnce = async () => {
-      const { routeMap, make } = await render();
-      const probe = make(0);
-      if (probe === lastConfig) return;
-      const retire = [...lastRoutes].some(([name, value]) => routeMap.get(name) !== value);
-      lastConfig = probe;
-      lastRoutes = routeMap;
-      version++;
-      await nginx!.apply(make(version), version, retire);
-    };
-    syncRoutes = () => {
-      if (running) {
-        again = true;
-        return running.then(() => syncRoutes());
-      }
-      running = (async () => {
-        try {
-          do {
-            again = false;
-            await syncOnce();
-          } while (again);
-        } finally {
-          running = undefined;
-        }
-      })();
-      return running;
-    };
-    const first = await render();
-    lastConfig = first.make(0);
-    lastRoutes = first.routeMap;
-    version = 1;
     try {
-      await nginx.start(first.make(version), version);
+      fastPath = await FastPath.start({ nginxBin, runDir: files.run, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, runtime });
     } catch (err) {
       server.close();
-      throw new RuntimeError(err instanceof Error && /in use|bind/.test(err.message) ? `port ${port} on ${settings.host} is in use: set SBX_GATEWAY_PORT to a free port (0 picks one)` : `the gateway's nginx did not start: ${(err as Error).message}`);
+      throw err;
     }
+    port = fastPath.port;
   } else {
     await listen(settings.port, settings.host);
     const address = server.address();
@@ -206,7 +132,7 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
       routes.close();
       stopEvents();
       relays.stopAll();
-      await nginx?.stop();
+      await fastPath?.stop();
       controlServer.close();
       rmSync(control, { force: true });
       server.closeAllConnections?.();

@@ -1,0 +1,131 @@
+// The fast path: the gateway's own nginx carries the public ports of running sandboxes straight to
+// them (see nginx-config.ts). This module decides what nginx routes, from the store and Docker's
+// state, and keeps nginx in step: one sync at a time, and a change that removes or alters a route
+// is in force before sync() resolves.
+import { createServer } from 'node:net';
+import { RuntimeError } from '../core/errors.ts';
+import { objectNames } from '../core/sandbox.ts';
+import { maskHost } from '../core/ports.ts';
+import type { Runtime } from '../runtime/docker.ts';
+import { renderNginxConfig, type DirectRoute } from './nginx-config.ts';
+import { NginxFrontend } from './nginx.ts';
+import type { RouteTable } from './routes.ts';
+
+export interface FastPathOptions {
+  nginxBin: string;
+  runDir: string;
+  host: string;
+  /** 0 picks a free port. */
+  port: number;
+  domain: string;
+  /** The Node gateway's unix socket: where everything that is not direct goes. */
+  nodeSocket: string;
+  upstreamTimeoutMs: number;
+  routes: RouteTable;
+  runtime: Runtime;
+}
+
+/** A free TCP port on `host` (nginx cannot report the port it was given with 0). */
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, host, () => {
+      const a = s.address();
+      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
+    });
+  });
+}
+
+export class FastPath {
+  readonly port: number;
+  readonly #o: FastPathOptions;
+  readonly #nginx: NginxFrontend;
+  #version = 1;
+  #lastConfig = '';
+  /** upstream name -> "address host-header" of what nginx routes now. */
+  #lastRoutes = new Map<string, string>();
+  #running?: Promise<void>;
+  #again = false;
+
+  private constructor(o: FastPathOptions, port: number) {
+    this.#o = o;
+    this.port = port;
+    this.#nginx = new NginxFrontend(o.nginxBin, o.runDir, o.host, port);
+  }
+
+  static async start(o: FastPathOptions): Promise<FastPath> {
+    const fp = new FastPath(o, o.port || (await freePort(o.host)));
+    const first = await fp.#render();
+    fp.#lastConfig = first.make(0);
+    fp.#lastRoutes = first.routes;
+    try {
+      await fp.#nginx.start(first.make(fp.#version), fp.#version);
+    } catch (err) {
+      const msg = (err as Error).message;
+      throw new RuntimeError(/in use|bind/.test(msg) ? `port ${fp.port} on ${o.host} is in use: set SBX_GATEWAY_PORT to a free port (0 picks one)` : `the gateway's nginx did not start: ${msg}`);
+    }
+    return fp;
+  }
+
+  /** Brings nginx in step with the store and Docker; concurrent calls share one run (plus one more). */
+  sync(): Promise<void> {
+    if (this.#running) {
+      this.#again = true;
+      return this.#running.then(() => this.sync());
+    }
+    this.#running = (async () => {
+      try {
+        do {
+          this.#again = false;
+          await this.#syncOnce();
+        } while (this.#again);
+      } finally {
+        this.#running = undefined;
+      }
+    })();
+    return this.#running;
+  }
+
+  stop(): Promise<void> {
+    return this.#nginx.stop();
+  }
+
+  async #syncOnce(): Promise<void> {
+    const { routes, make } = await this.#render();
+    const probe = make(0);
+    if (probe === this.#lastConfig) return;
+    // A route that goes away or changes must be out of force before the change is reported done.
+    const retire = [...this.#lastRoutes].some(([name, value]) => routes.get(name) !== value);
+    this.#lastConfig = probe;
+    this.#lastRoutes = routes;
+    this.#version++;
+    await this.#nginx.apply(make(this.#version), this.#version, retire);
+  }
+
+  /** Public ports of running sandboxes (sleeping ones stay with the Node gateway, which wakes them). */
+  async #render(): Promise<{ routes: Map<string, string>; make: (version: number) => string }> {
+    const o = this.#o;
+    const direct: DirectRoute[] = [];
+    for (const r of o.routes.all()) {
+      const open = (r.ports ?? []).filter((p) => p.public);
+      if (open.length === 0) continue;
+      const c = await o.runtime.inspectContainer(objectNames(r.id).container);
+      if (!c || c.state !== 'running' || !c.ip) continue;
+      for (const p of open) {
+        direct.push({
+          hosts: [`${p.port}-${r.name}.${o.domain}`, `${p.port}-${r.id}.${o.domain}`],
+          name: `sbx_${r.id}_${p.port}`,
+          address: `${c.ip}:${p.port}`,
+          ...(r.maskHost ? { hostHeader: maskHost(r.maskHost, p.port) } : {}),
+        });
+      }
+    }
+    // Workers run as the gateway's own user: SBX_HOME (with the socket) is private to it.
+    const user = process.getuid?.() === 0 ? 'root' : undefined;
+    const routes = new Map(direct.map((d) => [d.name, `${d.address} ${d.hostHeader ?? ''}`]));
+    const make = (version: number) =>
+      renderNginxConfig({ listenHost: o.host, listenPort: this.port, nodeSocket: o.nodeSocket, runDir: o.runDir, routes: direct, version, upstreamTimeoutMs: o.upstreamTimeoutMs, user });
+    return { routes, make };
+  }
+}
