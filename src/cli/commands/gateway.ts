@@ -38,6 +38,7 @@ export async function run(input: CommandInput): Promise<number | void> {
     ['status', io.isTTY ? io.color.green('running') : 'running'],
     ['pid', String(status.pid)],
     ['listen', `${status.host}:${status.port}`],
+    ['engine', status.engine ?? 'node'],
     ['domain', status.domain!],
     ['urls', `http://<port>-<sandbox>.${status.domain}:${status.port}/`],
     ['log', status.log],
