@@ -1,6 +1,7 @@
 // Test helpers: run the real CLI (bin/sbx) against the real engine, each test file in its own
 // SBX_HOME, and clean up every Docker object that home made, also when a test fails.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -128,4 +129,39 @@ export async function eventually(fn: () => Promise<boolean>, what: string, timeo
     await sleep(100);
   }
   throw new Error(`timed out waiting for ${what}`);
+}
+
+/**
+ * Sends SIGINT to `sbx create` after each delay and checks that the world then holds a whole
+ * sandbox or nothing of it; at least one create must have been interrupted (exit 130).
+ */
+export async function interruptCreates(world: World, prefix: string, delays: number[]): Promise<void> {
+  let interrupted = 0;
+  for (const delay of delays) {
+    const name = `${prefix}-${delay}`;
+    const child = world.spawn(['create', '--name', name, '--json']);
+    let stderr = '';
+    child.stderr!.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    await sleep(delay);
+    child.kill('SIGINT');
+    const code = await exited;
+    if (code === 130) {
+      interrupted++;
+      assert.match(stderr, /^error: interrupted/);
+    }
+    // A client killed outright (before its handler was in place) may leave the daemon rolling back.
+    if (code !== 0 && code !== 130) await sleep(1500);
+    const list = await world.json<any[]>(['ls']);
+    const left = await world.leftovers();
+    if (list.length === 0) {
+      assert.deepEqual(left, { containers: [], networks: [] }, `after SIGINT at ${delay}ms (exit ${code})`);
+    } else {
+      assert.notEqual(code, 130, 'an interrupted create must leave nothing');
+      assert.equal(list[0].status, 'running');
+      assert.equal(left.containers.length + left.networks.length, 2);
+      await world.sbx(['rm', '-f', name]);
+    }
+  }
+  assert.ok(interrupted > 0, 'at least one create was interrupted');
 }

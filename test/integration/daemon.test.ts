@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { sleep, World } from '../helpers.ts';
+import { interruptCreates, World } from '../helpers.ts';
 
 const world = new World();
 after(() => world.cleanup());
@@ -58,31 +58,7 @@ describe('create and rm through the daemon', () => {
   });
 
   it('Ctrl-C during a delegated create leaves a whole sandbox or nothing', async () => {
-    let interrupted = 0;
-    for (const delay of [120, 200, 280, 360, 440]) {
-      const child = world.spawn(['create', '--name', `dint-${delay}`, '--json']);
-      let stderr = '';
-      child.stderr!.on('data', (d) => (stderr += d));
-      const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-      await sleep(delay);
-      child.kill('SIGINT');
-      const code = await exited;
-      if (code === 130) {
-        interrupted++;
-        assert.match(stderr, /^error: interrupted/);
-      }
-      // The daemon may still be rolling back after a client that died outright: give it a moment.
-      await sleep(code === 130 || code === 0 ? 0 : 1500);
-      const list = await world.json<any[]>(['ls']);
-      const left = await world.leftovers();
-      if (list.length === 0) assert.deepEqual(left, { containers: [], networks: [] }, `SIGINT at ${delay}ms (exit ${code})`);
-      else {
-        assert.notEqual(code, 130);
-        assert.equal(left.containers.length, 1);
-        await world.sbx(['rm', '-f', `dint-${delay}`]);
-      }
-    }
-    assert.ok(interrupted > 0, 'at least one create was interrupted');
+    await interruptCreates(world, 'dint', [120, 200, 280, 360, 440]);
   });
 
   it("a client with another DOCKER_HOST does not delegate (its engine is not the daemon's)", async () => {
