@@ -4,14 +4,14 @@
 import type { Readable, Writable } from 'node:stream';
 import { InterruptedError, NotFoundError, RuntimeError, SbxError, UsageError } from '../core/errors.ts';
 import { generateName, newId, validateName } from '../core/names.ts';
-import { parseCpus, parseEnvPairs, parseMemory, validateImage } from '../core/options.ts';
+import { parseCpus, parseMemory, toEnv, validateImage } from '../core/options.ts';
 import { resolveSandbox } from '../core/resolve.ts';
 import { objectNames, type SandboxInfo, type SandboxRecord, type SandboxStatus } from '../core/sandbox.ts';
 import type { ContainerSummary, Runtime } from '../runtime/docker.ts';
 import { Store } from '../store/store.ts';
 import { sbxHome } from '../store/home.ts';
 import { reconcileSandbox, removeSandboxObjects } from './reconcile.ts';
-import { parsePorts, portUrl, validateMaskHost, type GatewayAddress, type PortInfo } from '../core/ports.ts';
+import { parsePorts, portInfos, validateMaskHost, type GatewayAddress, type PortInfo } from '../core/ports.ts';
 import { parseDuration } from '../core/duration.ts';
 import { newToken } from '../core/token.ts';
 import { gatewaySettings } from '../gateway/settings.ts';
@@ -133,7 +133,7 @@ export class Sbx {
       image: validateImage(options.image ?? DEFAULT_IMAGE),
       createdAt: new Date().toISOString(),
       command: [...(options.command ?? [])],
-      env: Array.isArray(options.env) ? parseEnvPairs(options.env) : { ...(options.env as Record<string, string> | undefined) },
+      env: toEnv(options.env),
       memory: parseMemory(options.memory),
       cpus: parseCpus(options.cpus),
       desired: 'running',
@@ -144,7 +144,8 @@ export class Sbx {
       ...(options.ttl !== undefined ? { expiresAt: new Date(Date.now() + parseDuration(options.ttl)).toISOString() } : {}),
     };
     // Ports and TTLs are served by the gateway: have it running before the sandbox exists.
-    if (record.ports!.length > 0 || record.expiresAt) await this.ensureGateway();
+    const needsGateway = record.ports!.length > 0 || !!record.expiresAt;
+    if (needsGateway) await this.ensureGateway();
     const runtime = await this.runtime();
     // The engine takes ~80 ms to make a network: start it while the image is checked and the
     // name reserved. Any failure from here on undoes everything (rollback is idempotent).
@@ -171,7 +172,7 @@ export class Sbx {
         const stored = data.sandboxes[record.id];
         if (stored) delete stored.creating;
       });
-      if (record.ports!.length > 0 || record.expiresAt) await this.#routesChanged();
+      if (needsGateway) await this.#routesChanged();
     } catch (err) {
       await network;
       await this.#rollbackCreate(record.id, runtime);
@@ -206,7 +207,8 @@ export class Sbx {
     if (records.length === 0) return [];
     const runtime = await this.runtime();
     const containers = await runtime.listSandboxContainers(this.home);
-    return records.map((r) => this.#info(r, containers.get(objectNames(r.id).container)));
+    const gw = this.gatewayAddress();
+    return records.map((r) => this.#info(r, containers.get(objectNames(r.id).container), false, gw));
   }
 
   async get(ref: string, options: { showToken?: boolean } = {}): Promise<SandboxInfo> {
@@ -220,10 +222,14 @@ export class Sbx {
     return resolveSandbox(ref, this.store.sandboxes());
   }
 
-  #info(r: SandboxRecord, c: ContainerSummary | undefined, showToken = false): SandboxInfo {
+  /** Read-modify-write of one sandbox's record under the store lock. */
+  #updateSandbox<T>(ref: string, change: (r: SandboxRecord) => T): Promise<T> {
+    return this.store.update((data) => change(resolveSandbox(ref, Object.values(data.sandboxes))));
+  }
+
+  #info(r: SandboxRecord, c: ContainerSummary | undefined, showToken = false, gw = this.gatewayAddress()): SandboxInfo {
     const names = objectNames(r.id);
     const status: SandboxStatus = c ? c.state : 'missing';
-    const gw = this.gatewayAddress();
     return {
       id: r.id,
       name: r.name,
@@ -238,7 +244,7 @@ export class Sbx {
       bridge: names.bridge,
       container: names.container,
       network: names.network,
-      ports: (r.ports ?? []).map((p) => ({ port: p.port, url: portUrl(p.port, r.name, gw), public: p.public })),
+      ports: portInfos(r.name, r.ports ?? [], gw),
       ...(r.maskHost ? { maskHost: r.maskHost } : {}),
       ...(r.expiresAt ? { expiresAt: r.expiresAt } : {}),
       ...(showToken && r.token ? { token: r.token } : {}),
@@ -280,8 +286,7 @@ export class Sbx {
     const isPublic = options.public ?? true;
     this.resolve(ref); // a sandbox that does not exist starts nothing
     await this.ensureGateway();
-    const record = await this.store.update((data) => {
-      const r = resolveSandbox(ref, Object.values(data.sandboxes));
+    const record = await this.#updateSandbox(ref, (r) => {
       const current = new Map((r.ports ?? []).map((p) => [p.port, p]));
       for (const port of wanted) current.set(port, { port, public: isPublic });
       r.ports = [...current.values()].sort((a, b) => a.port - b.port);
@@ -289,14 +294,12 @@ export class Sbx {
       return r;
     });
     await this.#routesChanged();
-    const gw = this.gatewayAddress();
-    return wanted.map((port) => ({ port, url: portUrl(port, record.name, gw), public: isPublic }));
+    return portInfos(record.name, wanted.map((port) => ({ port, public: isPublic })), this.gatewayAddress());
   }
 
   listPorts(ref: string): PortInfo[] {
     const record = this.resolve(ref);
-    const gw = this.gatewayAddress();
-    return (record.ports ?? []).map((p) => ({ port: p.port, url: portUrl(p.port, record.name, gw), public: p.public }));
+    return portInfos(record.name, record.ports ?? [], this.gatewayAddress());
   }
 
   /** Stops routing ports (idempotent); resolves with the ports that were exposed and now are not. */
@@ -307,8 +310,7 @@ export class Sbx {
   }
 
   async #unexposePorts(ref: string, gone: number[]): Promise<number[]> {
-    const removed = await this.store.update((data) => {
-      const r = resolveSandbox(ref, Object.values(data.sandboxes));
+    const removed = await this.#updateSandbox(ref, (r) => {
       const before = r.ports ?? [];
       r.ports = before.filter((p) => !gone.includes(p.port));
       return before.filter((p) => gone.includes(p.port)).map((p) => p.port);
@@ -321,11 +323,7 @@ export class Sbx {
   async token(ref: string, options: { rotate?: boolean } = {}): Promise<string> {
     const current = this.resolve(ref);
     if (current.token && !options.rotate) return current.token;
-    const token = await this.store.update((data) => {
-      const r = resolveSandbox(ref, Object.values(data.sandboxes));
-      r.token = newToken();
-      return r.token;
-    });
+    const token = await this.#updateSandbox(ref, (r) => (r.token = newToken()));
     await this.#routesChanged();
     return token;
   }
@@ -357,10 +355,9 @@ export class Sbx {
   }
 
   async #setDesired(ref: string, desired: SandboxRecord['desired']): Promise<SandboxInfo> {
-    const record = await this.store.update((data) => {
-      const r = resolveSandbox(ref, Object.values(data.sandboxes));
-      data.sandboxes[r.id] = { ...r, desired };
-      return data.sandboxes[r.id]!;
+    const record = await this.#updateSandbox(ref, (r) => {
+      r.desired = desired;
+      return r;
     });
     const runtime = await this.runtime();
     await reconcileSandbox(record, { runtime, home: this.home });
@@ -420,7 +417,7 @@ export class Sbx {
     try {
       return await runtime.exec(container, {
         cmd: options.command,
-        env: Array.isArray(options.env) ? parseEnvPairs(options.env) : (options.env as Record<string, string> | undefined),
+        env: toEnv(options.env),
         workdir: options.workdir,
         tty: options.tty,
         stdin: options.stdin,

@@ -32,3 +32,17 @@ export class InterruptedError extends SbxError {
 export function exitCodeOf(err: unknown): number {
   return err instanceof SbxError ? err.exitCode : 1;
 }
+
+/** The error class for an exit code, e.g. for an error that crossed a process boundary. */
+export function errorForExitCode(exitCode: number, message: string): SbxError {
+  switch (exitCode) {
+    case 2:
+      return new UsageError(message);
+    case 3:
+      return new NotFoundError(message);
+    case 130:
+      return new InterruptedError(message);
+    default:
+      return new RuntimeError(message);
+  }
+}

@@ -17,6 +17,11 @@ export function parseEnvPairs(pairs: readonly string[] = []): Record<string, str
   return env;
 }
 
+/** Environment given as KEY=VALUE strings or as an object. */
+export function toEnv(env: readonly string[] | Record<string, string> | undefined): Record<string, string> {
+  return Array.isArray(env) ? parseEnvPairs(env) : { ...(env as Record<string, string> | undefined) };
+}
+
 const MEMORY_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
 /** Docker accepts no less than 6 MiB for a container's memory limit. */
 const MIN_MEMORY = 6 * 1024 * 1024;

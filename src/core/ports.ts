@@ -36,6 +36,11 @@ export function portUrl(port: number, sandbox: string, gw: GatewayAddress): stri
   return `http://${port}-${sandbox}.${gw.domain}${gw.port === 80 ? '' : `:${gw.port}`}/`;
 }
 
+/** The user-facing form of a sandbox's exposed ports. */
+export function portInfos(sandbox: string, ports: readonly ExposedPort[], gw: GatewayAddress): PortInfo[] {
+  return ports.map((p) => ({ port: p.port, url: portUrl(p.port, sandbox, gw), public: p.public }));
+}
+
 export type HostRoute =
   | { kind: 'port'; sandbox: string; port: number }
   | { kind: 'sandbox'; sandbox: string }

@@ -4,7 +4,7 @@
 // sends `{"op", "payload"}`, may later send the line `abort` (Ctrl-C), and gets one answer line
 // once the work, or its rollback, is done. A client that vanishes rolls the work back too.
 import { createConnection, createServer, type Server } from 'node:net';
-import { InterruptedError, NotFoundError, RuntimeError, UsageError, type SbxError } from '../core/errors.ts';
+import { errorForExitCode, RuntimeError, UsageError, type SbxError } from '../core/errors.ts';
 import type { CreateSandboxOptions, Sbx } from '../api/sbx.ts';
 
 export type Operation = 'create' | 'remove' | 'expose' | 'unexpose';
@@ -75,19 +75,6 @@ export function createControlServer(sbx: Sbx, log: (line: string) => void = () =
   });
 }
 
-function errorFor(e: { message: string; exitCode: number }): Error {
-  switch (e.exitCode) {
-    case 2:
-      return new UsageError(e.message);
-    case 3:
-      return new NotFoundError(e.message);
-    case 130:
-      return new InterruptedError(e.message);
-    default:
-      return new RuntimeError(e.message);
-  }
-}
-
 /** Asks the daemon to do an operation; `signal` rolls it back (the answer still waits for that). */
 export function callDaemon<T>(socketPath: string, op: Operation, payload: Request['payload'], signal?: AbortSignal): Promise<T> {
   return new Promise((resolve, reject) => {
@@ -101,7 +88,7 @@ export function callDaemon<T>(socketPath: string, op: Operation, payload: Reques
       conn.end();
       try {
         const a = JSON.parse(line) as Answer;
-        if (a.error) reject(errorFor(a.error));
+        if (a.error) reject(errorForExitCode(a.error.exitCode, a.error.message));
         else resolve(a.value as T);
       } catch {
         reject(new RuntimeError('the sbx daemon gave an answer that is not JSON'));

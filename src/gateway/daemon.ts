@@ -2,37 +2,21 @@
 // in SBX_HOME. Commands that need the gateway call ensureGateway().
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
-import { request } from 'node:http';
 import { dirname, join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
 import { gatewayFiles, gatewaySettings, type GatewayState } from './settings.ts';
 import { alive, runningGateway } from './state.ts';
+import { askGateway } from './ask.ts';
 
 /** GET /_sbx/health on the gateway: resolves true when it answers 200. */
-export function probeGateway(s: Pick<GatewayState, 'host' | 'port' | 'domain'>, timeoutMs = 1000): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = request({ host: s.host, port: s.port, path: '/_sbx/health', headers: { host: s.domain }, timeout: timeoutMs }, (res) => {
-      res.resume();
-      resolve(res.statusCode === 200);
-    });
-    req.on('error', () => resolve(false));
-    req.on('timeout', () => req.destroy());
-    req.end();
-  });
+export async function probeGateway(s: Pick<GatewayState, 'host' | 'port' | 'domain'>, timeoutMs = 1000): Promise<boolean> {
+  const answer = await askGateway({ host: s.host, port: s.port, hostHeader: s.domain, path: '/_sbx/health', timeoutMs });
+  return answer?.status === 200;
 }
 
 /** Tells a running gateway to re-read the store now; resolves when it has (or when none runs). */
-export function reloadGateway(s: GatewayState | undefined): Promise<void> {
-  if (!s) return Promise.resolve();
-  return new Promise((resolve) => {
-    const req = request({ host: s.host, port: s.port, method: 'POST', path: '/_sbx/reload', headers: { host: s.domain }, timeout: 2000 }, (res) => {
-      res.resume();
-      res.on('end', () => resolve());
-    });
-    req.on('error', () => resolve());
-    req.on('timeout', () => req.destroy());
-    req.end();
-  });
+export async function reloadGateway(s: GatewayState | undefined): Promise<void> {
+  if (s) await askGateway({ host: s.host, port: s.port, hostHeader: s.domain, method: 'POST', path: '/_sbx/reload', timeoutMs: 2000 });
 }
 
 /** The CLI bundle (dist/cli.cjs) that runs `gateway run`, found from this module's location. */

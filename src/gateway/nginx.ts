@@ -2,10 +2,10 @@
 // gateway, which waits after each reload until nginx's workers serve the new configuration.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
 import { CONTROL_HOST } from './nginx-config.ts';
+import { askGateway } from './ask.ts';
 
 /** The nginx binary: $SBX_NGINX, else Debian's. Undefined when there is none. */
 export function findNginx(): string | undefined {
@@ -84,17 +84,9 @@ export class NginxFrontend {
     throw new RuntimeError(`nginx did not take configuration ${version} within ${timeoutMs / 1000}s: ${this.#stderr.trim().split('\n').pop() ?? ''}`);
   }
 
-  #probe(): Promise<string | undefined> {
-    return new Promise((resolve) => {
-      const req = request({ host: this.#host, port: this.#port, path: '/_sbx/config-version', headers: { host: CONTROL_HOST }, agent: false, timeout: 1000 }, (res) => {
-        let body = '';
-        res.on('data', (d) => (body += d));
-        res.on('end', () => resolve(res.statusCode === 200 ? body.trim() : undefined));
-      });
-      req.on('error', () => resolve(undefined));
-      req.on('timeout', () => req.destroy());
-      req.end();
-    });
+  async #probe(): Promise<string | undefined> {
+    const answer = await askGateway({ host: this.#host, port: this.#port, hostHeader: CONTROL_HOST, path: '/_sbx/config-version', timeoutMs: 1000 });
+    return answer?.status === 200 ? answer.body.trim() : undefined;
   }
 }
 

@@ -5,6 +5,9 @@ export async function run(input: CommandInput): Promise<void> {
   const ref = await sandboxArgOrPrompt(input, input.args[0] as string | undefined, 'sbx token SANDBOX');
   const sbx = await input.sbx();
   const token = await sbx.token(ref, { rotate: !!input.opts.rotate });
-  if (input.opts.json) return input.io.json({ id: sbx.resolve(ref).id, name: sbx.resolve(ref).name, token });
+  if (input.opts.json) {
+    const { id, name } = sbx.resolve(ref);
+    return input.io.json({ id, name, token });
+  }
   input.io.out(token);
 }
