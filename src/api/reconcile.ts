@@ -1,13 +1,16 @@
-// The one place that turns a sandbox's desired state (the store) into reality (Docker objects).
-// Later layers (egress rules, gateway routes) hook in here too.
-import { InterruptedError } from '../core/errors.ts';
+// The one place that turns a sandbox's desired state (the store) into reality: Docker objects and
+// the kernel's egress rules. Rules go in before the container runs, so it never runs without them.
+import { InterruptedError, RuntimeError } from '../core/errors.ts';
 import { objectNames, type SandboxRecord } from '../core/sandbox.ts';
 import type { Runtime } from '../runtime/docker.ts';
 import { sandboxLabels } from '../runtime/labels.ts';
+import type { Egress } from '../net/egress.ts';
+import { removeSandboxFiles, writeResolvConf } from '../net/resolv-conf.ts';
 
 export interface ReconcileContext {
   runtime: Runtime;
   home: string;
+  egress: Egress;
   signal?: AbortSignal;
   /** Nothing of this sandbox exists yet but its network (create): skip looking. */
   fresh?: boolean;
@@ -24,12 +27,19 @@ export async function reconcileSandbox(record: SandboxRecord, ctx: ReconcileCont
   const labels = sandboxLabels(record.id, record.name, ctx.home);
   checkAbort(signal);
   let current = ctx.fresh ? undefined : await runtime.inspectContainer(names.container);
+  let network = await runtime.sandboxNetwork(record.id);
+  if (!current && !network) {
+    await runtime.createSandboxNetwork(record.id, labels);
+    checkAbort(signal);
+    network = await runtime.sandboxNetwork(record.id);
+  }
+  if (!network) throw new RuntimeError(`the network of sandbox ${record.name} has no IPv4 subnet`);
+  // Egress rules first: keyed on the bridge, they hold before the container exists or starts.
+  await ctx.egress.apply({ id: record.id, bridge: names.bridge, gateway: network.gateway }, record.name, record.network);
+  checkAbort(signal);
   if (!current) {
-    if (!ctx.fresh && !(await runtime.networkExists(names.network))) {
-      await runtime.createSandboxNetwork(record.id, labels);
-      checkAbort(signal);
-    }
-    await runtime.createSandboxContainer(record, labels);
+    const resolvConf = writeResolvConf(ctx.home, record.id, network.gateway);
+    await runtime.createSandboxContainer(record, labels, resolvConf);
     checkAbort(signal);
     current = { state: 'stopped' };
   }
@@ -51,8 +61,11 @@ export async function reconcileSandbox(record: SandboxRecord, ctx: ReconcileCont
 }
 
 /** Removes every Docker object of a sandbox; safe to repeat (already gone counts as done). */
-export async function removeSandboxObjects(id: string, runtime: Runtime): Promise<void> {
+export async function removeSandboxObjects(id: string, ctx: { runtime: Runtime; egress: Egress; home: string }): Promise<void> {
   const names = objectNames(id);
-  await runtime.removeContainer(names.container);
-  await runtime.removeNetwork(names.network);
+  await ctx.runtime.removeContainer(names.container);
+  await ctx.runtime.removeNetwork(names.network);
+  // Rules last: while any of the sandbox is left, its rules hold.
+  await ctx.egress.remove(id);
+  removeSandboxFiles(ctx.home, id);
 }

@@ -18,6 +18,8 @@ import { gatewaySettings } from '../gateway/settings.ts';
 import { runningGateway } from '../gateway/state.ts';
 import type { Operation } from '../gateway/control.ts';
 import { sandboxLabels } from '../runtime/labels.ts';
+import { DEFAULT_POLICY, normalizePolicy, type NetworkPolicy, type NetworkPolicyInput } from '../core/network-policy.ts';
+import type { Egress } from '../net/egress.ts';
 
 export const DEFAULT_IMAGE = 'sbx/base:bookworm';
 
@@ -40,6 +42,8 @@ export interface CreateSandboxOptions {
   maskHost?: string;
   /** Time to live ("30s", "10m", "2h"): the gateway removes the sandbox when it is up. */
   ttl?: string;
+  /** The outbound policy (default allow-all); invalid entries fail the create before anything exists. */
+  network?: NetworkPolicyInput;
   /** Aborting rolls the create back: no container, network or store entry is left. */
   signal?: AbortSignal;
   /** Progress lines (image pulls). */
@@ -74,6 +78,8 @@ export interface SbxOptions {
    * is given). The daemon itself runs with this off.
    */
   delegate?: boolean;
+  /** Egress enforcement; the gateway passes the one that also learns DNS answers. */
+  egress?: Egress;
 }
 
 export class Sbx {
@@ -81,12 +87,27 @@ export class Sbx {
   readonly store: Store;
   #runtime?: Runtime;
   readonly #delegate: boolean;
+  #egress?: Egress;
 
   constructor(options: SbxOptions = {}) {
     this.home = options.home ?? sbxHome();
     this.store = new Store(this.home);
     this.#runtime = options.runtime;
     this.#delegate = options.delegate ?? !options.runtime;
+    this.#egress = options.egress;
+  }
+
+  /** Egress enforcement, loaded on first use; listeners come from this home's running gateway. */
+  async egress(): Promise<Egress> {
+    if (!this.#egress) {
+      const { Egress } = await import('../net/egress.ts');
+      this.#egress = new Egress(() => runningGateway(this.home)?.egress);
+    }
+    return this.#egress;
+  }
+
+  async #world(signal?: AbortSignal) {
+    return { runtime: await this.runtime(), home: this.home, egress: await this.egress(), signal };
   }
 
   /** The daemon's control socket, when one runs for this home and talks to the same engine. */
@@ -123,6 +144,7 @@ export class Sbx {
 
   async create(options: CreateSandboxOptions = {}): Promise<SandboxInfo> {
     const { signal, onProgress, ...plain } = options;
+    normalizePolicy(options.network); // bad entries fail here, before any daemon or engine work
     return this.#viaDaemon('create', { options: plain }, signal, () => this.#create(options));
   }
 
@@ -142,11 +164,13 @@ export class Sbx {
       token: newToken(),
       ...(options.maskHost !== undefined ? { maskHost: validateMaskHost(options.maskHost) } : {}),
       ...(options.ttl !== undefined ? { expiresAt: new Date(Date.now() + parseDuration(options.ttl)).toISOString() } : {}),
+      network: normalizePolicy(options.network),
     };
-    // Ports and TTLs are served by the gateway: have it running before the sandbox exists.
+    // The gateway serves every sandbox (DNS, egress proxy; ports and TTLs): running before it exists.
     const needsGateway = record.ports!.length > 0 || !!record.expiresAt;
-    if (needsGateway) await this.ensureGateway();
-    const runtime = await this.runtime();
+    await this.ensureGateway();
+    const world = await this.#world(options.signal);
+    const runtime = world.runtime;
     // The engine takes ~80 ms to make a network: start it while the image is checked and the
     // name reserved. Any failure from here on undoes everything (rollback is idempotent).
     const network = runtime.createSandboxNetwork(record.id, sandboxLabels(record.id, record.name, this.home)).then(
@@ -167,7 +191,7 @@ export class Sbx {
       const networkError = await network;
       if (networkError) throw networkError;
       if (options.signal?.aborted) throw new InterruptedError('interrupted');
-      await reconcileSandbox(record, { runtime, home: this.home, signal: options.signal, fresh: true });
+      await reconcileSandbox(record, { ...world, fresh: true });
       await this.store.update((data) => {
         const stored = data.sandboxes[record.id];
         if (stored) delete stored.creating;
@@ -175,7 +199,7 @@ export class Sbx {
       if (needsGateway) await this.#routesChanged();
     } catch (err) {
       await network;
-      await this.#rollbackCreate(record.id, runtime);
+      await this.#rollbackCreate(record.id);
       if (options.signal?.aborted) throw new InterruptedError('interrupted: the sandbox was not created and nothing was left behind');
       throw err;
     }
@@ -192,9 +216,9 @@ export class Sbx {
     await runtime.pullImage(image, onProgress);
   }
 
-  async #rollbackCreate(id: string, runtime: Runtime): Promise<void> {
+  async #rollbackCreate(id: string): Promise<void> {
     // Undo in reverse order; each step tolerates "already gone".
-    await removeSandboxObjects(id, runtime).catch(() => {});
+    await removeSandboxObjects(id, await this.#world()).catch(() => {});
     await this.store.update((data) => {
       delete data.sandboxes[id];
     });
@@ -243,8 +267,9 @@ export class Sbx {
       ...(status === 'running' && c?.ip ? { ip: c.ip } : {}),
       bridge: names.bridge,
       container: names.container,
-      network: names.network,
+      dockerNetwork: names.network,
       ports: portInfos(r.name, r.ports ?? [], gw),
+      network: r.network ?? DEFAULT_POLICY,
       ...(r.maskHost ? { maskHost: r.maskHost } : {}),
       ...(r.expiresAt ? { expiresAt: r.expiresAt } : {}),
       ...(showToken && r.token ? { token: r.token } : {}),
@@ -328,6 +353,61 @@ export class Sbx {
     return token;
   }
 
+  // ---- network policy -------------------------------------------------------------------
+
+  /** The sandbox's outbound policy. */
+  getNetwork(ref: string): NetworkPolicy {
+    return this.resolve(ref).network ?? DEFAULT_POLICY;
+  }
+
+  /**
+   * Replaces the whole outbound policy (PUT semantics) and resolves once the kernel enforces it:
+   * open connections that the new policy denies are cut. Invalid input, or rules the kernel
+   * refuses, leave the old policy in force.
+   */
+  async updateNetwork(ref: string, input: NetworkPolicyInput): Promise<NetworkPolicy> {
+    const policy = normalizePolicy(input);
+    this.resolve(ref);
+    await this.ensureGateway();
+    return this.#viaDaemon('network', { ref, policy }, undefined, () => this.#updateNetwork(ref, policy));
+  }
+
+  async #updateNetwork(ref: string, policy: NetworkPolicy): Promise<NetworkPolicy> {
+    const record = this.resolve(ref);
+    const world = await this.#world();
+    const names = objectNames(record.id);
+    const network = await world.runtime.sandboxNetwork(record.id);
+    // Kernel first: if it refuses, the store still holds the policy that is in force.
+    await world.egress.apply({ id: record.id, bridge: names.bridge, gateway: network?.gateway }, record.name, policy, { changed: true });
+    await this.#updateSandbox(record.id, (r) => {
+      r.network = policy;
+    });
+    await this.#routesChanged();
+    return policy;
+  }
+
+  /**
+   * Puts the stored policy of a sandbox back in force (the gateway does this at start and when a
+   * container starts: rules are checked against the store and repaired).
+   */
+  async enforceNetwork(id: string): Promise<void> {
+    const record = this.store.sandboxes().find((r) => r.id === id);
+    if (!record || record.creating) return;
+    const world = await this.#world();
+    const network = await world.runtime.sandboxNetwork(id);
+    await world.egress.apply({ id, bridge: objectNames(id).bridge, gateway: network?.gateway }, record.name, record.network);
+  }
+
+  /** block-all with no exceptions. */
+  blockNetwork(ref: string): Promise<NetworkPolicy> {
+    return this.updateNetwork(ref, { mode: 'block-all' });
+  }
+
+  /** allow-all with no lists. */
+  unblockNetwork(ref: string): Promise<NetworkPolicy> {
+    return this.updateNetwork(ref, { mode: 'allow-all' });
+  }
+
   // ---- lifecycle ------------------------------------------------------------------------
 
   start(ref: string): Promise<SandboxInfo> {
@@ -359,8 +439,9 @@ export class Sbx {
       r.desired = desired;
       return r;
     });
-    const runtime = await this.runtime();
-    await reconcileSandbox(record, { runtime, home: this.home });
+    const world = await this.#world();
+    const runtime = world.runtime;
+    await reconcileSandbox(record, world);
     // The gateway routes running sandboxes directly: it must know before this returns.
     if (record.ports?.some((p) => p.public)) await this.#routesChanged();
     return this.#info(record, await runtime.inspectContainer(objectNames(record.id).container));
@@ -391,7 +472,7 @@ export class Sbx {
         throw new UsageError(`sandbox ${record.name} is ${container.state}: pass --force to remove it anyway`);
       }
     }
-    const removal = removeSandboxObjects(record.id, runtime);
+    const removal = removeSandboxObjects(record.id, await this.#world());
     this.store.warmUp();
     await removal;
     await this.store.update((data) => {

@@ -24,6 +24,7 @@ const loaders: Record<string, () => Promise<CommandModule>> = {
   'port-rm': () => import('./commands/port-rm.ts'),
   'port-forward': () => import('./commands/port-forward.ts'),
   token: () => import('./commands/token.ts'),
+  network: () => import('./commands/network.ts'),
   fetch: () => import('./commands/fetch.ts'),
   gateway: () => import('./commands/gateway.ts'),
   complete: () => import('./commands/complete.ts'),

@@ -2,6 +2,7 @@
 import type { SandboxInfo } from '../core/sandbox.ts';
 import type { PortInfo } from '../core/ports.ts';
 import type { IO } from './io.ts';
+import type { NetworkPolicy } from '../core/network-policy.ts';
 
 export function statusText(io: IO, status: string): string {
   const c = io.color;
@@ -44,6 +45,7 @@ export function printSandboxDetails(io: IO, s: SandboxInfo): void {
   if (env.length) pairs.push(['env', env.map(([k, v]) => `${k}=${v}`).join(' ')]);
   pairs.push(['bridge', s.bridge]);
   for (const p of s.ports) pairs.push([`port ${p.port}`, `${p.url}${p.public ? '' : ' (private)'}`]);
+  pairs.push(...networkPairs(s.network));
   if (s.maskHost) pairs.push(['mask-host', s.maskHost]);
   if (s.expiresAt) pairs.push(['expires', s.expiresAt]);
   if (s.token) pairs.push(['token', s.token]);
@@ -55,4 +57,14 @@ export async function printPortTable(io: IO, ports: PortInfo[]): Promise<void> {
     ['PORT', 'URL', 'ACCESS'],
     ports.map((p) => [String(p.port), p.url, p.public ? 'public' : io.isTTY ? io.color.yellow('private') : 'private']),
   );
+}
+
+/** The egress policy as detail lines (only the lists that are set). */
+export function networkPairs(p: NetworkPolicy): Array<[string, string]> {
+  const pairs: Array<[string, string]> = [['egress', p.mode]];
+  if (p.allowOut.length) pairs.push(['allow-out', p.allowOut.join(' ')]);
+  if (p.denyOut.length) pairs.push(['deny-out', p.denyOut.join(' ')]);
+  if (p.allowPorts.length) pairs.push(['allow-ports', p.allowPorts.join(' ')]);
+  if (p.denyPorts.length) pairs.push(['deny-ports', p.denyPorts.join(' ')]);
+  return pairs;
 }

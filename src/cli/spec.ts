@@ -37,6 +37,13 @@ export const SHELLS = ['bash', 'zsh', 'fish'] as const;
 const json: OptionSpec = { flags: '--json', description: 'print JSON for scripts' };
 const sandboxArg: ArgSpec = { name: 'sandbox', complete: 'sandboxes' };
 const sandboxesArg: ArgSpec = { name: 'sandbox', variadic: true, complete: 'sandboxes' };
+// The egress lists, shared by `create` and `network update` (repeatable; commas split too).
+const egressLists: OptionSpec[] = [
+  { flags: '--allow-out <dest>', description: 'allow an address, CIDR, domain, *.domain or all (repeatable)', repeatable: true },
+  { flags: '--deny-out <dest>', description: 'deny an address, CIDR, domain, *.domain or all (repeatable)', repeatable: true },
+  { flags: '--allow-port <port>', description: 'allow a destination port or range, e.g. 443 or 8000-8100 (repeatable)', repeatable: true },
+  { flags: '--deny-port <port>', description: 'deny a destination port or range (repeatable)', repeatable: true },
+];
 
 export const COMMANDS: CommandSpec[] = [
   {
@@ -54,6 +61,9 @@ export const COMMANDS: CommandSpec[] = [
       { flags: '--private', description: 'exposed ports require the traffic token' },
       { flags: '--mask-host <template>', description: "Host header sent into the sandbox, e.g. 'localhost:${PORT}'" },
       { flags: '--ttl <duration>', description: 'remove the sandbox after this long, e.g. 30s, 10m, 2h' },
+      { flags: '--block-network', description: 'egress mode block-all: only --allow-out/--allow-port pass' },
+      { flags: '--no-internet', description: 'the same as --block-network' },
+      ...egressLists,
       json,
     ],
   },
@@ -113,6 +123,22 @@ export const COMMANDS: CommandSpec[] = [
         args: [sandboxArg, { name: 'port' }],
         options: [{ flags: '--local <[addr:]port>', description: 'local address and port (default 127.0.0.1 and the same port)' }],
       },
+    ],
+  },
+  {
+    name: 'network',
+    summary: 'outbound (egress) policy of a sandbox',
+    subcommands: [
+      { name: 'show', summary: "print a sandbox's egress policy", module: 'network', args: [sandboxArg], options: [json] },
+      {
+        name: 'update',
+        summary: 'replace the whole egress policy (in force before this returns)',
+        module: 'network',
+        args: [sandboxArg],
+        options: [{ flags: '--mode <mode>', description: 'allow-all (default) or block-all', complete: ['allow-all', 'block-all'] }, ...egressLists, json],
+      },
+      { name: 'block', summary: 'block all outbound traffic (block-all, no exceptions)', module: 'network', args: [sandboxArg], options: [json] },
+      { name: 'unblock', summary: 'allow all outbound traffic (allow-all, no lists)', module: 'network', args: [sandboxArg], options: [json] },
     ],
   },
   {

@@ -1,5 +1,6 @@
 // The domain model of a sandbox: what the store keeps (desired state) and what users see.
 import type { ExposedPort, PortInfo } from './ports.ts';
+import type { NetworkPolicy } from './network-policy.ts';
 
 export type SandboxStatus = 'running' | 'paused' | 'stopped' | 'missing' | 'creating';
 
@@ -28,6 +29,8 @@ export interface SandboxRecord {
   maskHost?: string;
   /** When the gateway removes the sandbox (ISO time), from --ttl. */
   expiresAt?: string;
+  /** The outbound policy; absent means allow-all with no lists. */
+  network?: NetworkPolicy;
 }
 
 /** A sandbox as printed by `inspect --json` and returned by the library. */
@@ -46,10 +49,13 @@ export interface SandboxInfo {
   /** The Linux bridge interface that carries this sandbox's traffic. */
   bridge: string;
   container: string;
-  network: string;
+  /** The Docker network (renamed from `network`, which is now the egress policy). */
+  dockerNetwork: string;
   ports: PortInfo[];
   maskHost?: string;
   expiresAt?: string;
+  /** The outbound policy in force. */
+  network: NetworkPolicy;
   /** Only where asked for (sbx token, create with private ports, inspect --show-token). */
   token?: string;
 }

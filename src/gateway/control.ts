@@ -6,12 +6,13 @@
 import { createConnection, createServer, type Server } from 'node:net';
 import { errorForExitCode, RuntimeError, UsageError, type SbxError } from '../core/errors.ts';
 import type { CreateSandboxOptions, Sbx } from '../api/sbx.ts';
+import type { NetworkPolicyInput } from '../core/network-policy.ts';
 
-export type Operation = 'create' | 'remove' | 'expose' | 'unexpose';
+export type Operation = 'create' | 'remove' | 'expose' | 'unexpose' | 'network';
 
 interface Request {
   op: Operation;
-  payload: { options?: CreateSandboxOptions; ref?: string; force?: boolean; ports?: number[]; public?: boolean };
+  payload: { options?: CreateSandboxOptions; ref?: string; force?: boolean; ports?: number[]; public?: boolean; policy?: NetworkPolicyInput };
 }
 
 interface Answer {
@@ -65,6 +66,7 @@ export function createControlServer(sbx: Sbx, log: (line: string) => void = () =
         : req.op === 'remove' ? sbx.remove(p.ref ?? '', { force: p.force })
         : req.op === 'expose' ? sbx.exposePorts(p.ref ?? '', p.ports ?? [], { public: p.public })
         : req.op === 'unexpose' ? sbx.unexposePorts(p.ref ?? '', p.ports ?? [])
+        : req.op === 'network' ? sbx.updateNetwork(p.ref ?? '', p.policy ?? {})
         : Promise.reject(new UsageError(`unknown control operation ${String(req.op)}`));
       log(`control: ${req.op} ${req.op === 'create' ? (p.options?.name ?? '(generated name)') : p.ref}`);
       work.then(

@@ -14,6 +14,11 @@ import { Targets } from './targets.ts';
 import { createControlServer } from './control.ts';
 import { FastPath } from './fastpath.ts';
 import { findNginx } from './nginx.ts';
+import { DnsForwarder } from './dns-forwarder.ts';
+import { EgressProxy } from './egress-proxy.ts';
+import { SandboxSources } from './sandbox-sources.ts';
+import { UpstreamResolver } from './upstream.ts';
+import { dnsUpstream } from './settings.ts';
 
 export interface RunningGateway {
   state: GatewayState;
@@ -52,6 +57,18 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
   let fastPath: FastPath | undefined;
   const syncRoutes = () => fastPath?.sync() ?? Promise.resolve();
 
+  // Egress: sbx's DNS forwarder and the Host/SNI proxy, for every sandbox of this home.
+  const egress = await sbx.egress();
+  const sources = new SandboxSources(runtime, home);
+  const policyOf = (id: string) => {
+    const r = routes.find(id);
+    return r ? egress.compiled(id, r.network) : undefined;
+  };
+  const upstream = dnsUpstream();
+  const dns = new DnsForwarder({ upstream, sandboxOf: (a) => sources.find(a), policyOf, learn: (id, name, addrs) => egress.learn(id, name, addrs), log });
+  const proxy = new EgressProxy({ sandboxOf: (a) => sources.find(a), policyOf, resolver: new UpstreamResolver(upstream), log });
+  const egressListeners = { dns: await dns.listen(), ...(await proxy.listen()) };
+
   const server = createGatewayServer({
     domain: settings.domain,
     routes,
@@ -61,6 +78,9 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
     log,
     onReload: () => {
       targets.invalidateAll();
+      routes.invalidate();
+      sources.invalidate();
+      proxy.recheck();
       return syncRoutes();
     },
   });
@@ -98,14 +118,23 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
     controlServer.once('error', reject);
     controlServer.listen(control, () => resolve());
   });
-  const state: GatewayState = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, control, dockerHost: process.env.DOCKER_HOST ?? '' };
+  const state: GatewayState = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, control, dockerHost: process.env.DOCKER_HOST ?? '', egress: egressListeners };
   mkdirSync(home, { recursive: true });
   writeAtomic(files.state, JSON.stringify(state, null, 2) + '\n');
   writeAtomic(files.pid, `${process.pid}\n`);
   log(`gateway listening on http://${settings.host}:${port} for *.${settings.domain} (pid ${process.pid}, ${engine})`);
+  log(`egress: dns on :${egressListeners.dns} (upstream ${upstream.host}:${upstream.port}), proxy on :${egressListeners.http} (http) and :${egressListeners.tls} (tls)`);
+
+  // Rules are checked against the store and repaired: at start (the listeners' ports are new)
+  // and whenever a sandbox's container starts.
+  const enforce = (id: string, why: string) =>
+    sbx.enforceNetwork(id).catch((err) => log(`egress: could not ${why} the rules of ${id}: ${(err as Error).message}`));
+  await Promise.all(routes.all().map((r) => enforce(r.id, 'restore')));
 
   // Docker events: a sandbox that stops, pauses or restarts gets a fresh address and relay.
-  const stopEvents = runtime.watchSandboxEvents(home, (id) => {
+  const stopEvents = runtime.watchSandboxEvents(home, (id, action) => {
+    if (action === 'start') void enforce(id, 'repair');
+    sources.invalidate();
     targets.invalidate(id);
     relays.stop(id);
     syncRoutes().catch((err) => log(`could not update routes: ${(err as Error).message}`));
@@ -132,6 +161,8 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
       routes.close();
       stopEvents();
       relays.stopAll();
+      dns.close();
+      proxy.close();
       await fastPath?.stop();
       controlServer.close();
       rmSync(control, { force: true });

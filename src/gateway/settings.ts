@@ -1,6 +1,9 @@
 // Where the gateway listens and which domain it serves, from the environment, and the files it
 // keeps in SBX_HOME (pid, address, log).
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join } from 'node:path';
+import type { EgressListeners } from '../net/nft-rules.ts';
 import { UsageError } from '../core/errors.ts';
 
 export const DEFAULT_GATEWAY_PORT = 7070;
@@ -22,6 +25,31 @@ export function gatewaySettings(env: NodeJS.ProcessEnv = process.env): GatewaySe
     throw new UsageError(`invalid SBX_DOMAIN "${env.SBX_DOMAIN}": use a DNS name such as sbx.localhost`);
   }
   return { host: env.SBX_GATEWAY_HOST || '127.0.0.1', port, domain };
+}
+
+export interface DnsUpstream {
+  host: string;
+  port: number;
+}
+
+/** Where sbx's DNS forwarder (and the egress proxy) resolve: SBX_DNS_UPSTREAM, else the host's resolver. */
+export function dnsUpstream(env: NodeJS.ProcessEnv = process.env, resolvConf = '/etc/resolv.conf'): DnsUpstream {
+  const text = env.SBX_DNS_UPSTREAM?.trim();
+  if (text) {
+    const m = /^\[([0-9a-fA-F:.]+)\](?::(\d+))?$/.exec(text) ?? /^([^:]+)(?::(\d+))?$/.exec(text) ?? [text, text, undefined];
+    const host = m[1]!;
+    const port = m[2] === undefined ? 53 : Number(m[2]);
+    if (!isIP(host) || !(port >= 1 && port <= 65535)) {
+      throw new UsageError(`invalid SBX_DNS_UPSTREAM "${text}": accepted: an IP address with an optional port (10.0.0.2, 10.0.0.2:5353, [2001:db8::1]:53)`);
+    }
+    return { host, port };
+  }
+  let conf = '';
+  try {
+    conf = readFileSync(resolvConf, 'utf8');
+  } catch {}
+  const server = /^\s*nameserver\s+(\S+)/m.exec(conf)?.[1]?.replace(/%.*$/, '');
+  return { host: server && isIP(server) ? server : '127.0.0.1', port: 53 };
 }
 
 export function gatewayFiles(home: string) {
@@ -47,4 +75,6 @@ export interface GatewayState {
   control?: string;
   /** The engine this daemon talks to: a client with another DOCKER_HOST does its own work. */
   dockerHost?: string;
+  /** Where sandboxes' DNS and Host/SNI-checked web traffic arrive (ports on every host address). */
+  egress?: EgressListeners;
 }

@@ -40,6 +40,16 @@ function stateOf(s: { Running?: boolean; Paused?: boolean } | string): Container
   return s.Running ? 'running' : 'stopped';
 }
 
+export interface NetworkSummary {
+  subnet: string;
+  gateway: string;
+}
+
+function networkSummary(n: { IPAM?: { Config?: Array<{ Subnet?: string; Gateway?: string }> } }): NetworkSummary | undefined {
+  const v4 = (n.IPAM?.Config ?? []).find((c) => c.Subnet && !c.Subnet.includes(':'));
+  return v4?.Subnet && v4.Gateway ? { subnet: v4.Subnet, gateway: v4.Gateway } : undefined;
+}
+
 function envList(env: Record<string, string> = {}): string[] {
   return Object.entries(env).map(([k, v]) => `${k}=${v}`);
 }
@@ -79,6 +89,33 @@ export class Runtime {
     }
   }
 
+  /** The sandbox network's subnet and the host's address on it (the sandbox's resolver). */
+  async sandboxNetwork(id: string): Promise<NetworkSummary | undefined> {
+    const { network } = objectNames(id);
+    try {
+      return networkSummary(await this.docker.getNetwork(network).inspect());
+    } catch (err) {
+      if (statusOf(err) === 404) return undefined;
+      throw toRuntimeError(err, `could not inspect network ${network}`);
+    }
+  }
+
+  /** Every sandbox network of one SBX_HOME, by sandbox id. */
+  async listSandboxNetworks(home: string): Promise<Map<string, NetworkSummary>> {
+    const found = new Map<string, NetworkSummary>();
+    try {
+      const nets = await this.docker.listNetworks({ filters: { label: [`${LABEL_MANAGED}=true`, `${LABEL_HOME}=${home}`] } });
+      for (const n of nets) {
+        const id = n.Labels?.[LABEL_ID];
+        const summary = networkSummary(n);
+        if (id && summary) found.set(id, summary);
+      }
+    } catch (err) {
+      throw toRuntimeError(err, 'could not list sandbox networks');
+    }
+    return found;
+  }
+
   async networkExists(name: string): Promise<boolean> {
     try {
       await this.docker.getNetwork(name).inspect();
@@ -99,7 +136,8 @@ export class Runtime {
 
   // ---- containers -----------------------------------------------------------------------
 
-  async createSandboxContainer(record: SandboxRecord, labels: Record<string, string>): Promise<void> {
+  /** `resolvConf`: a host file mounted as the sandbox's /etc/resolv.conf (sbx's DNS forwarder). */
+  async createSandboxContainer(record: SandboxRecord, labels: Record<string, string>, resolvConf?: string): Promise<void> {
     const { container, network } = objectNames(record.id);
     const cmd = record.command.length > 0 ? record.command : IDLE_COMMAND;
     try {
@@ -118,6 +156,7 @@ export class Runtime {
           Memory: record.memory || undefined,
           NanoCpus: record.cpus ? Math.round(record.cpus * 1e9) : undefined,
           RestartPolicy: { Name: 'no' },
+          Binds: resolvConf ? [`${resolvConf}:/etc/resolv.conf:ro`] : undefined,
           // Loopback gets ::1 as on any host, so servers bound to "localhost" or ::1 work (and are
           // reachable through their URLs); the sandbox network itself stays IPv4-only.
           Sysctls: { 'net.ipv6.conf.lo.disable_ipv6': '0' },

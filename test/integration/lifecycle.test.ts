@@ -34,7 +34,7 @@ describe('create, list, inspect', () => {
     assert.equal(c.Config.Labels['sbx.id'], box.id);
     assert.equal(c.Config.Labels['sbx.name'], 'life');
     assert.equal(c.Config.Labels['sbx.home'], world.home);
-    const net = JSON.parse((await docker('network', 'inspect', box.network)).stdout)[0];
+    const net = JSON.parse((await docker('network', 'inspect', box.dockerNetwork)).stdout)[0];
     assert.equal(net.Options['com.docker.network.bridge.name'], box.bridge);
     assert.equal(net.Labels['sbx.home'], world.home);
   });
@@ -161,7 +161,7 @@ describe('rm', () => {
     await world.json(['stop', 'gone']);
     assert.equal((await world.sbx(['rm', 'gone'])).code, 0);
     assert.equal((await docker('inspect', box.container)).code, 1);
-    assert.equal((await docker('network', 'inspect', box.network)).code, 1);
+    assert.equal((await docker('network', 'inspect', box.dockerNetwork)).code, 1);
     assert.equal((await world.sbx(['inspect', 'gone'])).code, 3);
   });
 
@@ -180,6 +180,6 @@ describe('rm', () => {
     assert.equal(ls.find((s) => s.name === 'behind').status, 'missing');
     const rm = await world.json(['rm', 'behind']);
     assert.deepEqual([rm.name, rm.removed], ['behind', true]);
-    assert.equal((await docker('network', 'inspect', box.network)).code, 1, 'network removed too');
+    assert.equal((await docker('network', 'inspect', box.dockerNetwork)).code, 1, 'network removed too');
   });
 });

@@ -1,5 +1,6 @@
 import type { CommandInput } from '../context.ts';
 import { printSandboxDetails } from '../render.ts';
+import { policyInputFromOptions } from './network.ts';
 
 export async function run({ opts, rest, io, sbx }: CommandInput): Promise<void> {
   const client = await sbx();
@@ -20,6 +21,7 @@ export async function run({ opts, rest, io, sbx }: CommandInput): Promise<void> 
       private: !!opts.private,
       maskHost: opts.maskHost as string | undefined,
       ttl: opts.ttl as string | undefined,
+      network: policyInputFromOptions(opts, opts.blockNetwork || opts.internet === false ? 'block-all' : undefined),
       signal: abort.signal,
       onProgress: opts.json ? undefined : (line) => io.info(line),
     });

@@ -1,0 +1,34 @@
+// sbx network show|update|block|unblock: a sandbox's egress policy.
+import type { NetworkPolicy, NetworkPolicyInput } from '../../core/network-policy.ts';
+import type { CommandInput } from '../context.ts';
+import { sandboxArgOrPrompt } from '../prompt.ts';
+import { networkPairs } from '../render.ts';
+
+/** Repeated flags, with commas splitting too ("--allow-out a.com,b.com"). */
+function list(value: unknown): string[] {
+  return ((value as string[] | undefined) ?? []).flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean);
+}
+
+export function policyInputFromOptions(opts: Record<string, unknown>, mode?: string): NetworkPolicyInput {
+  return {
+    mode: mode ?? (opts.mode as string | undefined),
+    allowOut: list(opts.allowOut),
+    denyOut: list(opts.denyOut),
+    allowPorts: list(opts.allowPort),
+    denyPorts: list(opts.denyPort),
+  };
+}
+
+export async function run(input: CommandInput): Promise<void> {
+  const verb = input.command.split(' ')[1] as 'show' | 'update' | 'block' | 'unblock';
+  const ref = await sandboxArgOrPrompt(input, input.args[0] as string | undefined, `sbx network ${verb} SANDBOX`);
+  const sbx = await input.sbx();
+  let policy: NetworkPolicy;
+  if (verb === 'show') policy = sbx.getNetwork(ref);
+  else if (verb === 'block') policy = await sbx.blockNetwork(ref);
+  else if (verb === 'unblock') policy = await sbx.unblockNetwork(ref);
+  else policy = await sbx.updateNetwork(ref, policyInputFromOptions(input.opts));
+  if (input.opts.json) return input.io.json(policy);
+  if (verb !== 'show' && input.io.isTTY) input.io.success(`Egress policy of ${sbx.resolve(ref).name} is in force`);
+  input.io.details(networkPairs(policy));
+}

@@ -1,0 +1,30 @@
+// Where a redirected connection was really going (its original destination), read from the
+// kernel's connection tracking table: Node cannot ask the socket (SO_ORIGINAL_DST). Only needed
+// when a client names no host (TLS without SNI, HTTP without Host).
+import { readFile } from 'node:fs/promises';
+
+export interface OriginalDestination {
+  address: string;
+  port: number;
+}
+
+/** The original destination of the connection from client:clientPort redirected to localPort. */
+export async function originalDestination(client: string, clientPort: number, localPort: number, table = '/proc/net/nf_conntrack'): Promise<OriginalDestination | undefined> {
+  let text: string;
+  try {
+    text = await readFile(table, 'utf8');
+  } catch {
+    return undefined;
+  }
+  for (const line of text.split('\n')) {
+    if (!line.includes(`sport=${clientPort} `) || !line.includes(`src=${client} `)) continue;
+    // Each line holds the original tuple, then the reply tuple (src dst sport dport, twice).
+    const tuples = [...line.matchAll(/src=(\S+) dst=(\S+) sport=(\d+) dport=(\d+)/g)];
+    const [orig, reply] = tuples;
+    if (!orig || !reply) continue;
+    if (orig[1] === client && Number(orig[3]) === clientPort && Number(reply[3]) === localPort && Number(reply[4]) === clientPort) {
+      return { address: orig[2]!, port: Number(orig[4]) };
+    }
+  }
+  return undefined;
+}

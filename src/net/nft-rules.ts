@@ -1,0 +1,187 @@
+// Compiles a sandbox's egress policy into one nftables script (pure: no I/O). The script is
+// applied in one `nft -f` transaction, so an update is atomic: the old rules stay until the new
+// ones are all in. Everything is keyed on the sandbox's own bridge interface, which outlives its
+// container, so a restart opens no gap. One table per sandbox keeps sandboxes independent.
+//
+//   forward (priority -10, before Docker's)   iifname sbx-ID -> egress
+//   input   (the host's own addresses)        iifname sbx-ID -> host -> egress
+//   prerouting nat                            DNS to the bridge address -> sbx's forwarder;
+//                                             TCP 80/443 -> the Host/SNI proxy when names matter
+// Every packet the sandbox sends in a connection it opened is checked (not only the first), so a
+// change cuts open connections at once; replies to connections opened from outside (the
+// gateway's requests to exposed ports) always pass. Refused packets get a TCP reset or an ICMP
+// "administratively prohibited", so clients fail at once instead of timing out.
+import { LINK_LOCAL_V4, parseDestination, parsePortRange, type CompiledPolicy } from '../core/network-policy.ts';
+import { mergedIntervals, mergedPorts, type Family } from './ranges.ts';
+
+/** Where the gateway serves sandboxes (its ports on every host address). */
+export interface EgressListeners {
+  dns: number;
+  http: number;
+  tls: number;
+}
+
+export interface SandboxLink {
+  id: string;
+  /** The bridge interface (sbx-<id>). */
+  bridge: string;
+  /** The host's address on that bridge (the sandbox's resolver), when the network exists. */
+  gateway?: string;
+}
+
+export interface LearnedAddress {
+  address: string;
+  family: Family;
+  /** Seconds left. */
+  ttl: number;
+}
+
+export const tableName = (id: string) => `sbx_${id}`;
+
+const STATIC_SETS: Array<[string, string]> = [
+  ['allow4', 'ipv4_addr; flags interval'],
+  ['allow6', 'ipv6_addr; flags interval'],
+  ['deny4', 'ipv4_addr; flags interval'],
+  ['deny6', 'ipv6_addr; flags interval'],
+  ['allowports', 'inet_service; flags interval'],
+  ['denyports', 'inet_service; flags interval'],
+];
+const LEARNED_SETS: Array<[string, string]> = [
+  ['learned4', 'ipv4_addr; flags timeout'],
+  ['learned6', 'ipv6_addr; flags timeout'],
+];
+const CHAINS: Array<[string, string]> = [
+  ['egress', ''],
+  ['host', ''],
+  ['refuse', ''],
+  ['forward', ' { type filter hook forward priority -10; policy accept; }'],
+  ['input', ' { type filter hook input priority -10; policy accept; }'],
+  ['prerouting', ' { type nat hook prerouting priority -110; policy accept; }'],
+];
+
+/** A mark for connections opened through DNS-learned addresses under this very policy. */
+export function policyMark(p: CompiledPolicy): number {
+  let h = 0x811c9dc5;
+  for (const ch of JSON.stringify(p.policy)) h = Math.imul(h ^ ch.charCodeAt(0), 0x01000193) >>> 0;
+  return (h & 0x7ffffff0) | 0x5; // never 0 (unmarked)
+}
+
+/** Whether sbx's DNS forwarder serves this sandbox (block-all without allowed names gets none). */
+export function servesDns(p: CompiledPolicy): boolean {
+  return p.mode === 'allow-all' || p.allow.all || p.allow.domains.size > 0 || p.allow.wildcards.length > 0;
+}
+
+function cidrsOf(entries: string[], family: Family, list: string): string[] {
+  const cidrs: string[] = [];
+  for (const e of entries) {
+    const d = parseDestination(e, list);
+    if (d.kind === 'cidr' && d.family === family) cidrs.push(d.cidr);
+  }
+  return cidrs;
+}
+
+function elements(table: string, set: string, items: string[]): string[] {
+  // Chunked so that one line never grows unbounded with thousands of entries.
+  const lines: string[] = [];
+  for (let i = 0; i < items.length; i += 500) lines.push(`add element inet ${table} ${set} { ${items.slice(i, i + 500).join(', ')} }`);
+  return lines;
+}
+
+export interface RulesOptions {
+  /** The gateway's listeners; without them DNS and names fail closed. */
+  listeners?: EgressListeners;
+  /** Empty the DNS-learned sets (a policy change) and put these back. */
+  relearn?: LearnedAddress[];
+}
+
+/** The whole script that makes the kernel enforce `p` for one sandbox. */
+export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOptions = {}): string {
+  const t = tableName(link.id);
+  const iif = `iifname "${link.bridge}"`;
+  const out: string[] = [`add table inet ${t}`];
+  for (const [name, type] of [...STATIC_SETS, ...LEARNED_SETS]) out.push(`add set inet ${t} ${name} { type ${type}; }`);
+  for (const [name, spec] of CHAINS) out.push(`add chain inet ${t} ${name}${spec}`);
+  for (const [name] of CHAINS) out.push(`flush chain inet ${t} ${name}`);
+  for (const [name] of STATIC_SETS) out.push(`flush set inet ${t} ${name}`);
+
+  const pol = p.policy;
+  const deny4 = cidrsOf(pol.denyOut, 4, 'denyOut');
+  deny4.push(LINK_LOCAL_V4);
+  out.push(...elements(t, 'allow4', mergedIntervals(cidrsOf(pol.allowOut, 4, 'allowOut'), 4)));
+  out.push(...elements(t, 'allow6', mergedIntervals(cidrsOf(pol.allowOut, 6, 'allowOut'), 6)));
+  out.push(...elements(t, 'deny4', mergedIntervals(deny4, 4)));
+  out.push(...elements(t, 'deny6', mergedIntervals(cidrsOf(pol.denyOut, 6, 'denyOut'), 6)));
+  out.push(...elements(t, 'allowports', mergedPorts(pol.allowPorts.map((e) => parsePortRange(e)))));
+  out.push(...elements(t, 'denyports', mergedPorts(pol.denyPorts.map((e) => parsePortRange(e)))));
+  if (opts.relearn) {
+    out.push(`flush set inet ${t} learned4`, `flush set inet ${t} learned6`);
+    for (const family of [4, 6] as const) {
+      const items = opts.relearn.filter((l) => l.family === family).map((l) => `${l.address} timeout ${Math.max(1, Math.ceil(l.ttl))}s`);
+      out.push(...elements(t, `learned${family}`, items));
+    }
+  }
+
+  const rule = (chain: string, body: string) => out.push(`add rule inet ${t} ${chain} ${body}`);
+  const mark = policyMark(p);
+  const listeners = opts.listeners;
+  const gw = link.gateway;
+  const dns = servesDns(p) && listeners && gw;
+  const proxy = p.hasDomains && listeners;
+
+  rule('forward', `${iif} jump egress`);
+  rule('input', `${iif} jump host`);
+  rule('host', 'ct direction reply accept');
+  if (dns) rule('host', `ip daddr ${gw} meta l4proto { tcp, udp } th dport ${listeners.dns} accept`);
+  if (proxy) rule('host', `tcp dport { ${listeners.http}, ${listeners.tls} } ct status dnat accept`);
+  rule('host', 'jump egress');
+
+  rule('egress', 'ct direction reply accept');
+  if (p.allow.all) rule('egress', 'accept');
+  rule('egress', `ct mark ${mark} accept`);
+  rule('egress', 'ip daddr @allow4 accept');
+  rule('egress', 'ip6 daddr @allow6 accept');
+  rule('egress', 'meta l4proto { tcp, udp } th dport @allowports accept');
+  rule('egress', `ip daddr @learned4 ct mark set ${mark} accept`);
+  rule('egress', `ip6 daddr @learned6 ct mark set ${mark} accept`);
+  // Names matter but cannot be checked (no proxy for IPv6, or no gateway): web ports fail closed.
+  if (p.hasDomains) rule('egress', `${proxy ? 'meta nfproto ipv6 ' : ''}tcp dport { 80, 443 } goto refuse`);
+  if (p.mode === 'allow-all') {
+    rule('egress', 'ip daddr @deny4 goto refuse');
+    rule('egress', 'ip6 daddr @deny6 goto refuse');
+    rule('egress', 'meta l4proto { tcp, udp } th dport @denyports goto refuse');
+    rule('egress', 'accept');
+  } else {
+    rule('egress', 'goto refuse');
+  }
+  rule('refuse', 'meta l4proto tcp reject with tcp reset');
+  rule('refuse', 'reject with icmpx type admin-prohibited');
+
+  if (dns) rule('prerouting', `${iif} ip daddr ${gw} meta l4proto { tcp, udp } th dport 53 redirect to :${listeners.dns}`);
+  if (proxy) {
+    rule('prerouting', `${iif} meta nfproto ipv4 tcp dport 80 redirect to :${listeners.http}`);
+    rule('prerouting', `${iif} meta nfproto ipv4 tcp dport 443 redirect to :${listeners.tls}`);
+  }
+  return out.join('\n') + '\n';
+}
+
+/** Removes a sandbox's rules; safe when they are already gone. */
+export function removeScript(id: string): string {
+  const t = tableName(id);
+  return `add table inet ${t}\ndelete table inet ${t}\n`;
+}
+
+/**
+ * Opens DNS-learned addresses for `ttl` seconds. Adding an element that exists keeps its old
+ * timeout, so each is added, deleted and added again in the same transaction: that refreshes it.
+ */
+export function learnScript(id: string, learned: LearnedAddress[]): string {
+  const t = tableName(id);
+  const out: string[] = [];
+  for (const l of learned) {
+    const set = `learned${l.family}`;
+    out.push(`add element inet ${t} ${set} { ${l.address} timeout 1s }`);
+    out.push(`delete element inet ${t} ${set} { ${l.address} }`);
+    out.push(`add element inet ${t} ${set} { ${l.address} timeout ${Math.max(1, Math.ceil(l.ttl))}s }`);
+  }
+  return out.join('\n') + '\n';
+}
