@@ -81,13 +81,16 @@ export class World {
     return spawn(SBX, args, { env: { ...process.env, ...this.env, SBX_HOME: this.home }, stdio: ['pipe', 'pipe', 'pipe'] });
   }
 
-  /** Docker objects (containers, networks) labelled with this home. */
-  async leftovers(): Promise<{ containers: string[]; networks: string[] }> {
+  /**
+   * Docker objects (containers, networks) labelled with this home, and egress rule tables (nft
+   * `sbx_<id>`) whose sandbox network is gone: orphans (tests run one file at a time).
+   */
+  async leftovers(): Promise<{ containers: string[]; networks: string[]; tables: string[] }> {
     const filter = `label=sbx.home=${this.home}`;
     const c = await docker('ps', '-aq', '--filter', filter);
     const n = await docker('network', 'ls', '-q', '--filter', filter);
     const lines = (s: string) => s.split('\n').filter(Boolean);
-    return { containers: lines(c.stdout), networks: lines(n.stdout) };
+    return { containers: lines(c.stdout), networks: lines(n.stdout), tables: await orphanTables() };
   }
 
   async cleanup(): Promise<void> {
@@ -95,8 +98,16 @@ export class World {
     const { containers, networks } = await this.leftovers();
     if (containers.length) await docker('rm', '-f', ...containers);
     if (networks.length) await docker('network', 'rm', ...networks);
+    for (const t of await orphanTables()) await run('nft', ['delete', 'table', 'inet', t]);
     rmSync(this.home, { recursive: true, force: true });
   }
+}
+
+/** nft tables of sbx (`sbx_<id>`) whose sandbox network no longer exists. */
+export async function orphanTables(): Promise<string[]> {
+  const tables = [...(await run('nft', ['list', 'tables', 'inet'])).stdout.matchAll(/table inet (sbx_[a-z0-9]+)/g)].map((m) => m[1]!);
+  const nets = new Set((await docker('network', 'ls', '--format', '{{.Name}}')).stdout.split('\n'));
+  return tables.filter((t) => !nets.has(`sbx-${t.slice(4)}`));
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -155,7 +166,7 @@ export async function interruptCreates(world: World, prefix: string, delays: num
     const list = await world.json<any[]>(['ls']);
     const left = await world.leftovers();
     if (list.length === 0) {
-      assert.deepEqual(left, { containers: [], networks: [] }, `after SIGINT at ${delay}ms (exit ${code})`);
+      assert.deepEqual(left, { containers: [], networks: [], tables: [] }, `after SIGINT at ${delay}ms (exit ${code})`);
     } else {
       assert.notEqual(code, 130, 'an interrupted create must leave nothing');
       assert.equal(list[0].status, 'running');

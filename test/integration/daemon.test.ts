@@ -25,7 +25,7 @@ describe('create and rm through the daemon', () => {
     const removed = await world.json(['rm', '--force', 'via-daemon']);
     assert.deepEqual([removed.name, removed.removed], ['via-daemon', true]);
     assert.match(gatewayLog(), /control: remove via-daemon/);
-    assert.deepEqual(await world.leftovers(), { containers: [], networks: [] });
+    assert.deepEqual(await world.leftovers(), { containers: [], networks: [], tables: [] });
   });
 
   it('exposes and unexposes ports through the daemon', async () => {

@@ -16,7 +16,7 @@ async function expectError(args: string[], code: number, pattern: RegExp, env?: 
 }
 
 async function assertNothingLeft() {
-  assert.deepEqual(await world.leftovers(), { containers: [], networks: [] });
+  assert.deepEqual(await world.leftovers(), { containers: [], networks: [], tables: [] });
   assert.deepEqual(await world.json(['ls']), []);
 }
 

@@ -20,7 +20,7 @@ describe('interrupting create', () => {
     }
     const sbx = new Sbx({ home: world.home, runtime: new AbortAfterNetwork() });
     await assert.rejects(sbx.create({ name: 'aborted', signal: abort.signal }), InterruptedError);
-    assert.deepEqual(await world.leftovers(), { containers: [], networks: [] });
+    assert.deepEqual(await world.leftovers(), { containers: [], networks: [], tables: [] });
     assert.deepEqual(sbx.store.sandboxes(), []);
   });
 

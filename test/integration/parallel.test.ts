@@ -27,7 +27,7 @@ describe('parallel creates and removes', () => {
     const results = await Promise.all(names.map((n) => world.sbx(['rm', '--force', n])));
     assert.ok(results.every((r) => r.code === 0), results.map((r) => r.stderr).join(''));
     await world.sbx(['rm', '--force', 'same']);
-    assert.deepEqual(await world.leftovers(), { containers: [], networks: [] });
+    assert.deepEqual(await world.leftovers(), { containers: [], networks: [], tables: [] });
     assert.deepEqual(await world.json(['ls']), []);
   });
 });

@@ -1,0 +1,336 @@
+// Egress policies proven by packets: real sandboxes talk to a fake internet (a network namespace
+// with test hosts, HTTP/TLS/UDP servers and a DNS server; test/fake-internet.ts) that sbx's DNS
+// forwarder uses as its upstream. Nothing leaves the machine.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import { curl, eventually, sleep, World } from '../helpers.ts';
+import { startFakeInternet, type FakeInternet } from '../fake-internet.ts';
+
+let fi: FakeInternet;
+let world: World;
+
+before(async () => {
+  fi = await startFakeInternet();
+  world = new World({ SBX_DNS_UPSTREAM: fi.dnsUpstream });
+});
+after(async () => {
+  await world?.cleanup();
+  await fi?.stop();
+});
+
+const boxes = new Set<string>();
+
+/** Creates a sandbox with the probe script in it. */
+async function create(name: string, flags: string[] = [], tail: string[] = []): Promise<any> {
+  const box = await world.json(['create', '--name', name, ...flags, ...tail]);
+  boxes.add(name);
+  await world.put(name, 'probe.py', '/probe.py');
+  return box;
+}
+
+async function sh(box: string, script: string): Promise<string> {
+  const r = await world.sbx(['exec', box, '--', 'sh', '-c', script]);
+  return r.stdout.trim();
+}
+
+const probe = (box: string, ...args: string[]) => sh(box, `python3 /probe.py ${args.join(' ')}`);
+
+/** A TCP connect from inside: 'ok' or 'fail', and it must never hang (fail fast). */
+async function tcp(box: string, host: string, port: number): Promise<'ok' | 'fail'> {
+  const line = await probe(box, 'connect', host, String(port));
+  const [verdict, ...rest] = line.split(' ');
+  const ms = Number(rest[rest.length - 1]);
+  assert.ok(ms < 2000, `connect ${host}:${port} took ${ms} ms (${line}): a block must fail fast`);
+  if (verdict === 'fail') assert.notEqual(rest[0], 'TIMEOUT', `${host}:${port} timed out instead of being refused`);
+  return verdict as 'ok' | 'fail';
+}
+
+/** curl inside the sandbox: the body on success, undefined on failure. */
+async function get(box: string, url: string, ...extra: string[]): Promise<string | undefined> {
+  const r = await world.sbx(['exec', box, '--', 'curl', '-s', '-k', '-m', '5', ...extra, url]);
+  return r.code === 0 ? r.stdout.trim() : undefined;
+}
+
+async function resolves(box: string, name: string): Promise<string | undefined> {
+  const line = await probe(box, 'resolve', name);
+  return line.startsWith('ok ') ? line.slice(3) : undefined;
+}
+
+async function show(box: string): Promise<any> {
+  return world.json(['network', 'show', box]);
+}
+
+describe('default: allow-all', () => {
+  before(() => create('open'));
+
+  it('names resolve through sbx and every port and protocol passes', async () => {
+    assert.match(await sh('open', 'cat /etc/resolv.conf'), /^nameserver \d+\.\d+\.\d+\.1$/m);
+    assert.equal(await resolves('open', 'allowed.test'), '198.18.0.1');
+    assert.equal(await get('open', 'http://allowed.test/'), '198.18.0.1 80 allowed.test');
+    assert.equal(await get('open', 'https://other.test/'), '198.18.0.3 443 other.test other.test');
+    assert.equal(await get('open', 'http://denied.test:8080/'), '198.18.0.2 8080 denied.test:8080');
+    assert.equal(await probe('open', 'udp', '198.18.0.2', '9999'), 'ok 198.18.0.2 ping');
+  });
+
+  it('network show and the sandbox JSON carry the policy', async () => {
+    const expected = { mode: 'allow-all', allowOut: [], denyOut: [], allowPorts: [], denyPorts: [] };
+    assert.deepEqual(await show('open'), expected);
+    assert.deepEqual((await world.json(['inspect', 'open'])).network, expected);
+    assert.deepEqual((await world.json(['ls'])).find((b: any) => b.name === 'open').network, expected);
+  });
+
+  it('link-local (cloud metadata) is denied, unless an allow entry names it', async () => {
+    assert.equal(await tcp('open', '169.254.77.1', 80), 'fail');
+    assert.equal(await resolves('open', 'meta.test'), '169.254.77.1', 'the name resolves; the address is what is denied');
+    assert.equal(await get('open', 'http://meta.test/'), undefined);
+    await world.json(['network', 'update', 'open', '--allow-out', '169.254.77.1']);
+    assert.equal(await get('open', 'http://169.254.77.1/'), '169.254.77.1 80 169.254.77.1');
+    await world.json(['network', 'unblock', 'open']);
+    assert.equal(await tcp('open', '169.254.77.1', 80), 'fail');
+  });
+});
+
+describe('block-all (Beam block_network, E2B allowInternetAccess: false)', () => {
+  let host: Server;
+  let hostPort = 0;
+  let bridgeIp = '';
+  before(async () => {
+    host = createServer((_req, res) => res.end('host service\n'));
+    await new Promise<void>((r) => host.listen(0, '0.0.0.0', r));
+    hostPort = (host.address() as { port: number }).port;
+    await create('locked', ['--block-network', '-p', '8000'], ['--', 'python3', '-m', 'http.server', '8000']);
+    bridgeIp = /nameserver (\S+)/.exec(await sh('locked', 'cat /etc/resolv.conf'))![1]!;
+  });
+  after(() => host.close());
+
+  it('blocks every outbound packet, fast, TCP and UDP, by address or name', async () => {
+    assert.deepEqual((await show('locked')).mode, 'block-all');
+    assert.equal(await tcp('locked', '198.18.0.1', 80), 'fail');
+    assert.equal(await tcp('locked', '198.18.0.3', 443), 'fail');
+    assert.equal(await tcp('locked', '198.18.0.3', 8080), 'fail');
+    assert.match(await probe('locked', 'udp', '198.18.0.3', '9999'), /^fail/);
+  });
+
+  it('gives no DNS at all: no query leaves, not even straight to an outside resolver', async () => {
+    await fi.clearQueries();
+    assert.equal(await resolves('locked', 'allowed.test'), undefined);
+    assert.match(await probe('locked', 'dns', '198.18.0.53', 'allowed.test'), /^fail/);
+    assert.deepEqual(await fi.queries(), []);
+  });
+
+  it('the host itself is unreachable too', async () => {
+    assert.equal(await tcp('locked', bridgeIp, hostPort), 'fail');
+    await world.json(['network', 'unblock', 'locked']);
+    assert.equal(await get('locked', `http://${bridgeIp}:${hostPort}/`), 'host service');
+    await world.json(['network', 'block', 'locked']);
+    assert.equal(await tcp('locked', bridgeIp, hostPort), 'fail');
+  });
+
+  it('inbound traffic to exposed ports still works (Beam)', async () => {
+    const url = (await world.json(['port', 'ls', 'locked']))[0].url;
+    await eventually(async () => (await curl([url])).status === 200, 'the server behind the URL');
+  });
+
+  it('--no-internet is the same, and an allow entry naming a resolver lets DNS queries to it through', async () => {
+    await create('nonet', ['--no-internet', '--allow-out', '198.18.0.53']);
+    assert.equal((await show('nonet')).mode, 'block-all');
+    assert.equal(await probe('nonet', 'dns', '198.18.0.53', 'allowed.test'), 'ok 0 198.18.0.1');
+    assert.equal(await tcp('nonet', '198.18.0.1', 80), 'fail');
+  });
+});
+
+describe('address and port rules (E2B, Beam, sandbox0, Tensorlake examples)', () => {
+  before(() => create('rules'));
+
+  it('deny all but an allow list of IPs and CIDRs (E2B denyOut: [ALL_TRAFFIC], allowOut)', async () => {
+    const p = await world.json(['network', 'update', 'rules', '--deny-out', 'all', '--allow-out', '198.18.0.1', '--allow-out', '198.18.0.4/31']);
+    assert.deepEqual(p, { mode: 'block-all', allowOut: ['198.18.0.1', '198.18.0.4/31'], denyOut: [], allowPorts: [], denyPorts: [] });
+    assert.equal(await tcp('rules', '198.18.0.1', 80), 'ok');
+    assert.equal(await tcp('rules', '198.18.0.4', 8080), 'ok');
+    assert.equal(await tcp('rules', '198.18.0.5', 80), 'ok');
+    assert.equal(await tcp('rules', '198.18.0.2', 80), 'fail');
+    assert.equal(await tcp('rules', '198.18.0.3', 80), 'fail');
+    assert.equal(await probe('rules', 'udp', '198.18.0.1', '9999'), 'ok 198.18.0.1 ping');
+    assert.match(await probe('rules', 'udp', '198.18.0.2', '9999'), /^fail/);
+  });
+
+  it('deny one IP (E2B denyOut: ["8.8.8.8"]), TCP and UDP alike', async () => {
+    await world.json(['network', 'update', 'rules', '--deny-out', '198.18.0.2']);
+    assert.equal(await tcp('rules', '198.18.0.2', 80), 'fail');
+    assert.equal(await tcp('rules', '198.18.0.2', 8080), 'fail');
+    assert.match(await probe('rules', 'udp', '198.18.0.2', '9999'), /^fail/);
+    assert.equal(await tcp('rules', '198.18.0.3', 80), 'ok');
+    assert.equal(await probe('rules', 'udp', '198.18.0.3', '9999'), 'ok 198.18.0.3 ping');
+  });
+
+  it('allow beats deny (E2B priority rules, Tensorlake allow_out before deny_out)', async () => {
+    await world.json(['network', 'update', 'rules', '--deny-out', '198.18.0.0/24', '--allow-out', '198.18.0.3']);
+    assert.equal(await tcp('rules', '198.18.0.3', 80), 'ok');
+    assert.equal(await tcp('rules', '198.18.0.1', 80), 'fail');
+  });
+
+  it('ports: an allow list of ports in block-all, a denied range in allow-all, UDP too', async () => {
+    await world.json(['network', 'update', 'rules', '--mode', 'block-all', '--allow-port', '8080']);
+    assert.equal(await tcp('rules', '198.18.0.2', 8080), 'ok');
+    assert.equal(await tcp('rules', '198.18.0.3', 8080), 'ok');
+    assert.equal(await tcp('rules', '198.18.0.3', 80), 'fail');
+    await world.json(['network', 'update', 'rules', '--deny-port', '8000-8100', '--deny-port', '9999']);
+    assert.equal(await tcp('rules', '198.18.0.3', 8080), 'fail');
+    assert.equal(await tcp('rules', '198.18.0.3', 80), 'ok');
+    assert.match(await probe('rules', 'udp', '198.18.0.3', '9999'), /^fail/);
+  });
+
+  it('a port rule and an address rule each stand alone in an allow list', async () => {
+    await world.json(['network', 'update', 'rules', '--mode', 'block-all', '--allow-out', '198.18.0.1', '--allow-port', '8080']);
+    assert.equal(await tcp('rules', '198.18.0.1', 80), 'ok', 'the address, any port');
+    assert.equal(await tcp('rules', '198.18.0.3', 8080), 'ok', 'the port, any address');
+    assert.equal(await tcp('rules', '198.18.0.3', 80), 'fail');
+  });
+});
+
+describe('domains (E2B allowOut with names, sandbox0 allowed_/denied_domains)', () => {
+  before(() => create('names', ['--block-network', '--allow-out', 'Allowed.Test.', '--allow-out', '*.wild.test']));
+
+  it('stores names normalised', async () => {
+    assert.deepEqual((await show('names')).allowOut, ['allowed.test', '*.wild.test']);
+  });
+
+  it('in block-all only allowed names resolve, and their answers open their addresses', async () => {
+    assert.equal(await resolves('names', 'ALLOWED.test'), '198.18.0.1');
+    assert.equal(await resolves('names', 'other.test'), undefined);
+    assert.equal(await get('names', 'http://allowed.test/'), '198.18.0.1 80 allowed.test');
+    assert.equal(await get('names', 'https://allowed.test/'), '198.18.0.1 443 allowed.test allowed.test');
+    assert.equal(await get('names', 'http://allowed.test:8080/'), '198.18.0.1 8080 allowed.test:8080', 'other ports follow the learned address');
+    assert.equal(await tcp('names', '198.18.0.3', 8080), 'fail', 'an address no allowed name resolved to');
+  });
+
+  it('wildcards cover subdomains at any depth, not the name itself', async () => {
+    assert.equal(await get('names', 'http://a.wild.test/'), '198.18.0.4 80 a.wild.test');
+    assert.equal(await get('names', 'https://deep.x.wild.test/'), '198.18.0.4 443 deep.x.wild.test deep.x.wild.test');
+    assert.equal(await resolves('names', 'wild.test'), undefined);
+  });
+
+  it('a name that is not allowed cannot ride on an allowed address (Host and SNI are checked)', async () => {
+    assert.equal(await get('names', 'http://shared.test/', '--resolve', 'shared.test:80:198.18.0.1'), undefined);
+    assert.equal(await get('names', 'https://shared.test/', '--resolve', 'shared.test:443:198.18.0.1'), undefined);
+    assert.equal(await get('names', 'https://198.18.0.1/'), undefined, 'TLS without SNI');
+    assert.equal(await get('names', 'http://198.18.0.1/'), undefined, 'HTTP by address');
+    // Two requests on one connection: the second names another host.
+    const two = await world.sbx(['exec', 'names', '--', 'curl', '-s', '-m', '5', 'http://allowed.test/', '--next', '-s', '-m', '5', '-H', 'Host: shared.test', 'http://allowed.test/']);
+    assert.equal(two.stdout.trim(), '198.18.0.1 80 allowed.test');
+  });
+
+  it('a false address for an allowed name (/etc/hosts, --resolve) reaches only the real one', async () => {
+    assert.equal(await get('names', 'http://allowed.test/', '--resolve', 'allowed.test:80:198.18.0.3'), '198.18.0.1 80 allowed.test');
+    assert.equal(await get('names', 'https://allowed.test/', '--resolve', 'allowed.test:443:198.18.0.3'), '198.18.0.1 443 allowed.test allowed.test');
+  });
+
+  it('denied names (allow-all): NXDOMAIN, and Host/SNI/address checks on 80 and 443', async () => {
+    await world.json(['network', 'update', 'names', '--deny-out', 'denied.test', '--deny-out', '*.wild.test']);
+    assert.equal(await resolves('names', 'denied.test'), undefined);
+    assert.equal(await resolves('names', 'b.wild.test'), undefined);
+    assert.equal(await get('names', 'http://denied.test/', '--resolve', 'denied.test:80:198.18.0.2'), undefined);
+    assert.equal(await get('names', 'https://denied.test/', '--resolve', 'denied.test:443:198.18.0.2'), undefined);
+    assert.equal(await get('names', 'http://198.18.0.2/'), undefined, 'a denied name cannot be reached by its address');
+    assert.equal(await get('names', 'https://198.18.0.2/'), undefined);
+    assert.equal(await get('names', 'http://other.test/'), '198.18.0.3 80 other.test');
+    assert.equal(await get('names', 'https://shared.test/'), '198.18.0.1 443 shared.test shared.test');
+    assert.equal(await get('names', 'http://198.18.0.3/'), '198.18.0.3 80 198.18.0.3');
+  });
+
+  it('allow beats deny for names too', async () => {
+    await world.json(['network', 'update', 'names', '--deny-out', '*.wild.test', '--allow-out', 'a.wild.test']);
+    assert.equal(await get('names', 'http://a.wild.test/'), '198.18.0.4 80 a.wild.test');
+    assert.equal(await resolves('names', 'b.wild.test'), undefined);
+  });
+});
+
+describe('live changes, restarts and bad input', () => {
+  before(() => create('live', ['-p', '8000'], ['--', 'python3', '-m', 'http.server', '8000']));
+
+  it('an update cuts connections already open to what is now denied, and undoes at once', async () => {
+    await sh('live', 'rm -f /tmp/hold; (python3 /probe.py hold 198.18.0.3 7000 /tmp/hold &) ; sleep 0.5');
+    await eventually(async () => (await sh('live', 'cat /tmp/hold')).includes('connected'), 'the held connection');
+    await sleep(300);
+    assert.doesNotMatch(await sh('live', 'cat /tmp/hold'), /cut/);
+    await world.json(['network', 'update', 'live', '--deny-out', '198.18.0.3']);
+    await eventually(async () => /cut/.test(await sh('live', 'cat /tmp/hold')), 'the connection to be cut', 3000);
+    assert.equal(await tcp('live', '198.18.0.3', 7000), 'fail');
+    await world.json(['network', 'unblock', 'live']);
+    assert.equal(await tcp('live', '198.18.0.3', 7000), 'ok');
+  });
+
+  it('a policy survives a sandbox restart (no gap) and a gateway restart', async () => {
+    await world.json(['network', 'update', 'live', '--mode', 'block-all', '--allow-out', 'allowed.test']);
+    await world.json(['stop', 'live']);
+    await world.json(['start', 'live']);
+    // Ports 80 and 443 go to the Host/SNI proxy when names matter (it accepts, then resets), so raw
+    // TCP checks use another port here.
+    assert.equal(await tcp('live', '198.18.0.3', 8080), 'fail');
+    assert.equal(await get('live', 'http://allowed.test/'), '198.18.0.1 80 allowed.test');
+    await world.sbx(['gateway', 'stop']);
+    assert.equal(await tcp('live', '198.18.0.3', 8080), 'fail', 'rules hold while the gateway is down');
+    assert.equal(await tcp('live', '198.18.0.3', 80), 'fail', 'and web ports fail closed without the proxy');
+    assert.equal(await resolves('live', 'allowed.test'), undefined, 'and DNS fails closed');
+    await world.json(['gateway', 'start']);
+    assert.equal(await get('live', 'http://allowed.test/'), '198.18.0.1 80 allowed.test');
+    assert.equal(await get('live', 'http://other.test/', '--resolve', 'other.test:80:198.18.0.3'), undefined);
+  });
+
+  it('inbound to exposed ports works in every mode', async () => {
+    const url = (await world.json(['port', 'ls', 'live']))[0].url;
+    await eventually(async () => (await curl([url])).status === 200, 'the server behind the URL');
+  });
+
+  it('bad input names the entry, exits 2 and leaves the old policy in force', async () => {
+    const before = await show('live');
+    for (const [flag, value, pattern] of [
+      ['--allow-out', '999.1.1.1', /"999\.1\.1\.1".*accepted/],
+      ['--deny-out', '10.0.0.0/33', /"10\.0\.0\.0\/33"/],
+      ['--allow-out', '*', /"\*"/],
+      ['--allow-port', '70000', /"70000".*1-65535/],
+      ['--deny-port', '9-1', /"9-1"/],
+      ['--mode', 'sometimes', /"sometimes".*allow-all, block-all/],
+    ] as const) {
+      const r = await world.sbx(['network', 'update', 'live', flag, value]);
+      assert.equal(r.code, 2, `${flag} ${value}`);
+      assert.match(r.stderr, pattern);
+      assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+    }
+    assert.deepEqual(await show('live'), before);
+    assert.equal(await tcp('live', '198.18.0.3', 8080), 'fail');
+    assert.equal((await world.sbx(['network', 'show', 'nope'])).code, 3);
+    assert.equal((await world.sbx(['network', 'block', 'nope'])).code, 3);
+  });
+
+  it('a create with a bad entry creates nothing', async () => {
+    const r = await world.sbx(['create', '--name', 'never', '--allow-out', 'bad..name']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /"bad\.\.name"/);
+    assert.equal((await world.sbx(['inspect', 'never'])).code, 3);
+    const left = await world.leftovers();
+    assert.equal(left.tables.length, 0);
+  });
+
+  it('thousands of entries apply at once and still decide right', async () => {
+    const cidrs = Array.from({ length: 4000 }, (_, i) => `10.${(i >> 8) & 255}.${i & 255}.0/24`);
+    const names = Array.from({ length: 2000 }, (_, i) => `host${i}.example.test`);
+    const started = Date.now();
+    const p = await world.json(['network', 'update', 'live', '--mode', 'block-all', '--allow-out', [...cidrs, ...names, '198.18.0.5'].join(',')]);
+    const took = Date.now() - started;
+    assert.equal(p.allowOut.length, 6001);
+    assert.ok(took < 5000, `update with 6,001 entries took ${took} ms`);
+    assert.equal(await tcp('live', '198.18.0.5', 8080), 'ok');
+    assert.equal(await tcp('live', '198.18.0.3', 8080), 'fail');
+    assert.equal(await get('live', 'http://198.18.0.5/'), '198.18.0.5 80 198.18.0.5');
+    assert.equal(await get('live', 'http://198.18.0.3/'), undefined);
+  });
+});
+
+describe('leaves nothing behind', () => {
+  it('rm removes the rules with the sandbox', async () => {
+    for (const b of boxes) await world.sbx(['rm', '-f', b]);
+    assert.deepEqual(await world.leftovers(), { containers: [], networks: [], tables: [] });
+  });
+});
