@@ -20,6 +20,11 @@ _sbx() {
       "port ls") cmd="port ls" ;;
       "port rm") cmd="port rm" ;;
       "port forward") cmd="port forward" ;;
+      "network") cmd="network" ;;
+      "network show") cmd="network show" ;;
+      "network update") cmd="network update" ;;
+      "network block") cmd="network block" ;;
+      "network unblock") cmd="network unblock" ;;
       "token") cmd="token" ;;
       "fetch") cmd="fetch" ;;
       "gateway") cmd="gateway" ;;
@@ -33,9 +38,9 @@ _sbx() {
     esac
   done
   case "$cmd" in
-    "") flags="-h --help -v --version"; subs="create ls inspect start stop pause resume rm exec port token fetch gateway image completion" ;;
+    "") flags="-h --help -v --version"; subs="create ls inspect start stop pause resume rm exec port network token fetch gateway image completion" ;;
     "create")
-      flags="--name --image -e --env --memory --cpus -p --port --private --mask-host --ttl --json -h --help"; subs=""; pos=""
+      flags="--name --image -e --env --memory --cpus -p --port --private --mask-host --ttl --block-network --no-internet --allow-out --deny-out --allow-port --deny-port --json -h --help"; subs=""; pos=""
       case "$prev" in
         --name) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
         --image) COMPREPLY=($(compgen -W "$(sbx __complete images 2>/dev/null)" -- "$cur")); return ;;
@@ -45,6 +50,10 @@ _sbx() {
         -p|--port) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
         --mask-host) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
         --ttl) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+        --allow-out) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+        --deny-out) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+        --allow-port) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+        --deny-port) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
       esac
       ;;
     "ls")
@@ -92,6 +101,28 @@ _sbx() {
       case "$prev" in
         --local) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
       esac
+      ;;
+    "network")
+      flags="-h --help"; subs="show update block unblock"; pos=""
+      ;;
+    "network show")
+      flags="--json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
+      ;;
+    "network update")
+      flags="--mode --allow-out --deny-out --allow-port --deny-port --json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
+      case "$prev" in
+        --mode) COMPREPLY=($(compgen -W "allow-all block-all" -- "$cur")); return ;;
+        --allow-out) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+        --deny-out) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+        --allow-port) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+        --deny-port) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+      esac
+      ;;
+    "network block")
+      flags="--json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
+      ;;
+    "network unblock")
+      flags="--json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
       ;;
     "token")
       flags="--rotate --json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"

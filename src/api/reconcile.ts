@@ -34,15 +34,19 @@ export async function reconcileSandbox(record: SandboxRecord, ctx: ReconcileCont
     network = await runtime.sandboxNetwork(record.id);
   }
   if (!network) throw new RuntimeError(`the network of sandbox ${record.name} has no IPv4 subnet`);
-  // Egress rules first: keyed on the bridge, they hold before the container exists or starts.
-  await ctx.egress.apply({ id: record.id, bridge: names.bridge, gateway: network.gateway }, record.name, record.network);
-  checkAbort(signal);
+  // Egress rules are keyed on the bridge, so they hold before the container starts (they go in
+  // while the engine creates it: the container cannot send a packet before it starts).
+  const rules = ctx.egress.apply({ id: record.id, bridge: names.bridge, gateway: network.gateway }, record.name, record.network);
   if (!current) {
     const resolvConf = writeResolvConf(ctx.home, record.id, network.gateway);
-    await runtime.createSandboxContainer(record, labels, resolvConf);
-    checkAbort(signal);
+    // Both settle before any failure is raised, so a rollback never races a half-done step.
+    const done = await Promise.allSettled([rules, runtime.createSandboxContainer(record, labels, resolvConf)]);
+    for (const d of done) if (d.status === 'rejected') throw d.reason;
     current = { state: 'stopped' };
+  } else {
+    await rules;
   }
+  checkAbort(signal);
   switch (record.desired) {
     case 'running':
       if (current.state === 'paused') await runtime.unpauseContainer(names.container);

@@ -250,7 +250,8 @@ describe('live changes, restarts and bad input', () => {
   before(() => create('live', ['-p', '8000'], ['--', 'python3', '-m', 'http.server', '8000']));
 
   it('an update cuts connections already open to what is now denied, and undoes at once', async () => {
-    await sh('live', 'rm -f /tmp/hold; (python3 /probe.py hold 198.18.0.3 7000 /tmp/hold &) ; sleep 0.5');
+    await sh('live', 'rm -f /tmp/hold');
+    await world.sbx(['exec', '-d', 'live', '--', 'python3', '/probe.py', 'hold', '198.18.0.3', '7000', '/tmp/hold']);
     await eventually(async () => (await sh('live', 'cat /tmp/hold')).includes('connected'), 'the held connection');
     await sleep(300);
     assert.doesNotMatch(await sh('live', 'cat /tmp/hold'), /cut/);
