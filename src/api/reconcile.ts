@@ -68,8 +68,8 @@ export async function reconcileSandbox(record: SandboxRecord, ctx: ReconcileCont
 export async function removeSandboxObjects(id: string, ctx: { runtime: Runtime; egress: Egress; home: string }): Promise<void> {
   const names = objectNames(id);
   await ctx.runtime.removeContainer(names.container);
-  await ctx.runtime.removeNetwork(names.network);
-  // Rules last: while any of the sandbox is left, its rules hold.
-  await ctx.egress.remove(id);
+  // With the container gone nothing can send on the bridge: its rules go with the network.
+  const done = await Promise.allSettled([ctx.runtime.removeNetwork(names.network), ctx.egress.remove(id)]);
+  for (const d of done) if (d.status === 'rejected') throw d.reason;
   removeSandboxFiles(ctx.home, id);
 }

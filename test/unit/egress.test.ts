@@ -141,7 +141,8 @@ interface FakeUpstream {
 }
 
 interface FakeRecords {
-  [name: string]: { a?: string[]; aaaa?: string[]; ttl?: number; truncate?: boolean };
+  /** truncate: TC over UDP; hangUp: then close the TCP connection without answering. */
+  [name: string]: { a?: string[]; aaaa?: string[]; ttl?: number; truncate?: boolean; hangUp?: boolean };
 }
 
 function answerFor(msg: Buffer, records: FakeRecords, overTcp: boolean): Buffer | undefined {
@@ -177,7 +178,9 @@ async function startUpstream(records: FakeRecords, opts: { silent?: boolean } = 
         buf = Buffer.concat([buf, chunk]);
         if (buf.length < 2 || buf.length < 2 + buf.readUInt16BE(0)) return;
         const msg = buf.subarray(2, 2 + buf.readUInt16BE(0));
-        askedTcp.push(dnsPacket.decode(msg).questions?.[0]?.name ?? '');
+        const name = dnsPacket.decode(msg).questions?.[0]?.name ?? '';
+        askedTcp.push(name);
+        if (records[name.toLowerCase()]?.hangUp) return void s.end();
         const a = answerFor(msg, records, true);
         if (!a) return void s.destroy();
         const len = Buffer.alloc(2);
@@ -289,7 +292,7 @@ describe('parseDestination', () => {
     assert.deepEqual(parseDestination(name253), { kind: 'domain', name: name253 });
     assertUsage(() => parseDestination('a' + name253), 'invalid allowOut entry');
   });
-  it('an IPv6 address with a zone (fe80::1%eth0) is refused or stored without the zone', { todo: 'src/core/network-policy.ts parseCidr keeps the zone: "fe80::1%eth0" -> cidr "fe80::1%eth0/128", stored and shown as "fe80::1%eth0"' }, () => {
+  it('an IPv6 address with a zone (fe80::1%eth0) is refused or stored without the zone', { todo: 'src/core/network-policy.ts parseCidr keeps the zone of a plain address: "fe80::1%eth0" -> cidr "fe80::1%eth0/128" (stored and shown so; "fe80::1%eth0" and "fe80::1%eth1" are not deduplicated), while "fe80::1%eth0/64" drops it' }, () => {
     let d: ReturnType<typeof parseDestination> | undefined;
     try {
       d = parseDestination('fe80::1%eth0');
@@ -968,7 +971,7 @@ describe('originalDestination', () => {
       'ipv4     2 tcp      6 431999 ESTABLISHED src=172.19.0.2 dst=203.0.113.40 sport=400001 dport=443 src=172.19.0.1 dst=172.19.0.2 sport=44295 dport=400001 [ASSURED] mark=0 zone=0 use=2',
       'ipv4     2 tcp      6 431999 ESTABLISHED src=172.19.0.2 dst=198.18.0.1 sport=40000 dport=443 src=172.19.0.1 dst=172.19.0.2 sport=44295 dport=40000 [ASSURED] mark=0 zone=0 use=2',
       'ipv4     2 tcp      6 431999 ESTABLISHED src=172.19.0.2 dst=198.18.0.2 sport=4000 dport=8443 src=172.19.0.1 dst=172.19.0.2 sport=44295 dport=4000 [ASSURED] mark=0 zone=0 use=2',
-      'ipv6     10 tcp      6 431999 ESTABLISHED src=fd00::2 dst=2001:db8::1 sport=40000 dport=443 src=fd00::1 dst=fd00::2 sport=44295 dport=40000 [ASSURED] mark=0 zone=0 use=2',
+      'ipv6     10 tcp      6 431999 ESTABLISHED src=fd00:0000:0000:0000:0000:0000:0000:0002 dst=2001:0db8:0000:0000:0000:0000:0000:0001 sport=40000 dport=443 src=fd00:0000:0000:0000:0000:0000:0000:0001 dst=fd00:0000:0000:0000:0000:0000:0000:0002 sport=44295 dport=40000 [ASSURED] mark=0 zone=0 use=2',
       '',
     ].join('\n'),
   );
@@ -983,7 +986,7 @@ describe('originalDestination', () => {
     assert.deepEqual(await originalDestination('172.19.0.2', 40000, 44294, table), { address: '203.0.113.9', port: 80 });
     assert.deepEqual(await originalDestination('172.19.0.20', 40000, 44295, table), { address: '203.0.113.20', port: 443 });
   });
-  it('IPv6', async () => {
+  it('IPv6 as the kernel writes it (uncompressed)', { todo: 'src/net/conntrack.ts compares the client text with the file: the kernel prints IPv6 uncompressed (%pI6: fd00:0000:...:0002), so "fd00::2" never matches and the address returned would be uncompressed; latent, as only IPv4 is redirected to the proxy' }, async () => {
     assert.deepEqual(await originalDestination('fd00::2', 40000, 44295, table), { address: '2001:db8::1', port: 443 });
   });
   it('undefined when nothing matches', async () => {
@@ -1052,6 +1055,7 @@ describe('DnsForwarder.answer', () => {
       'ok.ads.test': { a: ['203.0.113.3'] },
       'big.allowed.test': { a: ['198.18.0.10'], ttl: 60, truncate: true },
       'empty.allowed.test': {},
+      'hangup.test': { a: ['198.18.0.11'], truncate: true, hangUp: true },
     });
     silent = await startUpstream({}, { silent: true });
   });
@@ -1091,8 +1095,9 @@ describe('DnsForwarder.answer', () => {
   }
   const decode = (b: Buffer | undefined) => {
     assert.ok(b, 'an answer');
-    return dnsPacket.decode(b);
+    return dnsPacket.decode(b) as dnsPacket.DecodedPacket & { rcode?: string };
   };
+  const dataOf = (p: dnsPacket.DecodedPacket) => (p.answers ?? []).map((r) => ('data' in r ? r.data : undefined));
 
   it('stays silent for an unknown source', async () => {
     const { ask } = forwarder({});
@@ -1135,11 +1140,11 @@ describe('DnsForwarder.answer', () => {
     const a = decode(await ask(query('Allowed.Test.', 0x4242)));
     assert.equal(a.id, 0x4242);
     assert.equal(a.rcode, 'NOERROR');
-    assert.deepEqual(a.answers?.map((r) => r.data), ['198.18.0.7', '198.18.0.8']);
+    assert.deepEqual(dataOf(a), ['198.18.0.7', '198.18.0.8']);
     assert.deepEqual(learned, [{ id: 'box1', name: 'allowed.test', addresses: [{ address: '198.18.0.7', family: 4, ttl: 120 }, { address: '198.18.0.8', family: 4, ttl: 120 }] }]);
     assert.deepEqual(events, ['learn started', 'learn done', 'answered']);
     const w = decode(await ask(query('www.wild.test')));
-    assert.deepEqual(w.answers?.map((r) => r.data), ['198.18.0.9', '2001:db8::9']);
+    assert.deepEqual(dataOf(w), ['198.18.0.9', '2001:db8::9']);
     assert.deepEqual(learned[1], { id: 'box1', name: 'www.wild.test', addresses: [{ address: '198.18.0.9', family: 4, ttl: 30 }, { address: '2001:db8::9', family: 6, ttl: 30 }] });
   });
   it('relays the upstream bytes unchanged', async () => {
@@ -1152,8 +1157,8 @@ describe('DnsForwarder.answer', () => {
     const { ask, learned } = forwarder({ denyOut: ['*.ads.test'], allowOut: ['ok.ads.test'] });
     assert.equal(decode(await ask(query('other.test'))).rcode, 'NOERROR');
     assert.equal(decode(await ask(query('ads.test'))).rcode, 'NOERROR');
-    assert.deepEqual(learned, []);
-    assert.deepEqual(decode(await ask(query('ok.ads.test'))).answers?.map((r) => r.data), ['203.0.113.3']);
+    assert.equal(learned.length, 0);
+    assert.deepEqual(dataOf(decode(await ask(query('ok.ads.test')))), ['203.0.113.3']);
     assert.deepEqual(learned.map((l) => l.name), ['ok.ads.test'], 'an allowed name is learned in allow-all too');
   });
   it('allowOut all: relayed without learning', async () => {
@@ -1171,9 +1176,16 @@ describe('DnsForwarder.answer', () => {
     const { ask, learned } = forwarder({ mode: 'block-all', allowOut: ['*.allowed.test'] });
     const a = decode(await ask(query('big.allowed.test')));
     assert.ok(!(a.flags! & dnsPacket.TRUNCATED_RESPONSE));
-    assert.deepEqual(a.answers?.map((r) => r.data), ['198.18.0.10']);
+    assert.deepEqual(dataOf(a), ['198.18.0.10']);
     assert.ok(upstream.askedTcp.includes('big.allowed.test'));
     assert.deepEqual(learned[0]?.addresses, [{ address: '198.18.0.10', family: 4, ttl: 60 }]);
+  });
+  it('an upstream that closes the TCP retry without answering gives SERVFAIL', { todo: 'src/gateway/dns-forwarder.ts #ask: the TCP fallback only settles on data, error or timeout; a clean close (end) without a full answer leaves answer() pending forever' }, async () => {
+    const { ask } = forwarder({});
+    const pending = Symbol('pending');
+    const a = await Promise.race([ask(query('hangup.test')), delay(3000).then(() => pending)]);
+    assert.notEqual(a, pending, 'answer() still pending after 3 s');
+    assert.equal(decode(a as Buffer).rcode, 'SERVFAIL');
   });
   it('learn rejecting gives SERVFAIL (fail closed)', async () => {
     const { ask, logs } = forwarder({ mode: 'block-all', allowOut: ['allowed.test'] }, { learn: async () => Promise.reject(new Error('nft said no')) });
