@@ -10,6 +10,7 @@
 // Address and port entries stand alone: `--allow-port 8080` opens port 8080 on every address.
 import ipaddr from 'ipaddr.js';
 import { UsageError } from './errors.ts';
+import { addressToBigInt, mergeCidrs, spansContain, type Span } from './address-ranges.ts';
 
 export type NetworkMode = 'allow-all' | 'block-all';
 export const NETWORK_MODES: readonly NetworkMode[] = ['allow-all', 'block-all'];
@@ -65,6 +66,9 @@ function isDomain(name: string): boolean {
 }
 
 function parseCidr(text: string): { family: 4 | 6; cidr: string } | undefined {
+  // Cheap test first: names (the common case in long lists) never reach ipaddr.
+  if (!text.includes(':') && !/^[\d./]+$/.test(text)) return undefined;
+  if (text.includes('%')) return undefined; // zone ids (fe80::1%eth0) mean nothing off the host
   try {
     if (text.includes('/')) {
       if (!ipaddr.isValidCIDR(text)) return undefined;
@@ -92,7 +96,7 @@ export function parseDestination(entry: string, list = 'allowOut'): Destination 
   if (lower === 'all' || lower === 'all_traffic') return { kind: 'all' };
   const cidr = parseCidr(text);
   if (cidr) return { kind: 'cidr', ...cidr };
-  if (/^[\d.]+(\/\d+)?$/.test(text) || text.includes(':') || text.includes('/')) {
+  if (/^[\d.]+(\/\d+)?$/.test(text) || text.includes(':') || text.includes('/') || text.includes('%')) {
     throw new UsageError(`invalid ${list} entry "${entry}": not a valid address or CIDR (${ACCEPTED_DEST})`);
   }
   const name = normalizeName(text);
@@ -164,8 +168,10 @@ export function normalizePolicy(input: NetworkPolicyInput = {}): NetworkPolicy {
 interface Side {
   all: boolean;
   domains: Set<string>;
-  wildcards: string[];
-  cidrs: Array<[ipaddr.IPv4 | ipaddr.IPv6, number]>;
+  /** The names that wildcards cover the subdomains of (`*.x.com` -> `x.com`). */
+  wildcards: Set<string>;
+  v4: Span[];
+  v6: Span[];
   ports: PortRange[];
 }
 
@@ -180,28 +186,35 @@ export interface CompiledPolicy {
 }
 
 function side(entries: string[], ports: string[], list: string): Side {
-  const s: Side = { all: false, domains: new Set(), wildcards: [], cidrs: [], ports: ports.map((p) => parsePortRange(p, list)) };
+  const s: Side = { all: false, domains: new Set(), wildcards: new Set(), v4: [], v6: [], ports: ports.map((p) => parsePortRange(p, list)) };
+  const cidrs: string[] = [];
   for (const e of entries) {
     const d = parseDestination(e, list);
     if (d.kind === 'all') s.all = true;
     else if (d.kind === 'domain') s.domains.add(d.name);
-    else if (d.kind === 'wildcard') s.wildcards.push(d.suffix);
-    else s.cidrs.push(ipaddr.parseCIDR(d.cidr));
+    else if (d.kind === 'wildcard') s.wildcards.add(d.suffix);
+    else cidrs.push(d.cidr);
   }
+  s.v4 = mergeCidrs(cidrs, 4);
+  s.v6 = mergeCidrs(cidrs, 6);
   return s;
 }
 
 export function compilePolicy(policy: NetworkPolicy = DEFAULT_POLICY): CompiledPolicy {
   const allow = side(policy.allowOut, policy.allowPorts, 'allowOut');
   const deny = side(policy.denyOut, policy.denyPorts, 'denyOut');
-  const hasDomains = [allow, deny].some((s) => s.domains.size > 0 || s.wildcards.length > 0);
+  const hasDomains = [allow, deny].some((s) => s.domains.size > 0 || s.wildcards.size > 0);
   return { policy, mode: policy.mode, allow, deny, hasDomains };
 }
 
 /** An exact name or a wildcard's subdomain (`*.x.com` covers `a.x.com`, not `x.com`). */
 function nameIn(s: Side, name: string): boolean {
   if (s.domains.has(name)) return true;
-  return s.wildcards.some((suffix) => name.endsWith(`.${suffix}`));
+  // Each proper parent of the name (a.b.c -> b.c, c), looked up: O(labels), not O(entries).
+  for (let dot = name.indexOf('.'); dot >= 0; dot = name.indexOf('.', dot + 1)) {
+    if (s.wildcards.has(name.slice(dot + 1))) return true;
+  }
+  return false;
 }
 
 function addressIn(s: Side, address: string): boolean {
@@ -211,7 +224,7 @@ function addressIn(s: Side, address: string): boolean {
   } catch {
     return false;
   }
-  return s.cidrs.some(([net, bits]) => net.kind() === addr.kind() && addr.match(net as never, bits));
+  return spansContain(addr.kind() === 'ipv4' ? s.v4 : s.v6, addressToBigInt(addr));
 }
 
 function portIn(s: Side, port: number): boolean {

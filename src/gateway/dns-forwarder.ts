@@ -154,6 +154,7 @@ export class DnsForwarder {
       let buffered = Buffer.alloc(0);
       s.setTimeout(UPSTREAM_TIMEOUT_MS, () => s.destroy(new Error('timeout')));
       s.on('error', reject);
+      s.on('close', () => reject(new Error('the upstream closed the connection without an answer')));
       s.on('data', (chunk) => {
         buffered = Buffer.concat([buffered, chunk]);
         if (buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0)) {

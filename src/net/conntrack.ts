@@ -2,6 +2,16 @@
 // kernel's connection tracking table: Node cannot ask the socket (SO_ORIGINAL_DST). Only needed
 // when a client names no host (TLS without SNI, HTTP without Host).
 import { readFile } from 'node:fs/promises';
+import ipaddr from 'ipaddr.js';
+
+/** One spelling per address: the kernel prints IPv6 in full (fd00:0000:...:0002). */
+function canonical(address: string): string {
+  try {
+    return ipaddr.process(address).toString();
+  } catch {
+    return address;
+  }
+}
 
 export interface OriginalDestination {
   address: string;
@@ -16,14 +26,15 @@ export async function originalDestination(client: string, clientPort: number, lo
   } catch {
     return undefined;
   }
+  const want = canonical(client);
   for (const line of text.split('\n')) {
-    if (!line.includes(`sport=${clientPort} `) || !line.includes(`src=${client} `)) continue;
+    if (!line.includes(`sport=${clientPort} `)) continue;
     // Each line holds the original tuple, then the reply tuple (src dst sport dport, twice).
     const tuples = [...line.matchAll(/src=(\S+) dst=(\S+) sport=(\d+) dport=(\d+)/g)];
     const [orig, reply] = tuples;
     if (!orig || !reply) continue;
-    if (orig[1] === client && Number(orig[3]) === clientPort && Number(reply[3]) === localPort && Number(reply[4]) === clientPort) {
-      return { address: orig[2]!, port: Number(orig[4]) };
+    if (canonical(orig[1]!) === want && Number(orig[3]) === clientPort && Number(reply[3]) === localPort && Number(reply[4]) === clientPort) {
+      return { address: canonical(orig[2]!), port: Number(orig[4]) };
     }
   }
   return undefined;

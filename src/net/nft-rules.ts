@@ -68,7 +68,7 @@ export function policyMark(p: CompiledPolicy): number {
 
 /** Whether sbx's DNS forwarder serves this sandbox (block-all without allowed names gets none). */
 export function servesDns(p: CompiledPolicy): boolean {
-  return p.mode === 'allow-all' || p.allow.all || p.allow.domains.size > 0 || p.allow.wildcards.length > 0;
+  return p.mode === 'allow-all' || p.allow.all || p.allow.domains.size > 0 || p.allow.wildcards.size > 0;
 }
 
 function cidrsOf(entries: string[], family: Family, list: string): string[] {
