@@ -262,6 +262,16 @@ describe('live changes, restarts and bad input', () => {
     assert.equal(await tcp('live', '198.18.0.3', 7000), 'ok');
   });
 
+  it('connections through the Host/SNI proxy are re-judged too', async () => {
+    await world.json(['network', 'update', 'live', '--mode', 'block-all', '--allow-out', 'allowed.test', '--allow-out', 'other.test']);
+    await sh('live', 'rm -f /tmp/holdhttp');
+    await world.sbx(['exec', '-d', 'live', '--', 'python3', '/probe.py', 'holdhttp', 'allowed.test', '/tmp/holdhttp']);
+    await eventually(async () => (await sh('live', 'cat /tmp/holdhttp')).includes('connected HTTP/1.1 200'), 'the kept-alive connection');
+    await world.json(['network', 'update', 'live', '--mode', 'block-all', '--allow-out', 'other.test']);
+    await eventually(async () => /cut/.test(await sh('live', 'cat /tmp/holdhttp')), 'the proxied connection to be cut', 3000);
+    assert.equal(await get('live', 'http://other.test/'), '198.18.0.3 80 other.test');
+  });
+
   it('a policy survives a sandbox restart (no gap) and a gateway restart', async () => {
     await world.json(['network', 'update', 'live', '--mode', 'block-all', '--allow-out', 'allowed.test']);
     await world.json(['stop', 'live']);
