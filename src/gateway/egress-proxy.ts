@@ -52,7 +52,8 @@ function hostOf(header: string | undefined): string | undefined {
 export class EgressProxy {
   readonly #o: EgressProxyOptions;
   readonly #carried = new Set<Carried>();
-  readonly #agent = new Agent({ keepAlive: true, maxFreeSockets: 64 });
+  /** One upstream connection per client connection, as if the client had connected itself. */
+  readonly #agents = new WeakMap<Socket, Agent>();
   readonly #denied = new WeakMap<CompiledPolicy, { at: number; addresses: Promise<Set<string>> }>();
   #http?: HttpServer;
   #tls?: Server;
@@ -81,7 +82,6 @@ export class EgressProxy {
     for (const c of this.#carried) reset(c.client);
     this.#http?.close();
     this.#tls?.close();
-    this.#agent.destroy();
   }
 
   /** After a policy change: connections the new policy denies are cut at once. */
@@ -159,7 +159,7 @@ export class EgressProxy {
     for (let i = 0; i < req.rawHeaders.length; i += 2) {
       if (!HOP_BY_HOP.has(req.rawHeaders[i]!.toLowerCase())) headers.push(req.rawHeaders[i]!, req.rawHeaders[i + 1]!);
     }
-    const up = request({ host: decided.address, port: 80, method: req.method, path: req.url, headers: headers as unknown as Record<string, string>, setHost: false, agent: this.#agent });
+    const up = request({ host: decided.address, port: 80, method: req.method, path: req.url, headers: headers as unknown as Record<string, string>, setHost: false, agent: this.#agentFor(req.socket) });
     const carried: Carried = { id: decided.id, name: decided.name, address: decided.address, port: 80, client: req.socket, upstream: up as unknown as Duplex };
     this.#carry(carried);
     up.on('response', (ur) => {
@@ -177,6 +177,16 @@ export class EgressProxy {
       if (!res.writableFinished) up.destroy();
     });
     req.pipe(up);
+  }
+
+  #agentFor(client: Socket): Agent {
+    let agent = this.#agents.get(client);
+    if (!agent) {
+      const made = new Agent({ keepAlive: true, maxSockets: 1 });
+      client.once('close', () => made.destroy());
+      this.#agents.set(client, (agent = made));
+    }
+    return agent;
   }
 
   async #upgrade(req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {

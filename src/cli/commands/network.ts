@@ -1,12 +1,31 @@
 // sbx network show|update|block|unblock: a sandbox's egress policy.
+import { readFileSync } from 'node:fs';
+import { UsageError } from '../../core/errors.ts';
 import type { NetworkPolicy, NetworkPolicyInput } from '../../core/network-policy.ts';
 import type { CommandInput } from '../context.ts';
 import { sandboxArgOrPrompt } from '../prompt.ts';
 import { networkPairs } from '../render.ts';
 
-/** Repeated flags, with commas splitting too ("--allow-out a.com,b.com"). */
+/**
+ * Repeated flags, with commas splitting too ("--allow-out a.com,b.com"); "@FILE" reads entries from
+ * a file (one per line or comma-separated, # comments), "@-" from stdin: lists of any length.
+ */
 function list(value: unknown): string[] {
-  return ((value as string[] | undefined) ?? []).flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean);
+  return ((value as string[] | undefined) ?? [])
+    .flatMap((v) => (v.startsWith('@') ? readEntries(v.slice(1)) : [v]))
+    .flatMap((v) => v.split(','))
+    .map((v) => v.trim())
+    .filter(Boolean);
+}
+
+function readEntries(path: string): string[] {
+  try {
+    return readFileSync(path === '-' ? 0 : path, 'utf8')
+      .split('\n')
+      .map((line) => line.replace(/#.*$/, ''));
+  } catch (err) {
+    throw new UsageError(`cannot read entries from ${path === '-' ? 'stdin' : path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
 }
 
 export function policyInputFromOptions(opts: Record<string, unknown>, mode?: string): NetworkPolicyInput {
