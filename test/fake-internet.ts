@@ -1,7 +1,8 @@
 // A "fake internet" for egress tests: a network namespace reachable from the host (and so from
 // containers, through the host's forwarding) that serves HTTP, HTTPS, UDP, a long-lived TCP port
 // and DNS on test addresses (198.18.0.0/24, RFC 2544 benchmarking space, plus one link-local
-// "metadata" address), so egress policies can be checked without touching the real network.
+// "metadata" address; for IPv6 2001:2::1..5 in 2001:2::/48, RFC 5180 benchmarking space), so
+// egress policies can be checked without touching the real network.
 // The servers are test/fixtures/fake_internet.py. Needs root; one fake internet at a time.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -27,6 +28,17 @@ export const FAKE_HOSTS = {
   'meta.test': ['169.254.77.1'],
 } as const satisfies Record<string, readonly string[]>;
 
+/** What the fake DNS answers for AAAA. A name in only one table answers the other type with NOERROR and no records. */
+export const FAKE_HOSTS6 = {
+  'allowed.test': ['2001:2::1'],
+  'denied.test': ['2001:2::2'],
+  'other.test': ['2001:2::3'],
+  'v6only.test': ['2001:2::4'], // AAAA only
+} as const satisfies Record<string, readonly string[]>;
+
+/** The IPv6 test hosts (HTTP 80/8080, TLS 443, UDP echo 9999, hold 7000, like the IPv4 ones), as Python prints them. */
+export const FAKE_HOST6_IPS = ['2001:2::1', '2001:2::2', '2001:2::3', '2001:2::4', '2001:2::5'] as const;
+
 /** TTL of every record, except names whose first label is "ttl<N>". */
 export const FAKE_TTL = 60;
 /** The fake DNS server (UDP and TCP). */
@@ -40,6 +52,7 @@ export interface FakeInternet {
   /** "198.18.0.53:53", for a DNS forwarder's upstream. */
   dnsUpstream: string;
   hosts: typeof FAKE_HOSTS;
+  hosts6: typeof FAKE_HOSTS6;
   /** Every name the fake DNS was asked for, lower case, oldest first. */
   queries(): Promise<string[]>;
   clearQueries(): Promise<void>;
@@ -52,6 +65,9 @@ const SERVER_IPS = ['198.18.0.1', '198.18.0.2', '198.18.0.3', '198.18.0.4', '198
 const HOST_IP = '198.19.255.1';
 const NS_IP = '198.19.255.2';
 const ROUTES = ['198.18.0.0/24', `${FAKE_METADATA_IP}/32`];
+const HOST_IP6 = 'fd5c::1';
+const NS_IP6 = 'fd5c::2';
+const ROUTES6 = ['2001:2::/48'];
 const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 
 const ip = (...args: string[]) => execFileP('ip', args);
@@ -82,6 +98,9 @@ function removeLeftovers(): void {
   for (const route of ROUTES) {
     for (let i = 0; i < 10 && ipQuiet('route', 'show', route).trim(); i++) ipQuiet('route', 'del', route);
   }
+  for (const route of ROUTES6) {
+    for (let i = 0; i < 10 && ipQuiet('-6', 'route', 'show', route).trim(); i++) ipQuiet('-6', 'route', 'del', route);
+  }
 }
 
 let active: FakeInternet | undefined;
@@ -105,6 +124,7 @@ export async function startFakeInternet(): Promise<FakeInternet> {
     if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     ipQuiet('link', 'del', veth);
     for (const route of ROUTES) ipQuiet('route', 'del', route, 'via', NS_IP);
+    for (const route of ROUTES6) ipQuiet('-6', 'route', 'del', route, 'via', NS_IP6);
     ipQuiet('netns', 'del', ns);
     rmSync(dir, { recursive: true, force: true });
     process.off('exit', cleanupSync);
@@ -124,6 +144,7 @@ export async function startFakeInternet(): Promise<FakeInternet> {
     ns,
     dnsUpstream: `${FAKE_DNS_IP}:53`,
     hosts: FAKE_HOSTS,
+    hosts6: FAKE_HOSTS6,
     async queries() {
       return readFileSync(log, 'utf8').split('\n').filter(Boolean);
     },
@@ -143,14 +164,21 @@ export async function startFakeInternet(): Promise<FakeInternet> {
   try {
     await execFileP('openssl', [
       'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=fake.test',
-      '-addext', 'subjectAltName=DNS:*.test,DNS:*.wild.test,DNS:allowed.test,IP:198.18.0.1',
+      '-addext', 'subjectAltName=DNS:*.test,DNS:*.wild.test,DNS:allowed.test,IP:198.18.0.1,IP:2001:2::1',
       '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'),
     ]);
 
     // Containers reach the namespace through the host, so the host must forward (Docker's default).
     if (readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim() !== '1') writeFileSync('/proc/sys/net/ipv4/ip_forward', '1');
     await ip('netns', 'add', ns);
+    // IPv6 on in the namespace (all, default: the veth end created in it next inherits default).
+    // /proc/sys/net belongs to the network namespace of whoever opens it.
+    const nsSysctl = (...keys: string[]) =>
+      execFileP('ip', ['netns', 'exec', ns, 'sh', '-c', keys.map((k) => `echo 0 > /proc/sys/net/ipv6/conf/${k}/disable_ipv6`).join(' && ')]);
+    await nsSysctl('all', 'default', 'lo');
     await ip('link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
+    await nsSysctl('eth0');
+    writeFileSync(`/proc/sys/net/ipv6/conf/${veth}/disable_ipv6`, '0');
     await ip('addr', 'add', `${HOST_IP}/30`, 'dev', veth);
     await ip('link', 'set', veth, 'up');
     const inNs = (...args: string[]) => ip('-n', ns, ...args);
@@ -158,12 +186,18 @@ export async function startFakeInternet(): Promise<FakeInternet> {
     await inNs('addr', 'add', `${NS_IP}/30`, 'dev', 'eth0');
     await inNs('link', 'set', 'eth0', 'up');
     await inNs('route', 'add', 'default', 'via', HOST_IP);
+    // nodad: usable at once, not "tentative" for a second or so of duplicate address detection.
+    await ip('-6', 'addr', 'add', `${HOST_IP6}/64`, 'dev', veth, 'nodad');
+    await inNs('-6', 'addr', 'add', `${NS_IP6}/64`, 'dev', 'eth0', 'nodad');
+    await inNs('-6', 'route', 'add', 'default', 'via', HOST_IP6, 'dev', 'eth0');
     // The server addresses live on lo: local delivery does not care which interface a packet came in on.
     for (const addr of SERVER_IPS) await inNs('addr', 'add', `${addr}/32`, 'dev', 'lo');
+    for (const addr of FAKE_HOST6_IPS) await inNs('-6', 'addr', 'add', `${addr}/128`, 'dev', 'lo');
     for (const route of ROUTES) await ip('route', 'replace', route, 'via', NS_IP, 'dev', veth);
+    for (const route of ROUTES6) await ip('-6', 'route', 'replace', route, 'via', NS_IP6, 'dev', veth);
 
-    const udpIps = SERVER_IPS.filter((a) => a !== FAKE_DNS_IP);
-    const c = spawn('ip', ['netns', 'exec', ns, 'python3', SERVERS, join(dir, 'cert.pem'), join(dir, 'key.pem'), log, FAKE_DNS_IP, udpIps.join(','), JSON.stringify(FAKE_HOSTS)], {
+    const udpIps = [...SERVER_IPS.filter((a) => a !== FAKE_DNS_IP), ...FAKE_HOST6_IPS];
+    const c = spawn('ip', ['netns', 'exec', ns, 'python3', SERVERS, join(dir, 'cert.pem'), join(dir, 'key.pem'), log, FAKE_DNS_IP, udpIps.join(','), JSON.stringify(FAKE_HOSTS), JSON.stringify(FAKE_HOSTS6)], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     child = c;

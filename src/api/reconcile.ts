@@ -36,7 +36,7 @@ export async function reconcileSandbox(record: SandboxRecord, ctx: ReconcileCont
   if (!network) throw new RuntimeError(`the network of sandbox ${record.name} has no IPv4 subnet`);
   // Egress rules are keyed on the bridge, so they hold before the container starts (they go in
   // while the engine creates it: the container cannot send a packet before it starts).
-  const rules = ctx.egress.apply({ id: record.id, bridge: names.bridge, gateway: network.gateway }, record.name, record.network);
+  const rules = ctx.egress.apply({ id: record.id, bridge: names.bridge, gateway: network.gateway, subnet6: network.subnet6 }, record.name, record.network);
   if (!current) {
     const resolvConf = writeResolvConf(ctx.home, record.id, network.gateway);
     // Both settle before any failure is raised, so a rollback never races a half-done step.

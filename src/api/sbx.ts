@@ -378,7 +378,7 @@ export class Sbx {
     const names = objectNames(record.id);
     const network = await world.runtime.sandboxNetwork(record.id);
     // Kernel first: if it refuses, the store still holds the policy that is in force.
-    await world.egress.apply({ id: record.id, bridge: names.bridge, gateway: network?.gateway }, record.name, policy, { changed: true });
+    await world.egress.apply({ id: record.id, bridge: names.bridge, gateway: network?.gateway, subnet6: network?.subnet6 }, record.name, policy, { changed: true });
     await this.#updateSandbox(record.id, (r) => {
       r.network = policy;
     });
@@ -395,7 +395,7 @@ export class Sbx {
     if (!record || record.creating) return;
     const world = await this.#world();
     const network = await world.runtime.sandboxNetwork(id);
-    await world.egress.apply({ id, bridge: objectNames(id).bridge, gateway: network?.gateway }, record.name, record.network);
+    await world.egress.apply({ id, bridge: objectNames(id).bridge, gateway: network?.gateway, subnet6: network?.subnet6 }, record.name, record.network);
   }
 
   /** block-all with no exceptions. */

@@ -1,4 +1,5 @@
 // The domain model of a sandbox: what the store keeps (desired state) and what users see.
+import { createHash } from 'node:crypto';
 import type { ExposedPort, PortInfo } from './ports.ts';
 import type { NetworkPolicy } from './network-policy.ts';
 
@@ -64,4 +65,13 @@ export interface SandboxInfo {
 export function objectNames(id: string): { container: string; network: string; bridge: string } {
   // Bridge interface names are limited to 15 bytes (IFNAMSIZ - 1): "sbx-" + 10 = 14.
   return { container: `sbx-${id}`, network: `sbx-${id}`, bridge: `sbx-${id}` };
+}
+
+/**
+ * The sandbox network's IPv6 subnet: a unique-local /64 (fd5b::/16 plus 48 bits of the id's hash),
+ * so sandboxes get IPv6 without any host configuration and two never collide in practice.
+ */
+export function ipv6Subnet(id: string): string {
+  const h = createHash('sha256').update(id).digest('hex');
+  return `fd5b:${h.slice(0, 4)}:${h.slice(4, 8)}:${h.slice(8, 12)}::/64`;
 }

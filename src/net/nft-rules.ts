@@ -27,6 +27,8 @@ export interface SandboxLink {
   bridge: string;
   /** The host's address on that bridge (the sandbox's resolver), when the network exists. */
   gateway?: string;
+  /** The network's IPv6 subnet: its outbound IPv6 is masqueraded like Docker does for IPv4. */
+  subnet6?: string;
 }
 
 export interface LearnedAddress {
@@ -57,6 +59,7 @@ const CHAINS: Array<[string, string]> = [
   ['forward', ' { type filter hook forward priority -10; policy accept; }'],
   ['input', ' { type filter hook input priority -10; policy accept; }'],
   ['prerouting', ' { type nat hook prerouting priority -110; policy accept; }'],
+  ['postrouting', ' { type nat hook postrouting priority 90; policy accept; }'],
 ];
 
 /** A mark for connections opened through DNS-learned addresses under this very policy. */
@@ -128,6 +131,10 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
   const dns = servesDns(p) && listeners && gw;
   const proxy = p.hasDomains && listeners;
 
+  // Docker isolates sandbox networks for IPv4 only: IPv6 between bridges, and new IPv6
+  // connections into the sandbox from outside, are refused here (replies still pass).
+  rule('forward', `${iif} oifname "sbx-*" oifname != "${link.bridge}" goto refuse`);
+  rule('forward', `oifname "${link.bridge}" iifname != "${link.bridge}" meta nfproto ipv6 ct direction original goto refuse`);
   rule('forward', `${iif} jump egress`);
   rule('input', `${iif} jump host`);
   rule('host', 'ct direction reply accept');
@@ -156,6 +163,7 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
   rule('refuse', 'meta l4proto tcp reject with tcp reset');
   rule('refuse', 'reject with icmpx type admin-prohibited');
 
+  if (link.subnet6) rule('postrouting', `ip6 saddr ${link.subnet6} oifname != "${link.bridge}" masquerade`);
   if (dns) rule('prerouting', `${iif} ip daddr ${gw} meta l4proto { tcp, udp } th dport 53 redirect to :${listeners.dns}`);
   if (proxy) {
     rule('prerouting', `${iif} meta nfproto ipv4 tcp dport 80 redirect to :${listeners.http}`);

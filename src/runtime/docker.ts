@@ -4,7 +4,7 @@
 import Docker from 'dockerode';
 import type { Readable, Writable } from 'node:stream';
 import { NotFoundError, RuntimeError } from '../core/errors.ts';
-import { objectNames, type SandboxRecord } from '../core/sandbox.ts';
+import { ipv6Subnet, objectNames, type SandboxRecord } from '../core/sandbox.ts';
 import { LABEL_HOME, LABEL_ID, LABEL_MANAGED } from './labels.ts';
 import { isGoneOrDone, statusOf, toRuntimeError } from './errors.ts';
 
@@ -43,11 +43,15 @@ function stateOf(s: { Running?: boolean; Paused?: boolean } | string): Container
 export interface NetworkSummary {
   subnet: string;
   gateway: string;
+  /** The IPv6 subnet, for networks made with one. */
+  subnet6?: string;
 }
 
 function networkSummary(n: { IPAM?: { Config?: Array<{ Subnet?: string; Gateway?: string }> } }): NetworkSummary | undefined {
-  const v4 = (n.IPAM?.Config ?? []).find((c) => c.Subnet && !c.Subnet.includes(':'));
-  return v4?.Subnet && v4.Gateway ? { subnet: v4.Subnet, gateway: v4.Gateway } : undefined;
+  const configs = n.IPAM?.Config ?? [];
+  const v4 = configs.find((c) => c.Subnet && !c.Subnet.includes(':'));
+  const v6 = configs.find((c) => c.Subnet?.includes(':'));
+  return v4?.Subnet && v4.Gateway ? { subnet: v4.Subnet, gateway: v4.Gateway, ...(v6?.Subnet ? { subnet6: v6.Subnet } : {}) } : undefined;
 }
 
 function envList(env: Record<string, string> = {}): string[] {
@@ -79,6 +83,9 @@ export class Runtime {
         Driver: 'bridge',
         CheckDuplicate: true,
         Labels: labels,
+        // IPv4 from Docker's pools, IPv6 from sbx's own unique-local /64 (egress rules cover both).
+        EnableIPv6: true,
+        IPAM: { Driver: 'default', Config: [{ Subnet: ipv6Subnet(id) }] },
         Options: {
           'com.docker.network.bridge.name': bridge,
           'com.docker.network.bridge.enable_icc': 'false',

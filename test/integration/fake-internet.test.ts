@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { createConnection, type Socket } from 'node:net';
 import { resolve } from 'node:path';
-import { FAKE_HOSTS, FAKE_TTL, startFakeInternet, type FakeInternet } from '../fake-internet.ts';
+import { FAKE_HOST6_IPS, FAKE_HOSTS, FAKE_HOSTS6, FAKE_TTL, startFakeInternet, type FakeInternet } from '../fake-internet.ts';
 import { run } from '../helpers.ts';
 
 const curl = async (...args: string[]) => {
@@ -47,8 +47,17 @@ function parseReply(msg: Buffer): DnsReply {
   for (let i = 0; i < an; i++) {
     off += (msg[off]! & 0xc0) === 0xc0 ? 2 : assert.fail('answers use a pointer to the question');
     const [type, ttl, len] = [msg.readUInt16BE(off), msg.readUInt32BE(off + 4), msg.readUInt16BE(off + 8)];
-    assert.equal(type, 1);
-    answers.push({ ip: [...msg.subarray(off + 10, off + 10 + len)].join('.'), ttl });
+    const rdata = msg.subarray(off + 10, off + 10 + len);
+    if (type === 1) {
+      assert.equal(len, 4);
+      answers.push({ ip: [...rdata].join('.'), ttl });
+    } else {
+      assert.equal(type, 28, 'A or AAAA');
+      assert.equal(len, 16);
+      // The URL parser writes IPv6 hosts compressed, as Python does.
+      const full = Array.from({ length: 8 }, (_, i) => rdata.readUInt16BE(2 * i).toString(16)).join(':');
+      answers.push({ ip: new URL(`http://[${full}]/`).hostname.slice(1, -1), ttl });
+    }
     off += 10 + len;
   }
   return { id: msg.readUInt16BE(0), rcode: msg.readUInt16BE(2) & 0xf, answers };
@@ -56,7 +65,7 @@ function parseReply(msg: Buffer): DnsReply {
 
 function udpExchange(host: string, port: number, payload: Buffer): Promise<Buffer> {
   return new Promise((done, fail) => {
-    const s = createSocket('udp4');
+    const s = createSocket(host.includes(':') ? 'udp6' : 'udp4');
     const timer = setTimeout(() => (s.close(), fail(new Error(`no UDP answer from ${host}:${port}`))), 3000);
     s.on('message', (m) => (clearTimeout(timer), s.close(), done(m)));
     // connect(): a reply from any other source address than the one asked would be dropped.
@@ -93,6 +102,7 @@ async function leftovers(): Promise<string[]> {
   const found: string[] = [];
   for (const line of (await run('ip', ['netns', 'list'])).stdout.split('\n')) if (line.startsWith('sbxfi-')) found.push(`netns ${line.split(' ')[0]}`);
   for (const route of ['198.18.0.0/24', '169.254.77.1']) if ((await run('ip', ['route', 'show', route])).stdout.trim()) found.push(`route ${route}`);
+  for (const line of (await run('ip', ['-6', 'route', 'show'])).stdout.split('\n')) if (line.includes('2001:2:')) found.push(`route6 ${line}`);
   for (const m of (await run('ip', ['-o', 'link', 'show'])).stdout.matchAll(/^\d+: (sbxfi\w*)/gm)) found.push(`link ${m[1]}`);
   return found;
 }
@@ -108,6 +118,8 @@ describe('the fake internet', () => {
     assert.match(fi.ns, /^sbxfi-[0-9a-f]+$/);
     assert.equal(fi.dnsUpstream, '198.18.0.53:53');
     assert.equal(fi.hosts, FAKE_HOSTS);
+    assert.equal(fi.hosts6, FAKE_HOSTS6);
+    assert.deepEqual(FAKE_HOST6_IPS, ['2001:2::1', '2001:2::2', '2001:2::3', '2001:2::4', '2001:2::5']);
   });
 
   it('HTTP on 80 and 8080 tells the address, port and Host header', async () => {
@@ -118,6 +130,13 @@ describe('the fake internet', () => {
     assert.match(head, /^HTTP\/1\.1 200 /);
     assert.match(head, /content-type: text\/plain\r\n/i);
     assert.match(head, /content-length: 25\r\n/i);
+  });
+
+  it('HTTP over IPv6 on 80 and 8080, on every IPv6 test host', async () => {
+    assert.equal(await curl('-g', 'http://[2001:2::2]/'), '2001:2::2 80 [2001:2::2]\n');
+    assert.equal(await curl('-g', 'http://[2001:2::3]:8080/x'), '2001:2::3 8080 [2001:2::3]:8080\n');
+    assert.equal(await curl('-g', 'http://[2001:2::1]/', '-H', 'Host: allowed.test'), '2001:2::1 80 allowed.test\n');
+    for (const addr of FAKE_HOST6_IPS) assert.equal(await curl('-g', `http://[${addr}]/`), `${addr} 80 [${addr}]\n`);
   });
 
   it('HTTP keeps the connection alive, also after a request body', async () => {
@@ -139,6 +158,14 @@ describe('the fake internet', () => {
     for (const san of ['DNS:*.test', 'DNS:*.wild.test', 'DNS:allowed.test', 'IP Address:198.18.0.1']) assert.ok(cert.stdout.includes(san), `${san} in ${cert.stdout}`);
   });
 
+  it('TLS over IPv6, with and without SNI; the certificate covers 2001:2::1', async () => {
+    assert.equal(await curl('-k', '-g', 'https://[2001:2::1]/'), '2001:2::1 443 [2001:2::1] -\n');
+    const viaName = await curl('-k', '--resolve', 'allowed.test:443:[2001:2::1]', 'https://allowed.test/');
+    assert.equal(viaName, '2001:2::1 443 allowed.test allowed.test\n');
+    const cert = await run('sh', ['-c', 'openssl s_client -connect [2001:2::1]:443 </dev/null 2>/dev/null | openssl x509 -noout -ext subjectAltName']);
+    assert.match(cert.stdout, /IP Address:2001:2(:0)*:1\b/, cert.stdout);
+  });
+
   it('the link-local "metadata" address serves HTTP on 80', async () => {
     assert.equal(await curl('http://169.254.77.1/latest/meta-data/'), '169.254.77.1 80 169.254.77.1\n');
   });
@@ -155,6 +182,24 @@ describe('the fake internet', () => {
     assert.equal(reply.readUInt16BE(2) & 0x8000, 0x8000, 'QR set');
   });
 
+  it('DNS over UDP answers AAAA records from the IPv6 table, TTL 60', async () => {
+    for (const [name, ips] of Object.entries(FAKE_HOSTS6)) {
+      const r = await dnsUdp(name, 28);
+      assert.equal(r.rcode, 0, name);
+      assert.deepEqual(r.answers, ips.map((ip) => ({ ip, ttl: FAKE_TTL })), name);
+    }
+    assert.deepEqual((await dnsUdp('Other.TEST.', 28)).answers.map((a) => a.ip), ['2001:2::3']);
+    // Names in one table only: NOERROR without records for the other type.
+    for (const [name, type] of [['v6only.test', 1], ['multi.test', 28], ['meta.test', 28]] as const) {
+      const r = await dnsUdp(name, type);
+      assert.equal(r.rcode, 0, name);
+      assert.deepEqual(r.answers, [], name);
+    }
+    const mx = await dnsUdp('v6only.test', 15);
+    assert.equal(mx.rcode, 0);
+    assert.deepEqual(mx.answers, []);
+  });
+
   it('DNS is case-insensitive and ignores a trailing dot', async () => {
     assert.deepEqual((await dnsUdp('ALLOWED.Test')).answers.map((a) => a.ip), ['198.18.0.1']);
     assert.deepEqual((await dnsUdp('Deep.X.Wild.TEST.')).answers.map((a) => a.ip), ['198.18.0.4']);
@@ -166,7 +211,7 @@ describe('the fake internet', () => {
       assert.equal(r.rcode, 3, name);
       assert.deepEqual(r.answers, [], name);
     }
-    const aaaa = await dnsUdp('allowed.test', 28);
+    const aaaa = await dnsUdp('wild.test', 28);
     assert.equal(aaaa.rcode, 0);
     assert.deepEqual(aaaa.answers, []);
     assert.equal((await dnsUdp('nope.test', 28)).rcode, 3);
@@ -204,6 +249,22 @@ describe('the fake internet', () => {
     }
   });
 
+  it('UDP echo on 9999 over IPv6 answers from the address asked, with it', async () => {
+    for (const addr of FAKE_HOST6_IPS) {
+      assert.equal(String(await udpExchange(addr, 9999, Buffer.from('ping 6'))), `${addr} ping 6`);
+    }
+    // And from python3 (AF_INET6), a client of its own.
+    const py = await run('python3', ['-c', `
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.connect(("2001:2::5", 9999))
+s.send(b"hi")
+print(s.recv(100).decode())
+`]);
+    assert.equal(py.stdout, '2001:2::5 hi\n', py.stderr);
+  });
+
   it('the hold port greets, then echoes lines for as long as the connection lives', async () => {
     const s = await connect('198.18.0.3', 7000);
     try {
@@ -219,12 +280,25 @@ describe('the fake internet', () => {
     }
   });
 
-  it('stop() removes namespace, veth and routes, and may be called twice', async () => {
-    assert.ok((await leftovers()).length > 0, 'it is there before');
+  it('the hold port over IPv6', async () => {
+    const s = await connect('2001:2::4', 7000);
+    try {
+      const line = (b: Buffer) => b.includes(10);
+      assert.equal(String(await readUntil(s, line)), 'hello\n');
+      s.write('six\n');
+      assert.equal(String(await readUntil(s, line)), 'six\n');
+    } finally {
+      s.destroy();
+    }
+  });
+
+  it('stop() removes namespace, veth and routes (IPv4 and IPv6), and may be called twice', async () => {
+    const before = await leftovers();
+    assert.ok(before.some((l) => l.startsWith('route6 2001:2::/48 via fd5c::2')), `the IPv6 route is there before: ${before}`);
     await fi.stop();
     await fi.stop();
     assert.deepEqual(await leftovers(), []);
-    // (No request to 198.18.0.x now: without the routes it would leave through the default route.)
+    // (No request to 198.18.0.x or 2001:2:: now: without the routes it would leave through the default route.)
   });
 });
 
@@ -264,6 +338,7 @@ describe('the fake internet when its test process dies', () => {
     try {
       assert.deepEqual((await leftovers()).filter((l) => l.startsWith('netns')), [`netns ${fi.ns}`]);
       assert.equal(await curl('http://198.18.0.1/'), '198.18.0.1 80 198.18.0.1\n');
+      assert.equal(await curl('-g', 'http://[2001:2::1]/'), '2001:2::1 80 [2001:2::1]\n');
     } finally {
       await fi.stop();
     }

@@ -646,7 +646,14 @@ describe('nft rules (script text)', () => {
     assert.equal(lines(s)[0], `add table ${t}`);
     assert.ok(s.includes(`add element ${t} deny4 { 169.254.0.0-169.254.255.255 }`));
     assert.ok(!s.includes(`add element ${t} allow4`));
-    assert.deepEqual(rulesOf(s, 'forward'), ['iifname "sbx-abc1234567" jump egress']);
+    assert.deepEqual(rulesOf(s, 'forward'), [
+      'iifname "sbx-abc1234567" oifname "sbx-*" oifname != "sbx-abc1234567" goto refuse',
+      'oifname "sbx-abc1234567" iifname != "sbx-abc1234567" meta nfproto ipv6 ct direction original goto refuse',
+      'iifname "sbx-abc1234567" jump egress',
+    ]);
+    assert.deepEqual(rulesOf(s, 'postrouting'), [], 'no IPv6 subnet, no masquerade');
+    const v6 = rulesScript({ ...link, subnet6: 'fd5b:1:2:3::/64' }, compilePolicy(), { listeners });
+    assert.deepEqual(rulesOf(v6, 'postrouting'), ['ip6 saddr fd5b:1:2:3::/64 oifname != "sbx-abc1234567" masquerade']);
     assert.deepEqual(rulesOf(s, 'input'), ['iifname "sbx-abc1234567" jump host']);
     const egress = rulesOf(s, 'egress');
     assert.equal(egress[0], 'ct direction reply accept');
