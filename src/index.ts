@@ -7,6 +7,7 @@
 //   await sbx.remove('demo', { force: true });
 import { Sbx, type CreateSandboxOptions, type ExecSandboxOptions } from './api/sbx.ts';
 import type { SandboxInfo } from './core/sandbox.ts';
+import type { NetworkPolicy, NetworkPolicyInput } from './core/network-policy.ts';
 
 export { Sbx, DEFAULT_IMAGE } from './api/sbx.ts';
 export type { CreateSandboxOptions, ExecSandboxOptions, RemoveResult, SbxOptions } from './api/sbx.ts';
@@ -14,6 +15,8 @@ export type { SandboxInfo, SandboxStatus, SandboxRecord } from './core/sandbox.t
 export { SbxError, UsageError, NotFoundError, RuntimeError, InterruptedError, exitCodeOf } from './core/errors.ts';
 export { Runtime } from './runtime/docker.ts';
 export { buildBaseImage } from './api/image.ts';
+export type { NetworkPolicy, NetworkPolicyInput, NetworkMode } from './core/network-policy.ts';
+export { normalizePolicy, DEFAULT_POLICY } from './core/network-policy.ts';
 
 let shared: Sbx | undefined;
 const client = () => (shared ??= new Sbx());
@@ -28,3 +31,5 @@ export const stop = (ref: string): Promise<SandboxInfo> => client().stop(ref);
 export const pause = (ref: string): Promise<SandboxInfo> => client().pause(ref);
 export const resume = (ref: string): Promise<SandboxInfo> => client().resume(ref);
 export const remove = (ref: string, options?: { force?: boolean }) => client().remove(ref, options);
+export const getNetwork = (ref: string): NetworkPolicy => client().getNetwork(ref);
+export const updateNetwork = (ref: string, policy: NetworkPolicyInput): Promise<NetworkPolicy> => client().updateNetwork(ref, policy);
