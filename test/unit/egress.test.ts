@@ -1223,3 +1223,13 @@ describe('DnsForwarder.answer', () => {
     assert.ok(logs.some((l) => l.includes('upstream did not answer for allowed.test')));
   });
 });
+
+describe('not root', () => {
+  it('applying rules fails with one clear line, exit code 1, and runs nothing', () => {
+    const node = process.execPath;
+    const nft = join(import.meta.dirname, '..', '..', 'src', 'net', 'nft.ts');
+    const script = `const m = await import(${JSON.stringify(nft)}); try { await m.runNft('add table inet sbx_notroot', 'x'); console.log('applied'); } catch (e) { console.log(JSON.stringify({ message: e.message, exitCode: e.exitCode })); }`;
+    const out = execFileSync('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', node, '--input-type=module', '-e', script], { encoding: 'utf8' });
+    assert.deepEqual(JSON.parse(out), { message: 'egress rules need root on the Docker host (nftables): run sbx as root', exitCode: 1 });
+  });
+});
