@@ -68,6 +68,7 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
   const dns = new DnsForwarder({ upstream, sandboxOf: (a) => sources.find(a), policyOf, learn: (id, name, addrs) => egress.learn(id, name, addrs), log });
   const proxy = new EgressProxy({ sandboxOf: (a) => sources.find(a), policyOf, resolver: new UpstreamResolver(upstream), log });
   const egressListeners = { dns: await dns.listen(), ...(await proxy.listen()) };
+  egress.useListeners(egressListeners);
 
   const server = createGatewayServer({
     domain: settings.domain,
@@ -118,6 +119,11 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
     controlServer.once('error', reject);
     controlServer.listen(control, () => resolve());
   });
+  // Rules are checked against the store and repaired: at start (the listeners' ports are new),
+  // before the gateway announces itself, and whenever a sandbox's container starts.
+  const enforce = (id: string, why: string) =>
+    sbx.enforceNetwork(id).catch((err) => log(`egress: could not ${why} the rules of ${id}: ${(err as Error).message}`));
+  await Promise.all(routes.all().map((r) => enforce(r.id, 'restore')));
   const state: GatewayState = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, control, dockerHost: process.env.DOCKER_HOST ?? '', egress: egressListeners };
   mkdirSync(home, { recursive: true });
   writeAtomic(files.state, JSON.stringify(state, null, 2) + '\n');
@@ -125,11 +131,6 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
   log(`gateway listening on http://${settings.host}:${port} for *.${settings.domain} (pid ${process.pid}, ${engine})`);
   log(`egress: dns on :${egressListeners.dns} (upstream ${upstream.host}:${upstream.port}), proxy on :${egressListeners.http} (http) and :${egressListeners.tls} (tls)`);
 
-  // Rules are checked against the store and repaired: at start (the listeners' ports are new)
-  // and whenever a sandbox's container starts.
-  const enforce = (id: string, why: string) =>
-    sbx.enforceNetwork(id).catch((err) => log(`egress: could not ${why} the rules of ${id}: ${(err as Error).message}`));
-  await Promise.all(routes.all().map((r) => enforce(r.id, 'restore')));
 
   // Docker events: a sandbox that stops, pauses or restarts gets a fresh address and relay.
   const stopEvents = runtime.watchSandboxEvents(home, (id, action) => {

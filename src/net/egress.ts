@@ -25,6 +25,12 @@ export class Egress {
     this.#listeners = listeners;
   }
 
+  /** The gateway's own listeners, known before it announces itself (so it can repair first). */
+  useListeners(listeners: EgressListeners): void {
+    this.#fixed = listeners;
+  }
+  #fixed?: EgressListeners;
+
   /** The compiled policy of a record (cached while it does not change). */
   compiled(id: string, policy: NetworkPolicy = DEFAULT_POLICY): CompiledPolicy {
     const json = JSON.stringify(policy);
@@ -42,7 +48,7 @@ export class Egress {
   async apply(link: SandboxLink, name: string, policy: NetworkPolicy | undefined, options: { changed?: boolean } = {}): Promise<void> {
     const compiled = this.compiled(link.id, policy);
     const relearn = options.changed ? this.#stillAllowed(link.id, compiled) : undefined;
-    await runNft(rulesScript(link, compiled, { listeners: this.#listeners(), relearn }), `could not put the egress policy of ${name} in force`);
+    await runNft(rulesScript(link, compiled, { listeners: this.#fixed ?? this.#listeners(), relearn }), `could not put the egress policy of ${name} in force`);
   }
 
   async remove(id: string): Promise<void> {

@@ -4,19 +4,30 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
-import { curl, eventually, sleep, World } from '../helpers.ts';
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { curl, docker, eventually, run, sleep, World } from '../helpers.ts';
 import { startFakeInternet, type FakeInternet } from '../fake-internet.ts';
 
 let fi: FakeInternet;
 let world: World;
+// nft behind a switch: while the flag file exists it refuses everything, as a broken kernel would.
+const nftDir = mkdtempSync(join(tmpdir(), 'sbx-nft-'));
+const nftWrapper = join(nftDir, 'nft');
+const nftBroken = join(nftDir, 'broken');
+writeFileSync(nftWrapper, `#!/bin/sh\n[ -e ${nftBroken} ] && { echo "Error: simulated failure" >&2; exit 1; }\nexec nft "$@"\n`);
+chmodSync(nftWrapper, 0o755);
 
 before(async () => {
   fi = await startFakeInternet();
-  world = new World({ SBX_DNS_UPSTREAM: fi.dnsUpstream });
+  world = new World({ SBX_DNS_UPSTREAM: fi.dnsUpstream, SBX_NFT: nftWrapper });
 });
 after(async () => {
+  rmSync(nftBroken, { force: true });
   await world?.cleanup();
   await fi?.stop();
+  rmSync(nftDir, { recursive: true, force: true });
 });
 
 const boxes = new Set<string>();
@@ -336,6 +347,99 @@ describe('live changes, restarts and bad input', () => {
     assert.equal(await tcp('live', '198.18.0.3', 8080), 'fail');
     assert.equal(await get('live', 'http://198.18.0.5/'), '198.18.0.5 80 198.18.0.5');
     assert.equal(await get('live', 'http://198.18.0.3/'), undefined);
+  });
+});
+
+describe('IPv6: the same rules', () => {
+  before(async () => {
+    await create('six');
+    await create('peer', [], ['--', 'python3', '-m', 'http.server', '--bind', '::', '8000']);
+  });
+
+  it('sandboxes have IPv6 and reach IPv6 hosts (allow-all)', async () => {
+    assert.match(await sh('six', 'ip -6 -o addr show dev eth0 scope global'), /inet6 fd5b:/);
+    assert.equal(await get('six', 'http://[2001:2::2]:8080/', '-g'), '2001:2::2 8080 [2001:2::2]:8080');
+    assert.equal(await probe('six', 'udp', '2001:2::2', '9999'), 'ok 2001:2::2 ping');
+  });
+
+  it('deny an IPv6 address, allow an IPv6 CIDR in block-all, TCP and UDP', async () => {
+    await world.json(['network', 'update', 'six', '--deny-out', '2001:2::2']);
+    assert.equal(await tcp('six', '2001:2::2', 8080), 'fail');
+    assert.match(await probe('six', 'udp', '2001:2::2', '9999'), /^fail/);
+    assert.equal(await tcp('six', '2001:2::3', 8080), 'ok');
+    await world.json(['network', 'update', 'six', '--mode', 'block-all', '--allow-out', '2001:2::/126']);
+    assert.equal(await tcp('six', '2001:2::3', 8080), 'ok');
+    assert.equal(await tcp('six', '2001:2::5', 8080), 'fail');
+    assert.equal(await tcp('six', '198.18.0.3', 8080), 'fail');
+  });
+
+  it("an allowed name's AAAA answer opens its IPv6 address", async () => {
+    await world.json(['network', 'update', 'six', '--mode', 'block-all', '--allow-out', 'v6only.test']);
+    assert.equal(await tcp('six', '2001:2::4', 8080), 'fail', 'before the name is resolved');
+    assert.equal(await probe('six', 'resolve', 'v6only.test', '6'), 'ok 2001:2::4');
+    assert.equal(await tcp('six', '2001:2::4', 8080), 'ok');
+    assert.equal(await tcp('six', '2001:2::5', 8080), 'fail');
+  });
+
+  it('sandboxes cannot reach each other over IPv6 either', async () => {
+    await world.json(['network', 'unblock', 'six']);
+    const peer6 = /inet6 (\S+)\//.exec(await sh('peer', 'ip -6 -o addr show dev eth0 scope global'))![1]!;
+    assert.equal(await tcp('six', peer6, 8000), 'fail');
+    assert.equal((await sh('peer', `python3 -c "import urllib.request as u; print(u.urlopen('http://[${peer6}]:8000/').status)"`)), '200', 'the server answers locally');
+  });
+});
+
+describe('fail closed, repair, TTLs', () => {
+  let id = '';
+  before(async () => {
+    id = (await create('guard', ['--block-network', '--allow-out', 'ttl5.test'])).id;
+  });
+  after(() => rmSync(nftBroken, { force: true }));
+
+  it('rules that cannot be applied: create leaves nothing, update keeps the old policy in force', async () => {
+    writeFileSync(nftBroken, '');
+    const r = await world.sbx(['create', '--name', 'doomed']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /egress policy of doomed.*simulated failure/);
+    assert.equal((await world.sbx(['inspect', 'doomed'])).code, 3);
+    const before = await show('guard');
+    const u = await world.sbx(['network', 'unblock', 'guard']);
+    assert.equal(u.code, 1);
+    assert.match(u.stderr, /simulated failure/);
+    rmSync(nftBroken);
+    assert.deepEqual(await show('guard'), before);
+    assert.equal(await tcp('guard', '198.18.0.3', 8080), 'fail', 'still blocked');
+    const left = await world.leftovers();
+    assert.equal(left.networks.length, left.containers.length, 'no network without its sandbox');
+    assert.equal(left.tables.length, 0);
+  });
+
+  it('rules removed behind sbx\'s back come back when the container starts and when the gateway starts', async () => {
+    const table = `sbx_${id}`;
+    await run('nft', ['delete', 'table', 'inet', table]);
+    assert.equal(await tcp('guard', '198.18.0.3', 8080), 'ok', 'the hole is real');
+    await docker('restart', '-t', '0', `sbx-${id}`);
+    await eventually(async () => (await run('nft', ['list', 'table', 'inet', table])).code === 0, 'the rules to be repaired after a restart', 5000);
+    assert.equal(await tcp('guard', '198.18.0.3', 8080), 'fail');
+    await run('nft', ['delete', 'table', 'inet', table]);
+    await world.sbx(['gateway', 'stop']);
+    await world.json(['gateway', 'start']);
+    assert.equal((await run('nft', ['list', 'table', 'inet', table])).code, 0, 'repaired at gateway start');
+    assert.equal(await tcp('guard', '198.18.0.3', 8080), 'fail');
+  });
+
+  it("an allowed name's answer opens its address for the answer's TTL, then it closes", async () => {
+    assert.equal(await resolves('guard', 'ttl5.test'), '198.18.0.3');
+    assert.equal(await tcp('guard', '198.18.0.3', 8080), 'ok');
+    await sleep(6500);
+    assert.equal(await tcp('guard', '198.18.0.3', 8080), 'fail', 'closed once the TTL (5 s) ran out');
+  });
+
+  it('a false address written into /etc/hosts reaches nothing new', async () => {
+    await world.json(['network', 'update', 'guard', '--mode', 'block-all', '--allow-out', 'allowed.test']);
+    await sh('guard', 'echo "198.18.0.3 allowed.test" >> /etc/hosts');
+    assert.equal(await get('guard', 'http://allowed.test/'), '198.18.0.1 80 allowed.test');
+    assert.equal(await tcp('guard', '198.18.0.3', 8080), 'fail');
   });
 });
 
