@@ -10,6 +10,7 @@ complete -c sbx -n '__fish_seen_subcommand_from create' -s p -l port -x -d 'expo
 complete -c sbx -n '__fish_seen_subcommand_from create' -l private -d 'exposed ports require the traffic token'
 complete -c sbx -n '__fish_seen_subcommand_from create' -l mask-host -x -d 'Host header sent into the sandbox, e.g. \'localhost:${PORT}\''
 complete -c sbx -n '__fish_seen_subcommand_from create' -l ttl -x -d 'remove the sandbox after this long, e.g. 30s, 10m, 2h'
+complete -c sbx -n '__fish_seen_subcommand_from create' -l ipv6 -d 'give the sandbox IPv6 too (a unique-local /64; the egress policy covers it)'
 complete -c sbx -n '__fish_seen_subcommand_from create' -l block-network -d 'egress mode block-all: only --allow-out/--allow-port pass'
 complete -c sbx -n '__fish_seen_subcommand_from create' -l no-internet -d 'the same as --block-network'
 complete -c sbx -n '__fish_seen_subcommand_from create' -l allow-out -x -d 'allow an address, CIDR, domain, *.domain or all (repeatable)'

@@ -4,7 +4,7 @@ import { InterruptedError, RuntimeError } from '../core/errors.ts';
 import { objectNames, type SandboxRecord } from '../core/sandbox.ts';
 import type { Runtime } from '../runtime/docker.ts';
 import { sandboxLabels } from '../runtime/labels.ts';
-import type { Egress } from '../net/egress.ts';
+import { sandboxLink, type Egress } from '../net/egress.ts';
 import { removeSandboxFiles, writeResolvConf } from '../net/resolv-conf.ts';
 
 export interface ReconcileContext {
@@ -14,6 +14,8 @@ export interface ReconcileContext {
   signal?: AbortSignal;
   /** Nothing of this sandbox exists yet but its network (create): skip looking. */
   fresh?: boolean;
+  /** The egress rules were just put in force (create does it while the network is made). */
+  rulesApplied?: boolean;
 }
 
 function checkAbort(signal?: AbortSignal): void {
@@ -26,17 +28,18 @@ export async function reconcileSandbox(record: SandboxRecord, ctx: ReconcileCont
   const names = objectNames(record.id);
   const labels = sandboxLabels(record.id, record.name, ctx.home);
   checkAbort(signal);
+  // Egress rules are keyed on the bridge's name, so they hold before the network or the container
+  // exists: they go in while the engine works, and must be in force before the container starts.
+  const rules = ctx.rulesApplied ? Promise.resolve() : ctx.egress.apply(sandboxLink(record), record.name, record.network);
+  rules.catch(() => {}); // awaited below; this only keeps an early failure from going unhandled
   let current = ctx.fresh ? undefined : await runtime.inspectContainer(names.container);
   let network = await runtime.sandboxNetwork(record.id);
   if (!current && !network) {
-    await runtime.createSandboxNetwork(record.id, labels);
+    await runtime.createSandboxNetwork(record.id, labels, !!record.ipv6);
     checkAbort(signal);
     network = await runtime.sandboxNetwork(record.id);
   }
   if (!network) throw new RuntimeError(`the network of sandbox ${record.name} has no IPv4 subnet`);
-  // Egress rules are keyed on the bridge, so they hold before the container starts (they go in
-  // while the engine creates it: the container cannot send a packet before it starts).
-  const rules = ctx.egress.apply({ id: record.id, bridge: names.bridge, gateway: network.gateway, subnet6: network.subnet6 }, record.name, record.network);
   if (!current) {
     const resolvConf = writeResolvConf(ctx.home, record.id, network.gateway);
     // Both settle before any failure is raised, so a rollback never races a half-done step.

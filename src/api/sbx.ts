@@ -42,6 +42,8 @@ export interface CreateSandboxOptions {
   maskHost?: string;
   /** Time to live ("30s", "10m", "2h"): the gateway removes the sandbox when it is up. */
   ttl?: string;
+  /** Give the sandbox IPv6 too (its own unique-local /64); the egress policy covers both. */
+  ipv6?: boolean;
   /** The outbound policy (default allow-all); invalid entries fail the create before anything exists. */
   network?: NetworkPolicyInput;
   /** Aborting rolls the create back: no container, network or store entry is left. */
@@ -165,6 +167,7 @@ export class Sbx {
       ...(options.maskHost !== undefined ? { maskHost: validateMaskHost(options.maskHost) } : {}),
       ...(options.ttl !== undefined ? { expiresAt: new Date(Date.now() + parseDuration(options.ttl)).toISOString() } : {}),
       network: normalizePolicy(options.network),
+      ...(options.ipv6 ? { ipv6: true } : {}),
     };
     // The gateway serves every sandbox (DNS, egress proxy; ports and TTLs): running before it exists.
     const needsGateway = record.ports!.length > 0 || !!record.expiresAt;
@@ -173,7 +176,13 @@ export class Sbx {
     const runtime = world.runtime;
     // The engine takes ~80 ms to make a network: start it while the image is checked and the
     // name reserved. Any failure from here on undoes everything (rollback is idempotent).
-    const network = runtime.createSandboxNetwork(record.id, sandboxLabels(record.id, record.name, this.home)).then(
+    const network = runtime.createSandboxNetwork(record.id, sandboxLabels(record.id, record.name, this.home), !!record.ipv6).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    // The egress rules go in meanwhile (keyed on the bridge's name, they need no network yet).
+    const { sandboxLink } = await import('../net/egress.ts');
+    const rules = world.egress.apply(sandboxLink(record), record.name, record.network).then(
       () => undefined,
       (err: unknown) => err,
     );
@@ -188,10 +197,10 @@ export class Sbx {
           data.sandboxes[record.id] = record;
         }),
       ]);
-      const networkError = await network;
+      const networkError = (await network) ?? (await rules);
       if (networkError) throw networkError;
       if (options.signal?.aborted) throw new InterruptedError('interrupted');
-      await reconcileSandbox(record, { ...world, fresh: true });
+      await reconcileSandbox(record, { ...world, fresh: true, rulesApplied: true });
       await this.store.update((data) => {
         const stored = data.sandboxes[record.id];
         if (stored) delete stored.creating;
@@ -199,6 +208,7 @@ export class Sbx {
       if (needsGateway) await this.#routesChanged();
     } catch (err) {
       await network;
+      await rules;
       await this.#rollbackCreate(record.id);
       if (options.signal?.aborted) throw new InterruptedError('interrupted: the sandbox was not created and nothing was left behind');
       throw err;
@@ -265,6 +275,7 @@ export class Sbx {
       memory: r.memory,
       cpus: r.cpus,
       ...(status === 'running' && c?.ip ? { ip: c.ip } : {}),
+      ...(status === 'running' && c?.ip6 ? { ip6: c.ip6 } : {}),
       bridge: names.bridge,
       container: names.container,
       dockerNetwork: names.network,
@@ -374,11 +385,10 @@ export class Sbx {
 
   async #updateNetwork(ref: string, policy: NetworkPolicy): Promise<NetworkPolicy> {
     const record = this.resolve(ref);
-    const world = await this.#world();
-    const names = objectNames(record.id);
-    const network = await world.runtime.sandboxNetwork(record.id);
+    const egress = await this.egress();
+    const { sandboxLink } = await import('../net/egress.ts');
     // Kernel first: if it refuses, the store still holds the policy that is in force.
-    await world.egress.apply({ id: record.id, bridge: names.bridge, gateway: network?.gateway, subnet6: network?.subnet6 }, record.name, policy, { changed: true });
+    await egress.apply(sandboxLink(record), record.name, policy, { changed: true });
     await this.#updateSandbox(record.id, (r) => {
       r.network = policy;
     });
@@ -393,9 +403,9 @@ export class Sbx {
   async enforceNetwork(id: string): Promise<void> {
     const record = this.store.sandboxes().find((r) => r.id === id);
     if (!record || record.creating) return;
-    const world = await this.#world();
-    const network = await world.runtime.sandboxNetwork(id);
-    await world.egress.apply({ id, bridge: objectNames(id).bridge, gateway: network?.gateway, subnet6: network?.subnet6 }, record.name, record.network);
+    const egress = await this.egress();
+    const { sandboxLink } = await import('../net/egress.ts');
+    await egress.apply(sandboxLink(record), record.name, record.network);
   }
 
   /** block-all with no exceptions. */

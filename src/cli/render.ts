@@ -39,6 +39,7 @@ export function printSandboxDetails(io: IO, s: SandboxInfo): void {
     ['command', s.command.length ? s.command.join(' ') : '(idle)'],
   ];
   if (s.ip) pairs.push(['ip', s.ip]);
+  if (s.ip6) pairs.push(['ip6', s.ip6]);
   if (s.memory) pairs.push(['memory', `${Math.round(s.memory / 1024 / 1024)}m`]);
   if (s.cpus) pairs.push(['cpus', String(s.cpus)]);
   const env = Object.entries(s.env);

@@ -61,6 +61,7 @@ export const COMMANDS: CommandSpec[] = [
       { flags: '--private', description: 'exposed ports require the traffic token' },
       { flags: '--mask-host <template>', description: "Host header sent into the sandbox, e.g. 'localhost:${PORT}'" },
       { flags: '--ttl <duration>', description: 'remove the sandbox after this long, e.g. 30s, 10m, 2h' },
+      { flags: '--ipv6', description: 'give the sandbox IPv6 too (a unique-local /64; the egress policy covers it)' },
       { flags: '--block-network', description: 'egress mode block-all: only --allow-out/--allow-port pass' },
       { flags: '--no-internet', description: 'the same as --block-network' },
       ...egressLists,

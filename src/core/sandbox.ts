@@ -32,6 +32,8 @@ export interface SandboxRecord {
   expiresAt?: string;
   /** The outbound policy; absent means allow-all with no lists. */
   network?: NetworkPolicy;
+  /** The network has IPv6 too (create --ipv6). */
+  ipv6?: boolean;
 }
 
 /** A sandbox as printed by `inspect --json` and returned by the library. */
@@ -47,6 +49,8 @@ export interface SandboxInfo {
   cpus: number;
   /** The sandbox's address on its own bridge network, when running. */
   ip?: string;
+  /** Its IPv6 address, for sandboxes created with IPv6. */
+  ip6?: string;
   /** The Linux bridge interface that carries this sandbox's traffic. */
   bridge: string;
   container: string;

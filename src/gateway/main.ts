@@ -134,7 +134,8 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
 
   // Docker events: a sandbox that stops, pauses or restarts gets a fresh address and relay.
   const stopEvents = runtime.watchSandboxEvents(home, (id, action) => {
-    if (action === 'start') void enforce(id, 'repair');
+    // A start that this process itself just did has its rules in force already.
+    if (action === 'start' && !egress.appliedWithin(id, 3000)) void enforce(id, 'repair');
     sources.invalidate();
     targets.invalidate(id);
     relays.stop(id);

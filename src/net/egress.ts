@@ -5,6 +5,12 @@
 import { compilePolicy, DEFAULT_POLICY, nameAllowed, type CompiledPolicy, type NetworkPolicy } from '../core/network-policy.ts';
 import { learnScript, removeScript, rulesScript, type EgressListeners, type LearnedAddress, type SandboxLink } from './nft-rules.ts';
 import { runNft } from './nft.ts';
+import { ipv6Subnet, objectNames, type SandboxRecord } from '../core/sandbox.ts';
+
+/** What the rules of a sandbox are keyed on: all derived from its record, no engine call. */
+export function sandboxLink(record: Pick<SandboxRecord, 'id' | 'ipv6'>): SandboxLink {
+  return { id: record.id, bridge: objectNames(record.id).bridge, ...(record.ipv6 ? { subnet6: ipv6Subnet(record.id) } : {}) };
+}
 
 /** DNS answers with a shorter TTL still open their address this long (a connect must follow). */
 export const MIN_LEARN_SECONDS = 5;
@@ -49,10 +55,18 @@ export class Egress {
     const compiled = this.compiled(link.id, policy);
     const relearn = options.changed ? this.#stillAllowed(link.id, compiled) : undefined;
     await runNft(rulesScript(link, compiled, { listeners: this.#fixed ?? this.#listeners(), relearn }), `could not put the egress policy of ${name} in force`);
+    this.#appliedAt.set(link.id, Date.now());
   }
+
+  /** Whether this process put a sandbox's rules in force within the last `ms` (no repair needed). */
+  appliedWithin(id: string, ms: number): boolean {
+    return Date.now() - (this.#appliedAt.get(id) ?? 0) < ms;
+  }
+  readonly #appliedAt = new Map<string, number>();
 
   async remove(id: string): Promise<void> {
     this.#learned.delete(id);
+    this.#appliedAt.delete(id);
     this.#compiled.delete(id);
     await runNft(removeScript(id), `could not remove the egress rules of sandbox ${id}`);
   }

@@ -25,8 +25,6 @@ export interface SandboxLink {
   id: string;
   /** The bridge interface (sbx-<id>). */
   bridge: string;
-  /** The host's address on that bridge (the sandbox's resolver), when the network exists. */
-  gateway?: string;
   /** The network's IPv6 subnet: its outbound IPv6 is masqueraded like Docker does for IPv4. */
   subnet6?: string;
 }
@@ -127,8 +125,7 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
   const rule = (chain: string, body: string) => out.push(`add rule inet ${t} ${chain} ${body}`);
   const mark = policyMark(p);
   const listeners = opts.listeners;
-  const gw = link.gateway;
-  const dns = servesDns(p) && listeners && gw;
+  const dns = servesDns(p) && listeners;
   const proxy = p.hasDomains && listeners;
 
   // Docker isolates sandbox networks for IPv4 only: IPv6 between bridges, and new IPv6
@@ -138,7 +135,7 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
   rule('forward', `${iif} jump egress`);
   rule('input', `${iif} jump host`);
   rule('host', 'ct direction reply accept');
-  if (dns) rule('host', `ip daddr ${gw} meta l4proto { tcp, udp } th dport ${listeners.dns} accept`);
+  if (dns) rule('host', `meta l4proto { tcp, udp } th dport ${listeners.dns} ct status dnat accept`);
   if (proxy) rule('host', `tcp dport { ${listeners.http}, ${listeners.tls} } ct status dnat accept`);
   rule('host', 'jump egress');
 
@@ -164,7 +161,9 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
   rule('refuse', 'reject with icmpx type admin-prohibited');
 
   if (link.subnet6) rule('postrouting', `ip6 saddr ${link.subnet6} oifname != "${link.bridge}" masquerade`);
-  if (dns) rule('prerouting', `${iif} ip daddr ${gw} meta l4proto { tcp, udp } th dport 53 redirect to :${listeners.dns}`);
+  // DNS to any of the host's own addresses (resolv.conf names the bridge's) reaches the forwarder;
+  // no address in the rule, so the rules can go in before the network exists.
+  if (dns) rule('prerouting', `${iif} fib daddr type local meta l4proto { tcp, udp } th dport 53 redirect to :${listeners.dns}`);
   if (proxy) {
     rule('prerouting', `${iif} meta nfproto ipv4 tcp dport 80 redirect to :${listeners.http}`);
     rule('prerouting', `${iif} meta nfproto ipv4 tcp dport 443 redirect to :${listeners.tls}`);

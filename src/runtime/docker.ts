@@ -16,6 +16,7 @@ export type ContainerState = 'running' | 'paused' | 'stopped';
 export interface ContainerSummary {
   state: ContainerState;
   ip?: string;
+  ip6?: string;
   /** The init process on the host (its network namespace is the sandbox's); inspect only. */
   pid?: number;
 }
@@ -75,7 +76,8 @@ export class Runtime {
 
   // ---- networks -------------------------------------------------------------------------
 
-  async createSandboxNetwork(id: string, labels: Record<string, string>): Promise<void> {
+  /** `ipv6`: also give the network sbx's unique-local IPv6 /64 (container start and removal then take longer). */
+  async createSandboxNetwork(id: string, labels: Record<string, string>, ipv6 = false): Promise<void> {
     const { network, bridge } = objectNames(id);
     try {
       await this.docker.createNetwork({
@@ -83,9 +85,8 @@ export class Runtime {
         Driver: 'bridge',
         CheckDuplicate: true,
         Labels: labels,
-        // IPv4 from Docker's pools, IPv6 from sbx's own unique-local /64 (egress rules cover both).
-        EnableIPv6: true,
-        IPAM: { Driver: 'default', Config: [{ Subnet: ipv6Subnet(id) }] },
+        // IPv4 from Docker's pools; IPv6, when asked, from sbx's own unique-local /64.
+        ...(ipv6 ? { EnableIPv6: true, IPAM: { Driver: 'default', Config: [{ Subnet: ipv6Subnet(id) }] } } : {}),
         Options: {
           'com.docker.network.bridge.name': bridge,
           'com.docker.network.bridge.enable_icc': 'false',
@@ -181,7 +182,7 @@ export class Runtime {
     try {
       const info = await this.docker.getContainer(name).inspect();
       const nets = Object.values(info.NetworkSettings?.Networks ?? {});
-      return { state: stateOf(info.State), ip: nets[0]?.IPAddress || undefined, pid: info.State?.Pid || undefined };
+      return { state: stateOf(info.State), ip: nets[0]?.IPAddress || undefined, ip6: nets[0]?.GlobalIPv6Address || undefined, pid: info.State?.Pid || undefined };
     } catch (err) {
       if (statusOf(err) === 404) return undefined;
       throw toRuntimeError(err, `could not inspect container ${name}`);

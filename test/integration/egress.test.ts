@@ -352,12 +352,14 @@ describe('live changes, restarts and bad input', () => {
 
 describe('IPv6: the same rules', () => {
   before(async () => {
-    await create('six');
-    await create('peer', [], ['--', 'python3', '-m', 'http.server', '--bind', '::', '8000']);
+    await create('six', ['--ipv6']);
+    await create('peer', ['--ipv6'], ['--', 'python3', '-m', 'http.server', '--bind', '::', '8000']);
   });
 
-  it('sandboxes have IPv6 and reach IPv6 hosts (allow-all)', async () => {
+  it('sandboxes created with --ipv6 have IPv6 and reach IPv6 hosts (allow-all)', async () => {
     assert.match(await sh('six', 'ip -6 -o addr show dev eth0 scope global'), /inet6 fd5b:/);
+    assert.match((await world.json(['inspect', 'six'])).ip6, /^fd5b:/);
+    assert.equal(await sh('open', 'ip -6 -o addr show dev eth0 scope global'), '', 'without --ipv6: IPv4 only');
     assert.equal(await get('six', 'http://[2001:2::2]:8080/', '-g'), '2001:2::2 8080 [2001:2::2]:8080');
     assert.equal(await probe('six', 'udp', '2001:2::2', '9999'), 'ok 2001:2::2 ping');
   });

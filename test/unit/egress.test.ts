@@ -633,7 +633,7 @@ describe('mergedPorts', () => {
 // ---- nft rules ---------------------------------------------------------------------------------
 
 describe('nft rules (script text)', () => {
-  const link: SandboxLink = { id: 'abc1234567', bridge: 'sbx-abc1234567', gateway: '172.19.0.1' };
+  const link: SandboxLink = { id: 'abc1234567', bridge: 'sbx-abc1234567' };
   const listeners = { dns: 15353, http: 18080, tls: 18443 };
   const t = 'inet sbx_abc1234567';
   const lines = (s: string) => s.trimEnd().split('\n');
@@ -659,8 +659,8 @@ describe('nft rules (script text)', () => {
     assert.equal(egress[0], 'ct direction reply accept');
     assert.deepEqual(egress.slice(-4), ['ip daddr @deny4 goto refuse', 'ip6 daddr @deny6 goto refuse', 'meta l4proto { tcp, udp } th dport @denyports goto refuse', 'accept']);
     assert.ok(!egress.some((r) => r.includes('dport { 80, 443 }')));
-    assert.deepEqual(rulesOf(s, 'prerouting'), ['iifname "sbx-abc1234567" ip daddr 172.19.0.1 meta l4proto { tcp, udp } th dport 53 redirect to :15353'], 'only DNS');
-    assert.ok(rulesOf(s, 'host').includes('ip daddr 172.19.0.1 meta l4proto { tcp, udp } th dport 15353 accept'));
+    assert.deepEqual(rulesOf(s, 'prerouting'), ['iifname "sbx-abc1234567" fib daddr type local meta l4proto { tcp, udp } th dport 53 redirect to :15353'], 'only DNS');
+    assert.ok(rulesOf(s, 'host').includes('meta l4proto { tcp, udp } th dport 15353 ct status dnat accept'));
     assert.deepEqual(rulesOf(s, 'refuse'), ['meta l4proto tcp reject with tcp reset', 'reject with icmpx type admin-prohibited']);
   });
   it('declares every set and chain, and flushes the chains and static sets (an update replaces everything)', () => {
@@ -695,13 +695,13 @@ describe('nft rules (script text)', () => {
     const p = compile({ mode: 'block-all', allowOut: ['allowed.test', '*.wild.test'] });
     const s = rulesScript(link, p, { listeners });
     assert.deepEqual(rulesOf(s, 'prerouting'), [
-      'iifname "sbx-abc1234567" ip daddr 172.19.0.1 meta l4proto { tcp, udp } th dport 53 redirect to :15353',
+      'iifname "sbx-abc1234567" fib daddr type local meta l4proto { tcp, udp } th dport 53 redirect to :15353',
       'iifname "sbx-abc1234567" meta nfproto ipv4 tcp dport 80 redirect to :18080',
       'iifname "sbx-abc1234567" meta nfproto ipv4 tcp dport 443 redirect to :18443',
     ]);
     assert.deepEqual(rulesOf(s, 'host'), [
       'ct direction reply accept',
-      'ip daddr 172.19.0.1 meta l4proto { tcp, udp } th dport 15353 accept',
+      'meta l4proto { tcp, udp } th dport 15353 ct status dnat accept',
       'tcp dport { 18080, 18443 } ct status dnat accept',
       'jump egress',
     ]);
@@ -743,12 +743,6 @@ describe('nft rules (script text)', () => {
     const a = rulesScript(link, compile({ denyOut: ['denied.test'] }));
     assert.ok(rulesOf(a, 'egress').includes('tcp dport { 80, 443 } goto refuse'));
     assert.ok(!rulesOf(rulesScript(link, compilePolicy()), 'egress').some((r) => r.includes('{ 80, 443 }')), 'names do not matter: web ports stay open');
-  });
-  it('without a gateway address: no DNS, but the proxy still runs', () => {
-    const s = rulesScript({ id: link.id, bridge: link.bridge }, compile({ mode: 'block-all', allowOut: ['allowed.test'] }), { listeners });
-    assert.ok(!s.includes('dport 53'));
-    assert.ok(!s.includes('15353'));
-    assert.equal(rulesOf(s, 'prerouting').length, 2);
   });
   it('servesDns', () => {
     assert.equal(servesDns(compilePolicy()), true);
@@ -825,7 +819,7 @@ describe('nft rules (script text)', () => {
 describe('nft rules in the kernel', { skip: !nftUsable() && 'needs root and a working nft' }, () => {
   const id = `utest${randomLower(5)}`;
   const table = `inet ${tableName(id)}`;
-  const link: SandboxLink = { id, bridge: `sbx-${id}`, gateway: '172.31.250.1' };
+  const link: SandboxLink = { id, bridge: `sbx-${id}` };
   const listeners = { dns: 15353, http: 18080, tls: 18443 };
   const list = () => nft(['list', 'table', 'inet', tableName(id)]);
   const setText = (set: string) => nft(['list', 'set', 'inet', tableName(id), set]);

@@ -21,6 +21,7 @@ export async function run({ opts, rest, io, sbx }: CommandInput): Promise<void> 
       private: !!opts.private,
       maskHost: opts.maskHost as string | undefined,
       ttl: opts.ttl as string | undefined,
+      ipv6: !!opts.ipv6,
       network: policyInputFromOptions(opts, opts.blockNetwork || opts.internet === false ? 'block-all' : undefined),
       signal: abort.signal,
       onProgress: opts.json ? undefined : (line) => io.info(line),
