@@ -124,7 +124,7 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
   const enforce = (id: string, why: string) =>
     sbx.enforceNetwork(id).catch((err) => log(`egress: could not ${why} the rules of ${id}: ${(err as Error).message}`));
   await Promise.all(routes.all().map((r) => enforce(r.id, 'restore')));
-  const state: GatewayState = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, control, dockerHost: process.env.DOCKER_HOST ?? '', egress: egressListeners };
+  const state: GatewayState = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, control, dockerHost: process.env.DOCKER_HOST ?? '', egress: egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}` };
   mkdirSync(home, { recursive: true });
   writeAtomic(files.state, JSON.stringify(state, null, 2) + '\n');
   writeAtomic(files.pid, `${process.pid}\n`);
@@ -134,8 +134,8 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
 
   // Docker events: a sandbox that stops, pauses or restarts gets a fresh address and relay.
   const stopEvents = runtime.watchSandboxEvents(home, (id, action) => {
-    // A start that this process itself just did has its rules in force already.
-    if (action === 'start' && !egress.appliedWithin(id, 3000)) void enforce(id, 'repair');
+    // The start that follows this process's own apply (create, start) has its rules in force.
+    if (action === 'start' && !egress.takeFreshApply(id, 3000)) void enforce(id, 'repair');
     sources.invalidate();
     targets.invalidate(id);
     relays.stop(id);

@@ -77,4 +77,6 @@ export interface GatewayState {
   dockerHost?: string;
   /** Where sandboxes' DNS and Host/SNI-checked web traffic arrive (ports on every host address). */
   egress?: EgressListeners;
+  /** The resolver behind sbx's DNS forwarder ("ip:port"), fixed when the gateway starts. */
+  dnsUpstream?: string;
 }

@@ -12,6 +12,8 @@ export interface GatewayStatus {
   url?: string;
   startedAt?: string;
   engine?: string;
+  /** The resolver behind sbx's DNS forwarder. */
+  dnsUpstream?: string;
   log: string;
 }
 
@@ -39,6 +41,6 @@ export function gatewayStatus(home: string): GatewayStatus {
   const s = runningGateway(home);
   const log = gatewayFiles(home).log;
   if (!s) return { running: false, log };
-  return { running: true, pid: s.pid, host: s.host, port: s.port, domain: s.domain, url: `http://${s.domain}:${s.port}/`, startedAt: s.startedAt, engine: s.engine, log };
+  return { running: true, pid: s.pid, host: s.host, port: s.port, domain: s.domain, url: `http://${s.domain}:${s.port}/`, startedAt: s.startedAt, engine: s.engine, ...(s.dnsUpstream ? { dnsUpstream: s.dnsUpstream } : {}), log };
 }
 

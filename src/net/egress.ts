@@ -58,9 +58,14 @@ export class Egress {
     this.#appliedAt.set(link.id, Date.now());
   }
 
-  /** Whether this process put a sandbox's rules in force within the last `ms` (no repair needed). */
-  appliedWithin(id: string, ms: number): boolean {
-    return Date.now() - (this.#appliedAt.get(id) ?? 0) < ms;
+  /**
+   * For the first container start after this process applied a sandbox's rules (within `ms`):
+   * true, so that start needs no repair. Each apply answers once.
+   */
+  takeFreshApply(id: string, ms: number): boolean {
+    const at = this.#appliedAt.get(id);
+    this.#appliedAt.delete(id);
+    return at !== undefined && Date.now() - at < ms;
   }
   readonly #appliedAt = new Map<string, number>();
 

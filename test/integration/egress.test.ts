@@ -84,6 +84,10 @@ describe('default: allow-all', () => {
     assert.equal(await probe('open', 'udp', '198.18.0.2', '9999'), 'ok 198.18.0.2 ping');
   });
 
+  it('the gateway says which upstream its DNS forwarder uses', async () => {
+    assert.equal((await world.json(['gateway', 'status'])).dnsUpstream, fi.dnsUpstream);
+  });
+
   it('network show and the sandbox JSON carry the policy', async () => {
     const expected = { mode: 'allow-all', allowOut: [], denyOut: [], allowPorts: [], denyPorts: [] };
     assert.deepEqual(await show('open'), expected);

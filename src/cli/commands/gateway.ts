@@ -41,6 +41,7 @@ export async function run(input: CommandInput): Promise<number | void> {
     ['engine', status.engine ?? 'node'],
     ['domain', status.domain!],
     ['urls', `http://<port>-<sandbox>.${status.domain}:${status.port}/`],
+    ...(status.dnsUpstream ? [['dns upstream', status.dnsUpstream] as [string, string]] : []),
     ['log', status.log],
   ]);
 }
