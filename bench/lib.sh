@@ -5,6 +5,9 @@ BENCH_HOME=$(mktemp -d /tmp/sbx-bench-XXXXXX)
 export SBX_HOME="$BENCH_HOME"
 OUT="$ROOT/bench/out"; mkdir -p "$OUT"
 bench_cleanup() {
+  # sbx's own removal also takes the sandboxes' egress rules; then its gateway goes.
+  for name in $("$ROOT/bin/sbx" ls -q 2>/dev/null); do "$ROOT/bin/sbx" rm -f "$name" >/dev/null 2>&1 || true; done
+  "$ROOT/bin/sbx" gateway stop >/dev/null 2>&1 || true
   for id in $(docker ps -aq --filter "label=sbx.home=$BENCH_HOME"); do docker rm -f "$id" >/dev/null; done
   for id in $(docker network ls -q --filter "label=sbx.home=$BENCH_HOME"); do docker network rm "$id" >/dev/null; done
   docker rm -f sbx-bench-raw sbx-bench-plain >/dev/null 2>&1 || true

@@ -1,6 +1,6 @@
 // `sbx gateway run`: the long-running gateway. It keeps no state of its own: routes come from the
 // store, so a restart loses nothing. It also removes sandboxes whose --ttl is up.
-import { mkdirSync, rmSync, writeFileSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync, renameSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
 import type { Sbx } from '../api/sbx.ts';
@@ -145,6 +145,12 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
   // --ttl: remove sandboxes whose time is up (checked every second, from the store).
   const reaping = new Set<string>();
   const reaper = setInterval(() => {
+    // A home removed under a running gateway (rm -rf of a test or bench world): nothing to serve.
+    if (!existsSync(home)) {
+      log(`${home} is gone: stopping`);
+      void close().then(() => process.exit(0));
+      return;
+    }
     const now = Date.now();
     for (const r of routes.all()) {
       if (!r.expiresAt || Date.parse(r.expiresAt) > now || reaping.has(r.id)) continue;
