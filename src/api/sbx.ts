@@ -18,7 +18,11 @@ import { gatewaySettings } from '../gateway/settings.ts';
 import { runningGateway } from '../gateway/state.ts';
 import type { Operation } from '../gateway/control.ts';
 import { sandboxLabels } from '../runtime/labels.ts';
-import { DEFAULT_POLICY, normalizePolicy, type NetworkPolicy, type NetworkPolicyInput } from '../core/network-policy.ts';
+import type { NetworkPolicy, NetworkPolicyInput } from '../core/network-policy.ts';
+import { DEFAULT_POLICY } from '../core/sandbox.ts';
+
+/** The policy parser (and its address maths), loaded by the commands that take a policy only. */
+const policies = () => import('../core/network-policy.ts');
 import type { Egress } from '../net/egress.ts';
 
 export const DEFAULT_IMAGE = 'sbx/base:bookworm';
@@ -146,7 +150,7 @@ export class Sbx {
 
   async create(options: CreateSandboxOptions = {}): Promise<SandboxInfo> {
     const { signal, onProgress, ...plain } = options;
-    normalizePolicy(options.network); // bad entries fail here, before any daemon or engine work
+    (await policies()).normalizePolicy(options.network); // bad entries fail here, before any daemon or engine work
     return this.#viaDaemon('create', { options: plain }, signal, () => this.#create(options));
   }
 
@@ -166,7 +170,7 @@ export class Sbx {
       token: newToken(),
       ...(options.maskHost !== undefined ? { maskHost: validateMaskHost(options.maskHost) } : {}),
       ...(options.ttl !== undefined ? { expiresAt: new Date(Date.now() + parseDuration(options.ttl)).toISOString() } : {}),
-      network: normalizePolicy(options.network),
+      network: (await policies()).normalizePolicy(options.network),
       ...(options.ipv6 ? { ipv6: true } : {}),
     };
     // The gateway serves every sandbox (DNS, egress proxy; ports and TTLs): running before it exists.
@@ -377,7 +381,7 @@ export class Sbx {
    * refuses, leave the old policy in force.
    */
   async updateNetwork(ref: string, input: NetworkPolicyInput): Promise<NetworkPolicy> {
-    const policy = normalizePolicy(input);
+    const policy = (await policies()).normalizePolicy(input);
     this.resolve(ref);
     await this.ensureGateway();
     return this.#viaDaemon('network', { ref, policy }, undefined, () => this.#updateNetwork(ref, policy));

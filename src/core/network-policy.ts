@@ -11,6 +11,7 @@
 import ipaddr from 'ipaddr.js';
 import { UsageError } from './errors.ts';
 import { addressToBigInt, mergeCidrs, spansContain, type Span } from './address-ranges.ts';
+import { DEFAULT_POLICY } from './sandbox.ts';
 
 export type NetworkMode = 'allow-all' | 'block-all';
 export const NETWORK_MODES: readonly NetworkMode[] = ['allow-all', 'block-all'];
@@ -33,7 +34,7 @@ export interface NetworkPolicyInput {
   denyPorts?: ReadonlyArray<string | number>;
 }
 
-export const DEFAULT_POLICY: NetworkPolicy = { mode: 'allow-all', allowOut: [], denyOut: [], allowPorts: [], denyPorts: [] };
+export { DEFAULT_POLICY };
 
 /** Where cloud metadata services live: denied unless an allow entry covers it. */
 export const LINK_LOCAL_V4 = '169.254.0.0/16';

@@ -1,5 +1,4 @@
 // The domain model of a sandbox: what the store keeps (desired state) and what users see.
-import { createHash } from 'node:crypto';
 import type { ExposedPort, PortInfo } from './ports.ts';
 import type { NetworkPolicy } from './network-policy.ts';
 
@@ -72,10 +71,19 @@ export function objectNames(id: string): { container: string; network: string; b
 }
 
 /**
- * The sandbox network's IPv6 subnet: a unique-local /64 (fd5b::/16 plus 48 bits of the id's hash),
- * so sandboxes get IPv6 without any host configuration and two never collide in practice.
+ * The sandbox network's IPv6 subnet: a unique-local /64 (fd5b::/16 plus 48 bits hashed from the
+ * random id), so sandboxes get IPv6 without any host configuration and two never collide in
+ * practice. FNV-1a, not node:crypto: this module loads on every command, and crypto is slow to load.
  */
 export function ipv6Subnet(id: string): string {
-  const h = createHash('sha256').update(id).digest('hex');
+  const fnv = (seed: number) => {
+    let h = seed;
+    for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193) >>> 0;
+    return h.toString(16).padStart(8, '0');
+  };
+  const h = fnv(0x811c9dc5) + fnv(0x050c5d1f);
   return `fd5b:${h.slice(0, 4)}:${h.slice(4, 8)}:${h.slice(8, 12)}::/64`;
 }
+
+/** allow-all with no lists: every sandbox's policy until it is given another. */
+export const DEFAULT_POLICY: NetworkPolicy = { mode: 'allow-all', allowOut: [], denyOut: [], allowPorts: [], denyPorts: [] };
