@@ -151,6 +151,7 @@ export class Sbx {
   async create(options: CreateSandboxOptions = {}): Promise<SandboxInfo> {
     const { signal, onProgress, ...plain } = options;
     (await policies()).normalizePolicy(options.network); // bad entries fail here, before any daemon or engine work
+    if (await this.#upstreamChanged()) await this.ensureGateway();
     return this.#viaDaemon('create', { options: plain }, signal, () => this.#create(options));
   }
 
@@ -311,8 +312,22 @@ export class Sbx {
 
   /** Starts the background gateway of this SBX_HOME unless it runs. */
   async ensureGateway() {
-    const { ensureGateway } = await import('../gateway/daemon.ts');
+    const { ensureGateway, stopGateway } = await import('../gateway/daemon.ts');
+    if (await this.#upstreamChanged()) await stopGateway(this.home);
     return ensureGateway(this.home);
+  }
+
+  /**
+   * SBX_DNS_UPSTREAM is read when the gateway starts: a command run with another one restarts the
+   * gateway (rules stay in force meanwhile), so the upstream asked for is the one in use.
+   */
+  async #upstreamChanged(): Promise<boolean> {
+    if (!process.env.SBX_DNS_UPSTREAM) return false;
+    const running = runningGateway(this.home);
+    if (!running?.dnsUpstream || running.pid === process.pid) return false;
+    const { dnsUpstream } = await import('../gateway/settings.ts');
+    const wanted = dnsUpstream();
+    return `${wanted.host}:${wanted.port}` !== running.dnsUpstream;
   }
 
   /** Exposes ports (idempotent; changes public/private of ports already exposed). */

@@ -449,6 +449,23 @@ describe('fail closed, repair, TTLs', () => {
   });
 });
 
+describe('SBX_DNS_UPSTREAM', () => {
+  it('a create with another upstream than the running gateway restarts it with that one', async () => {
+    const other = new World();
+    try {
+      await other.json(['gateway', 'start'], { env: { SBX_DNS_UPSTREAM: '127.0.0.1:9' } });
+      assert.equal((await other.json(['gateway', 'status'])).dnsUpstream, '127.0.0.1:9');
+      await other.json(['create', '--name', 'up'], { env: { SBX_DNS_UPSTREAM: fi.dnsUpstream } });
+      assert.equal((await other.json(['gateway', 'status'])).dnsUpstream, fi.dnsUpstream);
+      const r = await other.sbx(['exec', 'up', '--', 'getent', 'ahostsv4', 'allowed.test']);
+      assert.match(r.stdout, /^198\.18\.0\.1\s/);
+      await other.sbx(['rm', '-f', 'up']);
+    } finally {
+      await other.cleanup();
+    }
+  });
+});
+
 describe('leaves nothing behind', () => {
   it('rm removes the rules with the sandbox', async () => {
     for (const b of boxes) await world.sbx(['rm', '-f', b]);
