@@ -287,14 +287,3 @@ export function connectionAllowed(p: CompiledPolicy, c: Connection): boolean {
 export function deniedNames(p: CompiledPolicy): string[] {
   return [...p.deny.domains];
 }
-
-/** A one-line description for people ("block-all; allow 3 entries, 1 port"). */
-export function describePolicy(p: NetworkPolicy): string {
-  const parts: string[] = [p.mode];
-  const count = (n: number, what: string) => (n ? [`${n} ${what}${n === 1 ? '' : 's'}`] : []);
-  const allow = [...count(p.allowOut.length, 'destination'), ...count(p.allowPorts.length, 'port')];
-  const deny = [...count(p.denyOut.length, 'destination'), ...count(p.denyPorts.length, 'port')];
-  if (allow.length) parts.push(`allow ${allow.join(', ')}`);
-  if (deny.length) parts.push(`deny ${deny.join(', ')}`);
-  return parts.join('; ');
-}

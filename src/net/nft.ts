@@ -28,14 +28,3 @@ export function runNft(script: string, what: string): Promise<void> {
     child.stdin.end(script);
   });
 }
-
-/** Lists the tables of the inet family that sbx made (sbx_<id>). */
-export function listSbxTables(): Promise<string[]> {
-  return new Promise((resolve) => {
-    const child = spawn(process.env.SBX_NFT ?? 'nft', ['list', 'tables', 'inet'], { stdio: ['ignore', 'pipe', 'ignore'] });
-    let out = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-    child.on('error', () => resolve([]));
-    child.on('close', () => resolve([...out.matchAll(/table inet (sbx_[a-z0-9]+)/g)].map((m) => m[1]!)));
-  });
-}

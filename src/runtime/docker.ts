@@ -124,16 +124,6 @@ export class Runtime {
     return found;
   }
 
-  async networkExists(name: string): Promise<boolean> {
-    try {
-      await this.docker.getNetwork(name).inspect();
-      return true;
-    } catch (err) {
-      if (statusOf(err) === 404) return false;
-      throw toRuntimeError(err, `could not inspect network ${name}`);
-    }
-  }
-
   async removeNetwork(name: string): Promise<void> {
     try {
       await this.docker.getNetwork(name).remove();
