@@ -30,6 +30,12 @@ export function mergeCidrs(cidrs: readonly string[], family: Family): Span[] {
     const start = (addressToBigInt(addr) / size) * size;
     spans.push([start, start + size - 1n]);
   }
+  return mergeSpans(spans);
+}
+
+/** Sorted, disjoint spans covering the same addresses (overlapping and adjacent ones joined). */
+export function mergeSpans(input: readonly Span[]): Span[] {
+  const spans = input.map(([start, end]): Span => [start, end]);
   spans.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
   const merged: Span[] = [];
   for (const [start, end] of spans) {

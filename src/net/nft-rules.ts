@@ -11,8 +11,9 @@
 // change cuts open connections at once; replies to connections opened from outside (the
 // gateway's requests to exposed ports) always pass. Refused packets get a TCP reset or an ICMP
 // "administratively prohibited", so clients fail at once instead of timing out.
-import { LINK_LOCAL_V4, parseDestination, parsePortRange, type CompiledPolicy } from '../core/network-policy.ts';
-import { mergedIntervals, mergedPorts, type Family } from './ranges.ts';
+import { LINK_LOCAL_V4, type CompiledPolicy } from '../core/network-policy.ts';
+import { mergeCidrs, mergeSpans } from '../core/address-ranges.ts';
+import { mergedPorts, spanElements, type Family } from './ranges.ts';
 
 /** Where the gateway serves sandboxes (its ports on every host address). */
 export interface EgressListeners {
@@ -72,15 +73,6 @@ export function servesDns(p: CompiledPolicy): boolean {
   return p.mode === 'allow-all' || p.allow.all || p.allow.domains.size > 0 || p.allow.wildcards.size > 0;
 }
 
-function cidrsOf(entries: string[], family: Family, list: string): string[] {
-  const cidrs: string[] = [];
-  for (const e of entries) {
-    const d = parseDestination(e, list);
-    if (d.kind === 'cidr' && d.family === family) cidrs.push(d.cidr);
-  }
-  return cidrs;
-}
-
 function elements(table: string, set: string, items: string[]): string[] {
   // Chunked so that one line never grows unbounded with thousands of entries.
   const lines: string[] = [];
@@ -105,15 +97,14 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
   for (const [name] of CHAINS) out.push(`flush chain inet ${t} ${name}`);
   for (const [name] of STATIC_SETS) out.push(`flush set inet ${t} ${name}`);
 
-  const pol = p.policy;
-  const deny4 = cidrsOf(pol.denyOut, 4, 'denyOut');
-  deny4.push(LINK_LOCAL_V4);
-  out.push(...elements(t, 'allow4', mergedIntervals(cidrsOf(pol.allowOut, 4, 'allowOut'), 4)));
-  out.push(...elements(t, 'allow6', mergedIntervals(cidrsOf(pol.allowOut, 6, 'allowOut'), 6)));
-  out.push(...elements(t, 'deny4', mergedIntervals(deny4, 4)));
-  out.push(...elements(t, 'deny6', mergedIntervals(cidrsOf(pol.denyOut, 6, 'denyOut'), 6)));
-  out.push(...elements(t, 'allowports', mergedPorts(pol.allowPorts.map((e) => parsePortRange(e)))));
-  out.push(...elements(t, 'denyports', mergedPorts(pol.denyPorts.map((e) => parsePortRange(e)))));
+  // The compiled policy already holds merged address spans and parsed ports: nothing is re-parsed.
+  const deny4 = mergeSpans([...p.deny.v4, ...mergeCidrs([LINK_LOCAL_V4], 4)]);
+  out.push(...elements(t, 'allow4', spanElements(p.allow.v4, 4)));
+  out.push(...elements(t, 'allow6', spanElements(p.allow.v6, 6)));
+  out.push(...elements(t, 'deny4', spanElements(deny4, 4)));
+  out.push(...elements(t, 'deny6', spanElements(p.deny.v6, 6)));
+  out.push(...elements(t, 'allowports', mergedPorts(p.allow.ports)));
+  out.push(...elements(t, 'denyports', mergedPorts(p.deny.ports)));
   if (opts.relearn) {
     out.push(`flush set inet ${t} learned4`, `flush set inet ${t} learned6`);
     for (const family of [4, 6] as const) {
