@@ -4,7 +4,7 @@ import { InterruptedError, RuntimeError } from '../core/errors.ts';
 import { objectNames, type SandboxRecord } from '../core/sandbox.ts';
 import type { Runtime } from '../runtime/docker.ts';
 import { sandboxLabels } from '../runtime/labels.ts';
-import { sandboxLink, type Egress } from '../net/egress.ts';
+import type { Egress } from '../net/egress.ts';
 import { removeSandboxFiles, writeResolvConf } from '../net/resolv-conf.ts';
 
 export interface ReconcileContext {
@@ -30,7 +30,7 @@ export async function reconcileSandbox(record: SandboxRecord, ctx: ReconcileCont
   checkAbort(signal);
   // Egress rules are keyed on the bridge's name, so they hold before the network or the container
   // exists: they go in while the engine works, and must be in force before the container starts.
-  const rules = ctx.rulesApplied ? Promise.resolve() : ctx.egress.apply(sandboxLink(record), record.name, record.network);
+  const rules = ctx.rulesApplied ? Promise.resolve() : ctx.egress.apply(record);
   rules.catch(() => {}); // awaited below; this only keeps an early failure from going unhandled
   let current = ctx.fresh ? undefined : await runtime.inspectContainer(names.container);
   let network = await runtime.sandboxNetwork(record.id);

@@ -186,8 +186,7 @@ export class Sbx {
       (err: unknown) => err,
     );
     // The egress rules go in meanwhile (keyed on the bridge's name, they need no network yet).
-    const { sandboxLink } = await import('../net/egress.ts');
-    const rules = world.egress.apply(sandboxLink(record), record.name, record.network).then(
+    const rules = world.egress.apply(record).then(
       () => undefined,
       (err: unknown) => err,
     );
@@ -405,9 +404,8 @@ export class Sbx {
   async #updateNetwork(ref: string, policy: NetworkPolicy): Promise<NetworkPolicy> {
     const record = this.resolve(ref);
     const egress = await this.egress();
-    const { sandboxLink } = await import('../net/egress.ts');
     // Kernel first: if it refuses, the store still holds the policy that is in force.
-    await egress.apply(sandboxLink(record), record.name, policy, { changed: true });
+    await egress.apply(record, { policy, changed: true });
     await this.#updateSandbox(record.id, (r) => {
       r.network = policy;
     });
@@ -423,8 +421,7 @@ export class Sbx {
     const record = this.store.sandboxes().find((r) => r.id === id);
     if (!record || record.creating) return;
     const egress = await this.egress();
-    const { sandboxLink } = await import('../net/egress.ts');
-    await egress.apply(sandboxLink(record), record.name, record.network);
+    await egress.apply(record);
   }
 
   /** block-all with no exceptions. */

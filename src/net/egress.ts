@@ -8,7 +8,7 @@ import { runNft } from './nft.ts';
 import { ipv6Subnet, objectNames, type SandboxRecord } from '../core/sandbox.ts';
 
 /** What the rules of a sandbox are keyed on: all derived from its record, no engine call. */
-export function sandboxLink(record: Pick<SandboxRecord, 'id' | 'ipv6'>): SandboxLink {
+function sandboxLink(record: Pick<SandboxRecord, 'id' | 'ipv6'>): SandboxLink {
   return { id: record.id, bridge: objectNames(record.id).bridge, ...(record.ipv6 ? { subnet6: ipv6Subnet(record.id) } : {}) };
 }
 
@@ -48,11 +48,14 @@ export class Egress {
   }
 
   /**
-   * Puts `policy` in force for a sandbox, atomically. `changed`: the policy differs from the one in
-   * force, so addresses learned for names that are no longer allowed are closed in the same step.
+   * Puts a sandbox's policy (its record's, or `policy` when given: an update) in force, atomically.
+   * `changed`: the policy differs from the one in force, so addresses learned for names that are no
+   * longer allowed are closed in the same step.
    */
-  async apply(link: SandboxLink, name: string, policy: NetworkPolicy | undefined, options: { changed?: boolean } = {}): Promise<void> {
-    const compiled = this.compiled(link.id, policy);
+  async apply(record: Pick<SandboxRecord, 'id' | 'name' | 'ipv6' | 'network'>, options: { policy?: NetworkPolicy; changed?: boolean } = {}): Promise<void> {
+    const link = sandboxLink(record);
+    const name = record.name;
+    const compiled = this.compiled(link.id, options.policy ?? record.network);
     const relearn = options.changed ? this.#stillAllowed(link.id, compiled) : undefined;
     await runNft(rulesScript(link, compiled, { listeners: this.#fixed ?? this.#listeners(), relearn }), `could not put the egress policy of ${name} in force`);
     this.#appliedAt.set(link.id, Date.now());
