@@ -75,21 +75,10 @@ export class DnsForwarder {
   }
 
   #serveTcp(socket: Socket): void {
-    let buffered = Buffer.alloc(0);
     socket.on('error', () => {});
     socket.setTimeout(10_000, () => socket.destroy());
-    socket.on('data', (chunk) => {
-      buffered = Buffer.concat([buffered, chunk]);
-      while (buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0)) {
-        const msg = buffered.subarray(2, 2 + buffered.readUInt16BE(0));
-        buffered = buffered.subarray(2 + msg.length);
-        this.answer(msg, socket.remoteAddress ?? '').then((a) => {
-          if (!a) return socket.destroy();
-          const len = Buffer.alloc(2);
-          len.writeUInt16BE(a.length);
-          socket.write(Buffer.concat([len, a]));
-        }, () => socket.destroy());
-      }
+    onFramedMessages(socket, (msg) => {
+      this.answer(msg, socket.remoteAddress ?? '').then((a) => (a ? socket.write(framed(a)) : socket.destroy()), () => socket.destroy());
     });
   }
 
@@ -151,22 +140,36 @@ export class DnsForwarder {
     if (!(udpAnswer.readUInt16BE(2) & dnsPacket.TRUNCATED_RESPONSE)) return udpAnswer;
     return new Promise<Buffer>((resolve, reject) => {
       const s = createConnection({ host, port });
-      let buffered = Buffer.alloc(0);
       s.setTimeout(UPSTREAM_TIMEOUT_MS, () => s.destroy(new Error('timeout')));
       s.on('error', reject);
       s.on('close', () => reject(new Error('the upstream closed the connection without an answer')));
-      s.on('data', (chunk) => {
-        buffered = Buffer.concat([buffered, chunk]);
-        if (buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0)) {
-          s.end();
-          resolve(buffered.subarray(2, 2 + buffered.readUInt16BE(0)));
-        }
+      onFramedMessages(s, (answer) => {
+        s.end();
+        resolve(answer);
       });
-      const len = Buffer.alloc(2);
-      len.writeUInt16BE(msg.length);
-      s.write(Buffer.concat([len, msg]));
+      s.write(framed(msg));
     });
   }
+}
+
+/** DNS over TCP: every message goes with its 2-byte length. */
+function framed(msg: Buffer): Buffer {
+  const len = Buffer.alloc(2);
+  len.writeUInt16BE(msg.length);
+  return Buffer.concat([len, msg]);
+}
+
+/** Calls `onMessage` for each whole length-prefixed DNS message that arrives on a TCP socket. */
+function onFramedMessages(socket: Socket, onMessage: (msg: Buffer) => void): void {
+  let buffered = Buffer.alloc(0);
+  socket.on('data', (chunk: Buffer) => {
+    buffered = Buffer.concat([buffered, chunk]);
+    while (buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0)) {
+      const msg = buffered.subarray(2, 2 + buffered.readUInt16BE(0));
+      buffered = buffered.subarray(2 + msg.length);
+      onMessage(msg);
+    }
+  });
 }
 
 /** A and AAAA records of an answer (whatever CNAMEs led there), with their TTLs. */

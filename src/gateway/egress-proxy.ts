@@ -10,7 +10,7 @@ import { connect, createServer, isIP, type Server, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream';
 import { connectionAllowed, deniedNames, explicitlyAllowed, normalizeName, type CompiledPolicy } from '../core/network-policy.ts';
 import { originalDestination } from '../net/conntrack.ts';
-import { HOP_BY_HOP } from './server.ts';
+import { relayResponse, spliceUpgrade, withoutHopByHop } from './http-relay.ts';
 import { parseClientHello } from './sni.ts';
 import { splice } from './splice.ts';
 import type { UpstreamResolver } from './upstream.ts';
@@ -155,22 +155,11 @@ export class EgressProxy {
   async #request(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const decided = await this.#decideHttp(req).catch(() => undefined);
     if (!decided) return reset(req.socket);
-    const headers: string[] = [];
-    for (let i = 0; i < req.rawHeaders.length; i += 2) {
-      if (!HOP_BY_HOP.has(req.rawHeaders[i]!.toLowerCase())) headers.push(req.rawHeaders[i]!, req.rawHeaders[i + 1]!);
-    }
+    const headers = withoutHopByHop(req.rawHeaders);
     const up = request({ host: decided.address, port: 80, method: req.method, path: req.url, headers: headers as unknown as Record<string, string>, setHost: false, agent: this.#agentFor(req.socket) });
     const carried: Carried = { id: decided.id, name: decided.name, address: decided.address, port: 80, client: req.socket, upstream: up as unknown as Duplex };
     this.#carry(carried);
-    up.on('response', (ur) => {
-      const out: string[] = [];
-      for (let i = 0; i < ur.rawHeaders.length; i += 2) {
-        if (!HOP_BY_HOP.has(ur.rawHeaders[i]!.toLowerCase())) out.push(ur.rawHeaders[i]!, ur.rawHeaders[i + 1]!);
-      }
-      res.writeHead(ur.statusCode ?? 502, ur.statusMessage, out);
-      ur.pipe(res);
-      ur.on('error', () => res.destroy());
-    });
+    up.on('response', (ur) => relayResponse(ur, res));
     up.on('error', () => reset(req.socket));
     res.on('close', () => {
       this.#carried.delete(carried);
@@ -194,12 +183,8 @@ export class EgressProxy {
     const decided = await this.#decideHttp(req).catch(() => undefined);
     if (!decided) return reset(socket);
     const upstream = connect(80, decided.address);
-    let text = `${req.method} ${req.url} HTTP/${req.httpVersion}\r\n`;
-    for (let i = 0; i < req.rawHeaders.length; i += 2) text += `${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}\r\n`;
-    upstream.write(text + '\r\n');
-    if (head.length) upstream.write(head);
     this.#carry({ id: decided.id, name: decided.name, address: decided.address, port: 80, client: socket, upstream });
-    splice(socket, upstream);
+    spliceUpgrade(socket, upstream, `${req.method} ${req.url} HTTP/${req.httpVersion}`, req.rawHeaders, head);
   }
 
   // ---- TLS (port 443) -------------------------------------------------------------------

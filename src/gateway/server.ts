@@ -13,8 +13,7 @@ import { sendError, sendUpgradeError, type GatewayError } from './responses.ts';
 import type { RouteTable } from './routes.ts';
 import { GatewayFailure, type Targets } from './targets.ts';
 import { splice } from './splice.ts';
-
-export const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'proxy-authenticate']);
+import { HOP_BY_HOP, relayResponse, spliceUpgrade } from './http-relay.ts';
 const TUNNEL_PATH = /^\/_sbx\/tunnel\/([a-z0-9][a-z0-9-]{0,62})\/(\d{1,5})$/;
 
 export interface ProxyOptions {
@@ -179,15 +178,7 @@ export function createGatewayServer(opts: ProxyOptions): Server {
     });
     up.on('response', (ur) => {
       clearTimeout(timer);
-      const headers: string[] = [];
-      for (let i = 0; i < ur.rawHeaders.length; i += 2) {
-        const lower = ur.rawHeaders[i]!.toLowerCase();
-        if (HOP_BY_HOP.has(lower)) continue;
-        headers.push(ur.rawHeaders[i]!, ur.rawHeaders[i + 1]!);
-      }
-      res.writeHead(ur.statusCode ?? 502, ur.statusMessage, headers);
-      ur.pipe(res);
-      ur.on('error', () => res.destroy());
+      relayResponse(ur, res);
     });
     up.on('error', (err) => {
       clearTimeout(timer);
@@ -239,12 +230,7 @@ export function createGatewayServer(opts: ProxyOptions): Server {
       const e = err instanceof GatewayFailure ? err.error : { status: 502, code: 'upstream_error', message: (err as Error).message };
       return sendUpgradeError(req, socket, e);
     }
-    const headers = upstreamHeaders(req, r, true);
-    let headText = `${req.method} ${r.path} HTTP/1.1\r\n`;
-    for (let i = 0; i < headers.length; i += 2) headText += `${headers[i]}: ${headers[i + 1]}\r\n`;
-    upstream.write(headText + '\r\n');
-    if (head.length) upstream.write(head);
-    splice(socket, upstream);
+    spliceUpgrade(socket, upstream, `${req.method} ${r.path} HTTP/1.1`, upstreamHeaders(req, r, true), head);
   }
 
   /** `sbx port forward`: raw bytes to any port of a sandbox, for the holder of its token. */
