@@ -37,15 +37,22 @@ export class Egress {
   }
   #fixed?: EgressListeners;
 
-  /** The compiled policy of a record (cached while it does not change). */
+  /**
+   * The compiled policy of a record (cached while it does not change). The DNS forwarder and the
+   * proxy ask on every query and request: the same policy object answers at once; a re-read copy
+   * (the store is re-read when it changes) is compared once, by its JSON.
+   */
   compiled(id: string, policy: NetworkPolicy = DEFAULT_POLICY): CompiledPolicy {
+    const same = this.#byObject.get(policy);
+    if (same) return same;
     const json = JSON.stringify(policy);
     const hit = this.#compiled.get(id);
-    if (hit?.json === json) return hit.compiled;
-    const compiled = compilePolicy(policy);
+    const compiled = hit?.json === json ? hit.compiled : compilePolicy(policy);
     this.#compiled.set(id, { json, compiled });
+    this.#byObject.set(policy, compiled);
     return compiled;
   }
+  readonly #byObject = new WeakMap<NetworkPolicy, CompiledPolicy>();
 
   /**
    * Puts a sandbox's policy (its record's, or `policy` when given: an update) in force, atomically.
