@@ -2,12 +2,17 @@
 // DNS forwarder and the Host/SNI proxy share. The kernel rules (src/net) compile the same logic.
 //
 // The rules, in order:
+//   0. Protected destinations (the host, loopback, link-local, private ranges, metadata addresses,
+//      other sandboxes) pass only by an allow entry that names their address or CIDR (or `host`
+//      for the host's own addresses): no name, port, `all` or mode opens them.
 //   1. Anything an allow entry matches passes (allow beats deny): an address/CIDR containing the
-//      destination, a domain or wildcard naming it, a port range containing its port, or `all`.
+//      destination, a port range containing its port, `all`, or a name: a plain name or wildcard
+//      on 80 (Host) and 443 (SNI) only, a `name:port` entry on exactly its ports.
 //   2. In block-all nothing else passes.
-//   3. In allow-all, a deny entry that matches blocks; so does link-local IPv4 (169.254.0.0/16).
+//   3. In allow-all, a deny entry that matches blocks.
 //   4. Everything else passes.
-// Address and port entries stand alone: `--allow-port 8080` opens port 8080 on every address.
+// Address and port entries stand alone: `--allow-port 8080` opens port 8080 on every address of
+// the internet (not protected ones).
 import ipaddr from 'ipaddr.js';
 import { UsageError } from './errors.ts';
 import { addressToBigInt, mergeCidrs, spansContain, type Span } from './address-ranges.ts';
@@ -36,21 +41,31 @@ export interface NetworkPolicyInput {
 
 export { DEFAULT_POLICY };
 
-/** Where cloud metadata services live: denied unless an allow entry covers it. */
-export const LINK_LOCAL_V4 = '169.254.0.0/16';
-
-export type Destination =
-  | { kind: 'all' }
-  | { kind: 'cidr'; family: 4 | 6; cidr: string }
-  | { kind: 'domain'; name: string }
-  | { kind: 'wildcard'; suffix: string };
+/**
+ * Destinations a sandbox never reaches unless an allow entry names their address or CIDR:
+ * "this host", loopback, private and shared (CGNAT) ranges, link-local (cloud metadata services:
+ * 169.254.169.254, fd00:ec2::254, 100.100.100.200 are inside these), multicast and reserved.
+ */
+export const PROTECTED_V4 = ['0.0.0.0/8', '10.0.0.0/8', '100.64.0.0/10', '127.0.0.0/8', '169.254.0.0/16', '172.16.0.0/12', '192.168.0.0/16', '224.0.0.0/3'];
+export const PROTECTED_V6 = ['::/127', '::ffff:0:0/96', '64:ff9b::/96', 'fc00::/7', 'fe80::/10', 'ff00::/8'];
+/** Ports that plain name entries open (HTTP judged by Host, TLS by SNI). */
+export const WEB_PORTS = [80, 443] as const;
 
 export interface PortRange {
   from: number;
   to: number;
 }
 
-const ACCEPTED_DEST = 'accepted: an IPv4 or IPv6 address, a CIDR (10.0.0.0/8, 2001:db8::/32), a domain (example.com), a wildcard (*.example.com) or all';
+/** `ports`: a `name:port` entry (exactly those ports); without it a name opens 80 and 443. */
+export type Destination =
+  | { kind: 'all' }
+  | { kind: 'cidr'; family: 4 | 6; cidr: string }
+  | { kind: 'domain'; name: string; ports?: PortRange }
+  | { kind: 'wildcard'; suffix: string; ports?: PortRange }
+  | { kind: 'host'; ports?: PortRange };
+
+const ACCEPTED_DEST =
+  'accepted: an IPv4 or IPv6 address, a CIDR (10.0.0.0/8, 2001:db8::/32), a domain (example.com), a wildcard (*.example.com), a name with ports (github.com:22, *.example.com:8000-8100), host, host:PORT or all';
 const LABEL = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$/;
 
 /** Lower case, no trailing dot: how names compare everywhere. */
@@ -97,15 +112,25 @@ export function parseDestination(entry: string, list = 'allowOut'): Destination 
   if (lower === 'all' || lower === 'all_traffic') return { kind: 'all' };
   const cidr = parseCidr(text);
   if (cidr) return { kind: 'cidr', ...cidr };
+  // `name:port`, `*.name:from-to`, `host`, `host:port` (one colon: IPv6 addresses have several).
+  const withPorts = /^([^:]+):(\d{1,5}(?:-\d{1,5})?)$/.exec(text);
+  const base = normalizeName(withPorts ? withPorts[1]! : text);
+  if (base === 'host' || withPorts) {
+    if (list !== 'allowOut') throw new UsageError(`invalid ${list} entry "${entry}": host and name:port entries only open (allowOut); deny a name or address instead`);
+    const ports = withPorts ? parsePortRange(withPorts[2]!, list) : undefined;
+    if (base === 'host') return { kind: 'host', ...(ports ? { ports } : {}) };
+    if (base.startsWith('*.') && isDomain(base.slice(2))) return { kind: 'wildcard', suffix: base.slice(2), ports: ports! };
+    if (!base.startsWith('*.') && isDomain(base)) return { kind: 'domain', name: base, ports: ports! };
+    throw new UsageError(`invalid ${list} entry "${entry}" (${ACCEPTED_DEST})`);
+  }
   if (/^[\d.]+(\/\d+)?$/.test(text) || text.includes(':') || text.includes('/') || text.includes('%')) {
     throw new UsageError(`invalid ${list} entry "${entry}": not a valid address or CIDR (${ACCEPTED_DEST})`);
   }
-  const name = normalizeName(text);
-  if (name.startsWith('*.')) {
-    const suffix = name.slice(2);
+  if (base.startsWith('*.')) {
+    const suffix = base.slice(2);
     if (isDomain(suffix)) return { kind: 'wildcard', suffix };
-  } else if (isDomain(name)) {
-    return { kind: 'domain', name };
+  } else if (isDomain(base)) {
+    return { kind: 'domain', name: base };
   }
   throw new UsageError(`invalid ${list} entry "${entry}" (${ACCEPTED_DEST})`);
 }
@@ -116,14 +141,20 @@ export function formatDestination(d: Destination): string {
     case 'all':
       return 'all';
     case 'domain':
-      return d.name;
+      return withPorts(d.name, d.ports);
     case 'wildcard':
-      return `*.${d.suffix}`;
+      return withPorts(`*.${d.suffix}`, d.ports);
+    case 'host':
+      return withPorts('host', d.ports);
     case 'cidr': {
       const [addr, bits] = d.cidr.split('/');
       return (d.family === 4 && bits === '32') || (d.family === 6 && bits === '128') ? addr! : d.cidr;
     }
   }
+}
+
+function withPorts(text: string, ports: PortRange | undefined): string {
+  return ports ? `${text}:${formatPortRange(ports)}` : text;
 }
 
 /** Parses "443" or "8000-8100"; throws a UsageError naming the entry otherwise. */
@@ -168,9 +199,15 @@ export function normalizePolicy(input: NetworkPolicyInput = {}): NetworkPolicy {
 
 interface Side {
   all: boolean;
+  /** Plain names (80/443 by Host and SNI). */
   domains: Set<string>;
   /** The names that wildcards cover the subdomains of (`*.x.com` -> `x.com`). */
   wildcards: Set<string>;
+  /** `name:port` entries: name -> the ports they open (allow side only). */
+  portDomains: Map<string, PortRange[]>;
+  portWildcards: Map<string, PortRange[]>;
+  /** `host` (undefined: no entry; empty: every port) and `host:PORT` entries. */
+  host?: PortRange[];
   v4: Span[];
   v6: Span[];
   ports: PortRange[];
@@ -186,14 +223,19 @@ export interface CompiledPolicy {
   hasDomains: boolean;
 }
 
+function addTo(map: Map<string, PortRange[]>, key: string, ports: PortRange): void {
+  map.set(key, [...(map.get(key) ?? []), ports]);
+}
+
 function side(entries: string[], ports: string[], list: string): Side {
-  const s: Side = { all: false, domains: new Set(), wildcards: new Set(), v4: [], v6: [], ports: ports.map((p) => parsePortRange(p, list)) };
+  const s: Side = { all: false, domains: new Set(), wildcards: new Set(), portDomains: new Map(), portWildcards: new Map(), v4: [], v6: [], ports: ports.map((p) => parsePortRange(p, list)) };
   const cidrs: string[] = [];
   for (const e of entries) {
     const d = parseDestination(e, list);
     if (d.kind === 'all') s.all = true;
-    else if (d.kind === 'domain') s.domains.add(d.name);
-    else if (d.kind === 'wildcard') s.wildcards.add(d.suffix);
+    else if (d.kind === 'domain') d.ports ? addTo(s.portDomains, d.name, d.ports) : s.domains.add(d.name);
+    else if (d.kind === 'wildcard') d.ports ? addTo(s.portWildcards, d.suffix, d.ports) : s.wildcards.add(d.suffix);
+    else if (d.kind === 'host') s.host = d.ports && s.host?.length !== 0 ? [...(s.host ?? []), d.ports] : [];
     else cidrs.push(d.cidr);
   }
   s.v4 = mergeCidrs(cidrs, 4);
@@ -201,56 +243,105 @@ function side(entries: string[], ports: string[], list: string): Side {
   return s;
 }
 
+const names = (s: Side) => s.domains.size + s.wildcards.size + s.portDomains.size + s.portWildcards.size;
+
 export function compilePolicy(policy: NetworkPolicy = DEFAULT_POLICY): CompiledPolicy {
   const allow = side(policy.allowOut, policy.allowPorts, 'allowOut');
   const deny = side(policy.denyOut, policy.denyPorts, 'denyOut');
-  const hasDomains = [allow, deny].some((s) => s.domains.size > 0 || s.wildcards.size > 0);
+  const hasDomains = names(allow) + names(deny) > 0;
   return { policy, mode: policy.mode, allow, deny, hasDomains };
 }
 
-/** An exact name or a wildcard's subdomain (`*.x.com` covers `a.x.com`, not `x.com`). */
+/** The name and each proper parent (a.b.c -> b.c, c): wildcards are looked up in O(labels). */
+function* parents(name: string): Generator<string> {
+  for (let dot = name.indexOf('.'); dot >= 0; dot = name.indexOf('.', dot + 1)) yield name.slice(dot + 1);
+}
+
+/** A plain entry names it: an exact name or a wildcard's subdomain (`*.x.com` covers `a.x.com`, not `x.com`). */
 function nameIn(s: Side, name: string): boolean {
   if (s.domains.has(name)) return true;
-  // Each proper parent of the name (a.b.c -> b.c, c), looked up: O(labels), not O(entries).
-  for (let dot = name.indexOf('.'); dot >= 0; dot = name.indexOf('.', dot + 1)) {
-    if (s.wildcards.has(name.slice(dot + 1))) return true;
-  }
+  for (const parent of parents(name)) if (s.wildcards.has(parent)) return true;
   return false;
 }
 
-function addressIn(s: Side, address: string): boolean {
-  let addr: ipaddr.IPv4 | ipaddr.IPv6;
+/** The ports that `name:port` entries open for a name (empty: none). */
+function namePorts(s: Side, name: string): PortRange[] {
+  const out = [...(s.portDomains.get(name) ?? [])];
+  for (const parent of parents(name)) out.push(...(s.portWildcards.get(parent) ?? []));
+  return out;
+}
+
+/** Whether an allow entry of any kind names it. */
+function nameNamed(s: Side, name: string): boolean {
+  return nameIn(s, name) || namePorts(s, name).length > 0;
+}
+
+/** Whether the side's name entries open this name on this port (no port: on some port). */
+function nameOpens(s: Side, name: string, port: number | undefined): boolean {
+  if (nameIn(s, name) && (port === undefined || (WEB_PORTS as readonly number[]).includes(port))) return true;
+  const ranges = namePorts(s, name);
+  return port === undefined ? ranges.length > 0 : inRanges(ranges, port);
+}
+
+function parse(address: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
   try {
-    addr = ipaddr.process(address);
+    return ipaddr.process(address);
   } catch {
-    return false;
+    return undefined;
   }
-  return spansContain(addr.kind() === 'ipv4' ? s.v4 : s.v6, addressToBigInt(addr));
+}
+
+function addressIn(s: Side, address: string): boolean {
+  const addr = parse(address);
+  return addr ? spansContain(addr.kind() === 'ipv4' ? s.v4 : s.v6, addressToBigInt(addr)) : false;
+}
+
+function inRanges(ranges: readonly PortRange[], port: number): boolean {
+  return ranges.some((r) => port >= r.from && port <= r.to);
 }
 
 function portIn(s: Side, port: number): boolean {
-  return s.ports.some((r) => port >= r.from && port <= r.to);
+  return inRanges(s.ports, port);
 }
 
-const linkLocal = ipaddr.parseCIDR(LINK_LOCAL_V4);
-function isLinkLocal(address: string): boolean {
-  try {
-    const addr = ipaddr.process(address);
-    return addr.kind() === 'ipv4' && addr.match(linkLocal);
-  } catch {
-    return false;
-  }
+const PROTECTED = { 4: mergeCidrs(PROTECTED_V4, 4), 6: mergeCidrs(PROTECTED_V6, 6) };
+
+/** Loopback, private, link-local, metadata, multicast... (see PROTECTED_V4/V6). Unparsable counts as protected. */
+export function isProtectedAddress(address: string): boolean {
+  const addr = parse(address);
+  if (!addr) return true;
+  return spansContain(PROTECTED[addr.kind() === 'ipv4' ? 4 : 6], addressToBigInt(addr));
 }
 
-/** Whether a name is named by an allow entry (its DNS answers then open its addresses). */
+/** Whether an allow entry names this address or a CIDR containing it (what opens a protected one). */
+export function addressAllowed(p: CompiledPolicy, address: string): boolean {
+  return addressIn(p.allow, address);
+}
+
+/** Whether `host`/`host:PORT` entries open the host on this port (no port: on some port). */
+export function hostAllowed(p: CompiledPolicy, port?: number): boolean {
+  const h = p.allow.host;
+  if (!h) return false;
+  return h.length === 0 || port === undefined || inRanges(h, port);
+}
+
+/** Whether a name is named by an allow entry (plain or with ports). */
 export function nameAllowed(p: CompiledPolicy, name: string): boolean {
-  return nameIn(p.allow, normalizeName(name));
+  return nameNamed(p.allow, normalizeName(name));
+}
+
+/**
+ * The ports that `name:port` entries open to a name's DNS-learned addresses (the kernel opens
+ * exactly these; plain names are judged by the proxy on 80/443 and learn nothing).
+ */
+export function learnedPorts(p: CompiledPolicy, name: string): PortRange[] {
+  return namePorts(p.allow, normalizeName(name));
 }
 
 /** Whether sbx's DNS forwarder answers a name (else NXDOMAIN). */
 export function nameResolvable(p: CompiledPolicy, name: string): boolean {
   const n = normalizeName(name);
-  if (p.allow.all || nameIn(p.allow, n)) return true;
+  if (p.allow.all || nameNamed(p.allow, n)) return true;
   if (p.mode === 'block-all') return false;
   return !nameIn(p.deny, n);
 }
@@ -261,24 +352,37 @@ export interface Connection {
   /** The address the connection goes to. */
   address?: string;
   port?: number;
+  /** The address is one of the host's own (the proxy connects from the host: it must know). */
+  toHost?: boolean;
+}
+
+/** Whether the address is a protected one; then only an address entry (or `host`) opens it. */
+function guarded(p: CompiledPolicy, c: Connection): boolean | undefined {
+  if (c.toHost) return hostAllowed(p, c.port) || (c.address !== undefined && addressIn(p.allow, c.address));
+  if (c.address !== undefined && isProtectedAddress(c.address)) return addressIn(p.allow, c.address);
+  return undefined;
 }
 
 /** Whether an allow entry matches (allow beats every deny). */
 export function explicitlyAllowed(p: CompiledPolicy, c: Connection): boolean {
+  const guard = guarded(p, c);
+  if (guard !== undefined) return guard;
   const name = c.name ? normalizeName(c.name) : undefined;
   if (p.allow.all) return true;
-  if (name && nameIn(p.allow, name)) return true;
+  if (name && nameOpens(p.allow, name, c.port)) return true;
   if (c.address && addressIn(p.allow, c.address)) return true;
   return c.port !== undefined && portIn(p.allow, c.port);
 }
 
 /** The one decision: may this outbound connection pass? */
 export function connectionAllowed(p: CompiledPolicy, c: Connection): boolean {
-  const name = c.name ? normalizeName(c.name) : undefined;
+  const guard = guarded(p, c);
+  if (guard !== undefined) return guard;
   if (explicitlyAllowed(p, c)) return true;
   if (p.mode === 'block-all') return false;
+  const name = c.name ? normalizeName(c.name) : undefined;
   if (name && nameIn(p.deny, name)) return false;
-  if (c.address && (addressIn(p.deny, c.address) || isLinkLocal(c.address))) return false;
+  if (c.address && addressIn(p.deny, c.address)) return false;
   if (c.port !== undefined && portIn(p.deny, c.port)) return false;
   return true;
 }

@@ -21,8 +21,12 @@ export interface DnsForwarderOptions {
   sandboxOf(address: string): Promise<string | undefined>;
   /** Its compiled policy (undefined: not ours, no answer). */
   policyOf(id: string): CompiledPolicy | undefined;
-  /** Opens addresses for an allowed name; rejects when the kernel refuses (then SERVFAIL). */
-  learn(id: string, name: string, addresses: LearnedAddress[]): Promise<void>;
+  /**
+   * Opens addresses for an allowed name (on the ports its `name:port` entries name); resolves
+   * false when the policy in force by then no longer allows the name (then NXDOMAIN), rejects
+   * when the kernel refuses (then SERVFAIL).
+   */
+  learn(id: string, name: string, addresses: Array<Omit<LearnedAddress, 'ports'>>): Promise<boolean>;
   log?: (line: string) => void;
 }
 
@@ -103,10 +107,10 @@ export class DnsForwarder {
       this.#o.log?.(`dns: upstream did not answer for ${name}: ${(err as Error).message}`);
       return errorAnswer(query, SERVFAIL);
     }
-    if (nameAllowed(policy, name) && !policy.allow.all) {
+    if (nameAllowed(policy, name)) {
       try {
         const learned = addressesOf(dnsPacket.decode(reply));
-        if (learned.length) await this.#o.learn(id, name.toLowerCase().replace(/\.$/, ''), learned);
+        if (learned.length && !(await this.#o.learn(id, name.toLowerCase().replace(/\.$/, ''), learned))) return errorAnswer(query, NXDOMAIN);
       } catch (err) {
         this.#o.log?.(`dns: could not open the addresses of ${name}: ${(err as Error).message}`);
         return errorAnswer(query, SERVFAIL); // fail closed: no answer that would not work
@@ -173,8 +177,8 @@ function onFramedMessages(socket: Socket, onMessage: (msg: Buffer) => void): voi
 }
 
 /** A and AAAA records of an answer (whatever CNAMEs led there), with their TTLs. */
-export function addressesOf(reply: dnsPacket.DecodedPacket): LearnedAddress[] {
-  const out: LearnedAddress[] = [];
+export function addressesOf(reply: dnsPacket.DecodedPacket): Array<Omit<LearnedAddress, 'ports'>> {
+  const out: Array<Omit<LearnedAddress, 'ports'>> = [];
   for (const a of reply.answers ?? []) {
     if (a.type === 'A' || a.type === 'AAAA') out.push({ address: String(a.data), family: a.type === 'A' ? 4 : 6, ttl: a.ttl ?? 0 });
   }

@@ -62,10 +62,10 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
   const sources = new SandboxSources(runtime, home);
   const policyOf = (id: string) => {
     const r = routes.find(id);
-    return r ? egress.compiled(id, r.network) : undefined;
+    return r ? egress.judgedBy(id, r.network) : undefined;
   };
   const upstream = dnsUpstream();
-  const dns = new DnsForwarder({ upstream, sandboxOf: (a) => sources.find(a), policyOf, learn: (id, name, addrs) => egress.learn(id, name, addrs), log });
+  const dns = new DnsForwarder({ upstream, sandboxOf: (a) => sources.find(a), policyOf, learn: (id, name, addrs) => egress.learn(id, name, addrs, () => policyOf(id)), log });
   const proxy = new EgressProxy({ sandboxOf: (a) => sources.find(a), policyOf, resolver: new UpstreamResolver(upstream), log });
   const egressListeners = { dns: await dns.listen(), ...(await proxy.listen()) };
   egress.useListeners(egressListeners);

@@ -2,7 +2,7 @@
 // opens the addresses that sbx's DNS forwarder learned for allowed names. The gateway owns the
 // instance that learns; other processes (a library user without the daemon) apply the same rules
 // and, on a policy change, simply drop what was learned (fail closed: the sandbox resolves again).
-import { compilePolicy, DEFAULT_POLICY, nameAllowed, type CompiledPolicy, type NetworkPolicy } from '../core/network-policy.ts';
+import { compilePolicy, DEFAULT_POLICY, learnedPorts, nameAllowed, type CompiledPolicy, type NetworkPolicy } from '../core/network-policy.ts';
 import { learnScript, removeScript, rulesScript, type EgressListeners, type LearnedAddress, type SandboxLink } from './nft-rules.ts';
 import { runNft } from './nft.ts';
 import { ipv6Subnet, objectNames, type SandboxRecord } from '../core/sandbox.ts';
@@ -14,6 +14,8 @@ function sandboxLink(record: Pick<SandboxRecord, 'id' | 'ipv6'>): SandboxLink {
 
 /** DNS answers with a shorter TTL still open their address this long (a connect must follow). */
 export const MIN_LEARN_SECONDS = 5;
+/** And a longer TTL no longer than this: a stale answer cannot keep an address open for days. */
+export const MAX_LEARN_SECONDS = 300;
 
 interface Learned {
   family: 4 | 6;
@@ -26,6 +28,10 @@ export class Egress {
   /** sandbox id -> address -> what opened it. */
   readonly #learned = new Map<string, Map<string, Learned>>();
   readonly #compiled = new Map<string, { json: string; compiled: CompiledPolicy }>();
+  /** A policy being put in force (an update): judged by from its first step, before the kernel. */
+  readonly #pending = new Map<string, CompiledPolicy>();
+  /** Kernel work per sandbox runs one step at a time: an update and a DNS answer never interleave. */
+  readonly #queue = new Map<string, Promise<unknown>>();
 
   constructor(listeners: () => EgressListeners | undefined) {
     this.#listeners = listeners;
@@ -55,16 +61,46 @@ export class Egress {
   readonly #byObject = new WeakMap<NetworkPolicy, CompiledPolicy>();
 
   /**
+   * What the DNS forwarder and the proxy judge a sandbox by: a policy being put in force wins
+   * over the stored one until the store holds it too (an update tightens before it returns).
+   */
+  judgedBy(id: string, stored: NetworkPolicy | undefined): CompiledPolicy {
+    const compiled = this.compiled(id, stored);
+    const pending = this.#pending.get(id);
+    if (!pending) return compiled;
+    if (JSON.stringify(pending.policy) !== JSON.stringify(compiled.policy)) return pending;
+    this.#pending.delete(id);
+    return compiled;
+  }
+
+  /** Runs kernel work for one sandbox after the work queued before it. */
+  #serial<T>(id: string, work: () => Promise<T>): Promise<T> {
+    const run = (this.#queue.get(id) ?? Promise.resolve()).catch(() => {}).then(work);
+    const tail = run.catch(() => {});
+    this.#queue.set(id, tail);
+    void tail.then(() => this.#queue.get(id) === tail && this.#queue.delete(id));
+    return run;
+  }
+
+  /**
    * Puts a sandbox's policy (its record's, or `policy` when given: an update) in force, atomically.
-   * `changed`: the policy differs from the one in force, so addresses learned for names that are no
-   * longer allowed are closed in the same step.
+   * `changed`: the policy differs from the one in force. Then the DNS forwarder and the proxy judge
+   * by it from this moment (before the kernel has it), and DNS-learned addresses are re-judged
+   * under it in the same kernel step: nothing learned under the old policy outlives the update.
    */
   async apply(record: Pick<SandboxRecord, 'id' | 'name' | 'ipv6' | 'network'>, options: { policy?: NetworkPolicy; changed?: boolean } = {}): Promise<void> {
     const link = sandboxLink(record);
-    const name = record.name;
     const compiled = this.compiled(link.id, options.policy ?? record.network);
-    const relearn = options.changed ? this.#stillAllowed(link.id, compiled) : undefined;
-    await runNft(rulesScript(link, compiled, { listeners: this.#fixed ?? this.#listeners(), relearn }), `could not put the egress policy of ${name} in force`);
+    if (options.changed) this.#pending.set(link.id, compiled);
+    try {
+      await this.#serial(link.id, () => {
+        const relearn = options.changed ? this.#stillAllowed(link.id, compiled) : undefined;
+        return runNft(rulesScript(link, compiled, { listeners: this.#fixed ?? this.#listeners(), relearn }), `could not put the egress policy of ${record.name} in force`);
+      });
+    } catch (err) {
+      if (this.#pending.get(link.id) === compiled) this.#pending.delete(link.id);
+      throw err;
+    }
     this.#appliedAt.set(link.id, Date.now());
   }
 
@@ -83,30 +119,44 @@ export class Egress {
     this.#learned.delete(id);
     this.#appliedAt.delete(id);
     this.#compiled.delete(id);
-    await runNft(removeScript(id), `could not remove the egress rules of sandbox ${id}`);
+    this.#pending.delete(id);
+    await this.#serial(id, () => runNft(removeScript(id), `could not remove the egress rules of sandbox ${id}`));
   }
 
-  /** Opens the addresses of an allowed name's DNS answer for its TTL, before the answer is sent. */
-  async learn(id: string, name: string, answers: LearnedAddress[]): Promise<void> {
-    const now = Date.now();
-    let known = this.#learned.get(id);
-    if (!known) this.#learned.set(id, (known = new Map()));
-    const fresh: LearnedAddress[] = [];
-    for (const a of answers) {
-      const ttl = Math.max(MIN_LEARN_SECONDS, a.ttl);
-      const expiresAt = now + ttl * 1000;
-      const entry = known.get(a.address);
-      if (entry && entry.expiresAt > now) {
-        entry.names.add(name);
-        // Already open long enough: no kernel work on the DNS path.
-        if (entry.expiresAt >= expiresAt - 1000) continue;
-        entry.expiresAt = expiresAt;
-      } else {
-        known.set(a.address, { family: a.family, expiresAt, names: new Set([name]) });
+  /**
+   * Opens the addresses of a DNS answer for `name:port` entries, on exactly their ports, for the
+   * answer's TTL (within MIN/MAX_LEARN_SECONDS), before the answer is sent. `judge` is the policy
+   * the sandbox is judged by when the kernel step runs (an update may have come in meanwhile).
+   * Resolves with false when that policy opens no port for the name.
+   */
+  learn(id: string, name: string, answers: ReadonlyArray<Omit<LearnedAddress, 'ports'>>, judge: () => CompiledPolicy | undefined): Promise<boolean> {
+    return this.#serial(id, async () => {
+      const policy = judge();
+      if (!policy || !nameAllowed(policy, name)) return false;
+      const ports = learnedPorts(policy, name);
+      if (ports.length === 0) return true; // a plain name: the proxy judges 80/443 by name
+      const now = Date.now();
+      let known = this.#learned.get(id);
+      if (!known) this.#learned.set(id, (known = new Map()));
+      const fresh: LearnedAddress[] = [];
+      for (const a of answers) {
+        const ttl = Math.min(MAX_LEARN_SECONDS, Math.max(MIN_LEARN_SECONDS, a.ttl));
+        const expiresAt = now + ttl * 1000;
+        const entry = known.get(a.address);
+        if (entry && entry.expiresAt > now) {
+          const hadName = entry.names.has(name);
+          entry.names.add(name);
+          // Already open long enough for this name: no kernel work on the DNS path.
+          if (hadName && entry.expiresAt >= expiresAt - 1000) continue;
+          entry.expiresAt = Math.max(entry.expiresAt, expiresAt);
+        } else {
+          known.set(a.address, { family: a.family, expiresAt, names: new Set([name]) });
+        }
+        fresh.push({ ...a, ttl, ports });
       }
-      fresh.push({ ...a, ttl });
-    }
-    if (fresh.length) await runNft(learnScript(id, fresh), `could not open the addresses of ${name}`);
+      if (fresh.length) await runNft(learnScript(id, fresh), `could not open the addresses of ${name}`);
+      return true;
+    });
   }
 
   #stillAllowed(id: string, compiled: CompiledPolicy): LearnedAddress[] {
@@ -115,13 +165,14 @@ export class Egress {
     const now = Date.now();
     const keep: LearnedAddress[] = [];
     for (const [address, entry] of known) {
-      const names = [...entry.names].filter((n) => nameAllowed(compiled, n));
+      const names = [...entry.names].filter((n) => learnedPorts(compiled, n).length > 0);
       if (entry.expiresAt <= now || names.length === 0) {
         known.delete(address);
         continue;
       }
       entry.names = new Set(names);
-      keep.push({ address, family: entry.family, ttl: (entry.expiresAt - now) / 1000 });
+      const ports = names.flatMap((n) => learnedPorts(compiled, n));
+      keep.push({ address, family: entry.family, ttl: (entry.expiresAt - now) / 1000, ports });
     }
     return keep;
   }

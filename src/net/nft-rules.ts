@@ -4,15 +4,17 @@
 // container, so a restart opens no gap. One table per sandbox keeps sandboxes independent.
 //
 //   forward (priority -10, before Docker's)   iifname sbx-ID -> egress
-//   input   (the host's own addresses)        iifname sbx-ID -> host -> egress
+//   input   (the host's own addresses)        iifname sbx-ID -> host (only `host` entries,
+//                                             address entries, and sbx's DNS and proxy pass)
+//   output  (the host's own processes)        only root opens connections into the sandbox
 //   prerouting nat                            DNS to the bridge address -> sbx's forwarder;
 //                                             TCP 80/443 -> the Host/SNI proxy when names matter
 // Every packet the sandbox sends in a connection it opened is checked (not only the first), so a
 // change cuts open connections at once; replies to connections opened from outside (the
 // gateway's requests to exposed ports) always pass. Refused packets get a TCP reset or an ICMP
 // "administratively prohibited", so clients fail at once instead of timing out.
-import { LINK_LOCAL_V4, type CompiledPolicy } from '../core/network-policy.ts';
-import { mergeCidrs, mergeSpans } from '../core/address-ranges.ts';
+import { PROTECTED_V4, PROTECTED_V6, type CompiledPolicy, type PortRange } from '../core/network-policy.ts';
+import { mergeCidrs } from '../core/address-ranges.ts';
 import { mergedPorts, spanElements, type Family } from './ranges.ts';
 
 /** Where the gateway serves sandboxes (its ports on every host address). */
@@ -35,6 +37,8 @@ export interface LearnedAddress {
   family: Family;
   /** Seconds left. */
   ttl: number;
+  /** The ports that `name:port` entries open to it (TCP and UDP). */
+  ports: PortRange[];
 }
 
 export const tableName = (id: string) => `sbx_${id}`;
@@ -44,12 +48,16 @@ const STATIC_SETS: Array<[string, string]> = [
   ['allow6', 'ipv6_addr; flags interval'],
   ['deny4', 'ipv4_addr; flags interval'],
   ['deny6', 'ipv6_addr; flags interval'],
+  ['protected4', 'ipv4_addr; flags interval'],
+  ['protected6', 'ipv6_addr; flags interval'],
   ['allowports', 'inet_service; flags interval'],
   ['denyports', 'inet_service; flags interval'],
+  ['hostports', 'inet_service; flags interval'],
 ];
+// An address that a `name:port` entry's DNS answer opened, with exactly those ports.
 const LEARNED_SETS: Array<[string, string]> = [
-  ['learned4', 'ipv4_addr; flags timeout'],
-  ['learned6', 'ipv6_addr; flags timeout'],
+  ['learned4', 'ipv4_addr . inet_service; flags interval, timeout'],
+  ['learned6', 'ipv6_addr . inet_service; flags interval, timeout'],
 ];
 const CHAINS: Array<[string, string]> = [
   ['egress', ''],
@@ -57,6 +65,7 @@ const CHAINS: Array<[string, string]> = [
   ['refuse', ''],
   ['forward', ' { type filter hook forward priority -10; policy accept; }'],
   ['input', ' { type filter hook input priority -10; policy accept; }'],
+  ['output', ' { type filter hook output priority -10; policy accept; }'],
   ['prerouting', ' { type nat hook prerouting priority -110; policy accept; }'],
   ['postrouting', ' { type nat hook postrouting priority 90; policy accept; }'],
 ];
@@ -70,7 +79,14 @@ export function policyMark(p: CompiledPolicy): number {
 
 /** Whether sbx's DNS forwarder serves this sandbox (block-all without allowed names gets none). */
 export function servesDns(p: CompiledPolicy): boolean {
-  return p.mode === 'allow-all' || p.allow.all || p.allow.domains.size > 0 || p.allow.wildcards.size > 0;
+  const a = p.allow;
+  return p.mode === 'allow-all' || a.all || a.domains.size + a.wildcards.size + a.portDomains.size + a.portWildcards.size > 0;
+}
+
+/** One learned address as set elements: `addr . port-range timeout Ns`, one per range. */
+function learnedElements(l: LearnedAddress): string[] {
+  const timeout = `timeout ${Math.max(1, Math.ceil(l.ttl))}s`;
+  return mergedPorts(l.ports).map((ports) => `${l.address} . ${ports} ${timeout}`);
 }
 
 function elements(table: string, set: string, items: string[]): string[] {
@@ -98,18 +114,19 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
   for (const [name] of STATIC_SETS) out.push(`flush set inet ${t} ${name}`);
 
   // The compiled policy already holds merged address spans and parsed ports: nothing is re-parsed.
-  const deny4 = mergeSpans([...p.deny.v4, ...mergeCidrs([LINK_LOCAL_V4], 4)]);
   out.push(...elements(t, 'allow4', spanElements(p.allow.v4, 4)));
   out.push(...elements(t, 'allow6', spanElements(p.allow.v6, 6)));
-  out.push(...elements(t, 'deny4', spanElements(deny4, 4)));
+  out.push(...elements(t, 'deny4', spanElements(p.deny.v4, 4)));
   out.push(...elements(t, 'deny6', spanElements(p.deny.v6, 6)));
+  out.push(...elements(t, 'protected4', spanElements(mergeCidrs(PROTECTED_V4, 4), 4)));
+  out.push(...elements(t, 'protected6', spanElements(mergeCidrs(PROTECTED_V6, 6), 6)));
   out.push(...elements(t, 'allowports', mergedPorts(p.allow.ports)));
   out.push(...elements(t, 'denyports', mergedPorts(p.deny.ports)));
+  out.push(...elements(t, 'hostports', mergedPorts(p.allow.host ?? [])));
   if (opts.relearn) {
     out.push(`flush set inet ${t} learned4`, `flush set inet ${t} learned6`);
     for (const family of [4, 6] as const) {
-      const items = opts.relearn.filter((l) => l.family === family).map((l) => `${l.address} timeout ${Math.max(1, Math.ceil(l.ttl))}s`);
-      out.push(...elements(t, `learned${family}`, items));
+      out.push(...elements(t, `learned${family}`, opts.relearn.filter((l) => l.family === family).flatMap(learnedElements)));
     }
   }
 
@@ -124,22 +141,34 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
   rule('forward', `${iif} oifname "sbx-*" oifname != "${link.bridge}" goto refuse`);
   rule('forward', `oifname "${link.bridge}" iifname != "${link.bridge}" meta nfproto ipv6 ct direction original goto refuse`);
   rule('forward', `${iif} jump egress`);
+  // The host's own addresses (bridge gateways included): only sbx's DNS and proxy (redirected
+  // there by the rules below), `host` entries and address entries that name them.
   rule('input', `${iif} jump host`);
   rule('host', 'ct direction reply accept');
   if (dns) rule('host', `meta l4proto { tcp, udp } th dport ${listeners.dns} ct status dnat accept`);
   if (proxy) rule('host', `tcp dport { ${listeners.http}, ${listeners.tls} } ct status dnat accept`);
-  rule('host', 'jump egress');
+  if (p.allow.host?.length === 0) rule('host', 'accept');
+  else if (p.allow.host) rule('host', 'meta l4proto { tcp, udp } th dport @hostports accept');
+  rule('host', 'ip daddr @allow4 accept');
+  rule('host', 'ip6 daddr @allow6 accept');
+  rule('host', 'goto refuse');
+  // Local users reach the sandbox only through the gateway (root): a private port's token is
+  // checked there, so nobody else opens connections into it. Replies to its own always pass.
+  rule('output', `oifname "${link.bridge}" ct direction original ct state new meta skuid != 0 goto refuse`);
 
   rule('egress', 'ct direction reply accept');
-  if (p.allow.all) rule('egress', 'accept');
   rule('egress', `ct mark ${mark} accept`);
   rule('egress', 'ip daddr @allow4 accept');
   rule('egress', 'ip6 daddr @allow6 accept');
+  // Loopback, private, link-local, metadata: only the address entries above open them.
+  rule('egress', 'ip daddr @protected4 goto refuse');
+  rule('egress', 'ip6 daddr @protected6 goto refuse');
+  if (p.allow.all) rule('egress', 'accept');
   rule('egress', 'meta l4proto { tcp, udp } th dport @allowports accept');
-  rule('egress', `ip daddr @learned4 ct mark set ${mark} accept`);
-  rule('egress', `ip6 daddr @learned6 ct mark set ${mark} accept`);
-  // Names matter but cannot be checked (no proxy for IPv6, or no gateway): web ports fail closed.
-  if (p.hasDomains) rule('egress', `${proxy ? 'meta nfproto ipv6 ' : ''}tcp dport { 80, 443 } goto refuse`);
+  rule('egress', `meta l4proto { tcp, udp } ip daddr . th dport @learned4 ct mark set ${mark} accept`);
+  rule('egress', `meta l4proto { tcp, udp } ip6 daddr . th dport @learned6 ct mark set ${mark} accept`);
+  // Names matter: web ports go to the proxy (redirected below); without it they fail closed.
+  if (p.hasDomains) rule('egress', 'tcp dport { 80, 443 } goto refuse');
   if (p.mode === 'allow-all') {
     rule('egress', 'ip daddr @deny4 goto refuse');
     rule('egress', 'ip6 daddr @deny6 goto refuse');
@@ -156,8 +185,8 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
   // no address in the rule, so the rules can go in before the network exists.
   if (dns) rule('prerouting', `${iif} fib daddr type local meta l4proto { tcp, udp } th dport 53 redirect to :${listeners.dns}`);
   if (proxy) {
-    rule('prerouting', `${iif} meta nfproto ipv4 tcp dport 80 redirect to :${listeners.http}`);
-    rule('prerouting', `${iif} meta nfproto ipv4 tcp dport 443 redirect to :${listeners.tls}`);
+    rule('prerouting', `${iif} tcp dport 80 redirect to :${listeners.http}`);
+    rule('prerouting', `${iif} tcp dport 443 redirect to :${listeners.tls}`);
   }
   return out.join('\n') + '\n';
 }
@@ -177,9 +206,12 @@ export function learnScript(id: string, learned: LearnedAddress[]): string {
   const out: string[] = [];
   for (const l of learned) {
     const set = `learned${l.family}`;
-    out.push(`add element inet ${t} ${set} { ${l.address} timeout 1s }`);
-    out.push(`delete element inet ${t} ${set} { ${l.address} }`);
-    out.push(`add element inet ${t} ${set} { ${l.address} timeout ${Math.max(1, Math.ceil(l.ttl))}s }`);
+    for (const element of learnedElements(l)) {
+      const key = element.replace(/ timeout \d+s$/, '');
+      out.push(`add element inet ${t} ${set} { ${key} timeout 1s }`);
+      out.push(`delete element inet ${t} ${set} { ${key} }`);
+      out.push(`add element inet ${t} ${set} { ${element} }`);
+    }
   }
   return out.join('\n') + '\n';
 }
