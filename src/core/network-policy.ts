@@ -117,7 +117,12 @@ export function parseDestination(entry: string, list = 'allowOut'): Destination 
   const base = normalizeName(withPorts ? withPorts[1]! : text);
   if (base === 'host' || withPorts) {
     if (list !== 'allowOut') throw new UsageError(`invalid ${list} entry "${entry}": host and name:port entries only open (allowOut); deny a name or address instead`);
-    const ports = withPorts ? parsePortRange(withPorts[2]!, list) : undefined;
+    let ports: PortRange | undefined;
+    try {
+      ports = withPorts ? parsePortRange(withPorts[2]!, list) : undefined;
+    } catch {
+      throw new UsageError(`invalid ${list} entry "${entry}": bad port (${ACCEPTED_DEST}; ports 1-65535)`);
+    }
     if (base === 'host') return { kind: 'host', ...(ports ? { ports } : {}) };
     if (base.startsWith('*.') && isDomain(base.slice(2))) return { kind: 'wildcard', suffix: base.slice(2), ports: ports! };
     if (!base.startsWith('*.') && isDomain(base)) return { kind: 'domain', name: base, ports: ports! };

@@ -10,7 +10,11 @@ import { connect as tlsConnect } from 'node:tls';
 import dnsPacket from 'dns-packet';
 import { UsageError } from '../../src/core/errors.ts';
 import {
+  addressAllowed,
   compilePolicy,
+  hostAllowed,
+  isProtectedAddress,
+  learnedPorts,
   connectionAllowed,
   deniedNames,
   explicitlyAllowed,
@@ -237,6 +241,13 @@ describe('parseDestination', () => {
     ['*.example.com', { kind: 'wildcard', suffix: 'example.com' }],
     ['*.Example.COM.', { kind: 'wildcard', suffix: 'example.com' }],
     ['*.com', { kind: 'wildcard', suffix: 'com' }],
+    ['x.com:443', { kind: 'domain', name: 'x.com', ports: { from: 443, to: 443 } }],
+    ['GitHub.com.:22', { kind: 'domain', name: 'github.com', ports: { from: 22, to: 22 } }],
+    ['*.db.test:5432-5433', { kind: 'wildcard', suffix: 'db.test', ports: { from: 5432, to: 5433 } }],
+    ['host', { kind: 'host' }],
+    ['HOST', { kind: 'host' }],
+    ['host:5432', { kind: 'host', ports: { from: 5432, to: 5432 } }],
+    ['host:8000-8100', { kind: 'host', ports: { from: 8000, to: 8100 } }],
   ];
   for (const [entry, want] of good) it(`accepts "${entry.slice(0, 30)}"`, () => assert.deepEqual(parseDestination(entry), want));
 
@@ -266,7 +277,13 @@ describe('parseDestination', () => {
     'bad-.com',
     'exa mple.com',
     'http://x.com',
-    'x.com:443',
+    'x.com:0',
+    'x.com:70000',
+    'x.com:443-80',
+    'x.com:',
+    'host:x',
+    '1.2.3.4:22',
+    '*:22',
     'example.123',
     `${'a'.repeat(64)}.com`,
     `${'abcdefghi.'.repeat(26)}com`,
@@ -281,6 +298,13 @@ describe('parseDestination', () => {
   }
   it('names the list it was given in the message', () => {
     assertUsage(() => parseDestination('a..b', 'denyOut'), 'invalid denyOut entry "a..b"');
+  });
+  it('host and name:port entries are allow entries only', () => {
+    assertUsage(() => parseDestination('host', 'denyOut'), 'invalid denyOut entry "host"', 'only open (allowOut)');
+    assertUsage(() => parseDestination('x.test:22', 'denyOut'), 'invalid denyOut entry "x.test:22"');
+  });
+  it('name:port entries are written back normalised', () => {
+    assert.deepEqual(normalizePolicy({ allowOut: ['GitHub.com.:22', '*.X.test:8000-8100', 'Host:5432', 'host'] }).allowOut, ['github.com:22', '*.x.test:8000-8100', 'host:5432', 'host']);
   });
   it('an IPv4-mapped CIDR is refused as "not a valid address or CIDR" (while the mapped address alone is accepted)', () => {
     assertUsage(() => parseDestination('::ffff:1.2.3.4/128'), /not a valid address or CIDR/);
@@ -376,7 +400,7 @@ describe('normalizePolicy', () => {
 // ---- network-policy: decisions ---------------------------------------------------------------
 
 describe('policy decisions', () => {
-  it('allow-all (the default) passes everything but link-local IPv4', () => {
+  it('allow-all (the default) passes everything but protected addresses', () => {
     const p = compilePolicy();
     assert.equal(p.mode, 'allow-all');
     assert.equal(p.hasDomains, false);
@@ -390,6 +414,45 @@ describe('policy decisions', () => {
     assert.ok(!connectionAllowed(p, { address: '::ffff:169.254.169.254', port: 80 }));
     assert.ok(connectionAllowed(p, { address: '169.253.255.255' }));
     assert.ok(connectionAllowed(p, { address: '169.255.0.0' }));
+    for (const a of ['127.0.0.1', '0.0.0.0', '10.1.2.3', '172.16.0.1', '172.31.255.255', '192.168.1.1', '100.64.0.1', '100.100.100.200', '169.254.169.254', '224.0.0.1', '255.255.255.255', '::1', '::', 'fd00:ec2::254', 'fc00::1', 'fe80::1', 'ff02::1', '::ffff:127.0.0.1', '64:ff9b::a00:1']) {
+      assert.ok(!connectionAllowed(p, { address: a, port: 80 }), a);
+      assert.ok(isProtectedAddress(a), a);
+    }
+    for (const a of ['172.15.255.255', '172.32.0.0', '100.63.255.255', '100.128.0.0', '198.18.0.1', '192.0.2.2', '2001:2::1', '223.255.255.255']) {
+      assert.ok(connectionAllowed(p, { address: a, port: 80 }), a);
+      assert.ok(!isProtectedAddress(a), a);
+    }
+  });
+  it('protected addresses open only by an address entry naming them; the host only by host or an address entry', () => {
+    const p = compile({ allowOut: ['10.203.77.1', 'all', 'allowed.test'], allowPorts: ['80'] });
+    assert.ok(connectionAllowed(p, { address: '10.203.77.1', port: 8080 }));
+    assert.ok(!connectionAllowed(p, { address: '10.203.77.2', port: 80 }), 'neither all nor a port entry opens a protected address');
+    assert.ok(!connectionAllowed(p, { name: 'allowed.test', address: '127.0.0.1', port: 80 }), 'a name does not open a protected address (rebinding)');
+    assert.ok(!connectionAllowed(p, { address: '192.0.2.2', port: 80, toHost: true }), 'the host is closed by default');
+    assert.ok(!explicitlyAllowed(p, { address: '192.0.2.2', port: 80, toHost: true }));
+    const h = compile({ mode: 'block-all', allowOut: ['host:5432'] });
+    assert.ok(connectionAllowed(h, { address: '192.0.2.2', port: 5432, toHost: true }));
+    assert.ok(!connectionAllowed(h, { address: '192.0.2.2', port: 5433, toHost: true }));
+    assert.ok(hostAllowed(h, 5432) && !hostAllowed(h, 22) && hostAllowed(compile({ allowOut: ['host'] }), 22));
+    assert.ok(connectionAllowed(compile({ allowOut: ['192.0.2.2'] }), { address: '192.0.2.2', port: 22, toHost: true }), 'an address entry naming a host address opens it');
+    assert.ok(connectionAllowed(compile({ allowOut: ['0.0.0.0/0'] }), { address: '10.0.0.1' }), 'a CIDR containing it opens it');
+    assert.ok(addressAllowed(compile({ allowOut: ['10.0.0.0/8'] }), '10.9.9.9'));
+    assert.ok(!connectionAllowed(p, { address: 'not-an-address' }), 'an unparsable address fails closed');
+  });
+  it('plain names open 80 and 443 only; name:port entries exactly their ports', () => {
+    const p = compile({ mode: 'block-all', allowOut: ['allowed.test', 'git.test:22', '*.db.test:5432-5433'] });
+    assert.ok(connectionAllowed(p, { name: 'allowed.test', address: '198.18.0.1', port: 80 }));
+    assert.ok(connectionAllowed(p, { name: 'allowed.test', address: '198.18.0.1', port: 443 }));
+    assert.ok(!connectionAllowed(p, { name: 'allowed.test', address: '198.18.0.1', port: 8080 }), 'a name is not a learned address open on every port');
+    assert.ok(connectionAllowed(p, { name: 'git.test', port: 22 }));
+    assert.ok(!connectionAllowed(p, { name: 'git.test', port: 443 }), 'a name:port entry does not open the web ports');
+    assert.ok(connectionAllowed(p, { name: 'a.db.test', port: 5433 }));
+    assert.ok(!connectionAllowed(p, { name: 'a.db.test', port: 5434 }));
+    assert.deepEqual(learnedPorts(p, 'allowed.test'), [], 'plain names learn nothing in the kernel');
+    assert.deepEqual(learnedPorts(p, 'GIT.test.'), [{ from: 22, to: 22 }]);
+    assert.deepEqual(learnedPorts(p, 'x.db.test'), [{ from: 5432, to: 5433 }]);
+    for (const n of ['allowed.test', 'git.test', 'x.db.test']) assert.ok(nameResolvable(p, n) && nameAllowed(p, n), n);
+    assert.ok(!nameResolvable(p, 'db.test'));
   });
   it('deny entries for addresses and CIDRs block in allow-all', () => {
     const p = compile({ denyOut: ['198.18.0.0/24', '203.0.113.9'] });
@@ -399,7 +462,7 @@ describe('policy decisions', () => {
     assert.ok(!connectionAllowed(p, { address: '203.0.113.9' }));
     assert.ok(connectionAllowed(p, { address: '203.0.113.10' }));
     assert.ok(!connectionAllowed(p, { address: '::ffff:198.18.0.7' }), 'an IPv4-mapped address is the IPv4 address');
-    assert.ok(connectionAllowed(p, { address: 'not-an-address' }), 'an unparsable address matches no entry');
+    assert.ok(!connectionAllowed(p, { address: 'not-an-address' }), 'an unparsable address fails closed');
   });
   it('allow beats deny', () => {
     const p = compile({ denyOut: ['198.18.0.0/24', '*.ads.test', 'x.test'], allowOut: ['198.18.0.1', 'ok.ads.test'], denyPorts: ['443'] });
@@ -425,16 +488,17 @@ describe('policy decisions', () => {
     assert.ok(!connectionAllowed(p, { address: '2001:db9::1' }));
     assert.ok(!connectionAllowed(p, {}));
   });
-  it('block-all with allowOut all passes everything, link-local included', () => {
+  it('block-all with allowOut all passes the internet, not protected addresses', () => {
     const p = compile({ mode: 'block-all', allowOut: ['all'] });
-    assert.ok(connectionAllowed(p, { name: 'x.test', address: '169.254.169.254', port: 80 }));
+    assert.ok(connectionAllowed(p, { name: 'x.test', address: '198.18.0.1', port: 8080 }));
+    assert.ok(!connectionAllowed(p, { name: 'x.test', address: '169.254.169.254', port: 80 }));
     assert.ok(nameResolvable(p, 'x.test'));
   });
   it('allowPorts alone opens that port to every address in block-all', () => {
     const p = compile({ mode: 'block-all', allowPorts: ['443', '8000-8100'] });
     assert.ok(connectionAllowed(p, { address: '203.0.113.1', port: 443 }));
     assert.ok(connectionAllowed(p, { address: '2001:db8::1', port: 8050 }));
-    assert.ok(connectionAllowed(p, { address: '169.254.169.254', port: 443 }), 'an allowed port beats the link-local rule');
+    assert.ok(!connectionAllowed(p, { address: '169.254.169.254', port: 443 }), 'an allowed port does not open a protected address');
     assert.ok(!connectionAllowed(p, { address: '203.0.113.1', port: 80 }));
     assert.ok(!connectionAllowed(p, { address: '203.0.113.1', port: 8101 }));
     assert.ok(!connectionAllowed(p, { address: '203.0.113.1' }), 'no port, no port match');
@@ -449,14 +513,14 @@ describe('policy decisions', () => {
     assert.ok(connectionAllowed(p, { address: '203.0.113.1' }));
     assert.ok(nameResolvable(p, 'mail.test'));
   });
-  it('link-local IPv4 is denied in allow-all unless an allow entry covers it', () => {
+  it('link-local IPv4 is denied in allow-all unless an address entry covers it', () => {
     const p = compile({ allowOut: ['169.254.77.1'] });
     assert.ok(connectionAllowed(p, { address: '169.254.77.1', port: 80 }));
     assert.ok(!connectionAllowed(p, { address: '169.254.77.2', port: 80 }));
     assert.ok(!connectionAllowed(p, { address: '169.254.169.254', port: 80 }));
-    assert.ok(connectionAllowed(compile({ allowOut: ['all'] }), { address: '169.254.169.254', port: 80 }));
+    assert.ok(!connectionAllowed(compile({ allowOut: ['all'] }), { address: '169.254.169.254', port: 80 }));
     assert.ok(connectionAllowed(compile({ allowOut: ['169.254.0.0/16'] }), { address: '169.254.169.254' }));
-    assert.ok(connectionAllowed(compile({ allowOut: ['metadata.test'] }), { name: 'metadata.test', address: '169.254.169.254' }), 'an allowed name covers it too');
+    assert.ok(!connectionAllowed(compile({ allowOut: ['metadata.test'] }), { name: 'metadata.test', address: '169.254.169.254' }), 'an allowed name does not cover it');
     assert.ok(!connectionAllowed(compile({ allowOut: ['metadata.test'] }), { name: 'other.test', address: '169.254.169.254' }));
   });
   it('a wildcard covers subdomains at any depth but not the base name', () => {
@@ -512,6 +576,8 @@ describe('policy decisions', () => {
     assert.deepEqual(deniedNames(compile({ denyOut: ['a.test', '*.b.test', '1.2.3.4'] })), ['a.test']);
   });
   it('hasDomains says whether names matter', () => {
+    assert.equal(compile({ mode: 'block-all', allowOut: ['git.test:22'] }).hasDomains, true);
+    assert.equal(compile({ mode: 'block-all', allowOut: ['host'] }).hasDomains, false);
     assert.equal(compile({ mode: 'block-all', allowOut: ['1.2.3.4'], allowPorts: [80] }).hasDomains, false);
     assert.equal(compile({ allowOut: ['a.test'] }).hasDomains, true);
     assert.equal(compile({ denyOut: ['*.a.test'] }).hasDomains, true);
@@ -526,14 +592,14 @@ describe('policy decisions', () => {
     assert.ok(!connectionAllowed(p, { address: '2001:db9:0:0:0:0:0:5' }), 'another spelling of the same address');
     assert.ok(connectionAllowed(p, { address: '2001:db9::6' }));
     assert.ok(connectionAllowed(p, { address: '198.18.0.1' }), 'IPv6 entries do not match IPv4 addresses');
-    assert.ok(connectionAllowed(p, { address: 'fe80::1' }), 'link-local is only IPv4');
+    assert.ok(!connectionAllowed(p, { address: 'fe80::1' }), 'IPv6 link-local is protected too');
     const v4 = compile({ denyOut: ['0.0.0.0/0'] });
     assert.ok(!connectionAllowed(v4, { address: '8.8.8.8' }));
     assert.ok(connectionAllowed(v4, { address: '2001:4860::8888' }), 'IPv4 entries do not match IPv6 addresses');
   });
 
   it('5,000 CIDRs and 5,000 domains: compile and 10,000 decisions in under 2 s', () => {
-    const cidrs = Array.from({ length: 5000 }, (_, i) => `${10 + (i % 200)}.${randomByte()}.${randomByte()}.0/24`);
+    const cidrs = Array.from({ length: 5000 }, (_, i) => `${11 + (i % 89)}.${randomByte()}.${randomByte()}.0/24`);
     const domains = Array.from({ length: 5000 }, (_, i) => (i % 2 ? `*.w${i}.example` : `d${i}.example`));
     const started = performance.now();
     const p = compile({ allowOut: [...cidrs.slice(0, 2500), ...domains.slice(0, 2500)], denyOut: [...cidrs.slice(2500), ...domains.slice(2500)] });
@@ -547,13 +613,13 @@ describe('policy decisions', () => {
     assert.ok(decided === 10_000 && ms < 2000, `${decided} decisions in ${ms.toFixed(0)} ms`);
   });
   it('5,000 CIDRs and 5,000 exact names: compile and 10,000 decisions in under 2 s', () => {
-    const cidrs = Array.from({ length: 5000 }, (_, i) => `${10 + (i % 200)}.${randomByte()}.${randomByte()}.0/24`);
+    const cidrs = Array.from({ length: 5000 }, (_, i) => `${11 + (i % 89)}.${randomByte()}.${randomByte()}.0/24`);
     const domains = Array.from({ length: 5000 }, (_, i) => `d${i}.example`);
     const started = performance.now();
     const p = compile({ mode: 'block-all', allowOut: [...cidrs, ...domains] });
     let allowed = 0;
     for (let i = 0; i < 10_000; i++) {
-      if (connectionAllowed(p, { name: i % 2 ? `x${i}.other.test` : `d${i >> 1}.example`, address: `${randomByte()}.${randomByte()}.${randomByte()}.${randomByte()}`, port: 443 })) allowed++;
+      if (connectionAllowed(p, { name: i % 2 ? `x${i}.other.test` : `d${i >> 1}.example`, address: `198.18.${randomByte()}.${randomByte()}`, port: 443 })) allowed++;
     }
     const ms = performance.now() - started;
     assert.ok(allowed >= 5000);
@@ -640,12 +706,14 @@ describe('nft rules (script text)', () => {
   const rulesOf = (s: string, chain: string) => lines(s).filter((l) => l.startsWith(`add rule ${t} ${chain} `)).map((l) => l.slice(`add rule ${t} ${chain} `.length));
 
   it('names the table after the sandbox', () => assert.equal(tableName('abc1234567'), 'sbx_abc1234567'));
-  it('allow-all (default): deny rules, link-local refused, a final accept, no redirects without names', () => {
+  it('allow-all (default): protected addresses and deny rules refused, a final accept, no redirects without names', () => {
     const s = rulesScript(link, compilePolicy(), { listeners });
     assert.ok(s.endsWith('\n'));
     assert.equal(lines(s)[0], `add table ${t}`);
-    assert.ok(s.includes(`add element ${t} deny4 { 169.254.0.0-169.254.255.255 }`));
+    assert.ok(s.includes(`add element ${t} protected4 { 0.0.0.0-0.255.255.255, 10.0.0.0-10.255.255.255, 100.64.0.0-100.127.255.255, 127.0.0.0-127.255.255.255, 169.254.0.0-169.254.255.255, 172.16.0.0-172.31.255.255, 192.168.0.0-192.168.255.255, 224.0.0.0-255.255.255.255 }`));
+    assert.ok(s.includes(`add element ${t} protected6 {`));
     assert.ok(!s.includes(`add element ${t} allow4`));
+    assert.ok(!s.includes(`add element ${t} deny4`));
     assert.deepEqual(rulesOf(s, 'forward'), [
       'iifname "sbx-abc1234567" oifname "sbx-*" oifname != "sbx-abc1234567" goto refuse',
       'oifname "sbx-abc1234567" iifname != "sbx-abc1234567" meta nfproto ipv6 ct direction original goto refuse',
@@ -655,18 +723,21 @@ describe('nft rules (script text)', () => {
     const v6 = rulesScript({ ...link, subnet6: 'fd5b:1:2:3::/64' }, compilePolicy(), { listeners });
     assert.deepEqual(rulesOf(v6, 'postrouting'), ['ip6 saddr fd5b:1:2:3::/64 oifname != "sbx-abc1234567" masquerade']);
     assert.deepEqual(rulesOf(s, 'input'), ['iifname "sbx-abc1234567" jump host']);
+    assert.deepEqual(rulesOf(s, 'output'), ['oifname "sbx-abc1234567" ct direction original ct state new meta skuid != 0 goto refuse'], 'only root (the gateway) opens connections into the sandbox');
+    assert.deepEqual(rulesOf(s, 'host'), ['ct direction reply accept', 'meta l4proto { tcp, udp } th dport 15353 ct status dnat accept', 'ip daddr @allow4 accept', 'ip6 daddr @allow6 accept', 'goto refuse'], 'the host is closed by default');
     const egress = rulesOf(s, 'egress');
     assert.equal(egress[0], 'ct direction reply accept');
+    const protectedAt = egress.indexOf('ip daddr @protected4 goto refuse');
+    assert.ok(protectedAt > egress.indexOf('ip daddr @allow4 accept') && protectedAt < egress.indexOf('meta l4proto { tcp, udp } th dport @allowports accept'), 'address entries open protected addresses, port entries do not');
     assert.deepEqual(egress.slice(-4), ['ip daddr @deny4 goto refuse', 'ip6 daddr @deny6 goto refuse', 'meta l4proto { tcp, udp } th dport @denyports goto refuse', 'accept']);
     assert.ok(!egress.some((r) => r.includes('dport { 80, 443 }')));
     assert.deepEqual(rulesOf(s, 'prerouting'), ['iifname "sbx-abc1234567" fib daddr type local meta l4proto { tcp, udp } th dport 53 redirect to :15353'], 'only DNS');
-    assert.ok(rulesOf(s, 'host').includes('meta l4proto { tcp, udp } th dport 15353 ct status dnat accept'));
     assert.deepEqual(rulesOf(s, 'refuse'), ['meta l4proto tcp reject with tcp reset', 'reject with icmpx type admin-prohibited']);
   });
   it('declares every set and chain, and flushes the chains and static sets (an update replaces everything)', () => {
     const s = rulesScript(link, compilePolicy());
-    for (const set of ['allow4', 'allow6', 'deny4', 'deny6', 'allowports', 'denyports', 'learned4', 'learned6']) assert.ok(s.includes(`add set ${t} ${set} {`), set);
-    for (const chain of ['egress', 'host', 'refuse', 'forward', 'input', 'prerouting']) {
+    for (const set of ['allow4', 'allow6', 'deny4', 'deny6', 'protected4', 'protected6', 'allowports', 'denyports', 'hostports', 'learned4', 'learned6']) assert.ok(s.includes(`add set ${t} ${set} {`), set);
+    for (const chain of ['egress', 'host', 'refuse', 'forward', 'input', 'output', 'prerouting']) {
       assert.ok(s.includes(`add chain ${t} ${chain}`), chain);
       assert.ok(s.includes(`flush chain ${t} ${chain}\n`), chain);
     }
@@ -691,54 +762,55 @@ describe('nft rules (script text)', () => {
     assert.ok(!rulesOf(s, 'host').some((r) => r.includes('15353')));
     assert.equal(servesDns(p), false);
   });
-  it('block-all with allowed domains: DNS redirect, proxy redirects and host accepts with the listener ports', () => {
-    const p = compile({ mode: 'block-all', allowOut: ['allowed.test', '*.wild.test'] });
+  it('block-all with allowed domains: DNS redirect, proxy redirects (both families) and host accepts with the listener ports', () => {
+    const p = compile({ mode: 'block-all', allowOut: ['allowed.test', '*.wild.test', 'git.test:22', 'host:5432'] });
     const s = rulesScript(link, p, { listeners });
     assert.deepEqual(rulesOf(s, 'prerouting'), [
       'iifname "sbx-abc1234567" fib daddr type local meta l4proto { tcp, udp } th dport 53 redirect to :15353',
-      'iifname "sbx-abc1234567" meta nfproto ipv4 tcp dport 80 redirect to :18080',
-      'iifname "sbx-abc1234567" meta nfproto ipv4 tcp dport 443 redirect to :18443',
+      'iifname "sbx-abc1234567" tcp dport 80 redirect to :18080',
+      'iifname "sbx-abc1234567" tcp dport 443 redirect to :18443',
     ]);
     assert.deepEqual(rulesOf(s, 'host'), [
       'ct direction reply accept',
       'meta l4proto { tcp, udp } th dport 15353 ct status dnat accept',
       'tcp dport { 18080, 18443 } ct status dnat accept',
-      'jump egress',
+      'meta l4proto { tcp, udp } th dport @hostports accept',
+      'ip daddr @allow4 accept',
+      'ip6 daddr @allow6 accept',
+      'goto refuse',
     ]);
+    assert.ok(s.includes(`add element ${t} hostports { 5432 }`));
     const egress = rulesOf(s, 'egress');
     const mark = policyMark(p);
     assert.ok(egress.includes(`ct mark ${mark} accept`));
-    assert.ok(egress.includes(`ip daddr @learned4 ct mark set ${mark} accept`));
-    assert.ok(egress.includes(`ip6 daddr @learned6 ct mark set ${mark} accept`));
-    assert.ok(egress.includes('meta nfproto ipv6 tcp dport { 80, 443 } goto refuse'), 'IPv6 web traffic cannot be proxied: fails closed');
+    assert.ok(egress.includes(`meta l4proto { tcp, udp } ip daddr . th dport @learned4 ct mark set ${mark} accept`), 'learned addresses open only with their ports');
+    assert.ok(egress.includes(`meta l4proto { tcp, udp } ip6 daddr . th dport @learned6 ct mark set ${mark} accept`));
+    assert.ok(egress.includes('tcp dport { 80, 443 } goto refuse'), 'web traffic that did not go through the proxy fails closed');
     assert.equal(egress.at(-1), 'goto refuse');
-    assert.ok(egress.indexOf(`ct mark ${mark} accept`) < egress.indexOf('meta nfproto ipv6 tcp dport { 80, 443 } goto refuse'));
+    assert.ok(egress.indexOf(`ct mark ${mark} accept`) < egress.indexOf('tcp dport { 80, 443 } goto refuse'));
+    assert.deepEqual(rulesOf(rulesScript(link, compile({ allowOut: ['host'] }), { listeners }), 'host').slice(2, 3), ['accept'], 'host without a port opens every port of the host');
   });
   it('allow-all with denied domains: DNS and proxy, then deny rules and accept', () => {
     const p = compile({ denyOut: ['denied.test', '198.18.0.0/24', '2001:db8::/32'], denyPorts: ['25'] });
     const s = rulesScript(link, p, { listeners });
     assert.equal(rulesOf(s, 'prerouting').length, 3);
-    assert.ok(s.includes(`add element ${t} deny4 { 169.254.0.0-169.254.255.255, 198.18.0.0-198.18.0.255 }`));
+    assert.ok(s.includes(`add element ${t} deny4 { 198.18.0.0-198.18.0.255 }`));
     assert.ok(s.includes(`add element ${t} deny6 { 2001:db8::-2001:db8:ffff:ffff:ffff:ffff:ffff:ffff }`));
     assert.ok(s.includes(`add element ${t} denyports { 25 }`));
     const egress = rulesOf(s, 'egress');
-    assert.ok(egress.includes('meta nfproto ipv6 tcp dport { 80, 443 } goto refuse'));
+    assert.ok(egress.includes('tcp dport { 80, 443 } goto refuse'));
     assert.equal(egress.at(-1), 'accept');
     assert.equal(servesDns(p), true);
   });
-  it('the link-local element merges with a denied range that covers it', () => {
-    const s = rulesScript(link, compile({ denyOut: ['169.0.0.0/8'] }));
-    assert.ok(s.includes(`add element ${t} deny4 { 169.0.0.0-169.255.255.255 }`));
-  });
-  it('allowOut all accepts early', () => {
+  it('allowOut all accepts right after the protected ranges are refused', () => {
     const egress = rulesOf(rulesScript(link, compile({ mode: 'block-all', allowOut: ['all'] }), { listeners }), 'egress');
-    assert.deepEqual(egress.slice(0, 2), ['ct direction reply accept', 'accept']);
+    assert.equal(egress[egress.indexOf('ip6 daddr @protected6 goto refuse') + 1], 'accept');
   });
   it('without listeners: no DNS accept or redirect, and web ports refused when names matter', () => {
     const p = compile({ mode: 'block-all', allowOut: ['allowed.test'] });
     const s = rulesScript(link, p);
     assert.deepEqual(rulesOf(s, 'prerouting'), []);
-    assert.deepEqual(rulesOf(s, 'host'), ['ct direction reply accept', 'jump egress']);
+    assert.deepEqual(rulesOf(s, 'host'), ['ct direction reply accept', 'ip daddr @allow4 accept', 'ip6 daddr @allow6 accept', 'goto refuse']);
     assert.ok(rulesOf(s, 'egress').includes('tcp dport { 80, 443 } goto refuse'), 'both families');
     const a = rulesScript(link, compile({ denyOut: ['denied.test'] }));
     assert.ok(rulesOf(a, 'egress').includes('tcp dport { 80, 443 } goto refuse'));
@@ -761,14 +833,14 @@ describe('nft rules (script text)', () => {
   });
   it('relearn empties the learned sets and puts the addresses back with their TTLs', () => {
     const relearn: LearnedAddress[] = [
-      { address: '198.18.0.7', family: 4, ttl: 300 },
-      { address: '198.18.0.8', family: 4, ttl: 0.2 },
-      { address: '2001:db8::7', family: 6, ttl: 59.5 },
+      { address: '198.18.0.7', family: 4, ttl: 300, ports: [{ from: 22, to: 22 }] },
+      { address: '198.18.0.8', family: 4, ttl: 0.2, ports: [{ from: 8000, to: 8100 }, { from: 22, to: 22 }] },
+      { address: '2001:db8::7', family: 6, ttl: 59.5, ports: [{ from: 5432, to: 5432 }] },
     ];
     const s = rulesScript(link, compilePolicy(), { relearn });
     assert.ok(s.includes(`flush set ${t} learned4\nflush set ${t} learned6\n`));
-    assert.ok(s.includes(`add element ${t} learned4 { 198.18.0.7 timeout 300s, 198.18.0.8 timeout 1s }`));
-    assert.ok(s.includes(`add element ${t} learned6 { 2001:db8::7 timeout 60s }`));
+    assert.ok(s.includes(`add element ${t} learned4 { 198.18.0.7 . 22 timeout 300s, 198.18.0.8 . 22 timeout 1s, 198.18.0.8 . 8000-8100 timeout 1s }`));
+    assert.ok(s.includes(`add element ${t} learned6 { 2001:db8::7 . 5432 timeout 60s }`));
     assert.ok(rulesScript(link, compilePolicy(), { relearn: [] }).includes(`flush set ${t} learned4`));
   });
   it('chunks thousands of elements into lines of at most 500', () => {
@@ -784,14 +856,14 @@ describe('nft rules (script text)', () => {
   });
   it('learnScript adds, deletes and re-adds each address so its timeout refreshes', () => {
     assert.equal(
-      learnScript('abc1234567', [{ address: '198.18.0.7', family: 4, ttl: 120 }, { address: '2001:db8::7', family: 6, ttl: 0 }]),
+      learnScript('abc1234567', [{ address: '198.18.0.7', family: 4, ttl: 120, ports: [{ from: 22, to: 22 }] }, { address: '2001:db8::7', family: 6, ttl: 0, ports: [{ from: 8000, to: 8100 }] }]),
       [
-        `add element ${t} learned4 { 198.18.0.7 timeout 1s }`,
-        `delete element ${t} learned4 { 198.18.0.7 }`,
-        `add element ${t} learned4 { 198.18.0.7 timeout 120s }`,
-        `add element ${t} learned6 { 2001:db8::7 timeout 1s }`,
-        `delete element ${t} learned6 { 2001:db8::7 }`,
-        `add element ${t} learned6 { 2001:db8::7 timeout 1s }`,
+        `add element ${t} learned4 { 198.18.0.7 . 22 timeout 1s }`,
+        `delete element ${t} learned4 { 198.18.0.7 . 22 }`,
+        `add element ${t} learned4 { 198.18.0.7 . 22 timeout 120s }`,
+        `add element ${t} learned6 { 2001:db8::7 . 8000-8100 timeout 1s }`,
+        `delete element ${t} learned6 { 2001:db8::7 . 8000-8100 }`,
+        `add element ${t} learned6 { 2001:db8::7 . 8000-8100 timeout 1s }`,
       ].join('\n') + '\n',
     );
   });
@@ -824,7 +896,7 @@ describe('nft rules in the kernel', { skip: !nftUsable() && 'needs root and a wo
   const list = () => nft(['list', 'table', 'inet', tableName(id)]);
   const setText = (set: string) => nft(['list', 'set', 'inet', tableName(id), set]);
   const expiresMs = (set: string, address: string) => {
-    const m = new RegExp(`${address.replace(/\./g, '\\.')} timeout \\S+ expires (\\S+?)[,\\s}]`).exec(setText(set));
+    const m = new RegExp(`${address.replace(/\./g, '\\.')} \\. \\d+ timeout \\S+ expires (\\S+?)[,\\s}]`).exec(setText(set));
     assert.ok(m, `${address} in ${set}:\n${setText(set)}`);
     return nftDurationMs(m[1]!);
   };
@@ -840,17 +912,17 @@ describe('nft rules in the kernel', { skip: !nftUsable() && 'needs root and a wo
   const policy = compile({ mode: 'block-all', allowOut: ['198.18.0.0/24', '198.18.1.0/24', '169.254.77.1', '2001:db8::/32', 'allowed.test', '*.wild.test'], allowPorts: ['22', '8000-8100'] });
 
   it('applies a generated script', () => {
-    nft(['-f', '-'], rulesScript(link, policy, { listeners, relearn: [{ address: '198.51.100.7', family: 4, ttl: 600 }] }));
+    nft(['-f', '-'], rulesScript(link, policy, { listeners, relearn: [{ address: '198.51.100.7', family: 4, ttl: 600, ports: [{ from: 22, to: 22 }] }] }));
     const text = list();
     assert.match(text, /set allow4 \{[^}]*elements = \{ 169\.254\.77\.1, 198\.18\.0\.0\/23 \}/s);
     assert.match(text, /set allow6 \{[^}]*elements = \{ 2001:db8::\/32 \}/s);
-    assert.match(text, /set deny4 \{[^}]*elements = \{ 169\.254\.0\.0\/16 \}/s);
+    assert.match(text, /set protected4 \{[^}]*elements = \{[^}]*169\.254\.0\.0\/16/s);
     assert.match(text, /set allowports \{[^}]*elements = \{ 22, 8000-8100 \}/s);
-    assert.match(text, /198\.51\.100\.7 timeout 10m/);
+    assert.match(text, /198\.51\.100\.7 \. 22 timeout 10m/);
     assert.ok(text.includes(`iifname "sbx-${id}" jump egress`));
     assert.ok(text.includes('redirect to :15353'));
     assert.ok(text.includes('redirect to :18443'));
-    assert.ok(text.includes('meta nfproto ipv6 tcp dport { 80, 443 } goto refuse'));
+    assert.ok(text.includes('tcp dport { 80, 443 } goto refuse'));
     assert.ok(text.includes(`ct mark 0x${policyMark(policy).toString(16)} accept`));
   });
   it('applying the same script again is idempotent', () => {
@@ -865,9 +937,10 @@ describe('nft rules in the kernel', { skip: !nftUsable() && 'needs root and a wo
     const text = list();
     assert.doesNotMatch(text, /198\.18\.0\.0/);
     assert.doesNotMatch(text, /198\.51\.100\.7/, 'relearn emptied the learned set');
-    assert.match(text, /set deny4 \{[^}]*elements = \{ 169\.254\.0\.0\/16, 203\.0\.113\.0\/24 \}/s);
+    assert.match(text, /set deny4 \{[^}]*elements = \{ 203\.0\.113\.0\/24 \}/s);
     assert.match(text, /set denyports \{[^}]*elements = \{ 25 \}/s);
-    assert.equal((text.match(/jump egress/g) ?? []).length, 2, 'forward and host: the rules were not doubled');
+    assert.equal((text.match(/jump egress/g) ?? []).length, 1, 'the rules were not doubled');
+    assert.equal((text.match(/jump host/g) ?? []).length, 1);
     nft(['-f', '-'], rulesScript(link, policy, { listeners }));
   });
   it('thousands of overlapping entries load (the merged sets have no overlaps)', () => {
@@ -878,11 +951,11 @@ describe('nft rules in the kernel', { skip: !nftUsable() && 'needs root and a wo
   });
   it('applying a learnScript twice works and refreshes the timeouts', async () => {
     const learned: LearnedAddress[] = [
-      { address: '203.0.113.5', family: 4, ttl: 100 },
-      { address: '2001:db8:1::5', family: 6, ttl: 100 },
+      { address: '203.0.113.5', family: 4, ttl: 100, ports: [{ from: 22, to: 22 }] },
+      { address: '2001:db8:1::5', family: 6, ttl: 100, ports: [{ from: 22, to: 22 }] },
     ];
     nft(['-f', '-'], learnScript(id, learned));
-    assert.match(setText('learned6'), /2001:db8:1::5 timeout 1m40s/);
+    assert.match(setText('learned6'), /2001:db8:1::5 \. 22 timeout 1m40s/);
     await delay(1500);
     const aged = expiresMs('learned4', '203.0.113.5');
     assert.ok(aged <= 99_000, `expires ${aged} ms`);
@@ -890,8 +963,8 @@ describe('nft rules in the kernel', { skip: !nftUsable() && 'needs root and a wo
     const refreshed = expiresMs('learned4', '203.0.113.5');
     assert.ok(refreshed > aged + 1000, `refreshed to ${refreshed} ms from ${aged} ms`);
     // A longer TTL for a learned address replaces its shorter timeout.
-    nft(['-f', '-'], learnScript(id, [{ address: '203.0.113.5', family: 4, ttl: 3600 }]));
-    assert.match(setText('learned4'), /203\.0\.113\.5 timeout 1h/);
+    nft(['-f', '-'], learnScript(id, [{ address: '203.0.113.5', family: 4, ttl: 3600, ports: [{ from: 22, to: 22 }] }]));
+    assert.match(setText('learned4'), /203\.0\.113\.5 \. 22 timeout 1h/);
   });
   it('removeScript deletes the table, also when it is already gone', () => {
     nft(['-f', '-'], removeScript(id));
@@ -1068,7 +1141,7 @@ describe('DnsForwarder.answer', () => {
   interface Learned {
     id: string;
     name: string;
-    addresses: LearnedAddress[];
+    addresses: Array<Omit<LearnedAddress, 'ports'>>;
   }
   function forwarder(input: NetworkPolicyInput, opts: { learn?: (l: Learned) => Promise<void>; silentUpstream?: boolean } = {}) {
     const policy = compile(input);
@@ -1084,6 +1157,7 @@ describe('DnsForwarder.answer', () => {
         learned.push({ id, name, addresses });
         await (opts.learn ?? (() => delay(30)))({ id, name, addresses });
         events.push('learn done');
+        return true;
       },
       log: (line) => logs.push(line),
     });
