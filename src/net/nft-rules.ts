@@ -145,6 +145,8 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
   // there by the rules below), `host` entries and address entries that name them.
   rule('input', `${iif} jump host`);
   rule('host', 'ct direction reply accept');
+  // IPv6 needs neighbour discovery with its router (the bridge) to get anywhere at all.
+  rule('host', 'icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept');
   if (dns) rule('host', `meta l4proto { tcp, udp } th dport ${listeners.dns} ct status dnat accept`);
   if (proxy) rule('host', `tcp dport { ${listeners.http}, ${listeners.tls} } ct status dnat accept`);
   if (p.allow.host?.length === 0) rule('host', 'accept');

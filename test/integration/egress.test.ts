@@ -134,9 +134,14 @@ describe('block-all (Beam block_network, E2B allowInternetAccess: false)', () =>
     assert.deepEqual(await fi.queries(), []);
   });
 
-  it('the host itself is unreachable too', async () => {
+  it('the host itself is unreachable too, in allow-all as well, unless host or host:PORT opens it', async () => {
     assert.equal(await tcp('locked', bridgeIp, hostPort), 'fail');
     await world.json(['network', 'unblock', 'locked']);
+    assert.equal(await tcp('locked', bridgeIp, hostPort), 'fail', 'allow-all means the internet, not the host');
+    await world.json(['network', 'update', 'locked', '--mode', 'block-all', '--allow-out', `host:${hostPort}`]);
+    assert.equal(await get('locked', `http://${bridgeIp}:${hostPort}/`), 'host service');
+    assert.equal(await tcp('locked', bridgeIp, hostPort + 1), 'fail', 'host:PORT opens that port only');
+    await world.json(['network', 'update', 'locked', '--allow-out', 'host']);
     assert.equal(await get('locked', `http://${bridgeIp}:${hostPort}/`), 'host service');
     await world.json(['network', 'block', 'locked']);
     assert.equal(await tcp('locked', bridgeIp, hostPort), 'fail');
@@ -211,13 +216,20 @@ describe('domains (E2B allowOut with names, sandbox0 allowed_/denied_domains)', 
     assert.deepEqual((await show('names')).allowOut, ['allowed.test', '*.wild.test']);
   });
 
-  it('in block-all only allowed names resolve, and their answers open their addresses', async () => {
+  it('in block-all only allowed names resolve; a plain name opens 80 and 443 by name, name:port exactly its ports', async () => {
     assert.equal(await resolves('names', 'ALLOWED.test'), '198.18.0.1');
     assert.equal(await resolves('names', 'other.test'), undefined);
     assert.equal(await get('names', 'http://allowed.test/'), '198.18.0.1 80 allowed.test');
     assert.equal(await get('names', 'https://allowed.test/'), '198.18.0.1 443 allowed.test allowed.test');
-    assert.equal(await get('names', 'http://allowed.test:8080/'), '198.18.0.1 8080 allowed.test:8080', 'other ports follow the learned address');
+    assert.equal(await tcp('names', '198.18.0.1', 8080), 'fail', 'a learned address is not open on other ports');
+    assert.match(await probe('names', 'udp', '198.18.0.1', '9999'), /^fail/, 'nor to UDP');
     assert.equal(await tcp('names', '198.18.0.3', 8080), 'fail', 'an address no allowed name resolved to');
+    await world.json(['network', 'update', 'names', '--mode', 'block-all', '--allow-out', 'allowed.test,*.wild.test,allowed.test:8080']);
+    assert.equal(await get('names', 'http://allowed.test:8080/'), '198.18.0.1 8080 allowed.test:8080', 'name:port opens that port of its addresses');
+    assert.equal(await tcp('names', '198.18.0.1', 8081), 'fail');
+    assert.match(await probe('names', 'udp', '198.18.0.1', '9999'), /^fail/);
+    await world.json(['network', 'update', 'names', '--mode', 'block-all', '--allow-out', 'allowed.test,*.wild.test']);
+    assert.equal(await tcp('names', '198.18.0.1', 8080), 'fail', 'closed again by the update');
   });
 
   it('wildcards cover subdomains at any depth, not the name itself', async () => {
@@ -379,12 +391,13 @@ describe('IPv6: the same rules', () => {
     assert.equal(await tcp('six', '198.18.0.3', 8080), 'fail');
   });
 
-  it("an allowed name's AAAA answer opens its IPv6 address", async () => {
-    await world.json(['network', 'update', 'six', '--mode', 'block-all', '--allow-out', 'v6only.test']);
+  it("an allowed name:port's AAAA answer opens its IPv6 address on that port", async () => {
+    await world.json(['network', 'update', 'six', '--mode', 'block-all', '--allow-out', 'v6only.test:8080']);
     assert.equal(await tcp('six', '2001:2::4', 8080), 'fail', 'before the name is resolved');
     assert.equal(await probe('six', 'resolve', 'v6only.test', '6'), 'ok 2001:2::4');
     assert.equal(await tcp('six', '2001:2::4', 8080), 'ok');
     assert.equal(await tcp('six', '2001:2::5', 8080), 'fail');
+    assert.equal(await tcp('six', '2001:2::4', 7000), 'fail', 'only the named port');
   });
 
   it('sandboxes cannot reach each other over IPv6 either', async () => {
@@ -398,7 +411,7 @@ describe('IPv6: the same rules', () => {
 describe('fail closed, repair, TTLs', () => {
   let id = '';
   before(async () => {
-    id = (await create('guard', ['--block-network', '--allow-out', 'ttl5.test'])).id;
+    id = (await create('guard', ['--block-network', '--allow-out', 'ttl5.test:8080'])).id;
   });
   after(() => rmSync(nftBroken, { force: true }));
 

@@ -724,7 +724,7 @@ describe('nft rules (script text)', () => {
     assert.deepEqual(rulesOf(v6, 'postrouting'), ['ip6 saddr fd5b:1:2:3::/64 oifname != "sbx-abc1234567" masquerade']);
     assert.deepEqual(rulesOf(s, 'input'), ['iifname "sbx-abc1234567" jump host']);
     assert.deepEqual(rulesOf(s, 'output'), ['oifname "sbx-abc1234567" ct direction original ct state new meta skuid != 0 goto refuse'], 'only root (the gateway) opens connections into the sandbox');
-    assert.deepEqual(rulesOf(s, 'host'), ['ct direction reply accept', 'meta l4proto { tcp, udp } th dport 15353 ct status dnat accept', 'ip daddr @allow4 accept', 'ip6 daddr @allow6 accept', 'goto refuse'], 'the host is closed by default');
+    assert.deepEqual(rulesOf(s, 'host'), ['ct direction reply accept', 'icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept', 'meta l4proto { tcp, udp } th dport 15353 ct status dnat accept', 'ip daddr @allow4 accept', 'ip6 daddr @allow6 accept', 'goto refuse'], 'the host is closed by default');
     const egress = rulesOf(s, 'egress');
     assert.equal(egress[0], 'ct direction reply accept');
     const protectedAt = egress.indexOf('ip daddr @protected4 goto refuse');
@@ -772,6 +772,7 @@ describe('nft rules (script text)', () => {
     ]);
     assert.deepEqual(rulesOf(s, 'host'), [
       'ct direction reply accept',
+      'icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept',
       'meta l4proto { tcp, udp } th dport 15353 ct status dnat accept',
       'tcp dport { 18080, 18443 } ct status dnat accept',
       'meta l4proto { tcp, udp } th dport @hostports accept',
@@ -788,7 +789,7 @@ describe('nft rules (script text)', () => {
     assert.ok(egress.includes('tcp dport { 80, 443 } goto refuse'), 'web traffic that did not go through the proxy fails closed');
     assert.equal(egress.at(-1), 'goto refuse');
     assert.ok(egress.indexOf(`ct mark ${mark} accept`) < egress.indexOf('tcp dport { 80, 443 } goto refuse'));
-    assert.deepEqual(rulesOf(rulesScript(link, compile({ allowOut: ['host'] }), { listeners }), 'host').slice(2, 3), ['accept'], 'host without a port opens every port of the host');
+    assert.deepEqual(rulesOf(rulesScript(link, compile({ allowOut: ['host'] }), { listeners }), 'host').slice(3, 4), ['accept'], 'host without a port opens every port of the host');
   });
   it('allow-all with denied domains: DNS and proxy, then deny rules and accept', () => {
     const p = compile({ denyOut: ['denied.test', '198.18.0.0/24', '2001:db8::/32'], denyPorts: ['25'] });
@@ -810,7 +811,7 @@ describe('nft rules (script text)', () => {
     const p = compile({ mode: 'block-all', allowOut: ['allowed.test'] });
     const s = rulesScript(link, p);
     assert.deepEqual(rulesOf(s, 'prerouting'), []);
-    assert.deepEqual(rulesOf(s, 'host'), ['ct direction reply accept', 'ip daddr @allow4 accept', 'ip6 daddr @allow6 accept', 'goto refuse']);
+    assert.deepEqual(rulesOf(s, 'host'), ['ct direction reply accept', 'icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept', 'ip daddr @allow4 accept', 'ip6 daddr @allow6 accept', 'goto refuse']);
     assert.ok(rulesOf(s, 'egress').includes('tcp dport { 80, 443 } goto refuse'), 'both families');
     const a = rulesScript(link, compile({ denyOut: ['denied.test'] }));
     assert.ok(rulesOf(a, 'egress').includes('tcp dport { 80, 443 } goto refuse'));
