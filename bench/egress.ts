@@ -56,9 +56,10 @@ try {
   const plainTls = inContainer('sbx-bench-plain-egress', 'https', '198.18.0.1', 'allowed.test', String(N));
   row('TLS connect + GET, SNI checked by the proxy', inContainer(box, 'https', '198.18.0.1', 'allowed.test', String(N)), plainTls, 'plain docker run', '(context: TLS handshakes with the Python server take ~57 ms here)');
 
-  sbx('network', 'update', 'bench-egress', '--allow-out', 'allowed.test');
+  // A name:port entry: its answers open the address in the kernel (plain names open nothing there).
+  sbx('network', 'update', 'bench-egress', '--allow-out', 'allowed.test:8080');
   const direct = inContainer(box, 'dns', '198.18.0.53', 'allowed.test', String(N));
-  row('DNS query through sbx (allowed name: opens its address)', inContainer(box, 'dns', gw, 'allowed.test', String(N)), direct, 'straight to the upstream');
+  row('DNS query through sbx (allowed name:port: opens its address)', inContainer(box, 'dns', gw, 'allowed.test', String(N)), direct, 'straight to the upstream');
   row('DNS query through sbx (no name rule)', inContainer(box, 'dns', gw, 'other.test', String(N)), direct, 'straight to the upstream');
 
   const show = time(() => sbx('network', 'show', 'bench-egress'));

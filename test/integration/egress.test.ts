@@ -479,6 +479,24 @@ describe('SBX_DNS_UPSTREAM', () => {
   });
 });
 
+describe('updates that tighten are tight when they return', () => {
+  before(() => create('tight', ['--block-network', '--allow-out', 'other.test:8080']));
+
+  it('while the sandbox resolves the name in a loop, an update that drops it closes its address before it returns', async () => {
+    // Answers in flight under the old policy must not open the address again after the update.
+    await sh('tight', 'nohup sh -c "while true; do getent ahostsv4 other.test >/dev/null; done" >/dev/null 2>&1 &');
+    for (let round = 0; round < 5; round++) {
+      await world.json(['network', 'update', 'tight', '--mode', 'block-all', '--allow-out', 'other.test:8080']);
+      await eventually(async () => (await tcp('tight', '198.18.0.3', 8080)) === 'ok', 'the name:port entry to open its address (control)', 5000);
+      await world.json(['network', 'update', 'tight', '--mode', 'block-all', '--allow-out', 'allowed.test']);
+      assert.equal(await tcp('tight', '198.18.0.3', 8080), 'fail', `round ${round}: closed when the update returned`);
+      await sleep(300);
+      assert.equal(await tcp('tight', '198.18.0.3', 8080), 'fail', `round ${round}: and it stays closed`);
+    }
+    await sh('tight', 'pkill -f "getent ahostsv4" ; pkill -f "while true" ; true');
+  });
+});
+
 describe('leaves nothing behind', () => {
   it('rm removes the rules with the sandbox', async () => {
     for (const b of boxes) await world.sbx(['rm', '-f', b]);
