@@ -40,13 +40,14 @@ _sbx() {
   case "$cmd" in
     "") flags="-h --help -v --version"; subs="create ls inspect start stop pause resume rm exec port network token fetch gateway image completion" ;;
     "create")
-      flags="--name --image -e --env --memory --cpus -p --port --private --mask-host --ttl --ipv6 --block-network --no-internet --allow-out --deny-out --allow-port --deny-port --json -h --help"; subs=""; pos=""
+      flags="--name --image -e --env --memory --cpus --pids-limit -p --port --private --mask-host --ttl --ipv6 --block-network --no-internet --allow-out --deny-out --allow-port --deny-port --json -h --help"; subs=""; pos=""
       case "$prev" in
         --name) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
         --image) COMPREPLY=($(compgen -W "$(sbx __complete images 2>/dev/null)" -- "$cur")); return ;;
         -e|--env) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
         --memory) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
         --cpus) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+        --pids-limit) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
         -p|--port) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
         --mask-host) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
         --ttl) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;

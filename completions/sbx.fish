@@ -6,6 +6,7 @@ complete -c sbx -n '__fish_seen_subcommand_from create' -l image -x -a '(sbx __c
 complete -c sbx -n '__fish_seen_subcommand_from create' -s e -l env -x -d 'set an environment variable (repeatable)'
 complete -c sbx -n '__fish_seen_subcommand_from create' -l memory -x -d 'memory limit, e.g. 512m or 1g'
 complete -c sbx -n '__fish_seen_subcommand_from create' -l cpus -x -d 'CPU limit, e.g. 1.5'
+complete -c sbx -n '__fish_seen_subcommand_from create' -l pids-limit -x -d 'most processes at once, 16 to 4194304 (default 1024)'
 complete -c sbx -n '__fish_seen_subcommand_from create' -s p -l port -x -d 'expose a port behind a URL (repeatable)'
 complete -c sbx -n '__fish_seen_subcommand_from create' -l private -d 'exposed ports require the traffic token'
 complete -c sbx -n '__fish_seen_subcommand_from create' -l mask-host -x -d 'Host header sent into the sandbox, e.g. \'localhost:${PORT}\''

@@ -4,7 +4,7 @@
 import type { Readable, Writable } from 'node:stream';
 import { InterruptedError, NotFoundError, RuntimeError, SbxError, UsageError } from '../core/errors.ts';
 import { generateName, newId, validateName } from '../core/names.ts';
-import { parseCpus, parseMemory, toEnv, validateImage } from '../core/options.ts';
+import { DEFAULT_PIDS_LIMIT, parseCpus, parseMemory, parsePidsLimit, toEnv, validateImage } from '../core/options.ts';
 import { resolveSandbox } from '../core/resolve.ts';
 import { objectNames, type SandboxInfo, type SandboxRecord, type SandboxStatus } from '../core/sandbox.ts';
 import type { ContainerSummary, Runtime } from '../runtime/docker.ts';
@@ -36,6 +36,8 @@ export interface CreateSandboxOptions {
   memory?: string | number;
   /** "1.5" or 1.5 CPUs. */
   cpus?: string | number;
+  /** Most processes (threads count) at once, 16 to 4194304; default 1024. */
+  pidsLimit?: string | number;
   /** Main command; omitted, the sandbox idles until stopped. */
   command?: string[];
   /** Ports to expose behind URLs at once. */
@@ -165,6 +167,7 @@ export class Sbx {
       env: toEnv(options.env),
       memory: parseMemory(options.memory),
       cpus: parseCpus(options.cpus),
+      pidsLimit: parsePidsLimit(options.pidsLimit),
       desired: 'running',
       creating: true,
       ports: parsePorts(options.ports ?? []).map((port) => ({ port, public: !options.private })),
@@ -278,6 +281,7 @@ export class Sbx {
       env: r.env,
       memory: r.memory,
       cpus: r.cpus,
+      pidsLimit: r.pidsLimit ?? DEFAULT_PIDS_LIMIT,
       ...(status === 'running' && c?.ip ? { ip: c.ip } : {}),
       ...(status === 'running' && c?.ip6 ? { ip6: c.ip6 } : {}),
       bridge: names.bridge,

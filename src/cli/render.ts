@@ -42,6 +42,7 @@ export function printSandboxDetails(io: IO, s: SandboxInfo): void {
   if (s.ip6) pairs.push(['ip6', s.ip6]);
   if (s.memory) pairs.push(['memory', `${Math.round(s.memory / 1024 / 1024)}m`]);
   if (s.cpus) pairs.push(['cpus', String(s.cpus)]);
+  pairs.push(['pids-limit', String(s.pidsLimit)]);
   const env = Object.entries(s.env);
   if (env.length) pairs.push(['env', env.map(([k, v]) => `${k}=${v}`).join(' ')]);
   pairs.push(['bridge', s.bridge]);

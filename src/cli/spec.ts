@@ -57,6 +57,7 @@ export const COMMANDS: CommandSpec[] = [
       { flags: '-e, --env <KEY=VALUE>', description: 'set an environment variable (repeatable)', repeatable: true },
       { flags: '--memory <size>', description: 'memory limit, e.g. 512m or 1g' },
       { flags: '--cpus <n>', description: 'CPU limit, e.g. 1.5' },
+      { flags: '--pids-limit <n>', description: 'most processes at once, 16 to 4194304 (default 1024)' },
       { flags: '-p, --port <port>', description: 'expose a port behind a URL (repeatable)', repeatable: true },
       { flags: '--private', description: 'exposed ports require the traffic token' },
       { flags: '--mask-host <template>', description: "Host header sent into the sandbox, e.g. 'localhost:${PORT}'" },

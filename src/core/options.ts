@@ -49,6 +49,30 @@ export function parseCpus(value: string | number | undefined): number {
   return cpus;
 }
 
+/**
+ * Processes (threads count too) a sandbox may have at once, unless --pids-limit says otherwise.
+ * Enough for real work (a parallel build, a browser, a language server with its workers: a few
+ * hundred at most), while a fork bomb stops at it: every sandbox shares the host's pid space
+ * (kernel.pid_max, 32768 on many hosts), so 1024 leaves room for the host and dozens of sandboxes
+ * bombing at once. Docker's own default is no limit.
+ */
+export const DEFAULT_PIDS_LIMIT = 1024;
+/** Fewer could not run init, the main command and a shell pipeline through exec. */
+export const MIN_PIDS_LIMIT = 16;
+/** The kernel's highest pid_max (PID_MAX_LIMIT on 64-bit): no limit can mean more. */
+export const MAX_PIDS_LIMIT = 4_194_304;
+
+/** "256" or 256 -> 256 processes; undefined -> the default. */
+export function parsePidsLimit(value: string | number | undefined): number {
+  if (value === undefined) return DEFAULT_PIDS_LIMIT;
+  const s = String(value).trim();
+  const n = /^\d{1,7}$/.test(s) ? Number(s) : NaN;
+  if (!(n >= MIN_PIDS_LIMIT && n <= MAX_PIDS_LIMIT)) {
+    throw new UsageError(`invalid --pids-limit "${value}": accepted: a whole number of processes from ${MIN_PIDS_LIMIT} to ${MAX_PIDS_LIMIT} (default ${DEFAULT_PIDS_LIMIT})`);
+  }
+  return n;
+}
+
 /** Docker image references: name[:tag][@digest], lower-case repository path. */
 const IMAGE_REF = /^[a-z0-9]+(?:[._-][a-z0-9]+|\/[a-z0-9]+)*(?::[0-9]+)?(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$/;
 

@@ -17,6 +17,8 @@ export interface SandboxRecord {
   memory: number;
   /** CPU limit in units of CPUs, 0 for none. */
   cpus: number;
+  /** Most processes at once (pids cgroup); absent in records made before it existed: the default. */
+  pidsLimit?: number;
   /** The state the user last asked for. */
   desired: 'running' | 'paused' | 'stopped';
   /** Set while `create` is still making the container; such records are not yet sandboxes. */
@@ -46,6 +48,8 @@ export interface SandboxInfo {
   env: Record<string, string>;
   memory: number;
   cpus: number;
+  /** Most processes (and threads) the sandbox may have at once. */
+  pidsLimit: number;
   /** The sandbox's address on its own bridge network, when running. */
   ip?: string;
   /** Its IPv6 address, for sandboxes created with IPv6. */

@@ -5,6 +5,7 @@ import Docker from 'dockerode';
 import type { Readable, Writable } from 'node:stream';
 import { NotFoundError, RuntimeError } from '../core/errors.ts';
 import { ipv6Subnet, objectNames, type SandboxRecord } from '../core/sandbox.ts';
+import { hardening } from './hardening.ts';
 import { LABEL_HOME, LABEL_ID, LABEL_MANAGED } from './labels.ts';
 import { isGoneOrDone, statusOf, toRuntimeError } from './errors.ts';
 
@@ -149,8 +150,7 @@ export class Runtime {
         HostConfig: {
           Init: true,
           NetworkMode: network,
-          CapDrop: ['NET_ADMIN', 'NET_RAW'],
-          SecurityOpt: ['no-new-privileges'],
+          ...hardening(record),
           Memory: record.memory || undefined,
           NanoCpus: record.cpus ? Math.round(record.cpus * 1e9) : undefined,
           RestartPolicy: { Name: 'no' },

@@ -30,6 +30,7 @@ describe('create, list, inspect', () => {
     assert.equal(c.HostConfig.NanoCpus, 5e8);
     assert.equal(c.HostConfig.Init, true);
     assert.deepEqual(c.HostConfig.SecurityOpt, ['no-new-privileges']);
+    assert.equal(c.HostConfig.PidsLimit, 1024); // capabilities and the pids limit in depth: containers.test.ts
     assert.ok(c.Config.Env.includes('GREETING=hi there'));
     assert.equal(c.Config.Labels['sbx.id'], box.id);
     assert.equal(c.Config.Labels['sbx.name'], 'life');
@@ -37,17 +38,6 @@ describe('create, list, inspect', () => {
     const net = JSON.parse((await docker('network', 'inspect', box.dockerNetwork)).stdout)[0];
     assert.equal(net.Options['com.docker.network.bridge.name'], box.bridge);
     assert.equal(net.Labels['sbx.home'], world.home);
-  });
-
-  it('runs without NET_ADMIN or NET_RAW and with no-new-privileges (seen from inside)', async () => {
-    const r = await world.sbx(['exec', 'life', '--', 'sh', '-c', 'grep -E "^(CapEff|NoNewPrivs)" /proc/self/status']);
-    assert.equal(r.code, 0, r.stderr);
-    const capEff = BigInt('0x' + /CapEff:\s*([0-9a-f]+)/.exec(r.stdout)![1]);
-    assert.equal(capEff & (1n << 12n), 0n, 'NET_ADMIN');
-    assert.equal(capEff & (1n << 13n), 0n, 'NET_RAW');
-    assert.match(r.stdout, /NoNewPrivs:\s*1/);
-    const ip = await world.sbx(['exec', 'life', '--', 'ip', 'link', 'add', 'dummy0', 'type', 'dummy']);
-    assert.notEqual(ip.code, 0);
   });
 
   it('runs an init as PID 1 so zombies are reaped', async () => {

@@ -1,11 +1,12 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateName, newId, validateName, NAME_PATTERN } from '../../src/core/names.ts';
-import { parseCpus, parseEnvPairs, parseMemory, validateImage } from '../../src/core/options.ts';
+import { DEFAULT_PIDS_LIMIT, parseCpus, parseEnvPairs, parseMemory, parsePidsLimit, validateImage } from '../../src/core/options.ts';
 import { resolveSandbox } from '../../src/core/resolve.ts';
 import { NotFoundError, UsageError } from '../../src/core/errors.ts';
 import { objectNames, type SandboxRecord } from '../../src/core/sandbox.ts';
 import { parseAptSources, pickMirror } from '../../src/core/apt-sources.ts';
+import { hardening } from '../../src/runtime/hardening.ts';
 
 describe('names', () => {
   for (const good of ['a', 'demo', 'web-1', '0abc', 'a'.repeat(63)]) {
@@ -43,6 +44,15 @@ describe('option parsing', () => {
   for (const bad of ['0', '-1', 'x', '1e3', '2000']) {
     it(`rejects cpus "${bad}"`, () => assert.throws(() => parseCpus(bad), /invalid CPU limit/));
   }
+  const pids: Array<[string | number | undefined, number]> = [
+    [undefined, DEFAULT_PIDS_LIMIT], ['16', 16], [' 256 ', 256], [4096, 4096], ['4194304', 4194304], ['0064', 64],
+  ];
+  for (const [v, n] of pids) it(`pids limit ${JSON.stringify(v)}`, () => assert.equal(parsePidsLimit(v), n));
+  for (const bad of ['', 'x', '0', '-1', '15', '1.5', '1e3', '+64', '0x40', '4194305', '99999999', 'NaN', 64.5, -5, Number.NaN, Infinity]) {
+    it(`rejects pids limit ${typeof bad === 'string' ? JSON.stringify(bad) : bad}`, () =>
+      assert.throws(() => parsePidsLimit(bad), (e: Error) => e instanceof UsageError && /^invalid --pids-limit ".*": accepted: a whole number of processes from 16 to 4194304/.test(e.message)));
+  }
+  it('the default pids limit is 1024', () => assert.equal(DEFAULT_PIDS_LIMIT, 1024));
   for (const good of ['sbx/base:bookworm', 'debian', 'localhost:5000/a/b:1.0', 'busybox@sha256:' + 'a'.repeat(64)]) {
     it(`accepts image ${good.slice(0, 30)}`, () => assert.equal(validateImage(good), good));
   }
@@ -76,4 +86,21 @@ describe('apt sources', () => {
   it('finds nothing for another suite', () => {
     assert.equal(pickMirror(parseAptSources('deb http://m.invalid/debian trixie main', false), 'bookworm'), undefined);
   });
+});
+
+describe('container hardening', () => {
+  const rec = (pidsLimit?: number): SandboxRecord => ({
+    id: 'abc1234567', name: 'h', image: 'i', createdAt: '', command: [], env: {}, memory: 0, cpus: 0, desired: 'running', ...(pidsLimit ? { pidsLimit } : {}),
+  });
+  it('drops every capability and adds back only the userland set', () => {
+    const h = hardening(rec(64));
+    assert.deepEqual(h.CapDrop, ['ALL']);
+    assert.deepEqual([...h.CapAdd].sort(), ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'FSETID', 'KILL', 'NET_BIND_SERVICE', 'SETGID', 'SETUID']);
+    assert.deepEqual(h.SecurityOpt, ['no-new-privileges']);
+    assert.equal(h.PidsLimit, 64);
+  });
+  for (const cap of ['NET_ADMIN', 'NET_RAW', 'SYS_ADMIN', 'SYS_PTRACE', 'MKNOD', 'AUDIT_WRITE', 'SETFCAP', 'SETPCAP', 'SYS_CHROOT', 'DAC_READ_SEARCH']) {
+    it(`never grants ${cap}`, () => assert.ok(!hardening(rec()).CapAdd.includes(cap)));
+  }
+  it('a record made before pids limits existed gets the default', () => assert.equal(hardening(rec()).PidsLimit, DEFAULT_PIDS_LIMIT));
 });

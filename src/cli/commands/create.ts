@@ -16,6 +16,7 @@ export async function run({ opts, rest, io, sbx }: CommandInput): Promise<void> 
       env: (opts.env as string[] | undefined) ?? [],
       memory: opts.memory as string | undefined,
       cpus: opts.cpus as string | undefined,
+      pidsLimit: opts.pidsLimit as string | undefined,
       command: rest,
       ports: (opts.port as string[] | undefined) ?? [],
       private: !!opts.private,
