@@ -8,7 +8,8 @@ import type { Duplex } from 'node:stream';
 import { maskHost, routeHost, routePath } from '../core/ports.ts';
 import type { SandboxRecord } from '../core/sandbox.ts';
 import { tokensEqual } from '../core/token.ts';
-import { findToken, stripToken, TOKEN_COOKIE, withoutQueryToken } from './auth.ts';
+import { findToken, stripToken, TOKEN_COOKIE, withoutQueryToken, type FoundToken } from './auth.ts';
+import { crossSiteRefusal } from './cookie-guard.ts';
 import { sendError, sendUpgradeError, type GatewayError } from './responses.ts';
 import type { RouteTable } from './routes.ts';
 import { GatewayFailure, type Targets } from './targets.ts';
@@ -52,6 +53,20 @@ interface Resolved {
 
 type Resolution = { ok: true; value: Resolved } | { ok: false; error: GatewayError } | { ok: false; redirect: { location: string; token: string } };
 
+/** The token check shared by ports and tunnels: the token when `found` opens `record`. */
+function checkToken(req: IncomingMessage, found: FoundToken, record: SandboxRecord, missing: string): { ok: true; token: string } | { ok: false; error: GatewayError } {
+  if (found.token === undefined) return { ok: false, error: { status: 403, code: 'token_missing', message: missing } };
+  // Before the comparison: a page of another sandbox learns nothing, not even if the cookie is good.
+  if (found.fromCookie) {
+    const refused = crossSiteRefusal(req.headers, clientHost(req));
+    if (refused) return { ok: false, error: refused };
+  }
+  if (!record.token || !tokensEqual(found.token, record.token)) {
+    return { ok: false, error: { status: 403, code: 'token_invalid', message: `the traffic token for sandbox ${record.name} is wrong` } };
+  }
+  return { ok: true, token: found.token };
+}
+
 export function createGatewayServer(opts: ProxyOptions): Server {
   // One keep-alive pool per sandbox port; connections come from Targets (direct or relay).
   const agents = new Map<string, Agent>();
@@ -89,14 +104,10 @@ export function createGatewayServer(opts: ProxyOptions): Server {
     let token: string | undefined;
     if (!exposed.public) {
       const found = findToken(req);
-      if (found.token === undefined) {
-        return { ok: false, error: { status: 403, code: 'token_missing', message: `port ${port} of sandbox ${record.name} is private: send its traffic token (x-sbx-traffic-token header, Authorization: Bearer, or ?sbx_token=)` } };
-      }
-      if (!record.token || !tokensEqual(found.token, record.token)) {
-        return { ok: false, error: { status: 403, code: 'token_invalid', message: `the traffic token for sandbox ${record.name} is wrong` } };
-      }
-      if (found.fromQuery) return { ok: false, redirect: { location: withoutQueryToken(req.url ?? '/'), token: found.token } };
-      token = found.token;
+      const checked = checkToken(req, found, record, `port ${port} of sandbox ${record.name} is private: send its traffic token (x-sbx-traffic-token header, Authorization: Bearer, or ?sbx_token=)`);
+      if (!checked.ok) return checked;
+      if (found.fromQuery) return { ok: false, redirect: { location: withoutQueryToken(req.url ?? '/'), token: checked.token } };
+      token = checked.token;
     }
     return { ok: true, value: { record, port, path, token } };
   }
@@ -237,9 +248,8 @@ export function createGatewayServer(opts: ProxyOptions): Server {
   async function openTunnel(req: IncomingMessage, socket: Duplex, head: Buffer, ref: string, port: number): Promise<void> {
     const record = opts.routes.find(ref);
     if (!record) return sendUpgradeError(req, socket, { status: 404, code: 'no_sandbox', message: `no sandbox named ${ref}` });
-    const found = findToken(req);
-    if (found.token === undefined) return sendUpgradeError(req, socket, { status: 403, code: 'token_missing', message: 'tunnels need the sandbox traffic token' });
-    if (!record.token || !tokensEqual(found.token, record.token)) return sendUpgradeError(req, socket, { status: 403, code: 'token_invalid', message: 'the traffic token is wrong' });
+    const checked = checkToken(req, findToken(req), record, 'tunnels need the sandbox traffic token');
+    if (!checked.ok) return sendUpgradeError(req, socket, checked.error);
     if (!(port >= 1 && port <= 65535)) return sendUpgradeError(req, socket, { status: 400, code: 'bad_port', message: `invalid port ${port}` });
     let upstream: Socket;
     try {
