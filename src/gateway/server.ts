@@ -23,10 +23,7 @@ export interface ProxyOptions {
   targets: Targets;
   /** How long to wait for the upstream's response headers before answering 504. */
   upstreamTimeoutMs: number;
-  health: () => object;
   log: (line: string) => void;
-  /** Called on POST /_sbx/reload; the answer waits until the change is in force. */
-  onReload?: () => Promise<void>;
 }
 
 /**
@@ -201,23 +198,9 @@ export function createGatewayServer(opts: ProxyOptions): Server {
     req.pipe(up);
   }
 
+  // The gateway's own host has nothing to serve: reload and health are on the control socket
+  // (control.ts), out of reach of web pages (a page can send any Host, DNS rebinding included).
   function gatewayEndpoint(req: IncomingMessage, res: ServerResponse): void {
-    if (req.url === '/_sbx/reload' && req.method === 'POST') {
-      // sbx changed the store: re-read it (and re-route) before answering (harmless to call).
-      opts.routes.invalidate();
-      const done = () => {
-        res.writeHead(204);
-        res.end();
-      };
-      if (!opts.onReload) return done();
-      opts.onReload().then(done, (err) => sendError(req, res, { status: 500, code: 'reload_failed', message: (err as Error).message }));
-      return;
-    }
-    if (req.url === '/_sbx/health') {
-      const body = JSON.stringify(opts.health()) + '\n';
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-      return void res.end(body);
-    }
     sendError(req, res, { status: 404, code: 'no_sandbox_host', message: `use a sandbox URL such as http://<port>-<sandbox>.${opts.domain}/` });
   }
 

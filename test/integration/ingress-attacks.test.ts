@@ -33,6 +33,19 @@ function upgrade(gwPort: number, host: string, path: string, headers: Record<str
   });
 }
 
+/** One JSON-lines request on the daemon's control socket. */
+function control(home: string, op: string): Promise<any> {
+  return new Promise((resolve, reject) => {
+    const conn = createConnection(join(home, 'run', 'control.sock'));
+    let text = '';
+    conn.setEncoding('utf8');
+    conn.on('data', (d: string) => (text += d));
+    conn.on('end', () => resolve(JSON.parse(text)));
+    conn.on('error', reject);
+    conn.write(JSON.stringify({ op, payload: {} }) + '\n');
+  });
+}
+
 for (const [engine, env] of [['nginx', {}], ['node', { SBX_GATEWAY_ENGINE: 'node' }]] as const) {
   describe(`the ${engine} engine`, () => {
     const world = new World({ ...env });
@@ -208,6 +221,40 @@ for (const [engine, env] of [['nginx', {}], ['node', { SBX_GATEWAY_ENGINE: 'node
         assert.equal((await curl([`${victim}?sbx_token=${token}`])).status, 302);
         assert.equal((await curl(['-H', `Cookie: sbx_token=${encodeURIComponent(token)}`, victim])).status, 200);
         assert.equal((await curl(['-H', `Cookie: other=%E0%A4%A; sbx_token=${token}`, victim])).status, 200);
+      });
+    });
+
+    describe("the gateway's admin endpoints", () => {
+      it('attack: POST /_sbx/reload and GET /_sbx/health on the public listener get the normal 404 page', async () => {
+        for (const host of [`127.0.0.1:${gw}`, `sbx.localhost:${gw}`, 'localhost']) {
+          const reload = await curl(['-X', 'POST', '-H', `Host: ${host}`, `http://127.0.0.1:${gw}/_sbx/reload`]);
+          assert.equal(reload.status, 404, host);
+          assert.equal(reload.headers['x-sbx-error'], 'no_sandbox_host', host);
+          const health = await curl(['-H', `Host: ${host}`, `http://127.0.0.1:${gw}/_sbx/health`]);
+          assert.equal(health.status, 404, host);
+          assert.equal(health.headers['x-sbx-error'], 'no_sandbox_host', host);
+          assert.doesNotMatch(health.body, /pid|startedAt/);
+        }
+      });
+
+      it('control: health and reload answer on the control socket (SBX_HOME/run/control.sock)', async () => {
+        const health = await control(world.home, 'health');
+        assert.equal(health.value.ok, true);
+        assert.equal(health.value.pid, JSON.parse(readFileSync(join(world.home, 'gateway.json'), 'utf8')).pid);
+        assert.equal(health.value.engine, engine);
+        assert.deepEqual(await control(world.home, 'reload'), {});
+      });
+
+      it('control: a route change is in force when the command returns (sbx reloads over the socket)', async () => {
+        await world.json(['port', 'expose', 'evil', '8081']);
+        assert.equal((await curl([world.url(8081, 'evil')])).headers['x-sbx-error'], 'nothing_listening');
+        await world.json(['port', 'rm', 'evil', '8081']);
+        assert.equal((await curl([world.url(8081, 'evil')])).headers['x-sbx-error'], 'port_not_exposed');
+      });
+
+      it('control: gateway status --json keeps its fields', async () => {
+        const s = await world.json(['gateway', 'status']);
+        assert.deepEqual(Object.keys(s).sort(), ['dnsUpstream', 'domain', 'engine', 'host', 'log', 'pid', 'port', 'running', 'startedAt', 'url'].sort());
       });
     });
   });
