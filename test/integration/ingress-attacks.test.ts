@@ -46,6 +46,12 @@ function control(home: string, op: string): Promise<any> {
   });
 }
 
+/** A header as the sandbox's echo server received it (undefined: not sent). */
+function seenHeader(body: string, name: string): string | undefined {
+  const found = (JSON.parse(body).headers as string[][]).find(([k]) => k!.toLowerCase() === name);
+  return found?.[1];
+}
+
 for (const [engine, env] of [['nginx', {}], ['node', { SBX_GATEWAY_ENGINE: 'node' }]] as const) {
   describe(`the ${engine} engine`, () => {
     const world = new World({ ...env });
@@ -255,6 +261,57 @@ for (const [engine, env] of [['nginx', {}], ['node', { SBX_GATEWAY_ENGINE: 'node
       it('control: gateway status --json keeps its fields', async () => {
         const s = await world.json(['gateway', 'status']);
         assert.deepEqual(Object.keys(s).sort(), ['dnsUpstream', 'domain', 'engine', 'host', 'log', 'pid', 'port', 'running', 'startedAt', 'url'].sort());
+      });
+    });
+
+    describe('the token on public ports', () => {
+      before(async () => {
+        if (engine !== 'nginx') return;
+        // Be sure nginx itself carries evil's port (not the Node gateway, which strips already).
+        const conf = join(world.home, 'run', 'nginx.conf');
+        await eventually(async () => {
+          const text = readFileSync(conf, 'utf8');
+          const version = /version (\d+)\)/.exec(text)?.[1];
+          const served = await curl(['-H', 'Host: sbx-gateway-control.invalid', `http://127.0.0.1:${gw}/_sbx/config-version`]);
+          return text.includes('"8080-evil.sbx.localhost"') && served.body === version;
+        }, 'nginx to route evil directly');
+      });
+
+      const cases: Array<[string, string | undefined]> = [
+        [`a=1; sbx_token=${'T'.repeat(32)}; b=2`, 'a=1; b=2'],
+        [`sbx_token=${'T'.repeat(32)}`, undefined],
+        [`sbx_token=${'T'.repeat(32)}; a=1`, 'a=1'],
+        [`a=1; sbx_token=${'T'.repeat(32)}`, 'a=1'],
+        [`a=1; sbx_token=x; b=2; sbx_token=y`, 'a=1; b=2'],
+        ['sbx_token2=keep; xsbx_token=keep', 'sbx_token2=keep; xsbx_token=keep'],
+      ];
+      for (const [sent, want] of cases) {
+        it(`${want === sent ? 'control' : 'attack'}: Cookie "${sent}" reaches the sandbox as ${want === undefined ? 'no Cookie' : `"${want}"`}`, async () => {
+          const r = await curl(['-H', `Cookie: ${sent}`, evil]);
+          assert.equal(r.status, 200);
+          assert.equal(seenHeader(r.body, 'cookie'), want);
+        });
+      }
+
+      it("attack: the victim's real cookie, sent to a public port, does not reach it", async () => {
+        const r = await curl(['-H', `Cookie: theme=dark; sbx_token=${token}`, evil]);
+        assert.doesNotMatch(r.body, new RegExp(token));
+        assert.equal(seenHeader(r.body, 'cookie'), 'theme=dark');
+      });
+
+      it('attack: the token header (sbx fetch sends it) does not reach a public port either; other headers do', async () => {
+        const r = await curl([...withToken(token), '-H', 'X-Other: kept', evil]);
+        assert.equal(seenHeader(r.body, 'x-sbx-traffic-token'), undefined);
+        assert.equal(seenHeader(r.body, 'x-other'), 'kept');
+        const evilToken = (await world.sbx(['token', 'evil'])).stdout.trim();
+        const fetched = await world.sbx(['fetch', 'evil', '8080']);
+        assert.equal(fetched.code, 0, fetched.stderr);
+        assert.doesNotMatch(fetched.stdout, new RegExp(evilToken));
+      });
+
+      it('control: a public WebSocket sent cookies still opens', async () => {
+        const r = await upgrade(gw, `9090-evil.sbx.localhost:${gw}`, '/', { cookie: `a=1; sbx_token=${token}` });
+        assert.equal(r.status, 101);
       });
     });
   });

@@ -155,3 +155,43 @@ describe('the sbx_token cookie and other pages of the same site', () => {
     });
   }
 });
+
+describe('the nginx fast path and the token', () => {
+  const conf = renderNginxConfig({ listenHost: '127.0.0.1', listenPort: 7070, nodeSocket: '/h/run/node.sock', runDir: '/h/run', version: 1, upstreamTimeoutMs: 1500, routes: [] });
+  /** Runs the chain of cookie maps the way nginx does (first matching regex wins, $n replaced). */
+  function nginxCookie(cookie: string): string {
+    const maps = [...conf.matchAll(/map \$\S+ \$(sbx_cookie_\d+|sbx_cookie_public) \{\n([\s\S]*?)\n  \}/g)];
+    assert.ok(maps.length >= 2);
+    let value = cookie;
+    for (const [, , body] of maps) {
+      const rules = [...body!.matchAll(/^\s+"~(.*)" (\S+);$/gm)].map(([, re, out]) => [new RegExp(re!), out!] as const);
+      for (const [re, out] of rules) {
+        const m = re.exec(value);
+        if (!m) continue;
+        value = out === '""' ? '' : out.replace(/\$(\d)/g, (_, n) => m[Number(n)] ?? '');
+        break;
+      }
+    }
+    return value;
+  }
+  const cases: Array<[string, string]> = [
+    ['a=1; sbx_token=t; b=2', 'a=1; b=2'],
+    ['sbx_token=t', ''],
+    ['sbx_token=t; a=1', 'a=1'],
+    ['a=1; sbx_token=t', 'a=1'],
+    ['a=1;sbx_token=t;b=2', 'a=1;b=2'],
+    ['a=1; sbx_token = t; b=2', 'a=1; b=2'],
+    ['a=1; sbx_token=x; b=2; sbx_token=y', 'a=1; b=2'],
+    ['sbx_token=1; sbx_token=2; sbx_token=3; a=1', 'a=1'],
+    ['sbx_token=1; sbx_token=2; sbx_token=3; sbx_token=4; a=1', ''],
+    ['sbx_token2=keep; xsbx_token=keep; a=sbx_token=keep', 'sbx_token2=keep; xsbx_token=keep; a=sbx_token=keep'],
+    ['', ''],
+  ];
+  for (const [sent, want] of cases) it(`public ports get Cookie "${sent}" as "${want}"`, () => assert.equal(nginxCookie(sent), want));
+  it('strips only on direct routes: the Node gateway gets the cookie and the token header as sent', () => {
+    assert.match(conf, /map \$sbx_upstream \$sbx_cookie \{\n\s+sbx_node \$http_cookie;\n\s+default \$sbx_cookie_public;/);
+    assert.match(conf, /map \$sbx_upstream \$sbx_token_header \{\n\s+sbx_node \$http_x_sbx_traffic_token;\n\s+default "";/);
+    assert.match(conf, /proxy_set_header Cookie \$sbx_cookie;/);
+    assert.match(conf, /proxy_set_header X-Sbx-Traffic-Token \$sbx_token_header;/);
+  });
+});
