@@ -1,4 +1,4 @@
-// One small HTTP request to the gateway's own endpoints (health, reload, nginx's config version):
+// One small HTTP request to nginx's own endpoint (the configuration version its workers serve):
 // a fresh connection each time, a time limit, and no answer rather than an error when it fails.
 import { request } from 'node:http';
 

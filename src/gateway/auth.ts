@@ -10,13 +10,30 @@ export interface FoundToken {
   token?: string;
   /** Came as ?sbx_token=: the browser is sent to the same URL without it, with a cookie. */
   fromQuery: boolean;
+  /**
+   * Came in the sbx_token cookie only: the browser sends it whoever asks it to (any page of the
+   * same site), so the request must also pass crossSiteRefusal (cookie-guard.ts).
+   */
+  fromCookie?: true;
+}
+
+/**
+ * A %-escaped value as text. A malformed escape (%E0%A4%A) comes back as it is: it cannot equal a
+ * token (base64url has no %), so the request is refused as token_invalid instead of failing.
+ */
+function decodeEscapes(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
 }
 
 function cookieValue(header: string | undefined, name: string): string | undefined {
   if (!header) return undefined;
   for (const part of header.split(';')) {
     const eq = part.indexOf('=');
-    if (eq > 0 && part.slice(0, eq).trim() === name) return decodeURIComponent(part.slice(eq + 1).trim());
+    if (eq > 0 && part.slice(0, eq).trim() === name) return decodeEscapes(part.slice(eq + 1).trim());
   }
   return undefined;
 }
@@ -29,7 +46,7 @@ export function findToken(req: IncomingMessage): FoundToken {
   const q = queryToken(req.url ?? '');
   if (q !== undefined) return { token: q, fromQuery: true };
   const cookie = cookieValue(req.headers.cookie, TOKEN_COOKIE);
-  if (cookie) return { token: cookie, fromQuery: false };
+  if (cookie) return { token: cookie, fromQuery: false, fromCookie: true };
   return { fromQuery: false };
 }
 
@@ -38,7 +55,7 @@ function queryToken(url: string): string | undefined {
   if (q < 0) return undefined;
   for (const part of url.slice(q + 1).split('&')) {
     const [k, v = ''] = part.split('=');
-    if (k === TOKEN_QUERY) return decodeURIComponent(v);
+    if (k === TOKEN_QUERY) return decodeEscapes(v);
   }
   return undefined;
 }

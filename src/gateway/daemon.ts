@@ -6,17 +6,27 @@ import { dirname, join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
 import { gatewayFiles, gatewaySettings, type GatewayState } from './settings.ts';
 import { alive, runningGateway } from './state.ts';
-import { askGateway } from './ask.ts';
+import { callDaemon } from './control.ts';
 
-/** GET /_sbx/health on the gateway: resolves true when it answers 200. */
-export async function probeGateway(s: Pick<GatewayState, 'host' | 'port' | 'domain'>, timeoutMs = 1000): Promise<boolean> {
-  const answer = await askGateway({ host: s.host, port: s.port, hostHeader: s.domain, path: '/_sbx/health', timeoutMs });
-  return answer?.status === 200;
+/** `health` on the gateway's control socket: resolves true when it answers ok. */
+export async function probeGateway(s: Pick<GatewayState, 'control'>, timeoutMs = 1000): Promise<boolean> {
+  if (!s.control) return false;
+  try {
+    const health = await callDaemon<{ ok?: boolean }>(s.control, 'health', {}, undefined, timeoutMs);
+    return health?.ok === true;
+  } catch {
+    return false;
+  }
 }
 
-/** Tells a running gateway to re-read the store now; resolves when it has (or when none runs). */
+/**
+ * Tells a running gateway to re-read the store now, over its control socket; resolves when it
+ * has (or when none runs). A failed reload does not fail the caller, whose change is in the store
+ * already: the gateway logs why.
+ */
 export async function reloadGateway(s: GatewayState | undefined): Promise<void> {
-  if (s) await askGateway({ host: s.host, port: s.port, hostHeader: s.domain, method: 'POST', path: '/_sbx/reload', timeoutMs: 2000 });
+  if (!s?.control) return;
+  await callDaemon(s.control, 'reload', {}, undefined, 15_000).catch(() => {});
 }
 
 /** The CLI bundle (dist/cli.cjs) that runs `gateway run`, found from this module's location. */

@@ -11,7 +11,7 @@ import { RouteTable } from './routes.ts';
 import { createGatewayServer } from './server.ts';
 import { gatewayFiles, gatewaySettings, type GatewayState } from './settings.ts';
 import { Targets } from './targets.ts';
-import { createControlServer } from './control.ts';
+import { createControlServer, type GatewayOps } from './control.ts';
 import { FastPath } from './fastpath.ts';
 import { findNginx } from './nginx.ts';
 import { DnsForwarder } from './dns-forwarder.ts';
@@ -70,21 +70,21 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
   const egressListeners = { dns: await dns.listen(), ...(await proxy.listen()) };
   egress.useListeners(egressListeners);
 
-  const server = createGatewayServer({
-    domain: settings.domain,
-    routes,
-    targets,
-    upstreamTimeoutMs,
+  const server = createGatewayServer({ domain: settings.domain, routes, targets, upstreamTimeoutMs, log });
+  // On the control socket only (see control.ts): web pages cannot reach it.
+  const gatewayOps: GatewayOps = {
     health: () => ({ ok: true, pid: process.pid, engine, domain: settings.domain, startedAt, sandboxes: routes.all().length }),
-    log,
-    onReload: () => {
+    reload: () => {
       targets.invalidateAll();
       routes.invalidate();
       sources.invalidate();
       proxy.recheck();
-      return syncRoutes();
+      return syncRoutes().catch((err) => {
+        log(`reload: could not update routes: ${(err as Error).message}`);
+        throw err;
+      });
     },
-  });
+  };
   const listen = (...args: unknown[]) =>
     new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
@@ -111,10 +111,10 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
     const address = server.address();
     port = typeof address === 'object' && address ? address.port : settings.port;
   }
-  // create and rm from sbx processes are carried out here while the daemon runs.
+  // create and rm from sbx processes are carried out here while the daemon runs; reload, health.
   const control = join(files.run, 'control.sock');
   rmSync(control, { force: true });
-  const controlServer = createControlServer(sbx, log);
+  const controlServer = createControlServer(sbx, gatewayOps, log);
   await new Promise<void>((resolve, reject) => {
     controlServer.once('error', reject);
     controlServer.listen(control, () => resolve());

@@ -33,6 +33,38 @@ export interface NginxConfigInput {
   user?: string;
 }
 
+/**
+ * The Cookie header without sbx_token, for public ports (which nginx sends straight to the
+ * sandbox: the Node gateway, which strips it itself, needs it for private ones). A map removes one
+ * occurrence, so a few are chained; a header with more than that loses all its cookies.
+ */
+const COOKIE_PASSES = 3;
+function cookieMaps(): string {
+  const passes: string[] = [];
+  for (let i = 1; i <= COOKIE_PASSES; i++) {
+    const from = i === 1 ? '$http_cookie' : `$sbx_cookie_${i - 1}`;
+    passes.push(`  map ${from} $sbx_cookie_${i} {
+    default ${from};
+    "~^\\s*sbx_token\\s*=[^;]*(?:;\\s*)?(.*)$" $1;
+    "~^(.*?);\\s*sbx_token\\s*=[^;]*(.*)$" $1$2;
+  }`);
+  }
+  return `${passes.join('\n')}
+  map $sbx_cookie_${COOKIE_PASSES} $sbx_cookie_public {
+    default $sbx_cookie_${COOKIE_PASSES};
+    "~(?:^|;)\\s*sbx_token\\s*=" "";
+  }
+  map $sbx_upstream $sbx_cookie {
+    sbx_node $http_cookie;
+    default $sbx_cookie_public;
+  }
+  # The token header too (sbx fetch sends it to public ports as well).
+  map $sbx_upstream $sbx_token_header {
+    sbx_node $http_x_sbx_traffic_token;
+    default "";
+  }`;
+}
+
 /** nginx strings: double-quoted with escapes, so no value can break out of its directive. */
 function q(value: string): string {
   return `"${value.replace(/[\\"$]/g, (c) => (c === '$' ? '${dollar}' : `\\${c}`))}"`;
@@ -78,6 +110,7 @@ ${hostMap}
     default $http_host;
 ${hostHeaderMap}
   }
+${cookieMaps()}
 
   upstream sbx_node {
     server unix:${c.nodeSocket};
@@ -106,6 +139,8 @@ ${upstreams}
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Host $http_host;
       proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header Cookie $sbx_cookie;
+      proxy_set_header X-Sbx-Traffic-Token $sbx_token_header;
       proxy_buffering off;
       proxy_request_buffering off;
       proxy_next_upstream error;

@@ -1,5 +1,5 @@
 // The gateway's view of the store, so a restart loses nothing. It is re-read when marked stale:
-// by sbx itself after every change that affects routing (POST /_sbx/reload, awaited, so
+// by sbx itself after every change that affects routing (reload on the control socket, awaited, so
 // `sbx port rm` stops routing before it returns), by a watch on the file for other writers, and
 // once a second as a safety net. No file system call on the request path.
 import { watch, type FSWatcher } from 'node:fs';

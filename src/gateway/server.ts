@@ -8,7 +8,8 @@ import type { Duplex } from 'node:stream';
 import { maskHost, routeHost, routePath } from '../core/ports.ts';
 import type { SandboxRecord } from '../core/sandbox.ts';
 import { tokensEqual } from '../core/token.ts';
-import { findToken, stripToken, TOKEN_COOKIE, withoutQueryToken } from './auth.ts';
+import { findToken, stripToken, TOKEN_COOKIE, withoutQueryToken, type FoundToken } from './auth.ts';
+import { crossSiteRefusal } from './cookie-guard.ts';
 import { sendError, sendUpgradeError, type GatewayError } from './responses.ts';
 import type { RouteTable } from './routes.ts';
 import { GatewayFailure, type Targets } from './targets.ts';
@@ -22,10 +23,7 @@ export interface ProxyOptions {
   targets: Targets;
   /** How long to wait for the upstream's response headers before answering 504. */
   upstreamTimeoutMs: number;
-  health: () => object;
   log: (line: string) => void;
-  /** Called on POST /_sbx/reload; the answer waits until the change is in force. */
-  onReload?: () => Promise<void>;
 }
 
 /**
@@ -51,6 +49,20 @@ interface Resolved {
 }
 
 type Resolution = { ok: true; value: Resolved } | { ok: false; error: GatewayError } | { ok: false; redirect: { location: string; token: string } };
+
+/** The token check shared by ports and tunnels: the token when `found` opens `record`. */
+function checkToken(req: IncomingMessage, found: FoundToken, record: SandboxRecord, missing: string): { ok: true; token: string } | { ok: false; error: GatewayError } {
+  if (found.token === undefined) return { ok: false, error: { status: 403, code: 'token_missing', message: missing } };
+  // Before the comparison: a page of another sandbox learns nothing, not even if the cookie is good.
+  if (found.fromCookie) {
+    const refused = crossSiteRefusal(req.headers, clientHost(req));
+    if (refused) return { ok: false, error: refused };
+  }
+  if (!record.token || !tokensEqual(found.token, record.token)) {
+    return { ok: false, error: { status: 403, code: 'token_invalid', message: `the traffic token for sandbox ${record.name} is wrong` } };
+  }
+  return { ok: true, token: found.token };
+}
 
 export function createGatewayServer(opts: ProxyOptions): Server {
   // One keep-alive pool per sandbox port; connections come from Targets (direct or relay).
@@ -89,14 +101,10 @@ export function createGatewayServer(opts: ProxyOptions): Server {
     let token: string | undefined;
     if (!exposed.public) {
       const found = findToken(req);
-      if (found.token === undefined) {
-        return { ok: false, error: { status: 403, code: 'token_missing', message: `port ${port} of sandbox ${record.name} is private: send its traffic token (x-sbx-traffic-token header, Authorization: Bearer, or ?sbx_token=)` } };
-      }
-      if (!record.token || !tokensEqual(found.token, record.token)) {
-        return { ok: false, error: { status: 403, code: 'token_invalid', message: `the traffic token for sandbox ${record.name} is wrong` } };
-      }
-      if (found.fromQuery) return { ok: false, redirect: { location: withoutQueryToken(req.url ?? '/'), token: found.token } };
-      token = found.token;
+      const checked = checkToken(req, found, record, `port ${port} of sandbox ${record.name} is private: send its traffic token (x-sbx-traffic-token header, Authorization: Bearer, or ?sbx_token=)`);
+      if (!checked.ok) return checked;
+      if (found.fromQuery) return { ok: false, redirect: { location: withoutQueryToken(req.url ?? '/'), token: checked.token } };
+      token = checked.token;
     }
     return { ok: true, value: { record, port, path, token } };
   }
@@ -190,23 +198,9 @@ export function createGatewayServer(opts: ProxyOptions): Server {
     req.pipe(up);
   }
 
+  // The gateway's own host has nothing to serve: reload and health are on the control socket
+  // (control.ts), out of reach of web pages (a page can send any Host, DNS rebinding included).
   function gatewayEndpoint(req: IncomingMessage, res: ServerResponse): void {
-    if (req.url === '/_sbx/reload' && req.method === 'POST') {
-      // sbx changed the store: re-read it (and re-route) before answering (harmless to call).
-      opts.routes.invalidate();
-      const done = () => {
-        res.writeHead(204);
-        res.end();
-      };
-      if (!opts.onReload) return done();
-      opts.onReload().then(done, (err) => sendError(req, res, { status: 500, code: 'reload_failed', message: (err as Error).message }));
-      return;
-    }
-    if (req.url === '/_sbx/health') {
-      const body = JSON.stringify(opts.health()) + '\n';
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-      return void res.end(body);
-    }
     sendError(req, res, { status: 404, code: 'no_sandbox_host', message: `use a sandbox URL such as http://<port>-<sandbox>.${opts.domain}/` });
   }
 
@@ -237,9 +231,8 @@ export function createGatewayServer(opts: ProxyOptions): Server {
   async function openTunnel(req: IncomingMessage, socket: Duplex, head: Buffer, ref: string, port: number): Promise<void> {
     const record = opts.routes.find(ref);
     if (!record) return sendUpgradeError(req, socket, { status: 404, code: 'no_sandbox', message: `no sandbox named ${ref}` });
-    const found = findToken(req);
-    if (found.token === undefined) return sendUpgradeError(req, socket, { status: 403, code: 'token_missing', message: 'tunnels need the sandbox traffic token' });
-    if (!record.token || !tokensEqual(found.token, record.token)) return sendUpgradeError(req, socket, { status: 403, code: 'token_invalid', message: 'the traffic token is wrong' });
+    const checked = checkToken(req, findToken(req), record, 'tunnels need the sandbox traffic token');
+    if (!checked.ok) return sendUpgradeError(req, socket, checked.error);
     if (!(port >= 1 && port <= 65535)) return sendUpgradeError(req, socket, { status: 400, code: 'bad_port', message: `invalid port ${port}` });
     let upstream: Socket;
     try {

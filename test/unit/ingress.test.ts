@@ -6,6 +6,7 @@ import { parseDuration } from '../../src/core/duration.ts';
 import { newToken, tokensEqual } from '../../src/core/token.ts';
 import { findToken, stripToken, withoutQueryToken } from '../../src/gateway/auth.ts';
 import { renderNginxConfig } from '../../src/gateway/nginx-config.ts';
+import { crossSiteRefusal } from '../../src/gateway/cookie-guard.ts';
 
 describe('ports', () => {
   for (const good of ['1', '80', '65535', ' 8080 ']) it(`accepts port "${good}"`, () => assert.equal(parsePort(good), Number(good)));
@@ -72,8 +73,16 @@ describe('tokens', () => {
     assert.deepEqual(findToken(req({ 'x-sbx-traffic-token': 'h', authorization: 'Bearer b' })), { token: 'h', fromQuery: false });
     assert.deepEqual(findToken(req({ authorization: 'bearer  b ' })), { token: 'b', fromQuery: false });
     assert.deepEqual(findToken(req({ cookie: 'sbx_token=c' }, '/x?a=1&sbx_token=q')), { token: 'q', fromQuery: true });
-    assert.deepEqual(findToken(req({ cookie: 'a=1; sbx_token=c%2B' })), { token: 'c+', fromQuery: false });
+    assert.deepEqual(findToken(req({ cookie: 'a=1; sbx_token=c%2B' })), { token: 'c+', fromQuery: false, fromCookie: true });
     assert.deepEqual(findToken(req({})), { fromQuery: false });
+  });
+  it('a malformed escape is kept as it came (it can never match a token), never thrown', () => {
+    for (const bad of ['%E0%A4%A', '%', '%ZZ', 'a%']) {
+      assert.deepEqual(findToken(req({}, `/?sbx_token=${bad}`)), { token: bad, fromQuery: true }, bad);
+      assert.deepEqual(findToken(req({ cookie: `sbx_token=${bad}` })), { token: bad, fromQuery: false, fromCookie: true }, bad);
+      assert.equal(tokensEqual(bad, newToken()), false);
+    }
+    assert.deepEqual(findToken(req({ cookie: 'other=%E0%A4%A; sbx_token=ok' })), { token: 'ok', fromQuery: false, fromCookie: true }, 'other cookies are not decoded');
   });
   it('are taken out of what goes upstream', () => {
     assert.equal(withoutQueryToken('/x?a=1&sbx_token=q&b=2'), '/x?a=1&b=2');
@@ -106,5 +115,83 @@ describe('the nginx fast path configuration', () => {
     const conf = renderNginxConfig({ ...base, routes: [] });
     assert.doesNotMatch(conf, /upstream sbx_[a-z0-9]+_\d+/);
     assert.match(conf, /proxy_pass http:\/\/\$sbx_upstream;/);
+  });
+});
+
+describe('the sbx_token cookie and other pages of the same site', () => {
+  const host = '8000-victim.sbx.localhost:7070';
+  const own = 'http://8000-victim.sbx.localhost:7070';
+  const evil = 'http://8080-evil.sbx.localhost:7070';
+  const accepted: Array<[string, Record<string, string>, string | undefined]> = [
+    ['no fetch metadata, no Origin (curl, scripts)', {}, host],
+    ['a typed URL or bookmark', { 'sec-fetch-site': 'none' }, host],
+    ["the port's own page", { 'sec-fetch-site': 'same-origin', origin: own }, host],
+    ['its own Origin in other case', { 'sec-fetch-site': 'same-origin', origin: own.toUpperCase().replace('HTTP', 'http') }, host],
+    ['its own Origin without fetch metadata', { origin: own }, host],
+    ['port 80, which browsers leave out', { origin: 'http://8000-victim.sbx.localhost' }, '8000-victim.sbx.localhost:80'],
+    ['port 80 left out of Host too', { origin: 'http://8000-victim.sbx.localhost' }, '8000-victim.sbx.localhost'],
+  ];
+  for (const [what, headers, h] of accepted) it(`accepts ${what}`, () => assert.equal(crossSiteRefusal(headers, h), undefined));
+  const refused: Array<[string, Record<string, string>, string | undefined]> = [
+    ['a page of another sandbox (same-site)', { 'sec-fetch-site': 'same-site', origin: evil }, host],
+    ['same-site without Origin (img, no-cors, a link)', { 'sec-fetch-site': 'same-site' }, host],
+    ['another site', { 'sec-fetch-site': 'cross-site' }, host],
+    ['an unknown Sec-Fetch-Site', { 'sec-fetch-site': 'whatever' }, host],
+    ['Sec-Fetch-Site sent twice', { 'sec-fetch-site': 'none, cross-site' }, host],
+    ['a foreign Origin without fetch metadata', { origin: evil }, host],
+    ['a foreign Origin that claims same-origin', { 'sec-fetch-site': 'same-origin', origin: evil }, host],
+    ['Origin: null (sandboxed iframe, data: URL)', { origin: 'null' }, host],
+    ['https instead of http', { origin: 'https://8000-victim.sbx.localhost:7070' }, host],
+    ['another port', { origin: 'http://8000-victim.sbx.localhost:7071' }, host],
+    ['an Origin that only starts like its own', { origin: `${own}.evil.test` }, host],
+    ['no Host at all', { origin: own }, undefined],
+  ];
+  for (const [what, headers, h] of refused) {
+    it(`refuses ${what}`, () => {
+      const e = crossSiteRefusal(headers, h);
+      assert.equal(e?.status, 403);
+      assert.equal(e?.code, 'cross_site');
+      assert.match(e!.message, /x-sbx-traffic-token header/);
+    });
+  }
+});
+
+describe('the nginx fast path and the token', () => {
+  const conf = renderNginxConfig({ listenHost: '127.0.0.1', listenPort: 7070, nodeSocket: '/h/run/node.sock', runDir: '/h/run', version: 1, upstreamTimeoutMs: 1500, routes: [] });
+  /** Runs the chain of cookie maps the way nginx does (first matching regex wins, $n replaced). */
+  function nginxCookie(cookie: string): string {
+    const maps = [...conf.matchAll(/map \$\S+ \$(sbx_cookie_\d+|sbx_cookie_public) \{\n([\s\S]*?)\n  \}/g)];
+    assert.ok(maps.length >= 2);
+    let value = cookie;
+    for (const [, , body] of maps) {
+      const rules = [...body!.matchAll(/^\s+"~(.*)" (\S+);$/gm)].map(([, re, out]) => [new RegExp(re!), out!] as const);
+      for (const [re, out] of rules) {
+        const m = re.exec(value);
+        if (!m) continue;
+        value = out === '""' ? '' : out.replace(/\$(\d)/g, (_, n) => m[Number(n)] ?? '');
+        break;
+      }
+    }
+    return value;
+  }
+  const cases: Array<[string, string]> = [
+    ['a=1; sbx_token=t; b=2', 'a=1; b=2'],
+    ['sbx_token=t', ''],
+    ['sbx_token=t; a=1', 'a=1'],
+    ['a=1; sbx_token=t', 'a=1'],
+    ['a=1;sbx_token=t;b=2', 'a=1;b=2'],
+    ['a=1; sbx_token = t; b=2', 'a=1; b=2'],
+    ['a=1; sbx_token=x; b=2; sbx_token=y', 'a=1; b=2'],
+    ['sbx_token=1; sbx_token=2; sbx_token=3; a=1', 'a=1'],
+    ['sbx_token=1; sbx_token=2; sbx_token=3; sbx_token=4; a=1', ''],
+    ['sbx_token2=keep; xsbx_token=keep; a=sbx_token=keep', 'sbx_token2=keep; xsbx_token=keep; a=sbx_token=keep'],
+    ['', ''],
+  ];
+  for (const [sent, want] of cases) it(`public ports get Cookie "${sent}" as "${want}"`, () => assert.equal(nginxCookie(sent), want));
+  it('strips only on direct routes: the Node gateway gets the cookie and the token header as sent', () => {
+    assert.match(conf, /map \$sbx_upstream \$sbx_cookie \{\n\s+sbx_node \$http_cookie;\n\s+default \$sbx_cookie_public;/);
+    assert.match(conf, /map \$sbx_upstream \$sbx_token_header \{\n\s+sbx_node \$http_x_sbx_traffic_token;\n\s+default "";/);
+    assert.match(conf, /proxy_set_header Cookie \$sbx_cookie;/);
+    assert.match(conf, /proxy_set_header X-Sbx-Traffic-Token \$sbx_token_header;/);
   });
 });
