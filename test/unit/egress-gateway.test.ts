@@ -346,6 +346,15 @@ describe('EgressProxy (fake upstreams on loopback)', () => {
     assert.ok(live.text.endsWith('\r\n\r\nping after 101'), live.text);
   });
 
+  it('an Upgrade request with a body goes upstream as an ordinary request (no Upgrade), its body framed', async () => {
+    fresh({ mode: 'block-all', allowOut: ['vhost-a.test'] });
+    const r = await exchange(ports.http, 'POST /h2c HTTP/1.1\r\nHost: vhost-a.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\nContent-Length: 5\r\n\r\nhello' + req('vhost-b.test', '/smuggled'));
+    assert.match(r.text, /^HTTP\/1\.1 200 /);
+    assert.ok(r.text.includes('vhost-a.test body=hello'), r.text);
+    // (Node's parser stops after a request that asked for an Upgrade: what follows is never served.)
+    assert.deepEqual(vhosts.seen, ['POST vhost-a.test /h2c'], 'nothing pipelined behind it went upstream');
+  });
+
   it('an Upgrade to a refused name gets the 403, and nothing is dialled', async () => {
     fresh({ mode: 'block-all', allowOut: ['vhost-a.test'] });
     const r = await exchange(ports.http, req('vhost-b.test', '/ws', 'Connection: Upgrade\r\nUpgrade: echo\r\n'));
