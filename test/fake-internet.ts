@@ -1,8 +1,10 @@
 // A "fake internet" for egress tests: a network namespace reachable from the host (and so from
 // containers, through the host's forwarding) that serves HTTP, HTTPS, UDP, a long-lived TCP port
 // and DNS on test addresses (198.18.0.0/24, RFC 2544 benchmarking space, plus one link-local
-// "metadata" address; for IPv6 2001:2::1..5 in 2001:2::/48, RFC 5180 benchmarking space), so
-// egress policies can be checked without touching the real network.
+// "metadata" address and one private-range host, 10.203.77.1, routed into the namespace by a /32;
+// for IPv6 2001:2::1..5 in 2001:2::/48, RFC 5180 benchmarking space), so egress policies can be
+// checked without touching the real network. 198.18.0.6 is one address with two names on it
+// (vhost-a.test, vhost-b.test), as shared hosting has; its HTTP server logs every request.
 // The servers are test/fixtures/fake_internet.py. Needs root; one fake internet at a time.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -26,6 +28,14 @@ export const FAKE_HOSTS = {
   'multi.test': ['198.18.0.3', '198.18.0.5'],
   'ttl5.test': ['198.18.0.3'], // a first label "ttl<N>" sets the TTL to N seconds
   'meta.test': ['169.254.77.1'],
+  // Two names on one address: what one may reach, the other must not ride on.
+  'vhost-a.test': ['198.18.0.6'],
+  'vhost-b.test': ['198.18.0.6'],
+  // Names that point where a sandbox must not go: a private network, the host's loopback, the
+  // host's own address on the fake internet's link (DNS rebinding).
+  'private.test': ['10.203.77.1'],
+  'rebind.test': ['127.0.0.1'],
+  'hostip.test': ['198.19.255.1'],
 } as const satisfies Record<string, readonly string[]>;
 
 /** What the fake DNS answers for AAAA. A name in only one table answers the other type with NOERROR and no records. */
@@ -34,6 +44,7 @@ export const FAKE_HOSTS6 = {
   'denied.test': ['2001:2::2'],
   'other.test': ['2001:2::3'],
   'v6only.test': ['2001:2::4'], // AAAA only
+  'rebind.test': ['::1'],
 } as const satisfies Record<string, readonly string[]>;
 
 /** The IPv6 test hosts (HTTP 80/8080, TLS 443, UDP echo 9999, hold 7000, like the IPv4 ones), as Python prints them. */
@@ -45,6 +56,12 @@ export const FAKE_TTL = 60;
 export const FAKE_DNS_IP = '198.18.0.53';
 /** The link-local address playing a cloud metadata service (HTTP on 80). */
 export const FAKE_METADATA_IP = '169.254.77.1';
+/** The address of vhost-a.test and vhost-b.test (HTTP on 80 and 8080, TLS on 443, like the others). */
+export const FAKE_VHOST_IP = '198.18.0.6';
+/** A host in a private range (HTTP on 80 and 8080, UDP echo on 9999 and 8080), as a LAN server would be. */
+export const FAKE_PRIVATE_IP = '10.203.77.1';
+/** The host's own address on the link to the fake internet (a host address that is not private). */
+export const FAKE_HOST_LINK_IP = '198.19.255.1';
 
 export interface FakeInternet {
   /** The network namespace's name (sbxfi-…). */
@@ -56,15 +73,18 @@ export interface FakeInternet {
   /** Every name the fake DNS was asked for, lower case, oldest first. */
   queries(): Promise<string[]>;
   clearQueries(): Promise<void>;
+  /** Every HTTP request the servers saw, oldest first: "<local-ip> <port> <Host or -> <method> <target>". */
+  requests(): Promise<string[]>;
+  clearRequests(): Promise<void>;
   /** Removes it all (process, namespace, veth, routes, temp dir); safe to call twice. */
   stop(): Promise<void>;
 }
 
 const SERVERS = resolve(import.meta.dirname, 'fixtures', 'fake_internet.py');
-const SERVER_IPS = ['198.18.0.1', '198.18.0.2', '198.18.0.3', '198.18.0.4', '198.18.0.5', FAKE_DNS_IP, FAKE_METADATA_IP];
-const HOST_IP = '198.19.255.1';
+const SERVER_IPS = ['198.18.0.1', '198.18.0.2', '198.18.0.3', '198.18.0.4', '198.18.0.5', FAKE_VHOST_IP, FAKE_DNS_IP, FAKE_METADATA_IP, FAKE_PRIVATE_IP];
+const HOST_IP = FAKE_HOST_LINK_IP;
 const NS_IP = '198.19.255.2';
-const ROUTES = ['198.18.0.0/24', `${FAKE_METADATA_IP}/32`];
+const ROUTES = ['198.18.0.0/24', `${FAKE_METADATA_IP}/32`, `${FAKE_PRIVATE_IP}/32`];
 const HOST_IP6 = 'fd5c::1';
 const NS_IP6 = 'fd5c::2';
 const ROUTES6 = ['2001:2::/48'];
@@ -113,6 +133,7 @@ export async function startFakeInternet(): Promise<FakeInternet> {
   const veth = `sbxfi${tag.slice(0, 4)}`;
   const dir = mkdtempSync(join(tmpdir(), 'sbxfi-'));
   const log = join(dir, 'queries.log');
+  const requestLog = join(dir, 'requests.log');
   let child: ChildProcess | undefined;
   let stopped = false;
 
@@ -150,6 +171,12 @@ export async function startFakeInternet(): Promise<FakeInternet> {
     },
     async clearQueries() {
       writeFileSync(log, ''); // python opens the file per line, in append mode
+    },
+    async requests() {
+      return readFileSync(requestLog, 'utf8').split('\n').filter(Boolean);
+    },
+    async clearRequests() {
+      writeFileSync(requestLog, '');
     },
     async stop() {
       const c = child;
@@ -197,7 +224,7 @@ export async function startFakeInternet(): Promise<FakeInternet> {
     for (const route of ROUTES6) await ip('-6', 'route', 'replace', route, 'via', NS_IP6, 'dev', veth);
 
     const udpIps = [...SERVER_IPS.filter((a) => a !== FAKE_DNS_IP), ...FAKE_HOST6_IPS];
-    const c = spawn('ip', ['netns', 'exec', ns, 'python3', SERVERS, join(dir, 'cert.pem'), join(dir, 'key.pem'), log, FAKE_DNS_IP, udpIps.join(','), JSON.stringify(FAKE_HOSTS), JSON.stringify(FAKE_HOSTS6)], {
+    const c = spawn('ip', ['netns', 'exec', ns, 'python3', SERVERS, join(dir, 'cert.pem'), join(dir, 'key.pem'), log, FAKE_DNS_IP, udpIps.join(','), JSON.stringify(FAKE_HOSTS), JSON.stringify(FAKE_HOSTS6), requestLog], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     child = c;

@@ -1,19 +1,32 @@
 // sbx's DNS forwarder: every sandbox's only resolver (its /etc/resolv.conf points at the host's
 // address on its bridge, and the kernel redirects port 53 there to this server). It answers
-// NXDOMAIN for names the policy denies, relays the rest to the upstream resolver unchanged, and,
-// for names that an allow entry names, opens the answer's addresses in the kernel for their TTL
-// before the sandbox sees the answer.
+// NXDOMAIN for names the policy denies and relays the rest to the upstream resolver; for names
+// that an allow entry names, it opens the answer's addresses in the kernel for their TTL before
+// the sandbox sees the answer.
+//
+// Hardened against the sandbox and against forged answers:
+// - a query carries exactly one question (else FORMERR), and only standard queries are served;
+// - each relayed query goes upstream with a fresh random id, from a UDP socket connect()ed to the
+//   upstream (the kernel drops datagrams from any other address or port), and only an answer with
+//   that id and the same question is taken; the sandbox gets its own id back;
+// - A and AAAA records that name protected addresses (loopback, private, link-local...), the
+//   host's own addresses or sandboxes are removed from the answer unless the policy names the
+//   address (or `host`, for the host's), so DNS rebinding opens nothing; only what remains is learned.
+import { randomInt } from 'node:crypto';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, createConnection, type Server, type Socket } from 'node:net';
 import { isIP } from 'node:net';
 import dnsPacket from 'dns-packet';
-import { nameAllowed, nameResolvable, type CompiledPolicy } from '../core/network-policy.ts';
+import { addressAllowed, hostAllowed, isProtectedAddress, nameAllowed, nameResolvable, normalizeName, type CompiledPolicy } from '../core/network-policy.ts';
 import type { LearnedAddress } from '../net/nft-rules.ts';
 import type { DnsUpstream } from './settings.ts';
 
-const NXDOMAIN = 3;
+const FORMERR = 1;
 const SERVFAIL = 2;
+const NXDOMAIN = 3;
+const NOTIMP = 4;
 const UPSTREAM_TIMEOUT_MS = 2500;
+const QR = 0x8000;
 
 export interface DnsForwarderOptions {
   upstream: DnsUpstream;
@@ -27,12 +40,48 @@ export interface DnsForwarderOptions {
    * when the kernel refuses (then SERVFAIL).
    */
   learn(id: string, name: string, addresses: Array<Omit<LearnedAddress, 'ports'>>): Promise<boolean>;
+  /** Whether an address is one of the host's own (its records are removed from answers). */
+  isHost?(address: string): boolean;
+  /** Whether an address is in a sandbox's subnet (its records are removed from answers). */
+  isSandbox?(address: string): Promise<boolean>;
   log?: (line: string) => void;
 }
 
 function errorAnswer(query: dnsPacket.DecodedPacket, rcode: number): Buffer {
   const rd = (query.flags ?? 0) & dnsPacket.RECURSION_DESIRED;
   return dnsPacket.encode({ type: 'response', id: query.id, flags: rd | dnsPacket.RECURSION_AVAILABLE | rcode, questions: query.questions });
+}
+
+/** A query's one question, as answers must repeat it. */
+interface Question {
+  name: string;
+  type: string;
+  class: string;
+}
+
+/** Whether a packet is the answer to `question` sent with `id` (a response, that id, that one question). */
+export function answers(reply: dnsPacket.DecodedPacket, id: number, question: Question): boolean {
+  const q = reply.questions;
+  return (
+    reply.type === 'response' &&
+    reply.id === id &&
+    q?.length === 1 &&
+    q[0]!.name.toLowerCase() === question.name.toLowerCase() &&
+    q[0]!.type === question.type &&
+    (q[0]!.class ?? 'IN') === (question.class ?? 'IN')
+  );
+}
+
+/** A fresh id for a relayed query (never the sandbox's own, so its id tells nothing about ours). */
+export function freshId(not: number): number {
+  const id = randomInt(0, 0xffff);
+  return id >= not ? id + 1 : id;
+}
+
+function withId(msg: Buffer, id: number): Buffer {
+  const copy = Buffer.from(msg);
+  copy.writeUInt16BE(id, 0);
+  return copy;
 }
 
 export class DnsForwarder {
@@ -44,19 +93,38 @@ export class DnsForwarder {
     this.#o = options;
   }
 
-  /** Listens on UDP and TCP on the same port (0: any free one) on every host address. */
+  /**
+   * Listens on UDP and TCP on the same port (0: any free one) on every host address, IPv4 and
+   * IPv6 (dual-stack; IPv4 alone when the host has no IPv6).
+   */
   async listen(port = 0): Promise<number> {
     for (let attempt = 0; ; attempt++) {
-      const udp = createSocket('udp4');
-      const bound = await new Promise<number>((resolve, reject) => {
-        udp.once('error', reject);
-        udp.bind(port, '0.0.0.0', () => resolve(udp.address().port));
-      });
+      let udp = createSocket({ type: 'udp6', ipv6Only: false });
+      let host = '::';
+      const bind = (s: UdpSocket, address: string) =>
+        new Promise<number>((resolve, reject) => {
+          s.once('error', reject);
+          s.bind(port, address, () => {
+            s.off('error', reject);
+            resolve(s.address().port);
+          });
+        });
+      let bound: number;
+      try {
+        bound = await bind(udp, host);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        udp.close();
+        if (code !== 'EAFNOSUPPORT' && code !== 'EADDRNOTAVAIL') throw err;
+        udp = createSocket('udp4');
+        host = '0.0.0.0';
+        bound = await bind(udp, host);
+      }
       const tcp = createServer((s) => this.#serveTcp(s));
       try {
         await new Promise<void>((resolve, reject) => {
           tcp.once('error', reject);
-          tcp.listen(bound, '0.0.0.0', () => resolve());
+          tcp.listen({ port: bound, host, ipv6Only: false }, () => resolve());
         });
       } catch (err) {
         udp.close();
@@ -88,70 +156,121 @@ export class DnsForwarder {
 
   /** The answer to one query from `source`, or undefined to stay silent. */
   async answer(msg: Buffer, source: string): Promise<Buffer | undefined> {
-    const id = await this.#o.sandboxOf(source.replace(/^::ffff:/, ''));
+    const id = await this.#o.sandboxOf(source.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, ''));
     const policy = id ? this.#o.policyOf(id) : undefined;
     if (!id || !policy) return undefined;
+    if (msg.length < 12 || msg.readUInt16BE(2) & QR) return undefined; // not a query
     let query: dnsPacket.DecodedPacket;
     try {
       query = dnsPacket.decode(msg);
     } catch {
       return undefined;
     }
-    const name = query.questions?.[0]?.name;
-    if (!name) return errorAnswer(query, SERVFAIL);
+    if (((msg.readUInt16BE(2) >> 11) & 0xf) !== 0) return errorAnswer({ ...query, questions: [] }, NOTIMP);
+    // Exactly one question: the answer is judged, learned and matched by it.
+    if (query.questions?.length !== 1) return errorAnswer({ ...query, questions: [] }, FORMERR);
+    const question = query.questions[0]! as Question;
+    const name = question.name;
+    if (!name) return errorAnswer(query, FORMERR);
     if (!nameResolvable(policy, name)) return errorAnswer(query, NXDOMAIN);
-    let reply: Buffer;
+    let reply: { packet: dnsPacket.DecodedPacket; bytes: Buffer };
     try {
-      reply = await this.#ask(msg);
+      reply = await this.#ask(msg, question);
     } catch (err) {
       this.#o.log?.(`dns: upstream did not answer for ${name}: ${(err as Error).message}`);
       return errorAnswer(query, SERVFAIL);
     }
+    const filtered = await this.#withoutGuarded(policy, reply.packet);
+    if (filtered.removed.length) this.#o.log?.(`dns: removed ${filtered.removed.join(', ')} from the answer for ${name} (sandbox ${id}): protected addresses`);
     if (nameAllowed(policy, name)) {
       try {
-        const learned = addressesOf(dnsPacket.decode(reply));
-        if (learned.length && !(await this.#o.learn(id, name.toLowerCase().replace(/\.$/, ''), learned))) return errorAnswer(query, NXDOMAIN);
+        const learned = addressesOf(filtered.packet);
+        if (learned.length && !(await this.#o.learn(id, normalizeName(name), learned))) return errorAnswer(query, NXDOMAIN);
       } catch (err) {
         this.#o.log?.(`dns: could not open the addresses of ${name}: ${(err as Error).message}`);
         return errorAnswer(query, SERVFAIL); // fail closed: no answer that would not work
       }
     }
-    return reply;
+    // The sandbox gets its own id back; the upstream's bytes unchanged unless records were removed.
+    return filtered.removed.length ? dnsPacket.encode({ ...filtered.packet, id: query.id }) : withId(reply.bytes, query.id!);
   }
 
-  /** Relays the query to the upstream over UDP, and over TCP when the answer was truncated. */
-  async #ask(msg: Buffer): Promise<Buffer> {
+  /** Whether an answer may give the sandbox this address. */
+  async #mayGive(policy: CompiledPolicy, address: string): Promise<boolean> {
+    if (addressAllowed(policy, address)) return true;
+    if (isProtectedAddress(address)) return false;
+    if (this.#o.isHost?.(address)) return hostAllowed(policy);
+    return !(await this.#o.isSandbox?.(address));
+  }
+
+  /** The answer without A/AAAA records of guarded addresses (in every section). */
+  async #withoutGuarded(policy: CompiledPolicy, packet: dnsPacket.DecodedPacket): Promise<{ packet: dnsPacket.DecodedPacket; removed: string[] }> {
+    const removed: string[] = [];
+    const keep = async (records: dnsPacket.Answer[] | undefined) => {
+      const out: dnsPacket.Answer[] = [];
+      for (const r of records ?? []) {
+        if ((r.type === 'A' || r.type === 'AAAA') && !(await this.#mayGive(policy, String(r.data)))) removed.push(String(r.data));
+        else out.push(r);
+      }
+      return out;
+    };
+    const answersKept = await keep(packet.answers);
+    const authorities = await keep(packet.authorities);
+    const additionals = await keep(packet.additionals);
+    return removed.length ? { packet: { ...packet, answers: answersKept, authorities, additionals }, removed } : { packet, removed };
+  }
+
+  /**
+   * Relays the query to the upstream with a fresh id, over UDP from a socket connected to it, and
+   * over TCP when the answer was truncated. Only an answer to that id and question counts.
+   */
+  async #ask(msg: Buffer, question: Question): Promise<{ packet: dnsPacket.DecodedPacket; bytes: Buffer }> {
     const { host, port } = this.#o.upstream;
-    const udpAnswer = await new Promise<Buffer>((resolve, reject) => {
+    const original = msg.readUInt16BE(0);
+    const udpId = freshId(original);
+    const udpAnswer = await new Promise<{ packet: dnsPacket.DecodedPacket; bytes: Buffer }>((resolve, reject) => {
       const s = createSocket(isIP(host) === 6 ? 'udp6' : 'udp4');
-      const timer = setTimeout(() => {
-        s.close();
-        reject(new Error('timeout'));
-      }, UPSTREAM_TIMEOUT_MS);
-      s.on('error', (err) => {
+      const done = (err?: Error) => {
         clearTimeout(timer);
         s.close();
-        reject(err);
-      });
+        if (err) reject(err);
+      };
+      const timer = setTimeout(() => done(new Error('timeout')), UPSTREAM_TIMEOUT_MS);
+      s.on('error', (err) => done(err));
       s.on('message', (reply) => {
-        if (reply.length < 2 || reply.readUInt16BE(0) !== msg.readUInt16BE(0)) return;
-        clearTimeout(timer);
-        s.close();
-        resolve(reply);
+        let packet: dnsPacket.DecodedPacket;
+        try {
+          packet = dnsPacket.decode(reply);
+        } catch {
+          return;
+        }
+        if (!answers(packet, udpId, question)) return;
+        done();
+        resolve({ packet, bytes: reply });
       });
-      s.send(msg, port, host);
+      // connect(): the kernel then hands this socket only datagrams from the upstream's address and port.
+      s.connect(port, host, () => s.send(withId(msg, udpId)));
     });
-    if (!(udpAnswer.readUInt16BE(2) & dnsPacket.TRUNCATED_RESPONSE)) return udpAnswer;
-    return new Promise<Buffer>((resolve, reject) => {
+    if (!udpAnswer.packet.flag_tc) return udpAnswer;
+    const tcpId = freshId(original);
+    return new Promise((resolve, reject) => {
       const s = createConnection({ host, port });
       s.setTimeout(UPSTREAM_TIMEOUT_MS, () => s.destroy(new Error('timeout')));
       s.on('error', reject);
       s.on('close', () => reject(new Error('the upstream closed the connection without an answer')));
-      onFramedMessages(s, (answer) => {
+      onFramedMessages(s, (bytes) => {
+        let packet: dnsPacket.DecodedPacket | undefined;
+        try {
+          packet = dnsPacket.decode(bytes);
+        } catch {}
+        if (!packet || !answers(packet, tcpId, question)) {
+          s.destroy(new Error('the upstream answered another query over TCP'));
+          return;
+        }
         s.end();
-        resolve(answer);
+        resolve({ packet, bytes: Buffer.from(bytes) });
       });
-      s.write(framed(msg));
+      s.write(framed(withId(msg, tcpId)));
     });
   }
 }

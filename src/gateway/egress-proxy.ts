@@ -1,28 +1,48 @@
 // The egress proxy: outbound TCP 80 and 443 of sandboxes whose policy names domains arrive here
-// (redirected by the kernel). HTTP is decided request by request on its Host header, TLS on the
-// ClientHello's SNI (passed through, never decrypted). The proxy resolves the name itself through
-// sbx's upstream and connects only to an address the policy allows for that name, so neither a
-// false /etc/hosts entry nor another name on an allowed address gets through. A client that
-// names nothing (TLS without SNI, a bare IP) is judged by its real destination, and an address
-// that a denied name resolves to stays denied. Refusals reset the connection: clients fail fast.
-import { createServer as createHttpServer, request, Agent, type IncomingMessage, type ServerResponse, type Server as HttpServer } from 'node:http';
+// (redirected by the kernel, IPv4 and IPv6). HTTP is decided request by request on its Host
+// header, TLS on the ClientHello's SNI (passed through, never decrypted). The proxy resolves the
+// name itself through sbx's upstream and connects only to an address the policy allows for that
+// name, so neither a false /etc/hosts entry nor another name on an allowed address gets through.
+// A client that names nothing (TLS without SNI, HTTP/1.0 without Host) is judged by its real
+// destination, and an address that a denied name resolves to stays denied.
+//
+// The proxy connects from the host, past the kernel's rules for the sandbox's bridge, so it
+// guards what those rules guard: the host's own addresses (only `host` entries open them;
+// loopback only an address entry), protected ranges (only address entries), and other sandboxes
+// (never), whether named by address or reached through a name that resolves there.
+//
+// One request, one decision: a request whose target or Host headers could mean two hosts is
+// refused; an Upgrade request goes upstream alone, and the two connections join only once the
+// upstream answered 101, so bytes pipelined behind it never reach the upstream as a request.
+// A refused HTTP request gets a 403 whose one-line body says why; a refused TLS connection a reset.
+import { createServer as createHttpServer, request, Agent, STATUS_CODES, type IncomingMessage, type ServerResponse, type Server as HttpServer } from 'node:http';
 import { connect, createServer, isIP, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { connectionAllowed, deniedNames, explicitlyAllowed, normalizeName, type CompiledPolicy } from '../core/network-policy.ts';
+import { connectionAllowed, deniedNames, type CompiledPolicy } from '../core/network-policy.ts';
 import { originalDestination } from '../net/conntrack.ts';
-import { relayResponse, spliceUpgrade, withoutHopByHop } from './http-relay.ts';
+import { checkRequest, judgeAddress, judgeName, judgeNameAlone, preferFamily, refusalResponse, type Candidate, type HostTarget, type Verdict } from './egress-judge.ts';
+import { canonicalAddress } from './host-addresses.ts';
+import { relayResponse, withoutHopByHop } from './http-relay.ts';
 import { parseClientHello } from './sni.ts';
 import { splice } from './splice.ts';
 import type { UpstreamResolver } from './upstream.ts';
 
 const HELLO_LIMIT = 64 * 1024;
 const HELLO_TIMEOUT_MS = 10_000;
+/** How long a refused client has to read its answer before the connection is dropped. */
+const LINGER_MS = 5000;
 
 export interface EgressProxyOptions {
   sandboxOf(address: string): Promise<string | undefined>;
   policyOf(id: string): CompiledPolicy | undefined;
-  resolver: UpstreamResolver;
+  resolver: Pick<UpstreamResolver, 'addresses'>;
+  /** Whether an address is one of the host's own (loopback and unspecified included). */
+  isHost(address: string): boolean;
+  /** Whether an address is in a sandbox's subnet. */
+  isSandbox(address: string): Promise<boolean>;
   log?: (line: string) => void;
+  /** Tests only: where a judged upstream address and port are really dialled. */
+  dial?: (address: string, port: number) => { host: string; port: number };
 }
 
 /** A connection the proxy carries, re-judged whenever a policy changes. */
@@ -31,8 +51,16 @@ interface Carried {
   name?: string;
   address: string;
   port: number;
+  toHost: boolean;
   client: Socket;
   upstream?: Duplex;
+}
+
+interface Client {
+  id: string;
+  policy: CompiledPolicy;
+  /** The family the client connected over: the upstream is dialled in it first. */
+  family: 4 | 6;
 }
 
 function reset(socket: Socket | Duplex): void {
@@ -41,20 +69,44 @@ function reset(socket: Socket | Duplex): void {
   else socket.destroy();
 }
 
-/** "Host: name:port" or "[v6]:port" to a name or address. */
-function hostOf(header: string | undefined): string | undefined {
-  if (!header) return undefined;
-  const v6 = /^\[([^\]]+)\]/.exec(header);
-  if (v6) return v6[1];
-  return normalizeName(header.replace(/:\d+$/, '')) || undefined;
+/** The client's address as the rest of sbx spells it (IPv4-mapped as IPv4). */
+function clientAddress(socket: Socket): { address: string; family: 4 | 6 } {
+  const raw = socket.remoteAddress ?? '';
+  const address = raw.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '');
+  return { address, family: isIP(address) === 6 ? 6 : 4 };
 }
+
+/** Writes a raw HTTP/1.1 response head (the client's socket is no longer the HTTP server's). */
+function rawHead(status: number, message: string | undefined, rawHeaders: readonly string[]): string {
+  let text = `HTTP/1.1 ${status} ${message || STATUS_CODES[status] || ''}\r\n`;
+  for (let i = 0; i < rawHeaders.length; i += 2) text += `${rawHeaders[i]}: ${rawHeaders[i + 1]}\r\n`;
+  return `${text}\r\n`;
+}
+
+/** A refusal on a raw client socket; whatever the client sends meanwhile is read and dropped. */
+function refuseRaw(socket: Socket, status: 403 | 502, reason: string): void {
+  const { head, body } = refusalResponse(status, reason);
+  socket.resume();
+  socket.end(rawHead(status, undefined, Object.entries(head).flat()) + body);
+  socket.setTimeout(LINGER_MS, () => socket.destroy());
+}
+
+type HttpDecision = { ok: true; verdict: Extract<Verdict, { ok: true }>; name?: string; path: string } | { ok: false; status: 403 | 502; reason: string };
+
+const hasBody = (req: IncomingMessage) => req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
 
 export class EgressProxy {
   readonly #o: EgressProxyOptions;
   readonly #carried = new Set<Carried>();
-  /** One upstream connection per client connection, as if the client had connected itself. */
+  /** One upstream connection per client connection (and address), as if the client had connected itself. */
   readonly #agents = new WeakMap<Socket, Agent>();
   readonly #denied = new WeakMap<CompiledPolicy, { at: number; addresses: Promise<Set<string>> }>();
+  /**
+   * Requests on one client connection are served one after the other, each once the one before
+   * it is answered (Node hands over pipelined requests at once): after a refusal nothing more
+   * goes upstream, and an Upgrade never writes its answer into another response.
+   */
+  readonly #turns = new WeakMap<Socket, Promise<boolean>>();
   #http?: HttpServer;
   #tls?: Server;
 
@@ -62,17 +114,41 @@ export class EgressProxy {
     this.#o = options;
   }
 
+  /** Listens on every address, IPv4 and IPv6 (dual-stack; IPv4 alone when the host has no IPv6). */
   async listen(): Promise<{ http: number; tls: number }> {
-    const http = createHttpServer({ requestTimeout: 0 }, (req, res) => void this.#request(req, res));
-    http.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => void this.#upgrade(req, socket, head));
-    http.on('connect', (_req, socket: Socket) => reset(socket));
+    const http = createHttpServer(
+      {
+        requestTimeout: 0,
+        // An Upgrade request with a body cannot be held back whole until the 101: it is relayed
+        // as an ordinary request instead (without its Upgrade). Node < 24.9 ignores this option.
+        shouldUpgradeCallback: (req: IncomingMessage) => !hasBody(req),
+      } as Parameters<typeof createHttpServer>[0],
+      (req, res) => this.#request(req, res),
+    );
+    http.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.#upgrade(req, socket, head));
+    http.on('connect', (_req, socket: Socket) => {
+      socket.on('error', () => {});
+      refuseRaw(socket, 403, "sbx: CONNECT is not served by sbx's egress proxy");
+    });
     http.on('clientError', (_err, socket) => reset(socket as Socket));
     const tls = createServer((socket) => void this.#tlsConnection(socket));
-    const port = (server: Server | HttpServer) =>
-      new Promise<number>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(0, '0.0.0.0', () => resolve((server.address() as { port: number }).port));
-      });
+    const port = async (server: Server | HttpServer) => {
+      for (const host of ['::', '0.0.0.0']) {
+        try {
+          return await new Promise<number>((resolve, reject) => {
+            server.once('error', reject);
+            server.listen({ port: 0, host, ipv6Only: false }, () => {
+              server.off('error', reject);
+              resolve((server.address() as { port: number }).port);
+            });
+          });
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if (host !== '::' || (code !== 'EAFNOSUPPORT' && code !== 'EADDRNOTAVAIL')) throw err;
+        }
+      }
+      throw new Error('unreachable');
+    };
     this.#http = http;
     this.#tls = tls;
     return { http: await port(http), tls: await port(tls) };
@@ -88,7 +164,7 @@ export class EgressProxy {
   recheck(): void {
     for (const c of this.#carried) {
       const policy = this.#o.policyOf(c.id);
-      const still = policy && connectionAllowed(policy, { name: c.name, address: c.address, port: c.port });
+      const still = policy && connectionAllowed(policy, { name: c.name, address: c.address, port: c.port, toHost: c.toHost });
       if (!still) {
         this.#o.log?.(`egress: cut ${c.name ?? c.address}:${c.port} of sandbox ${c.id} (policy changed)`);
         reset(c.client);
@@ -97,75 +173,120 @@ export class EgressProxy {
     }
   }
 
-  #carry(c: Carried): void {
+  #carry(c: Carried): Carried {
     this.#carried.add(c);
     c.client.once('close', () => this.#carried.delete(c));
+    return c;
   }
 
   /** Addresses of the exact names a policy denies (resolved upstream, refreshed each minute). */
   #deniedAddresses(policy: CompiledPolicy): Promise<Set<string>> {
     const hit = this.#denied.get(policy);
     if (hit && Date.now() - hit.at < 60_000) return hit.addresses;
-    const addresses = Promise.all(deniedNames(policy).map((n) => this.#o.resolver.addresses(n))).then((lists) => new Set(lists.flat()));
+    const addresses = Promise.all(deniedNames(policy).map((n) => this.#o.resolver.addresses(n))).then(
+      (lists) => new Set(lists.flat().map((a) => canonicalAddress(a) ?? a)),
+    );
     this.#denied.set(policy, { at: Date.now(), addresses });
     return addresses;
   }
 
-  /**
-   * Where a connection may go: the first address of `name` (resolved by sbx) that the policy
-   * allows, or the given address when no name was given. Undefined: refuse.
-   */
-  async #target(policy: CompiledPolicy, name: string | undefined, address: string | undefined, port: number): Promise<string | undefined> {
-    if (name && !isIP(name)) {
-      for (const a of await this.#o.resolver.addresses(name)) {
-        if (connectionAllowed(policy, { name, address: a, port })) return a;
-      }
-      return undefined;
-    }
-    const dest = name ?? address;
-    if (!dest || !connectionAllowed(policy, { address: dest, port })) return undefined;
-    // By address alone, a denied name's address is still denied (unless allowed outright).
-    if (policy.mode === 'allow-all' && !explicitlyAllowed(policy, { address: dest, port }) && (await this.#deniedAddresses(policy)).has(dest)) return undefined;
-    return dest;
+  async #classify(address: string): Promise<Candidate> {
+    const a = canonicalAddress(address) ?? address;
+    const host = this.#o.isHost(a);
+    return { address: a, host, sandbox: !host && (await this.#o.isSandbox(a)) };
   }
 
-  async #sandbox(socket: Socket): Promise<{ id: string; policy: CompiledPolicy } | undefined> {
-    const id = await this.#o.sandboxOf((socket.remoteAddress ?? '').replace(/^::ffff:/, ''));
+  /** Where a connection of `client` to `target` on `port` may go (a name is resolved by sbx, never trusted). */
+  async #decide(client: Client, target: HostTarget, port: number, destination: () => Promise<string | undefined>): Promise<Verdict> {
+    const { policy } = client;
+    if (target.name) {
+      const early = judgeNameAlone(policy, target.name, port);
+      if (early) return early;
+      const addresses = await this.#o.resolver.addresses(target.name);
+      const candidates = await Promise.all(addresses.map((a) => this.#classify(a)));
+      return judgeName(policy, target.name, port, preferFamily(candidates, client.family));
+    }
+    const address = target.address ?? (await destination());
+    if (!address) return { ok: false, status: 403, reason: 'sbx: the connection names no host and its destination is unknown' };
+    const denied = policy.mode === 'allow-all' && deniedNames(policy).length > 0 ? await this.#deniedAddresses(policy) : undefined;
+    return judgeAddress(policy, await this.#classify(address), port, denied);
+  }
+
+  async #client(socket: Socket): Promise<Client | undefined> {
+    const { address, family } = clientAddress(socket);
+    const id = await this.#o.sandboxOf(address);
     const policy = id ? this.#o.policyOf(id) : undefined;
-    return id && policy ? { id, policy } : undefined;
+    return id && policy ? { id, policy, family } : undefined;
   }
 
   async #destination(socket: Socket): Promise<string | undefined> {
-    const client = (socket.remoteAddress ?? '').replace(/^::ffff:/, '');
-    return (await originalDestination(client, socket.remotePort ?? 0, socket.localPort ?? 0))?.address;
+    return (await originalDestination(clientAddress(socket).address, socket.remotePort ?? 0, socket.localPort ?? 0))?.address;
+  }
+
+  #dial(address: string, port: number): { host: string; port: number } {
+    return this.#o.dial?.(address, port) ?? { host: address, port };
+  }
+
+  #refused(client: Client, what: string, reason: string): void {
+    this.#o.log?.(`egress: refused ${what} for sandbox ${client.id}: ${reason.replace(/^sbx: /, '')}`);
+  }
+
+  /** The decision for one HTTP request (Host and target checked first), or why it is refused. */
+  async #decideHttp(client: Client, req: IncomingMessage): Promise<HttpDecision> {
+    const check = checkRequest(req.url ?? '', req.rawHeaders);
+    if (!check.ok) return { ok: false, status: 403, reason: check.reason };
+    const verdict = await this.#decide(client, check.target, 80, () => this.#destination(req.socket)).catch(
+      (err: Error): Verdict => ({ ok: false, status: 502, reason: `sbx: ${err.message}` }),
+    );
+    if (!verdict.ok) return verdict;
+    return { ok: true, verdict, name: check.target.name, path: check.path };
   }
 
   // ---- HTTP (port 80) -------------------------------------------------------------------
 
-  async #decideHttp(req: IncomingMessage): Promise<{ id: string; name?: string; address: string } | undefined> {
-    const socket = req.socket;
-    const who = await this.#sandbox(socket);
-    if (!who) return undefined;
-    const name = hostOf(req.headers.host);
-    const address = await this.#target(who.policy, name, name ? undefined : await this.#destination(socket), 80);
-    if (!address) this.#o.log?.(`egress: refused http ${name ?? '(no host)'} for sandbox ${who.id}`);
-    return address ? { id: who.id, name: name && !isIP(name) ? name : undefined, address } : undefined;
+  /** Runs `work` once every earlier request of the connection is answered; false: the connection ends. */
+  #inTurn(socket: Socket, work: () => Promise<boolean>): void {
+    const before = this.#turns.get(socket) ?? Promise.resolve(true);
+    this.#turns.set(socket, before.then((go) => (go ? work() : false)).catch(() => false));
   }
 
-  async #request(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const decided = await this.#decideHttp(req).catch(() => undefined);
-    if (!decided) return reset(req.socket);
+  #request(req: IncomingMessage, res: ServerResponse): void {
+    req.socket.on('error', () => {});
+    this.#inTurn(req.socket, () => this.#serve(req, res));
+  }
+
+  /** Serves one request; resolves when its response is done (true: the connection may go on). */
+  async #serve(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+    const client = await this.#client(req.socket).catch(() => undefined);
+    if (!client) {
+      reset(req.socket);
+      return false;
+    }
+    const d = await this.#decideHttp(client, req);
+    if (!d.ok) {
+      this.#refused(client, `http ${req.headers.host ?? '(no host)'}`, d.reason);
+      const { head, body } = refusalResponse(d.status, d.reason);
+      res.writeHead(d.status, head);
+      res.end(body);
+      return false;
+    }
     const headers = withoutHopByHop(req.rawHeaders);
-    const up = request({ host: decided.address, port: 80, method: req.method, path: req.url, headers: headers as unknown as Record<string, string>, setHost: false, agent: this.#agentFor(req.socket) });
-    const carried: Carried = { id: decided.id, name: decided.name, address: decided.address, port: 80, client: req.socket, upstream: up as unknown as Duplex };
-    this.#carry(carried);
+    // A body the client framed in chunks goes on framed in chunks: Node would otherwise send a
+    // GET's body unframed, and the upstream would read it as the next request.
+    if (req.headers['transfer-encoding'] !== undefined) headers.push('Transfer-Encoding', 'chunked');
+    const to = this.#dial(d.verdict.address, 80);
+    const up = request({ host: to.host, port: to.port, method: req.method, path: d.path, headers: headers as unknown as Record<string, string>, setHost: false, agent: this.#agentFor(req.socket) });
+    const carried = this.#carry({ id: client.id, name: d.name, address: d.verdict.address, port: 80, toHost: d.verdict.toHost, client: req.socket, upstream: up as unknown as Duplex });
     up.on('response', (ur) => relayResponse(ur, res));
     up.on('error', () => reset(req.socket));
-    res.on('close', () => {
-      this.#carried.delete(carried);
-      if (!res.writableFinished) up.destroy();
-    });
     req.pipe(up);
+    return new Promise<boolean>((resolve) =>
+      res.on('close', () => {
+        this.#carried.delete(carried);
+        if (!res.writableFinished) up.destroy();
+        resolve(res.writableFinished);
+      }),
+    );
   }
 
   #agentFor(client: Socket): Agent {
@@ -178,21 +299,61 @@ export class EgressProxy {
     return agent;
   }
 
-  async #upgrade(req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+  /**
+   * An Upgrade request: sent upstream on a connection of its own; only a 101 joins the two
+   * connections (then the bytes the client sent after its request go on, as the new protocol's).
+   * Any other answer is relayed and the client's connection closes: nothing it pipelined behind
+   * the request reaches the upstream.
+   */
+  #upgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
     socket.on('error', () => {});
-    const decided = await this.#decideHttp(req).catch(() => undefined);
-    if (!decided) return reset(socket);
-    const upstream = connect(80, decided.address);
-    this.#carry({ id: decided.id, name: decided.name, address: decided.address, port: 80, client: socket, upstream });
-    spliceUpgrade(socket, upstream, `${req.method} ${req.url} HTTP/${req.httpVersion}`, req.rawHeaders, head);
+    this.#inTurn(socket, async () => {
+      await this.#serveUpgrade(req, socket, head);
+      return false; // the connection is the upgrade's now (or closed)
+    });
+  }
+
+  async #serveUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+    const client = await this.#client(socket).catch(() => undefined);
+    if (!client) return reset(socket);
+    const d: HttpDecision = hasBody(req)
+      ? { ok: false, status: 403, reason: 'sbx: an Upgrade request with a body is not served' }
+      : await this.#decideHttp(client, req);
+    if (!d.ok) {
+      this.#refused(client, `http upgrade ${req.headers.host ?? '(no host)'}`, d.reason);
+      return refuseRaw(socket, d.status, d.reason);
+    }
+    const headers = [...withoutHopByHop(req.rawHeaders), 'Connection', 'Upgrade', 'Upgrade', String(req.headers.upgrade ?? '')];
+    const to = this.#dial(d.verdict.address, 80);
+    const up = request({ host: to.host, port: to.port, method: req.method, path: d.path, headers: headers as unknown as Record<string, string>, setHost: false, agent: false });
+    const carried = this.#carry({ id: client.id, name: d.name, address: d.verdict.address, port: 80, toHost: d.verdict.toHost, client: socket, upstream: up as unknown as Duplex });
+    socket.once('close', () => up.destroy());
+    up.on('upgrade', (ures: IncomingMessage, upstream: Socket, upstreamHead: Buffer) => {
+      upstream.on('error', () => {});
+      carried.upstream = upstream;
+      if (socket.destroyed) return upstream.destroy();
+      socket.write(rawHead(101, ures.statusMessage, ures.rawHeaders));
+      if (upstreamHead.length) socket.write(upstreamHead);
+      if (head.length) upstream.write(head);
+      splice(socket, upstream);
+    });
+    up.on('response', (ures: IncomingMessage) => {
+      socket.resume(); // what the client sent after its request is read and dropped
+      socket.write(rawHead(ures.statusCode ?? 502, ures.statusMessage, [...withoutHopByHop(ures.rawHeaders), 'Connection', 'close']));
+      ures.pipe(socket);
+      ures.on('error', () => socket.destroy());
+      ures.on('end', () => socket.setTimeout(LINGER_MS, () => socket.destroy()));
+    });
+    up.on('error', () => reset(socket));
+    up.end();
   }
 
   // ---- TLS (port 443) -------------------------------------------------------------------
 
   async #tlsConnection(socket: Socket): Promise<void> {
     socket.on('error', () => {});
-    const who = await this.#sandbox(socket).catch(() => undefined);
-    if (!who) return reset(socket);
+    const client = await this.#client(socket).catch(() => undefined);
+    if (!client) return reset(socket);
     let buffered = Buffer.alloc(0);
     const hello = await new Promise<{ serverName?: string } | undefined>((resolve) => {
       const timer = setTimeout(() => resolve(undefined), HELLO_TIMEOUT_MS);
@@ -209,15 +370,20 @@ export class EgressProxy {
       socket.once('close', () => resolve(undefined));
     });
     if (!hello || socket.destroyed) return reset(socket);
-    const name = hello.serverName ? normalizeName(hello.serverName) : undefined;
-    const address = await this.#target(who.policy, name, name ? undefined : await this.#destination(socket), 443).catch(() => undefined);
-    if (!address) {
-      this.#o.log?.(`egress: refused tls ${name ?? '(no sni)'} for sandbox ${who.id}`);
+    // An SNI that is an address literal (not allowed by TLS, but possible) is judged as that address.
+    const sni = hello.serverName;
+    const target: HostTarget = sni === undefined ? {} : isIP(sni) ? { address: canonicalAddress(sni) ?? sni } : { name: sni };
+    const verdict = await this.#decide(client, target, 443, () => this.#destination(socket)).catch(
+      (err: Error): Verdict => ({ ok: false, status: 502, reason: `sbx: ${err.message}` }),
+    );
+    if (!verdict.ok) {
+      this.#refused(client, `tls ${sni ?? '(no sni)'}`, verdict.reason);
       return reset(socket);
     }
-    const upstream = connect(443, address);
+    const to = this.#dial(verdict.address, 443);
+    const upstream = connect(to.port, to.host);
     upstream.write(buffered);
-    this.#carry({ id: who.id, name, address, port: 443, client: socket, upstream });
+    this.#carry({ id: client.id, name: target.name, address: verdict.address, port: 443, toHost: verdict.toHost, client: socket, upstream });
     splice(socket, upstream);
     socket.resume();
   }

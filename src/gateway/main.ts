@@ -18,6 +18,8 @@ import { DnsForwarder } from './dns-forwarder.ts';
 import { EgressProxy } from './egress-proxy.ts';
 import { SandboxSources } from './sandbox-sources.ts';
 import { UpstreamResolver } from './upstream.ts';
+import { HostAddresses } from './host-addresses.ts';
+import { applyListenerGuard, removeListenerGuard } from '../net/listener-guard.ts';
 import { dnsUpstream } from './settings.ts';
 
 export interface RunningGateway {
@@ -65,10 +67,24 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
     return r ? egress.judgedBy(id, r.network) : undefined;
   };
   const upstream = dnsUpstream();
-  const dns = new DnsForwarder({ upstream, sandboxOf: (a) => sources.find(a), policyOf, learn: (id, name, addrs) => egress.learn(id, name, addrs, () => policyOf(id)), log });
-  const proxy = new EgressProxy({ sandboxOf: (a) => sources.find(a), policyOf, resolver: new UpstreamResolver(upstream), log });
+  // The proxy connects from the host: it must know the host's own addresses and the sandboxes'.
+  const hostAddresses = new HostAddresses();
+  const isHost = (a: string) => hostAddresses.has(a);
+  const isSandbox = async (a: string) => (await sources.owner(a)) !== undefined;
+  const dns = new DnsForwarder({ upstream, sandboxOf: (a) => sources.find(a), policyOf, learn: (id, name, addrs) => egress.learn(id, name, addrs, () => policyOf(id)), isHost, isSandbox, log });
+  const proxy = new EgressProxy({ sandboxOf: (a) => sources.find(a), policyOf, resolver: new UpstreamResolver(upstream), isHost, isSandbox, log });
   const egressListeners = { dns: await dns.listen(), ...(await proxy.listen()) };
   egress.useListeners(egressListeners);
+  // The listeners bind every host address; only connections the kernel redirected from a
+  // sandbox's bridge may reach them. Without that guard the gateway does not start.
+  // A start that fails from here on leaves no guard behind (nor listeners).
+  const unguard = async (err: unknown): Promise<never> => {
+    dns.close();
+    proxy.close();
+    await removeListenerGuard(home).catch(() => {});
+    throw err;
+  };
+  await applyListenerGuard(home, egressListeners).catch(unguard);
 
   const server = createGatewayServer({ domain: settings.domain, routes, targets, upstreamTimeoutMs, log });
   // On the control socket only (see control.ts): web pages cannot reach it.
@@ -98,16 +114,16 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
     // nginx listens on the gateway port; this process behind it, on a unix socket.
     const nodeSocket = join(files.run, 'node.sock');
     rmSync(nodeSocket, { force: true });
-    await listen(nodeSocket);
+    await listen(nodeSocket).catch(unguard);
     try {
       fastPath = await FastPath.start({ nginxBin, runDir: files.run, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, runtime });
     } catch (err) {
       server.close();
-      throw err;
+      return unguard(err);
     }
     port = fastPath.port;
   } else {
-    await listen(settings.port, settings.host);
+    await listen(settings.port, settings.host).catch(unguard);
     const address = server.address();
     port = typeof address === 'object' && address ? address.port : settings.port;
   }
@@ -118,7 +134,7 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
   await new Promise<void>((resolve, reject) => {
     controlServer.once('error', reject);
     controlServer.listen(control, () => resolve());
-  });
+  }).catch(unguard);
   // Rules are checked against the store and repaired: at start (the listeners' ports are new),
   // before the gateway announces itself, and whenever a sandbox's container starts.
   const enforce = (id: string, why: string) =>
@@ -171,6 +187,7 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
       relays.stopAll();
       dns.close();
       proxy.close();
+      await removeListenerGuard(home).catch((err) => log(`egress: ${(err as Error).message}`));
       await fastPath?.stop();
       controlServer.close();
       rmSync(control, { force: true });

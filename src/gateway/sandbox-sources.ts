@@ -1,17 +1,25 @@
 // Which sandbox a packet came from, by its source address: each sandbox has its own bridge network
-// and subnet, and cannot forge another's address (no NET_RAW, no NET_ADMIN). Subnets come from
-// Docker, re-read when an unknown address shows up (at most twice a second).
+// and subnet (IPv4, and IPv6 for sandboxes made with --ipv6), and cannot forge another's address
+// (no NET_RAW, no NET_ADMIN). Subnets come from Docker, re-read when an unknown address shows up
+// (at most twice a second). The same subnets tell the egress proxy and the DNS forwarder which
+// destinations are sandboxes (never reachable through them).
 import ipaddr from 'ipaddr.js';
 import type { Runtime } from '../runtime/docker.ts';
 
+/** How old the known subnets may be when judging a destination (sandboxes come and go). */
+const DESTINATION_MAX_AGE_MS = 5000;
+
+type Subnet = { id: string; net: [ipaddr.IPv4 | ipaddr.IPv6, number] };
+
 export class SandboxSources {
-  readonly #runtime: Runtime;
+  readonly #runtime: Pick<Runtime, 'listSandboxNetworks'>;
   readonly #home: string;
-  #subnets: Array<{ id: string; net: [ipaddr.IPv4 | ipaddr.IPv6, number] }> = [];
+  #subnets: Subnet[] = [];
   #loadedAt = 0;
+  #invalidated = true;
   #loading?: Promise<void>;
 
-  constructor(runtime: Runtime, home: string) {
+  constructor(runtime: Pick<Runtime, 'listSandboxNetworks'>, home: string) {
     this.#runtime = runtime;
     this.#home = home;
   }
@@ -19,6 +27,7 @@ export class SandboxSources {
   /** Forget what is known (a sandbox came or went). */
   invalidate(): void {
     this.#loadedAt = 0;
+    this.#invalidated = true;
   }
 
   #match(address: string): string | undefined {
@@ -33,8 +42,19 @@ export class SandboxSources {
 
   async #load(): Promise<void> {
     const nets = await this.#runtime.listSandboxNetworks(this.#home);
-    this.#subnets = [...nets].map(([id, n]) => ({ id, net: ipaddr.parseCIDR(n.subnet) }));
+    const subnets: Subnet[] = [];
+    for (const [id, n] of nets) {
+      subnets.push({ id, net: ipaddr.parseCIDR(n.subnet) });
+      if (n.subnet6) subnets.push({ id, net: ipaddr.parseCIDR(n.subnet6) });
+    }
+    this.#subnets = subnets;
     this.#loadedAt = Date.now();
+    this.#invalidated = false;
+  }
+
+  #reload(): Promise<void> {
+    this.#loading ??= this.#load().finally(() => (this.#loading = undefined));
+    return this.#loading.catch(() => {});
   }
 
   /** The sandbox id that owns `address`, or undefined (then the caller answers nothing). */
@@ -42,8 +62,17 @@ export class SandboxSources {
     const hit = this.#match(address);
     if (hit) return hit;
     if (Date.now() - this.#loadedAt < 500) return undefined;
-    this.#loading ??= this.#load().finally(() => (this.#loading = undefined));
-    await this.#loading.catch(() => {});
+    await this.#reload();
+    return this.#match(address);
+  }
+
+  /**
+   * The sandbox whose subnet holds a destination address (the host's own address on a bridge is
+   * in it too). Unlike find(), a miss is the normal case here: the subnets are re-read only when
+   * a sandbox came or went, or every few seconds, not on every miss.
+   */
+  async owner(address: string): Promise<string | undefined> {
+    if (this.#invalidated || Date.now() - this.#loadedAt > DESTINATION_MAX_AGE_MS) await this.#reload();
     return this.#match(address);
   }
 }
