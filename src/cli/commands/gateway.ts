@@ -13,9 +13,11 @@ export async function run(input: CommandInput): Promise<number | void> {
     const gw = await runGateway(new Sbx({ home: sbx.home, delegate: false }));
     io.info(`sbx gateway on http://${gw.state.host}:${gw.state.port} (*.${gw.state.domain}); Ctrl-C stops it`);
     await new Promise<void>((resolve) => {
-      const stop = () => gw.close().then(resolve);
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
+      // `on`, not `once`: signal-exit (loaded with the store's lock) re-raises a signal that no
+      // other listener is left for, which would kill this process in the middle of its close.
+      const stop = () => void gw.close().then(resolve);
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
     });
     return 0;
   }
