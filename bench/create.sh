@@ -11,7 +11,7 @@ source "$(dirname "$0")/lib.sh"
 RUNS=${RUNS:-25}
 sbx_cmd="$ROOT/bin/sbx create --name bench-c >/dev/null && $ROOT/bin/sbx rm --force bench-c >/dev/null"
 raw_cmd="docker network create --label sbx.bench=1 -o com.docker.network.bridge.name=sbx-bench-raw -o com.docker.network.bridge.enable_icc=false sbx-bench-raw >/dev/null \
- && docker run -d --name sbx-bench-raw --network sbx-bench-raw --hostname bench --init --cap-drop NET_ADMIN --cap-drop NET_RAW --security-opt no-new-privileges --sysctl net.ipv6.conf.lo.disable_ipv6=0 --label sbx.bench=1 sbx/base:bookworm sleep infinity >/dev/null \
+ && docker run -d --name sbx-bench-raw --network sbx-bench-raw --hostname bench --init --cap-drop ALL --cap-add CHOWN --cap-add DAC_OVERRIDE --cap-add FOWNER --cap-add FSETID --cap-add SETUID --cap-add SETGID --cap-add KILL --cap-add NET_BIND_SERVICE --pids-limit 1024 --security-opt no-new-privileges --sysctl net.ipv6.conf.lo.disable_ipv6=0 --label sbx.bench=1 sbx/base:bookworm sleep infinity >/dev/null \
  && docker rm -f sbx-bench-raw >/dev/null && docker network rm sbx-bench-raw >/dev/null"
 plain_cmd="docker run -d --name sbx-bench-plain sbx/base:bookworm sleep infinity >/dev/null && docker rm -f sbx-bench-plain >/dev/null"
 # The same work by hand including what sbx adds: the sandbox's egress rules (the default policy,
