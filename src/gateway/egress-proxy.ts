@@ -41,6 +41,11 @@ export interface EgressProxyOptions {
   /** Whether an address is in a sandbox's subnet. */
   isSandbox(address: string): Promise<boolean>;
   log?: (line: string) => void;
+  /**
+   * Where a redirected connection was really going (conntrack, root-only: the egress worker asks
+   * the gateway). Defaults to reading conntrack here.
+   */
+  destination?(client: string, clientPort: number, localPort: number): Promise<{ address: string } | undefined>;
   /** Tests only: where a judged upstream address and port are really dialled. */
   dial?: (address: string, port: number) => { host: string; port: number };
 }
@@ -160,8 +165,9 @@ export class EgressProxy {
     this.#tls?.close();
   }
 
-  /** After a policy change: connections the new policy denies are cut at once. */
-  recheck(): void {
+  /** After a policy change: connections the new policy denies are cut at once (returns how many). */
+  recheck(): number {
+    let cut = 0;
     for (const c of this.#carried) {
       const policy = this.#o.policyOf(c.id);
       const still = policy && connectionAllowed(policy, { name: c.name, address: c.address, port: c.port, toHost: c.toHost });
@@ -169,8 +175,10 @@ export class EgressProxy {
         this.#o.log?.(`egress: cut ${c.name ?? c.address}:${c.port} of sandbox ${c.id} (policy changed)`);
         reset(c.client);
         c.upstream?.destroy();
+        cut++;
       }
     }
+    return cut;
   }
 
   #carry(c: Carried): Carried {
@@ -220,7 +228,8 @@ export class EgressProxy {
   }
 
   async #destination(socket: Socket): Promise<string | undefined> {
-    return (await originalDestination(clientAddress(socket).address, socket.remotePort ?? 0, socket.localPort ?? 0))?.address;
+    const find = this.#o.destination ?? originalDestination;
+    return (await find(clientAddress(socket).address, socket.remotePort ?? 0, socket.localPort ?? 0))?.address;
   }
 
   #dial(address: string, port: number): { host: string; port: number } {

@@ -42,6 +42,7 @@ export async function run(input: CommandInput): Promise<number | void> {
     ['domain', status.domain!],
     ['urls', `http://<port>-<sandbox>.${status.domain}:${status.port}/`],
     ...(status.dnsUpstream ? [['dns upstream', status.dnsUpstream] as [string, string]] : []),
+    ...(status.egressUser ? [['egress user', status.egressUser] as [string, string]] : []),
     ['log', status.log],
   ]);
 }
