@@ -5,6 +5,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -222,6 +223,30 @@ describe('the worker process, driven by the supervisor', () => {
     await sup.settled();
     assert.equal(fatal.length, 1);
     assert.match(fatal[0]!.message, /the egress worker was killed \(SIGKILL\): 2 deaths within a minute, egress is broken/);
+  });
+});
+
+describe('a worker whose gateway dies', () => {
+  it('exits (its IPC channel closes)', async () => {
+    // A stand-in gateway that starts a worker, says its pid, and is then killed outright.
+    const parent = spawn(process.execPath, ['-e', `
+      const c = require('node:child_process').fork(${JSON.stringify(ENTRY)}, [JSON.stringify({ home: '/nonexistent-home', upstream: { host: '127.0.0.1', port: 53 } })], { stdio: ['ignore', 'ignore', 'ignore', 'ipc'] });
+      c.on('message', (m) => m.kind === 'ready' && process.stdout.write(c.pid + '\\n'));
+    `], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const pid = await new Promise<number>((resolve) => parent.stdout!.once('data', (d) => resolve(Number(String(d).trim()))));
+    assert.ok(pid > 0);
+    process.kill(parent.pid!, 'SIGKILL');
+    const deadline = Date.now() + 5000;
+    let alive = true;
+    while (alive && Date.now() < deadline) {
+      await delay(20);
+      try {
+        process.kill(pid, 0);
+      } catch {
+        alive = false;
+      }
+    }
+    assert.equal(alive, false, 'the worker outlived its gateway');
   });
 });
 
