@@ -71,7 +71,9 @@ export class NginxFrontend {
     if (!child || child.exitCode !== null) return;
     const gone = new Promise((r) => child.once('exit', r));
     child.kill('SIGTERM');
-    await Promise.race([gone, new Promise((r) => setTimeout(r, 3000))]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([gone, new Promise((r) => (timer = setTimeout(r, 3000)))]);
+    clearTimeout(timer); // a pending timer would keep the stopped gateway alive for nothing
     if (child.exitCode === null) child.kill('SIGKILL');
   }
 

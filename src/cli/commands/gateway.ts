@@ -13,9 +13,12 @@ export async function run(input: CommandInput): Promise<number | void> {
     const gw = await runGateway(new Sbx({ home: sbx.home, delegate: false }));
     io.info(`sbx gateway on http://${gw.state.host}:${gw.state.port} (*.${gw.state.domain}); Ctrl-C stops it`);
     await new Promise<void>((resolve) => {
-      const stop = () => gw.close().then(resolve);
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
+      // Not once(): the store's atomic writes hook the same signals and raise them again after
+      // their own cleanup, which would kill the process before close() is done (nginx and the
+      // listener guard left behind). close() runs once however often it is asked.
+      const stop = () => void gw.close().then(resolve);
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
     });
     return 0;
   }
