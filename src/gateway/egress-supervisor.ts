@@ -13,7 +13,7 @@ import { originalDestination } from '../net/conntrack.ts';
 import type { EgressListeners } from '../net/nft-rules.ts';
 import type { NetworkSummary } from '../runtime/docker.ts';
 import { Peer, type GatewayAsks, type LearnedAnswer, type Message, type WorkerAsks, type WorkerConfig } from './egress-ipc.ts';
-import type { ParserUser } from './egress-user.ts';
+import { NO_GROUP, type ParserUser } from './egress-user.ts';
 import type { DnsUpstream } from './settings.ts';
 
 export interface SupervisorOptions {
@@ -153,7 +153,7 @@ export class EgressSupervisor {
 
   #spawn(): Promise<Worker> {
     const { user } = this.#o;
-    const config: WorkerConfig = { home: this.#o.home, upstream: this.#o.upstream, ...(user.drop ? { drop: { uid: user.uid, gid: user.gid, name: user.name } } : {}) };
+    const config: WorkerConfig = { home: this.#o.home, upstream: this.#o.upstream, ...(user.drop ? { drop: { uid: user.uid, gid: NO_GROUP, name: user.name } } : {}) };
     let child: ChildProcess;
     try {
       child = fork(this.#o.entry, [JSON.stringify(config)], {
@@ -185,7 +185,7 @@ export class EgressSupervisor {
         if (m.kind !== 'ready' || settled) return;
         const l = m.listeners;
         if (!l || !isPort(l.dns) || !isPort(l.http) || !isPort(l.tls)) return failStart('it reported no listeners');
-        if (user.drop && (m.uid !== user.uid || m.gid !== user.gid)) return failStart(`it runs as uid ${m.uid}, not ${user.name}`);
+        if (user.drop && (m.uid !== user.uid || m.gid !== NO_GROUP)) return failStart(`it runs as uid ${m.uid} gid ${m.gid}, not ${user.name} (gid ${NO_GROUP})`);
         settled = true;
         clearTimeout(timer);
         listeners = { dns: l.dns, http: l.http, tls: l.tls };

@@ -1,6 +1,6 @@
 // `sbx gateway run`: the long-running gateway. It keeps no state of its own: routes come from the
 // store, so a restart loses nothing. It also removes sandboxes whose --ttl is up.
-import { existsSync, mkdirSync, rmSync, writeFileSync, renameSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, rmSync, writeFileSync, renameSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
 import type { Sbx } from '../api/sbx.ts';
@@ -13,7 +13,8 @@ import { gatewayFiles, gatewaySettings, type GatewayState } from './settings.ts'
 import { Targets } from './targets.ts';
 import { createControlServer, type GatewayOps } from './control.ts';
 import { FastPath } from './fastpath.ts';
-import { findNginx } from './nginx.ts';
+import { findNginx, workerRunDir } from './nginx.ts';
+import { groupName } from '../net/gateway-account.ts';
 import { EgressSupervisor } from './egress-supervisor.ts';
 import { parserUser } from './egress-user.ts';
 import { applyListenerGuard, removeListenerGuard } from '../net/listener-guard.ts';
@@ -116,9 +117,12 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
   // The listeners bind every host address; only connections the kernel redirected from a
   // sandbox's bridge may reach them. Without that guard the gateway does not start.
   // A start that fails from here on leaves no guard behind (nor listeners).
+  /** nginx workers' own directory (when they do not run as root), removed when the gateway stops. */
+  let sharedRunDir: string | undefined;
   const unguard = async (err: unknown): Promise<never> => {
     await workers.close();
     await removeListenerGuard(home).catch(() => {});
+    if (sharedRunDir) rmSync(sharedRunDir, { recursive: true, force: true });
     throw err;
   };
   await applyListenerGuard(home, egressListeners).catch(unguard);
@@ -148,16 +152,27 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
 
   let port: number;
   if (nginxBin) {
-    // nginx listens on the gateway port; this process behind it, on a unix socket.
-    const nodeSocket = join(files.run, 'node.sock');
+    // nginx listens on the gateway port; this process behind it, on a unix socket. nginx parses
+    // what the URLs' users send: its workers run as sbx-gateway too when the parsers do, and then
+    // reach the socket and their temp files in a directory of that user's group outside SBX_HOME
+    // (private to root); only they (that uid with that group) may open connections into sandboxes.
+    const group = user.drop ? groupName(user.gid) : undefined;
+    const workerDir = group ? workerRunDir(home, user.gid) : files.run;
+    if (group) sharedRunDir = workerDir;
+    const nodeSocket = join(workerDir, 'node.sock');
     rmSync(nodeSocket, { force: true });
     await listen(nodeSocket).catch(unguard);
+    if (group) {
+      chownSync(nodeSocket, 0, user.gid);
+      chmodSync(nodeSocket, 0o660);
+    }
     try {
-      fastPath = await FastPath.start({ nginxBin, runDir: files.run, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, runtime });
+      fastPath = await FastPath.start({ nginxBin, runDir: files.run, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, runtime });
     } catch (err) {
       server.close();
       return unguard(err);
     }
+    log(`nginx: workers run as ${group ? `${user.name} (socket and temp files in ${workerDir})` : process.getuid?.() === 0 ? 'root' : 'the gateway\'s user'}`);
     port = fastPath.port;
   } else {
     await listen(settings.port, settings.host).catch(unguard);
@@ -223,6 +238,7 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
       await workers.close();
       await removeListenerGuard(home).catch((err) => log(`egress: ${(err as Error).message}`));
       await fastPath?.stop();
+      if (sharedRunDir) rmSync(sharedRunDir, { recursive: true, force: true });
       controlServer.close();
       rmSync(control, { force: true });
       server.closeAllConnections?.();

@@ -5,6 +5,7 @@
 import { compilePolicy, DEFAULT_POLICY, learnedPorts, nameAllowed, type CompiledPolicy, type NetworkPolicy } from '../core/network-policy.ts';
 import { learnScript, removeScript, rulesScript, type EgressListeners, type LearnedAddress, type SandboxLink } from './nft-rules.ts';
 import { runNft } from './nft.ts';
+import { gatewayAccount } from './gateway-account.ts';
 import { ipv6Subnet, objectNames, type SandboxRecord } from '../core/sandbox.ts';
 
 /** What the rules of a sandbox are keyed on: all derived from its record, no engine call. */
@@ -106,7 +107,8 @@ export class Egress {
       if (options.changed) await this.#onJudged?.();
       await this.#serial(link.id, () => {
         const relearn = options.changed ? this.#stillAllowed(link.id, compiled) : undefined;
-        return runNft(rulesScript(link, compiled, { listeners: this.#fixed ?? this.#listeners(), relearn }), `could not put the egress policy of ${record.name} in force`);
+        const rules = rulesScript(link, compiled, { listeners: this.#fixed ?? this.#listeners(), relearn, gatewayAccount: gatewayAccount() });
+        return runNft(rules, `could not put the egress policy of ${record.name} in force`);
       });
     } catch (err) {
       if (this.#pending.get(link.id) === compiled) {
