@@ -1,16 +1,19 @@
-// The code that parses what sandboxes send (sbx's DNS forwarder and Host/SNI proxy) runs in a
-// worker process as the unprivileged user sbx-gateway, seen from outside: who listens on the
-// gateway's egress ports (ss, /proc), that DNS and the proxy still serve and refuse from inside a
-// sandbox, that a tightening update still cuts a held proxied connection before it returns, and
-// that killing the worker leaves egress working again (a new worker, the rules on its ports),
-// never silently broken. The user is made as scripts/setup makes it when it is missing (and
+// The code that parses untrusted traffic runs as the unprivileged user sbx-gateway, seen from
+// outside. The egress worker (sbx's DNS forwarder and Host/SNI proxy, what sandboxes send): who
+// listens on the gateway's egress ports (ss, /proc), that DNS and the proxy still serve and refuse
+// from inside a sandbox, that a tightening update still cuts a held proxied connection before it
+// returns, and that killing the worker leaves egress working again (a new worker, the rules on its
+// ports), never silently broken. nginx's workers (what the URLs' users send): their user, their
+// socket directory, public ports through the fast path, and that only they (sbx-gateway with its
+// own group), not the egress worker's credentials, may open connections into a sandbox. The user is made as scripts/setup makes it when it is missing (and
 // removed again after). Only one fake internet can exist on the machine: run as
 //   flock /tmp/sbx-fi.lock node --test test/integration/privileges.test.ts
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { eventually, run, World } from '../helpers.ts';
+import { curl, eventually, run, World } from '../helpers.ts';
 import { startFakeInternet, type FakeInternet } from '../fake-internet.ts';
 import { guardTable } from '../../src/net/listener-guard.ts';
 
@@ -19,6 +22,8 @@ let world: World;
 let madeUser = false;
 let uid = -1;
 let gid = -1;
+/** The egress worker's group: none of sbx-gateway's (nogroup). */
+const NO_GROUP = 65534;
 
 before(async () => {
   if ((await run('getent', ['passwd', 'sbx-gateway'])).code !== 0) {
@@ -85,12 +90,14 @@ async function workerConnections(pid: number, to: string): Promise<number> {
   return r.stdout.split('\n').filter((l) => l.includes(`pid=${pid},`)).length;
 }
 
-describe('the egress parsers run as sbx-gateway', () => {
+describe('the parsers of untrusted traffic run as sbx-gateway', () => {
   before(async () => {
     await world.json(['gateway', 'start']);
     await world.json(['create', '--name', 'web', '--block-network', '--allow-out', 'allowed.test']);
     boxes.add('web');
     await world.put('web', 'probe.py', '/probe.py');
+    await world.json(['create', '--name', 'pub', '-p', '8000', '--', 'python3', '-m', 'http.server', '8000']);
+    boxes.add('pub');
   });
 
   it('the process on the egress ports is sbx-gateway, no capabilities, a child of the root gateway', async () => {
@@ -99,7 +106,7 @@ describe('the egress parsers run as sbx-gateway', () => {
     assert.notEqual(pid, s.pid, 'not the gateway itself');
     const st = status(pid);
     assert.deepEqual(st.uid, [uid, uid, uid, uid], 'real, effective, saved and fs uid');
-    assert.deepEqual(st.gid, [gid, gid, gid, gid]);
+    assert.deepEqual(st.gid, [NO_GROUP, NO_GROUP, NO_GROUP, NO_GROUP], "not sbx-gateway's group, which is the nginx workers'");
     assert.equal(st.groups, '', 'no supplementary groups');
     assert.equal(st.capEff, '0000000000000000');
     assert.equal(st.ppid, s.pid);
@@ -108,6 +115,38 @@ describe('the egress parsers run as sbx-gateway', () => {
     assert.equal(json.egressUser, 'sbx-gateway');
     for (const key of ['running', 'pid', 'host', 'port', 'domain', 'url', 'startedAt', 'engine', 'dnsUpstream', 'log']) assert.ok(key in json, `status keeps ${key}`);
     assert.match(readFileSync(join(world.home, 'gateway.log'), 'utf8'), new RegExp(`egress: the DNS forwarder and the proxy run as sbx-gateway \\(uid ${uid}, pid ${pid}\\)`));
+  });
+
+  it("nginx's workers run as sbx-gateway, reach the gateway's socket in its group's directory, and serve public ports", async () => {
+    const s = state();
+    assert.equal(s.engine, 'nginx');
+    const master = Number(readFileSync(join(world.home, 'run', 'nginx.pid'), 'utf8'));
+    assert.deepEqual(status(master).uid, [0, 0, 0, 0], 'the master stays root (it binds the port, reads the configuration)');
+    const workers = readFileSync(`/proc/${master}/task/${master}/children`, 'utf8').trim().split(/\s+/).map(Number);
+    assert.ok(workers.length >= 1);
+    for (const w of workers) {
+      assert.deepEqual(status(w).uid, [uid, uid, uid, uid], `worker ${w}`);
+      assert.deepEqual(status(w).gid, [gid, gid, gid, gid], `worker ${w}`);
+    }
+    const dir = /socket and temp files in (\/run\/sbx\/[0-9a-f]+)\)/.exec(readFileSync(join(world.home, 'gateway.log'), 'utf8'))?.[1];
+    assert.ok(dir, 'the log names the workers\' directory');
+    const d = statSync(dir);
+    assert.deepEqual([d.uid, d.gid, d.mode & 0o777], [0, gid, 0o750]);
+    const sock = statSync(join(dir, 'node.sock'));
+    assert.deepEqual([sock.uid, sock.gid, sock.mode & 0o777], [0, gid, 0o660]);
+    const url = (await world.json(['port', 'ls', 'pub']))[0].url;
+    await eventually(async () => (await curl([url])).status === 200, 'the public port');
+    const conf = readFileSync(join(world.home, 'run', 'nginx.conf'), 'utf8');
+    assert.match(conf, /"8000-pub\.sbx\.localhost"/, 'nginx carries the port itself (the fast path)');
+    assert.match((await curl([url])).body, /Directory listing/);
+  });
+
+  it("only root and nginx's workers open connections into a sandbox: not the egress worker's credentials, nor anyone else", async () => {
+    const ip = (await world.json(['inspect', 'pub'])).ip;
+    const as = async (ids: string[]) => (await run('setpriv', [...ids, '--clear-groups', 'curl', '-s', '-m', '3', '-o', '/dev/null', '-w', '%{http_code}', `http://${ip}:8000/`])).stdout;
+    assert.equal(await as(['--reuid', String(uid), '--regid', String(gid)]), '200', "sbx-gateway with its own group (nginx's workers)");
+    assert.equal(await as(['--reuid', String(uid), '--regid', String(NO_GROUP)]), '000', "sbx-gateway with the egress worker's group");
+    assert.equal(await as(['--reuid', '65534', '--regid', '65534']), '000', 'nobody');
   });
 
   it('DNS and the proxy serve the sandbox: allowed.test over HTTP and HTTPS, another name refused with 403', async () => {
@@ -205,6 +244,7 @@ describe('the egress parsers run as sbx-gateway', () => {
     await eventually(async () => gone(pid), 'the worker to exit', 5000);
     await eventually(async () => gone(nginx), "the gateway's nginx to exit", 5000);
     assert.equal((await run('nft', ['list', 'table', 'inet', guardTable(world.home)])).code, 1, 'the listener guard is removed');
+    assert.ok(!existsSync(`/run/sbx/${createHash('sha256').update(world.home).digest('hex').slice(0, 12)}`), "and nginx's workers' directory");
     assert.match(readFileSync(join(world.home, 'gateway.log'), 'utf8'), /gateway stopped\n$/);
   });
 });
