@@ -60,7 +60,7 @@ export type Message =
 
 /** A process's IPC channel: a ChildProcess (the gateway's side) or `process` (the worker's). */
 export interface Endpoint {
-  send?(message: Message): boolean;
+  send?(message: Message, callback?: (error: Error | null) => void): boolean;
   on(event: 'message', listener: (message: unknown) => void): unknown;
   off(event: 'message', listener: (message: unknown) => void): unknown;
   readonly connected?: boolean;
@@ -121,7 +121,9 @@ export class Peer<Theirs extends Asks, Mine extends Asks> {
   #send(message: Message): boolean {
     if (this.#closed || this.#endpoint.connected === false || !this.#endpoint.send) return false;
     try {
-      this.#endpoint.send(message);
+      // With a callback, a channel that breaks under the write reports here, not as an 'error'
+      // event (unhandled, it would end the process); the process's exit is handled elsewhere.
+      this.#endpoint.send(message, () => {});
       return true;
     } catch {
       return false;

@@ -121,6 +121,7 @@ export class EgressSupervisor {
 
   async close(): Promise<void> {
     this.#closing = true;
+    await this.#restarting; // a worker started meanwhile is stopped too
     const w = this.#worker;
     this.#worker = undefined;
     if (w) await this.#kill(w, 'SIGTERM');
@@ -194,7 +195,7 @@ export class EgressSupervisor {
         resolve(worker);
       });
       const timer = setTimeout(() => failStart(`not ready within ${(this.#o.startTimeoutMs ?? 10_000) / 1000}s`), this.#o.startTimeoutMs ?? 10_000);
-      child.once('error', (err) => failStart(err.message));
+      child.on('error', (err) => failStart(err.message));
       child.once('exit', (code, signal) => {
         peer.close();
         failStart(`it exited (${signal ?? code})`);

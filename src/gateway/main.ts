@@ -64,9 +64,10 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
   // when there is one (egress-supervisor.ts); this process keeps what needs root: the policy as
   // judged, the kernel's rules and learned addresses, conntrack and the engine.
   const egress = await sbx.egress();
+  /** A sandbox's policy as judged now, by its id only (the worker names sandboxes by id). */
   const policyOf = (id: string) => {
     const r = routes.find(id);
-    return r ? egress.judgedBy(id, r.network) : undefined;
+    return r?.id === id ? egress.judgedBy(id, r.network) : undefined;
   };
   const judged = () => new Map<string, NetworkPolicy>(routes.all().map((r) => [r.id, egress.judgedBy(r.id, r.network).policy]));
   const upstream = dnsUpstream();
