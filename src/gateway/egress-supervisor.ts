@@ -78,6 +78,7 @@ export class EgressSupervisor {
   #closing = false;
   #deaths: number[] = [];
   #restarting?: Promise<void>;
+  #starting?: Promise<unknown>;
 
   constructor(options: SupervisorOptions) {
     this.#o = options;
@@ -93,7 +94,13 @@ export class EgressSupervisor {
 
   /** Starts the worker; resolves with its listeners once it knows every sandbox's policy. */
   async start(): Promise<EgressListeners> {
-    const worker = await this.#spawn();
+    const spawning = this.#spawn();
+    this.#starting = spawning;
+    const worker = await spawning;
+    if (this.#closing) {
+      await this.#kill(worker, 'SIGTERM');
+      throw new RuntimeError('the gateway is stopping');
+    }
     this.#worker = worker;
     await this.update({});
     return worker.listeners;
@@ -121,7 +128,9 @@ export class EgressSupervisor {
 
   async close(): Promise<void> {
     this.#closing = true;
-    await this.#restarting; // a worker started meanwhile is stopped too
+    // A worker started meanwhile is stopped too (by start(), which sees #closing).
+    await this.#starting?.catch(() => {});
+    await this.#restarting;
     const w = this.#worker;
     this.#worker = undefined;
     if (w) await this.#kill(w, 'SIGTERM');

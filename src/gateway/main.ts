@@ -107,17 +107,10 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
       }
     },
   });
-  const egressListeners: EgressListeners = await workers.start();
-  egress.useListeners(egressListeners);
-  egress.onJudgedChange(() => workers.update({}));
-  log(
-    user.drop
-      ? `egress: the DNS forwarder and the proxy run as ${user.name} (uid ${user.uid}, pid ${workers.pid})`
-      : `egress: the DNS forwarder and the proxy run as ${user.name} (pid ${workers.pid}): ${user.why}`,
-  );
-  // The listeners bind every host address; only connections the kernel redirected from a
-  // sandbox's bridge may reach them. Without that guard the gateway does not start.
-  // A start that fails from here on leaves no guard behind (nor listeners).
+  // The worker starts (a Node process of its own) while this one starts the ingress side.
+  const egressStarting = workers.start();
+  egressStarting.catch(() => {}); // awaited below
+  // A start that fails from here on leaves no worker, guard or nginx directory behind.
   /** nginx workers' own directory (when they do not run as root), removed when the gateway stops. */
   let sharedRunDir: string | undefined;
   const unguard = async (err: unknown): Promise<never> => {
@@ -126,7 +119,6 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
     if (sharedRunDir) rmSync(sharedRunDir, { recursive: true, force: true });
     throw err;
   };
-  await applyListenerGuard(home, egressListeners).catch(unguard);
 
   const server = createGatewayServer({ domain: settings.domain, routes, targets, upstreamTimeoutMs, log });
   // On the control socket only (see control.ts): web pages cannot reach it.
@@ -158,14 +150,23 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
     // reach the socket and their temp files in a directory of that user's group outside SBX_HOME
     // (private to root); only they (that uid with that group) may open connections into sandboxes.
     const group = user.drop ? groupName(user.gid) : undefined;
-    const workerDir = group ? workerRunDir(home, user.gid) : files.run;
-    if (group) sharedRunDir = workerDir;
+    let workerDir = files.run;
+    try {
+      if (group) sharedRunDir = workerDir = workerRunDir(home, user.gid);
+    } catch (err) {
+      return unguard(err);
+    }
     const nodeSocket = join(workerDir, 'node.sock');
     rmSync(nodeSocket, { force: true });
     await listen(nodeSocket).catch(unguard);
     if (group) {
-      chownSync(nodeSocket, 0, user.gid);
-      chmodSync(nodeSocket, 0o660);
+      try {
+        chownSync(nodeSocket, 0, user.gid);
+        chmodSync(nodeSocket, 0o660);
+      } catch (err) {
+        server.close();
+        return unguard(err);
+      }
     }
     try {
       fastPath = await FastPath.start({ nginxBin, runDir: files.run, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, runtime });
@@ -180,6 +181,25 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
     const address = server.address();
     port = typeof address === 'object' && address ? address.port : settings.port;
   }
+  const egressListeners: EgressListeners = await egressStarting.catch(async (err) => {
+    await fastPath?.stop();
+    server.close();
+    return unguard(err);
+  });
+  egress.useListeners(egressListeners);
+  egress.onJudgedChange(() => workers.update({}));
+  log(
+    user.drop
+      ? `egress: the DNS forwarder and the proxy run as ${user.name} (uid ${user.uid}, pid ${workers.pid})`
+      : `egress: the DNS forwarder and the proxy run as ${user.name} (pid ${workers.pid}): ${user.why}`,
+  );
+  // The listeners bind every host address; only connections the kernel redirected from a
+  // sandbox's bridge may reach them. Without that guard the gateway does not start.
+  await applyListenerGuard(home, egressListeners).catch(async (err) => {
+    await fastPath?.stop();
+    server.close();
+    return unguard(err);
+  });
   // create and rm from sbx processes are carried out here while the daemon runs; reload, health.
   const control = join(files.run, 'control.sock');
   rmSync(control, { force: true });
