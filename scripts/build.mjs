@@ -90,6 +90,8 @@ const cjs = {
 await build({ ...cjs, entryPoints: ['src/bin.ts'], outfile: 'dist/cli.cjs', external: ['@inquirer/prompts', 'cli-table3'] });
 // The relay that the gateway starts inside sandboxes' network namespaces (no dependencies).
 await build({ ...cjs, entryPoints: ['src/gateway/relay-main.ts'], outfile: 'dist/relay.cjs' });
+// The egress worker: the DNS forwarder and the Host/SNI proxy, as an unprivileged user.
+await build({ ...cjs, entryPoints: ['src/gateway/egress-worker-main.ts'], outfile: 'dist/egress-worker.cjs' });
 // The library: ESM for `import { Sbx } from 'sbx'`.
 await build({
   ...common,

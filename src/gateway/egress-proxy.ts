@@ -41,6 +41,11 @@ export interface EgressProxyOptions {
   /** Whether an address is in a sandbox's subnet. */
   isSandbox(address: string): Promise<boolean>;
   log?: (line: string) => void;
+  /**
+   * Where a redirected connection was really going (conntrack, root-only: the egress worker asks
+   * the gateway). Defaults to reading conntrack here.
+   */
+  destination?(client: string, clientPort: number, localPort: number): Promise<{ address: string } | undefined>;
   /** Tests only: where a judged upstream address and port are really dialled. */
   dial?: (address: string, port: number) => { host: string; port: number };
 }
@@ -54,6 +59,8 @@ interface Carried {
   toHost: boolean;
   client: Socket;
   upstream?: Duplex;
+  /** HTTP: the client connection's upstream connections, kept alive between its requests. */
+  agent?: Agent;
 }
 
 interface Client {
@@ -98,6 +105,12 @@ const hasBody = (req: IncomingMessage) => req.headers['transfer-encoding'] !== u
 export class EgressProxy {
   readonly #o: EgressProxyOptions;
   readonly #carried = new Set<Carried>();
+  /**
+   * HTTP: one record per client connection for as long as it is open, naming what its last
+   * request was judged to reach: between requests it is still open (kept alive, upstream too), so
+   * a policy that now denies that is cut at once, not only at its next request.
+   */
+  readonly #keptAlive = new WeakMap<Socket, Carried>();
   /** One upstream connection per client connection (and address), as if the client had connected itself. */
   readonly #agents = new WeakMap<Socket, Agent>();
   readonly #denied = new WeakMap<CompiledPolicy, { at: number; addresses: Promise<Set<string>> }>();
@@ -160,8 +173,9 @@ export class EgressProxy {
     this.#tls?.close();
   }
 
-  /** After a policy change: connections the new policy denies are cut at once. */
-  recheck(): void {
+  /** After a policy change: connections the new policy denies are cut at once (returns how many). */
+  recheck(): number {
+    let cut = 0;
     for (const c of this.#carried) {
       const policy = this.#o.policyOf(c.id);
       const still = policy && connectionAllowed(policy, { name: c.name, address: c.address, port: c.port, toHost: c.toHost });
@@ -169,8 +183,11 @@ export class EgressProxy {
         this.#o.log?.(`egress: cut ${c.name ?? c.address}:${c.port} of sandbox ${c.id} (policy changed)`);
         reset(c.client);
         c.upstream?.destroy();
+        c.agent?.destroy();
+        cut++;
       }
     }
+    return cut;
   }
 
   #carry(c: Carried): Carried {
@@ -220,7 +237,8 @@ export class EgressProxy {
   }
 
   async #destination(socket: Socket): Promise<string | undefined> {
-    return (await originalDestination(clientAddress(socket).address, socket.remotePort ?? 0, socket.localPort ?? 0))?.address;
+    const find = this.#o.destination ?? originalDestination;
+    return (await find(clientAddress(socket).address, socket.remotePort ?? 0, socket.localPort ?? 0))?.address;
   }
 
   #dial(address: string, port: number): { host: string; port: number } {
@@ -275,14 +293,19 @@ export class EgressProxy {
     // GET's body unframed, and the upstream would read it as the next request.
     if (req.headers['transfer-encoding'] !== undefined) headers.push('Transfer-Encoding', 'chunked');
     const to = this.#dial(d.verdict.address, 80);
-    const up = request({ host: to.host, port: to.port, method: req.method, path: d.path, headers: headers as unknown as Record<string, string>, setHost: false, agent: this.#agentFor(req.socket) });
-    const carried = this.#carry({ id: client.id, name: d.name, address: d.verdict.address, port: 80, toHost: d.verdict.toHost, client: req.socket, upstream: up as unknown as Duplex });
+    const agent = this.#agentFor(req.socket);
+    const up = request({ host: to.host, port: to.port, method: req.method, path: d.path, headers: headers as unknown as Record<string, string>, setHost: false, agent });
+    const judged = { id: client.id, name: d.name, address: d.verdict.address, port: 80, toHost: d.verdict.toHost, upstream: up as unknown as Duplex, agent };
+    let carried = this.#keptAlive.get(req.socket);
+    if (carried) Object.assign(carried, judged);
+    else this.#keptAlive.set(req.socket, (carried = this.#carry({ ...judged, client: req.socket })));
+    const kept = carried;
     up.on('response', (ur) => relayResponse(ur, res));
     up.on('error', () => reset(req.socket));
     req.pipe(up);
     return new Promise<boolean>((resolve) =>
       res.on('close', () => {
-        this.#carried.delete(carried);
+        if (kept.upstream === (up as unknown as Duplex)) kept.upstream = undefined;
         if (!res.writableFinished) up.destroy();
         resolve(res.writableFinished);
       }),

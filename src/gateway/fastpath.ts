@@ -20,6 +20,10 @@ export interface FastPathOptions {
   domain: string;
   /** The Node gateway's unix socket: where everything that is not direct goes. */
   nodeSocket: string;
+  /** Where nginx's temp files go (default: runDir); the workers' user must reach it. */
+  tempDir?: string;
+  /** The workers' `user [group]` (default: root when started as root, so they reach SBX_HOME). */
+  workerUser?: string;
   upstreamTimeoutMs: number;
   routes: RouteTable;
   runtime: Runtime;
@@ -51,7 +55,7 @@ export class FastPath {
   private constructor(o: FastPathOptions, port: number) {
     this.#o = o;
     this.port = port;
-    this.#nginx = new NginxFrontend(o.nginxBin, o.runDir, o.host, port);
+    this.#nginx = new NginxFrontend(o.nginxBin, o.runDir, o.host, port, o.tempDir);
   }
 
   static async start(o: FastPathOptions): Promise<FastPath> {
@@ -121,11 +125,12 @@ export class FastPath {
         });
       }
     }
-    // Workers run as the gateway's own user: SBX_HOME (with the socket) is private to it.
-    const user = process.getuid?.() === 0 ? 'root' : undefined;
+    // Workers run as sbx-gateway when the gateway says so (the socket is then where they reach
+    // it), else as the gateway's own user: SBX_HOME (with the socket) is private to it.
+    const user = o.workerUser ?? (process.getuid?.() === 0 ? 'root' : undefined);
     const routes = new Map(direct.map((d) => [d.name, `${d.address} ${d.hostHeader ?? ''}`]));
     const make = (version: number) =>
-      renderNginxConfig({ listenHost: o.host, listenPort: this.port, nodeSocket: o.nodeSocket, runDir: o.runDir, routes: direct, version, upstreamTimeoutMs: o.upstreamTimeoutMs, user });
+      renderNginxConfig({ listenHost: o.host, listenPort: this.port, nodeSocket: o.nodeSocket, runDir: o.runDir, tempDir: o.tempDir, routes: direct, version, upstreamTimeoutMs: o.upstreamTimeoutMs, user });
     return { routes, make };
   }
 }

@@ -1,6 +1,6 @@
 // `sbx gateway run`: the long-running gateway. It keeps no state of its own: routes come from the
 // store, so a restart loses nothing. It also removes sandboxes whose --ttl is up.
-import { existsSync, mkdirSync, rmSync, writeFileSync, renameSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, rmSync, writeFileSync, renameSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
 import type { Sbx } from '../api/sbx.ts';
@@ -13,13 +13,13 @@ import { gatewayFiles, gatewaySettings, type GatewayState } from './settings.ts'
 import { Targets } from './targets.ts';
 import { createControlServer, type GatewayOps } from './control.ts';
 import { FastPath } from './fastpath.ts';
-import { findNginx } from './nginx.ts';
-import { DnsForwarder } from './dns-forwarder.ts';
-import { EgressProxy } from './egress-proxy.ts';
-import { SandboxSources } from './sandbox-sources.ts';
-import { UpstreamResolver } from './upstream.ts';
-import { HostAddresses } from './host-addresses.ts';
+import { findNginx, workerRunDir } from './nginx.ts';
+import { groupName } from '../net/gateway-account.ts';
+import { EgressSupervisor } from './egress-supervisor.ts';
+import { parserUser } from './egress-user.ts';
 import { applyListenerGuard, removeListenerGuard } from '../net/listener-guard.ts';
+import type { EgressListeners } from '../net/nft-rules.ts';
+import type { NetworkPolicy } from '../core/network-policy.ts';
 import { dnsUpstream } from './settings.ts';
 
 export interface RunningGateway {
@@ -59,42 +59,76 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
   let fastPath: FastPath | undefined;
   const syncRoutes = () => fastPath?.sync() ?? Promise.resolve();
 
-  // Egress: sbx's DNS forwarder and the Host/SNI proxy, for every sandbox of this home.
+  // Egress: sbx's DNS forwarder and the Host/SNI proxy, for every sandbox of this home. They parse
+  // what sandboxes send, so they run in a worker process of their own, as an unprivileged user
+  // when there is one (egress-supervisor.ts); this process keeps what needs root: the policy as
+  // judged, the kernel's rules and learned addresses, conntrack and the engine.
   const egress = await sbx.egress();
-  const sources = new SandboxSources(runtime, home);
+  /** A sandbox's policy as judged now, by its id only (the worker names sandboxes by id). */
   const policyOf = (id: string) => {
     const r = routes.find(id);
-    return r ? egress.judgedBy(id, r.network) : undefined;
+    return r?.id === id ? egress.judgedBy(id, r.network) : undefined;
   };
+  const judged = () => new Map<string, NetworkPolicy>(routes.all().map((r) => [r.id, egress.judgedBy(r.id, r.network).policy]));
   const upstream = dnsUpstream();
-  // The proxy connects from the host: it must know the host's own addresses and the sandboxes'.
-  const hostAddresses = new HostAddresses();
-  const isHost = (a: string) => hostAddresses.has(a);
-  const isSandbox = async (a: string) => (await sources.owner(a)) !== undefined;
-  const dns = new DnsForwarder({ upstream, sandboxOf: (a) => sources.find(a), policyOf, learn: (id, name, addrs) => egress.learn(id, name, addrs, () => policyOf(id)), isHost, isSandbox, log });
-  const proxy = new EgressProxy({ sandboxOf: (a) => sources.find(a), policyOf, resolver: new UpstreamResolver(upstream), isHost, isSandbox, log });
-  const egressListeners = { dns: await dns.listen(), ...(await proxy.listen()) };
-  egress.useListeners(egressListeners);
-  // The listeners bind every host address; only connections the kernel redirected from a
-  // sandbox's bridge may reach them. Without that guard the gateway does not start.
-  // A start that fails from here on leaves no guard behind (nor listeners).
+  const user = parserUser();
+  // Rules are checked against the store and repaired: at start (the listeners' ports are new),
+  // before the gateway announces itself, and whenever a sandbox's container starts.
+  const enforce = (id: string, why: string) =>
+    sbx.enforceNetwork(id).catch((err) => log(`egress: could not ${why} the rules of ${id}: ${(err as Error).message}`));
+  let state: GatewayState | undefined;
+  const workers: EgressSupervisor = new EgressSupervisor({
+    entry: join(dirname(cliEntry()), 'egress-worker.cjs'),
+    home,
+    upstream,
+    user,
+    log,
+    judged,
+    policyOf,
+    learn: (id, name, answers) => egress.learn(id, name, answers, () => policyOf(id)),
+    networks: () => runtime.listSandboxNetworks(home),
+    // A new worker after one died: new ports, so the guard and every sandbox's redirects follow.
+    restarted: async (listeners) => {
+      egress.useListeners(listeners);
+      await applyListenerGuard(home, listeners);
+      await Promise.all(routes.all().map((r) => enforce(r.id, 'redirect')));
+      if (state && runningGateway(home)?.pid === process.pid) {
+        state.egress = listeners;
+        writeAtomic(files.state, JSON.stringify(state, null, 2) + '\n');
+      }
+    },
+    fatal: (err) => {
+      log(`egress: ${err.message}: the gateway stops (the rules stay in force; the next sbx command starts it again)`);
+      // (A worker that dies while the gateway starts: `close` is not there yet, nothing to undo.)
+      try {
+        void close().then(() => process.exit(1));
+      } catch {
+        process.exit(1);
+      }
+    },
+  });
+  // The worker starts (a Node process of its own) while this one starts the ingress side.
+  const egressStarting = workers.start();
+  egressStarting.catch(() => {}); // awaited below
+  // A start that fails from here on leaves no worker, guard or nginx directory behind.
+  /** nginx workers' own directory (when they do not run as root), removed when the gateway stops. */
+  let sharedRunDir: string | undefined;
   const unguard = async (err: unknown): Promise<never> => {
-    dns.close();
-    proxy.close();
+    await workers.close();
     await removeListenerGuard(home).catch(() => {});
+    if (sharedRunDir) rmSync(sharedRunDir, { recursive: true, force: true });
     throw err;
   };
-  await applyListenerGuard(home, egressListeners).catch(unguard);
 
   const server = createGatewayServer({ domain: settings.domain, routes, targets, upstreamTimeoutMs, log });
   // On the control socket only (see control.ts): web pages cannot reach it.
   const gatewayOps: GatewayOps = {
-    health: () => ({ ok: true, pid: process.pid, engine, domain: settings.domain, startedAt, sandboxes: routes.all().length }),
-    reload: () => {
+    health: () => ({ ok: true, pid: process.pid, engine, domain: settings.domain, startedAt, sandboxes: routes.all().length, egressPid: workers.pid }),
+    reload: async () => {
       targets.invalidateAll();
       routes.invalidate();
-      sources.invalidate();
-      proxy.recheck();
+      // The worker judges by the new policies and has cut what they deny before this resolves.
+      await workers.update({ invalidate: true, recheck: true });
       return syncRoutes().catch((err) => {
         log(`reload: could not update routes: ${(err as Error).message}`);
         throw err;
@@ -111,22 +145,61 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
 
   let port: number;
   if (nginxBin) {
-    // nginx listens on the gateway port; this process behind it, on a unix socket.
-    const nodeSocket = join(files.run, 'node.sock');
+    // nginx listens on the gateway port; this process behind it, on a unix socket. nginx parses
+    // what the URLs' users send: its workers run as sbx-gateway too when the parsers do, and then
+    // reach the socket and their temp files in a directory of that user's group outside SBX_HOME
+    // (private to root); only they (that uid with that group) may open connections into sandboxes.
+    const group = user.drop ? groupName(user.gid) : undefined;
+    let workerDir = files.run;
+    try {
+      if (group) sharedRunDir = workerDir = workerRunDir(home, user.gid);
+    } catch (err) {
+      return unguard(err);
+    }
+    const nodeSocket = join(workerDir, 'node.sock');
     rmSync(nodeSocket, { force: true });
     await listen(nodeSocket).catch(unguard);
+    if (group) {
+      try {
+        chownSync(nodeSocket, 0, user.gid);
+        chmodSync(nodeSocket, 0o660);
+      } catch (err) {
+        server.close();
+        return unguard(err);
+      }
+    }
     try {
-      fastPath = await FastPath.start({ nginxBin, runDir: files.run, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, runtime });
+      fastPath = await FastPath.start({ nginxBin, runDir: files.run, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, runtime });
     } catch (err) {
       server.close();
       return unguard(err);
     }
+    log(`nginx: workers run as ${group ? `${user.name} (socket and temp files in ${workerDir})` : process.getuid?.() === 0 ? 'root' : 'the gateway\'s user'}`);
     port = fastPath.port;
   } else {
     await listen(settings.port, settings.host).catch(unguard);
     const address = server.address();
     port = typeof address === 'object' && address ? address.port : settings.port;
   }
+  const egressListeners: EgressListeners = await egressStarting.catch(async (err) => {
+    await fastPath?.stop();
+    server.close();
+    return unguard(err);
+  });
+  egress.useListeners(egressListeners);
+  egress.onJudgedChange(() => workers.update({}));
+  log(
+    user.drop
+      ? `egress: the DNS forwarder and the proxy run as ${user.name} (uid ${user.uid}, pid ${workers.pid})`
+      : `egress: the DNS forwarder and the proxy run as ${user.name} (pid ${workers.pid}): ${user.why}`,
+  );
+  // The listeners bind every host address; only connections the kernel redirected from a
+  // sandbox's bridge may reach them. Without that guard the gateway does not start.
+  await applyListenerGuard(home, egressListeners).catch(async (err) => {
+    await fastPath?.stop();
+    server.close();
+    return unguard(err);
+  });
   // create and rm from sbx processes are carried out here while the daemon runs; reload, health.
   const control = join(files.run, 'control.sock');
   rmSync(control, { force: true });
@@ -135,12 +208,8 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
     controlServer.once('error', reject);
     controlServer.listen(control, () => resolve());
   }).catch(unguard);
-  // Rules are checked against the store and repaired: at start (the listeners' ports are new),
-  // before the gateway announces itself, and whenever a sandbox's container starts.
-  const enforce = (id: string, why: string) =>
-    sbx.enforceNetwork(id).catch((err) => log(`egress: could not ${why} the rules of ${id}: ${(err as Error).message}`));
   await Promise.all(routes.all().map((r) => enforce(r.id, 'restore')));
-  const state: GatewayState = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, control, dockerHost: process.env.DOCKER_HOST ?? '', egress: egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}` };
+  state = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, control, dockerHost: process.env.DOCKER_HOST ?? '', egress: workers.listeners ?? egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}`, egressUser: user.name };
   mkdirSync(home, { recursive: true });
   writeAtomic(files.state, JSON.stringify(state, null, 2) + '\n');
   writeAtomic(files.pid, `${process.pid}\n`);
@@ -152,7 +221,7 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
   const stopEvents = runtime.watchSandboxEvents(home, (id, action) => {
     // The start that follows this process's own apply (create, start) has its rules in force.
     if (action === 'start' && !egress.takeFreshApply(id, 3000)) void enforce(id, 'repair');
-    sources.invalidate();
+    void workers.update({ invalidate: true });
     targets.invalidate(id);
     relays.stop(id);
     syncRoutes().catch((err) => log(`could not update routes: ${(err as Error).message}`));
@@ -167,6 +236,8 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
       void close().then(() => process.exit(0));
       return;
     }
+    // Policies changed in the store by another writer reach the worker within a second too.
+    void workers.update({});
     const now = Date.now();
     for (const r of routes.all()) {
       if (!r.expiresAt || Date.parse(r.expiresAt) > now || reaping.has(r.id)) continue;
@@ -185,10 +256,10 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
       routes.close();
       stopEvents();
       relays.stopAll();
-      dns.close();
-      proxy.close();
+      await workers.close();
       await removeListenerGuard(home).catch((err) => log(`egress: ${(err as Error).message}`));
       await fastPath?.stop();
+      if (sharedRunDir) rmSync(sharedRunDir, { recursive: true, force: true });
       controlServer.close();
       rmSync(control, { force: true });
       server.closeAllConnections?.();

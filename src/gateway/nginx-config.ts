@@ -23,13 +23,15 @@ export interface NginxConfigInput {
   listenPort: number;
   /** The Node gateway's internal unix socket. */
   nodeSocket: string;
-  /** Folder for nginx's pid, temp files and error log. */
+  /** Folder for nginx's pid and error log (and its temp files, unless tempDir names another). */
   runDir: string;
+  /** Folder for the temp files, which the workers write (with the node socket, when they are not root). */
+  tempDir?: string;
   routes: DirectRoute[];
   /** Increases with every change; answered on /_sbx/config-version so reloads can be awaited. */
   version: number;
   upstreamTimeoutMs: number;
-  /** Run workers as this user (when started as root), so they can reach the socket in SBX_HOME. */
+  /** Run workers as this user (and group), when started as root: `root`, or `sbx-gateway sbx-gateway`. */
   user?: string;
 }
 
@@ -73,6 +75,7 @@ function q(value: string): string {
 export function renderNginxConfig(c: NginxConfigInput): string {
   const listen = c.listenHost.includes(':') ? `[${c.listenHost}]:${c.listenPort}` : `${c.listenHost}:${c.listenPort}`;
   const seconds = Math.max(1, Math.ceil(c.upstreamTimeoutMs / 1000));
+  const temp = c.tempDir ?? c.runDir;
   const hostMap = c.routes.flatMap((r) => r.hosts.map((h) => `    ${q(h)} ${r.name};`)).join('\n');
   const hostHeaderMap = c.routes
     .filter((r) => r.hostHeader)
@@ -91,11 +94,11 @@ events { worker_connections 8192; }
 http {
   access_log off;
   server_tokens off;
-  client_body_temp_path ${c.runDir}/nginx-body;
-  proxy_temp_path ${c.runDir}/nginx-proxy;
-  fastcgi_temp_path ${c.runDir}/nginx-fastcgi;
-  uwsgi_temp_path ${c.runDir}/nginx-uwsgi;
-  scgi_temp_path ${c.runDir}/nginx-scgi;
+  client_body_temp_path ${temp}/nginx-body;
+  proxy_temp_path ${temp}/nginx-proxy;
+  fastcgi_temp_path ${temp}/nginx-fastcgi;
+  uwsgi_temp_path ${temp}/nginx-uwsgi;
+  scgi_temp_path ${temp}/nginx-scgi;
   client_max_body_size 0;
   map_hash_bucket_size 128;
   server_names_hash_bucket_size 128;

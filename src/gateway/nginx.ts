@@ -1,7 +1,8 @@
 // Runs nginx as the gateway's fast path (see nginx-config.ts): started and reloaded by the Node
 // gateway, which waits after each reload until nginx's workers serve the new configuration.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
 import { CONTROL_HOST } from './nginx-config.ts';
@@ -13,6 +14,24 @@ export function findNginx(): string | undefined {
   return candidates.find((p) => existsSync(p));
 }
 
+/** Where the run directories of unprivileged nginx workers live (/run: a tmpfs, gone at boot). */
+const WORKER_RUN_ROOT = '/run/sbx';
+
+/**
+ * A fresh directory for what nginx workers running as an unprivileged user must reach (the Node
+ * gateway's socket, their temp files), outside SBX_HOME (private to root): root-owned, open to
+ * `gid` only (0750). One per home; whatever a gateway of this home left there is removed first.
+ */
+export function workerRunDir(home: string, gid: number, root = WORKER_RUN_ROOT): string {
+  const dir = join(root, createHash('sha256').update(home).digest('hex').slice(0, 12));
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(root, { recursive: true, mode: 0o755 });
+  mkdirSync(dir, { mode: 0o700 });
+  chownSync(dir, 0, gid);
+  chmodSync(dir, 0o750);
+  return dir;
+}
+
 export class NginxFrontend {
   readonly #bin: string;
   readonly #runDir: string;
@@ -21,12 +40,14 @@ export class NginxFrontend {
   #child?: ChildProcess;
   #stderr = '';
 
-  constructor(bin: string, runDir: string, host: string, port: number) {
+  /** `tempDir`: where the temp directories go (nginx, started as root, hands them to its workers' user). */
+  constructor(bin: string, runDir: string, host: string, port: number, tempDir = runDir) {
     this.#bin = bin;
     this.#runDir = runDir;
     this.#host = host;
     this.#port = port;
-    for (const d of ['nginx-body', 'nginx-proxy', 'nginx-fastcgi', 'nginx-uwsgi', 'nginx-scgi']) mkdirSync(join(runDir, d), { recursive: true });
+    mkdirSync(runDir, { recursive: true, mode: 0o700 });
+    for (const d of ['nginx-body', 'nginx-proxy', 'nginx-fastcgi', 'nginx-uwsgi', 'nginx-scgi']) mkdirSync(join(tempDir, d), { recursive: true, mode: 0o700 });
   }
 
   get #configPath(): string {
@@ -34,7 +55,7 @@ export class NginxFrontend {
   }
 
   async start(config: string, version: number): Promise<void> {
-    writeFileSync(this.#configPath, config);
+    writeFileSync(this.#configPath, config, { mode: 0o600 });
     const child = spawn(this.#bin, ['-p', `${this.#runDir}/`, '-e', join(this.#runDir, 'nginx-error.log'), '-c', this.#configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.#child = child;
     child.stderr!.on('data', (d) => (this.#stderr = (this.#stderr + d).slice(-2000)));
@@ -71,7 +92,9 @@ export class NginxFrontend {
     if (!child || child.exitCode !== null) return;
     const gone = new Promise((r) => child.once('exit', r));
     child.kill('SIGTERM');
-    await Promise.race([gone, new Promise((r) => setTimeout(r, 3000))]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([gone, new Promise((r) => (timer = setTimeout(r, 3000)))]);
+    clearTimeout(timer); // a pending timer would keep the stopped gateway alive for nothing
     if (child.exitCode === null) child.kill('SIGKILL');
   }
 

@@ -79,4 +79,6 @@ export interface GatewayState {
   egress?: EgressListeners;
   /** The resolver behind sbx's DNS forwarder ("ip:port"), fixed when the gateway starts. */
   dnsUpstream?: string;
+  /** The user the DNS forwarder and the egress proxy (the parsers of sandbox traffic) run as. */
+  egressUser?: string;
 }

@@ -14,6 +14,8 @@ export interface GatewayStatus {
   engine?: string;
   /** The resolver behind sbx's DNS forwarder. */
   dnsUpstream?: string;
+  /** The user the DNS forwarder and the egress proxy run as. */
+  egressUser?: string;
   log: string;
 }
 
@@ -41,6 +43,6 @@ export function gatewayStatus(home: string): GatewayStatus {
   const s = runningGateway(home);
   const log = gatewayFiles(home).log;
   if (!s) return { running: false, log };
-  return { running: true, pid: s.pid, host: s.host, port: s.port, domain: s.domain, url: `http://${s.domain}:${s.port}/`, startedAt: s.startedAt, engine: s.engine, ...(s.dnsUpstream ? { dnsUpstream: s.dnsUpstream } : {}), log };
+  return { running: true, pid: s.pid, host: s.host, port: s.port, domain: s.domain, url: `http://${s.domain}:${s.port}/`, startedAt: s.startedAt, engine: s.engine, ...(s.dnsUpstream ? { dnsUpstream: s.dnsUpstream } : {}), ...(s.egressUser ? { egressUser: s.egressUser } : {}), log };
 }
 

@@ -5,6 +5,7 @@
 import { compilePolicy, DEFAULT_POLICY, learnedPorts, nameAllowed, type CompiledPolicy, type NetworkPolicy } from '../core/network-policy.ts';
 import { learnScript, removeScript, rulesScript, type EgressListeners, type LearnedAddress, type SandboxLink } from './nft-rules.ts';
 import { runNft } from './nft.ts';
+import { gatewayAccount } from './gateway-account.ts';
 import { ipv6Subnet, objectNames, type SandboxRecord } from '../core/sandbox.ts';
 
 /** What the rules of a sandbox are keyed on: all derived from its record, no engine call. */
@@ -73,6 +74,15 @@ export class Egress {
     return compiled;
   }
 
+  /**
+   * `listener` runs (and is awaited) whenever what judgedBy() answers changes outside the store:
+   * an update becomes pending (before the kernel step), or a refused one stops being.
+   */
+  onJudgedChange(listener: () => Promise<void>): void {
+    this.#onJudged = listener;
+  }
+  #onJudged?: () => Promise<void>;
+
   /** Runs kernel work for one sandbox after the work queued before it. */
   #serial<T>(id: string, work: () => Promise<T>): Promise<T> {
     const run = (this.#queue.get(id) ?? Promise.resolve()).catch(() => {}).then(work);
@@ -93,12 +103,18 @@ export class Egress {
     const compiled = this.compiled(link.id, options.policy ?? record.network);
     if (options.changed) this.#pending.set(link.id, compiled);
     try {
+      // Whoever judges by it in another process (the gateway's egress worker) has it first.
+      if (options.changed) await this.#onJudged?.();
       await this.#serial(link.id, () => {
         const relearn = options.changed ? this.#stillAllowed(link.id, compiled) : undefined;
-        return runNft(rulesScript(link, compiled, { listeners: this.#fixed ?? this.#listeners(), relearn }), `could not put the egress policy of ${record.name} in force`);
+        const rules = rulesScript(link, compiled, { listeners: this.#fixed ?? this.#listeners(), relearn, gatewayAccount: gatewayAccount() });
+        return runNft(rules, `could not put the egress policy of ${record.name} in force`);
       });
     } catch (err) {
-      if (this.#pending.get(link.id) === compiled) this.#pending.delete(link.id);
+      if (this.#pending.get(link.id) === compiled) {
+        this.#pending.delete(link.id);
+        await this.#onJudged?.();
+      }
       throw err;
     }
     this.#appliedAt.set(link.id, Date.now());

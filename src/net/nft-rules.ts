@@ -6,7 +6,8 @@
 //   forward (priority -10, before Docker's)   iifname sbx-ID -> egress
 //   input   (the host's own addresses)        iifname sbx-ID -> host (only `host` entries,
 //                                             address entries, and sbx's DNS and proxy pass)
-//   output  (the host's own processes)        only root opens connections into the sandbox
+//   output  (the host's own processes)        only root (and the gateway's nginx workers)
+//                                             open connections into the sandbox
 //   prerouting nat                            DNS to the bridge address -> sbx's forwarder;
 //                                             TCP 80/443 -> the Host/SNI proxy when names matter
 // Every packet the sandbox sends in a connection it opened is checked (not only the first), so a
@@ -101,6 +102,8 @@ export interface RulesOptions {
   listeners?: EgressListeners;
   /** Empty the DNS-learned sets (a policy change) and put these back. */
   relearn?: LearnedAddress[];
+  /** The gateway's unprivileged account (its nginx workers): may connect into the sandbox like root. */
+  gatewayAccount?: { uid: number; gid: number };
 }
 
 /** The whole script that makes the kernel enforce `p` for one sandbox. */
@@ -154,9 +157,16 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
   rule('host', 'ip daddr @allow4 accept');
   rule('host', 'ip6 daddr @allow6 accept');
   rule('host', 'goto refuse');
-  // Local users reach the sandbox only through the gateway (root): a private port's token is
-  // checked there, so nobody else opens connections into it. Replies to its own always pass.
-  rule('output', `oifname "${link.bridge}" ct direction original ct state new meta skuid != 0 goto refuse`);
+  // Local users reach the sandbox only through the gateway (root, and its nginx workers as
+  // sbx-gateway with that user's own group): a private port's token is checked there, so nobody
+  // else opens connections into it. Replies to its own always pass.
+  const opened = `oifname "${link.bridge}" ct direction original ct state new`;
+  const account = opts.gatewayAccount;
+  if (!account) rule('output', `${opened} meta skuid != 0 goto refuse`);
+  else {
+    rule('output', `${opened} meta skuid != { 0, ${account.uid} } goto refuse`);
+    rule('output', `${opened} meta skuid ${account.uid} meta skgid != ${account.gid} goto refuse`);
+  }
 
   rule('egress', 'ct direction reply accept');
   rule('egress', `ct mark ${mark} accept`);

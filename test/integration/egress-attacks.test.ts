@@ -100,6 +100,12 @@ async function bridgeIp(box: string): Promise<string> {
 }
 
 const gateway = () => JSON.parse(readFileSync(join(world.home, 'gateway.json'), 'utf8')) as { pid: number; egress: { dns: number; http: number; tls: number } };
+/** The process that serves DNS for sandboxes: the gateway's egress worker (the one listening on its port). */
+async function forwarderPid(): Promise<number> {
+  const m = /pid=(\d+),/.exec((await run('ss', ['-Hulnp', 'sport', '=', `:${gateway().egress.dns}`])).stdout);
+  assert.ok(m, 'something listens on the DNS port');
+  return Number(m[1]);
+}
 
 /** An HTTP server on the host, counting the requests it gets; undefined when the address:port is taken. */
 async function hostServer(host: string, port: number, text: string): Promise<{ port: number; hits: string[] } | undefined> {
@@ -480,7 +486,7 @@ describe('DNS: forged answers, one question, protected records', () => {
   });
 
   it("attack: forged answers with every id, sent from the sandbox to the forwarder's upstream socket, are never taken (the socket is connected)", async (t) => {
-    const pid = gateway().pid;
+    const pid = await forwarderPid();
     /** One try: a query the fake upstream answers 2 s late, and every possible forgery meanwhile. */
     const attempt = async () => {
       const asked = Date.now();
@@ -496,7 +502,7 @@ describe('DNS: forged answers, one question, protected records', () => {
         else await sleep(20);
       }
       const foundAt = Date.now();
-      assert.ok(socket, "the gateway's upstream socket, connected to 198.18.0.53:53 (ss shows its peer)");
+      assert.ok(socket, "the forwarder's upstream socket, connected to 198.18.0.53:53 (ss shows its peer)");
       assert.equal(socket.local, FAKE_HOST_LINK_IP);
       const spoof = await probe('dns', 'spoof', socket.local, String(socket.port), 'slow2000.allowed.test', '6.6.6.6');
       const sprayedAt = Date.now();
@@ -509,7 +515,7 @@ describe('DNS: forged answers, one question, protected records', () => {
     let overlapped = false;
     for (let i = 0; i < 3 && !overlapped; i++) overlapped = await attempt();
     assert.ok(overlapped, 'in one try at least, every forgery was sent while the query was open');
-    // And every UDP socket of the gateway but its listener has a peer.
+    // And every UDP socket of the forwarder but its listener has a peer.
     const all = (await run('ss', ['-uanpH'])).stdout.split('\n').filter((l) => l.includes(`pid=${pid},`));
     for (const l of all) if (!l.includes(`:${gateway().egress.dns} `)) assert.doesNotMatch(l, /\s\*:\*\s|0\.0\.0\.0:\*|\[::\]:\*/, l);
   });

@@ -724,6 +724,11 @@ describe('nft rules (script text)', () => {
     assert.deepEqual(rulesOf(v6, 'postrouting'), ['ip6 saddr fd5b:1:2:3::/64 oifname != "sbx-abc1234567" masquerade']);
     assert.deepEqual(rulesOf(s, 'input'), ['iifname "sbx-abc1234567" jump host']);
     assert.deepEqual(rulesOf(s, 'output'), ['oifname "sbx-abc1234567" ct direction original ct state new meta skuid != 0 goto refuse'], 'only root (the gateway) opens connections into the sandbox');
+    const withAccount = rulesScript(link, compilePolicy(), { listeners, gatewayAccount: { uid: 999, gid: 995 } });
+    assert.deepEqual(rulesOf(withAccount, 'output'), [
+      'oifname "sbx-abc1234567" ct direction original ct state new meta skuid != { 0, 999 } goto refuse',
+      'oifname "sbx-abc1234567" ct direction original ct state new meta skuid 999 meta skgid != 995 goto refuse',
+    ], "root, and the gateway's nginx workers (sbx-gateway with its own group; the egress worker has another group)");
     assert.deepEqual(rulesOf(s, 'host'), ['ct direction reply accept', 'icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept', 'meta l4proto { tcp, udp } th dport 15353 ct status dnat accept', 'ip daddr @allow4 accept', 'ip6 daddr @allow6 accept', 'goto refuse'], 'the host is closed by default');
     const egress = rulesOf(s, 'egress');
     assert.equal(egress[0], 'ct direction reply accept');

@@ -111,6 +111,14 @@ describe('the nginx fast path configuration', () => {
     const conf = renderNginxConfig({ ...base, routes: [{ hosts: ['80-m.sbx.localhost'], name: 'sbx_m_80', address: '172.18.0.3:80', hostHeader: 'local"host:$x' }] });
     assert.match(conf, /"80-m\.sbx\.localhost" "local\\"host:\$\{dollar\}x";/);
   });
+  it('workers as sbx-gateway: that user and group, temp files where they can write, pid and log stay in the run dir', () => {
+    const conf = renderNginxConfig({ ...base, routes: [], nodeSocket: '/run/sbx/abc/node.sock', tempDir: '/run/sbx/abc', user: 'sbx-gateway sbx-gateway' });
+    assert.match(conf, /^user sbx-gateway sbx-gateway;$/m);
+    assert.match(conf, /^pid \/h\/run\/nginx\.pid;$/m);
+    for (const d of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) assert.match(conf, new RegExp(`${d}_temp_path /run/sbx/abc/nginx-`), d);
+    assert.match(conf, /server unix:\/run\/sbx\/abc\/node\.sock;/);
+    assert.doesNotMatch(renderNginxConfig({ ...base, routes: [] }), /^user /m, 'no user line unless asked');
+  });
   it('with no routes, everything goes to the Node gateway', () => {
     const conf = renderNginxConfig({ ...base, routes: [] });
     assert.doesNotMatch(conf, /upstream sbx_[a-z0-9]+_\d+/);

@@ -13,8 +13,9 @@ export async function run(input: CommandInput): Promise<number | void> {
     const gw = await runGateway(new Sbx({ home: sbx.home, delegate: false }));
     io.info(`sbx gateway on http://${gw.state.host}:${gw.state.port} (*.${gw.state.domain}); Ctrl-C stops it`);
     await new Promise<void>((resolve) => {
-      // `on`, not `once`: signal-exit (loaded with the store's lock) re-raises a signal that no
-      // other listener is left for, which would kill this process in the middle of its close.
+      // Not once(): the store's atomic writes hook the same signals and raise them again after
+      // their own cleanup, which would kill the process before close() is done (nginx and the
+      // listener guard left behind). close() runs once however often it is asked.
       const stop = () => void gw.close().then(resolve);
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);
@@ -44,6 +45,7 @@ export async function run(input: CommandInput): Promise<number | void> {
     ['domain', status.domain!],
     ['urls', `http://<port>-<sandbox>.${status.domain}:${status.port}/`],
     ...(status.dnsUpstream ? [['dns upstream', status.dnsUpstream] as [string, string]] : []),
+    ...(status.egressUser ? [['egress user', status.egressUser] as [string, string]] : []),
     ['log', status.log],
   ]);
 }

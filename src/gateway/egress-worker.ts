@@ -1,0 +1,92 @@
+// The egress worker's side: sbx's DNS forwarder and Host/SNI proxy, the code that parses what
+// sandboxes send, in a process of its own (see egress-worker-main.ts). They decide exactly as
+// they would in the gateway (same modules, same judge); what needs root or the engine is asked of
+// the gateway over the channel (egress-ipc.ts):
+// - a sandbox's policy: pushed by the gateway as judged (a pending update included), asked for
+//   when a sandbox shows up before its first push;
+// - which sandbox an address belongs to: the subnets come from the gateway (Docker), re-read on
+//   the same schedule as before (sandbox-sources.ts);
+// - learning a DNS answer into the kernel, and conntrack's original destinations: the gateway's.
+import { compilePolicy, type CompiledPolicy, type NetworkPolicy } from '../core/network-policy.ts';
+import type { EgressListeners } from '../net/nft-rules.ts';
+import { DnsForwarder } from './dns-forwarder.ts';
+import { EgressProxy } from './egress-proxy.ts';
+import { Peer, type Endpoint, type GatewayAsks, type WorkerAsks, type WorkerConfig } from './egress-ipc.ts';
+import { HostAddresses } from './host-addresses.ts';
+import { SandboxSources } from './sandbox-sources.ts';
+import { UpstreamResolver } from './upstream.ts';
+
+export interface EgressWorkerSide {
+  listeners: EgressListeners;
+  close(): void;
+}
+
+export async function runEgressWorker(endpoint: Endpoint, config: WorkerConfig, log: (line: string) => void): Promise<EgressWorkerSide> {
+  const policies = new Map<string, { json: string; compiled: CompiledPolicy }>();
+  /** Bumped by every push: an answer to an older question must not undo a newer push. */
+  let pushes = 0;
+  const setPolicy = (id: string, policy: NetworkPolicy) => {
+    const json = JSON.stringify(policy);
+    if (policies.get(id)?.json !== json) policies.set(id, { json, compiled: compilePolicy(policy) });
+  };
+  let proxy: EgressProxy | undefined;
+  let sources: SandboxSources | undefined;
+
+  const peer = new Peer<WorkerAsks, GatewayAsks>(endpoint, {
+    update: async (raw) => {
+      const a = (raw ?? {}) as GatewayAsks['update']['args'];
+      pushes++;
+      for (const [id, policy] of Object.entries(a.set ?? {})) setPolicy(id, policy);
+      for (const id of a.drop ?? []) policies.delete(id);
+      if (a.invalidate) sources?.invalidate();
+      return { cut: a.recheck ? (proxy?.recheck() ?? 0) : 0 };
+    },
+  });
+
+  sources = new SandboxSources({ listSandboxNetworks: async () => new Map(await peer.ask('networks', {}, 10_000)) }, config.home);
+  const known = sources;
+  /** The sandbox an address belongs to, with its policy known before it is judged. */
+  const sandboxOf = async (address: string): Promise<string | undefined> => {
+    const id = await known.find(address);
+    for (let tries = 0; id && !policies.has(id) && tries < 3; tries++) {
+      const before = pushes;
+      const policy = await peer.ask('policy', { id }, 10_000);
+      if (!policy) break;
+      if (pushes === before) setPolicy(id, policy);
+    }
+    return id;
+  };
+  const policyOf = (id: string) => policies.get(id)?.compiled;
+  const hostAddresses = new HostAddresses();
+  const isHost = (a: string) => hostAddresses.has(a);
+  const isSandbox = async (a: string) => (await known.owner(a)) !== undefined;
+
+  const dns = new DnsForwarder({
+    upstream: config.upstream,
+    sandboxOf,
+    policyOf,
+    learn: (id, name, answers) => peer.ask('learn', { id, name, answers }),
+    isHost,
+    isSandbox,
+    log,
+  });
+  proxy = new EgressProxy({
+    sandboxOf,
+    policyOf,
+    resolver: new UpstreamResolver(config.upstream),
+    isHost,
+    isSandbox,
+    log,
+    destination: async (client, clientPort, localPort) => (await peer.ask('conntrack', { client, clientPort, localPort }, 10_000)) ?? undefined,
+  });
+  const listeners = { dns: await dns.listen(), ...(await proxy.listen()) };
+  const running = proxy;
+  return {
+    listeners,
+    close() {
+      peer.close();
+      dns.close();
+      running.close();
+    },
+  };
+}
