@@ -47,7 +47,9 @@ export { DEFAULT_POLICY };
  * 169.254.169.254, fd00:ec2::254, 100.100.100.200 are inside these), multicast and reserved.
  */
 export const PROTECTED_V4 = ['0.0.0.0/8', '10.0.0.0/8', '100.64.0.0/10', '127.0.0.0/8', '169.254.0.0/16', '172.16.0.0/12', '192.168.0.0/16', '224.0.0.0/3'];
-export const PROTECTED_V6 = ['::/127', '::ffff:0:0/96', '64:ff9b::/96', 'fc00::/7', 'fe80::/10', 'ff00::/8'];
+// IPv6 that embeds or reaches IPv4 (mapped, compatible, NAT64, 6to4) is protected as a whole:
+// it could carry a protected IPv4 address.
+export const PROTECTED_V6 = ['::/96', '::ffff:0:0/96', '64:ff9b::/96', '64:ff9b:1::/48', '2002::/16', 'fc00::/7', 'fe80::/10', 'ff00::/8'];
 /** Ports that plain name entries open (HTTP judged by Host, TLS by SNI). */
 export const WEB_PORTS = [80, 443] as const;
 

@@ -20,7 +20,7 @@ import { connect, createServer, isIP, type Server, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream';
 import { connectionAllowed, deniedNames, type CompiledPolicy } from '../core/network-policy.ts';
 import { originalDestination } from '../net/conntrack.ts';
-import { checkRequest, judgeAddress, judgeName, judgeNameAlone, preferFamily, refusalResponse, type Candidate, type HostTarget, type Verdict } from './egress-judge.ts';
+import { checkRequest, parseHost, judgeAddress, judgeName, judgeNameAlone, preferFamily, refusalResponse, type Candidate, type HostTarget, type Verdict } from './egress-judge.ts';
 import { canonicalAddress } from './host-addresses.ts';
 import { relayResponse, withoutHopByHop } from './http-relay.ts';
 import { parseClientHello } from './sni.ts';
@@ -395,7 +395,14 @@ export class EgressProxy {
     if (!hello || socket.destroyed) return reset(socket);
     // An SNI that is an address literal (not allowed by TLS, but possible) is judged as that address.
     const sni = hello.serverName;
-    const target: HostTarget = sni === undefined ? {} : isIP(sni) ? { address: canonicalAddress(sni) ?? sni } : { name: sni };
+    // The SNI must be a host name: anything else (a NUL byte, a port, spaces) is refused, since the
+    // resolver would read a different name than the one judged ("denied.test\0.wild.test").
+    const parsed = sni === undefined ? {} : isIP(sni) ? { address: canonicalAddress(sni) ?? sni } : parseHost(sni);
+    if (!parsed || parsed.port !== undefined) {
+      this.#refused(client, 'tls (a server name that is not a host name)', 'sbx: the TLS server name is not a host name');
+      return reset(socket);
+    }
+    const target: HostTarget = parsed;
     const verdict = await this.#decide(client, target, 443, () => this.#destination(socket)).catch(
       (err: Error): Verdict => ({ ok: false, status: 502, reason: `sbx: ${err.message}` }),
     );

@@ -59,7 +59,7 @@ export async function runEgressWorker(endpoint: Endpoint, config: WorkerConfig, 
   const policyOf = (id: string) => policies.get(id)?.compiled;
   const hostAddresses = new HostAddresses();
   const isHost = (a: string) => hostAddresses.has(a);
-  const isSandbox = async (a: string) => (await known.owner(a)) !== undefined;
+  const isSandbox = async (a: string) => hostAddresses.onSandboxBridge(a) || (await known.owner(a)) !== undefined;
 
   const dns = new DnsForwarder({
     upstream: config.upstream,

@@ -35,6 +35,8 @@ export class HostAddresses {
   readonly #maxAgeMs: number;
   readonly #missAgeMs: number;
   #known = new Set<string>();
+  /** The subnets of every sbx bridge on the host (`sbx-*`), whichever SBX_HOME made it. */
+  #bridges: Array<[ipaddr.IPv4 | ipaddr.IPv6, number]> = [];
   #at = -Infinity;
 
   /**
@@ -49,14 +51,36 @@ export class HostAddresses {
 
   #refresh(): void {
     const known = new Set<string>();
-    for (const list of Object.values(this.#read())) {
+    const bridges: Array<[ipaddr.IPv4 | ipaddr.IPv6, number]> = [];
+    for (const [name, list] of Object.entries(this.#read())) {
       for (const i of list ?? []) {
         const a = canonicalAddress(i.address.replace(/%.*$/, ''));
         if (a) known.add(a);
+        if (name.startsWith('sbx-') && i.cidr && !i.address.includes('%')) {
+          try {
+            bridges.push(ipaddr.parseCIDR(i.cidr));
+          } catch {}
+        }
       }
     }
     this.#known = known;
+    this.#bridges = bridges;
     this.#at = performance.now();
+  }
+
+  /**
+   * Whether `address` is on an sbx bridge of this host: a sandbox of any SBX_HOME (another home's
+   * sandboxes are not in this gateway's list, but are sandboxes all the same).
+   */
+  onSandboxBridge(address: string): boolean {
+    let a: ipaddr.IPv4 | ipaddr.IPv6;
+    try {
+      a = ipaddr.process(address);
+    } catch {
+      return false;
+    }
+    if (performance.now() - this.#at > this.#missAgeMs) this.#refresh();
+    return this.#bridges.some(([net, bits]) => net.kind() === a.kind() && a.match(net, bits));
   }
 
   /** Whether a connection from the host to `address` would reach the host itself. */

@@ -17,6 +17,8 @@ export class UpstreamResolver {
 
   /** IPv4 addresses first, then IPv6; empty when the name does not resolve. */
   async addresses(name: string): Promise<string[]> {
+    // Only host names are asked for: c-ares stops at a NUL byte and would ask for another name.
+    if (!/^[a-z0-9_.-]{1,253}$/i.test(name)) return [];
     const hit = this.#cache.get(name);
     if (hit && hit.until > Date.now()) return hit.addresses;
     const [v4, v6] = await Promise.all([
