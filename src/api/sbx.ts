@@ -4,7 +4,7 @@
 import type { Readable, Writable } from 'node:stream';
 import { InterruptedError, NotFoundError, RuntimeError, SbxError, UsageError } from '../core/errors.ts';
 import { generateName, newId, validateName } from '../core/names.ts';
-import { DEFAULT_PIDS_LIMIT, parseCpus, parseMemory, parsePidsLimit, toEnv, validateImage } from '../core/options.ts';
+import { checkCpus, DEFAULT_PIDS_LIMIT, parseCpus, parseMemory, parsePidsLimit, toEnv, validateImage } from '../core/options.ts';
 import { resolveSandbox } from '../core/resolve.ts';
 import { objectNames, type SandboxInfo, type SandboxRecord, type SandboxStatus } from '../core/sandbox.ts';
 import type { ContainerSummary, Runtime } from '../runtime/docker.ts';
@@ -153,6 +153,8 @@ export class Sbx {
   async create(options: CreateSandboxOptions = {}): Promise<SandboxInfo> {
     const { signal, onProgress, ...plain } = options;
     (await policies()).normalizePolicy(options.network); // bad entries fail here, before any daemon or engine work
+    // A limit above the engine's CPUs would reach Docker and fail in its words: refuse it here.
+    if (options.cpus !== undefined) checkCpus(parseCpus(options.cpus), await (await this.runtime()).cpuCount());
     if (await this.#upstreamChanged()) await this.ensureGateway();
     return this.#viaDaemon('create', { options: plain }, signal, () => this.#create(options));
   }
