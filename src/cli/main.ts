@@ -34,6 +34,10 @@ function report(err: unknown): number {
   }
   const message = err instanceof Error ? err.message : String(err);
   process.stderr.write(`error: ${message.split('\n')[0]}\n`);
+  // What else the user must know (e.g. what a failed create's rollback left behind): a line each.
+  for (const w of (err as { warnings?: unknown }).warnings instanceof Array ? (err as { warnings: string[] }).warnings : []) {
+    process.stderr.write(`warning: ${String(w).split('\n')[0]}\n`);
+  }
   if (process.env.SBX_DEBUG === '1' && err instanceof Error) process.stderr.write(`${err.stack}\n`);
   return typeof e?.exitCode === 'number' ? e.exitCode : 1;
 }

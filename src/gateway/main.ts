@@ -140,6 +140,7 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
   const enforce = (id: string, why: string) =>
     sbx.enforceNetwork(id).catch((err) => log(`egress: could not ${why} the rules of ${id}: ${(err as Error).message}`));
   await Promise.all(routes.all().map((r) => enforce(r.id, 'restore')));
+  void sbx.reconcileStale((line) => log(`reconcile: ${line}`)); // creates whose process died, removals that did not finish
   const state: GatewayState = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, control, dockerHost: process.env.DOCKER_HOST ?? '', egress: egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}` };
   mkdirSync(home, { recursive: true });
   writeAtomic(files.state, JSON.stringify(state, null, 2) + '\n');
