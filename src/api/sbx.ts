@@ -379,9 +379,9 @@ export class Sbx {
 
   /** Starts the background gateway of this SBX_HOME unless it runs. */
   async ensureGateway() {
-    const { ensureGateway, stopGateway } = await import('../gateway/daemon.ts');
+    const [{ ensureGateway, stopGateway }, { startGateway }] = await Promise.all([import('../gateway/daemon.ts'), import('./gateway-start.ts')]);
     if (await this.#upstreamChanged()) await stopGateway(this.home);
-    return ensureGateway(this.home);
+    return startGateway(this.home, (home) => ensureGateway(home));
   }
 
   /**

@@ -1,5 +1,6 @@
 // sbx gateway run|start|stop|status
 import type { CommandInput } from '../context.ts';
+import { exitCodeOf } from '../../core/errors.ts';
 
 export async function run(input: CommandInput): Promise<number | void> {
   const { io, opts } = input;
@@ -10,7 +11,12 @@ export async function run(input: CommandInput): Promise<number | void> {
     const { runGateway } = await import('../../gateway/main.ts');
     const { Sbx } = await import('../../api/sbx.ts');
     // The daemon does the work itself (it is where others delegate to).
-    const gw = await runGateway(new Sbx({ home: sbx.home, delegate: false }));
+    const gw = await runGateway(new Sbx({ home: sbx.home, delegate: false })).catch((err: unknown) => {
+      // A start that failed half-way may leave a handle open (the store watch): end the process
+      // once main has reported the error, or whoever started it waits its whole timeout for it.
+      setTimeout(() => process.exit(exitCodeOf(err)), 200).unref();
+      throw err;
+    });
     io.info(`sbx gateway on http://${gw.state.host}:${gw.state.port} (*.${gw.state.domain}); Ctrl-C stops it`);
     await new Promise<void>((resolve) => {
       // `on`, not `once`: signal-exit (loaded with the store's lock) re-raises a signal that no
