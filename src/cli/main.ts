@@ -8,6 +8,14 @@ const USAGE_CODES = new Set([
 ]);
 
 export async function main(argv: string[] = process.argv): Promise<number> {
+  // A reader that stops early (`sbx ls | head -1`): stop quietly, as tools killed by SIGPIPE do,
+  // not with Node's unhandled "write EPIPE".
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(0);
+      throw err;
+    });
+  }
   let exitCode = 0;
   // "--" ends sbx's own arguments: what follows is the command to run in the sandbox.
   const dd = argv.indexOf('--', 2);

@@ -127,3 +127,11 @@ describe('files named on the command line', () => {
     assert.equal(r.stderr, 'error: cannot read the request body from /nonexistent/body.json (-d @/nonexistent/body.json): no such file\n');
   });
 });
+
+describe('a reader that stops early', () => {
+  it('sbx ... | true: no "write EPIPE" trace, exit 0', async () => {
+    const r = await run('bash', ['-c', `set -o pipefail; ${SBX} completion bash | true`], { env: { SBX_HOME: world.home } });
+    assert.equal(r.stderr, '');
+    assert.equal(r.code, 0);
+  });
+});
