@@ -1,7 +1,10 @@
 // The public library API. The CLI is a thin layer over this class; a TypeScript user can call
 // it directly. It validates, writes desired state to the store, and asks the reconciler to make
 // the world match.
+import type { Server } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
+import type { GatewayStatus } from '../gateway/state.ts';
+import type { FetchOptions, FetchResponse, ForwardOptions } from './through-gateway.ts';
 import { InterruptedError, NotFoundError, RemovalError, RuntimeError, SbxError, UsageError, withWarning } from '../core/errors.ts';
 import { generateName, newId, validateName } from '../core/names.ts';
 import { checkCpus, DEFAULT_PIDS_LIMIT, parseCpus, parseMemory, parsePidsLimit, toEnv, validateImage } from '../core/options.ts';
@@ -375,6 +378,30 @@ export class Sbx {
     if (!running) return;
     const { reloadGateway } = await import('../gateway/daemon.ts');
     await reloadGateway(running);
+  }
+
+  /** Whether this SBX_HOME's gateway runs, and where (no network call). */
+  async gatewayStatus(): Promise<GatewayStatus> {
+    const { gatewayStatus } = await import('../gateway/state.ts');
+    return gatewayStatus(this.home);
+  }
+
+  /** Stops this SBX_HOME's background gateway; resolves true when one was running. */
+  async stopGateway(): Promise<boolean> {
+    const { stopGateway } = await import('../gateway/daemon.ts');
+    return stopGateway(this.home);
+  }
+
+  /** One HTTP request to a sandbox port through the gateway, with the sandbox's token (sbx fetch). */
+  async fetch(ref: string, port: number | string, options?: FetchOptions): Promise<FetchResponse> {
+    const { fetchThroughGateway } = await import('./through-gateway.ts');
+    return fetchThroughGateway(this, ref, port, options);
+  }
+
+  /** Listens locally and carries each connection to a sandbox port through the gateway (sbx port forward). */
+  async forwardPort(ref: string, port: number | string, options?: ForwardOptions): Promise<Server> {
+    const { forwardPort } = await import('./through-gateway.ts');
+    return forwardPort(this, ref, port, options);
   }
 
   /** Starts the background gateway of this SBX_HOME unless it runs. */

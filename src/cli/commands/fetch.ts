@@ -28,8 +28,7 @@ export async function run(input: CommandInput): Promise<number> {
   if (!ref || !port) throw new UsageError('missing arguments: sbx fetch SANDBOX PORT [PATH]');
   const data = opts.data as string | undefined;
   const body = data === undefined ? undefined : data === '@-' ? process.stdin : data.startsWith('@') ? bodyFile(data.slice(1)) : data;
-  const { fetchThroughGateway } = await import('../../api/through-gateway.ts');
-  const res = await fetchThroughGateway(await input.sbx(), ref, port, {
+  const res = await (await input.sbx()).fetch(ref, port, {
     path: path ?? '/',
     method: (opts.method as string | undefined)?.toUpperCase() ?? (body !== undefined ? 'POST' : 'GET'),
     headers: parseHeaders(opts.header as string[] | undefined),

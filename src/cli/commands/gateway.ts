@@ -6,8 +6,8 @@ export async function run(input: CommandInput): Promise<number | void> {
   const { io, opts } = input;
   const sbx = await input.sbx();
   const verb = input.command.split(' ')[1];
-  const { gatewayStatus } = await import('../../gateway/state.ts');
   if (verb === 'run') {
+    // The daemon itself: the one command that is not a call of the library's API.
     const { runGateway } = await import('../../gateway/main.ts');
     const { Sbx } = await import('../../api/sbx.ts');
     // The daemon does the work itself (it is where others delegate to).
@@ -29,14 +29,13 @@ export async function run(input: CommandInput): Promise<number | void> {
   }
   if (verb === 'start') await sbx.ensureGateway();
   if (verb === 'stop') {
-    const { stopGateway } = await import('../../gateway/daemon.ts');
-    const wasRunning = await stopGateway(sbx.home);
+    const wasRunning = await sbx.stopGateway();
     if (!opts.json) {
       if (io.isTTY) io.success(wasRunning ? 'Gateway stopped' : 'The gateway was not running');
       return;
     }
   }
-  const status = gatewayStatus(sbx.home);
+  const status = await sbx.gatewayStatus();
   if (opts.json) return io.json(status);
   if (!status.running) {
     io.out(io.isTTY ? 'gateway: not running (sbx gateway start)' : 'stopped');
