@@ -91,19 +91,20 @@ class ObjectsLeft extends RuntimeError {
 /**
  * Removes every Docker object of a sandbox and its egress rules; safe to repeat (already gone
  * counts as done). When something cannot go, it throws naming everything still there.
+ * `rules: false`: there are none to remove (a create whose rules never went in).
  */
-export async function removeSandboxObjects(id: string, ctx: { runtime: Runtime; egress: Egress; home: string }): Promise<void> {
+export async function removeSandboxObjects(id: string, ctx: { runtime: Runtime; egress: Egress; home: string }, rules = true): Promise<void> {
   const names = objectNames(id);
-  const rules = `egress rules (nft table inet ${tableName(id)})`;
+  const table = `egress rules (nft table inet ${tableName(id)})`;
   try {
     await ctx.runtime.removeContainer(names.container);
   } catch (err) {
     // While the container may still run, its network and rules stay: it never runs without them.
-    throw new ObjectsLeft([`container ${names.container}`, `network ${names.network}`, rules], err);
+    throw new ObjectsLeft([`container ${names.container}`, `network ${names.network}`, ...(rules ? [table] : [])], err);
   }
   removeSandboxFiles(ctx.home, id);
   // With the container gone nothing can send on the bridge: its rules go with the network.
-  const [network, egress] = await Promise.allSettled([ctx.runtime.removeNetwork(names.network), ctx.egress.remove(id)]);
+  const [network, egress] = await Promise.allSettled([ctx.runtime.removeNetwork(names.network), rules ? ctx.egress.remove(id) : undefined]);
   const left: string[] = [];
   let cause: unknown;
   if (network.status === 'rejected') {
@@ -111,7 +112,7 @@ export async function removeSandboxObjects(id: string, ctx: { runtime: Runtime; 
     cause ??= network.reason;
   }
   if (egress.status === 'rejected') {
-    left.push(rules);
+    left.push(table);
     cause ??= egress.reason;
   }
   if (left.length) throw new ObjectsLeft(left, cause);
@@ -155,8 +156,9 @@ export interface RemovalContext {
  * `removing`, with what is left and why) and a RemovalError says so: sbx rm, a create of the same
  * name and the gateway's start retry. `claimed`: the caller marked the record already (claimStale).
  * `recordIfAbsent`: a create that never got its record into the store still records what it left.
+ * `rules: false`: it has no egress rules (they failed to go in).
  */
-export async function removeSandbox(record: SandboxRecord, ctx: RemovalContext, options: { claimed?: boolean; recordIfAbsent?: boolean } = {}): Promise<void> {
+export async function removeSandbox(record: SandboxRecord, ctx: RemovalContext, options: { claimed?: boolean; recordIfAbsent?: boolean; rules?: boolean } = {}): Promise<void> {
   const since = record.removing?.since ?? new Date().toISOString();
   // Marked while the engine works, not before it: rm takes no longer than it did.
   const claim = options.claimed
@@ -166,7 +168,7 @@ export async function removeSandbox(record: SandboxRecord, ctx: RemovalContext, 
         if (r) r.removing = { ...r.removing, since: r.removing?.since ?? since, by: thisProcess() };
       });
   try {
-    await removeSandboxObjects(record.id, ctx);
+    await removeSandboxObjects(record.id, ctx, options.rules ?? true);
   } catch (err) {
     await claim.catch(() => {});
     const left = err instanceof ObjectsLeft ? err.left : [`the objects of sandbox ${record.id}`];

@@ -221,8 +221,9 @@ export class Sbx {
       if (needsGateway) await this.#routesChanged();
     } catch (err) {
       await network;
-      await rules;
-      const left = await this.#rollbackCreate(record);
+      // nft applies a script all or nothing, and the id is new: rules that failed to go in left no table.
+      const rulesFailed = (await rules) !== undefined;
+      const left = await this.#rollbackCreate(record, !rulesFailed);
       const failure = options.signal?.aborted
         ? new InterruptedError(`interrupted: the sandbox was not created${left ? '' : ' and nothing was left behind'}`)
         : err;
@@ -279,9 +280,9 @@ export class Sbx {
   }
 
   /** Undoes a failed create; resolves with what could not be removed (it stays recorded), if anything. */
-  async #rollbackCreate(record: SandboxRecord): Promise<RemovalError | undefined> {
+  async #rollbackCreate(record: SandboxRecord, rules: boolean): Promise<RemovalError | undefined> {
     try {
-      await removeSandbox(record, { ...(await this.#world()), store: this.store }, { recordIfAbsent: true });
+      await removeSandbox(record, { ...(await this.#world()), store: this.store }, { recordIfAbsent: true, rules });
       return undefined;
     } catch (err) {
       if (err instanceof RemovalError) return err;
