@@ -11,8 +11,10 @@ import type { NetworkPolicy, NetworkPolicyInput } from './core/network-policy.ts
 
 export { Sbx, DEFAULT_IMAGE } from './api/sbx.ts';
 export type { CreateSandboxOptions, ExecSandboxOptions, RemoveResult, SbxOptions } from './api/sbx.ts';
+export type { FetchOptions, FetchResponse, ForwardOptions } from './api/through-gateway.ts';
+export type { GatewayStatus } from './gateway/state.ts';
 export type { SandboxInfo, SandboxStatus, SandboxRecord } from './core/sandbox.ts';
-export { SbxError, UsageError, NotFoundError, RuntimeError, InterruptedError, exitCodeOf } from './core/errors.ts';
+export { SbxError, UsageError, NotFoundError, RuntimeError, RemovalError, InterruptedError, exitCodeOf } from './core/errors.ts';
 export { Runtime } from './runtime/docker.ts';
 export { buildBaseImage } from './api/image.ts';
 export type { NetworkPolicy, NetworkPolicyInput, NetworkMode } from './core/network-policy.ts';

@@ -1,16 +1,20 @@
 // The public library API. The CLI is a thin layer over this class; a TypeScript user can call
 // it directly. It validates, writes desired state to the store, and asks the reconciler to make
 // the world match.
+import type { Server } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
-import { InterruptedError, NotFoundError, RuntimeError, SbxError, UsageError } from '../core/errors.ts';
+import type { GatewayStatus } from '../gateway/state.ts';
+import type { FetchOptions, FetchResponse, ForwardOptions } from './through-gateway.ts';
+import { InterruptedError, NotFoundError, RemovalError, RuntimeError, SbxError, UsageError, withWarning } from '../core/errors.ts';
 import { generateName, newId, validateName } from '../core/names.ts';
-import { DEFAULT_PIDS_LIMIT, parseCpus, parseMemory, parsePidsLimit, toEnv, validateImage } from '../core/options.ts';
+import { checkCpus, DEFAULT_PIDS_LIMIT, parseCpus, parseMemory, parsePidsLimit, toEnv, validateImage } from '../core/options.ts';
 import { resolveSandbox } from '../core/resolve.ts';
 import { objectNames, type SandboxInfo, type SandboxRecord, type SandboxStatus } from '../core/sandbox.ts';
 import type { ContainerSummary, Runtime } from '../runtime/docker.ts';
 import { Store } from '../store/store.ts';
 import { sbxHome } from '../store/home.ts';
-import { reconcileSandbox, removeSandboxObjects } from './reconcile.ts';
+import { beingRemoved, claimStale, reconcileSandbox, reconcileStale, recordState, removeSandbox } from './reconcile.ts';
+import { thisProcess } from '../store/process-ref.ts';
 import { parsePorts, portInfos, validateMaskHost, type GatewayAddress, type PortInfo } from '../core/ports.ts';
 import { parseDuration } from '../core/duration.ts';
 import { newToken } from '../core/token.ts';
@@ -153,6 +157,8 @@ export class Sbx {
   async create(options: CreateSandboxOptions = {}): Promise<SandboxInfo> {
     const { signal, onProgress, ...plain } = options;
     (await policies()).normalizePolicy(options.network); // bad entries fail here, before any daemon or engine work
+    // A limit above the engine's CPUs would reach Docker and fail in its words: refuse it here.
+    if (options.cpus !== undefined) checkCpus(parseCpus(options.cpus), await (await this.runtime()).cpuCount());
     if (await this.#upstreamChanged()) await this.ensureGateway();
     return this.#viaDaemon('create', { options: plain }, signal, () => this.#create(options));
   }
@@ -170,6 +176,7 @@ export class Sbx {
       pidsLimit: parsePidsLimit(options.pidsLimit),
       desired: 'running',
       creating: true,
+      creator: thisProcess(),
       ports: parsePorts(options.ports ?? []).map((port) => ({ port, public: !options.private })),
       token: newToken(),
       ...(options.maskHost !== undefined ? { maskHost: validateMaskHost(options.maskHost) } : {}),
@@ -198,11 +205,7 @@ export class Sbx {
     try {
       await Promise.all([
         this.#ensureImage(runtime, record.image, options.onProgress),
-        this.store.update((data) => {
-          const taken = Object.values(data.sandboxes).find((r) => r.name === record.name);
-          if (taken) throw new UsageError(`a sandbox named "${record.name}" already exists: pick another --name or remove it first`);
-          data.sandboxes[record.id] = record;
-        }),
+        this.#reserveName(record, world),
       ]);
       const networkError = (await network) ?? (await rules);
       if (networkError) throw networkError;
@@ -210,17 +213,25 @@ export class Sbx {
       await reconcileSandbox(record, { ...world, fresh: true, rulesApplied: true });
       await this.store.update((data) => {
         const stored = data.sandboxes[record.id];
-        if (stored) delete stored.creating;
+        if (stored) {
+          delete stored.creating;
+          delete stored.creator;
+        }
       });
       if (needsGateway) await this.#routesChanged();
     } catch (err) {
       await network;
-      await rules;
-      await this.#rollbackCreate(record.id);
-      if (options.signal?.aborted) throw new InterruptedError('interrupted: the sandbox was not created and nothing was left behind');
-      throw err;
+      // nft applies a script all or nothing, and the id is new: rules that failed to go in left no table.
+      const rulesFailed = (await rules) !== undefined;
+      const left = await this.#rollbackCreate(record, !rulesFailed);
+      const failure = options.signal?.aborted
+        ? new InterruptedError(`interrupted: the sandbox was not created${left ? '' : ' and nothing was left behind'}`)
+        : err;
+      // What the rollback could not remove stays recorded (status removing): the user hears of it.
+      throw left ? withWarning(failure, left.message) : failure;
     }
     delete record.creating;
+    delete record.creator;
     const withToken = record.ports!.some((p) => !p.public);
     return this.#info(record, await runtime.inspectContainer(objectNames(record.id).container), withToken);
   }
@@ -233,12 +244,62 @@ export class Sbx {
     await runtime.pullImage(image, onProgress);
   }
 
-  async #rollbackCreate(id: string): Promise<void> {
-    // Undo in reverse order; each step tolerates "already gone".
-    await removeSandboxObjects(id, await this.#world()).catch(() => {});
-    await this.store.update((data) => {
-      delete data.sandboxes[id];
-    });
+  /**
+   * Takes the name for a new record under the store lock. A record of that name that is stale (its
+   * create or removal was killed, or a removal gave up) is finished first: its objects are removed,
+   * then the name is free; one that another live process is removing is waited for.
+   */
+  async #reserveName(record: SandboxRecord, world: { runtime: Runtime; egress: Egress; home: string }): Promise<void> {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const other = await this.store.update((data) => {
+        const same = Object.values(data.sandboxes).filter((r) => r.name === record.name && r.id !== record.id);
+        for (const r of same) {
+          const state = recordState(r);
+          if (state === 'ready') throw new UsageError(`a sandbox named "${record.name}" already exists: pick another --name or remove it first`);
+          if (state === 'creating') throw new UsageError(`a sandbox named "${record.name}" already exists (sbx process ${r.creator?.pid ?? '?'} is creating it): pick another --name`);
+        }
+        const stale = same.find(claimStale);
+        if (stale) return { record: structuredClone(stale), claimed: true };
+        if (same[0]) return { record: same[0], claimed: false };
+        data.sandboxes[record.id] = record;
+        return undefined;
+      });
+      if (!other) return;
+      if (other.claimed) {
+        await removeSandbox(other.record, { ...world, store: this.store }, { claimed: true }).catch((err: RemovalError) => {
+          throw new RemovalError(`the name "${record.name}" is still held by an unfinished sandbox: ${err.message}`, err.sandbox, err.left, { cause: err });
+        });
+        continue;
+      }
+      if (Date.now() > deadline) {
+        throw new RuntimeError(`a sandbox named "${record.name}" is still being removed by another sbx process (pid ${other.record.removing?.by?.pid ?? 'unknown'}): retry once sbx ls no longer lists it`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** Undoes a failed create; resolves with what could not be removed (it stays recorded), if anything. */
+  async #rollbackCreate(record: SandboxRecord, rules: boolean): Promise<RemovalError | undefined> {
+    try {
+      await removeSandbox(record, { ...(await this.#world()), store: this.store }, { recordIfAbsent: true, rules });
+      return undefined;
+    } catch (err) {
+      if (err instanceof RemovalError) return err;
+      return new RemovalError(`could not roll back sandbox ${record.name} (${(err as Error).message})`, { id: record.id, name: record.name }, [], { cause: err });
+    }
+  }
+
+  /**
+   * Rolls back creates whose process is gone (killed mid-create) and retries removals that did not
+   * finish. The gateway does this when it starts; a create meets such a record of its own name.
+   */
+  async reconcileStale(onLine: (line: string) => void = () => {}): Promise<void> {
+    try {
+      await reconcileStale({ ...(await this.#world()), store: this.store }, onLine);
+    } catch (err) {
+      onLine(`could not look for unfinished creates and removals: ${(err as Error).message}`);
+    }
   }
 
   // ---- read -----------------------------------------------------------------------------
@@ -265,12 +326,18 @@ export class Sbx {
 
   /** Read-modify-write of one sandbox's record under the store lock. */
   #updateSandbox<T>(ref: string, change: (r: SandboxRecord) => T): Promise<T> {
-    return this.store.update((data) => change(resolveSandbox(ref, Object.values(data.sandboxes))));
+    return this.store.update((data) => change(this.#notRemoving(resolveSandbox(ref, Object.values(data.sandboxes)))));
+  }
+
+  /** A sandbox whose removal began is not changed (nor brought back): sbx rm finishes it. */
+  #notRemoving(r: SandboxRecord): SandboxRecord {
+    if (r.removing) throw beingRemoved(r);
+    return r;
   }
 
   #info(r: SandboxRecord, c: ContainerSummary | undefined, showToken = false, gw = this.gatewayAddress()): SandboxInfo {
     const names = objectNames(r.id);
-    const status: SandboxStatus = c ? c.state : 'missing';
+    const status: SandboxStatus = r.removing ? 'removing' : c ? c.state : 'missing';
     return {
       id: r.id,
       name: r.name,
@@ -292,6 +359,7 @@ export class Sbx {
       ...(r.maskHost ? { maskHost: r.maskHost } : {}),
       ...(r.expiresAt ? { expiresAt: r.expiresAt } : {}),
       ...(showToken && r.token ? { token: r.token } : {}),
+      ...(r.removing ? { removing: { left: r.removing.left ?? [], ...(r.removing.error ? { error: r.removing.error } : {}) } } : {}),
     };
   }
 
@@ -313,11 +381,35 @@ export class Sbx {
     await reloadGateway(running);
   }
 
+  /** Whether this SBX_HOME's gateway runs, and where (no network call). */
+  async gatewayStatus(): Promise<GatewayStatus> {
+    const { gatewayStatus } = await import('../gateway/state.ts');
+    return gatewayStatus(this.home);
+  }
+
+  /** Stops this SBX_HOME's background gateway; resolves true when one was running. */
+  async stopGateway(): Promise<boolean> {
+    const { stopGateway } = await import('../gateway/daemon.ts');
+    return stopGateway(this.home);
+  }
+
+  /** One HTTP request to a sandbox port through the gateway, with the sandbox's token (sbx fetch). */
+  async fetch(ref: string, port: number | string, options?: FetchOptions): Promise<FetchResponse> {
+    const { fetchThroughGateway } = await import('./through-gateway.ts');
+    return fetchThroughGateway(this, ref, port, options);
+  }
+
+  /** Listens locally and carries each connection to a sandbox port through the gateway (sbx port forward). */
+  async forwardPort(ref: string, port: number | string, options?: ForwardOptions): Promise<Server> {
+    const { forwardPort } = await import('./through-gateway.ts');
+    return forwardPort(this, ref, port, options);
+  }
+
   /** Starts the background gateway of this SBX_HOME unless it runs. */
   async ensureGateway() {
-    const { ensureGateway, stopGateway } = await import('../gateway/daemon.ts');
+    const [{ ensureGateway, stopGateway }, { startGateway }] = await Promise.all([import('../gateway/daemon.ts'), import('./gateway-start.ts')]);
     if (await this.#upstreamChanged()) await stopGateway(this.home);
-    return ensureGateway(this.home);
+    return startGateway(this.home, (home) => ensureGateway(home));
   }
 
   /**
@@ -406,7 +498,7 @@ export class Sbx {
   }
 
   async #updateNetwork(ref: string, policy: NetworkPolicy): Promise<NetworkPolicy> {
-    const record = this.resolve(ref);
+    const record = this.#notRemoving(this.resolve(ref));
     const egress = await this.egress();
     // Kernel first: if it refuses, the store still holds the policy that is in force.
     await egress.apply(record, { policy, changed: true });
@@ -423,7 +515,7 @@ export class Sbx {
    */
   async enforceNetwork(id: string): Promise<void> {
     const record = this.store.sandboxes().find((r) => r.id === id);
-    if (!record || record.creating) return;
+    if (!record || record.creating || record.removing) return;
     const egress = await this.egress();
     await egress.apply(record);
   }
@@ -496,18 +588,14 @@ export class Sbx {
       throw err;
     }
     const runtime = await this.runtime();
-    if (!options.force) {
+    // A sandbox whose removal began is finished without asking again.
+    if (!options.force && !record.removing) {
       const container = await runtime.inspectContainer(objectNames(record.id).container);
       if (container && container.state !== 'stopped') {
         throw new UsageError(`sandbox ${record.name} is ${container.state}: pass --force to remove it anyway`);
       }
     }
-    const removal = removeSandboxObjects(record.id, await this.#world());
-    this.store.warmUp();
-    await removal;
-    await this.store.update((data) => {
-      delete data.sandboxes[record.id];
-    });
+    await removeSandbox(record, { ...(await this.#world()), store: this.store });
     if (record.ports?.length) await this.#routesChanged();
     return { id: record.id, name: record.name, removed: true };
   }

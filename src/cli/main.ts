@@ -8,6 +8,14 @@ const USAGE_CODES = new Set([
 ]);
 
 export async function main(argv: string[] = process.argv): Promise<number> {
+  // A reader that stops early (`sbx ls | head -1`): stop quietly, as tools killed by SIGPIPE do,
+  // not with Node's unhandled "write EPIPE".
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(0);
+      throw err;
+    });
+  }
   let exitCode = 0;
   // "--" ends sbx's own arguments: what follows is the command to run in the sandbox.
   const dd = argv.indexOf('--', 2);
@@ -32,8 +40,23 @@ function report(err: unknown): number {
     // e.g. a bare "sbx image" prints help and lands here.
     return e.exitCode ?? 1;
   }
-  const message = err instanceof Error ? err.message : String(err);
+  const message = err instanceof Error ? systemMessage(err as NodeJS.ErrnoException) ?? err.message : String(err);
   process.stderr.write(`error: ${message.split('\n')[0]}\n`);
+  // What else the user must know (e.g. what a failed create's rollback left behind): a line each.
+  for (const w of (err as { warnings?: unknown }).warnings instanceof Array ? (err as { warnings: string[] }).warnings : []) {
+    process.stderr.write(`warning: ${String(w).split('\n')[0]}\n`);
+  }
   if (process.env.SBX_DEBUG === '1' && err instanceof Error) process.stderr.write(`${err.stack}\n`);
   return typeof e?.exitCode === 'number' ? e.exitCode : 1;
+}
+
+/**
+ * A system error that no sbx code put in its own words (a bug to fix where it arises), said at
+ * least in plain words: `could not mkdir /x: file already exists (EEXIST)`, not Node's
+ * `EEXIST: file already exists, mkdir '/x'`.
+ */
+export function systemMessage(err: NodeJS.ErrnoException): string | undefined {
+  if (typeof err.code !== 'string' || !/^E[A-Z0-9]+$/.test(err.code) || !err.syscall || (err as { exitCode?: unknown }).exitCode !== undefined) return undefined;
+  const what = /^(?:\w+ )?E[A-Z0-9]+: (.*?)(?:, \w+(?: '.*')?)?$/.exec(err.message)?.[1] ?? err.message;
+  return `could not ${err.syscall}${err.path ? ` ${err.path}` : ''}: ${what} (${err.code})`;
 }

@@ -6,7 +6,7 @@ import type { NetworkPolicy } from '../core/network-policy.ts';
 
 export function statusText(io: IO, status: string): string {
   const c = io.color;
-  const paint = { running: c.green, paused: c.yellow, stopped: c.gray, missing: c.red, creating: c.cyan }[status] ?? ((s: string) => s);
+  const paint = { running: c.green, paused: c.yellow, stopped: c.gray, missing: c.red, creating: c.cyan, removing: c.red }[status] ?? ((s: string) => s);
   return paint(status);
 }
 
@@ -51,6 +51,7 @@ export function printSandboxDetails(io: IO, s: SandboxInfo): void {
   if (s.maskHost) pairs.push(['mask-host', s.maskHost]);
   if (s.expiresAt) pairs.push(['expires', s.expiresAt]);
   if (s.token) pairs.push(['token', s.token]);
+  if (s.removing) pairs.push(['left', `${s.removing.left.join(', ')}${s.removing.error ? ` (${s.removing.error})` : ''}: sbx rm ${s.name} retries`]);
   io.details(pairs);
 }
 

@@ -110,6 +110,7 @@ function parseCidr(text: string): { family: 4 | 6; cidr: string } | undefined {
 /** Parses one allowOut/denyOut entry; throws a UsageError naming it otherwise. */
 export function parseDestination(entry: string, list = 'allowOut'): Destination {
   const text = String(entry).trim();
+  if (text === '') throw new UsageError(`invalid ${list} entry "${entry}": it is empty (${ACCEPTED_DEST})`);
   const lower = text.toLowerCase();
   if (lower === 'all' || lower === 'all_traffic') return { kind: 'all' };
   const cidr = parseCidr(text);
@@ -167,6 +168,7 @@ function withPorts(text: string, ports: PortRange | undefined): string {
 /** Parses "443" or "8000-8100"; throws a UsageError naming the entry otherwise. */
 export function parsePortRange(entry: string | number, list = 'allowPorts'): PortRange {
   const text = String(entry).trim();
+  if (text === '') throw new UsageError(`invalid ${list} entry "${entry}": it is empty; accepted: a port 1-65535 or a range like 8000-8100`);
   const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(text);
   const from = m ? Number(m[1]) : NaN;
   const to = m ? Number(m[2] ?? m[1]) : NaN;

@@ -38,13 +38,24 @@ export function parseMemory(value: string | number | undefined): number {
   return bytes;
 }
 
-/** "1.5" -> 1.5 CPUs. Accepts a positive decimal up to 1024. */
+/** Docker refuses a CPU limit below a hundredth of a CPU. */
+export const MIN_CPUS = 0.01;
+
+/** "1.5" -> 1.5 CPUs. Accepts a decimal from 0.01 up to 1024 (checkCpus then holds it to the engine's CPUs). */
 export function parseCpus(value: string | number | undefined): number {
   if (value === undefined) return 0;
   const s = String(value).trim();
   const cpus = /^\d+(\.\d+)?$/.test(s) ? Number(s) : NaN;
-  if (!(cpus > 0 && cpus <= 1024)) {
-    throw new UsageError(`invalid CPU limit "${value}": use a positive number of CPUs such as 0.5, 1 or 1.5`);
+  if (!(cpus >= MIN_CPUS && cpus <= 1024)) {
+    throw new UsageError(`invalid CPU limit "${value}": use a positive number of CPUs such as 0.5, 1 or 1.5 (at least ${MIN_CPUS})`);
+  }
+  return cpus;
+}
+
+/** A CPU limit (parsed) against the engine's CPU count: more than it has is refused in sbx's words. */
+export function checkCpus(cpus: number, engineCpus: number): number {
+  if (engineCpus > 0 && cpus > engineCpus) {
+    throw new UsageError(`invalid --cpus ${cpus}: the Docker engine has ${engineCpus} CPU${engineCpus === 1 ? '' : 's'}, so at most --cpus ${engineCpus}`);
   }
   return cpus;
 }

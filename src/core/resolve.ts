@@ -4,7 +4,8 @@ import type { SandboxRecord } from './sandbox.ts';
 
 export function resolveSandbox(ref: string, records: readonly SandboxRecord[]): SandboxRecord {
   const live = records.filter((r) => !r.creating);
-  const exact = live.find((r) => r.name === ref || r.id === ref);
+  // A name held by a sandbox and by what a failed create left (status removing): the sandbox.
+  const exact = live.find((r) => (r.name === ref && !r.removing) || r.id === ref) ?? live.find((r) => r.name === ref);
   if (exact) return exact;
   const byPrefix = ref.length > 0 ? live.filter((r) => r.id.startsWith(ref)) : [];
   if (byPrefix.length === 1) return byPrefix[0]!;

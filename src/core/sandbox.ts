@@ -2,7 +2,27 @@
 import type { ExposedPort, PortInfo } from './ports.ts';
 import type { NetworkPolicy } from './network-policy.ts';
 
-export type SandboxStatus = 'running' | 'paused' | 'stopped' | 'missing' | 'creating';
+export type SandboxStatus = 'running' | 'paused' | 'stopped' | 'missing' | 'creating' | 'removing';
+
+/**
+ * A process working on a record (a create, a removal): its pid and, where the system tells, its
+ * start time, so that a later process that got the same pid is not taken for it.
+ */
+export interface ProcessRef {
+  pid: number;
+  start?: string;
+}
+
+/** A removal (sbx rm, or the rollback of a failed create) that has begun and not finished. */
+export interface RemovalState {
+  /** When it began (ISO time). */
+  since: string;
+  /** The process removing it now; absent once it gave up: then the reconciler retries. */
+  by?: ProcessRef;
+  /** What the last try could not remove ("network sbx-…"), and why. */
+  left?: string[];
+  error?: string;
+}
 
 /** What the user asked for; the store keeps this, the reconciler makes it real. */
 export interface SandboxRecord {
@@ -23,6 +43,10 @@ export interface SandboxRecord {
   desired: 'running' | 'paused' | 'stopped';
   /** Set while `create` is still making the container; such records are not yet sandboxes. */
   creating?: boolean;
+  /** The process doing the create (while `creating`): once it is gone, the record is stale and rolled back. */
+  creator?: ProcessRef;
+  /** Set once a removal began; kept, with what is left, when it could not finish (see reconcile.ts). */
+  removing?: RemovalState;
   /** Ports routed by the gateway. */
   ports?: ExposedPort[];
   /** The traffic token that private ports require. */
@@ -66,6 +90,8 @@ export interface SandboxInfo {
   network: NetworkPolicy;
   /** Only where asked for (sbx token, create with private ports, inspect --show-token). */
   token?: string;
+  /** status `removing`: what a removal that did not finish left (sbx rm retries), and why. */
+  removing?: { left: string[]; error?: string };
 }
 
 /** Docker object names derive from the id so that two SBX_HOMEs never collide. */

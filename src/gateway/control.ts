@@ -27,7 +27,7 @@ interface Request {
 
 interface Answer {
   value?: unknown;
-  error?: { message: string; exitCode: number };
+  error?: { message: string; exitCode: number; warnings?: string[] };
 }
 
 /** Splits a stream of text into lines. */
@@ -85,7 +85,7 @@ export function createControlServer(sbx: Sbx, gateway: GatewayOps, log: (line: s
       if (req.op !== 'reload' && req.op !== 'health') log(`control: ${req.op} ${req.op === 'create' ? (p.options?.name ?? '(generated name)') : p.ref}`);
       work.then(
         (value) => answer({ value }),
-        (err: SbxError) => answer({ error: { message: err.message, exitCode: typeof err.exitCode === 'number' ? err.exitCode : 1 } }),
+        (err: SbxError) => answer({ error: { message: err.message, exitCode: typeof err.exitCode === 'number' ? err.exitCode : 1, warnings: err.warnings } }),
       );
     });
   });
@@ -115,7 +115,7 @@ export function callDaemon<T>(socketPath: string, op: Operation, payload: Reques
       conn.end();
       try {
         const a = JSON.parse(line) as Answer;
-        if (a.error) reject(errorForExitCode(a.error.exitCode, a.error.message));
+        if (a.error) reject(errorForExitCode(a.error.exitCode, a.error.message, a.error.warnings));
         else resolve(a.value as T);
       } catch {
         reject(new RuntimeError('the sbx daemon gave an answer that is not JSON'));

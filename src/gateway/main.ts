@@ -209,6 +209,7 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
     controlServer.listen(control, () => resolve());
   }).catch(unguard);
   await Promise.all(routes.all().map((r) => enforce(r.id, 'restore')));
+  void sbx.reconcileStale((line) => log(`reconcile: ${line}`)); // creates whose process died, removals that did not finish
   state = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, control, dockerHost: process.env.DOCKER_HOST ?? '', egress: workers.listeners ?? egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}`, egressUser: user.name };
   mkdirSync(home, { recursive: true });
   writeAtomic(files.state, JSON.stringify(state, null, 2) + '\n');

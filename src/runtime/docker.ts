@@ -75,6 +75,20 @@ export class Runtime {
     }
   }
 
+  #cpuCount?: Promise<number>;
+
+  /** How many CPUs the engine has (Docker's info().NCPU), asked once per process. */
+  cpuCount(): Promise<number> {
+    this.#cpuCount ??= this.docker.info().then(
+      (info: { NCPU?: number }) => info.NCPU ?? 0,
+      (err: unknown) => {
+        this.#cpuCount = undefined;
+        throw toRuntimeError(err, 'the Docker engine did not answer');
+      },
+    );
+    return this.#cpuCount;
+  }
+
   // ---- networks -------------------------------------------------------------------------
 
   /** `ipv6`: also give the network sbx's unique-local IPv6 /64 (container start and removal then take longer). */

@@ -31,7 +31,13 @@ export function describeEngine(): string {
 
 export function toRuntimeError(err: unknown, doing: string): RuntimeError {
   const code = (err as EngineError)?.code;
-  if (code === 'ECONNREFUSED' || code === 'ENOENT' || code === 'EACCES') {
+  if (code === 'EACCES' || code === 'EPERM') {
+    return new RuntimeError(
+      `the Docker engine at ${describeEngine()} does not let this user in (${code}): run sbx as root or as a member of the docker group, or set DOCKER_HOST`,
+      { cause: err },
+    );
+  }
+  if (code === 'ECONNREFUSED' || code === 'ENOENT') {
     return new RuntimeError(
       `no Docker engine answers at ${describeEngine()} (${code}): start one with ./scripts/setup or set DOCKER_HOST`,
       { cause: err },

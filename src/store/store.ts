@@ -2,11 +2,18 @@
 // conf (atomically, mode 0600), changed only under a cross-process lock (proper-lockfile) so
 // concurrent sbx processes never lose each other's updates. Reads are a plain parse of that
 // file, and conf and the lock are loaded only to write: `sbx ls` starts faster that way.
-import { mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type Conf from 'conf';
 import type { SandboxRecord } from '../core/sandbox.ts';
 import { RuntimeError } from '../core/errors.ts';
+import { describeHome, homeError, prepareHome } from './home.ts';
+
+/**
+ * How long a store update waits for the lock before it gives up. Updates hold it for
+ * milliseconds; a lock left by a killed process is taken over once it is 10 s old (stale).
+ */
+export const STORE_LOCK_WAIT_MS = 30_000;
 
 export interface StoreData {
   version: 1;
@@ -22,9 +29,12 @@ export class Store {
   readonly path: string;
   readonly #lockPath: string;
 
-  constructor(home: string) {
+  readonly #lockWaitMs: number;
+
+  constructor(home: string, options: { lockWaitMs?: number } = {}) {
     this.home = home;
-    mkdirSync(home, { recursive: true, mode: 0o700 });
+    this.#lockWaitMs = options.lockWaitMs ?? STORE_LOCK_WAIT_MS;
+    prepareHome(home);
     this.path = join(home, 'state.json');
     this.#lockPath = join(home, 'state.lock');
   }
@@ -76,12 +86,18 @@ export class Store {
    * (or mutates it in place); what it returns besides is handed back to the caller.
    */
   async update<T>(change: (data: StoreData) => T | Promise<T>): Promise<T> {
-    const conf = await this.#writer();
+    const conf = await this.#writer().catch((err: unknown) => {
+      throw homeError(this.home, err, 'write the sbx store') ?? err;
+    });
     const release = await this.#lock();
     try {
       const data = this.read();
       const result = await change(data);
-      conf.store = data as unknown as Record<string, unknown>;
+      try {
+        conf.store = data as unknown as Record<string, unknown>;
+      } catch (err) {
+        throw homeError(this.home, err, `write the sbx store ${this.path}`) ?? err;
+      }
       return result;
     } finally {
       await release();
@@ -90,15 +106,26 @@ export class Store {
 
   async #lock(): Promise<() => Promise<void>> {
     const { default: lockfile } = await import('proper-lockfile');
-    try {
-      return await lockfile.lock(this.home, {
-        lockfilePath: this.#lockPath,
-        realpath: false,
-        stale: 10_000,
-        retries: { retries: 200, minTimeout: 5, maxTimeout: 50, factor: 1.3 },
-      });
-    } catch (err) {
-      throw new RuntimeError(`could not lock the sbx store at ${this.#lockPath}: ${(err as Error).message}`, { cause: err });
+    const started = Date.now();
+    for (;;) {
+      try {
+        return await lockfile.lock(this.home, {
+          lockfilePath: this.#lockPath,
+          realpath: false,
+          stale: 10_000,
+          retries: { retries: 20, minTimeout: 5, maxTimeout: 50, factor: 1.3 },
+        });
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException;
+        if (e.code === 'ELOCKED' && Date.now() - started < this.#lockWaitMs) continue;
+        if (e.code === 'ELOCKED') {
+          throw new RuntimeError(
+            `the sbx store of ${describeHome(this.home)} stayed locked by another sbx process for ${Math.round((Date.now() - started) / 1000)}s (lock ${this.#lockPath}): retry; a lock whose process died is taken over after 10s`,
+            { cause: err },
+          );
+        }
+        throw homeError(this.home, err, `lock the sbx store (${this.#lockPath})`) ?? new RuntimeError(`could not lock the sbx store at ${this.#lockPath}: ${e.message}`, { cause: err });
+      }
     }
   }
 }

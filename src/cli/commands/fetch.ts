@@ -1,4 +1,4 @@
-import { createReadStream } from 'node:fs';
+import { createReadStream, openSync } from 'node:fs';
 import { UsageError } from '../../core/errors.ts';
 import type { CommandInput } from '../context.ts';
 
@@ -12,14 +12,23 @@ function parseHeaders(values: string[] = []): Record<string, string> {
   return headers;
 }
 
+/** `-d @FILE`: opened now, so a file that cannot be read is a usage error, not a stream error later. */
+function bodyFile(path: string) {
+  try {
+    return createReadStream('', { fd: openSync(path, 'r') });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new UsageError(`cannot read the request body from ${path} (-d @${path}): ${e.code === 'ENOENT' ? 'no such file' : e.code === 'EACCES' ? 'permission denied' : e.code === 'EISDIR' ? 'it is a directory' : e.message}`);
+  }
+}
+
 export async function run(input: CommandInput): Promise<number> {
   const { opts, io } = input;
   const [ref, port, path] = input.args as [string | undefined, string | undefined, string | undefined];
   if (!ref || !port) throw new UsageError('missing arguments: sbx fetch SANDBOX PORT [PATH]');
   const data = opts.data as string | undefined;
-  const body = data === undefined ? undefined : data === '@-' ? process.stdin : data.startsWith('@') ? createReadStream(data.slice(1)) : data;
-  const { fetchThroughGateway } = await import('../../api/through-gateway.ts');
-  const res = await fetchThroughGateway(await input.sbx(), ref, port, {
+  const body = data === undefined ? undefined : data === '@-' ? process.stdin : data.startsWith('@') ? bodyFile(data.slice(1)) : data;
+  const res = await (await input.sbx()).fetch(ref, port, {
     path: path ?? '/',
     method: (opts.method as string | undefined)?.toUpperCase() ?? (body !== undefined ? 'POST' : 'GET'),
     headers: parseHeaders(opts.header as string[] | undefined),

@@ -1,16 +1,22 @@
 // sbx gateway run|start|stop|status
 import type { CommandInput } from '../context.ts';
+import { exitCodeOf } from '../../core/errors.ts';
 
 export async function run(input: CommandInput): Promise<number | void> {
   const { io, opts } = input;
   const sbx = await input.sbx();
   const verb = input.command.split(' ')[1];
-  const { gatewayStatus } = await import('../../gateway/state.ts');
   if (verb === 'run') {
+    // The daemon itself: the one command that is not a call of the library's API.
     const { runGateway } = await import('../../gateway/main.ts');
     const { Sbx } = await import('../../api/sbx.ts');
     // The daemon does the work itself (it is where others delegate to).
-    const gw = await runGateway(new Sbx({ home: sbx.home, delegate: false }));
+    const gw = await runGateway(new Sbx({ home: sbx.home, delegate: false })).catch((err: unknown) => {
+      // A start that failed half-way may leave a handle open (the store watch): end the process
+      // once main has reported the error, or whoever started it waits its whole timeout for it.
+      setTimeout(() => process.exit(exitCodeOf(err)), 200).unref();
+      throw err;
+    });
     io.info(`sbx gateway on http://${gw.state.host}:${gw.state.port} (*.${gw.state.domain}); Ctrl-C stops it`);
     await new Promise<void>((resolve) => {
       // Not once(): the store's atomic writes hook the same signals and raise them again after
@@ -24,14 +30,13 @@ export async function run(input: CommandInput): Promise<number | void> {
   }
   if (verb === 'start') await sbx.ensureGateway();
   if (verb === 'stop') {
-    const { stopGateway } = await import('../../gateway/daemon.ts');
-    const wasRunning = await stopGateway(sbx.home);
+    const wasRunning = await sbx.stopGateway();
     if (!opts.json) {
       if (io.isTTY) io.success(wasRunning ? 'Gateway stopped' : 'The gateway was not running');
       return;
     }
   }
-  const status = gatewayStatus(sbx.home);
+  const status = await sbx.gatewayStatus();
   if (opts.json) return io.json(status);
   if (!status.running) {
     io.out(io.isTTY ? 'gateway: not running (sbx gateway start)' : 'stopped');

@@ -9,13 +9,29 @@ import { networkPairs } from '../render.ts';
 /**
  * Repeated flags, with commas splitting too ("--allow-out a.com,b.com"); "@FILE" reads entries from
  * a file (one per line or comma-separated, # comments), "@-" from stdin: lists of any length.
+ * Blank lines of a file are skipped; an empty value or an empty entry between commas is a mistake
+ * (a variable that expanded to nothing, a doubled comma) and is refused, naming the flag.
  */
-function list(value: unknown): string[] {
-  return ((value as string[] | undefined) ?? [])
-    .flatMap((v) => (v.startsWith('@') ? readEntries(v.slice(1)) : [v]))
-    .flatMap((v) => v.split(','))
-    .map((v) => v.trim())
-    .filter(Boolean);
+function list(value: unknown, flag: string): string[] {
+  const entries: string[] = [];
+  for (const raw of (value as string[] | undefined) ?? []) {
+    if (raw.trim() === '') throw new UsageError(`${flag} was given an empty value: name an entry, or leave ${flag} out`);
+    if (raw.startsWith('@')) {
+      const source = raw === '@-' ? 'stdin' : raw.slice(1);
+      readEntries(raw.slice(1)).forEach((line, i) => {
+        if (line.trim() !== '') entries.push(...split(line, `${flag} ${source} line ${i + 1}`));
+      });
+    } else {
+      entries.push(...split(raw, flag));
+    }
+  }
+  return entries;
+}
+
+function split(text: string, where: string): string[] {
+  const parts = text.split(',').map((v) => v.trim());
+  if (parts.some((p) => p === '')) throw new UsageError(`empty entry in ${where} "${text.trim()}": remove the extra comma`);
+  return parts;
 }
 
 function readEntries(path: string): string[] {
@@ -31,10 +47,10 @@ function readEntries(path: string): string[] {
 export function policyInputFromOptions(opts: Record<string, unknown>, mode?: string): NetworkPolicyInput {
   return {
     mode: mode ?? (opts.mode as string | undefined),
-    allowOut: list(opts.allowOut),
-    denyOut: list(opts.denyOut),
-    allowPorts: list(opts.allowPort),
-    denyPorts: list(opts.denyPort),
+    allowOut: list(opts.allowOut, '--allow-out'),
+    denyOut: list(opts.denyOut, '--deny-out'),
+    allowPorts: list(opts.allowPort, '--allow-port'),
+    denyPorts: list(opts.denyPort, '--deny-port'),
   };
 }
 

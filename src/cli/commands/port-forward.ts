@@ -18,8 +18,7 @@ export async function run(input: CommandInput): Promise<number> {
   const port = parsePort(input.args[1] as string);
   const local = parseLocal(input.opts.local as string | undefined, port);
   const sbx = await input.sbx();
-  const { forwardPort } = await import('../../api/through-gateway.ts');
-  const server = await forwardPort(sbx, ref, port, { host: local.host, localPort: local.port, onError: (m) => input.io.info(`error: ${m}`) });
+  const server = await sbx.forwardPort(ref, port, { host: local.host, localPort: local.port, onError: (m) => input.io.info(`error: ${m}`) });
   const addr = server.address();
   const shown = typeof addr === 'object' && addr ? `${addr.address}:${addr.port}` : String(addr);
   // The listening line goes to stdout so scripts can read the chosen port.
