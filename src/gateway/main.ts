@@ -14,6 +14,7 @@ import { Targets } from './targets.ts';
 import { createControlServer, type GatewayOps } from './control.ts';
 import { FastPath } from './fastpath.ts';
 import { findNginx, workerRunDir } from './nginx.ts';
+import { portInUse } from './port-owner.ts';
 import { groupName } from '../net/gateway-account.ts';
 import { EgressSupervisor } from './egress-supervisor.ts';
 import { parserUser } from './egress-user.ts';
@@ -114,6 +115,7 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
   /** nginx workers' own directory (when they do not run as root), removed when the gateway stops. */
   let sharedRunDir: string | undefined;
   const unguard = async (err: unknown): Promise<never> => {
+    routes.close(); // its file watch would keep the failed process alive
     await workers.close();
     await removeListenerGuard(home).catch(() => {});
     if (sharedRunDir) rmSync(sharedRunDir, { recursive: true, force: true });
@@ -138,7 +140,7 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
   const listen = (...args: unknown[]) =>
     new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
-        reject(new RuntimeError(err.code === 'EADDRINUSE' ? `port ${settings.port} on ${settings.host} is in use: set SBX_GATEWAY_PORT to a free port (0 picks one)` : `the gateway cannot listen: ${err.message}`)),
+        reject(new RuntimeError(err.code === 'EADDRINUSE' ? portInUse(settings.host, settings.port) : `the gateway cannot listen: ${err.message}`)),
       );
       (server.listen as (...a: unknown[]) => void)(...args, () => resolve());
     });
@@ -169,7 +171,7 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
       }
     }
     try {
-      fastPath = await FastPath.start({ nginxBin, runDir: files.run, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, runtime });
+      fastPath = await FastPath.start({ nginxBin, runDir: files.run, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, runtime }, log);
     } catch (err) {
       server.close();
       return unguard(err);
@@ -270,5 +272,12 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
       }
       log('gateway stopped');
     })());
+  // nginx gone (killed, crashed): this gateway cannot serve its port any more, so it says so and stops.
+  if (fastPath) {
+    fastPath.onExit = (why) => {
+      log(`${why}: the gateway stops`);
+      void close().then(() => process.exit(1));
+    };
+  }
   return { state, close };
 }
