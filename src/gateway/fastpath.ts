@@ -114,6 +114,11 @@ export class FastPath {
     return this.#nginx.stop();
   }
 
+  /** Does nginx route this port of this sandbox straight to it (as of the last sync)? */
+  routesDirectly(id: string, port: number): boolean {
+    return this.#lastRoutes.has(`sbx_${id}_${port}`);
+  }
+
   async #syncOnce(): Promise<void> {
     const { routes, make } = await this.#render();
     const probe = make(0);

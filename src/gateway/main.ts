@@ -34,6 +34,9 @@ function writeAtomic(path: string, text: string): void {
   renameSync(tmp, path);
 }
 
+/** Docker events that change whether a sandbox runs (its pooled connections are dropped then). */
+const STATE_ACTIONS = new Set(['start', 'restart', 'pause', 'unpause', 'die', 'stop', 'kill', 'destroy', 'oom']);
+
 const log = (line: string) => process.stdout.write(`${new Date().toISOString()} ${line}\n`);
 
 function msFromEnv(name: string, fallback: number): number {
@@ -122,7 +125,7 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
     throw err;
   };
 
-  const server = createGatewayServer({ domain: settings.domain, routes, targets, upstreamTimeoutMs, log });
+  const server = createGatewayServer({ domain: settings.domain, routes, targets, upstreamTimeoutMs, log, routedDirectly: (id, port) => fastPath?.routesDirectly(id, port) ?? false });
   // On the control socket only (see control.ts): web pages cannot reach it.
   const gatewayOps: GatewayOps = {
     health: () => ({ ok: true, pid: process.pid, engine, domain: settings.domain, startedAt, sandboxes: routes.all().length, egressPid: workers.pid }),
@@ -224,7 +227,8 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
     // The start that follows this process's own apply (create, start) has its rules in force.
     if (action === 'start' && !egress.takeFreshApply(id, 3000)) void enforce(id, 'repair');
     void workers.update({ invalidate: true });
-    targets.invalidate(id);
+    if (STATE_ACTIONS.has(action)) targets.stateChanged(id);
+    else targets.invalidate(id);
     relays.stop(id);
     syncRoutes().catch((err) => log(`could not update routes: ${(err as Error).message}`));
   });

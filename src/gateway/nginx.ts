@@ -69,13 +69,16 @@ export class NginxFrontend {
     writeFileSync(this.#configPath, config, { mode: 0o600 });
     const args = ['-p', `${this.#runDir}/`, '-e', join(this.#runDir, 'nginx-error.log'), '-c', this.#configPath];
     // SIGTERM to nginx when the gateway dies, however it dies (kill -9 included).
-    const child = SETPRIV ? spawn(SETPRIV, ['--pdeathsig', 'TERM', '--', this.#bin, ...args], { stdio: ['ignore', 'ignore', 'pipe'] }) : spawn(this.#bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    // Its own process group (nginx's pid), so that workers a master killed outright left are found.
+    const options = { stdio: ['ignore', 'ignore', 'pipe'] as ['ignore', 'ignore', 'pipe'], detached: true };
+    const child = SETPRIV ? spawn(SETPRIV, ['--pdeathsig', 'TERM', '--', this.#bin, ...args], options) : spawn(this.#bin, args, options);
     this.#child = child;
     child.stderr!.on('data', (d) => (this.#stderr = (this.#stderr + d).slice(-2000)));
     let started = false;
     const exited = new Promise<never>((_, reject) =>
       child.once('exit', (code, signal) => {
         const why = `nginx exited (${code ?? signal}): ${this.#stderr.trim().split('\n').pop() ?? ''}`;
+        killGroup(child.pid!); // its workers, when the master was killed outright
         if (started && !this.#stopping) this.onExit?.(why);
         reject(new RuntimeError(why));
       }),
@@ -136,6 +139,12 @@ export class NginxFrontend {
     const answer = await askGateway({ host: this.#host, port: this.#port, hostHeader: CONTROL_HOST, path: '/_sbx/config-version', timeoutMs: 1000 });
     return answer?.status === 200 ? answer.body.trim() : undefined;
   }
+}
+
+function killGroup(pgid: number): void {
+  try {
+    process.kill(-pgid, 'SIGKILL');
+  } catch {}
 }
 
 /** The worker processes of an nginx master (Linux /proc). */

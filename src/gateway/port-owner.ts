@@ -108,11 +108,35 @@ export function portInUse(host: string, port: number): string {
  * Ends an nginx this home's gateway left running (killed outright, its pid file still there), once
  * its command line shows it is that nginx. Resolves with its pid when there was one.
  */
+/** Processes of process group `pgid` (Linux /proc). */
+function groupMembers(pgid: number): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = read(`/proc/${name}/stat`);
+    if (!stat) continue;
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(fields[2]) === pgid && fields[0] !== 'Z') out.push(Number(name));
+  }
+  return out;
+}
+
 export async function endStaleNginx(runDir: string): Promise<number | undefined> {
   const pid = Number((read(`${runDir}/nginx.pid`) ?? '').trim());
   if (!(pid > 1)) return undefined;
   const cmd = cmdline(pid);
-  if (!cmd || nginxRunDir(cmd) !== runDir.replace(/\/+$/, '')) return undefined;
+  if (!cmd) {
+    // The master is gone (killed outright) but its workers may remain, in its process group.
+    const orphans = groupMembers(pid);
+    if (orphans.length && orphans.every((p) => /^nginx: worker process/.test(cmdline(p) ?? ''))) {
+      try {
+        process.kill(-pid, 'SIGKILL');
+      } catch {}
+      return pid;
+    }
+    return undefined;
+  }
+  if (nginxRunDir(cmd) !== runDir.replace(/\/+$/, '')) return undefined;
   const gone = () => {
     const stat = read(`/proc/${pid}/stat`);
     return !stat || stat.slice(stat.lastIndexOf(')') + 2)[0] === 'Z';

@@ -43,6 +43,32 @@ export class Targets {
     this.#cache.delete(id);
   }
 
+  readonly #stateListeners: ((id: string) => void)[] = [];
+
+  /** `fn(id)` when a sandbox's state changes or is found asleep: connections pooled to it must go. */
+  onStateChange(fn: (id: string) => void): void {
+    this.#stateListeners.push(fn);
+  }
+
+  /** The sandbox was paused, resumed, stopped or started (a Docker event). */
+  stateChanged(id: string): void {
+    this.#cache.delete(id);
+    for (const fn of this.#stateListeners) fn(id);
+  }
+
+  /**
+   * Before a request reuses a pooled connection: the sandbox's state decides (the cache, filled
+   * from Docker and dropped on its events and on every reload), not a failed connect, since a
+   * connection into a paused sandbox neither fails nor answers. Asleep: its pooled connections
+   * are dropped and it is woken.
+   */
+  async awake(record: SandboxRecord): Promise<void> {
+    const t = this.#cache.get(record.id) ?? (await this.#inspect(record));
+    if (t.state === 'running') return;
+    for (const fn of this.#stateListeners) fn(record.id);
+    await this.#wake(record);
+  }
+
   /** After sbx changed something (it tells the gateway): look at every sandbox afresh. */
   invalidateAll(): void {
     this.#cache.clear();

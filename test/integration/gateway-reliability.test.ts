@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { eventually, run, sleep, World } from '../helpers.ts';
+import { curl, eventually, run, sleep, World } from '../helpers.ts';
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -97,6 +97,17 @@ describe('nginx does not outlive its gateway', () => {
     assert.notEqual(masters[0], nginx);
   });
 
+  test('a gateway whose nginx dies stops (it cannot serve its port any more), and starts again', async () => {
+    const [a] = await twoWorlds();
+    assert.equal((await a.sbx(['gateway', 'start'])).code, 0);
+    const gw = JSON.parse(readFileSync(join(a.home, 'gateway.json'), 'utf8')).pid;
+    process.kill(Number(readFileSync(join(a.home, 'run', 'nginx.pid'), 'utf8')), 'SIGKILL');
+    await eventually(async () => !alive(gw), 'the gateway to stop', 5000);
+    assert.equal(existsSync(join(a.home, 'gateway.json')), false);
+    assert.match(readFileSync(join(a.home, 'gateway.log'), 'utf8'), /nginx exited .*: the gateway stops/);
+    assert.equal((await a.sbx(['gateway', 'start'])).code, 0);
+  });
+
   test("a stale nginx of a home: that home's next gateway ends it; another home's names it", async () => {
     const [a, b, port] = await twoWorlds();
     assert.equal((await a.sbx(['gateway', 'start'])).code, 0);
@@ -120,4 +131,36 @@ describe('nginx does not outlive its gateway', () => {
     await sleep(100);
     assert.equal(alive(child.pid!), false, 'the stale nginx was ended');
   });
+});
+
+describe('a paused sandbox whose server keeps connections alive wakes on the next request', () => {
+  const w = new World();
+  worlds.push(w);
+  for (const access of ['private', 'public'] as const) {
+    test(`${access} port (${access === 'private' ? 'the Node gateway' : "nginx's fast path"}): request, pause, request -> 200 at once`, async () => {
+      const name = `ka-${access}`;
+      const port = access === 'private' ? 8000 : 8001;
+      const box = await w.json(['create', '--name', name, '-p', String(port), ...(access === 'private' ? ['--private'] : [])]);
+      await w.put(name, 'keepalive_server.py', '/srv/ka.py');
+      await w.sbx(['exec', '-d', name, '--', 'python3', '/srv/ka.py', String(port)]);
+      const headers = access === 'private' ? ['-H', `x-sbx-traffic-token: ${box.token}`] : [];
+      const url = box.ports[0].url;
+      if (access === 'private') {
+        // Listening, as seen from inside (the gateway's first request is the one below).
+        const probe = `import socket; socket.create_connection(("127.0.0.1", ${port}), 1)`;
+        await eventually(async () => (await w.sbx(['exec', name, '--', 'python3', '-c', probe])).code === 0, 'the server');
+      } else {
+        // Through the gateway while the server starts: nginx falls back to the Node gateway,
+        // which then holds a connection too (the server serves one at a time).
+        await eventually(async () => (await curl(['--max-time', '5', ...headers, url])).status === 200, 'the server');
+      }
+      assert.equal((await curl([...headers, url])).status, 200); // the gateway keeps that connection
+      await w.json(['pause', name]);
+      const t0 = Date.now();
+      const r = await curl(['--max-time', '10', ...headers, url]);
+      assert.equal(r.status, 200, `${r.status} ${r.body}`);
+      assert.ok(Date.now() - t0 < 3000, `answered in ${Date.now() - t0} ms`);
+      assert.equal((await w.json(['inspect', name])).status, 'running');
+    });
+  }
 });
