@@ -41,16 +41,20 @@ const stale: number[] = [];
 after(async () => {
   for (const pid of stale) {
     try {
-      process.kill(pid, 'SIGKILL');
+      process.kill(-pid, 'SIGKILL'); // detached: its own process group, workers included
     } catch {}
   }
   for (const w of worlds) {
+    await w.cleanup();
+    // Whatever nginx is left (a failed test): the master and its workers (its process group).
     for (const pid of await nginxOf(w.home)) {
+      try {
+        process.kill(-pid, 'SIGKILL');
+      } catch {}
       try {
         process.kill(pid, 'SIGKILL');
       } catch {}
     }
-    await w.cleanup();
   }
 });
 
