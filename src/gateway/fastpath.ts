@@ -15,6 +15,8 @@ import { endStaleNginx, portInUse } from './port-owner.ts';
 export interface FastPathOptions {
   nginxBin: string;
   runDir: string;
+  /** The SBX_HOME whose sandboxes these are (their containers are listed by its label). */
+  home: string;
   host: string;
   /** 0 picks a free port. */
   port: number;
@@ -135,10 +137,12 @@ export class FastPath {
   async #render(): Promise<{ routes: Map<string, string>; make: (version: number) => string }> {
     const o = this.#o;
     const direct: DirectRoute[] = [];
-    for (const r of o.routes.all()) {
+    const records = o.routes.all().filter((r) => (r.ports ?? []).some((p) => p.public));
+    // One list call for every sandbox of the home (not an inspect per sandbox).
+    const containers = records.length ? await o.runtime.listSandboxContainers(o.home) : new Map();
+    for (const r of records) {
       const open = (r.ports ?? []).filter((p) => p.public);
-      if (open.length === 0) continue;
-      const c = await o.runtime.inspectContainer(objectNames(r.id).container);
+      const c = containers.get(objectNames(r.id).container);
       if (!c || c.state !== 'running' || !c.ip) continue;
       for (const p of open) {
         direct.push({

@@ -174,7 +174,7 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
       }
     }
     try {
-      fastPath = await FastPath.start({ nginxBin, runDir: files.run, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, runtime }, log);
+      fastPath = await FastPath.start({ nginxBin, runDir: files.run, home, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, runtime }, log);
     } catch (err) {
       server.close();
       return unguard(err);
