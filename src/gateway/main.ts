@@ -70,7 +70,7 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
   const egress = await sbx.egress();
   /** A sandbox's policy as judged now, by its id only (the worker names sandboxes by id). */
   const policyOf = (id: string) => {
-    const r = routes.find(id);
+    const r = routes.findOrRead(id);
     return r?.id === id ? egress.judgedBy(id, r.network) : undefined;
   };
   const judged = () => new Map<string, NetworkPolicy>(routes.all().map((r) => [r.id, egress.judgedBy(r.id, r.network).policy]));
@@ -131,7 +131,7 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
     health: () => ({ ok: true, pid: process.pid, engine, domain: settings.domain, startedAt, sandboxes: routes.all().length, egressPid: workers.pid }),
     reload: async () => {
       targets.invalidateAll();
-      routes.invalidate();
+      await routes.refresh();
       // The worker judges by the new policies and has cut what they deny before this resolves.
       await workers.update({ invalidate: true, recheck: true });
       return syncRoutes().catch((err) => {
