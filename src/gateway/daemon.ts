@@ -1,7 +1,7 @@
 // Starting and stopping the background gateway: one per SBX_HOME, with its pid, address and log
 // in SBX_HOME. Commands that need the gateway call ensureGateway().
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
 import { gatewayFiles, gatewaySettings, type GatewayState } from './settings.ts';
@@ -53,6 +53,7 @@ export async function ensureGateway(home: string, timeoutMs = 10_000): Promise<G
     const again = runningGateway(home);
     if (again) return again;
     gatewaySettings(); // validate the environment before forking
+    const logStart = existsSync(files.log) ? statSync(files.log).size : 0;
     const out = openSync(files.log, 'a');
     const child = spawn(process.execPath, [cliEntry(), 'gateway', 'run'], {
       detached: true,
@@ -68,7 +69,10 @@ export async function ensureGateway(home: string, timeoutMs = 10_000): Promise<G
       if (child.exitCode !== null || !alive(child.pid!)) break;
       await new Promise((r) => setTimeout(r, 25));
     }
-    const tail = existsSync(files.log) ? readFileSync(files.log, 'utf8').trim().split('\n').slice(-3).join(' | ') : '';
+    // What this start wrote: its own `error: ...` line says why, else the last lines.
+    const written = existsSync(files.log) ? readFileSync(files.log).subarray(logStart).toString('utf8').trim().split('\n') : [];
+    const error = written.filter((l) => l.startsWith('error: ')).pop()?.slice('error: '.length);
+    const tail = error ?? written.slice(-3).join(' | ');
     try {
       process.kill(child.pid!, 'SIGTERM');
     } catch {}

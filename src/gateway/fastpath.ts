@@ -10,10 +10,13 @@ import type { Runtime } from '../runtime/docker.ts';
 import { renderNginxConfig, type DirectRoute } from './nginx-config.ts';
 import { NginxFrontend } from './nginx.ts';
 import type { RouteTable } from './routes.ts';
+import { endStaleNginx, portInUse } from './port-owner.ts';
 
 export interface FastPathOptions {
   nginxBin: string;
   runDir: string;
+  /** The SBX_HOME whose sandboxes these are (their containers are listed by its label). */
+  home: string;
   host: string;
   /** 0 picks a free port. */
   port: number;
@@ -27,6 +30,15 @@ export interface FastPathOptions {
   upstreamTimeoutMs: number;
   routes: RouteTable;
   runtime: Runtime;
+}
+
+/** Resolves false when `port` on `host` is taken (by anyone, on any address that covers it). */
+function canBind(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once('error', () => resolve(false));
+    s.listen({ port, host, exclusive: true }, () => s.close(() => resolve(true)));
+  });
 }
 
 /** A free TCP port on `host` (nginx cannot report the port it was given with 0). */
@@ -58,7 +70,16 @@ export class FastPath {
     this.#nginx = new NginxFrontend(o.nginxBin, o.runDir, o.host, port, o.tempDir);
   }
 
-  static async start(o: FastPathOptions): Promise<FastPath> {
+  /** Called when nginx exits on its own: the gateway cannot serve any more. */
+  set onExit(fn: (why: string) => void) {
+    this.#nginx.onExit = fn;
+  }
+
+  static async start(o: FastPathOptions, log?: (line: string) => void): Promise<FastPath> {
+    // An nginx this home's gateway left behind (killed outright) would hold the port: ended first.
+    const stale = await endStaleNginx(o.runDir);
+    if (stale) log?.(`nginx: ended a stale nginx (pid ${stale}) left by an earlier gateway of this home`);
+    if (o.port && !(await canBind(o.host, o.port))) throw new RuntimeError(portInUse(o.host, o.port));
     const fp = new FastPath(o, o.port || (await freePort(o.host)));
     const first = await fp.#render();
     fp.#lastConfig = first.make(0);
@@ -67,7 +88,7 @@ export class FastPath {
       await fp.#nginx.start(first.make(fp.#version), fp.#version);
     } catch (err) {
       const msg = (err as Error).message;
-      throw new RuntimeError(/in use|bind/.test(msg) ? `port ${fp.port} on ${o.host} is in use: set SBX_GATEWAY_PORT to a free port (0 picks one)` : `the gateway's nginx did not start: ${msg}`);
+      throw new RuntimeError(/in use|bind/.test(msg) ? portInUse(o.host, fp.port) : `the gateway's nginx did not start: ${msg}`);
     }
     return fp;
   }
@@ -95,6 +116,11 @@ export class FastPath {
     return this.#nginx.stop();
   }
 
+  /** Does nginx route this port of this sandbox straight to it (as of the last sync)? */
+  routesDirectly(id: string, port: number): boolean {
+    return this.#lastRoutes.has(`sbx_${id}_${port}`);
+  }
+
   async #syncOnce(): Promise<void> {
     const { routes, make } = await this.#render();
     const probe = make(0);
@@ -111,10 +137,12 @@ export class FastPath {
   async #render(): Promise<{ routes: Map<string, string>; make: (version: number) => string }> {
     const o = this.#o;
     const direct: DirectRoute[] = [];
-    for (const r of o.routes.all()) {
+    const records = o.routes.all().filter((r) => (r.ports ?? []).some((p) => p.public));
+    // One list call for every sandbox of the home (not an inspect per sandbox).
+    const containers = records.length ? await o.runtime.listSandboxContainers(o.home) : new Map();
+    for (const r of records) {
       const open = (r.ports ?? []).filter((p) => p.public);
-      if (open.length === 0) continue;
-      const c = await o.runtime.inspectContainer(objectNames(r.id).container);
+      const c = containers.get(objectNames(r.id).container);
       if (!c || c.state !== 'running' || !c.ip) continue;
       for (const p of open) {
         direct.push({
@@ -130,7 +158,7 @@ export class FastPath {
     const user = o.workerUser ?? (process.getuid?.() === 0 ? 'root' : undefined);
     const routes = new Map(direct.map((d) => [d.name, `${d.address} ${d.hostHeader ?? ''}`]));
     const make = (version: number) =>
-      renderNginxConfig({ listenHost: o.host, listenPort: this.port, nodeSocket: o.nodeSocket, runDir: o.runDir, tempDir: o.tempDir, routes: direct, version, upstreamTimeoutMs: o.upstreamTimeoutMs, user });
+      renderNginxConfig({ listenHost: o.host, listenPort: this.port, nodeSocket: o.nodeSocket, runDir: o.runDir, tempDir: o.tempDir, routes: direct, version, instance: this.#nginx.instance, upstreamTimeoutMs: o.upstreamTimeoutMs, user });
     return { routes, make };
   }
 }

@@ -14,6 +14,7 @@ import { Targets } from './targets.ts';
 import { createControlServer, type GatewayOps } from './control.ts';
 import { FastPath } from './fastpath.ts';
 import { findNginx, workerRunDir } from './nginx.ts';
+import { portInUse } from './port-owner.ts';
 import { groupName } from '../net/gateway-account.ts';
 import { EgressSupervisor } from './egress-supervisor.ts';
 import { parserUser } from './egress-user.ts';
@@ -32,6 +33,9 @@ function writeAtomic(path: string, text: string): void {
   writeFileSync(tmp, text, { mode: 0o600 });
   renameSync(tmp, path);
 }
+
+/** Docker events that change whether a sandbox runs (its pooled connections are dropped then). */
+const STATE_ACTIONS = new Set(['start', 'restart', 'pause', 'unpause', 'die', 'stop', 'kill', 'destroy', 'oom']);
 
 const log = (line: string) => process.stdout.write(`${new Date().toISOString()} ${line}\n`);
 
@@ -66,7 +70,7 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
   const egress = await sbx.egress();
   /** A sandbox's policy as judged now, by its id only (the worker names sandboxes by id). */
   const policyOf = (id: string) => {
-    const r = routes.find(id);
+    const r = routes.findOrRead(id);
     return r?.id === id ? egress.judgedBy(id, r.network) : undefined;
   };
   const judged = () => new Map<string, NetworkPolicy>(routes.all().map((r) => [r.id, egress.judgedBy(r.id, r.network).policy]));
@@ -114,19 +118,20 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
   /** nginx workers' own directory (when they do not run as root), removed when the gateway stops. */
   let sharedRunDir: string | undefined;
   const unguard = async (err: unknown): Promise<never> => {
+    routes.close(); // its file watch would keep the failed process alive
     await workers.close();
     await removeListenerGuard(home).catch(() => {});
     if (sharedRunDir) rmSync(sharedRunDir, { recursive: true, force: true });
     throw err;
   };
 
-  const server = createGatewayServer({ domain: settings.domain, routes, targets, upstreamTimeoutMs, log });
+  const server = createGatewayServer({ domain: settings.domain, routes, targets, upstreamTimeoutMs, log, routedDirectly: (id, port) => fastPath?.routesDirectly(id, port) ?? false });
   // On the control socket only (see control.ts): web pages cannot reach it.
   const gatewayOps: GatewayOps = {
     health: () => ({ ok: true, pid: process.pid, engine, domain: settings.domain, startedAt, sandboxes: routes.all().length, egressPid: workers.pid }),
     reload: async () => {
       targets.invalidateAll();
-      routes.invalidate();
+      await routes.refresh();
       // The worker judges by the new policies and has cut what they deny before this resolves.
       await workers.update({ invalidate: true, recheck: true });
       return syncRoutes().catch((err) => {
@@ -138,7 +143,7 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
   const listen = (...args: unknown[]) =>
     new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
-        reject(new RuntimeError(err.code === 'EADDRINUSE' ? `port ${settings.port} on ${settings.host} is in use: set SBX_GATEWAY_PORT to a free port (0 picks one)` : `the gateway cannot listen: ${err.message}`)),
+        reject(new RuntimeError(err.code === 'EADDRINUSE' ? portInUse(settings.host, settings.port) : `the gateway cannot listen: ${err.message}`)),
       );
       (server.listen as (...a: unknown[]) => void)(...args, () => resolve());
     });
@@ -169,7 +174,7 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
       }
     }
     try {
-      fastPath = await FastPath.start({ nginxBin, runDir: files.run, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, runtime });
+      fastPath = await FastPath.start({ nginxBin, runDir: files.run, home, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, runtime }, log);
     } catch (err) {
       server.close();
       return unguard(err);
@@ -223,7 +228,8 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
     // The start that follows this process's own apply (create, start) has its rules in force.
     if (action === 'start' && !egress.takeFreshApply(id, 3000)) void enforce(id, 'repair');
     void workers.update({ invalidate: true });
-    targets.invalidate(id);
+    if (STATE_ACTIONS.has(action)) targets.stateChanged(id);
+    else targets.invalidate(id);
     relays.stop(id);
     syncRoutes().catch((err) => log(`could not update routes: ${(err as Error).message}`));
   });
@@ -271,5 +277,12 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
       }
       log('gateway stopped');
     })());
+  // nginx gone (killed, crashed): this gateway cannot serve its port any more, so it says so and stops.
+  if (fastPath) {
+    fastPath.onExit = (why) => {
+      log(`${why}: the gateway stops`);
+      void close().then(() => process.exit(1));
+    };
+  }
   return { state, close };
 }

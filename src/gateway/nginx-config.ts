@@ -30,6 +30,8 @@ export interface NginxConfigInput {
   routes: DirectRoute[];
   /** Increases with every change; answered on /_sbx/config-version so reloads can be awaited. */
   version: number;
+  /** This nginx's start token, answered after the version ("<version> <instance>"). */
+  instance?: string;
   upstreamTimeoutMs: number;
   /** Run workers as this user (and group), when started as root: `root`, or `sbx-gateway sbx-gateway`. */
   user?: string;
@@ -125,7 +127,7 @@ ${upstreams}
   server {
     listen ${listen};
     server_name ${CONTROL_HOST};
-    location = /_sbx/config-version { return 200 "${c.version}"; }
+    location = /_sbx/config-version { return 200 "${c.version}${c.instance ? ` ${c.instance}` : ''}"; }
   }
 
   server {

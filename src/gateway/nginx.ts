@@ -1,7 +1,7 @@
 // Runs nginx as the gateway's fast path (see nginx-config.ts): started and reloaded by the Node
 // gateway, which waits after each reload until nginx's workers serve the new configuration.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
@@ -32,7 +32,18 @@ export function workerRunDir(home: string, gid: number, root = WORKER_RUN_ROOT):
   return dir;
 }
 
+/** util-linux's setpriv, to give nginx a parent-death signal: it must not outlive its gateway. */
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
+
 export class NginxFrontend {
+  /**
+   * Random per start, answered with the configuration version: a probe that gets it back reached
+   * this gateway's nginx, not one of another gateway on the same port.
+   */
+  readonly instance = randomBytes(9).toString('hex');
+  /** Called when nginx exits on its own after it started (not by stop()). */
+  onExit?: (why: string) => void;
+  #stopping = false;
   readonly #bin: string;
   readonly #runDir: string;
   readonly #host: string;
@@ -56,14 +67,30 @@ export class NginxFrontend {
 
   async start(config: string, version: number): Promise<void> {
     writeFileSync(this.#configPath, config, { mode: 0o600 });
-    const child = spawn(this.#bin, ['-p', `${this.#runDir}/`, '-e', join(this.#runDir, 'nginx-error.log'), '-c', this.#configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const args = ['-p', `${this.#runDir}/`, '-e', join(this.#runDir, 'nginx-error.log'), '-c', this.#configPath];
+    // SIGTERM to nginx when the gateway dies, however it dies (kill -9 included).
+    // Its own process group (nginx's pid), so that workers a master killed outright left are found.
+    const options = { stdio: ['ignore', 'ignore', 'pipe'] as ['ignore', 'ignore', 'pipe'], detached: true };
+    const child = SETPRIV ? spawn(SETPRIV, ['--pdeathsig', 'TERM', '--', this.#bin, ...args], options) : spawn(this.#bin, args, options);
     this.#child = child;
     child.stderr!.on('data', (d) => (this.#stderr = (this.#stderr + d).slice(-2000)));
+    let started = false;
     const exited = new Promise<never>((_, reject) =>
-      child.once('exit', (code) => reject(new RuntimeError(`nginx exited (${code}): ${this.#stderr.trim().split('\n').pop() ?? ''}`))),
+      child.once('exit', (code, signal) => {
+        const why = `nginx exited (${code ?? signal}): ${this.#stderr.trim().split('\n').pop() ?? ''}`;
+        killGroup(child.pid!); // its workers, when the master was killed outright
+        if (started && !this.#stopping) this.onExit?.(why);
+        reject(new RuntimeError(why));
+      }),
     );
     exited.catch(() => {});
-    await Promise.race([this.#awaitVersion(version), exited]);
+    try {
+      await Promise.race([this.#awaitVersion(version), exited]);
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+    started = true;
   }
 
   /**
@@ -88,6 +115,7 @@ export class NginxFrontend {
   }
 
   async stop(): Promise<void> {
+    this.#stopping = true;
     const child = this.#child;
     if (!child || child.exitCode !== null) return;
     const gone = new Promise((r) => child.once('exit', r));
@@ -101,7 +129,7 @@ export class NginxFrontend {
   async #awaitVersion(version: number, timeoutMs = 10_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      if ((await this.#probe()) === String(version)) return;
+      if ((await this.#probe()) === `${version} ${this.instance}`) return;
       await new Promise((r) => setTimeout(r, 5));
     }
     throw new RuntimeError(`nginx did not take configuration ${version} within ${timeoutMs / 1000}s: ${this.#stderr.trim().split('\n').pop() ?? ''}`);
@@ -111,6 +139,12 @@ export class NginxFrontend {
     const answer = await askGateway({ host: this.#host, port: this.#port, hostHeader: CONTROL_HOST, path: '/_sbx/config-version', timeoutMs: 1000 });
     return answer?.status === 200 ? answer.body.trim() : undefined;
   }
+}
+
+function killGroup(pgid: number): void {
+  try {
+    process.kill(-pgid, 'SIGKILL');
+  } catch {}
 }
 
 /** The worker processes of an nginx master (Linux /proc). */

@@ -1,34 +1,66 @@
-// The gateway's view of the store, so a restart loses nothing. It is re-read when marked stale:
-// by sbx itself after every change that affects routing (reload on the control socket, awaited, so
-// `sbx port rm` stops routing before it returns), by a watch on the file for other writers, and
-// once a second as a safety net. No file system call on the request path.
+// The gateway's view of the store, so a restart loses nothing. It is read once at start, then
+// re-read in the background (asynchronously) when marked stale: by sbx itself after every change
+// that affects routing (reload on the control socket awaits refresh(), so `sbx port rm` stops
+// routing before it returns), by a watch on the file for other writers, and once a second as a
+// safety net. The request path only looks at what was read: no file system call on it.
 import { watch, type FSWatcher } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import type { SandboxRecord } from '../core/sandbox.ts';
 import type { Store } from '../store/store.ts';
 
 export class RouteTable {
-  readonly #store: Store;
-  #stale = true;
+  readonly #store: Pick<Store, 'path' | 'sandboxes'>;
   #byRef = new Map<string, SandboxRecord>();
   #all: SandboxRecord[] = [];
   readonly #watcher?: FSWatcher;
   readonly #timer: NodeJS.Timeout;
+  #reading?: Promise<void>;
+  #again = false;
 
-  constructor(store: Store) {
+  constructor(store: Pick<Store, 'path' | 'sandboxes'>) {
     this.#store = store;
+    this.#use(store.sandboxes());
     const file = basename(store.path);
     try {
       this.#watcher = watch(dirname(store.path), (_event, name) => {
-        if (name === file) this.#stale = true;
+        if (name === file) void this.refresh().catch(() => {});
       });
     } catch {}
-    this.#timer = setInterval(() => (this.#stale = true), 1000);
+    this.#timer = setInterval(() => void this.refresh().catch(() => {}), 1000);
     this.#timer.unref();
   }
 
+  /** Re-read soon (in the background). */
   invalidate(): void {
-    this.#stale = true;
+    void this.refresh().catch(() => {});
+  }
+
+  /** Re-reads the store; resolves once what it holds now is in force (concurrent calls share a read, plus one). */
+  refresh(): Promise<void> {
+    if (this.#reading) {
+      this.#again = true;
+      return this.#reading.then(() => this.refresh());
+    }
+    this.#reading = (async () => {
+      try {
+        do {
+          this.#again = false;
+          let text: string;
+          try {
+            text = await readFile(this.#store.path, 'utf8');
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+            text = '{}';
+          }
+          const data = JSON.parse(text) as { sandboxes?: Record<string, SandboxRecord> };
+          this.#use(Object.values(data.sandboxes ?? {}).sort((a, b) => a.createdAt.localeCompare(b.createdAt)));
+        } while (this.#again);
+      } finally {
+        this.#reading = undefined;
+      }
+    })();
+    return this.#reading;
   }
 
   close(): void {
@@ -36,25 +68,31 @@ export class RouteTable {
     clearInterval(this.#timer);
   }
 
-  #refresh(): void {
-    if (!this.#stale) return;
-    this.#stale = false;
-    this.#all = this.#store.sandboxes().filter((r) => !r.creating);
-    this.#byRef = new Map();
-    for (const r of this.#all) {
-      this.#byRef.set(r.id, r);
-      this.#byRef.set(r.name, r);
+  #use(records: SandboxRecord[]): void {
+    const all = records.filter((r) => !r.creating);
+    const byRef = new Map<string, SandboxRecord>();
+    for (const r of all) {
+      byRef.set(r.id, r);
+      byRef.set(r.name, r);
     }
+    this.#all = all;
+    this.#byRef = byRef;
   }
 
   /** A sandbox by exact name or id. */
   find(ref: string): SandboxRecord | undefined {
-    this.#refresh();
+    return this.#byRef.get(ref);
+  }
+
+  /** find(), and on a miss one synchronous read (for egress decisions about a sandbox just made; not HTTP requests). */
+  findOrRead(ref: string): SandboxRecord | undefined {
+    const hit = this.#byRef.get(ref);
+    if (hit) return hit;
+    this.#use(this.#store.sandboxes());
     return this.#byRef.get(ref);
   }
 
   all(): SandboxRecord[] {
-    this.#refresh();
     return this.#all;
   }
 }

@@ -23,6 +23,8 @@ export interface ProxyOptions {
   targets: Targets;
   /** How long to wait for the upstream's response headers before answering 504. */
   upstreamTimeoutMs: number;
+  /** Does nginx (the fast path) route this port of this sandbox itself now? */
+  routedDirectly?: (id: string, port: number) => boolean;
   log: (line: string) => void;
 }
 
@@ -67,11 +69,11 @@ function checkToken(req: IncomingMessage, found: FoundToken, record: SandboxReco
 export function createGatewayServer(opts: ProxyOptions): Server {
   // One keep-alive pool per sandbox port; connections come from Targets (direct or relay).
   const agents = new Map<string, Agent>();
-  const agentFor = (record: SandboxRecord, port: number): Agent => {
-    const key = `${record.id}:${port}`;
+  const agentFor = (record: SandboxRecord, port: number, keepAlive = true): Agent => {
+    const key = `${record.id}:${port}${keepAlive ? '' : ':once'}`;
     let agent = agents.get(key);
     if (!agent) {
-      agent = new Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 256 });
+      agent = new Agent({ keepAlive, maxSockets: Infinity, maxFreeSockets: 256 });
       (agent as unknown as { createConnection: unknown }).createConnection = (_o: unknown, cb: (err: Error | null, s?: Socket) => void) => {
         opts.targets.connect(record, port).then((s) => cb(null, s), (err) => cb(err));
       };
@@ -79,6 +81,18 @@ export function createGatewayServer(opts: ProxyOptions): Server {
     }
     return agent;
   };
+  // When a sandbox changes state its pooled connections go: into a paused sandbox they hang, into a
+  // stopped one they fail, and after a wake-up they would keep a server that serves one connection
+  // at a time (Python's HTTPServer) from nginx's fast path. Idle ones close now, busy ones when
+  // their request ends (a request under way is not cut).
+  opts.targets.onStateChange((id) => {
+    for (const [key, agent] of agents) {
+      if (!key.startsWith(`${id}:`)) continue;
+      agents.delete(key);
+      for (const list of Object.values(agent.freeSockets)) for (const s of list ?? []) s.destroy();
+      agent.on('free', (s: Socket) => s.destroy());
+    }
+  });
 
   /** Routing and the token: everything that must pass before the sandbox is touched. */
   function resolve(req: IncomingMessage): Resolution | { ok: true; gateway: true } {
@@ -169,8 +183,16 @@ export function createGatewayServer(opts: ProxyOptions): Server {
       // nginx (the fast path) gave up waiting: answer as the gateway always does.
       return sendError(req, res, { status: 504, code: 'upstream_timeout', message: `sandbox ${r.record.name} port ${r.port} did not answer within ${Math.round(opts.upstreamTimeoutMs / 1000)}s` });
     }
+    try {
+      await opts.targets.awake(r.record);
+    } catch (err) {
+      return fail(req, res, err, r);
+    }
     const up = request({
-      agent: agentFor(r.record, r.port),
+      // A port nginx routes itself came here because nginx's connect failed (the server was not
+      // up yet): no connection is kept, or a server that serves one connection at a time would
+      // be held by this idle one while nginx's requests wait.
+      agent: agentFor(r.record, r.port, !(isInternal(req) && opts.routedDirectly?.(r.record.id, r.port))),
       method: req.method,
       path: r.path,
       headers: upstreamHeaders(req, r, false) as unknown as Record<string, string>,

@@ -43,6 +43,34 @@ export class Targets {
     this.#cache.delete(id);
   }
 
+  readonly #wokeAt = new Map<string, number>();
+  readonly #stateListeners: ((id: string) => void)[] = [];
+
+  /** `fn(id)` when a sandbox's state changes or is found asleep: connections pooled to it must go. */
+  onStateChange(fn: (id: string) => void): void {
+    this.#stateListeners.push(fn);
+  }
+
+  /** The sandbox was paused, resumed, stopped or started (a Docker event). */
+  stateChanged(id: string): void {
+    this.#cache.delete(id);
+    for (const fn of this.#stateListeners) fn(id);
+  }
+
+  /**
+   * Before a request reuses a pooled connection: the sandbox's state decides (the cache, filled
+   * from Docker and dropped on its events and on every reload), not a failed connect, since a
+   * connection into a paused sandbox neither fails nor answers. Asleep: its pooled connections
+   * are dropped and it is woken.
+   */
+  async awake(record: SandboxRecord): Promise<void> {
+    const t = this.#cache.get(record.id) ?? (await this.#inspect(record));
+    if (t.state === 'running') return;
+    for (const fn of this.#stateListeners) fn(record.id);
+    await this.#wake(record);
+    this.#wokeAt.set(record.id, Date.now());
+  }
+
   /** After sbx changed something (it tells the gateway): look at every sandbox afresh. */
   invalidateAll(): void {
     this.#cache.clear();
@@ -58,7 +86,8 @@ export class Targets {
   /** A connection to `port` in the sandbox, waking the sandbox first when it sleeps. */
   async connect(record: SandboxRecord, port: number): Promise<Socket> {
     let t = this.#cache.get(record.id) ?? (await this.#inspect(record));
-    let woke = false;
+    // Woken just now (by awake(), before the request): its server may take a moment to listen.
+    let woke = Date.now() - (this.#wokeAt.get(record.id) ?? 0) < this.startTimeoutMs;
     if (t.state !== 'running') {
       await this.#wake(record);
       woke = true;

@@ -1,0 +1,170 @@
+// The gateway never says it serves when it cannot: a port held by another home's gateway or by a
+// stale nginx is an error that names the holder; nginx does not outlive its gateway.
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { curl, eventually, run, sleep, World } from '../helpers.ts';
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** nginx processes (master and workers) whose command line names this home's run directory. */
+async function nginxOf(home: string): Promise<number[]> {
+  const ps = await run('ps', ['-eo', 'pid=,args=']);
+  return ps.stdout
+    .split('\n')
+    .filter((l) => l.includes('nginx') && l.includes(`${home}/run/`))
+    .map((l) => Number(l.trim().split(/\s+/)[0]));
+}
+
+const worlds: World[] = [];
+const stale: number[] = [];
+after(async () => {
+  for (const pid of stale) {
+    try {
+      process.kill(-pid, 'SIGKILL'); // detached: its own process group, workers included
+    } catch {}
+  }
+  for (const w of worlds) {
+    await w.cleanup();
+    // Whatever nginx is left (a failed test): the master and its workers (its process group).
+    for (const pid of await nginxOf(w.home)) {
+      try {
+        process.kill(-pid, 'SIGKILL');
+      } catch {}
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {}
+    }
+  }
+});
+
+async function twoWorlds(): Promise<[World, World, number]> {
+  const port = await freePort();
+  const a = new World({ SBX_GATEWAY_PORT: String(port) });
+  const b = new World({ SBX_GATEWAY_PORT: String(port) });
+  worlds.push(a, b);
+  return [a, b, port];
+}
+
+describe('a gateway that cannot serve its port', () => {
+  test('another home on the same port: start, create -p fail with one line naming the port and its holder', async () => {
+    const [a, b, port] = await twoWorlds();
+    assert.equal((await a.sbx(['gateway', 'start'])).code, 0);
+    const gwA = JSON.parse(readFileSync(join(a.home, 'gateway.json'), 'utf8')).pid;
+    for (const args of [['gateway', 'start'], ['create', '-p', '8000', '--name', 'web']]) {
+      const r = await b.sbx(args);
+      assert.equal(r.code, 1, `sbx ${args.join(' ')}: ${r.stdout} ${r.stderr}`);
+      const lines = r.stderr.trim().split('\n');
+      assert.equal(lines.length, 1, r.stderr);
+      assert.match(lines[0]!, /^error: /);
+      assert.match(lines[0]!, new RegExp(`port ${port}\\b.*in use`));
+      assert.ok(lines[0]!.includes(a.home) && lines[0]!.includes(`pid ${gwA}`), lines[0]);
+    }
+    assert.equal(existsSync(join(b.home, 'gateway.json')), false, 'no gateway announced');
+    assert.deepEqual(await nginxOf(b.home), [], "no nginx of b's home left");
+    assert.deepEqual((await b.json(['ls'])), []);
+  });
+});
+
+describe('nginx does not outlive its gateway', () => {
+  test('kill -9 of the gateway: its nginx goes too, and the next start works at once', async () => {
+    const [a] = await twoWorlds();
+    assert.equal((await a.sbx(['gateway', 'start'])).code, 0);
+    const gw = JSON.parse(readFileSync(join(a.home, 'gateway.json'), 'utf8')).pid;
+    const nginx = Number(readFileSync(join(a.home, 'run', 'nginx.pid'), 'utf8'));
+    process.kill(gw, 'SIGKILL');
+    await eventually(async () => !alive(nginx), 'nginx to end with its gateway', 5000);
+    const r = await a.sbx(['gateway', 'start']);
+    assert.equal(r.code, 0, r.stderr);
+    const masters = await nginxOf(a.home);
+    assert.equal(masters.length, 1, 'one nginx master');
+    assert.notEqual(masters[0], nginx);
+  });
+
+  test('a gateway whose nginx dies stops (it cannot serve its port any more), and starts again', async () => {
+    const [a] = await twoWorlds();
+    assert.equal((await a.sbx(['gateway', 'start'])).code, 0);
+    const gw = JSON.parse(readFileSync(join(a.home, 'gateway.json'), 'utf8')).pid;
+    process.kill(Number(readFileSync(join(a.home, 'run', 'nginx.pid'), 'utf8')), 'SIGKILL');
+    await eventually(async () => !alive(gw), 'the gateway to stop', 5000);
+    assert.equal(existsSync(join(a.home, 'gateway.json')), false);
+    assert.match(readFileSync(join(a.home, 'gateway.log'), 'utf8'), /nginx exited .*: the gateway stops/);
+    assert.equal((await a.sbx(['gateway', 'start'])).code, 0);
+  });
+
+  test("a stale nginx of a home: that home's next gateway ends it; another home's names it", async () => {
+    const [a, b, port] = await twoWorlds();
+    assert.equal((await a.sbx(['gateway', 'start'])).code, 0);
+    const conf = readFileSync(join(a.home, 'run', 'nginx.conf'), 'utf8');
+    assert.equal((await a.sbx(['gateway', 'stop'])).code, 0);
+    // A stale nginx as one left by a gateway killed outright (without the parent-death signal).
+    writeFileSync(join(a.home, 'run', 'stale.conf'), conf);
+    for (const m of conf.matchAll(/_temp_path (\S+);/g)) mkdirSync(m[1]!, { recursive: true });
+    const child = spawn('/usr/sbin/nginx', ['-p', `${join(a.home, 'run')}/`, '-e', join(a.home, 'run', 'nginx-error.log'), '-c', join(a.home, 'run', 'stale.conf')], { detached: true, stdio: 'ignore' });
+    child.unref();
+    stale.push(child.pid!);
+    await eventually(async () => existsSync(join(a.home, 'run', 'nginx.pid')) && (await run('ss', ['-ltnH', `sport = :${port}`])).stdout.includes(String(port)), 'the stale nginx to listen', 5000);
+    const r = await b.sbx(['gateway', 'start']);
+    assert.equal(r.code, 1, r.stderr);
+    const line = r.stderr.trim();
+    assert.equal(line.split('\n').length, 1, line);
+    assert.match(line, new RegExp(`^error: .*port ${port}\\b.*in use.*stale nginx \\(pid ${child.pid}\\).*${a.home.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}.*kill ${child.pid}`));
+    // a's own gateway finds it in its run directory and ends it.
+    const again = await a.sbx(['gateway', 'start']);
+    assert.equal(again.code, 0, again.stderr);
+    await sleep(100);
+    assert.equal(alive(child.pid!), false, 'the stale nginx was ended');
+  });
+});
+
+describe('a paused sandbox whose server keeps connections alive wakes on the next request', () => {
+  const w = new World();
+  worlds.push(w);
+  for (const access of ['private', 'public'] as const) {
+    test(`${access} port (${access === 'private' ? 'the Node gateway' : "nginx's fast path"}): request, pause, request -> 200 at once`, async () => {
+      const name = `ka-${access}`;
+      const port = access === 'private' ? 8000 : 8001;
+      const box = await w.json(['create', '--name', name, '-p', String(port), ...(access === 'private' ? ['--private'] : [])]);
+      await w.put(name, 'keepalive_server.py', '/srv/ka.py');
+      await w.sbx(['exec', '-d', name, '--', 'python3', '/srv/ka.py', String(port)]);
+      const headers = access === 'private' ? ['-H', `x-sbx-traffic-token: ${box.token}`] : [];
+      const url = box.ports[0].url;
+      if (access === 'private') {
+        // Listening, as seen from inside (the gateway's first request is the one below).
+        const probe = `import socket; socket.create_connection(("127.0.0.1", ${port}), 1)`;
+        await eventually(async () => (await w.sbx(['exec', name, '--', 'python3', '-c', probe])).code === 0, 'the server');
+      } else {
+        // Through the gateway while the server starts: nginx falls back to the Node gateway,
+        // which then holds a connection too (the server serves one at a time).
+        await eventually(async () => (await curl(['--max-time', '5', ...headers, url])).status === 200, 'the server');
+      }
+      assert.equal((await curl([...headers, url])).status, 200); // the gateway keeps that connection
+      await w.json(['pause', name]);
+      const t0 = Date.now();
+      const r = await curl(['--max-time', '10', ...headers, url]);
+      assert.equal(r.status, 200, `${r.status} ${r.body}`);
+      assert.ok(Date.now() - t0 < 3000, `answered in ${Date.now() - t0} ms`);
+      assert.equal((await w.json(['inspect', name])).status, 'running');
+    });
+  }
+});

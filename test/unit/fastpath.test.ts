@@ -1,0 +1,38 @@
+// The fast path's sync asks Docker once (one container list), however many sandboxes there are.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FastPath } from '../../src/gateway/fastpath.ts';
+import { findNginx } from '../../src/gateway/nginx.ts';
+import { objectNames } from '../../src/core/sandbox.ts';
+
+test('fast-path sync: one container list call for all sandboxes, no inspect per sandbox', { skip: !findNginx() && 'no nginx' }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sbx-fastpath-'));
+  const records = Array.from({ length: 5 }, (_, i) => ({ id: `id${i}`, name: `box${i}`, ports: [{ port: 3000, public: true }] }));
+  const calls = { inspect: 0, list: 0 };
+  const runtime = {
+    inspectContainer: async () => {
+      calls.inspect++;
+      return { state: 'running', ip: '10.1.2.3' };
+    },
+    listSandboxContainers: async () => {
+      calls.list++;
+      return new Map(records.map((r, i) => [objectNames(r.id).container, { state: i === 4 ? 'paused' : 'running', ip: `10.1.2.${i + 2}` }]));
+    },
+  };
+  const routes = { all: () => records };
+  const fp = await FastPath.start({ nginxBin: findNginx()!, runDir: join(dir, 'run'), home: dir, host: '127.0.0.1', port: 0, domain: 'sbx.localhost', nodeSocket: join(dir, 'node.sock'), upstreamTimeoutMs: 1000, routes: routes as never, runtime: runtime as never });
+  try {
+    assert.deepEqual(calls, { inspect: 0, list: 1 });
+    const conf = readFileSync(join(dir, 'run', 'nginx.conf'), 'utf8');
+    for (let i = 0; i < 4; i++) assert.match(conf, new RegExp(`server 10\\.1\\.2\\.${i + 2}:3000`));
+    assert.doesNotMatch(conf, /10\.1\.2\.6:3000/, 'a paused sandbox is not routed directly');
+    await fp.sync();
+    assert.deepEqual(calls, { inspect: 0, list: 2 });
+  } finally {
+    await fp.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,31 @@
+// The gateway's route table: no synchronous store read when requests look sandboxes up.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { RouteTable } from '../../src/gateway/routes.ts';
+
+test('RouteTable: lookups never read the store; refresh() reads it in the background', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sbx-routes-'));
+  const path = join(dir, 'state.json');
+  const rec = (id: string, name: string) => ({ id, name, createdAt: new Date().toISOString(), image: 'x', command: [], env: {}, desired: 'running' });
+  writeFileSync(path, JSON.stringify({ version: 1, sandboxes: { a1: rec('a1', 'web') } }));
+  let syncReads = 0;
+  const store = { path, sandboxes: () => (syncReads++, [rec('a1', 'web')]) };
+  const routes = new RouteTable(store as never);
+  try {
+    assert.equal(syncReads, 1, 'read once when the table is made');
+    routes.invalidate();
+    for (let i = 0; i < 100; i++) assert.equal(routes.find('web')?.id, 'a1');
+    routes.all();
+    assert.equal(syncReads, 1, 'no synchronous read on lookups');
+    writeFileSync(path, JSON.stringify({ version: 1, sandboxes: { a1: rec('a1', 'web'), b2: rec('b2', 'api') } }));
+    await routes.refresh();
+    assert.equal(routes.find('api')?.id, 'b2');
+    assert.equal(syncReads, 1);
+  } finally {
+    routes.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
