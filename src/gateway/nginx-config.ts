@@ -74,6 +74,16 @@ function q(value: string): string {
   return `"${value.replace(/[\\"$]/g, (c) => (c === '$' ? '${dollar}' : `\\${c}`))}"`;
 }
 
+/** What every proxied location sends on (both the direct routes and the Node gateway's). */
+const PROXIED = `      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $sbx_connection;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Host $http_host;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_buffering off;
+      proxy_request_buffering off;`;
+
 export function renderNginxConfig(c: NginxConfigInput): string {
   const listen = c.listenHost.includes(':') ? `[${c.listenHost}]:${c.listenPort}` : `${c.listenHost}:${c.listenPort}`;
   const seconds = Math.max(1, Math.ceil(c.upstreamTimeoutMs / 1000));
@@ -136,23 +146,28 @@ ${upstreams}
     keepalive_timeout 65s;
 
     location / {
+      # Everything that is not a direct route goes to the Node gateway, which keeps its own
+      # timeouts (it may first wake or start the sandbox, which must not count against nginx's).
+      error_page 418 = @sbx_node;
+      if ($sbx_upstream = sbx_node) { return 418; }
       proxy_pass http://$sbx_upstream;
-      proxy_http_version 1.1;
+${PROXIED}
       proxy_set_header Host $sbx_host_header;
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection $sbx_connection;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Host $http_host;
-      proxy_set_header X-Forwarded-Proto $scheme;
       proxy_set_header Cookie $sbx_cookie;
       proxy_set_header X-Sbx-Traffic-Token $sbx_token_header;
-      proxy_buffering off;
-      proxy_request_buffering off;
       proxy_next_upstream error;
       proxy_connect_timeout 2s;
       proxy_read_timeout ${seconds}s;
       proxy_send_timeout ${seconds}s;
       error_page 504 = @sbx_timeout;
+    }
+
+    location @sbx_node {
+      proxy_pass http://sbx_node;
+${PROXIED}
+      proxy_set_header Host $http_host;
+      proxy_read_timeout 1d;
+      proxy_send_timeout 1d;
     }
 
     # The sandbox took too long: the Node gateway words the answer (JSON, HTML or text).
