@@ -5,8 +5,8 @@ import { COMMANDS, type CommandSpec } from './spec.ts';
 import type { CommandModule } from './context.ts';
 import { UsageError } from '../core/errors.ts';
 
-declare const SBX_VERSION: string;
-export const VERSION = typeof SBX_VERSION === 'string' ? SBX_VERSION : '0.0.0-dev';
+export { VERSION } from '../core/version.ts';
+import { VERSION } from '../core/version.ts';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 

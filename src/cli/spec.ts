@@ -196,6 +196,16 @@ export const COMMANDS: CommandSpec[] = [
     args: [{ name: 'shell', required: true, complete: SHELLS }],
   },
   {
+    // Run by sbx inside the agent container (src/runtime/agent.ts), not by people.
+    name: 'agent',
+    summary: 'the sbx agent on an engine\'s host',
+    hidden: true,
+    subcommands: [
+      { name: 'run', summary: 'run the agent daemon (in the agent container)', module: 'agent' },
+      { name: 'pipe', summary: 'join stdin and stdout to the agent\'s control socket', module: 'agent' },
+    ],
+  },
+  {
     name: '__complete',
     summary: 'values for shell completion',
     module: 'complete',

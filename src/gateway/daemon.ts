@@ -6,13 +6,13 @@ import { dirname, join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
 import { gatewayFiles, gatewaySettings, type GatewayState } from './settings.ts';
 import { alive, runningGateway } from './state.ts';
-import { callDaemon } from './control.ts';
+import { DaemonClient, unixTransport } from '../daemon-client/client.ts';
 
 /** `health` on the gateway's control socket: resolves true when it answers ok. */
 export async function probeGateway(s: Pick<GatewayState, 'control'>, timeoutMs = 1000): Promise<boolean> {
   if (!s.control) return false;
   try {
-    const health = await callDaemon<{ ok?: boolean }>(s.control, 'health', {}, undefined, timeoutMs);
+    const health = await new DaemonClient(unixTransport(s.control)).request<{ ok?: boolean }>('health', {}, { timeoutMs });
     return health?.ok === true;
   } catch {
     return false;
@@ -26,7 +26,7 @@ export async function probeGateway(s: Pick<GatewayState, 'control'>, timeoutMs =
  */
 export async function reloadGateway(s: GatewayState | undefined): Promise<void> {
   if (!s?.control) return;
-  await callDaemon(s.control, 'reload', {}, undefined, 15_000).catch(() => {});
+  await new DaemonClient(unixTransport(s.control)).request('reload', {}, { timeoutMs: 15_000 }).catch(() => {});
 }
 
 /** The CLI bundle (dist/cli.cjs) that runs `gateway run`, found from this module's location. */
