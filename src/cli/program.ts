@@ -4,8 +4,6 @@ import { Command, Option } from 'commander';
 import { COMMANDS, type CommandSpec } from './spec.ts';
 import type { CommandModule } from './context.ts';
 import { UsageError } from '../core/errors.ts';
-
-export { VERSION } from '../core/version.ts';
 import { VERSION } from '../core/version.ts';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
