@@ -14,7 +14,13 @@ import type { GatewayRoute } from './backend.ts';
 /** Options for a request to the gateway: over TCP, or through the daemon's tunnel (agent mode). */
 function via(gw: GatewayRoute): RequestOptions {
   return gw.connect
-    ? { agent: false as const, createConnection: (_o: unknown, done: (err: Error | null, s: Duplex) => void) => void gw.connect!().then((s) => done(null, s), (err: Error) => done(err, undefined as never)) } as RequestOptions
+    ? { createConnection: (_o: unknown, done: (err: Error | null, s: Duplex) => void) => void gw.connect!().then(
+        (s) => {
+          done(null, s);
+          s.resume(); // the tunnel hands its stream over paused (see DaemonClient.tunnel)
+        },
+        (err: Error) => done(err, undefined as never),
+      ) } as RequestOptions
     : { host: gw.host, port: gw.port };
 }
 

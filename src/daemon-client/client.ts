@@ -84,7 +84,9 @@ export class DaemonClient {
         });
       });
       conn.on('error', (err) => settle(() => reject(new RuntimeError(`the sbx daemon did not answer: ${err.message}`))));
-      conn.on('close', () => settle(() => reject(new RuntimeError('the sbx daemon closed the connection before answering (see its log: sbx gateway status)'))));
+      const closed = () => settle(() => reject(new RuntimeError('the sbx daemon closed the connection before answering (see its log: sbx gateway status)')));
+      conn.on('close', closed);
+      conn.on('end', closed);
       conn.write(JSON.stringify({ v: PROTOCOL_VERSION, op, payload }) + '\n');
       if (signal?.aborted) onAbort();
     });
@@ -119,6 +121,7 @@ export class DaemonClient {
         resolve(conn);
       });
       conn.once('error', (err) => reject(new RuntimeError(`the sbx daemon did not answer: ${err.message}`)));
+      conn.once('end', () => reject(new RuntimeError('the sbx daemon closed the connection before answering (see its log: sbx gateway status)')));
       conn.write(JSON.stringify({ v: PROTOCOL_VERSION, op: 'tunnel', payload: {} }) + '\n');
     });
   }

@@ -139,8 +139,11 @@ export async function execPipe(runtime: Runtime, container: string, cmd: string[
   const errors = new PassThrough();
   errors.resume();
   runtime.docker.modem.demuxStream(stream, out, errors);
-  stream.on('end', () => out.end());
-  stream.on('close', () => out.end());
+  // The command ended (the agent's socket refused, or the daemon answered and closed): so does the pipe.
+  const ended = () => out.end();
+  out.once('end', () => duplex.destroy());
+  stream.on('end', ended);
+  stream.on('close', ended);
   const duplex = Duplex.from({ readable: out, writable: stream as unknown as NodeJS.WritableStream }) as Duplex;
   const destroy = duplex.destroy.bind(duplex);
   duplex.destroy = (err?: Error) => {
