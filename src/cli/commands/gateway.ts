@@ -11,12 +11,18 @@ export async function run(input: CommandInput): Promise<number | void> {
     const { runGateway } = await import('../../gateway/main.ts');
     const { Sbx } = await import('../../api/sbx.ts');
     // The daemon does the work itself (it is where others delegate to).
-    const gw = await runGateway(new Sbx({ home: sbx.home, delegate: false })).catch((err: unknown) => {
+    const daemon = new Sbx({ home: sbx.home, delegate: false });
+    const failed = (err: unknown): never => {
       // A start that failed half-way may leave a handle open (the store watch): end the process
       // once main has reported the error, or whoever started it waits its whole timeout for it.
       setTimeout(() => process.exit(exitCodeOf(err)), 200).unref();
       throw err;
-    });
+    };
+    // It puts rules and DNS beside the engine's bridges: an engine whose bridges are elsewhere
+    // (remote, a VM, another namespace) is refused rather than served with rules that do not apply.
+    const { assertEngineHere } = await import('../../net/engine-here.ts');
+    await assertEngineHere(await daemon.runtime(), daemon.home, `the gateway of ${daemon.home}`).catch(failed);
+    const gw = await runGateway(daemon).catch(failed);
     io.info(`sbx gateway on http://${gw.state.host}:${gw.state.port} (*.${gw.state.domain}); Ctrl-C stops it`);
     await new Promise<void>((resolve) => {
       // Not once(): the store's atomic writes hook the same signals and raise them again after
