@@ -166,7 +166,7 @@ function teardown(tag: string, pid?: number): void {
 
 /**
  * Removes what killed test runs left: every sbxre-* namespace, veth, firewall rule and temp dir
- * whose test process is gone (an engine of a live test process is left alone).
+ * whose test process is gone (an engine of a live test process, this one included, is left alone).
  */
 export function removeStaleRemoteEngines(): void {
   const tags = new Set<string>();
@@ -182,7 +182,7 @@ export function removeStaleRemoteEngines(): void {
   for (const m of quiet('iptables', ['-w', '-S', 'FORWARD']).matchAll(/--comment sbxre-([0-9a-f]{4})\b/g)) tags.add(m[1]!);
   for (const tag of tags) {
     const owner = Number(quiet('cat', [join(dirOf(tag), 'owner')]).trim());
-    if (owner && owner !== process.pid && alive(owner)) continue;
+    if (owner && alive(owner)) continue; // this process's own engines are closed by it (or on its exit)
     teardown(tag);
   }
 }
