@@ -53,6 +53,10 @@ export async function runGateway(sbx: LocalSbx): Promise<RunningGateway> {
   const settings = gatewaySettings();
   const files = gatewayFiles(home);
   const runtime = await sbx.runtime();
+  // It puts rules and DNS beside the engine's bridges: an engine whose bridges are elsewhere
+  // (remote, a VM, another namespace) is refused rather than served with rules that do not apply.
+  const { assertEngineHere } = await import('../net/engine-here.ts');
+  await assertEngineHere(runtime, home, `the gateway of ${home}`);
   const relays = new Relays(files.run, join(dirname(cliEntry()), 'relay.cjs'));
   const targets = new Targets(sbx, runtime, relays, msFromEnv('SBX_START_TIMEOUT_MS', 30_000));
   const routes = new RouteTable(sbx.store);

@@ -123,6 +123,19 @@ export class Runtime {
     }
   }
 
+  /** The engine's default bridge (docker0): its interface and subnet, when it has one. */
+  async defaultBridge(): Promise<{ bridge: string; subnet: string } | undefined> {
+    try {
+      const n = await this.docker.getNetwork('bridge').inspect();
+      const bridge = n.Options?.['com.docker.network.bridge.name'];
+      const subnet = networkSummary(n)?.subnet;
+      return n.Driver === 'bridge' && bridge && subnet ? { bridge, subnet } : undefined;
+    } catch (err) {
+      if (statusOf(err) === 404) return undefined;
+      throw toRuntimeError(err, 'could not inspect the default bridge network');
+    }
+  }
+
   /** Every sandbox network of one SBX_HOME, by sandbox id. */
   async listSandboxNetworks(home: string): Promise<Map<string, NetworkSummary>> {
     const found = new Map<string, NetworkSummary>();
