@@ -72,7 +72,8 @@ export class AgentBackend implements SbxBackend {
   }
 
   #transport(names: ReturnType<typeof agentNames>, runtime: Runtime): Transport {
-    const local = localEngineSocket() ? join(names.socketDir, 'control.sock') : undefined;
+    // SBX_AGENT_VIA=exec: always through the engine's API (how a remote engine is reached; tests).
+    const local = localEngineSocket() && process.env.SBX_AGENT_VIA !== 'exec' ? join(names.socketDir, 'control.sock') : undefined;
     const viaExec: Transport = async () => {
       const { execPipe } = await import('../runtime/agent.ts');
       return execPipe(runtime, names.container, ['/usr/local/bin/node', '/opt/sbx/cli.cjs', 'agent', 'pipe']);
@@ -95,15 +96,19 @@ export class AgentBackend implements SbxBackend {
   async #connect(): Promise<DaemonClient> {
     const runtime = await this.runtime();
     const agent = await import('../runtime/agent.ts');
-    const images = await import('./agent-image.ts');
+    const { agentBuildId } = await import('./agent-build.ts');
     const names = agentNames(this.home);
-    const build = await images.agentBuildId();
+    const build = agentBuildId();
     const config = this.#config();
     const client = new DaemonClient(this.#transport(names, runtime));
+    // The common case: the agent answers, and it is this build with these settings.
+    const hello = await client.hello(5000).catch(() => undefined);
+    if (hello?.protocol === PROTOCOL_VERSION && hello.build === build && hello.config === config.hash) return client;
     for (let attempt = 0; attempt < 2; attempt++) {
       const current = await agent.inspectAgent(runtime, names.container);
       const fresh = current?.running && current.build === build && (await this.#labelOf(runtime, names.container, 'sbx.agent.config')) === config.hash;
       if (!fresh) {
+        const images = await import('./agent-image.ts');
         if (current?.version && current.running && olderVersion(VERSION, current.version)) {
           throw new RuntimeError(`the sbx agent on this engine (${names.container}) is version ${current.version}, newer than this sbx ${VERSION}: upgrade sbx`);
         }
@@ -122,7 +127,7 @@ export class AgentBackend implements SbxBackend {
               volume: names.volume,
               engineSocket: process.env.SBX_AGENT_ENGINE_SOCKET || localEngineSocket() || '/var/run/docker.sock',
               socketDir,
-              env: { ...config.env, SBX_HOME: home, ...(socketDir ? { SBX_CONTROL_SOCKET: '/run/sbx-agent/control.sock' } : {}) },
+              env: { ...config.env, SBX_HOME: home, SBX_AGENT_CONFIG: config.hash, ...(socketDir ? { SBX_CONTROL_SOCKET: '/run/sbx-agent/control.sock' } : {}) },
               labels: { 'sbx.agent.config': config.hash, 'sbx.agent.home': this.home, 'sbx.agent.client': `${hostname()}:${process.getuid?.() ?? 0}` },
             },
             home,

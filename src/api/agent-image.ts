@@ -2,19 +2,18 @@
 // registry in two layers: a root image made by debootstrap (`sbx image build`, slow, rarely) and on
 // top of it this machine's Node binary and dist bundles, through the engine's classic builder
 // (seconds). The top image's tag carries a build id, so a new build of sbx gets a new agent image.
-import { createHash } from 'node:crypto';
-import { createReadStream, readFileSync, realpathSync, statSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { createReadStream, realpathSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { execa } from 'execa';
 import tarStream from 'tar-stream';
 import { RuntimeError } from '../core/errors.ts';
-import { VERSION } from '../core/version.ts';
-import { cliEntry } from '../gateway/daemon.ts';
 import { GATEWAY_USER } from '../net/gateway-account.ts';
 import { describeEngine } from '../runtime/errors.ts';
 import type { Runtime } from '../runtime/docker.ts';
 import { bootstrapImage } from './image.ts';
+import { agentBundle, AGENT_FILES, type AgentBundle } from './agent-build.ts';
+export { agentBuildId, AGENT_FILES } from './agent-build.ts';
 
 export const AGENT_ROOT_IMAGE = 'sbx/agent-root:bookworm';
 
@@ -27,7 +26,6 @@ export const AGENT_ROOT_IMAGE = 'sbx/agent-root:bookworm';
 export const AGENT_PACKAGES = ['nftables', 'conntrack', 'nginx-light', 'util-linux', 'iproute2', 'procps', 'ca-certificates', 'libstdc++6'];
 
 /** The bundles the agent runs, copied from dist/ into /opt/sbx. */
-export const AGENT_FILES = ['cli.cjs', 'relay.cjs', 'egress-worker.cjs'] as const;
 
 export interface AgentImageOptions {
   onProgress?: (line: string) => void;
@@ -49,48 +47,6 @@ export async function buildAgentRootImage(runtime: Runtime, options: AgentImageO
       await execa('chroot', [root, 'useradd', '--system', '--user-group', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', GATEWAY_USER]);
     },
   });
-}
-
-interface AgentBundle {
-  version: string;
-  build: string;
-  files: Array<{ name: string; bytes: Buffer }>;
-}
-const bundles = new Map<string, AgentBundle>();
-
-/** The dist/ bundles and the version they carry, read once per process and directory. */
-function agentBundle(distDir = dirname(cliEntry())): AgentBundle {
-  const known = bundles.get(distDir);
-  if (known) return known;
-  const files = AGENT_FILES.map((name) => {
-    const path = join(distDir, name);
-    try {
-      return { name, bytes: readFileSync(path) };
-    } catch {
-      throw new RuntimeError(`cannot read ${path} for the agent image: run the build (npm run build)`);
-    }
-  });
-  const version = packageVersion(distDir);
-  const hash = createHash('sha256').update(`${version}\0${process.version}\0`);
-  for (const f of files) hash.update(`${f.name}\0${f.bytes.length}\0`).update(f.bytes);
-  const bundle = { version, build: hash.digest('hex').slice(0, 12), files };
-  bundles.set(distDir, bundle);
-  return bundle;
-}
-
-/** The bundles' version: the one built in, or (sources run directly) package.json's beside dist/. */
-function packageVersion(distDir: string): string {
-  if (VERSION !== '0.0.0-dev') return VERSION;
-  try {
-    return (JSON.parse(readFileSync(join(distDir, '..', 'package.json'), 'utf8')) as { version?: string }).version ?? VERSION;
-  } catch {
-    return VERSION;
-  }
-}
-
-/** 12 hex digits over sbx's version, Node's version and the bytes of the agent's bundles. */
-export function agentBuildId(distDir?: string): string {
-  return agentBundle(distDir).build;
 }
 
 export function agentImageTag(build: string): string {

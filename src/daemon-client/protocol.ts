@@ -51,7 +51,9 @@ export interface ControlAnswer {
 export interface DaemonHello {
   protocol: number;
   version: string;
+  /** The agent's build id (src/api/agent-build.ts) and settings fingerprint: a client whose own differ replaces it. */
   build?: string;
+  config?: string;
   pid: number;
   /** Where the daemon's gateway listens, in its own network namespace. */
   gateway?: { host: string; port: number; domain: string };

@@ -47,8 +47,8 @@ export async function runAgentDaemon(): Promise<RunningGateway> {
   if (!home) throw new RuntimeError('the agent needs SBX_HOME (its volume)');
   mkdirSync(home, { recursive: true, mode: 0o700 });
   if (!process.env.SBX_GATEWAY_PORT) process.env.SBX_GATEWAY_PORT = String(await pickPort(home, process.env.SBX_GATEWAY_HOST || '127.0.0.1'));
-  const [{ runGateway }, { LocalSbx }] = await Promise.all([import('./main.ts'), import('../api/local-sbx.ts')]);
-  const gw = await runGateway(new LocalSbx({ home, delegate: false }));
+  const [{ runGateway }, { LocalSbx }, { agentBuildId }] = await Promise.all([import('./main.ts'), import('../api/local-sbx.ts'), import('../api/agent-build.ts')]);
+  const gw = await runGateway(new LocalSbx({ home, delegate: false }), { build: agentBuildId(), config: process.env.SBX_AGENT_CONFIG });
   // The shared socket: the engine socket's group may use it (0660), nobody else.
   const socket = controlSocketPath(home);
   if (process.env.SBX_CONTROL_SOCKET && existsSync('/var/run/docker.sock')) {

@@ -46,7 +46,7 @@ function msFromEnv(name: string, fallback: number): number {
   return v && /^\d+$/.test(v) ? Number(v) : fallback;
 }
 
-export async function runGateway(sbx: LocalSbx): Promise<RunningGateway> {
+export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; config?: string } = {}): Promise<RunningGateway> {
   const home = sbx.home;
   const other = runningGateway(home);
   if (other && other.pid !== process.pid) throw new RuntimeError(`a gateway already runs for ${home} (pid ${other.pid}, port ${other.port})`);
@@ -135,7 +135,7 @@ export async function runGateway(sbx: LocalSbx): Promise<RunningGateway> {
   // On the control socket only (see control.ts): web pages cannot reach it.
   const gatewayOps: GatewayOps = {
     health: () => ({ ok: true, pid: process.pid, engine, domain: settings.domain, startedAt, sandboxes: routes.all().length, egressPid: workers.pid }),
-    hello: () => ({ protocol: PROTOCOL_VERSION, version: VERSION, pid: process.pid, ...(state ? { gateway: { host: state.host, port: state.port, domain: state.domain } } : {}) }),
+    hello: () => ({ protocol: PROTOCOL_VERSION, version: VERSION, pid: process.pid, ...helloExtra, ...(state ? { gateway: { host: state.host, port: state.port, domain: state.domain } } : {}) }),
     listener: () => ({ host: settings.host, port: state?.port ?? settings.port }),
     reload: async () => {
       targets.invalidateAll();
