@@ -21,6 +21,14 @@ import type { CreateSandboxOptions, RemoveResult } from './local-sbx.ts';
 /** Settings the agent's daemon reads at start: an agent started with others is replaced. */
 const PASSED_ENV = ['SBX_GATEWAY_HOST', 'SBX_GATEWAY_PORT', 'SBX_DOMAIN', 'SBX_DNS_UPSTREAM', 'SBX_GATEWAY_ENGINE', 'SBX_START_TIMEOUT_MS', 'SBX_UPSTREAM_TIMEOUT_MS'];
 
+/**
+ * What `docker exec` runs in the agent to reach its control socket: `sbx agent pipe` in a few
+ * lines, without loading sbx's bundle (a Node start is most of a remote call's cost).
+ */
+const PIPE_SCRIPT = `const c = require('net').connect(process.env.SBX_CONTROL_SOCKET || process.env.SBX_HOME + '/run/control.sock');
+c.on('error', (e) => { process.stderr.write('error: the control socket of the agent does not answer: ' + e.message + '\\n'); process.exit(1); });
+c.on('connect', () => { process.stdin.pipe(c); c.pipe(process.stdout); });`;
+
 /** How long a client waits for an agent to answer after starting it. */
 const START_TIMEOUT_MS = Number(process.env.SBX_AGENT_START_TIMEOUT_MS) || 60_000;
 
@@ -71,12 +79,17 @@ export class AgentBackend implements SbxBackend {
     return { env, hash: createHash('sha256').update(JSON.stringify(env)).digest('hex').slice(0, 12) };
   }
 
+  /** Whether calls go through `docker exec` (no local shortcut). */
+  #viaExec(): boolean {
+    return !localEngineSocket() || process.env.SBX_AGENT_VIA === 'exec';
+  }
+
   #transport(names: ReturnType<typeof agentNames>, runtime: Runtime): Transport {
     // SBX_AGENT_VIA=exec: always through the engine's API (how a remote engine is reached; tests).
-    const local = localEngineSocket() && process.env.SBX_AGENT_VIA !== 'exec' ? join(names.socketDir, 'control.sock') : undefined;
+    const local = this.#viaExec() ? undefined : join(names.socketDir, 'control.sock');
     const viaExec: Transport = async () => {
       const { execPipe } = await import('../runtime/agent.ts');
-      return execPipe(runtime, names.container, ['/usr/local/bin/node', '/opt/sbx/cli.cjs', 'agent', 'pipe']);
+      return execPipe(runtime, names.container, ['/usr/local/bin/node', '-e', PIPE_SCRIPT]);
     };
     if (!local) return viaExec;
     const viaSocket = unixTransport(local);
@@ -101,12 +114,18 @@ export class AgentBackend implements SbxBackend {
     const build = agentBuildId();
     const config = this.#config();
     const client = new DaemonClient(this.#transport(names, runtime));
-    // The common case: the agent answers, and it is this build with these settings.
-    const hello = await client.hello(5000).catch(() => undefined);
-    if (hello?.protocol === PROTOCOL_VERSION && hello.build === build && hello.config === config.hash) return client;
+    // The common case: the agent answers, and it is this build with these settings. Through the
+    // engine's API, its labels say so for less than a round trip through it.
+    if (this.#viaExec()) {
+      const current = await agent.inspectAgent(runtime, names.container);
+      if (current?.running && current.build === build && current.config === config.hash) return client;
+    } else {
+      const hello = await client.hello(5000).catch(() => undefined);
+      if (hello?.protocol === PROTOCOL_VERSION && hello.build === build && hello.config === config.hash) return client;
+    }
     for (let attempt = 0; attempt < 2; attempt++) {
       const current = await agent.inspectAgent(runtime, names.container);
-      const fresh = current?.running && current.build === build && (await this.#labelOf(runtime, names.container, 'sbx.agent.config')) === config.hash;
+      const fresh = current?.running && current.build === build && current.config === config.hash;
       if (!fresh) {
         const images = await import('./agent-image.ts');
         if (current?.version && current.running && olderVersion(VERSION, current.version)) {
@@ -146,14 +165,6 @@ export class AgentBackend implements SbxBackend {
       }
     }
     throw new RuntimeError('the sbx agent could not be started');
-  }
-
-  async #labelOf(runtime: Runtime, container: string, label: string): Promise<string | undefined> {
-    try {
-      return (await runtime.docker.getContainer(container).inspect()).Config?.Labels?.[label];
-    } catch {
-      return undefined;
-    }
   }
 
   async #waitForHello(client: DaemonClient, runtime: Runtime, container: string): Promise<void> {

@@ -28,6 +28,8 @@ export interface AgentSummary {
   running: boolean;
   build?: string;
   version?: string;
+  /** The settings fingerprint it was started with. */
+  config?: string;
   image: string;
 }
 
@@ -46,7 +48,7 @@ export async function inspectAgent(runtime: Runtime, name: string): Promise<Agen
   try {
     const info = await runtime.docker.getContainer(name).inspect();
     const labels = info.Config?.Labels ?? {};
-    return { id: info.Id, running: !!info.State?.Running && !info.State?.Restarting, build: labels[LABEL_AGENT_BUILD], version: labels[LABEL_AGENT_VERSION], image: info.Config?.Image ?? '' };
+    return { id: info.Id, running: !!info.State?.Running && !info.State?.Restarting, build: labels[LABEL_AGENT_BUILD], version: labels[LABEL_AGENT_VERSION], config: labels['sbx.agent.config'], image: info.Config?.Image ?? '' };
   } catch (err) {
     if (statusOf(err) === 404) return undefined;
     throw toRuntimeError(err, `could not inspect the sbx agent ${name}`);
