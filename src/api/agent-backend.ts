@@ -144,9 +144,11 @@ export class AgentBackend implements SbxBackend {
               name: names.container,
               image,
               volume: names.volume,
-              engineSocket: process.env.SBX_AGENT_ENGINE_SOCKET || localEngineSocket() || '/var/run/docker.sock',
+              // Where the engine's socket is on its own host: said, or this client's path (a local
+              // engine), or the usual places. The agent checks that it reached this very engine.
+              engineSockets: process.env.SBX_AGENT_ENGINE_SOCKET ? [process.env.SBX_AGENT_ENGINE_SOCKET] : [...(localEngineSocket() ? [localEngineSocket()!] : []), '/var/run/docker.sock', '/run/docker.sock'],
               socketDir,
-              env: { ...config.env, SBX_HOME: home, SBX_AGENT_CONFIG: config.hash, ...(socketDir ? { SBX_CONTROL_SOCKET: '/run/sbx-agent/control.sock' } : {}) },
+              env: { ...config.env, SBX_HOME: home, SBX_AGENT_CONFIG: config.hash, SBX_AGENT_ENGINE_ID: await runtime.engineId(), ...(socketDir ? { SBX_CONTROL_SOCKET: '/run/sbx-agent/control.sock' } : {}) },
               labels: { 'sbx.agent.config': config.hash, 'sbx.agent.home': this.home, 'sbx.agent.client': `${hostname()}:${process.getuid?.() ?? 0}` },
             },
             home,

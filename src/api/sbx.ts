@@ -9,6 +9,7 @@ import type { NetworkPolicy, NetworkPolicyInput } from '../core/network-policy.t
 import type { GatewayStatus } from '../gateway/state.ts';
 import type { Runtime } from '../runtime/docker.ts';
 import { sbxHome } from '../store/home.ts';
+import { applyDockerContext } from '../runtime/docker-context.ts';
 import type { GatewayRoute, SbxBackend } from './backend.ts';
 import { checkCommand, execInSandbox, type ExecSandboxOptions } from './exec.ts';
 import type { CreateSandboxOptions, RemoveResult } from './local-sbx.ts';
@@ -47,6 +48,8 @@ export class Sbx {
 
   constructor(options: SbxOptions = {}) {
     this.home = options.home ?? sbxHome();
+    // The engine the docker CLI would use: a `docker context` becomes DOCKER_HOST for dockerode.
+    applyDockerContext();
     this.mode = options.mode ?? chooseMode();
   }
 

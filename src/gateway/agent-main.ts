@@ -48,7 +48,12 @@ export async function runAgentDaemon(): Promise<RunningGateway> {
   mkdirSync(home, { recursive: true, mode: 0o700 });
   if (!process.env.SBX_GATEWAY_PORT) process.env.SBX_GATEWAY_PORT = String(await pickPort(home, process.env.SBX_GATEWAY_HOST || '127.0.0.1'));
   const [{ runGateway }, { LocalSbx }, { agentBuildId }] = await Promise.all([import('./main.ts'), import('../api/local-sbx.ts'), import('../api/agent-build.ts')]);
-  const gw = await runGateway(new LocalSbx({ home, delegate: false }), { build: agentBuildId(), config: process.env.SBX_AGENT_CONFIG });
+  const sbx = new LocalSbx({ home, delegate: false });
+  // The socket mounted in must be the engine the client spoke to, or the agent would guard another one.
+  const wanted = process.env.SBX_AGENT_ENGINE_ID;
+  const here = await (await sbx.runtime()).engineId();
+  if (wanted && here !== wanted) throw new RuntimeError(`the engine socket mounted into the agent belongs to engine ${here}, not ${wanted} (the one sbx was started against): set SBX_AGENT_ENGINE_SOCKET to the engine's socket path on its host`);
+  const gw = await runGateway(sbx, { build: agentBuildId(), config: process.env.SBX_AGENT_CONFIG });
   // The shared socket: the engine socket's group may use it (0660), nobody else.
   const socket = controlSocketPath(home);
   if (process.env.SBX_CONTROL_SOCKET && existsSync('/var/run/docker.sock')) {

@@ -15,8 +15,8 @@ export interface AgentSpec {
   image: string;
   /** The named volume that holds the agent's SBX_HOME (desired state on the engine's side). */
   volume: string;
-  /** The engine's socket on its own host, mounted into the agent. */
-  engineSocket: string;
+  /** Where the engine's socket may be on its own host, tried in order (the first that exists there is mounted). */
+  engineSockets: string[];
   /** A host directory for the control socket (the local shortcut), when the engine is local. */
   socketDir?: string;
   env: Record<string, string>;
@@ -63,6 +63,19 @@ export async function inspectAgent(runtime: Runtime, name: string): Promise<Agen
  * `conflict: true` when another client is creating it at the same moment.
  */
 export async function runAgent(runtime: Runtime, spec: AgentSpec, homePath: string): Promise<void> {
+  const sockets = [...new Set(spec.engineSockets)];
+  for (let i = 0; ; i++) {
+    try {
+      return await createAgent(runtime, spec, homePath, sockets[i]!);
+    } catch (err) {
+      // A socket path of this client that is not one on the engine's host: the next candidate.
+      if (i + 1 < sockets.length && (err as { missingSocket?: boolean }).missingSocket) continue;
+      throw err;
+    }
+  }
+}
+
+async function createAgent(runtime: Runtime, spec: AgentSpec, homePath: string, engineSocket: string): Promise<void> {
   try {
     const c = await runtime.docker.createContainer({
       name: spec.name,
@@ -74,11 +87,17 @@ export async function runAgent(runtime: Runtime, spec: AgentSpec, homePath: stri
         PidMode: 'host',
         CapAdd: ['NET_ADMIN', 'SYS_ADMIN'],
         RestartPolicy: { Name: 'unless-stopped' },
-        Binds: [`${spec.volume}:${homePath}`, `${spec.engineSocket}:/var/run/docker.sock`, ...(spec.socketDir ? [`${spec.socketDir}:/run/sbx-agent`] : [])],
+        Binds: [`${spec.volume}:${homePath}`, ...(spec.socketDir ? [`${spec.socketDir}:/run/sbx-agent`] : [])],
+        // A mount (not a bind) of the socket: the engine refuses a path its host lacks rather
+        // than making an empty directory there.
+        Mounts: [{ Type: 'bind', Source: engineSocket, Target: '/var/run/docker.sock' }],
       },
     });
     await c.start();
   } catch (err) {
+    if (statusOf(err) === 400 && /bind source path does not exist/i.test(String((err as { json?: { message?: string } }).json?.message ?? (err as Error).message))) {
+      throw Object.assign(toRuntimeError(err, `the engine's host has no socket at ${engineSocket}`), { missingSocket: true });
+    }
     if (statusOf(err) === 409) throw Object.assign(toRuntimeError(err, 'the sbx agent is being created by another sbx process'), { conflict: true });
     throw toRuntimeError(err, `could not start the sbx agent ${spec.name}`);
   }

@@ -76,16 +76,25 @@ export class Runtime {
   }
 
   #cpuCount?: Promise<number>;
+  #info?: Promise<{ NCPU?: number; ID?: string }>;
+
+  /** Docker's info(), asked once per process. */
+  #engineInfo(): Promise<{ NCPU?: number; ID?: string }> {
+    this.#info ??= this.docker.info().catch((err: unknown) => {
+      this.#info = undefined;
+      throw toRuntimeError(err, 'the Docker engine did not answer');
+    });
+    return this.#info;
+  }
+
+  /** The engine's own id (Docker's info().ID): tells two engines apart. */
+  async engineId(): Promise<string> {
+    return (await this.#engineInfo()).ID ?? '';
+  }
 
   /** How many CPUs the engine has (Docker's info().NCPU), asked once per process. */
   cpuCount(): Promise<number> {
-    this.#cpuCount ??= this.docker.info().then(
-      (info: { NCPU?: number }) => info.NCPU ?? 0,
-      (err: unknown) => {
-        this.#cpuCount = undefined;
-        throw toRuntimeError(err, 'the Docker engine did not answer');
-      },
-    );
+    this.#cpuCount ??= this.#engineInfo().then((info) => info.NCPU ?? 0);
     return this.#cpuCount;
   }
 
