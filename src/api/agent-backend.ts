@@ -11,7 +11,7 @@ import { VERSION } from '../core/version.ts';
 import type { SandboxInfo, SandboxRecord } from '../core/sandbox.ts';
 import type { GatewayAddress, PortInfo } from '../core/ports.ts';
 import type { NetworkPolicy } from '../core/network-policy.ts';
-import type { GatewayStatus } from '../gateway/state.ts';
+import type { GatewayStatus } from '../daemon-client/protocol.ts';
 import type { Runtime } from '../runtime/docker.ts';
 import { DaemonClient, MismatchError, unixTransport, type CallOptions, type Transport } from '../daemon-client/client.ts';
 import { PROTOCOL_VERSION, type RemoteMethod } from '../daemon-client/protocol.ts';

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
 import { VERSION } from '../core/version.ts';
-import { cliEntry } from '../gateway/daemon.ts';
+import { cliEntry } from '../core/bundle.ts';
 
 export const AGENT_FILES = ['cli.cjs', 'relay.cjs', 'egress-worker.cjs'] as const;
 

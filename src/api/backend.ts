@@ -6,7 +6,7 @@ import type { Duplex } from 'node:stream';
 import type { SandboxInfo, SandboxRecord } from '../core/sandbox.ts';
 import type { GatewayAddress, PortInfo } from '../core/ports.ts';
 import type { NetworkPolicy, NetworkPolicyInput } from '../core/network-policy.ts';
-import type { GatewayStatus } from '../gateway/state.ts';
+import type { GatewayStatus } from '../daemon-client/protocol.ts';
 import type { Runtime } from '../runtime/docker.ts';
 import type { CreateSandboxOptions, RemoveResult } from './local-sbx.ts';
 

@@ -6,7 +6,7 @@ import type { Server } from 'node:net';
 import type { SandboxInfo, SandboxRecord } from '../core/sandbox.ts';
 import type { GatewayAddress, PortInfo } from '../core/ports.ts';
 import type { NetworkPolicy, NetworkPolicyInput } from '../core/network-policy.ts';
-import type { GatewayStatus } from '../gateway/state.ts';
+import type { GatewayStatus } from '../daemon-client/protocol.ts';
 import type { Runtime } from '../runtime/docker.ts';
 import { sbxHome } from '../store/home.ts';
 import { applyDockerContext } from '../runtime/docker-context.ts';

@@ -6,8 +6,8 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import { RuntimeError } from '../core/errors.ts';
 import { parsePort } from '../core/ports.ts';
-import { TOKEN_HEADER } from '../gateway/auth.ts';
-import { splice } from '../gateway/splice.ts';
+import { TOKEN_HEADER } from '../core/token.ts';
+import { splice } from '../core/splice.ts';
 import type { Sbx } from './sbx.ts';
 import type { GatewayRoute } from './backend.ts';
 

@@ -81,3 +81,20 @@ export function onLines(stream: NodeJS.ReadableStream, onLine: (line: string) =>
     if (rest) (stream as NodeJS.ReadableStream & { unshift(b: Buffer): void }).unshift(Buffer.from(rest, 'latin1'));
   };
 }
+
+/** Whether a home's gateway (or agent) runs, and where: `sbx gateway status`. */
+export interface GatewayStatus {
+  running: boolean;
+  pid?: number;
+  host?: string;
+  port?: number;
+  domain?: string;
+  url?: string;
+  startedAt?: string;
+  engine?: string;
+  /** The resolver behind sbx's DNS forwarder. */
+  dnsUpstream?: string;
+  /** The user the DNS forwarder and the egress proxy run as. */
+  egressUser?: string;
+  log: string;
+}

@@ -9,7 +9,7 @@ import type { LocalSbx } from '../api/local-sbx.ts';
 import type { CreateSandboxOptions } from '../api/local-sbx.ts';
 import type { NetworkPolicyInput } from '../core/network-policy.ts';
 import { onLines, PROTOCOL_VERSION, REMOTE_METHODS, type ControlAnswer, type ControlRequest, type DaemonHello, type RemoteMethod } from '../daemon-client/protocol.ts';
-import { splice } from './splice.ts';
+import { splice } from '../core/splice.ts';
 
 /** What the gateway itself answers on the socket. */
 export interface GatewayOps {
@@ -107,7 +107,7 @@ export function createControlServer(sbx: LocalSbx, gateway: GatewayOps, log: (li
       const quiet = ['reload', 'health', 'hello'].includes(req.op) || (req.op === 'call' && /^(list|get|resolve|listPorts|getNetwork|gatewayAddress|gatewayStatus|execTarget|sandboxNames)$/.test(String(p.method)));
       if (!quiet) log(`control: ${req.op === 'call' ? p.method : req.op} ${req.op === 'create' ? (p.options?.name ?? '(generated name)') : (p.ref ?? (Array.isArray(p.args) && typeof p.args[0] === 'string' ? p.args[0] : typeof p.args?.[0] === 'object' ? ((p.args[0] as { name?: string }).name ?? '') : ''))}`);
       work.then(
-        (value) => answer({ value: value ?? null }),
+        (value) => answer({ value }),
         (err: SbxError) => answer({ error: { message: err.message, exitCode: typeof err.exitCode === 'number' ? err.exitCode : 1, warnings: err.warnings } }),
       );
     });
