@@ -186,7 +186,11 @@ export class AgentBackend implements SbxBackend {
       if (!a) throw new RuntimeError(`the sbx agent ${container} is gone (removed by another sbx process?): retry`);
       if (Date.now() > deadline) {
         const tail = await agentLogTail(runtime, container);
-        throw new RuntimeError(`the sbx agent ${container} did not answer within ${START_TIMEOUT_MS / 1000}s${tail ? `: ${tail}` : ''} (${(last as Error)?.message ?? 'no answer'}; docker logs ${container})`);
+        // An agent that cannot serve is not left restarting: its volume keeps the desired state,
+        // the kernel keeps the rules, and the next command starts a new one.
+        const { removeAgent } = await import('../runtime/agent.ts');
+        await removeAgent(runtime, container, 2).catch(() => {});
+        throw new RuntimeError(`the sbx agent ${container} did not answer within ${START_TIMEOUT_MS / 1000}s${tail ? `: ${tail}` : ''} (${(last as Error)?.message ?? 'no answer'}); it was removed, nothing else changed`);
       }
       await new Promise((r) => setTimeout(r, 100));
     }
