@@ -224,7 +224,7 @@ export class AgentBackend implements SbxBackend {
 
   async gatewayStatus(): Promise<GatewayStatus> {
     const status = await this.call<GatewayStatus>('gatewayStatus', []);
-    return { ...status, agent: agentNames(this.home).container } as GatewayStatus;
+    return { ...status, agent: agentNames(this.home).container };
   }
 
   /** The agent is the gateway: the route to its listener goes through the agent itself. */

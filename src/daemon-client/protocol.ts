@@ -97,4 +97,6 @@ export interface GatewayStatus {
   /** The user the DNS forwarder and the egress proxy run as. */
   egressUser?: string;
   log: string;
+  /** Agent mode: the agent container that runs it. */
+  agent?: string;
 }
