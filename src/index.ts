@@ -33,5 +33,5 @@ export const stop = (ref: string): Promise<SandboxInfo> => client().stop(ref);
 export const pause = (ref: string): Promise<SandboxInfo> => client().pause(ref);
 export const resume = (ref: string): Promise<SandboxInfo> => client().resume(ref);
 export const remove = (ref: string, options?: { force?: boolean }) => client().remove(ref, options);
-export const getNetwork = (ref: string): NetworkPolicy => client().getNetwork(ref);
+export const getNetwork = (ref: string): Promise<NetworkPolicy> => client().getNetwork(ref);
 export const updateNetwork = (ref: string, policy: NetworkPolicyInput): Promise<NetworkPolicy> => client().updateNetwork(ref, policy);

@@ -1,5 +1,5 @@
-// Builds the default sandbox image without any registry: debootstrap of Debian bookworm from the
-// mirror apt already uses, then `docker import`.
+// Builds images without any registry: debootstrap of Debian bookworm from the mirror apt already
+// uses, then `docker import` (the default sandbox image here, the agent's root in agent-image.ts).
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -45,15 +45,32 @@ export function systemMirror(suite = BASE_SUITE): string {
 }
 
 export async function buildBaseImage(runtime: Runtime, options: BuildImageOptions): Promise<void> {
-  if (process.getuid?.() !== 0) throw new RuntimeError('building the base image needs root (debootstrap): run it as root or through ./scripts/setup');
+  await bootstrapImage(runtime, { ...options, packages: BASE_PACKAGES, changes: BASE_CHANGES });
+}
+
+export interface BootstrapOptions extends BuildImageOptions {
+  /** Installed on top of debootstrap's minbase. */
+  packages: readonly string[];
+  /** Dockerfile instructions applied on import (ENV, LABEL, CMD...). */
+  changes: readonly string[];
+  /** Last touches to the root filesystem before it is imported (it runs as root). */
+  prepare?: (root: string) => Promise<void>;
+}
+
+/**
+ * debootstrap of Debian bookworm (minbase plus `packages`) into a temporary directory, then
+ * `docker import` as `tag`: the one way sbx makes images without a registry.
+ */
+export async function bootstrapImage(runtime: Runtime, options: BootstrapOptions): Promise<void> {
+  if (process.getuid?.() !== 0) throw new RuntimeError(`building ${options.tag} needs root (debootstrap): run it as root or through ./scripts/setup`);
   const debootstrap = ['/usr/sbin/debootstrap', '/usr/bin/debootstrap'].find(existsSync);
   if (!debootstrap) throw new RuntimeError('debootstrap is not installed: apt-get install debootstrap (./scripts/setup does this)');
   const mirror = options.mirror ?? systemMirror();
   const progress = options.onProgress ?? (() => {});
   const root = await mkdtemp(join(tmpdir(), 'sbx-rootfs-'));
   try {
-    progress(`debootstrap ${BASE_SUITE} (minbase + ${BASE_PACKAGES.join(', ')}) from ${mirror}`);
-    const boot = execa(debootstrap, ['--variant=minbase', `--include=${BASE_PACKAGES.join(',')}`, BASE_SUITE, root, mirror], { all: true, buffer: { all: false } });
+    progress(`debootstrap ${BASE_SUITE} (minbase + ${options.packages.join(', ')}) from ${mirror}`);
+    const boot = execa(debootstrap, ['--variant=minbase', `--include=${options.packages.join(',')}`, BASE_SUITE, root, mirror], { all: true, buffer: { all: false } });
     boot.all?.setEncoding('utf8');
     let tail: string[] = [];
     boot.all?.on('data', (chunk: string) => {
@@ -67,11 +84,12 @@ export async function buildBaseImage(runtime: Runtime, options: BuildImageOption
     } catch (err) {
       throw new RuntimeError(`debootstrap failed (${(err as Error).message.split('\n')[0]}):\n${tail.join('\n')}`);
     }
+    await options.prepare?.(root);
     // Package caches only make the image bigger.
     await execa('sh', ['-c', 'rm -rf var/cache/apt/archives/*.deb var/lib/apt/lists/*'], { cwd: root });
     progress(`importing the root filesystem as ${options.tag}`);
     const tar = execa('tar', ['--numeric-owner', '-C', root, '-c', '.'], { buffer: false });
-    await Promise.all([runtime.importImage(tar.stdout!, options.tag, BASE_CHANGES), tar]);
+    await Promise.all([runtime.importImage(tar.stdout!, options.tag, [...options.changes]), tar]);
     progress(`built ${options.tag}`);
   } finally {
     await rm(root, { recursive: true, force: true });

@@ -1,12 +1,14 @@
 // Turns a sandbox's desired state (the store) into reality, Docker objects and the kernel's egress
 // rules, and takes them away again. Rules go in before the container runs, so it never runs
-// without them. It also finishes what a killed or failed process left half-done: a create whose
-// process is gone is rolled back, a removal that could not finish is retried (see recordState).
+// without them, nor on an engine whose bridges are not where the rules are (engine-here.ts). It
+// also finishes what a killed or failed process left half-done: a create whose process is gone is
+// rolled back, a removal that could not finish is retried (see recordState).
 import { InterruptedError, RemovalError, RuntimeError } from '../core/errors.ts';
 import { objectNames, type SandboxRecord } from '../core/sandbox.ts';
 import type { Runtime } from '../runtime/docker.ts';
 import { sandboxLabels } from '../runtime/labels.ts';
 import type { Egress } from '../net/egress.ts';
+import { assertBridgeHere, assertNoStrayBridge } from '../net/engine-here.ts';
 import { tableName } from '../net/nft-rules.ts';
 import { removeSandboxFiles, writeResolvConf } from '../net/resolv-conf.ts';
 import type { Store } from '../store/store.ts';
@@ -21,6 +23,16 @@ export interface ReconcileContext {
   fresh?: boolean;
   /** The egress rules were just put in force (create does it while the network is made). */
   rulesApplied?: boolean;
+}
+
+/** Runs `check`; when it throws, the rules' step settles first (nothing races what follows). */
+async function settled(rules: Promise<void>, check: () => void): Promise<void> {
+  try {
+    check();
+  } catch (err) {
+    await rules.catch(() => {});
+    throw err;
+  }
 }
 
 function checkAbort(signal?: AbortSignal): void {
@@ -40,12 +52,17 @@ export async function reconcileSandbox(record: SandboxRecord, ctx: ReconcileCont
   rules.catch(() => {}); // awaited below; this only keeps an early failure from going unhandled
   let current = ctx.fresh ? undefined : await runtime.inspectContainer(names.container);
   let network = await runtime.sandboxNetwork(record.id);
+  // The rules go into this process's namespace: the engine's bridge must be here too (a stat and
+  // the interface list, see engine-here.ts). Not for a stop: stopping only makes it safer.
+  const willRun = record.desired !== 'stopped';
   if (!current && !network) {
+    if (willRun) await settled(rules, () => assertNoStrayBridge(record.id, record.name));
     await runtime.createSandboxNetwork(record.id, labels, !!record.ipv6);
     checkAbort(signal);
     network = await runtime.sandboxNetwork(record.id);
   }
   if (!network) throw new RuntimeError(`the network of sandbox ${record.name} has no IPv4 subnet`);
+  if (willRun) await settled(rules, () => assertBridgeHere(record.id, record.name, network));
   if (!current) {
     const resolvConf = writeResolvConf(ctx.home, record.id, network.gateway);
     // Both settle before any failure is raised, so a rollback never races a half-done step.

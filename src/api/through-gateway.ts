@@ -1,14 +1,28 @@
 // Talking to a sandbox's ports through the gateway from this machine: one HTTP request
 // (`sbx fetch`, Blaxel's sandbox.fetch) and a local TCP port forwarded to a sandbox port
 // (`sbx port forward`, like kubectl port-forward), both with the sandbox's token.
-import { request, type IncomingMessage } from 'node:http';
+import { request, type IncomingMessage, type RequestOptions } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import { RuntimeError } from '../core/errors.ts';
 import { parsePort } from '../core/ports.ts';
-import { TOKEN_HEADER } from '../gateway/auth.ts';
-import { splice } from '../gateway/splice.ts';
+import { TOKEN_HEADER } from '../core/token.ts';
+import { splice } from '../core/splice.ts';
 import type { Sbx } from './sbx.ts';
+import type { GatewayRoute } from './backend.ts';
+
+/** Options for a request to the gateway: over TCP, or through the daemon's tunnel (agent mode). */
+function via(gw: GatewayRoute): RequestOptions {
+  return gw.connect
+    ? { createConnection: (_o: unknown, done: (err: Error | null, s: Duplex) => void) => void gw.connect!().then(
+        (s) => {
+          done(null, s);
+          s.resume(); // the tunnel hands its stream over paused (see DaemonClient.tunnel)
+        },
+        (err: Error) => done(err, undefined as never),
+      ) } as RequestOptions
+    : { host: gw.host, port: gw.port };
+}
 
 export interface FetchOptions {
   path?: string;
@@ -26,15 +40,14 @@ export interface FetchResponse {
 
 export async function fetchThroughGateway(sbx: Sbx, ref: string, portValue: number | string, options: FetchOptions = {}): Promise<FetchResponse> {
   const port = parsePort(portValue);
-  const record = sbx.resolve(ref);
+  const record = await sbx.resolve(ref);
   const gw = await sbx.ensureGateway();
   let path = options.path ?? '/';
   if (!path.startsWith('/')) path = `/${path}`;
   return new Promise((resolve, reject) => {
     const req = request(
       {
-        host: gw.host,
-        port: gw.port,
+        ...via(gw),
         method: options.method ?? 'GET',
         path,
         headers: { ...options.headers, host: `${port}-${record.name}.${gw.domain}:${gw.port}`, [TOKEN_HEADER]: record.token ?? '' },
@@ -60,15 +73,18 @@ export interface ForwardOptions {
 /** Listens locally and carries every connection, byte for byte, to a port of the sandbox. */
 export async function forwardPort(sbx: Sbx, ref: string, portValue: number | string, options: ForwardOptions = {}): Promise<Server> {
   const port = parsePort(portValue);
-  const record = sbx.resolve(ref);
+  const record = await sbx.resolve(ref);
   const gw = await sbx.ensureGateway();
   const server = createServer((client: Socket) => {
     client.pause();
+    // The token is read per connection: a rotated one is used from the next connection on.
+    void sbx.resolve(record.id).then((current) => tunnel(client, current.token ?? ''), () => tunnel(client, record.token ?? ''));
+  });
+  const tunnel = (client: Socket, token: string) => {
     const req = request({
-      host: gw.host,
-      port: gw.port,
+      ...via(gw),
       path: `/_sbx/tunnel/${record.id}/${port}`,
-      headers: { host: gw.domain, connection: 'Upgrade', upgrade: 'sbx-tunnel', [TOKEN_HEADER]: sbx.resolve(record.id).token ?? '' },
+      headers: { host: gw.domain, connection: 'Upgrade', upgrade: 'sbx-tunnel', [TOKEN_HEADER]: token },
     });
     req.on('upgrade', (_res, tunnel, head) => {
       // Bytes the sandbox sent right after the switch belong to the local client.
@@ -87,7 +103,7 @@ export async function forwardPort(sbx: Sbx, ref: string, portValue: number | str
       client.destroy();
     });
     req.end();
-  });
+  };
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) =>
       reject(new RuntimeError(err.code === 'EADDRINUSE' ? `local port ${options.localPort ?? port} is in use: pick another with --local` : `cannot listen locally: ${err.message}`)),

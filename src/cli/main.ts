@@ -21,11 +21,20 @@ export async function main(argv: string[] = process.argv): Promise<number> {
   const dd = argv.indexOf('--', 2);
   const rest = dd < 0 ? [] : argv.slice(dd + 1);
   const program = buildProgram({ onExit: (code) => (exitCode = code), rest });
+  // A command whose work can no longer finish (it waits on something that will never answer,
+  // and nothing is left to wait on) must not end as a silent success.
+  const stranded = () => {
+    process.stderr.write('error: sbx stopped waiting for an answer that cannot come (a bug: please report it with SBX_DEBUG=1)\n');
+    process.exitCode = 1;
+  };
+  process.once('beforeExit', stranded);
   try {
     await program.parseAsync(dd < 0 ? argv : argv.slice(0, dd));
     return exitCode;
   } catch (err) {
     return report(err);
+  } finally {
+    process.off('beforeExit', stranded);
   }
 }
 

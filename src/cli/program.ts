@@ -4,9 +4,7 @@ import { Command, Option } from 'commander';
 import { COMMANDS, type CommandSpec } from './spec.ts';
 import type { CommandModule } from './context.ts';
 import { UsageError } from '../core/errors.ts';
-
-declare const SBX_VERSION: string;
-export const VERSION = typeof SBX_VERSION === 'string' ? SBX_VERSION : '0.0.0-dev';
+import { VERSION } from '../core/version.ts';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
@@ -27,6 +25,7 @@ const loaders: Record<string, () => Promise<CommandModule>> = {
   network: () => import('./commands/network.ts'),
   fetch: () => import('./commands/fetch.ts'),
   gateway: () => import('./commands/gateway.ts'),
+  agent: () => import('./commands/agent.ts'),
   complete: () => import('./commands/complete.ts'),
 };
 

@@ -178,12 +178,12 @@ export const COMMANDS: CommandSpec[] = [
     subcommands: [
       {
         name: 'build',
-        summary: 'build the default image (debootstrap, no registry needed)',
+        summary: 'build the default image and the agent images (debootstrap, no registry needed)',
         module: 'image-build',
         options: [
-          { flags: '--tag <image>', description: 'image name to build (default: sbx/base:bookworm)' },
+          { flags: '--tag <image>', description: 'name of the default image (default: sbx/base:bookworm)' },
           { flags: '--mirror <url>', description: 'Debian mirror (default: the one apt uses)' },
-          { flags: '--force', description: 'rebuild even when the image exists' },
+          { flags: '--force', description: 'rebuild even when the images exist' },
           json,
         ],
       },
@@ -194,6 +194,16 @@ export const COMMANDS: CommandSpec[] = [
     summary: 'print the shell completion script',
     module: 'completion',
     args: [{ name: 'shell', required: true, complete: SHELLS }],
+  },
+  {
+    // Run by sbx inside the agent container (src/runtime/agent.ts), not by people.
+    name: 'agent',
+    summary: 'the sbx agent on an engine\'s host',
+    hidden: true,
+    subcommands: [
+      { name: 'run', summary: 'run the agent daemon (in the agent container)', module: 'agent' },
+      { name: 'pipe', summary: 'join stdin and stdout to the agent\'s control socket', module: 'agent' },
+    ],
   },
   {
     name: '__complete',

@@ -1,5 +1,8 @@
 // Traffic tokens for private ports: 192 random bits, compared in constant time (no early exit).
 
+/** The request header that carries a sandbox's traffic token (sbx fetch and port forward send it). */
+export const TOKEN_HEADER = 'x-sbx-traffic-token';
+
 export function newToken(): string {
   const bytes = new Uint8Array(24);
   crypto.getRandomValues(bytes);

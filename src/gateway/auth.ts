@@ -2,7 +2,8 @@
 // request goes into the sandbox (the sandbox never sees its own token).
 import type { IncomingMessage } from 'node:http';
 
-export const TOKEN_HEADER = 'x-sbx-traffic-token';
+import { TOKEN_HEADER } from '../core/token.ts';
+export { TOKEN_HEADER };
 export const TOKEN_COOKIE = 'sbx_token';
 export const TOKEN_QUERY = 'sbx_token';
 

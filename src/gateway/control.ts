@@ -1,16 +1,15 @@
-// The daemon's control socket: when the gateway runs, `create` and `rm` are carried out by it (a
-// warm process, like dockerd for the docker CLI), so a CLI run costs little more than Node's own
-// start. The socket lives in SBX_HOME/run (private to its user) and speaks JSON lines: the client
-// sends `{"op", "payload"}`, may later send the line `abort` (Ctrl-C), and gets one answer line
-// once the work, or its rollback, is done. A client that vanishes rolls the work back too.
-// The gateway's own operations (reload, health) are here too, and nowhere on its HTTP listener:
-// only processes of this user reach the socket, web pages cannot.
+// The daemon's side of the control protocol (src/daemon-client/protocol.ts). While the gateway
+// runs, create, rm and the other changes are carried out here (a warm process, like dockerd for
+// the docker CLI), and in agent mode every library call is. The socket is private to its user
+// (host mode: SBX_HOME/run) or to the engine's group (agent mode): web pages cannot reach it.
+// A client that vanishes mid-create rolls the create back.
 import { createConnection, createServer, type Server } from 'node:net';
-import { errorForExitCode, RuntimeError, UsageError, type SbxError } from '../core/errors.ts';
-import type { CreateSandboxOptions, Sbx } from '../api/sbx.ts';
+import { UsageError, type SbxError } from '../core/errors.ts';
+import type { LocalSbx } from '../api/local-sbx.ts';
+import type { CreateSandboxOptions } from '../api/local-sbx.ts';
 import type { NetworkPolicyInput } from '../core/network-policy.ts';
-
-export type Operation = 'create' | 'remove' | 'expose' | 'unexpose' | 'network' | 'reload' | 'health';
+import { onLines, PROTOCOL_VERSION, REMOTE_METHODS, type ControlAnswer, type ControlRequest, type DaemonHello, type RemoteMethod } from '../daemon-client/protocol.ts';
+import { splice } from '../core/splice.ts';
 
 /** What the gateway itself answers on the socket. */
 export interface GatewayOps {
@@ -18,38 +17,40 @@ export interface GatewayOps {
   reload(): Promise<void>;
   /** Liveness and a few facts (pid, engine...): how ensureGateway knows the gateway is up. */
   health(): object;
+  hello(): DaemonHello;
+  /** Where `tunnel` connects: the gateway's HTTP listener. */
+  listener(): { host: string; port: number };
 }
 
-interface Request {
-  op: Operation;
-  payload: { options?: CreateSandboxOptions; ref?: string; force?: boolean; ports?: number[]; public?: boolean; policy?: NetworkPolicyInput };
+type Payload = { options?: CreateSandboxOptions; ref?: string; force?: boolean; ports?: number[]; public?: boolean; policy?: NetworkPolicyInput; method?: string; args?: unknown[] };
+
+/** A library call made by a client (agent mode); `signal` is the client's abort. */
+function callMethod(sbx: LocalSbx, method: string | undefined, args: unknown[], signal: AbortSignal): Promise<unknown> {
+  if (!REMOTE_METHODS.includes(method as RemoteMethod)) return Promise.reject(new UsageError(`unknown library call ${String(method).slice(0, 40)}`));
+  const ref = String(args[0] ?? '');
+  switch (method as RemoteMethod) {
+    case 'create':
+      return sbx.create({ ...(args[0] as CreateSandboxOptions), signal });
+    case 'get':
+      return sbx.get(ref, args[1] as { showToken?: boolean });
+    case 'resolve':
+      return Promise.resolve().then(() => sbx.resolve(ref));
+    case 'listPorts':
+      return Promise.resolve().then(() => sbx.listPorts(ref));
+    case 'getNetwork':
+      return Promise.resolve().then(() => sbx.getNetwork(ref));
+    case 'gatewayAddress':
+      return Promise.resolve().then(() => sbx.gatewayAddress());
+    default:
+      return Promise.resolve().then(() => (sbx[method as keyof LocalSbx] as (...x: unknown[]) => unknown).apply(sbx, args));
+  }
 }
 
-interface Answer {
-  value?: unknown;
-  error?: { message: string; exitCode: number; warnings?: string[] };
-}
-
-/** Splits a stream of text into lines. */
-function onLines(stream: NodeJS.ReadableStream, onLine: (line: string) => void): void {
-  let buffered = '';
-  stream.setEncoding('utf8');
-  stream.on('data', (chunk: string) => {
-    buffered += chunk;
-    let nl: number;
-    while ((nl = buffered.indexOf('\n')) >= 0) {
-      const line = buffered.slice(0, nl);
-      buffered = buffered.slice(nl + 1);
-      onLine(line);
-    }
-  });
-}
-
-export function createControlServer(sbx: Sbx, gateway: GatewayOps, log: (line: string) => void = () => {}): Server {
+export function createControlServer(sbx: LocalSbx, gateway: GatewayOps, log: (line: string) => void = () => {}): Server {
   return createServer((conn) => {
     const abort = new AbortController();
     let answered = false;
-    const answer = (a: Answer) => {
+    const answer = (a: ControlAnswer) => {
       answered = true;
       conn.end(JSON.stringify(a) + '\n');
     };
@@ -58,83 +59,57 @@ export function createControlServer(sbx: Sbx, gateway: GatewayOps, log: (line: s
       if (!answered) abort.abort();
     });
     let started = false;
-    onLines(conn, (line) => {
+    const stop = onLines(conn, (line) => {
       if (started) {
         if (line === 'abort') abort.abort();
         return;
       }
       started = true;
-      let req: Request;
+      let req: ControlRequest;
       try {
-        req = JSON.parse(line) as Request;
+        req = JSON.parse(line) as ControlRequest;
         if (typeof req !== 'object' || req === null) throw new TypeError();
       } catch {
         return answer({ error: { message: 'the control request is not a JSON object', exitCode: 2 } });
       }
-      const p = req.payload ?? {};
+      // A client of another protocol would misread answers (or be misread): it hears so, and
+      // replaces this daemon with its own (the rules stay in force meanwhile).
+      if (req.v !== PROTOCOL_VERSION) {
+        return answer({ error: { message: `this sbx daemon speaks control protocol ${PROTOCOL_VERSION}, the client ${req.v ?? 1}: upgrade the client or restart the daemon`, exitCode: 1, mismatch: { daemon: PROTOCOL_VERSION, ...(req.v ? { client: req.v } : {}) } } });
+      }
+      const p = (req.payload ?? {}) as Payload;
+      if (req.op === 'tunnel') {
+        stop();
+        const { host, port } = gateway.listener();
+        const upstream = createConnection({ host: host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host, port });
+        upstream.once('connect', () => {
+          answered = true;
+          conn.write(JSON.stringify({ value: true }) + '\n');
+          splice(conn, upstream);
+        });
+        upstream.once('error', (err) => {
+          if (!answered) answer({ error: { message: `the gateway did not answer: ${err.message}`, exitCode: 1 } });
+        });
+        return;
+      }
       const work: Promise<unknown> =
-        req.op === 'create' ? sbx.create({ ...p.options, signal: abort.signal })
+        req.op === 'call' ? callMethod(sbx, p.method, Array.isArray(p.args) ? p.args : [], abort.signal)
+        : req.op === 'create' ? sbx.create({ ...p.options, signal: abort.signal })
         : req.op === 'remove' ? sbx.remove(p.ref ?? '', { force: p.force })
         : req.op === 'expose' ? sbx.exposePorts(p.ref ?? '', p.ports ?? [], { public: p.public })
         : req.op === 'unexpose' ? sbx.unexposePorts(p.ref ?? '', p.ports ?? [])
         : req.op === 'network' ? sbx.updateNetwork(p.ref ?? '', p.policy ?? {})
         : req.op === 'reload' ? gateway.reload()
         : req.op === 'health' ? Promise.resolve(gateway.health())
+        : req.op === 'hello' ? Promise.resolve(gateway.hello())
         : Promise.reject(new UsageError(`unknown control operation ${String(req.op)}`));
-      // reload and health come with every change and every start: not worth a line each.
-      if (req.op !== 'reload' && req.op !== 'health') log(`control: ${req.op} ${req.op === 'create' ? (p.options?.name ?? '(generated name)') : p.ref}`);
+      // Reads and the gateway's own operations come with every command: not worth a line each.
+      const quiet = ['reload', 'health', 'hello'].includes(req.op) || (req.op === 'call' && /^(list|get|resolve|listPorts|getNetwork|gatewayAddress|gatewayStatus|execTarget|sandboxNames)$/.test(String(p.method)));
+      if (!quiet) log(`control: ${req.op === 'call' ? p.method : req.op} ${req.op === 'create' ? (p.options?.name ?? '(generated name)') : (p.ref ?? (Array.isArray(p.args) && typeof p.args[0] === 'string' ? p.args[0] : typeof p.args?.[0] === 'object' ? ((p.args[0] as { name?: string }).name ?? '') : ''))}`);
       work.then(
         (value) => answer({ value }),
         (err: SbxError) => answer({ error: { message: err.message, exitCode: typeof err.exitCode === 'number' ? err.exitCode : 1, warnings: err.warnings } }),
       );
     });
-  });
-}
-
-/**
- * Asks the daemon to do an operation; `signal` rolls it back (the answer still waits for that).
- * `timeoutMs` gives up waiting (for operations with nothing to roll back: reload, health).
- */
-export function callDaemon<T>(socketPath: string, op: Operation, payload: Request['payload'], signal?: AbortSignal, timeoutMs?: number): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const conn = createConnection(socketPath);
-    let settled = false;
-    if (timeoutMs !== undefined) {
-      conn.setTimeout(timeoutMs, () => {
-        if (settled) return;
-        settled = true;
-        conn.destroy();
-        reject(new RuntimeError(`the sbx daemon did not answer ${op} within ${timeoutMs / 1000}s (see gateway.log)`));
-      });
-    }
-    const onAbort = () => conn.write('abort\n');
-    signal?.addEventListener('abort', onAbort, { once: true });
-    onLines(conn, (line) => {
-      settled = true;
-      signal?.removeEventListener('abort', onAbort);
-      conn.end();
-      try {
-        const a = JSON.parse(line) as Answer;
-        if (a.error) reject(errorForExitCode(a.error.exitCode, a.error.message, a.error.warnings));
-        else resolve(a.value as T);
-      } catch {
-        reject(new RuntimeError('the sbx daemon gave an answer that is not JSON'));
-      }
-    });
-    conn.on('error', (err: NodeJS.ErrnoException) => {
-      if (settled) return;
-      settled = true;
-      // Not reachable at all: nothing was started, so the caller may do the work itself.
-      const unreachable = err.code === 'ENOENT' || err.code === 'ECONNREFUSED';
-      reject(Object.assign(new RuntimeError(`the sbx daemon did not answer: ${err.message}`), { unreachable }));
-    });
-    conn.on('close', () => {
-      if (!settled) {
-        settled = true;
-        reject(new RuntimeError('the sbx daemon closed the connection before answering (see gateway.log)'));
-      }
-    });
-    conn.write(JSON.stringify({ op, payload }) + '\n');
-    if (signal?.aborted) onAbort();
   });
 }

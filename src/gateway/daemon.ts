@@ -2,17 +2,19 @@
 // in SBX_HOME. Commands that need the gateway call ensureGateway().
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
+import { cliEntry } from '../core/bundle.ts';
+export { cliEntry };
 import { gatewayFiles, gatewaySettings, type GatewayState } from './settings.ts';
 import { alive, runningGateway } from './state.ts';
-import { callDaemon } from './control.ts';
+import { DaemonClient, unixTransport } from '../daemon-client/client.ts';
 
 /** `health` on the gateway's control socket: resolves true when it answers ok. */
 export async function probeGateway(s: Pick<GatewayState, 'control'>, timeoutMs = 1000): Promise<boolean> {
   if (!s.control) return false;
   try {
-    const health = await callDaemon<{ ok?: boolean }>(s.control, 'health', {}, undefined, timeoutMs);
+    const health = await new DaemonClient(unixTransport(s.control)).request<{ ok?: boolean }>('health', {}, { timeoutMs });
     return health?.ok === true;
   } catch {
     return false;
@@ -26,21 +28,9 @@ export async function probeGateway(s: Pick<GatewayState, 'control'>, timeoutMs =
  */
 export async function reloadGateway(s: GatewayState | undefined): Promise<void> {
   if (!s?.control) return;
-  await callDaemon(s.control, 'reload', {}, undefined, 15_000).catch(() => {});
+  await new DaemonClient(unixTransport(s.control)).request('reload', {}, { timeoutMs: 15_000 }).catch(() => {});
 }
 
-/** The CLI bundle (dist/cli.cjs) that runs `gateway run`, found from this module's location. */
-export function cliEntry(): string {
-  if (process.env.SBX_CLI_ENTRY) return process.env.SBX_CLI_ENTRY;
-  let dir = typeof __filename === 'string' ? dirname(__filename) : dirname(new URL(import.meta.url).pathname);
-  for (let i = 0; i < 6; i++) {
-    const candidate = join(dir, 'dist', 'cli.cjs');
-    if (existsSync(candidate)) return candidate;
-    if (existsSync(join(dir, 'cli.cjs'))) return join(dir, 'cli.cjs');
-    dir = dirname(dir);
-  }
-  throw new RuntimeError('cannot find dist/cli.cjs to start the gateway: run the build (npm run build)');
-}
 
 /** Starts the gateway in the background unless one runs; resolves once it answers. */
 export async function ensureGateway(home: string, timeoutMs = 10_000): Promise<GatewayState> {

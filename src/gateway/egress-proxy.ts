@@ -24,7 +24,7 @@ import { checkRequest, parseHost, judgeAddress, judgeName, judgeNameAlone, prefe
 import { canonicalAddress } from './host-addresses.ts';
 import { relayResponse, withoutHopByHop } from './http-relay.ts';
 import { parseClientHello } from './sni.ts';
-import { splice } from './splice.ts';
+import { splice } from '../core/splice.ts';
 import type { UpstreamResolver } from './upstream.ts';
 
 const HELLO_LIMIT = 64 * 1024;

@@ -3,7 +3,7 @@
 import { chmodSync, chownSync, existsSync, mkdirSync, rmSync, writeFileSync, renameSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
-import type { Sbx } from '../api/sbx.ts';
+import type { LocalSbx } from '../api/local-sbx.ts';
 import { cliEntry } from './daemon.ts';
 import { runningGateway } from './state.ts';
 import { Relays } from './relays.ts';
@@ -22,6 +22,8 @@ import { applyListenerGuard, removeListenerGuard } from '../net/listener-guard.t
 import type { EgressListeners } from '../net/nft-rules.ts';
 import type { NetworkPolicy } from '../core/network-policy.ts';
 import { dnsUpstream } from './settings.ts';
+import { PROTOCOL_VERSION } from '../daemon-client/protocol.ts';
+import { VERSION } from '../core/version.ts';
 
 export interface RunningGateway {
   state: GatewayState;
@@ -44,13 +46,17 @@ function msFromEnv(name: string, fallback: number): number {
   return v && /^\d+$/.test(v) ? Number(v) : fallback;
 }
 
-export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
+export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; config?: string } = {}): Promise<RunningGateway> {
   const home = sbx.home;
   const other = runningGateway(home);
   if (other && other.pid !== process.pid) throw new RuntimeError(`a gateway already runs for ${home} (pid ${other.pid}, port ${other.port})`);
   const settings = gatewaySettings();
   const files = gatewayFiles(home);
   const runtime = await sbx.runtime();
+  // It puts rules and DNS beside the engine's bridges: an engine whose bridges are elsewhere
+  // (remote, a VM, another namespace) is refused rather than served with rules that do not apply.
+  const { assertEngineHere } = await import('../net/engine-here.ts');
+  await assertEngineHere(runtime, home, `the gateway of ${home}`);
   const relays = new Relays(files.run, join(dirname(cliEntry()), 'relay.cjs'));
   const targets = new Targets(sbx, runtime, relays, msFromEnv('SBX_START_TIMEOUT_MS', 30_000));
   const routes = new RouteTable(sbx.store);
@@ -129,6 +135,8 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
   // On the control socket only (see control.ts): web pages cannot reach it.
   const gatewayOps: GatewayOps = {
     health: () => ({ ok: true, pid: process.pid, engine, domain: settings.domain, startedAt, sandboxes: routes.all().length, egressPid: workers.pid }),
+    hello: () => ({ protocol: PROTOCOL_VERSION, version: VERSION, pid: process.pid, ...helloExtra, ...(state ? { gateway: { host: state.host, port: state.port, domain: state.domain } } : {}) }),
+    listener: () => ({ host: settings.host, port: state?.port ?? settings.port }),
     reload: async () => {
       targets.invalidateAll();
       await routes.refresh();
@@ -206,7 +214,8 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
     return unguard(err);
   });
   // create and rm from sbx processes are carried out here while the daemon runs; reload, health.
-  const control = join(files.run, 'control.sock');
+  // (The agent puts it in a directory shared with the engine's host: SBX_CONTROL_SOCKET.)
+  const control = process.env.SBX_CONTROL_SOCKET || join(files.run, 'control.sock');
   rmSync(control, { force: true });
   const controlServer = createControlServer(sbx, gatewayOps, log);
   await new Promise<void>((resolve, reject) => {
@@ -215,7 +224,7 @@ export async function runGateway(sbx: Sbx): Promise<RunningGateway> {
   }).catch(unguard);
   await Promise.all(routes.all().map((r) => enforce(r.id, 'restore')));
   void sbx.reconcileStale((line) => log(`reconcile: ${line}`)); // creates whose process died, removals that did not finish
-  state = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, control, dockerHost: process.env.DOCKER_HOST ?? '', egress: workers.listeners ?? egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}`, egressUser: user.name };
+  state = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, control, dockerHost: process.env.DOCKER_HOST ?? '', egress: workers.listeners ?? egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}`, egressUser: user.name, protocol: PROTOCOL_VERSION, version: VERSION };
   mkdirSync(home, { recursive: true });
   writeAtomic(files.state, JSON.stringify(state, null, 2) + '\n');
   writeAtomic(files.pid, `${process.pid}\n`);

@@ -13,7 +13,7 @@ import { crossSiteRefusal } from './cookie-guard.ts';
 import { sendError, sendUpgradeError, type GatewayError } from './responses.ts';
 import type { RouteTable } from './routes.ts';
 import { GatewayFailure, type Targets } from './targets.ts';
-import { splice } from './splice.ts';
+import { splice } from '../core/splice.ts';
 import { HOP_BY_HOP, relayResponse, spliceUpgrade } from './http-relay.ts';
 const TUNNEL_PATH = /^\/_sbx\/tunnel\/([a-z0-9][a-z0-9-]{0,62})\/(\d{1,5})$/;
 

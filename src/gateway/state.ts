@@ -2,22 +2,9 @@
 // network, so `sbx ls` and `inspect` can print URLs without starting anything).
 import { readFileSync } from 'node:fs';
 import { gatewayFiles, type GatewayState } from './settings.ts';
+import type { GatewayStatus } from '../daemon-client/protocol.ts';
+export type { GatewayStatus };
 
-export interface GatewayStatus {
-  running: boolean;
-  pid?: number;
-  host?: string;
-  port?: number;
-  domain?: string;
-  url?: string;
-  startedAt?: string;
-  engine?: string;
-  /** The resolver behind sbx's DNS forwarder. */
-  dnsUpstream?: string;
-  /** The user the DNS forwarder and the egress proxy run as. */
-  egressUser?: string;
-  log: string;
-}
 
 export function alive(pid: number): boolean {
   try {

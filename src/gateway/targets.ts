@@ -2,7 +2,7 @@
 // it is paused or stopped (Tensorlake-style auto-resume), and connecting directly to its bridge
 // address or, for servers bound only to loopback, through its relay.
 import { createConnection, type Socket } from 'node:net';
-import type { Sbx } from '../api/sbx.ts';
+import type { LocalSbx } from '../api/local-sbx.ts';
 import { objectNames, type SandboxRecord } from '../core/sandbox.ts';
 import type { Runtime } from '../runtime/docker.ts';
 import type { GatewayError } from './responses.ts';
@@ -27,12 +27,12 @@ const CONNECT_TIMEOUT_MS = 1500;
 export class Targets {
   readonly #cache = new Map<string, Target>();
   readonly #waking = new Map<string, Promise<void>>();
-  readonly #sbx: Sbx;
+  readonly #sbx: LocalSbx;
   readonly #runtime: Runtime;
   readonly #relays: Relays;
   readonly startTimeoutMs: number;
 
-  constructor(sbx: Sbx, runtime: Runtime, relays: Relays, startTimeoutMs = 30_000) {
+  constructor(sbx: LocalSbx, runtime: Runtime, relays: Relays, startTimeoutMs = 30_000) {
     this.#sbx = sbx;
     this.#runtime = runtime;
     this.#relays = relays;

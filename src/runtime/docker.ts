@@ -7,7 +7,7 @@ import { NotFoundError, RuntimeError } from '../core/errors.ts';
 import { ipv6Subnet, objectNames, type SandboxRecord } from '../core/sandbox.ts';
 import { hardening } from './hardening.ts';
 import { LABEL_HOME, LABEL_ID, LABEL_MANAGED } from './labels.ts';
-import { isGoneOrDone, statusOf, toRuntimeError } from './errors.ts';
+import { engineMessage, isGoneOrDone, statusOf, toRuntimeError } from './errors.ts';
 
 /** The command that keeps a sandbox up when the user gave none; Docker's init reaps zombies. */
 export const IDLE_COMMAND = ['sleep', 'infinity'];
@@ -76,16 +76,25 @@ export class Runtime {
   }
 
   #cpuCount?: Promise<number>;
+  #info?: Promise<{ NCPU?: number; ID?: string }>;
+
+  /** Docker's info(), asked once per process. */
+  #engineInfo(): Promise<{ NCPU?: number; ID?: string }> {
+    this.#info ??= this.docker.info().catch((err: unknown) => {
+      this.#info = undefined;
+      throw toRuntimeError(err, 'the Docker engine did not answer');
+    });
+    return this.#info;
+  }
+
+  /** The engine's own id (Docker's info().ID): tells two engines apart. */
+  async engineId(): Promise<string> {
+    return (await this.#engineInfo()).ID ?? '';
+  }
 
   /** How many CPUs the engine has (Docker's info().NCPU), asked once per process. */
   cpuCount(): Promise<number> {
-    this.#cpuCount ??= this.docker.info().then(
-      (info: { NCPU?: number }) => info.NCPU ?? 0,
-      (err: unknown) => {
-        this.#cpuCount = undefined;
-        throw toRuntimeError(err, 'the Docker engine did not answer');
-      },
-    );
+    this.#cpuCount ??= this.#engineInfo().then((info) => info.NCPU ?? 0);
     return this.#cpuCount;
   }
 
@@ -120,6 +129,19 @@ export class Runtime {
     } catch (err) {
       if (statusOf(err) === 404) return undefined;
       throw toRuntimeError(err, `could not inspect network ${network}`);
+    }
+  }
+
+  /** The engine's default bridge (docker0): its interface and subnet, when it has one. */
+  async defaultBridge(): Promise<{ bridge: string; subnet: string } | undefined> {
+    try {
+      const n = await this.docker.getNetwork('bridge').inspect();
+      const bridge = n.Options?.['com.docker.network.bridge.name'];
+      const subnet = networkSummary(n)?.subnet;
+      return n.Driver === 'bridge' && bridge && subnet ? { bridge, subnet } : undefined;
+    } catch (err) {
+      if (statusOf(err) === 404) return undefined;
+      throw toRuntimeError(err, 'could not inspect the default bridge network');
     }
   }
 
@@ -402,6 +424,54 @@ export class Runtime {
     }
   }
 
+  /**
+   * Builds `ref` from a tar build context (a Dockerfile and its files) with the engine's classic
+   * builder: no BuildKit session, nothing pulled. Resolves with the image id once the build has
+   * finished; a failed step rejects with the builder's message and the last lines of its output.
+   */
+  async buildImage(context: Readable, ref: string, labels: Record<string, string>, onProgress?: (line: string) => void): Promise<string> {
+    let stream: NodeJS.ReadableStream;
+    try {
+      stream = await this.docker.buildImage(context, { t: ref, labels, rm: true, forcerm: true, pull: false } as object);
+    } catch (err) {
+      throw toRuntimeError(err, `could not build image ${ref}`);
+    }
+    const tail: string[] = [];
+    let id = '';
+    await new Promise<void>((resolve, reject) => {
+      this.docker.modem.followProgress(
+        stream,
+        (err: Error | null, out: BuildLine[]) => {
+          const failed = out?.find((o) => o.error || o.errorDetail);
+          if (err || failed) {
+            const why = failed ? (failed.errorDetail?.message ?? failed.error) : engineMessage(err);
+            reject(new RuntimeError(`could not build image ${ref}: ${why}${tail.length ? `\n${tail.join('\n')}` : ''}`, { cause: err ?? undefined }));
+          } else resolve();
+        },
+        (line: BuildLine) => {
+          if (line.aux?.ID) id = line.aux.ID;
+          for (const text of (line.stream ?? '').split('\n').filter((t) => t.trim())) {
+            tail.push(text);
+            if (tail.length > 20) tail.shift();
+            onProgress?.(text.trim());
+          }
+        },
+      );
+    });
+    return id;
+  }
+
+  /** An image's labels, or undefined when the engine does not have it. */
+  async imageLabels(ref: string): Promise<Record<string, string> | undefined> {
+    try {
+      const info = await this.docker.getImage(ref).inspect();
+      return info.Config?.Labels ?? {};
+    } catch (err) {
+      if (statusOf(err) === 404) return undefined;
+      throw toRuntimeError(err, `could not inspect image ${ref}`);
+    }
+  }
+
   async removeImage(ref: string): Promise<void> {
     try {
       await this.docker.getImage(ref).remove({ force: true });
@@ -409,6 +479,14 @@ export class Runtime {
       if (!isGoneOrDone(err)) throw toRuntimeError(err, `could not remove image ${ref}`);
     }
   }
+}
+
+/** One line of the classic builder's JSON stream. */
+interface BuildLine {
+  stream?: string;
+  error?: string;
+  errorDetail?: { message?: string };
+  aux?: { ID?: string };
 }
 
 function splitRef(ref: string): [string, string] {

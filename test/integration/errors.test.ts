@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { World } from '../helpers.ts';
-import { Sbx } from '../../src/api/sbx.ts';
+import { LocalSbx as Sbx } from '../../src/api/local-sbx.ts';
 import { RuntimeError } from '../../src/core/errors.ts';
 import { Runtime } from '../../src/runtime/docker.ts';
 

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { PROTOCOL_VERSION } from '../../src/daemon-client/protocol.ts';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { curl, eventually, World } from '../helpers.ts';
@@ -34,7 +35,7 @@ function upgrade(gwPort: number, host: string, path: string, headers: Record<str
 }
 
 /** One JSON-lines request on the daemon's control socket. */
-function control(home: string, op: string): Promise<any> {
+function control(home: string, op: string, version: number | null = PROTOCOL_VERSION): Promise<any> {
   return new Promise((resolve, reject) => {
     const conn = createConnection(join(home, 'run', 'control.sock'));
     let text = '';
@@ -42,7 +43,7 @@ function control(home: string, op: string): Promise<any> {
     conn.on('data', (d: string) => (text += d));
     conn.on('end', () => resolve(JSON.parse(text)));
     conn.on('error', reject);
-    conn.write(JSON.stringify({ op, payload: {} }) + '\n');
+    conn.write(JSON.stringify({ ...(version === null ? {} : { v: version }), op, payload: {} }) + '\n');
   });
 }
 
@@ -249,6 +250,13 @@ for (const [engine, env] of [['nginx', {}], ['node', { SBX_GATEWAY_ENGINE: 'node
         assert.equal(health.value.pid, JSON.parse(readFileSync(join(world.home, 'gateway.json'), 'utf8')).pid);
         assert.equal(health.value.engine, engine);
         assert.deepEqual(await control(world.home, 'reload'), {});
+      });
+
+      it('attack: a client of another control protocol (no version: an sbx from before it) is refused, not served', async () => {
+        const old = await control(world.home, 'health', null);
+        assert.equal(old.value, undefined);
+        assert.deepEqual(old.error.mismatch, { daemon: PROTOCOL_VERSION });
+        assert.match(old.error.message, /speaks control protocol \d+, the client 1/);
       });
 
       it('control: a route change is in force when the command returns (sbx reloads over the socket)', async () => {

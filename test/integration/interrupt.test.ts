@@ -1,7 +1,7 @@
 // Ctrl-C during create leaves nothing behind: no container, network or store entry.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Sbx } from '../../src/api/sbx.ts';
+import { LocalSbx as Sbx } from '../../src/api/local-sbx.ts';
 import { InterruptedError } from '../../src/core/errors.ts';
 import { Runtime } from '../../src/runtime/docker.ts';
 import { interruptCreates, World } from '../helpers.ts';

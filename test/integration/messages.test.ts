@@ -112,11 +112,17 @@ describe('SBX_HOME that cannot be used', () => {
     chmodSync(ro, 0o755); // root's, and only readable by others
     mkdirSync(join(ro, 'sub'));
     for (const [home, args, doing] of [[join(ro, 'new'), ['ls'], 'create it'], [ro, ['create', '--name', 'x'], 'start the gateway']] as const) {
-      const r = await run('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', SBX, ...args], { env: { SBX_HOME: home } });
+      // Host mode (forced) keeps its files in SBX_HOME; agent mode keeps none there (below).
+      const r = await run('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', SBX, ...args], { env: { SBX_HOME: home, SBX_AGENT: '0' } });
       assert.equal(r.code, 1, r.stderr);
       assert.match(r.stderr, new RegExp(`^error: SBX_HOME \\(${home}\\) is not writable by this user: cannot ${doing} \\(EACCES.*\\); fix its permissions or point SBX_HOME at a directory you own$`, 'm'));
       oneLine(r.stderr);
     }
+    // A user who may not use the engine (agent mode, the default for non-root): told so.
+    const r = await run('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', SBX, 'ls'], { env: { SBX_HOME: join(ro, 'new') } });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^error: the Docker engine at unix:\/\/\/var\/run\/docker\.sock does not let this user in \(EACCES\): run sbx as root or as a member of the docker group/m);
+    oneLine(r.stderr);
   });
 });
 

@@ -7,7 +7,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { docker, eventually, run, sleep, World } from '../helpers.ts';
-import { Sbx } from '../../src/api/sbx.ts';
+import { LocalSbx as Sbx } from '../../src/api/local-sbx.ts';
 import { RemovalError, RuntimeError } from '../../src/core/errors.ts';
 import { Runtime } from '../../src/runtime/docker.ts';
 import type { SandboxRecord } from '../../src/core/sandbox.ts';

@@ -18,6 +18,11 @@ import { checkedAnswers, EgressSupervisor } from '../../src/gateway/egress-super
 import { parserUser, passwdEntry } from '../../src/gateway/egress-user.ts';
 import type { EgressListeners } from '../../src/net/nft-rules.ts';
 
+/** Resolves once `done()` holds (checked every 20 ms, 10 s at most). */
+async function until(done: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !done(); i++) await delay(20);
+}
+
 const ENTRY = join(import.meta.dirname, '..', '..', 'src', 'gateway', 'egress-worker-main.ts');
 const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -211,7 +216,8 @@ describe('the worker process, driven by the supervisor', () => {
   it('a worker that dies is replaced (new ports); one that keeps dying is given up on', async () => {
     const first = sup.pid!;
     process.kill(first, 'SIGKILL');
-    await delay(100);
+    // Noticing a death takes a moment on a loaded machine: wait for it, then for the restart.
+    await until(() => restarts.length > 0 || fatal.length > 0);
     await sup.settled();
     assert.equal(restarts.length, 1);
     assert.notEqual(sup.pid, first);
@@ -219,7 +225,7 @@ describe('the worker process, driven by the supervisor', () => {
     assert.equal((await dnsAsk(restarts[0]!.dns, 'allowed.test')).rcode, 'NOERROR', 'the new worker serves');
     assert.ok(logs.some((l) => /the worker \(pid \d+\) was killed \(SIGKILL\): starting another/.test(l)), logs.join('\n'));
     process.kill(sup.pid!, 'SIGKILL');
-    await delay(100);
+    await until(() => fatal.length > 0);
     await sup.settled();
     assert.equal(fatal.length, 1);
     assert.match(fatal[0]!.message, /the egress worker was killed \(SIGKILL\): 2 deaths within a minute, egress is broken/);

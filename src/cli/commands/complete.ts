@@ -5,7 +5,7 @@ import type { CommandInput } from '../context.ts';
 export async function run({ args, io, sbx }: CommandInput): Promise<void> {
   const client = await sbx();
   if (args[0] === 'sandboxes') {
-    for (const r of client.store.sandboxes()) if (!r.creating) io.out(r.name);
+    for (const name of await client.sandboxNames()) io.out(name);
   } else if (args[0] === 'images') {
     for (const tag of await client.imageTags().catch(() => [])) io.out(tag);
   }

@@ -9,9 +9,9 @@ export async function run(input: CommandInput): Promise<number | void> {
   if (verb === 'run') {
     // The daemon itself: the one command that is not a call of the library's API.
     const { runGateway } = await import('../../gateway/main.ts');
-    const { Sbx } = await import('../../api/sbx.ts');
+    const { LocalSbx } = await import('../../api/local-sbx.ts');
     // The daemon does the work itself (it is where others delegate to).
-    const gw = await runGateway(new Sbx({ home: sbx.home, delegate: false })).catch((err: unknown) => {
+    const gw = await runGateway(new LocalSbx({ home: sbx.home, delegate: false })).catch((err: unknown) => {
       // A start that failed half-way may leave a handle open (the store watch): end the process
       // once main has reported the error, or whoever started it waits its whole timeout for it.
       setTimeout(() => process.exit(exitCodeOf(err)), 200).unref();
@@ -51,6 +51,7 @@ export async function run(input: CommandInput): Promise<number | void> {
     ['urls', `http://<port>-<sandbox>.${status.domain}:${status.port}/`],
     ...(status.dnsUpstream ? [['dns upstream', status.dnsUpstream] as [string, string]] : []),
     ...(status.egressUser ? [['egress user', status.egressUser] as [string, string]] : []),
-    ['log', status.log],
+    ['log', status.agent ? `${status.log} (in the agent: docker logs ${status.agent})` : status.log],
+    ...(status.agent ? [['agent', status.agent] as [string, string]] : []),
   ]);
 }

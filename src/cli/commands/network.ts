@@ -59,11 +59,11 @@ export async function run(input: CommandInput): Promise<void> {
   const ref = await sandboxArgOrPrompt(input, input.args[0] as string | undefined, `sbx network ${verb} SANDBOX`);
   const sbx = await input.sbx();
   let policy: NetworkPolicy;
-  if (verb === 'show') policy = sbx.getNetwork(ref);
+  if (verb === 'show') policy = await sbx.getNetwork(ref);
   else if (verb === 'block') policy = await sbx.blockNetwork(ref);
   else if (verb === 'unblock') policy = await sbx.unblockNetwork(ref);
   else policy = await sbx.updateNetwork(ref, policyInputFromOptions(input.opts));
   if (input.opts.json) return input.io.json(policy);
-  if (verb !== 'show' && input.io.isTTY) input.io.success(`Egress policy of ${sbx.resolve(ref).name} is in force`);
+  if (verb !== 'show' && input.io.isTTY) input.io.success(`Egress policy of ${(await sbx.resolve(ref)).name} is in force`);
   input.io.details(networkPairs(policy));
 }

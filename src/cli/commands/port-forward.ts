@@ -22,7 +22,7 @@ export async function run(input: CommandInput): Promise<number> {
   const addr = server.address();
   const shown = typeof addr === 'object' && addr ? `${addr.address}:${addr.port}` : String(addr);
   // The listening line goes to stdout so scripts can read the chosen port.
-  input.io.out(`Forwarding ${shown} -> ${sbx.resolve(ref).name}:${port}`);
+  input.io.out(`Forwarding ${shown} -> ${(await sbx.resolve(ref)).name}:${port}`);
   await new Promise<void>((resolve) => {
     const stop = () => server.close(() => resolve());
     process.once('SIGINT', stop);

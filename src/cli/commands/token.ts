@@ -6,7 +6,7 @@ export async function run(input: CommandInput): Promise<void> {
   const sbx = await input.sbx();
   const token = await sbx.token(ref, { rotate: !!input.opts.rotate });
   if (input.opts.json) {
-    const { id, name } = sbx.resolve(ref);
+    const { id, name } = await sbx.resolve(ref);
     return input.io.json({ id, name, token });
   }
   input.io.out(token);

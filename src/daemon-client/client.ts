@@ -1,0 +1,128 @@
+// The one module through which the library talks to the sbx daemon (see protocol.ts). A
+// transport gives a fresh byte stream to the daemon per request: its unix socket where the
+// client can open it (the local shortcut), else a `docker exec` into the agent (any engine the
+// Docker API reaches: unix, tcp, ssh).
+import { createConnection } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { errorForExitCode, RuntimeError } from '../core/errors.ts';
+import { onLines, PROTOCOL_VERSION, type ControlAnswer, type DaemonHello, type Operation, type RemoteMethod } from './protocol.ts';
+
+/** Opens a new stream to the daemon; rejects with `unreachable: true` when nothing listens. */
+export type Transport = () => Promise<Duplex>;
+
+export function unixTransport(path: string): Transport {
+  return () =>
+    new Promise((resolve, reject) => {
+      const conn = createConnection(path);
+      conn.once('connect', () => {
+        conn.off('error', reject);
+        resolve(conn);
+      });
+      conn.once('error', (err: NodeJS.ErrnoException) => {
+        const unreachable = err.code === 'ENOENT' || err.code === 'ECONNREFUSED';
+        reject(Object.assign(new RuntimeError(`the sbx daemon did not answer: ${err.message}`), { unreachable, code: err.code }));
+      });
+    });
+}
+
+export interface CallOptions {
+  signal?: AbortSignal;
+  /** Gives up waiting (for operations with nothing to roll back: reload, health, hello). */
+  timeoutMs?: number;
+  /** Where the request came from, for the daemon's log. */
+  what?: string;
+}
+
+export class MismatchError extends RuntimeError {
+  readonly daemon: number;
+  constructor(daemon: number) {
+    super(`the sbx daemon speaks control protocol ${daemon}, this sbx ${PROTOCOL_VERSION}`);
+    this.daemon = daemon;
+  }
+}
+
+export class DaemonClient {
+  readonly #transport: Transport;
+  constructor(transport: Transport) {
+    this.#transport = transport;
+  }
+
+  /** Sends one request and resolves with the answer's value (errors keep their exit code). */
+  async request<T>(op: Operation, payload: Record<string, unknown> = {}, options: CallOptions = {}): Promise<T> {
+    const conn = await this.#transport();
+    const { signal, timeoutMs } = options;
+    return new Promise<T>((resolve, reject) => {
+      let settled = false;
+      const settle = (fn: () => void) => {
+        if (settled) return;
+        settled = true;
+        signal?.removeEventListener('abort', onAbort);
+        fn();
+      };
+      if (timeoutMs !== undefined) {
+        const timer = setTimeout(() => settle(() => {
+          conn.destroy();
+          reject(new RuntimeError(`the sbx daemon did not answer ${op} within ${timeoutMs / 1000}s (see its log: sbx gateway status)`));
+        }), timeoutMs);
+        timer.unref();
+        conn.once('close', () => clearTimeout(timer));
+      }
+      const onAbort = () => conn.write('abort\n');
+      signal?.addEventListener('abort', onAbort, { once: true });
+      onLines(conn, (line) => {
+        settle(() => {
+          conn.end();
+          let a: ControlAnswer;
+          try {
+            a = JSON.parse(line) as ControlAnswer;
+          } catch {
+            return reject(new RuntimeError('the sbx daemon gave an answer that is not JSON'));
+          }
+          if (a.error?.mismatch) return reject(new MismatchError(a.error.mismatch.daemon));
+          if (a.error) return reject(errorForExitCode(a.error.exitCode, a.error.message, a.error.warnings));
+          resolve(a.value as T);
+        });
+      });
+      conn.on('error', (err) => settle(() => reject(new RuntimeError(`the sbx daemon did not answer: ${err.message}`))));
+      const closed = () => settle(() => reject(new RuntimeError('the sbx daemon closed the connection before answering (see its log: sbx gateway status)')));
+      conn.on('close', closed);
+      conn.on('end', closed);
+      conn.write(JSON.stringify({ v: PROTOCOL_VERSION, op, payload }) + '\n');
+      if (signal?.aborted) onAbort();
+    });
+  }
+
+  /** Calls a library method in the daemon. */
+  call<T>(method: RemoteMethod, args: unknown[], options: CallOptions = {}): Promise<T> {
+    return this.request<T>('call', { method, args }, options);
+  }
+
+  hello(timeoutMs = 5000): Promise<DaemonHello> {
+    return this.request<DaemonHello>('hello', {}, { timeoutMs });
+  }
+
+  /** A byte stream to the daemon's HTTP listener (the gateway), through the daemon itself. */
+  async tunnel(): Promise<Duplex> {
+    const conn = await this.#transport();
+    return new Promise((resolve, reject) => {
+      const stop = onLines(conn, (line) => {
+        stop();
+        let a: ControlAnswer;
+        try {
+          a = JSON.parse(line) as ControlAnswer;
+        } catch {
+          conn.destroy();
+          return reject(new RuntimeError('the sbx daemon gave an answer that is not JSON'));
+        }
+        if (a.error) {
+          conn.destroy();
+          return reject(a.error.mismatch ? new MismatchError(a.error.mismatch.daemon) : errorForExitCode(a.error.exitCode, a.error.message));
+        }
+        resolve(conn);
+      });
+      conn.once('error', (err) => reject(new RuntimeError(`the sbx daemon did not answer: ${err.message}`)));
+      conn.once('end', () => reject(new RuntimeError('the sbx daemon closed the connection before answering (see its log: sbx gateway status)')));
+      conn.write(JSON.stringify({ v: PROTOCOL_VERSION, op: 'tunnel', payload: {} }) + '\n');
+    });
+  }
+}

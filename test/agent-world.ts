@@ -1,0 +1,73 @@
+// A test world in agent mode (SBX_AGENT=1): its sbx calls go to an agent container, whose
+// sandboxes carry the agent's home (its volume's path) in their labels, not the client's. The
+// cleanup removes what the agent made, then the agent, its volume and its socket directory.
+import { existsSync, rmSync } from 'node:fs';
+import { agentNames } from '../src/api/agent-backend.ts';
+import { guardTable } from '../src/net/listener-guard.ts';
+import { docker, run, World, type Result, type RunOptions } from './helpers.ts';
+
+export class AgentWorld extends World {
+  /** `dockerHost`: another engine (unix://...); `uid`: the user the sbx calls run as (see asUser). */
+  readonly dockerHost?: string;
+  readonly uid: number;
+  constructor(env: Record<string, string> = {}, options: { dockerHost?: string; uid?: number } = {}) {
+    super({ SBX_AGENT: '1', ...(options.dockerHost ? { DOCKER_HOST: options.dockerHost } : {}), ...env });
+    this.dockerHost = options.dockerHost;
+    this.uid = options.uid ?? 0;
+  }
+
+  get names() {
+    return agentNames(this.home, this.uid);
+  }
+
+  /** docker against this world's engine. */
+  docker(...args: string[]): Promise<Result> {
+    return this.dockerHost ? docker('-H', this.dockerHost, ...args) : docker(...args);
+  }
+
+  /** The agent's home: its volume's path on the engine's host (what its sandboxes' labels name). */
+  async agentHome(): Promise<string | undefined> {
+    const r = await this.docker('volume', 'inspect', '--format', '{{.Mountpoint}}', this.names.volume);
+    return r.code === 0 ? r.stdout.trim() : undefined;
+  }
+
+  override async leftovers(): Promise<{ containers: string[]; networks: string[]; tables: string[] }> {
+    const home = await this.agentHome();
+    const lines = (s: string) => s.split('\n').filter(Boolean);
+    if (!home) return { containers: [], networks: [], tables: [] };
+    const filter = `label=sbx.home=${home}`;
+    const c = await this.docker('ps', '-aq', '--filter', filter);
+    const n = await this.docker('network', 'ls', '-q', '--filter', filter);
+    return { containers: lines(c.stdout), networks: lines(n.stdout), tables: [] };
+  }
+
+  override async cleanup(): Promise<void> {
+    const home = await this.agentHome();
+    if (home) {
+      const { containers, networks } = await this.leftovers();
+      // Their rule tables by id, whoever's kernel they are in (the agent is gone after this).
+      const ids = containers.length ? (await this.docker('inspect', '--format', '{{index .Config.Labels "sbx.id"}}', ...containers)).stdout.split('\n').filter(Boolean) : [];
+      if (containers.length) await this.docker('rm', '-f', ...containers);
+      if (networks.length) await this.docker('network', 'rm', ...networks);
+      await this.docker('rm', '-f', this.names.container);
+      await this.docker('volume', 'rm', '-f', this.names.volume);
+      for (const id of ids) await removeTable(`sbx_${id}`, this.dockerHost);
+      await removeTable(guardTable(home), this.dockerHost);
+    } else {
+      await this.docker('rm', '-f', this.names.container);
+    }
+    if (existsSync(this.names.socketDir)) rmSync(this.names.socketDir, { recursive: true, force: true });
+    rmSync(this.home, { recursive: true, force: true });
+  }
+
+  override sbx(args: string[], opts: RunOptions = {}): Promise<Result> {
+    return super.sbx(args, opts);
+  }
+}
+
+/** Deletes an nft table in the host's namespace, or in the remote engine's (its netns name after unix:///tmp/<netns>/). */
+async function removeTable(table: string, dockerHost?: string): Promise<void> {
+  const netns = dockerHost ? /\/(sbxre-[0-9a-f]+)\//.exec(dockerHost)?.[1] : undefined;
+  if (netns) await run('ip', ['netns', 'exec', netns, 'nft', 'delete', 'table', 'inet', table]);
+  else await run('nft', ['delete', 'table', 'inet', table]);
+}
