@@ -48,7 +48,7 @@ export interface Asks {
 export interface WorkerConfig {
   home: string;
   upstream: DnsUpstream;
-  /** Drop to this user before anything is bound or read (absent: stay as started). */
+  /** Drop to this user once the listeners are bound, before a byte is read (absent: stay as started). */
   drop?: { uid: number; gid: number; name: string };
 }
 

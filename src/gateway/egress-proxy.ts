@@ -25,6 +25,7 @@ import { canonicalAddress } from './host-addresses.ts';
 import { relayResponse, withoutHopByHop } from './http-relay.ts';
 import { parseClientHello } from './sni.ts';
 import { splice } from '../core/splice.ts';
+import { bindLowPort } from './low-ports.ts';
 import type { UpstreamResolver } from './upstream.ts';
 
 const HELLO_LIMIT = 64 * 1024;
@@ -128,7 +129,8 @@ export class EgressProxy {
   }
 
   /** Listens on every address, IPv4 and IPv6 (dual-stack; IPv4 alone when the host has no IPv6). */
-  async listen(): Promise<{ http: number; tls: number }> {
+  /** `privileged`: on ports below 1024 (the process is root until it drops; see low-ports.ts). */
+  async listen(privileged = false): Promise<{ http: number; tls: number }> {
     const http = createHttpServer(
       {
         requestTimeout: 0,
@@ -145,12 +147,13 @@ export class EgressProxy {
     });
     http.on('clientError', (_err, socket) => reset(socket as Socket));
     const tls = createServer((socket) => void this.#tlsConnection(socket));
-    const port = async (server: Server | HttpServer) => {
+    const port = (server: Server | HttpServer) => bindLowPort((wanted) => listenOn(server, wanted), privileged);
+    const listenOn = async (server: Server | HttpServer, wanted: number) => {
       for (const host of ['::', '0.0.0.0']) {
         try {
           return await new Promise<number>((resolve, reject) => {
             server.once('error', reject);
-            server.listen({ port: 0, host, ipv6Only: false }, () => {
+            server.listen({ port: wanted, host, ipv6Only: false }, () => {
               server.off('error', reject);
               resolve((server.address() as { port: number }).port);
             });

@@ -2,11 +2,13 @@
 // from the root gateway that starts it (egress-supervisor.ts). Its one argument is its
 // configuration (JSON); it talks to the gateway over the IPC channel only.
 //
-// It is started as the gateway's user and drops to the unprivileged user at once, before it binds
-// a socket or reads a byte of a sandbox's traffic: the gateway's code and Node may live where only
-// root can read them (a checkout in /root), and a process that changed its user this way is not
-// dumpable (no other process of that user can trace it or read its memory). If the drop does not
-// hold, it says why and exits.
+// It is started as the gateway's user (root), binds its listeners on ports below 1024 (no
+// unprivileged user can take them while the gateway is down: see low-ports.ts), and drops to the
+// unprivileged user before it reads a byte of a sandbox's traffic (nothing is redirected to the new
+// ports before it reports them). The gateway's code and Node may live where only root can read them
+// (a checkout in /root), and a process that changed its user this way is not dumpable (no other
+// process of that user can trace it or read its memory). If the drop does not hold, it says why and
+// exits.
 import type { WorkerConfig } from './egress-ipc.ts';
 import { runEgressWorker } from './egress-worker.ts';
 
@@ -52,7 +54,6 @@ async function main(): Promise<void> {
   } catch {
     return fail('no configuration');
   }
-  if (config.drop) dropPrivileges(config.drop);
   process.chdir('/');
   let side;
   try {
@@ -60,6 +61,7 @@ async function main(): Promise<void> {
   } catch (err) {
     return fail(`could not listen: ${(err as Error).message}`);
   }
+  if (config.drop) dropPrivileges(config.drop);
   process.on('SIGTERM', () => {
     side.close();
     process.exit(0);

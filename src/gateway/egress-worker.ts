@@ -7,6 +7,7 @@
 // - which sandbox an address belongs to: the subnets come from the gateway (Docker), re-read on
 //   the same schedule as before (sandbox-sources.ts);
 // - learning a DNS answer into the kernel, and conntrack's original destinations: the gateway's.
+import { bindLowPort } from './low-ports.ts';
 import { compilePolicy, type CompiledPolicy, type NetworkPolicy } from '../core/network-policy.ts';
 import type { EgressListeners } from '../net/nft-rules.ts';
 import { DnsForwarder } from './dns-forwarder.ts';
@@ -79,7 +80,9 @@ export async function runEgressWorker(endpoint: Endpoint, config: WorkerConfig, 
     log,
     destination: async (client, clientPort, localPort) => (await peer.ask('conntrack', { client, clientPort, localPort }, 10_000)) ?? undefined,
   });
-  const listeners = { dns: await dns.listen(), ...(await proxy.listen()) };
+  // As root (before the drop), on ports below 1024: see low-ports.ts.
+  const privileged = !!config.drop;
+  const listeners = { dns: await bindLowPort((port) => dns.listen(port), privileged), ...(await proxy.listen(privileged)) };
   const running = proxy;
   return {
     listeners,
