@@ -186,8 +186,31 @@ function unique(values: string[]): string[] {
   return [...new Set(values)];
 }
 
+const POLICY_KEYS = ['mode', 'allowOut', 'denyOut', 'allowPorts', 'denyPorts'];
+
+/**
+ * A policy is an object of known keys with lists where lists belong: anything else (a string, a
+ * misspelt key such as deny_out) would otherwise read as allow-all and be reported as in force.
+ */
+function checkPolicyShape(input: unknown): void {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw new UsageError(`the network policy must be an object with ${POLICY_KEYS.join(', ')}; got ${JSON.stringify(input)?.slice(0, 40) ?? String(input)}`);
+  }
+  const o = input as Record<string, unknown>;
+  for (const key of Object.keys(o)) {
+    if (!POLICY_KEYS.includes(key)) throw new UsageError(`unknown network policy field "${key.slice(0, 40)}": accepted: ${POLICY_KEYS.join(', ')}`);
+  }
+  if (o.mode !== undefined && typeof o.mode !== 'string') throw new UsageError(`the network policy's mode must be a string: ${NETWORK_MODES.join(', ')}`);
+  for (const key of POLICY_KEYS.slice(1)) {
+    const v = o[key];
+    if (v === undefined) continue;
+    if (!Array.isArray(v) || v.some((e) => typeof e !== 'string' && typeof e !== 'number')) throw new UsageError(`the network policy's ${key} must be a list of strings`);
+  }
+}
+
 /** Validates and normalises a policy; `denyOut: all` becomes block-all. Throws on the first bad entry. */
 export function normalizePolicy(input: NetworkPolicyInput = {}): NetworkPolicy {
+  checkPolicyShape(input);
   let mode = (input.mode ?? 'allow-all').trim().toLowerCase() as NetworkMode;
   if (!NETWORK_MODES.includes(mode)) {
     throw new UsageError(`invalid network mode "${input.mode}": accepted: ${NETWORK_MODES.join(', ')}`);

@@ -59,17 +59,39 @@ export interface DaemonHello {
   gateway?: { host: string; port: number; domain: string };
 }
 
-/** Splits a stream of text into lines; returns a function that stops listening (bytes after the last line are handed back). */
+/** The longest control line accepted: a request is small; a line without end is an attack. */
+export const MAX_LINE_BYTES = 1024 * 1024;
+
+/**
+ * Splits a stream of text into lines; returns a function that stops listening (bytes after the
+ * last line are handed back). A line over MAX_LINE_BYTES destroys the stream.
+ */
 export function onLines(stream: NodeJS.ReadableStream, onLine: (line: string) => void): () => void {
   let buffered = '';
   const onData = (chunk: Buffer | string) => {
-    buffered += typeof chunk === 'string' ? chunk : chunk.toString('latin1');
-    let nl: number;
-    while ((nl = buffered.indexOf('\n')) >= 0) {
+    const text = typeof chunk === 'string' ? chunk : chunk.toString('latin1');
+    // Only the new bytes can hold the line's end: no search of the whole buffer per chunk.
+    let nl = text.indexOf('\n');
+    if (nl < 0) {
+      buffered += text;
+      if (buffered.length > MAX_LINE_BYTES) (stream as NodeJS.ReadableStream & { destroy(): void }).destroy();
+      return;
+    }
+    buffered += text;
+    nl = buffered.length - text.length + nl;
+    while (nl >= 0) {
       const line = buffered.slice(0, nl);
       buffered = buffered.slice(nl + 1);
-      onLine(Buffer.from(line, 'latin1').toString('utf8'));
+      try {
+        onLine(Buffer.from(line, 'latin1').toString('utf8'));
+      } catch {
+        // A handler that throws ends this connection, never its process.
+        (stream as NodeJS.ReadableStream & { destroy(): void }).destroy();
+        return;
+      }
+      nl = buffered.indexOf('\n');
     }
+    if (buffered.length > MAX_LINE_BYTES) (stream as NodeJS.ReadableStream & { destroy(): void }).destroy();
   };
   stream.on('data', onData);
   return () => {

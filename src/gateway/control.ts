@@ -25,9 +25,42 @@ export interface GatewayOps {
 type Payload = { options?: CreateSandboxOptions; ref?: string; force?: boolean; ports?: number[]; public?: boolean; policy?: NetworkPolicyInput; method?: string; args?: unknown[] };
 
 /** A library call made by a client (agent mode); `signal` is the client's abort. */
+/** A request line as JSON of the expected shape, or an error naming what is wrong. */
+export function parseRequest(line: string): ControlRequest {
+  let req: unknown;
+  try {
+    req = JSON.parse(line);
+  } catch {
+    throw new UsageError('the control request is not JSON');
+  }
+  const r = req as Record<string, unknown>;
+  if (typeof req !== 'object' || req === null || Array.isArray(req)) throw new UsageError('the control request is not a JSON object');
+  if (r.v !== undefined && typeof r.v !== 'number') throw new UsageError('the control request\'s "v" is not a number');
+  if (typeof r.op !== 'string') throw new UsageError('the control request has no "op" string');
+  if (r.payload !== undefined && (typeof r.payload !== 'object' || r.payload === null || Array.isArray(r.payload))) throw new UsageError('the control request\'s "payload" is not an object');
+  const p = (r.payload ?? {}) as Record<string, unknown>;
+  if (p.method !== undefined && typeof p.method !== 'string') throw new UsageError('"method" is not a string');
+  if (p.args !== undefined && !Array.isArray(p.args)) throw new UsageError('"args" is not a list');
+  if (p.ref !== undefined && typeof p.ref !== 'string') throw new UsageError('"ref" is not a string');
+  return r as unknown as ControlRequest;
+}
+
+/** What a logged request is about: its sandbox's name or ref (strings only). */
+function logTarget(op: string, p: Payload): string {
+  const first = Array.isArray(p.args) ? p.args[0] : undefined;
+  const name = op === 'create' ? p.options?.name : (p.ref ?? first);
+  if (typeof name === 'string') return name.slice(0, 80);
+  const named = first && typeof first === 'object' ? (first as { name?: unknown }).name : undefined;
+  return typeof named === 'string' ? named.slice(0, 80) : op === 'create' || op === 'call' ? '(generated name)' : '';
+}
+
 function callMethod(sbx: LocalSbx, method: string | undefined, args: unknown[], signal: AbortSignal): Promise<unknown> {
-  if (!REMOTE_METHODS.includes(method as RemoteMethod)) return Promise.reject(new UsageError(`unknown library call ${String(method).slice(0, 40)}`));
-  const ref = String(args[0] ?? '');
+  if (!REMOTE_METHODS.includes(method as RemoteMethod)) return Promise.reject(new UsageError(`unknown library call ${JSON.stringify(method ?? null).slice(0, 40)}`));
+  // A sandbox reference is a string; anything else is refused, not converted.
+  if (args[0] !== undefined && method !== 'create' && method !== 'list' && method !== 'sandboxNames' && method !== 'gatewayAddress' && method !== 'gatewayStatus' && typeof args[0] !== 'string') {
+    return Promise.reject(new UsageError(`${method}: the sandbox reference must be a string`));
+  }
+  const ref = typeof args[0] === 'string' ? args[0] : '';
   switch (method as RemoteMethod) {
     case 'create':
       return sbx.create({ ...(args[0] as CreateSandboxOptions), signal });
@@ -67,10 +100,9 @@ export function createControlServer(sbx: LocalSbx, gateway: GatewayOps, log: (li
       started = true;
       let req: ControlRequest;
       try {
-        req = JSON.parse(line) as ControlRequest;
-        if (typeof req !== 'object' || req === null) throw new TypeError();
-      } catch {
-        return answer({ error: { message: 'the control request is not a JSON object', exitCode: 2 } });
+        req = parseRequest(line);
+      } catch (err) {
+        return answer({ error: { message: (err as Error).message, exitCode: 2 } });
       }
       // A client of another protocol would misread answers (or be misread): it hears so, and
       // replaces this daemon with its own (the rules stay in force meanwhile).
@@ -92,7 +124,9 @@ export function createControlServer(sbx: LocalSbx, gateway: GatewayOps, log: (li
         });
         return;
       }
-      const work: Promise<unknown> =
+      let work: Promise<unknown>;
+      try {
+        work =
         req.op === 'call' ? callMethod(sbx, p.method, Array.isArray(p.args) ? p.args : [], abort.signal)
         : req.op === 'create' ? sbx.create({ ...p.options, signal: abort.signal })
         : req.op === 'remove' ? sbx.remove(p.ref ?? '', { force: p.force })
@@ -102,10 +136,14 @@ export function createControlServer(sbx: LocalSbx, gateway: GatewayOps, log: (li
         : req.op === 'reload' ? gateway.reload()
         : req.op === 'health' ? Promise.resolve(gateway.health())
         : req.op === 'hello' ? Promise.resolve(gateway.hello())
-        : Promise.reject(new UsageError(`unknown control operation ${String(req.op)}`));
+        : Promise.reject(new UsageError(`unknown control operation ${JSON.stringify(req.op).slice(0, 40)}`));
+      } catch (err) {
+        // A call whose arguments make a method throw at once: an answer, never the daemon's end.
+        work = Promise.reject(err);
+      }
       // Reads and the gateway's own operations come with every command: not worth a line each.
       const quiet = ['reload', 'health', 'hello'].includes(req.op) || (req.op === 'call' && /^(list|get|resolve|listPorts|getNetwork|gatewayAddress|gatewayStatus|execTarget|sandboxNames)$/.test(String(p.method)));
-      if (!quiet) log(`control: ${req.op === 'call' ? p.method : req.op} ${req.op === 'create' ? (p.options?.name ?? '(generated name)') : (p.ref ?? (Array.isArray(p.args) && typeof p.args[0] === 'string' ? p.args[0] : typeof p.args?.[0] === 'object' ? ((p.args[0] as { name?: string }).name ?? '') : ''))}`);
+      if (!quiet) log(`control: ${req.op === 'call' ? p.method : req.op} ${logTarget(req.op, p)}`);
       work.then(
         (value) => answer({ value }),
         (err: SbxError) => answer({ error: { message: err.message, exitCode: typeof err.exitCode === 'number' ? err.exitCode : 1, warnings: err.warnings } }),
