@@ -49,9 +49,9 @@ try {
   console.log(`| create + rm, remote engine, agent by docker exec | ${f(viaExec)} ms | raw docker on that engine, same work: ${f(raw)} ms | ${(viaExec / raw).toFixed(2)}x | (context: tcp:// and ssh:// engines) | |`);
 } finally {
   try {
-    execFileSync('docker', ['-H', engine.dockerHost, 'rm', '-f', agentNames(home).container], { stdio: 'ignore' });
+    execFileSync('docker', ['-H', engine.dockerHost, 'rm', '-f', agentNames(home, undefined, engine.dockerHost).container], { stdio: 'ignore' });
   } catch {}
-  rmSync(join('/run/sbx-agent', agentNames(home).key), { recursive: true, force: true });
+  rmSync(join('/run/sbx-agent', agentNames(home, undefined, engine.dockerHost).key), { recursive: true, force: true });
   rmSync(home, { recursive: true, force: true });
   await engine.close();
 }

@@ -17,7 +17,7 @@ export class AgentWorld extends World {
   }
 
   get names() {
-    return agentNames(this.home, this.uid);
+    return agentNames(this.home, this.uid, this.dockerHost ?? '');
   }
 
   /** docker against this world's engine. */

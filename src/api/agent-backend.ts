@@ -33,8 +33,10 @@ c.on('connect', () => { process.stdin.pipe(c); c.pipe(process.stdout); });`;
 const START_TIMEOUT_MS = Number(process.env.SBX_AGENT_START_TIMEOUT_MS) || 60_000;
 
 /** One agent per client home on an engine: its container and volume names. */
-export function agentNames(home: string, uid = process.getuid?.() ?? 0): { container: string; volume: string; socketDir: string; key: string } {
-  const key = createHash('sha256').update(`${hostname()}\0${uid}\0${home}`).digest('hex').slice(0, 12);
+export function agentNames(home: string, uid = process.getuid?.() ?? 0, engine = process.env.DOCKER_HOST ?? ''): { container: string; volume: string; socketDir: string; key: string } {
+  // The engine is part of the key: two engines that share this machine's files never share a
+  // control socket directory (a client would use whichever agent answered there).
+  const key = createHash('sha256').update(`${hostname()}\0${uid}\0${home}\0${engine}`).digest('hex').slice(0, 12);
   return { key, container: `sbx-agent-${key}`, volume: `sbx-agent-${key}`, socketDir: `/run/sbx-agent/${key}` };
 }
 

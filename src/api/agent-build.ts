@@ -7,6 +7,9 @@ import { RuntimeError } from '../core/errors.ts';
 import { VERSION } from '../core/version.ts';
 import { cliEntry } from '../core/bundle.ts';
 
+/** The agent image's recipe version (agent-image.ts packContext). */
+const RECIPE = 2;
+
 export const AGENT_FILES = ['cli.cjs', 'relay.cjs', 'egress-worker.cjs'] as const;
 
 export interface AgentBundle {
@@ -29,7 +32,8 @@ export function agentBundle(distDir = dirname(cliEntry())): AgentBundle {
     }
   });
   const version = packageVersion(distDir);
-  const hash = createHash('sha256').update(`${version}\0${process.version}\0`);
+  // RECIPE: bumped when the image's Dockerfile changes, so that agents of the old recipe are replaced.
+  const hash = createHash('sha256').update(`${version}\0${process.version}\0${RECIPE}\0`);
   for (const f of files) hash.update(`${f.name}\0${f.bytes.length}\0`).update(f.bytes);
   const bundle = { version, build: hash.digest('hex').slice(0, 12), files };
   bundles.set(distDir, bundle);

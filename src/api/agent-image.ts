@@ -84,10 +84,17 @@ export async function ensureAgentImage(runtime: Runtime, options: AgentImageOpti
   return tag;
 }
 
+/** uid and gid of sbx-gateway in the agent (see packContext). */
+export const AGENT_GATEWAY_ID = 2147480001;
+
 /** The build context: a Dockerfile, the running Node binary and the bundles. */
 async function packContext(pack: tarStream.Pack, root: string, bundle: AgentBundle): Promise<void> {
   const dockerfile = [
     `FROM ${root}`,
+    // The agent's sbx-gateway gets an id no host account has: the kernel rules that let it (with
+    // its group) into sandboxes name numbers, and they hold in the host's namespace, where the
+    // next free system id (999) is often someone else (systemd-coredump, database images).
+    `RUN groupmod -g ${AGENT_GATEWAY_ID} ${GATEWAY_USER} && usermod -u ${AGENT_GATEWAY_ID} -g ${AGENT_GATEWAY_ID} ${GATEWAY_USER}`,
     'COPY node /usr/local/bin/node',
     `COPY ${AGENT_FILES.join(' ')} /opt/sbx/`,
     'ENTRYPOINT ["/usr/local/bin/node", "/opt/sbx/cli.cjs"]',

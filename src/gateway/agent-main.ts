@@ -27,9 +27,14 @@ async function pickPort(home: string, host: string): Promise<number> {
   try {
     kept = Number(readFileSync(file, 'utf8').trim()) || undefined;
   } catch {}
-  if (kept && (await free(host, kept))) return kept;
+  if (kept) {
+    // URLs (and browsers' cookies, which follow a host name to every port) name this port: it
+    // never moves silently to another while someone else holds it.
+    if (await free(host, kept)) return kept;
+    const { portInUse } = await import('./port-owner.ts');
+    throw new RuntimeError(`${portInUse(host, kept)} (this agent's URLs use it; free it, or set SBX_GATEWAY_PORT to move them)`);
+  }
   for (let port = DEFAULT_GATEWAY_PORT; port < DEFAULT_GATEWAY_PORT + PORT_RANGE; port++) {
-    if (port === kept) continue;
     if (await free(host, port)) {
       writeFileSync(file, `${port}\n`);
       return port;
@@ -52,7 +57,7 @@ export async function runAgentDaemon(): Promise<RunningGateway> {
   // The socket mounted in must be the engine the client spoke to, or the agent would guard another one.
   const wanted = process.env.SBX_AGENT_ENGINE_ID;
   const here = await (await sbx.runtime()).engineId();
-  if (wanted && here !== wanted) throw new RuntimeError(`the engine socket mounted into the agent belongs to engine ${here}, not ${wanted} (the one sbx was started against): set SBX_AGENT_ENGINE_SOCKET to the engine's socket path on its host`);
+  if (!wanted || !here || here !== wanted) throw new RuntimeError(`the engine socket mounted into the agent belongs to engine ${here}, not ${wanted} (the one sbx was started against): set SBX_AGENT_ENGINE_SOCKET to the engine's socket path on its host`);
   const gw = await runGateway(sbx, { build: agentBuildId(), config: process.env.SBX_AGENT_CONFIG });
   // The shared socket: the engine socket's group may use it (0660), nobody else.
   const socket = controlSocketPath(home);

@@ -86,6 +86,8 @@ async function createAgent(runtime: Runtime, spec: AgentSpec, homePath: string, 
         NetworkMode: 'host',
         PidMode: 'host',
         CapAdd: ['NET_ADMIN', 'SYS_ADMIN'],
+        // Nothing in it gains privileges by exec (setuid binaries of the base system included).
+        SecurityOpt: ['no-new-privileges'],
         RestartPolicy: { Name: 'unless-stopped' },
         Binds: [`${spec.volume}:${homePath}`, ...(spec.socketDir ? [`${spec.socketDir}:/run/sbx-agent`] : [])],
         // A mount (not a bind) of the socket: the engine refuses a path its host lacks rather

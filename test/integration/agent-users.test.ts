@@ -4,7 +4,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { AgentWorld } from '../agent-world.ts';
-import { curl, eventually } from '../helpers.ts';
+import { curl, eventually, run } from '../helpers.ts';
 
 describe('two homes on one engine, agent mode, default ports', () => {
   const worlds = [new AgentWorld(), new AgentWorld()];
@@ -31,6 +31,13 @@ describe('two homes on one engine, agent mode, default ports', () => {
       await eventually(async () => (await curl([`${url}who.txt`])).status === 200, `${url} answers`);
       assert.equal((await curl([`${url}who.txt`])).body.trim(), `home-${i}`);
     }
+  });
+
+  it('attack: a host process with the id a system user often gets (999:999) cannot connect into a sandbox; control: root can', async () => {
+    const ip = (await worlds[0]!.json(['inspect', 'web'])).ip as string;
+    const as = (ids: string[]) => run('setpriv', [...ids, 'curl', '-s', '-m', '3', '-o', '/dev/null', '-w', '%{http_code}', `http://${ip}:8080/who.txt`]);
+    assert.equal((await as(['--reuid=999', '--regid=999', '--clear-groups'])).stdout, '000');
+    assert.equal((await run('curl', ['-s', '-m', '3', '-o', '/dev/null', '-w', '%{http_code}', `http://${ip}:8080/who.txt`])).stdout, '200');
   });
 
   it('each has its own agent, volume and control socket', async () => {
