@@ -22,8 +22,14 @@ export interface RemoteEngine {
   dockerHost: string;
   /** The engine host's address on the veth, reachable from this host. */
   hostAddress: string;
-  /** The engine's pid. */
-  pid: number;
+  /** The engine's pid (a new one after restart()). */
+  readonly pid: number;
+  /**
+   * Stops the engine (SIGTERM: it stops its containers, as a host's shutdown does) and starts it
+   * again on the same data root, namespace and socket; resolves once it answers. Containers with
+   * a restart policy (always, unless-stopped) come back; the others stay stopped.
+   */
+  restart(): Promise<void>;
   /** Removes its containers, the engine, the namespace, veth, firewall rules and files; idempotent. */
   close(): Promise<void>;
 }
@@ -187,6 +193,29 @@ export function removeStaleRemoteEngines(): void {
   }
 }
 
+/**
+ * What of any remote engine is still there (for tests that assert they left nothing): sbxre-*
+ * namespaces, processes run from an engine's directory (dockerd, its containerd, shims), the
+ * host's firewall rules for one, and veths.
+ */
+export function remoteEngineLeftovers(): { netns: string[]; processes: string[]; firewall: string[]; links: string[] } {
+  const processes = readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .filter((p) => {
+      try {
+        return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(`/tmp/${PREFIX}`);
+      } catch {
+        return false;
+      }
+    });
+  return {
+    netns: quiet('ip', ['netns', 'list']).split('\n').filter((l) => l.startsWith(PREFIX)),
+    processes,
+    firewall: quiet('iptables', ['-w', '-S', 'FORWARD']).split('\n').filter((l) => l.includes(`--comment ${PREFIX}`)),
+    links: [...quiet('ip', ['-o', 'link', 'show']).matchAll(/^\d+: (sbxre[0-9a-f]{4})[@:]/gm)].map((m) => m[1]!),
+  };
+}
+
 const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 
 /** Starts a Docker engine in a network namespace of its own (takes a few seconds). */
@@ -222,20 +251,8 @@ export async function startRemoteEngine(options: RemoteEngineOptions = {}): Prom
   process.on('exit', shutdown);
   for (const sig of SIGNALS) process.once(sig, onSignal);
 
-  const ip = (...args: string[]) => execFileP('ip', args);
-  try {
-    if (readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim() !== '1') writeFileSync('/proc/sys/net/ipv4/ip_forward', '1');
-    await ip('netns', 'add', netns);
-    await ip('link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns);
-    await ip('addr', 'add', `${hostSide}/30`, 'dev', veth);
-    await ip('link', 'set', veth, 'up');
-    await ip('-n', netns, 'link', 'set', 'lo', 'up');
-    await ip('-n', netns, 'addr', 'add', `${nsSide}/30`, 'dev', 'eth0');
-    await ip('-n', netns, 'link', 'set', 'eth0', 'up');
-    await ip('-n', netns, 'route', 'add', 'default', 'via', hostSide);
-    for (const rule of firewallRules(tag).reverse()) await execFileP('iptables', ['-w', '-I', 'FORWARD', '1', ...rule]);
-
-    writeFileSync(join(dir, 'daemon.json'), '{}\n'); // not /etc/docker/daemon.json, the main engine's
+  /** Starts dockerd in the namespace and waits until it answers (60 s); resolves with its pid. */
+  const launch = async (): Promise<number> => {
     const log = openSync(join(dir, 'dockerd.log'), 'a');
     // nsenter, not `ip netns exec`: that remounts /sys, and dockerd then finds no cgroups.
     const child = spawn(
@@ -261,19 +278,35 @@ export async function startRemoteEngine(options: RemoteEngineOptions = {}): Prom
     );
     closeSync(log);
     child.unref();
-    pid = child.pid;
-    if (!pid) throw new Error('remote engine: could not start dockerd');
+    if (!child.pid) throw new Error('remote engine: could not start dockerd');
     const deadline = Date.now() + 60_000;
     for (;;) {
       const exited = child.exitCode !== null || child.signalCode !== null;
       const ok = !exited && (await execFileP('docker', ['-H', `unix://${socket}`, 'info', '--format', '{{.ID}}']).then(() => true, () => false));
-      if (ok) break;
+      if (ok) return child.pid;
       if (exited || Date.now() > deadline) {
         const tail = readFileSync(join(dir, 'dockerd.log'), 'utf8').split('\n').slice(-20).join('\n');
         throw new Error(`remote engine: dockerd ${exited ? 'exited' : 'did not answer in 60s'}; its log:\n${tail}`);
       }
       await new Promise((r) => setTimeout(r, 200));
     }
+  };
+
+  const ip = (...args: string[]) => execFileP('ip', args);
+  try {
+    if (readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim() !== '1') writeFileSync('/proc/sys/net/ipv4/ip_forward', '1');
+    await ip('netns', 'add', netns);
+    await ip('link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns);
+    await ip('addr', 'add', `${hostSide}/30`, 'dev', veth);
+    await ip('link', 'set', veth, 'up');
+    await ip('-n', netns, 'link', 'set', 'lo', 'up');
+    await ip('-n', netns, 'addr', 'add', `${nsSide}/30`, 'dev', 'eth0');
+    await ip('-n', netns, 'link', 'set', 'eth0', 'up');
+    await ip('-n', netns, 'route', 'add', 'default', 'via', hostSide);
+    for (const rule of firewallRules(tag).reverse()) await execFileP('iptables', ['-w', '-I', 'FORWARD', '1', ...rule]);
+
+    writeFileSync(join(dir, 'daemon.json'), '{}\n'); // not /etc/docker/daemon.json, the main engine's
+    pid = await launch();
   } catch (err) {
     shutdown();
     throw err;
@@ -283,7 +316,20 @@ export async function startRemoteEngine(options: RemoteEngineOptions = {}): Prom
     socket,
     dockerHost: `unix://${socket}`,
     hostAddress: nsSide,
-    pid,
+    get pid() {
+      return pid!;
+    },
+    async restart() {
+      if (closed) throw new Error('remote engine: closed');
+      const old = pid!;
+      process.kill(old, 'SIGTERM');
+      const deadline = Date.now() + 60_000;
+      while (alive(old)) {
+        if (Date.now() > deadline) throw new Error(`remote engine: dockerd ${old} did not stop in 60s`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      pid = await launch();
+    },
     async close() {
       shutdown();
     },

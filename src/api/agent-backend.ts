@@ -21,16 +21,23 @@ import type { CreateSandboxOptions, RemoveResult } from './local-sbx.ts';
 /** Settings the agent's daemon reads at start: an agent started with others is replaced. */
 const PASSED_ENV = ['SBX_GATEWAY_HOST', 'SBX_GATEWAY_PORT', 'SBX_DOMAIN', 'SBX_DNS_UPSTREAM', 'SBX_GATEWAY_ENGINE', 'SBX_START_TIMEOUT_MS', 'SBX_UPSTREAM_TIMEOUT_MS'];
 
-/**
- * What `docker exec` runs in the agent to reach its control socket: `sbx agent pipe` in a few
- * lines, without loading sbx's bundle (a Node start is most of a remote call's cost).
- */
-const PIPE_SCRIPT = `const c = require('net').connect(process.env.SBX_CONTROL_SOCKET || process.env.SBX_HOME + '/run/control.sock');
-c.on('error', (e) => { process.stderr.write('error: the control socket of the agent does not answer: ' + e.message + '\\n'); process.exit(1); });
-c.on('connect', () => { process.stdin.pipe(c); c.pipe(process.stdout); });`;
-
 /** How long a client waits for an agent to answer after starting it. */
 const START_TIMEOUT_MS = Number(process.env.SBX_AGENT_START_TIMEOUT_MS) || 60_000;
+
+/**
+ * What `docker exec` runs in the agent to reach its control socket: `sbx agent pipe` in a few
+ * lines, without loading sbx's bundle (a Node start is most of a remote call's cost). The agent's
+ * container runs a moment before its daemon listens (after the engine restarts, or a start), and
+ * a client that trusts its labels sends its request at once: the script waits for the socket (as
+ * long as a client waits for a starting agent; the container's end ends it too), and the request,
+ * unread until then, goes nowhere else.
+ */
+export const PIPE_SCRIPT = `const path = process.env.SBX_CONTROL_SOCKET || process.env.SBX_HOME + '/run/control.sock';
+const deadline = Date.now() + ${START_TIMEOUT_MS};
+const connect = () => { const c = require('net').connect(path); let up = false;
+c.on('error', (e) => { if (up || !['ENOENT', 'ECONNREFUSED'].includes(e.code) || Date.now() > deadline) { process.stderr.write('error: the control socket of the agent does not answer: ' + e.message + '\\n'); process.exit(1); } setTimeout(connect, 100); });
+c.on('connect', () => { up = true; process.stdin.pipe(c); c.pipe(process.stdout); }); };
+connect();`;
 
 /** One agent per client home on an engine: its container and volume names. */
 export function agentNames(home: string, uid = process.getuid?.() ?? 0, engine = process.env.DOCKER_HOST ?? ''): { container: string; volume: string; socketDir: string; key: string } {
