@@ -1,19 +1,33 @@
 // A test world in agent mode (SBX_AGENT=1): its sbx calls go to an agent container, whose
 // sandboxes carry the agent's home (its volume's path) in their labels, not the client's. The
 // cleanup removes what the agent made, then the agent, its volume and its socket directory.
-import { existsSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { agentNames } from '../src/api/agent-backend.ts';
 import { guardTable } from '../src/net/listener-guard.ts';
-import { docker, run, World, type Result, type RunOptions } from './helpers.ts';
+import { docker, run, SBX, World, type Result, type RunOptions } from './helpers.ts';
+
+/** A local user the sbx calls run as (setpriv, with that user's groups and a clean environment). */
+export interface WorldUser {
+  name: string;
+  uid: number;
+  gid: number;
+  /** The user's HOME. */
+  home: string;
+}
 
 export class AgentWorld extends World {
-  /** `dockerHost`: another engine (unix://...); `uid`: the user the sbx calls run as (see asUser). */
+  /** `dockerHost`: another engine (unix://...); `uid`: whose agent it is (its name); `user`: run sbx as that user. */
   readonly dockerHost?: string;
   readonly uid: number;
-  constructor(env: Record<string, string> = {}, options: { dockerHost?: string; uid?: number } = {}) {
+  readonly user?: WorldUser;
+  constructor(env: Record<string, string> = {}, options: { dockerHost?: string; uid?: number; user?: WorldUser } = {}) {
     super({ SBX_AGENT: '1', ...(options.dockerHost ? { DOCKER_HOST: options.dockerHost } : {}), ...env });
     this.dockerHost = options.dockerHost;
-    this.uid = options.uid ?? 0;
+    this.user = options.user;
+    this.uid = options.user?.uid ?? options.uid ?? 0;
+    // The user's own SBX_HOME: sbx refuses one it cannot write.
+    if (this.user) chownSync(this.home, this.user.uid, this.user.gid);
   }
 
   get names() {
@@ -23,6 +37,13 @@ export class AgentWorld extends World {
   /** docker against this world's engine. */
   docker(...args: string[]): Promise<Result> {
     return this.dockerHost ? docker('-H', this.dockerHost, ...args) : docker(...args);
+  }
+
+  /** The agent's gateway.json (its port, egress listeners, DNS upstream), read on the engine's host. */
+  async gatewayState(): Promise<{ port: number; host: string; egress: { dns: number; http: number; tls: number }; dnsUpstream: string; pid: number }> {
+    const home = await this.agentHome();
+    if (!home) throw new Error(`${this.names.volume} does not exist: the agent never started`);
+    return JSON.parse(readFileSync(join(home, 'gateway.json'), 'utf8'));
   }
 
   /** The agent's home: its volume's path on the engine's host (what its sandboxes' labels name). */
@@ -60,8 +81,17 @@ export class AgentWorld extends World {
     rmSync(this.home, { recursive: true, force: true });
   }
 
+  /**
+   * sbx as this world's user when it has one: only what the world sets reaches it (no root
+   * environment; an empty value drops the variable), so it picks its mode as that user would.
+   */
   override sbx(args: string[], opts: RunOptions = {}): Promise<Result> {
-    return super.sbx(args, opts);
+    const user = this.user;
+    if (!user) return super.sbx(args, opts);
+    const env = { ...this.env, SBX_HOME: this.home, ...opts.env };
+    const vars = Object.entries(env).filter(([, v]) => v !== undefined && v !== '').map(([k, v]) => `${k}=${v}`);
+    const setpriv = ['--reuid', String(user.uid), '--regid', String(user.gid), '--init-groups', 'env', '-i', `HOME=${user.home}`, `USER=${user.name}`, 'PATH=/usr/local/bin:/usr/bin:/bin', ...vars, SBX, ...args];
+    return run('setpriv', setpriv, { ...opts, env: {} });
   }
 }
 

@@ -81,6 +81,21 @@ export class World {
     return spawn(SBX, args, { env: { ...process.env, ...this.env, SBX_HOME: this.home }, stdio: ['pipe', 'pipe', 'pipe'] });
   }
 
+  /** Starts `sbx port forward SANDBOX PORT` on a free local port: the process and that port, once it listens. */
+  async forward(sandbox: string, port: number): Promise<{ child: ChildProcess; localPort: number }> {
+    const child = this.spawn(['port', 'forward', sandbox, String(port), '--local', '127.0.0.1:0']);
+    const localPort = await new Promise<number>((resolve, reject) => {
+      let out = '';
+      child.stdout!.on('data', (d) => {
+        out += d;
+        const m = new RegExp(`Forwarding 127\\.0\\.0\\.1:(\\d+) -> ${sandbox}:${port}`).exec(out);
+        if (m) resolve(Number(m[1]));
+      });
+      child.on('exit', (code) => reject(new Error(`port forward exited ${code}: ${out}`)));
+    });
+    return { child, localPort };
+  }
+
   /**
    * Docker objects (containers, networks) labelled with this home, and egress rule tables (nft
    * `sbx_<id>`) whose sandbox network is gone: orphans (tests run one file at a time).

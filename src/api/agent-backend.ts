@@ -184,7 +184,8 @@ export class AgentBackend implements SbxBackend {
     let last: unknown;
     for (;;) {
       try {
-        const hello = await client.hello(5000);
+        // Each try ends by the deadline: a hung exec into a restarting agent must not outlast it.
+        const hello = await client.hello(Math.max(250, Math.min(5000, deadline - Date.now())));
         if (hello.protocol !== PROTOCOL_VERSION) throw new MismatchError(hello.protocol);
         return;
       } catch (err) {

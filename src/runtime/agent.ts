@@ -142,7 +142,8 @@ export async function agentLogTail(runtime: Runtime, name: string, lines = 5): P
       out.push(buf.subarray(i + 8, i + 8 + size).toString('utf8'));
       i += 8 + size;
     }
-    return out.join('').trim().split('\n').slice(-lines).join(' | ');
+    // An agent that keeps failing at start says the same thing each time: once is enough.
+    return [...new Set(out.join('').trim().split('\n').slice(-lines))].join(' | ');
   } catch {
     return '';
   }

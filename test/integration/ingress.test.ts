@@ -339,17 +339,8 @@ describe('port forward and fetch', () => {
     await world.json(['create', '--name', 'tcp']);
     await world.put('tcp', 'tcp_upper.py', '/srv/upper.py');
     await world.sbx(['exec', '-d', 'tcp', '--', 'python3', '/srv/upper.py', '5432']);
-    const fwd = world.spawn(['port', 'forward', 'tcp', '5432', '--local', '127.0.0.1:0']);
+    const { child: fwd, localPort } = await world.forward('tcp', 5432);
     try {
-      const localPort = await new Promise<number>((resolve, reject) => {
-        let out = '';
-        fwd.stdout!.on('data', (d) => {
-          out += d;
-          const m = /Forwarding 127\.0\.0\.1:(\d+) -> tcp:5432/.exec(out);
-          if (m) resolve(Number(m[1]));
-        });
-        fwd.on('exit', (code) => reject(new Error(`forward exited ${code}`)));
-      });
       const talk = (send: string, expectBytes: number) =>
         new Promise<Buffer>((resolve, reject) => {
           const s = createConnection(localPort, '127.0.0.1');

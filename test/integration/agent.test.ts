@@ -1,0 +1,658 @@
+// Agent mode on the local engine: the CLI speaks only the Docker API and the agent container
+// (`sbx-agent-<key>`) does the privileged work (nft, DNS, the proxy, nginx, relays). As root with
+// SBX_AGENT=1 and as a user in the docker group: every command, URLs, tunnels, and egress proven
+// by real packets from inside sandboxes against the fake internet (test/fake-internet.ts), which is
+// also every agent's DNS upstream. Then an older agent replaced while a blocked sandbox keeps
+// probing (nothing gets out), a newer one refused, and the failures that must fail closed: an agent
+// that cannot start, bundles that cannot make its image, an agent that dies under its sandboxes.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import { createConnection } from 'node:net';
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { agentBuildId } from '../../src/api/agent-build.ts';
+import { runAgent } from '../../src/runtime/agent.ts';
+import { Runtime } from '../../src/runtime/docker.ts';
+import { AgentWorld, type WorldUser } from '../agent-world.ts';
+import { FAKE_HOST_LINK_IP, startFakeInternet, type FakeInternet } from '../fake-internet.ts';
+import { curl, docker, eventually, ROOT, run, SBX, sleep, type Result } from '../helpers.ts';
+
+const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+const BUILD = agentBuildId(join(ROOT, 'dist'));
+const DOCKER_SOCKET = '/var/run/docker.sock';
+const PYTHON = '/usr/bin/python3';
+const USER_PREFIX = 'sbxagt';
+const scratch = mkdtempSync(join(tmpdir(), 'sbx-agent-test-'));
+
+let fi: FakeInternet;
+const worlds: AgentWorld[] = [];
+const users: WorldUser[] = [];
+
+/** An agent world whose agent resolves through the fake internet (no DNS query leaves the machine). */
+function agentWorld(env: Record<string, string> = {}, options: ConstructorParameters<typeof AgentWorld>[1] = {}): AgentWorld {
+  const w = new AgentWorld({ SBX_DNS_UPSTREAM: fi.dnsUpstream, ...env }, options);
+  worlds.push(w);
+  return w;
+}
+
+// ---- local users -----------------------------------------------------------------------------
+
+/** A user made by this file (its pid in the comment, for the sweep of killed runs). */
+async function addUser(groups: string[]): Promise<WorldUser> {
+  const name = `${USER_PREFIX}${randomBytes(3).toString('hex')}`;
+  const r = await run('useradd', ['-m', '-s', '/bin/sh', '-c', `sbx agent test ${process.pid}`, ...(groups.length ? ['-G', groups.join(',')] : []), name]);
+  assert.equal(r.code, 0, r.stderr);
+  const id = (flag: string) => run('id', [flag, name]).then((x) => Number(x.stdout.trim()));
+  const user = { name, uid: await id('-u'), gid: await id('-g'), home: `/home/${name}` };
+  users.push(user);
+  return user;
+}
+
+async function removeUser(name: string): Promise<void> {
+  // A process of that user would block userdel (none is left on the host: sbx runs in the agent).
+  await run('pkill', ['-KILL', '-u', name]);
+  await run('userdel', ['-r', name]);
+}
+
+/** Users a killed run of this file left (their pid is gone). */
+async function sweepUsers(): Promise<void> {
+  for (const line of readFileSync('/etc/passwd', 'utf8').split('\n')) {
+    const [name, , , , comment] = line.split(':');
+    const pid = /^sbx agent test (\d+)$/.exec(comment ?? '')?.[1];
+    if (!name?.startsWith(USER_PREFIX) || !pid || existsSync(`/proc/${pid}`)) continue;
+    await removeUser(name);
+  }
+}
+
+/** A command as `user` (their groups, a clean environment). */
+function asUser(user: WorldUser, cmd: string[], env: Record<string, string> = {}): Promise<Result> {
+  const vars = Object.entries({ HOME: user.home, USER: user.name, PATH: '/usr/local/bin:/usr/bin:/bin', ...env }).map(([k, v]) => `${k}=${v}`);
+  return run('setpriv', ['--reuid', String(user.uid), '--regid', String(user.gid), '--init-groups', 'env', '-i', ...vars, ...cmd]);
+}
+
+/** Whether `user` can connect to a unix socket: 'ok' or the Python exception's name. */
+async function socketAs(user: WorldUser, path: string): Promise<string> {
+  const script = 'import socket,sys\ns=socket.socket(socket.AF_UNIX)\ntry:\n s.connect(sys.argv[1]); print("ok")\nexcept OSError as e:\n print(type(e).__name__)';
+  return (await asUser(user, [PYTHON, '-c', script, path])).stdout.trim();
+}
+
+// ---- probes from inside ----------------------------------------------------------------------
+
+const sh = async (w: AgentWorld, box: string, script: string) => (await w.sbx(['exec', box, '--', 'sh', '-c', script])).stdout.trim();
+const probe = (w: AgentWorld, box: string, ...args: string[]) => sh(w, box, `python3 /probe.py ${args.join(' ')}`);
+
+/** Judges a `probe.py connect` line: 'ok' or 'fail', and a refusal must be fast, never a timeout. */
+function verdict(line: string, what: string): 'ok' | 'fail' {
+  const [v, ...rest] = line.split(' ');
+  const ms = Number(rest[rest.length - 1]);
+  assert.ok(v === 'ok' || v === 'fail', `${what}: ${line}`);
+  assert.ok(ms < 2000, `${what} took ${ms} ms (${line}): a block must fail fast`);
+  if (v === 'fail') assert.notEqual(rest[0], 'TIMEOUT', `${what} timed out instead of being refused`);
+  return v;
+}
+
+const tcp = async (w: AgentWorld, box: string, host: string, port: number) => verdict(await probe(w, box, 'connect', host, String(port)), `connect ${host}:${port}`);
+
+/** curl inside the sandbox: the body on success, undefined on failure (a proxy's 403 included). */
+async function get(w: AgentWorld, box: string, url: string, ...extra: string[]): Promise<string | undefined> {
+  const r = await w.sbx(['exec', box, '--', 'curl', '-s', '-f', '-m', '5', ...extra, url]);
+  return r.code === 0 ? r.stdout.trim() : undefined;
+}
+
+/** The same probes through the engine alone (`docker exec`): no sbx command, so no agent is started. */
+const dprobe = async (container: string, ...args: string[]) => (await docker('exec', container, 'python3', '/probe.py', ...args)).stdout.trim();
+const dcurl = async (container: string, ...args: string[]) => docker('exec', container, 'curl', '-s', '-f', '-m', '5', ...args);
+
+async function create(w: AgentWorld, name: string, flags: string[] = [], tail: string[] = []): Promise<any> {
+  const box = await w.json(['create', '--name', name, ...flags, ...tail]);
+  await w.put(name, 'probe.py', '/probe.py');
+  return box;
+}
+
+/** The host's address on a sandbox's bridge (its resolver). */
+async function bridgeIp(w: AgentWorld, box: string): Promise<string> {
+  return /nameserver (\S+)/.exec(await sh(w, box, 'cat /etc/resolv.conf'))![1]!;
+}
+
+async function inspect(name: string): Promise<any | undefined> {
+  const r = await docker('inspect', name);
+  return r.code === 0 ? JSON.parse(r.stdout)[0] : undefined;
+}
+
+/** Whether a unix socket takes a connection (as root). */
+function accepts(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = createConnection(path);
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
+}
+
+const nftTables = async () => (await run('nft', ['list', 'tables', 'inet'])).stdout;
+
+/** One line on stderr, starting with `error:`. */
+function oneLineError(r: Result): string {
+  const lines = r.stderr.split('\n').filter(Boolean);
+  assert.equal(lines.length, 1, `one line expected:\n${r.stderr}`);
+  assert.match(lines[0]!, /^error: /);
+  return lines[0]!;
+}
+
+// ---- the file ----------------------------------------------------------------------------------
+
+before(async () => {
+  await sweepUsers();
+  fi = await startFakeInternet();
+});
+
+after(async () => {
+  for (const w of worlds) await w.cleanup();
+  for (const u of users) await removeUser(u.name);
+  await fi?.stop();
+  rmSync(scratch, { recursive: true, force: true });
+  // Nothing of this file is left: agents, volumes, socket directories, homes, users.
+  for (const w of worlds) {
+    assert.equal(await inspect(w.names.container), undefined, `${w.names.container} is left`);
+    assert.notEqual((await docker('volume', 'inspect', w.names.volume)).code, 0, `${w.names.volume} is left`);
+    assert.ok(!existsSync(w.names.socketDir), `${w.names.socketDir} is left`);
+    assert.ok(!existsSync(w.home), `${w.home} is left`);
+  }
+  for (const u of users) assert.notEqual((await run('id', [u.name])).code, 0, `the user ${u.name} is left`);
+});
+
+describe('root with SBX_AGENT=1: the CLI needs only the Docker API', () => {
+  let w: AgentWorld;
+  let host: Server;
+  let hostPort = 0;
+  let web: any;
+  let priv: any;
+  let token = '';
+  // nft for this CLI process: it records the call and fails. The agent has its own nft.
+  const nftCalls = join(scratch, 'nft-calls');
+  const nft = join(scratch, 'nft');
+  writeFileSync(nft, `#!/bin/sh\necho "$*" >> ${nftCalls}\nexit 1\n`);
+  chmodSync(nft, 0o755);
+
+  before(async () => {
+    // Without the sbin directories on PATH, and SBX_NFT pointing at the recorder.
+    w = agentWorld({ SBX_NFT: nft, PATH: '/usr/bin:/bin' });
+    host = createServer((_req, res) => res.end('host service\n'));
+    await new Promise<void>((r) => host.listen(0, '0.0.0.0', r));
+    hostPort = (host.address() as { port: number }).port;
+  });
+  after(() => host?.close());
+
+  it('create -p --name: a running sandbox whose URL carries the agent gateway\'s real port', async () => {
+    web = await create(w, 'web', ['-p', '8080'], ['--', 'python3', '-m', 'http.server', '8080']);
+    assert.equal(web.status, 'running');
+    assert.deepEqual(web.command, ['python3', '-m', 'http.server', '8080']);
+    assert.equal(web.ports.length, 1);
+    const m = /^http:\/\/8080-web\.sbx\.localhost:(\d+)\/$/.exec(web.ports[0].url);
+    assert.ok(m, web.ports[0].url);
+    assert.equal(Number(m[1]), (await w.gatewayState()).port);
+    assert.notEqual(Number(m[1]), 0);
+    // The sandbox is the agent's: its labels name the agent's home (its volume), not this client's.
+    const labels = (await inspect(web.container)).Config.Labels;
+    assert.equal(labels['sbx.home'], await w.agentHome());
+    assert.equal(labels['sbx.name'], 'web');
+  });
+
+  it('ls --json and inspect --json', async () => {
+    const list = await w.json<any[]>(['ls']);
+    assert.deepEqual(list.map((b) => [b.name, b.id, b.status]), [['web', web.id, 'running']]);
+    const one = await w.json(['inspect', 'web']);
+    assert.equal(one.id, web.id);
+    assert.deepEqual(one.ports, web.ports);
+    assert.equal(one.network.mode, 'allow-all');
+  });
+
+  it('exec: stdout and stderr apart, the exit code, stdin with -i', async () => {
+    const r = await w.sbx(['exec', 'web', '--', 'sh', '-c', 'echo out; echo err >&2; exit 7']);
+    assert.deepEqual([r.code, r.stdout, r.stderr], [7, 'out\n', 'err\n']);
+    const i = await w.sbx(['exec', '-i', 'web', '--', 'wc', '-c'], { input: 'data\n' });
+    assert.equal(i.stdout.trim(), '5');
+  });
+
+  it('the URL answers curl on the host; a private port refuses without the token and accepts with it', async () => {
+    const url = web.ports[0].url;
+    await eventually(async () => (await curl([url])).status === 200, 'the server behind the URL');
+    assert.match((await curl([url])).body, /Directory listing/);
+    await w.sbx(['exec', '-d', 'web', '--', 'python3', '-m', 'http.server', '9000']);
+    [priv] = await w.json<any[]>(['port', 'expose', 'web', '9000', '--private']);
+    assert.equal(priv.public, false);
+    token = (await w.sbx(['token', 'web'])).stdout.trim();
+    assert.match(token, /^\S{20,}$/);
+    await eventually(async () => (await curl(['-H', `x-sbx-traffic-token: ${token}`, priv.url])).status === 200, 'the private port with the token');
+    const without = await curl([priv.url]);
+    assert.equal(without.status, 403);
+    assert.equal(without.headers['x-sbx-error'], 'token_missing');
+    const wrong = await curl(['-H', 'x-sbx-traffic-token: not-the-token', priv.url]);
+    assert.equal(wrong.status, 403);
+    assert.equal(wrong.headers['x-sbx-error'], 'token_invalid');
+  });
+
+  it('sbx fetch goes through the agent\'s tunnel (the token is added); an unexposed port exits 1', async () => {
+    const r = await w.sbx(['fetch', 'web', '9000', '/']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /Directory listing/);
+    const missing = await w.sbx(['fetch', 'web', '4999']);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stdout, /not exposed/);
+  });
+
+  it('sbx port forward carries bytes through the tunnel to a loopback-only server (the agent\'s relay)', async () => {
+    await w.put('web', 'tcp_upper.py', '/srv/upper.py');
+    await w.sbx(['exec', '-d', 'web', '--', 'python3', '/srv/upper.py', '5432']);
+    const { child: fwd, localPort } = await w.forward('web', 5432);
+    try {
+      const talk = (line: string) =>
+        new Promise<string>((resolve, reject) => {
+          const s = createConnection(localPort, '127.0.0.1');
+          let got = '';
+          s.on('data', (d) => {
+            got += d;
+            if (got.endsWith('\n')) {
+              s.end();
+              resolve(got);
+            }
+          });
+          s.on('error', reject);
+          s.on('close', () => reject(new Error(`closed after ${JSON.stringify(got)}`)));
+          s.write(line);
+        });
+      let answers: string[] = [];
+      await eventually(async () => {
+        answers = await Promise.all([talk('hello agent\n'), talk('second one\n')]).catch(() => []);
+        return answers.length === 2;
+      }, 'the tunnel');
+      assert.deepEqual(answers, ['HELLO AGENT\n', 'SECOND ONE\n']);
+    } finally {
+      fwd.kill('SIGINT');
+    }
+  });
+
+  it('port ls, port rm (the route is gone at once)', async () => {
+    assert.deepEqual((await w.json<any[]>(['port', 'ls', 'web'])).map((p) => [p.port, p.public]), [[8080, true], [9000, false]]);
+    assert.deepEqual(await w.json(['port', 'rm', 'web', '9000']), [{ port: 9000, removed: true }]);
+    const gone = await curl(['-H', `x-sbx-traffic-token: ${token}`, priv.url]);
+    assert.equal(gone.status, 404);
+    assert.equal(gone.headers['x-sbx-error'], 'port_not_exposed');
+    assert.deepEqual((await w.json<any[]>(['port', 'ls', 'web'])).map((p) => p.port), [8080]);
+  });
+
+  it('stop and start (the server comes back with its sandbox), pause and resume', async () => {
+    assert.equal((await w.json(['stop', 'web'])).status, 'stopped');
+    assert.equal((await inspect(web.container)).State.Running, false);
+    assert.equal((await w.json(['start', 'web'])).status, 'running');
+    await eventually(async () => (await curl([web.ports[0].url])).status === 200, 'the server after start');
+    assert.equal((await w.json(['pause', 'web'])).status, 'paused');
+    assert.equal((await inspect(web.container)).State.Paused, true);
+    assert.equal((await w.json(['resume', 'web'])).status, 'running');
+    assert.equal((await w.sbx(['exec', 'web', '--', 'echo', 'thawed'])).stdout, 'thawed\n');
+  });
+
+  it("attack: from inside, the host's ports (its services, the agent's gateway and egress listeners) are refused", async () => {
+    const bridge = await bridgeIp(w, 'web');
+    const gw = await w.gatewayState();
+    // Control: the sandbox's packets do leave (allow-all is the internet), and the host's service answers the host.
+    assert.equal(await tcp(w, 'web', '198.18.0.1', 8080), 'ok');
+    assert.equal((await curl([`http://${bridge}:${hostPort}/`])).body, 'host service\n');
+    for (const port of [hostPort, gw.port, gw.egress.http, gw.egress.tls]) assert.equal(await tcp(w, 'web', bridge, port), 'fail', `${bridge}:${port}`);
+    assert.equal(await tcp(w, 'web', FAKE_HOST_LINK_IP, hostPort), 'fail', 'the host by its address on another link');
+    assert.equal(await probe(w, 'web', 'resolve', 'rebind.test'), 'fail -5', 'a name for the host\'s loopback does not resolve there');
+  });
+
+  it('control: host:PORT opens exactly that port of the host, and unblock closes it again', async () => {
+    const bridge = await bridgeIp(w, 'web');
+    await w.json(['network', 'update', 'web', '--allow-out', `host:${hostPort}`]);
+    assert.equal(await get(w, 'web', `http://${bridge}:${hostPort}/`), 'host service');
+    assert.equal(await tcp(w, 'web', bridge, (await w.gatewayState()).egress.http), 'fail');
+    await w.json(['network', 'unblock', 'web']);
+    assert.equal(await tcp(w, 'web', bridge, hostPort), 'fail');
+  });
+
+  it('egress: --block-network --allow-out, network update, block and unblock, proven by packets', async () => {
+    await create(w, 'locked', ['--block-network', '--allow-out', 'allowed.test']);
+    await fi.clearQueries();
+    // Control: the allowed name, by name.
+    assert.equal(await get(w, 'locked', 'http://allowed.test/'), '198.18.0.1 80 allowed.test');
+    // Attack: another name, the address on another port, UDP, DNS straight to a resolver.
+    assert.equal(await get(w, 'locked', 'http://other.test/'), undefined);
+    assert.equal(await tcp(w, 'locked', '198.18.0.3', 8080), 'fail');
+    assert.match(await probe(w, 'locked', 'udp', '198.18.0.3', '9999'), /^fail/);
+    assert.match(await probe(w, 'locked', 'dns', '198.18.0.53', 'leak.test'), /^fail/);
+    assert.deepEqual((await fi.queries()).filter((q) => q !== 'allowed.test'), [], 'only the allowed name was asked upstream');
+    // network update replaces the whole policy.
+    const p = await w.json(['network', 'update', 'locked', '--mode', 'block-all', '--allow-out', 'other.test']);
+    assert.deepEqual(p, { mode: 'block-all', allowOut: ['other.test'], denyOut: [], allowPorts: [], denyPorts: [] });
+    assert.equal(await get(w, 'locked', 'http://other.test/'), '198.18.0.3 80 other.test');
+    assert.equal(await get(w, 'locked', 'http://allowed.test/'), undefined);
+    // block: nothing at all.
+    assert.equal((await w.json(['network', 'block', 'locked'])).mode, 'block-all');
+    assert.equal(await get(w, 'locked', 'http://other.test/'), undefined);
+    assert.equal(await tcp(w, 'locked', '198.18.0.3', 8080), 'fail');
+    // unblock: the internet.
+    assert.equal((await w.json(['network', 'unblock', 'locked'])).mode, 'allow-all');
+    assert.equal(await tcp(w, 'locked', '198.18.0.3', 8080), 'ok');
+    assert.equal(await get(w, 'locked', 'http://denied.test:8080/'), '198.18.0.2 8080 denied.test:8080');
+  });
+
+  it('the agent container: labelled with version and build, host network and pids, only NET_ADMIN and SYS_ADMIN added', async () => {
+    const a = await inspect(w.names.container);
+    assert.equal(a.Config.Labels['sbx.version'], VERSION);
+    assert.equal(a.Config.Labels['sbx.build'], BUILD);
+    assert.equal(a.Config.Labels['sbx.agent'], 'true');
+    assert.equal(a.Config.Image, `sbx/agent:${BUILD}`);
+    assert.deepEqual([...a.HostConfig.CapAdd].sort(), ['NET_ADMIN', 'SYS_ADMIN']);
+    assert.ok(!a.HostConfig.CapDrop?.length);
+    assert.equal(a.HostConfig.Privileged, false);
+    assert.deepEqual([a.HostConfig.NetworkMode, a.HostConfig.PidMode, a.HostConfig.RestartPolicy.Name], ['host', 'host', 'unless-stopped']);
+    const mounts = Object.fromEntries(a.Mounts.map((m: any) => [m.Destination, m.Name ?? m.Source]));
+    assert.equal(mounts[(await w.agentHome())!], w.names.volume, 'the volume at its own host path');
+    assert.equal(mounts['/var/run/docker.sock'], DOCKER_SOCKET);
+    assert.equal(mounts['/run/sbx-agent'], w.names.socketDir);
+  });
+
+  it('rm -f leaves nothing: no container, network or nft table', async () => {
+    const tables = await nftTables();
+    for (const box of ['web', 'locked']) {
+      const info = await w.json(['inspect', box]);
+      assert.match(tables, new RegExp(`table inet sbx_${info.id}\\b`), 'the control: its table is there before');
+      assert.deepEqual(await w.json(['rm', '-f', box]), { id: info.id, name: box, removed: true });
+      assert.equal(await inspect(info.container), undefined);
+      assert.notEqual((await docker('network', 'inspect', info.dockerNetwork)).code, 0);
+      assert.doesNotMatch(await nftTables(), new RegExp(`table inet sbx_${info.id}\\b`));
+    }
+    assert.deepEqual(await w.json(['ls']), []);
+    assert.deepEqual(await w.leftovers(), { containers: [], networks: [], tables: [] });
+  });
+
+  it('gateway status names the agent; gateway stop stops it and the next command starts it again', async () => {
+    assert.equal((await w.json(['gateway', 'status'])).agent, w.names.container);
+    assert.equal((await w.sbx(['gateway', 'stop'])).code, 0);
+    assert.equal((await inspect(w.names.container)).State.Running, false);
+    assert.equal((await w.sbx(['ls'])).code, 0);
+    assert.equal((await inspect(w.names.container)).State.Running, true);
+  });
+
+  it('this CLI process ran no nft: everything kernel-side was the agent\'s', () => {
+    assert.equal(existsSync(nftCalls) ? readFileSync(nftCalls, 'utf8') : '', '');
+  });
+});
+
+describe('a user in the docker group (not root, no SBX_AGENT): agent mode by default', () => {
+  let member: WorldUser;
+  let outsider: WorldUser;
+  let w: AgentWorld;
+  let box: any;
+
+  before(async () => {
+    member = await addUser([(await run('getent', ['group', String(statSync(DOCKER_SOCKET).gid)])).stdout.split(':')[0]!]);
+    outsider = await addUser([]);
+    w = agentWorld({ SBX_AGENT: '' }, { user: member });
+  });
+
+  it('the user can run bin/sbx and its Node', async () => {
+    const node = join(ROOT, '.tools', 'node_modules', 'node', 'bin', 'node');
+    const script = `test -x ${SBX} && test -r ${join(ROOT, 'dist', 'cli.cjs')} && { [ ! -e ${node} ] || test -x ${node}; }`;
+    assert.equal((await asUser(member, ['/bin/sh', '-c', script])).code, 0);
+    assert.equal((await w.sbx(['--version'])).stdout.trim(), VERSION);
+  });
+
+  it('gets a working sandbox through its own agent: create, exec, a URL', async () => {
+    box = await create(w, 'mine', ['-p', '8000'], ['--', 'python3', '-m', 'http.server', '8000']);
+    assert.equal(box.status, 'running');
+    assert.equal((await w.sbx(['exec', 'mine', '--', 'sh', '-c', 'echo hi from $(id -un)'])).stdout, 'hi from root\n');
+    assert.equal((await w.json(['gateway', 'status'])).agent, w.names.container, 'the agent named after this uid');
+    const fetchAs = () => asUser(member, ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '-m', '5', box.ports[0].url]);
+    await eventually(async () => (await fetchAs()).stdout === '200', 'the URL, fetched by the user');
+  });
+
+  it('attack: the user connecting to the sandbox directly, around the gateway, is refused', async () => {
+    const r = await asUser(member, ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '-m', '5', `http://${box.ip}:8000/`]);
+    assert.equal(r.stdout, '000');
+    assert.equal(r.code, 7, 'refused, not timed out');
+    // Control: the server does listen there, and root (the agent's side) may connect.
+    assert.equal((await curl([`http://${box.ip}:8000/`])).status, 200);
+  });
+
+  it('block-all, proven by packets, with its control', async () => {
+    await fi.clearQueries();
+    assert.equal((await w.json(['network', 'block', 'mine'])).mode, 'block-all');
+    assert.equal(await tcp(w, 'mine', '198.18.0.1', 8080), 'fail');
+    assert.equal(await tcp(w, 'mine', '198.18.0.1', 80), 'fail');
+    assert.match(await probe(w, 'mine', 'udp', '198.18.0.1', '9999'), /^fail/);
+    assert.match(await probe(w, 'mine', 'dns', '198.18.0.53', 'leak.test'), /^fail/);
+    assert.match(await probe(w, 'mine', 'resolve', 'allowed.test'), /^fail/);
+    assert.deepEqual(await fi.queries(), []);
+    // Control: unblocked, the same probes get out; blocked again, they do not.
+    await w.json(['network', 'unblock', 'mine']);
+    assert.equal(await tcp(w, 'mine', '198.18.0.1', 8080), 'ok');
+    assert.equal(await probe(w, 'mine', 'resolve', 'allowed.test'), 'ok 198.18.0.1');
+    await w.json(['network', 'block', 'mine']);
+    assert.equal(await tcp(w, 'mine', '198.18.0.1', 8080), 'fail');
+    // Inbound traffic to the exposed port works in every mode.
+    assert.equal((await curl([box.ports[0].url])).status, 200);
+  });
+
+  it("the control socket is 0660 with the docker socket's group; a user outside that group can use neither", async () => {
+    const path = join(w.names.socketDir, 'control.sock');
+    const st = statSync(path);
+    assert.ok(st.isSocket());
+    assert.equal(st.mode & 0o777, 0o660);
+    assert.deepEqual([st.uid, st.gid], [0, statSync(DOCKER_SOCKET).gid]);
+    // Control: the member can.
+    assert.equal(await socketAs(member, path), 'ok');
+    assert.equal((await asUser(member, ['curl', '-s', '-m', '5', '--unix-socket', DOCKER_SOCKET, 'http://docker/_ping'])).stdout, 'OK');
+    // Attack: the outsider cannot, neither the agent's socket nor the engine's, nor sbx.
+    assert.equal(await socketAs(outsider, path), 'PermissionError');
+    const ping = await asUser(outsider, ['curl', '-s', '-m', '5', '--unix-socket', DOCKER_SOCKET, 'http://docker/_ping']);
+    assert.notEqual(ping.stdout, 'OK');
+    const r = await asUser(outsider, [SBX, 'ls'], { SBX_HOME: join(outsider.home, 'sbx') });
+    assert.equal(r.code, 1);
+    assert.match(oneLineError(r), /does not let this user in \(EACCES\): run sbx as root or as a member of the docker group/);
+  });
+});
+
+describe('versions: an older agent is replaced with no gap in the rules, a newer one is refused', () => {
+  const runtime = new Runtime();
+  let w: AgentWorld;
+  let held: any;
+  let open: any;
+
+  /** Replaces the world's agent by one with the same image, settings and flags (runAgent), but other labels. */
+  async function fakeAgent(labels: Record<string, string>, env: Record<string, string> = {}): Promise<string> {
+    const current = await inspect(w.names.container);
+    const oldPid = (await w.gatewayState()).pid;
+    await docker('rm', '-f', w.names.container);
+    const home = (await w.agentHome())!;
+    const spec = {
+      name: w.names.container,
+      image: current.Config.Image,
+      volume: w.names.volume,
+      engineSocket: DOCKER_SOCKET,
+      socketDir: w.names.socketDir,
+      env: { ...Object.fromEntries(current.Config.Env.map((e: string) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)])), ...env },
+      labels: { ...current.Config.Labels, ...labels },
+    };
+    await runAgent(runtime, spec, home);
+    // Up when its gateway has written its state and its control socket answers.
+    const socket = join(w.names.socketDir, 'control.sock');
+    await eventually(async () => {
+      const pid = await w.gatewayState().then((s) => s.pid, () => oldPid);
+      return pid !== oldPid && (await accepts(socket));
+    }, 'the fake agent', 30_000);
+    return (await inspect(w.names.container)).Id;
+  }
+
+  /** Starts poll_egress.py in a sandbox's container (through the engine: no sbx command). */
+  async function startPoll(box: any, tag: string): Promise<() => Promise<string[]>> {
+    const r = await docker('exec', '-d', box.container, 'python3', '/poll.py', '/tmp/poll.out', '/tmp/poll.stop', tag, '120');
+    assert.equal(r.code, 0, r.stderr);
+    return async () => {
+      await docker('exec', box.container, 'touch', '/tmp/poll.stop');
+      let out: string[] = [];
+      await eventually(async () => {
+        out = (await docker('exec', box.container, 'cat', '/tmp/poll.out')).stdout.split('\n').filter(Boolean);
+        return out.at(-1) === '#done';
+      }, `the poller in ${box.name}`);
+      await docker('exec', box.container, 'rm', '-f', '/tmp/poll.out', '/tmp/poll.stop');
+      return out.slice(0, -1);
+    };
+  }
+
+  before(async () => {
+    w = agentWorld();
+    held = await create(w, 'held', ['--block-network']);
+    open = await create(w, 'open');
+    for (const b of ['held', 'open']) await w.put(b, 'poll_egress.py', '/poll.py');
+  });
+
+  it('an older agent (sbx.version 0.0.1, build old000000000) is replaced by the next command, which works', async (t) => {
+    const fake = await fakeAgent({ 'sbx.version': '0.0.1', 'sbx.build': 'old000000000' });
+    assert.equal((await inspect(w.names.container)).Config.Labels['sbx.version'], '0.0.1');
+    await fi.clearQueries();
+    await fi.clearRequests();
+    const stopHeld = await startPoll(held, 'held');
+    const stopOpen = await startPoll(open, 'open');
+    await sleep(1000);
+    // The fake differs from this build only in its labels, which the client reads on the engine's
+    // API path (SBX_AGENT_VIA=exec; on the local socket it trusts the hello, which names the real build).
+    const from = Date.now();
+    const ls = await w.sbx(['ls', '--json'], { env: { SBX_AGENT_VIA: 'exec' } });
+    const to = Date.now();
+    assert.equal(ls.code, 0, ls.stderr);
+    assert.deepEqual(JSON.parse(ls.stdout).map((b: any) => [b.name, b.status]).sort(), [['held', 'running'], ['open', 'running']]);
+    await sleep(1500);
+    const heldLines = await stopHeld();
+    const openLines = await stopOpen();
+
+    const agent = await inspect(w.names.container);
+    assert.notEqual(agent.Id, fake);
+    assert.equal(agent.Config.Labels['sbx.build'], BUILD);
+    assert.equal(agent.Config.Labels['sbx.version'], VERSION);
+    assert.ok(agent.State.Running);
+
+    const during = (lines: string[]) => lines.map((l) => l.split(' ')).filter(([t]) => Number(t) >= from && Number(t) <= to);
+    const count = (lines: string[][], probe: string) => lines.filter(([, p]) => p === probe).length;
+    const heldDuring = during(heldLines);
+    const openDuring = during(openLines);
+    // Every probe ran all through the swap (TCP is refused at once: many; the others wait out the
+    // kernel's rate limit on ICMP errors: a few).
+    for (const lines of [heldDuring, openDuring]) {
+      assert.ok(count(lines, 'tcp') >= 20, `${count(lines, 'tcp')} TCP probes during the swap of ${to - from} ms`);
+      for (const probe of ['udp', 'dns', 'dns-sbx']) assert.ok(count(lines, probe) >= 2, `${count(lines, probe)} ${probe} probes during the swap of ${to - from} ms`);
+    }
+    const sbxDnsDown = openDuring.filter(([, p, v]) => p === 'dns-sbx' && v !== 'ok').map(([ms]) => Number(ms));
+    t.diagnostic(`swap ${to - from} ms; probes during it: blocked ${heldDuring.length}, open ${openDuring.length}; the open sandbox's DNS through sbx failed ${sbxDnsDown.length} times over ${sbxDnsDown.length ? sbxDnsDown.at(-1)! - sbxDnsDown[0]! : 0} ms`);
+    // The blocked sandbox: not one probe got anything back, before, during or after the swap.
+    assert.deepEqual(heldLines.filter((l) => !l.endsWith(' fail')), [], 'the blocked sandbox got something out');
+    // Control: the open sandbox's kernel path stayed open all along (the rules are in the kernel),
+    // while sbx's DNS forwarder may have been down for a moment (refused, not opened).
+    for (const probe of ['tcp', 'udp', 'dns']) {
+      assert.deepEqual(openDuring.filter(([, p, v]) => p === probe && v !== 'ok'), [], `the open sandbox's ${probe} probe during the swap`);
+    }
+    assert.ok(openLines.some((l) => l.endsWith('dns-sbx ok')), 'the open sandbox resolves through sbx');
+    // What the fake internet saw: the open sandbox, never the blocked one.
+    const requests = await fi.requests();
+    assert.ok(requests.some((r) => r.includes('open.poll.test')));
+    assert.deepEqual(requests.filter((r) => r.includes('held.poll.test')), []);
+    const queries = await fi.queries();
+    assert.ok(queries.includes('open.poll.test'));
+    assert.ok(!queries.includes('held.poll.test'));
+  });
+
+  it('after the swap: the new agent serves the same sandboxes and policies', async () => {
+    assert.equal(await tcp(w, 'held', '198.18.0.1', 8080), 'fail');
+    assert.equal(await tcp(w, 'open', '198.18.0.1', 8080), 'ok');
+    assert.equal(await probe(w, 'open', 'resolve', 'allowed.test'), 'ok 198.18.0.1');
+  });
+
+  it('a newer agent (sbx.version 99.0.0) is refused, naming both versions, exit 1; it is left running', async () => {
+    // Its hello names other settings, as a newer build's would: the socket path asks the engine too.
+    const newer = await fakeAgent({ 'sbx.version': '99.0.0', 'sbx.build': 'new000000000' }, { SBX_AGENT_CONFIG: 'newer0config' });
+    for (const via of ['exec', '']) {
+      const r = await w.sbx(['ls'], { env: { SBX_AGENT_VIA: via } });
+      assert.equal(r.code, 1, `via ${via || 'the socket'}: ${r.stdout}`);
+      assert.match(oneLineError(r), new RegExp(`${w.names.container}\\) is version 99\\.0\\.0, newer than this sbx ${VERSION.replace(/\./g, '\\.')}: upgrade sbx`));
+    }
+    const agent = await inspect(w.names.container);
+    assert.equal(agent.Id, newer);
+    assert.ok(agent.State.Running);
+  });
+});
+
+describe('fail closed', () => {
+  it('an agent that cannot start (SBX_DNS_UPSTREAM=not-an-ip): create --block-network exits 1 in time, one line, and makes nothing', async () => {
+    const timeout = 8000;
+    const w = agentWorld({ SBX_DNS_UPSTREAM: 'not-an-ip', SBX_AGENT_START_TIMEOUT_MS: String(timeout) });
+    const started = performance.now();
+    const r = await w.sbx(['create', '--block-network', '--name', 'never']);
+    const ms = performance.now() - started;
+    assert.equal(r.code, 1, r.stdout);
+    const line = oneLineError(r);
+    assert.match(line, new RegExp(`^error: the sbx agent ${w.names.container} did not answer within 8s: .*invalid SBX_DNS_UPSTREAM "not-an-ip"`));
+    assert.ok(line.length < 600, `a short line: ${line}`);
+    // The wait is bounded by the timeout (plus the image check and the container's start before it).
+    assert.ok(ms < timeout + 4000, `took ${Math.round(ms)} ms`);
+    assert.deepEqual(await w.leftovers(), { containers: [], networks: [], tables: [] });
+    assert.equal((await docker('ps', '-aq', '--filter', 'label=sbx.name=never')).stdout.trim(), '');
+  });
+
+  it('an agent image that cannot be built (its bundles are missing): exit 1 at once, one line, nothing made', async () => {
+    const dist = mkdtempSync(join(scratch, 'dist-'));
+    copyFileSync(join(ROOT, 'dist', 'cli.cjs'), join(dist, 'cli.cjs'));
+    const w = agentWorld({ SBX_CLI_ENTRY: join(dist, 'cli.cjs') });
+    const r = await w.sbx(['create', '--block-network', '--name', 'never']);
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(oneLineError(r), /^error: cannot read .*relay\.cjs for the agent image: run the build \(npm run build\)$/);
+    assert.equal(await inspect(w.names.container), undefined);
+    assert.notEqual((await docker('volume', 'inspect', w.names.volume)).code, 0);
+  });
+
+  describe('the agent dies under a blocked sandbox', () => {
+    let w: AgentWorld;
+    let box: any;
+    before(async () => {
+      w = agentWorld();
+      box = await create(w, 'cut', ['--block-network', '--allow-out', 'allowed.test']);
+    });
+
+    it('control: while the agent runs, the allowed name resolves and answers', async () => {
+      assert.equal(await dprobe(box.container, 'resolve', 'allowed.test'), 'ok 198.18.0.1');
+      assert.equal((await dcurl(box.container, 'http://allowed.test/')).stdout.trim(), '198.18.0.1 80 allowed.test');
+      assert.notEqual((await dcurl(box.container, 'http://other.test/')).code, 0);
+    });
+
+    it('killed and kept down: nothing gets out (the rules are in the kernel) and DNS fails closed', async () => {
+      await docker('update', '--restart', 'no', w.names.container);
+      assert.equal((await docker('kill', w.names.container)).code, 0);
+      await eventually(async () => (await inspect(w.names.container))?.State.Running === false, 'the agent to be down');
+      await fi.clearQueries();
+      await fi.clearRequests();
+      assert.match(await dprobe(box.container, 'resolve', 'allowed.test'), /^fail/);
+      assert.match(await dprobe(box.container, 'dns', '198.18.0.53', 'allowed.test'), /^fail/);
+      assert.notEqual((await dcurl(box.container, 'http://allowed.test/')).code, 0);
+      assert.notEqual((await dcurl(box.container, '--resolve', 'allowed.test:80:198.18.0.1', 'http://allowed.test/')).code, 0, 'the proxy is gone: refused, not opened');
+      assert.notEqual((await dcurl(box.container, '--resolve', 'allowed.test:443:198.18.0.1', '-k', 'https://allowed.test/')).code, 0);
+      assert.equal(verdict(await dprobe(box.container, 'connect', '198.18.0.3', '8080'), 'connect 198.18.0.3:8080'), 'fail');
+      assert.match(await dprobe(box.container, 'udp', '198.18.0.3', '9999'), /^fail/);
+      assert.deepEqual(await fi.queries(), []);
+      assert.deepEqual(await fi.requests(), []);
+    });
+
+    it('the next sbx command starts the agent again, and the policy is served as before', async () => {
+      assert.equal((await w.sbx(['ls'])).code, 0);
+      assert.equal((await inspect(w.names.container)).State.Running, true);
+      assert.equal(await get(w, 'cut', 'http://allowed.test/'), '198.18.0.1 80 allowed.test');
+      assert.equal(await get(w, 'cut', 'http://other.test/'), undefined);
+      assert.equal(await tcp(w, 'cut', '198.18.0.3', 8080), 'fail');
+    });
+  });
+});
