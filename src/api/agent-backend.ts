@@ -199,7 +199,7 @@ export class AgentBackend implements SbxBackend {
         // An agent that cannot serve is not left restarting: its volume keeps the desired state,
         // the kernel keeps the rules, and the next command starts a new one.
         const { removeAgent } = await import('../runtime/agent.ts');
-        await removeAgent(runtime, container, 2).catch(() => {});
+        await removeAgent(runtime, container, 0).catch(() => {});
         throw new RuntimeError(`the sbx agent ${container} did not answer within ${START_TIMEOUT_MS / 1000}s${tail ? `: ${tail}` : ''} (${(last as Error)?.message ?? 'no answer'}); it was removed, nothing else changed`);
       }
       await new Promise((r) => setTimeout(r, 100));

@@ -476,7 +476,7 @@ describe('versions: an older agent is replaced with no gap in the rules, a newer
       name: w.names.container,
       image: current.Config.Image,
       volume: w.names.volume,
-      engineSocket: DOCKER_SOCKET,
+      engineSockets: [DOCKER_SOCKET],
       socketDir: w.names.socketDir,
       env: { ...Object.fromEntries(current.Config.Env.map((e: string) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)])), ...env },
       labels: { ...current.Config.Labels, ...labels },
