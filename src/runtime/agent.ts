@@ -108,15 +108,27 @@ async function createAgent(runtime: Runtime, spec: AgentSpec, homePath: string, 
 /** Stops and removes the agent (its volume, and so the desired state, stays). */
 export async function removeAgent(runtime: Runtime, name: string, timeoutS = 10): Promise<void> {
   const c = runtime.docker.getContainer(name);
-  try {
-    await c.stop({ t: timeoutS });
-  } catch (err) {
-    if (statusOf(err) !== 304 && statusOf(err) !== 404) throw toRuntimeError(err, `could not stop the sbx agent ${name}`);
-  }
-  try {
-    await c.remove({ force: true });
-  } catch (err) {
-    if (statusOf(err) !== 404 && statusOf(err) !== 409) throw toRuntimeError(err, `could not remove the sbx agent ${name}`);
+  // A graceful stop first (its daemon removes its guard), unless it cannot be had: a container
+  // that is restarting refuses a stop, and is removed by force all the same.
+  if (timeoutS > 0) await c.stop({ t: timeoutS }).catch(() => {});
+  // One that keeps restarting is refused removal while it does ("cannot remove a restarting
+  // container"): it is told not to restart first, then removed, a few tries apart.
+  await c.update({ RestartPolicy: { Name: 'no' } }).catch(() => {});
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await c.remove({ force: true });
+      // The engine may answer before the container is gone (a removal in progress): wait for it.
+      for (let i = 0; i < 100; i++) {
+        const gone = await c.inspect().then(() => false, (e: unknown) => statusOf(e) === 404);
+        if (gone) return;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return;
+    } catch (err) {
+      if (statusOf(err) === 404) return;
+      if (statusOf(err) !== 409 || attempt >= 20) throw toRuntimeError(err, `could not remove the sbx agent ${name}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
   }
 }
 

@@ -418,13 +418,15 @@ describe('fail closed: an agent that cannot start', () => {
     assert.deepEqual(await sandboxObjects(), before, 'a sandbox object was made without an agent');
     assert.match(line, /it was removed, nothing else changed$/);
     // Not left restarting: the client removed it (its volume, the desired state, stays).
-    assert.notEqual((await onEngine('inspect', world.names.container)).code, 0, 'the agent that could not start is gone');
+    const left = await onEngine('inspect', '--format', '{{.State.Status}} created {{.Created}} env {{.Config.Env}}', world.names.container);
+    assert.notEqual(left.code, 0, `the agent that could not start is gone: ${left.stdout} (${line})`);
     assert.equal((await onEngine('volume', 'inspect', world.names.volume)).code, 0, 'its volume stays');
   });
 
   it('while no agent runs, the kernel keeps every policy: block-all refused, names fail closed; allow-all still passes (control)', async () => {
     // No agent runs (the failed one was removed); probed by docker exec straight to the engine:
     // any sbx call would start an agent.
+    await onEngine('rm', '-f', world.names.container);
     assert.notEqual((await onEngine('inspect', world.names.container)).code, 0);
     assert.equal(await tcp('locked', '198.18.0.1', 80, true), 'fail');
     assert.equal(await tcp('web', '198.18.0.1', 8080, true), 'fail');
