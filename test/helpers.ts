@@ -78,13 +78,13 @@ export class World {
     return JSON.parse(r.stdout) as T;
   }
 
-  spawn(args: string[]): ChildProcess {
-    return spawn(SBX, args, { env: { ...process.env, ...this.env, SBX_HOME: this.home }, stdio: ['pipe', 'pipe', 'pipe'] });
+  spawn(args: string[], env: Record<string, string> = {}): ChildProcess {
+    return spawn(SBX, args, { env: { ...process.env, ...this.env, SBX_HOME: this.home, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
   }
 
   /** Starts `sbx port forward SANDBOX PORT` on a free local port: the process and that port, once it listens. */
-  async forward(sandbox: string, port: number): Promise<{ child: ChildProcess; localPort: number }> {
-    const child = this.spawn(['port', 'forward', sandbox, String(port), '--local', '127.0.0.1:0']);
+  async forward(sandbox: string, port: number, env: Record<string, string> = {}): Promise<{ child: ChildProcess; localPort: number }> {
+    const child = this.spawn(['port', 'forward', sandbox, String(port), '--local', '127.0.0.1:0'], env);
     const localPort = await new Promise<number>((resolve, reject) => {
       let out = '';
       child.stdout!.on('data', (d) => {

@@ -134,25 +134,6 @@ function oneErrorLine(r: Result): string {
   return text;
 }
 
-/** `sbx port forward` spawned with `env`; resolves with the process and its local port. */
-async function forward(box: string, port: number, env: Record<string, string> = {}): Promise<{ proc: ChildProcess; localPort: number }> {
-  const proc = spawn(SBX, ['port', 'forward', box, String(port), '--local', '127.0.0.1:0'], {
-    env: { ...process.env, ...world.env, SBX_HOME: world.home, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  let err = '';
-  proc.stderr!.on('data', (d) => (err += d));
-  const localPort = await new Promise<number>((resolve, reject) => {
-    proc.stdout!.on('data', (d) => {
-      out += d;
-      const m = new RegExp(`Forwarding 127\\.0\\.0\\.1:(\\d+) -> ${box}:${port}`).exec(out);
-      if (m) resolve(Number(m[1]));
-    });
-    proc.once('exit', (code) => reject(new Error(`port forward exited ${code}: ${err}`)));
-  });
-  return { proc, localPort };
-}
 
 async function stopForward(proc: ChildProcess): Promise<number | null> {
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
@@ -370,7 +351,7 @@ describe('ingress through the agent', () => {
     });
 
     it(`sbx port forward to a loopback-only TCP service, several connections, through ${transport}`, async () => {
-      const { proc, localPort } = await forward('open', 5432, env);
+      const { child: proc, localPort } = await world.forward('open', 5432, env);
       try {
         let answers: string[] = [];
         await eventually(async () => {
