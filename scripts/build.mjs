@@ -87,7 +87,10 @@ const cjs = {
   define: { ...common.define, 'import.meta.url': '__sbxModuleUrl' },
   banner: { js: "const __sbxModuleUrl = require('node:url').pathToFileURL(__filename).href;" },
 };
-await build({ ...cjs, entryPoints: ['src/bin.ts'], outfile: 'dist/cli.cjs', external: ['@inquirer/prompts', 'cli-table3'] });
+// Checked before any dependency loads: on an older Node they fail at load with errors that name
+// nothing useful (execa: "nm.union is not a function").
+const nodeCheck = `if (+process.versions.node.split('.')[0] < 22) { process.stderr.write('error: sbx needs Node >= 22, this is ' + process.version + ' (' + process.execPath + '): run scripts/setup, which provisions it in .tools/, or put a newer node first on PATH\\n'); process.exit(1); }`;
+await build({ ...cjs, banner: { js: `${nodeCheck}\n${cjs.banner.js}` }, entryPoints: ['src/bin.ts'], outfile: 'dist/cli.cjs', external: ['@inquirer/prompts', 'cli-table3'] });
 // The relay that the gateway starts inside sandboxes' network namespaces (no dependencies).
 await build({ ...cjs, entryPoints: ['src/gateway/relay-main.ts'], outfile: 'dist/relay.cjs' });
 // The egress worker: the DNS forwarder and the Host/SNI proxy, as an unprivileged user.

@@ -2,7 +2,7 @@
 // sandboxes carry the agent's home (its volume's path) in their labels, not the client's. The
 // cleanup removes what the agent made, then the agent, its volume and its socket directory.
 import { chownSync, existsSync, readFileSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { agentNames } from '../src/api/agent-backend.ts';
 import { guardTable } from '../src/net/listener-guard.ts';
 import { docker, run, SBX, World, type Result, type RunOptions } from './helpers.ts';
@@ -83,14 +83,14 @@ export class AgentWorld extends World {
 
   /**
    * sbx as this world's user when it has one: only what the world sets reaches it (no root
-   * environment; an empty value drops the variable), so it picks its mode as that user would.
+   * environment; an empty value drops the variable; PATH starts with the tests' own Node, >= 22), so it picks its mode as that user would.
    */
   override sbx(args: string[], opts: RunOptions = {}): Promise<Result> {
     const user = this.user;
     if (!user) return super.sbx(args, opts);
     const env = { ...this.env, SBX_HOME: this.home, ...opts.env };
     const vars = Object.entries(env).filter(([, v]) => v !== undefined && v !== '').map(([k, v]) => `${k}=${v}`);
-    const setpriv = ['--reuid', String(user.uid), '--regid', String(user.gid), '--init-groups', 'env', '-i', `HOME=${user.home}`, `USER=${user.name}`, 'PATH=/usr/local/bin:/usr/bin:/bin', ...vars, SBX, ...args];
+    const setpriv = ['--reuid', String(user.uid), '--regid', String(user.gid), '--init-groups', 'env', '-i', `HOME=${user.home}`, `USER=${user.name}`, `PATH=${dirname(process.execPath)}:/usr/local/bin:/usr/bin:/bin`, ...vars, SBX, ...args];
     return run('setpriv', setpriv, { ...opts, env: {} });
   }
 }

@@ -174,11 +174,12 @@ describe('the parsers of untrusted traffic run as sbx-gateway', () => {
     await world.json(['network', 'update', 'web', '--mode', 'block-all', '--allow-out', 'allowed.test']);
   });
 
-  it('a worker killed with SIGKILL is replaced: new ports, rules and guard on them, DNS and the proxy serve again', async () => {
+  it('a worker killed with SIGKILL is replaced: new ports (random, so rarely one the same), rules and guard on them, DNS and the proxy serve again', async () => {
     const before = state();
     const old = await egressPid();
     process.kill(old, 'SIGKILL');
-    await eventually(async () => state().egress.http !== before.egress.http, 'gateway.json to name the new worker\'s ports', 10_000);
+    // Ports are picked at random: all three coming out the same again is negligible (one in ~10^8).
+    await eventually(async () => JSON.stringify(state().egress) !== JSON.stringify(before.egress), 'gateway.json to name the new worker\'s ports', 10_000);
     const after = state();
     assert.equal(after.pid, before.pid, 'the same gateway');
     const pid = await egressPid();
@@ -191,7 +192,7 @@ describe('the parsers of untrusted traffic run as sbx-gateway', () => {
     assert.match(rules, new RegExp(`th dport 53 redirect to :${after.egress.dns}\\b`));
     const guard = (await run('nft', ['list', 'table', 'inet', guardTable(world.home)])).stdout;
     assert.match(guard, new RegExp(`\\b${after.egress.tls}\\b`));
-    assert.doesNotMatch(guard, new RegExp(`\\b${before.egress.tls}\\b`));
+    if (after.egress.tls !== before.egress.tls) assert.doesNotMatch(guard, new RegExp(`\\b${before.egress.tls}\\b`));
     assert.equal(await sh('web', 'python3 /probe.py resolve allowed.test'), 'ok 198.18.0.1');
     assert.equal(await get('web', 'http://allowed.test/'), '200 198.18.0.1 80 allowed.test');
     assert.equal(await get('web', 'https://allowed.test/'), '200 198.18.0.1 443 allowed.test allowed.test');
@@ -210,11 +211,14 @@ describe('the parsers of untrusted traffic run as sbx-gateway', () => {
       }
     };
     for (let kills = 0; alive(gateway) && kills < 10; kills++) {
-      const before = state().egress?.http;
-      process.kill(await egressPid(), 'SIGKILL');
+      const killed = await egressPid();
+      process.kill(killed, 'SIGKILL');
+      // A new worker is told by its pid: ports are picked at random and may come out the same.
       await eventually(async () => {
         const http = state().egress?.http;
-        return !alive(gateway) || (http !== undefined && http !== before && (await listener('tcp', http)) !== undefined);
+        if (!alive(gateway)) return true;
+        const holder = http === undefined ? undefined : await listener('tcp', http);
+        return holder !== undefined && holder !== killed;
       }, 'a new worker or the gateway gone', 10_000);
     }
     await eventually(async () => !alive(gateway), 'the gateway to stop', 5000);

@@ -113,6 +113,17 @@ describe('the package', () => {
     assert.ok((pkg.files as string[]).includes('bin') && (pkg.files as string[]).includes('dist'));
   });
 
+  it('refuses a Node older than 22 in one line, before any dependency loads (control: this Node runs it)', async (t) => {
+    const old = '/usr/bin/node';
+    const major = existsSync(old) ? Number((await run(old, ['-p', 'process.versions.node.split(".")[0]'])).stdout.trim()) : 0;
+    if (!(major > 0 && major < 22)) return t.skip(`no Node older than 22 at ${old}`);
+    const r = await run(old, [join(ROOT, 'dist', 'cli.cjs'), 'ls']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^error: sbx needs Node >= 22, this is v\d+\.\d+\.\d+ \(\/usr\/bin\/node\): run scripts\/setup, which provisions it in \.tools\/, or put a newer node first on PATH\n$/);
+    const ok = await run(process.execPath, [join(ROOT, 'dist', 'cli.cjs'), '--version']);
+    assert.equal(ok.code, 0, ok.stderr);
+  });
+
   it('packs into something that runs: sbx, its gateway relay, completions and types', async () => {
     const dest = mkdtempSync(join(scratch, 'pack-'));
     const packed = await run('npm', ['pack', '--silent', '--pack-destination', dest], { env: { npm_config_loglevel: 'error' } });
