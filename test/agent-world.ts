@@ -35,15 +35,15 @@ export class AgentWorld extends World {
   }
 
   /** docker against this world's engine. */
-  docker(...args: string[]): Promise<Result> {
+  override docker(...args: string[]): Promise<Result> {
     return this.dockerHost ? docker('-H', this.dockerHost, ...args) : docker(...args);
   }
 
-  /** The agent's gateway.json (its port, egress listeners, DNS upstream), read on the engine's host. */
-  async gatewayState(): Promise<{ port: number; host: string; egress: { dns: number; http: number; tls: number }; dnsUpstream: string; pid: number }> {
+  /** The agent's home (its volume's path on the engine's host): what its sandboxes' labels name. */
+  override async labelHome(): Promise<string> {
     const home = await this.agentHome();
     if (!home) throw new Error(`${this.names.volume} does not exist: the agent never started`);
-    return JSON.parse(readFileSync(join(home, 'gateway.json'), 'utf8'));
+    return home;
   }
 
   /** The agent's home: its volume's path on the engine's host (what its sandboxes' labels name). */

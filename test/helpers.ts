@@ -54,6 +54,21 @@ export class World {
     return run(SBX, args, { ...opts, env: { ...this.env, SBX_HOME: this.home, ...opts.env } });
   }
 
+  /** docker against this world's engine. */
+  docker(...args: string[]): Promise<Result> {
+    return docker(...args);
+  }
+
+  /** The home its sandboxes' labels carry (sbx.home), where its gateway keeps its state. */
+  async labelHome(): Promise<string> {
+    return this.home;
+  }
+
+  /** The gateway's gateway.json: its pid, port and egress listeners. */
+  async gatewayState(): Promise<{ port: number; host: string; egress: { dns: number; http: number; tls: number }; dnsUpstream: string; pid: number }> {
+    return JSON.parse(readFileSync(join(await this.labelHome(), 'gateway.json'), 'utf8'));
+  }
+
   /** The port this world's gateway listens on (it must be running). */
   gatewayPort(): number {
     return JSON.parse(readFileSync(join(this.home, 'gateway.json'), 'utf8')).port;

@@ -7,7 +7,6 @@
 // that cannot start, bundles that cannot make its image, an agent that dies under its sandboxes.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import { createConnection } from 'node:net';
 import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -19,12 +18,19 @@ import { Runtime } from '../../src/runtime/docker.ts';
 import { AgentWorld, type WorldUser } from '../agent-world.ts';
 import { FAKE_HOST_LINK_IP, startFakeInternet, type FakeInternet } from '../fake-internet.ts';
 import { curl, docker, eventually, ROOT, run, SBX, sleep, type Result } from '../helpers.ts';
+import { addUser as makeUser, removeUser, sweepUsers } from '../test-users.ts';
+
+/** A user made by this file, removed after it. */
+async function addUser(groups: string[]): Promise<WorldUser> {
+  const user = await makeUser(groups);
+  users.push(user);
+  return user;
+}
 
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 const BUILD = agentBuildId(join(ROOT, 'dist'));
 const DOCKER_SOCKET = '/var/run/docker.sock';
 const PYTHON = '/usr/bin/python3';
-const USER_PREFIX = 'sbxagt';
 const scratch = mkdtempSync(join(tmpdir(), 'sbx-agent-test-'));
 
 let fi: FakeInternet;
@@ -39,33 +45,6 @@ function agentWorld(env: Record<string, string> = {}, options: ConstructorParame
 }
 
 // ---- local users -----------------------------------------------------------------------------
-
-/** A user made by this file (its pid in the comment, for the sweep of killed runs). */
-async function addUser(groups: string[]): Promise<WorldUser> {
-  const name = `${USER_PREFIX}${randomBytes(3).toString('hex')}`;
-  const r = await run('useradd', ['-m', '-s', '/bin/sh', '-c', `sbx agent test ${process.pid}`, ...(groups.length ? ['-G', groups.join(',')] : []), name]);
-  assert.equal(r.code, 0, r.stderr);
-  const id = (flag: string) => run('id', [flag, name]).then((x) => Number(x.stdout.trim()));
-  const user = { name, uid: await id('-u'), gid: await id('-g'), home: `/home/${name}` };
-  users.push(user);
-  return user;
-}
-
-async function removeUser(name: string): Promise<void> {
-  // A process of that user would block userdel (none is left on the host: sbx runs in the agent).
-  await run('pkill', ['-KILL', '-u', name]);
-  await run('userdel', ['-r', name]);
-}
-
-/** Users a killed run of this file left (their pid is gone). */
-async function sweepUsers(): Promise<void> {
-  for (const line of readFileSync('/etc/passwd', 'utf8').split('\n')) {
-    const [name, , , , comment] = line.split(':');
-    const pid = /^sbx agent test (\d+)$/.exec(comment ?? '')?.[1];
-    if (!name?.startsWith(USER_PREFIX) || !pid || existsSync(`/proc/${pid}`)) continue;
-    await removeUser(name);
-  }
-}
 
 /** A command as `user` (their groups, a clean environment). */
 function asUser(user: WorldUser, cmd: string[], env: Record<string, string> = {}): Promise<Result> {

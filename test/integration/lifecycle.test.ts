@@ -1,10 +1,16 @@
-// The sandbox lifecycle through the real CLI against the real engine.
+// The sandbox lifecycle through the real CLI against the real engine. Runs three ways
+// (SBX_TEST_AS: root, user, remote; see test/test-mode.ts).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { docker, sleep, World } from '../helpers.ts';
+import { sleep } from '../helpers.ts';
+import { closeMode, modeWorld } from '../test-mode.ts';
 
-const world = new World();
-after(() => world.cleanup());
+const world = await modeWorld();
+const docker = (...args: string[]) => world.docker(...args);
+after(async () => {
+  await world.cleanup();
+  await closeMode();
+});
 
 describe('create, list, inspect', () => {
   let box: any;
@@ -34,10 +40,10 @@ describe('create, list, inspect', () => {
     assert.ok(c.Config.Env.includes('GREETING=hi there'));
     assert.equal(c.Config.Labels['sbx.id'], box.id);
     assert.equal(c.Config.Labels['sbx.name'], 'life');
-    assert.equal(c.Config.Labels['sbx.home'], world.home);
+    assert.equal(c.Config.Labels['sbx.home'], await world.labelHome());
     const net = JSON.parse((await docker('network', 'inspect', box.dockerNetwork)).stdout)[0];
     assert.equal(net.Options['com.docker.network.bridge.name'], box.bridge);
-    assert.equal(net.Labels['sbx.home'], world.home);
+    assert.equal(net.Labels['sbx.home'], await world.labelHome());
   });
 
   it('runs an init as PID 1 so zombies are reaped', async () => {
