@@ -39,6 +39,11 @@ export class AgentWorld extends World {
     return this.dockerHost ? docker('-H', this.dockerHost, ...args) : docker(...args);
   }
 
+  /** nft where this world's sandboxes' rules are: the engine's network namespace. */
+  override nft(...args: string[]): Promise<Result> {
+    return nftOf(this.dockerHost, ...args);
+  }
+
   /** The agent's home (its volume's path on the engine's host): what its sandboxes' labels name. */
   override async labelHome(): Promise<string> {
     const home = await this.agentHome();
@@ -97,7 +102,11 @@ export class AgentWorld extends World {
 
 /** Deletes an nft table in the host's namespace, or in the remote engine's (its netns name after unix:///tmp/<netns>/). */
 async function removeTable(table: string, dockerHost?: string): Promise<void> {
+  await nftOf(dockerHost, 'delete', 'table', 'inet', table);
+}
+
+/** nft in the engine's network namespace: this one, or a remote engine's (after unix:///tmp/<netns>/). */
+function nftOf(dockerHost: string | undefined, ...args: string[]): Promise<Result> {
   const netns = dockerHost ? /\/(sbxre-[0-9a-f]+)\//.exec(dockerHost)?.[1] : undefined;
-  if (netns) await run('ip', ['netns', 'exec', netns, 'nft', 'delete', 'table', 'inet', table]);
-  else await run('nft', ['delete', 'table', 'inet', table]);
+  return netns ? run('ip', ['netns', 'exec', netns, 'nft', ...args]) : run('nft', args);
 }

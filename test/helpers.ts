@@ -59,6 +59,11 @@ export class World {
     return docker(...args);
   }
 
+  /** nft where this world's sandboxes' rules are (this namespace, as root). */
+  nft(...args: string[]): Promise<Result> {
+    return run('nft', args);
+  }
+
   /** The home its sandboxes' labels carry (sbx.home), where its gateway keeps its state. */
   async labelHome(): Promise<string> {
     return this.home;

@@ -58,14 +58,9 @@ export async function runAgentDaemon(): Promise<RunningGateway> {
   const wanted = process.env.SBX_AGENT_ENGINE_ID;
   const here = await (await sbx.runtime()).engineId();
   if (!wanted || !here || here !== wanted) throw new RuntimeError(`the engine socket mounted into the agent belongs to engine ${here}, not ${wanted} (the one sbx was started against): set SBX_AGENT_ENGINE_SOCKET to the engine's socket path on its host`);
-  const gw = await runGateway(sbx, { build: agentBuildId(), config: process.env.SBX_AGENT_CONFIG });
   // The shared socket: the engine socket's group may use it (0660), nobody else.
-  const socket = controlSocketPath(home);
-  if (process.env.SBX_CONTROL_SOCKET && existsSync('/var/run/docker.sock')) {
-    chownSync(socket, 0, statSync('/var/run/docker.sock').gid);
-    chmodSync(socket, 0o660);
-  }
-  return gw;
+  const access = process.env.SBX_CONTROL_SOCKET && existsSync('/var/run/docker.sock') ? { gid: statSync('/var/run/docker.sock').gid, mode: 0o660 } : undefined;
+  return runGateway(sbx, { build: agentBuildId(), config: process.env.SBX_AGENT_CONFIG }, access);
 }
 
 /** `agent pipe`: stdin to the control socket, its answers to stdout (the remote transport). */

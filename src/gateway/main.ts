@@ -46,7 +46,13 @@ function msFromEnv(name: string, fallback: number): number {
   return v && /^\d+$/.test(v) ? Number(v) : fallback;
 }
 
-export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; config?: string } = {}): Promise<RunningGateway> {
+/** Who may use the control socket besides root (the agent's: the engine socket's group). */
+export interface ControlAccess {
+  gid: number;
+  mode: number;
+}
+
+export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; config?: string } = {}, access?: ControlAccess): Promise<RunningGateway> {
   const home = sbx.home;
   const other = runningGateway(home);
   if (other && other.pid !== process.pid) throw new RuntimeError(`a gateway already runs for ${home} (pid ${other.pid}, port ${other.port})`);
@@ -213,16 +219,30 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     server.close();
     return unguard(err);
   });
+  // Every sandbox's rules are back before the control socket answers: a client's first call (the
+  // agent's hello, `gateway start`) returns only when they are in force.
+  await Promise.all(routes.all().map((r) => enforce(r.id, 'restore')));
   // create and rm from sbx processes are carried out here while the daemon runs; reload, health.
   // (The agent puts it in a directory shared with the engine's host: SBX_CONTROL_SOCKET.)
   const control = process.env.SBX_CONTROL_SOCKET || join(files.run, 'control.sock');
   rmSync(control, { force: true });
   const controlServer = createControlServer(sbx, gatewayOps, log);
+  // Bound beside its name, given its owner and mode, then renamed into place: a client polling for
+  // the socket never meets it with the wrong permissions (EACCES) or before it answers.
+  const pending = `${control}.${process.pid}`;
+  rmSync(pending, { force: true });
   await new Promise<void>((resolve, reject) => {
     controlServer.once('error', reject);
-    controlServer.listen(control, () => resolve());
-  }).catch(unguard);
-  await Promise.all(routes.all().map((r) => enforce(r.id, 'restore')));
+    controlServer.listen(pending, () => resolve());
+  })
+    .then(() => {
+      if (access) {
+        chownSync(pending, 0, access.gid);
+        chmodSync(pending, access.mode);
+      }
+      renameSync(pending, control);
+    })
+    .catch(unguard);
   void sbx.reconcileStale((line) => log(`reconcile: ${line}`)); // creates whose process died, removals that did not finish
   state = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, control, dockerHost: process.env.DOCKER_HOST ?? '', egress: workers.listeners ?? egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}`, egressUser: user.name, protocol: PROTOCOL_VERSION, version: VERSION };
   mkdirSync(home, { recursive: true });

@@ -1,13 +1,16 @@
 // Egress policies proven by packets: real sandboxes talk to a fake internet (a network namespace
 // with test hosts, HTTP/TLS/UDP servers and a DNS server; test/fake-internet.ts) that sbx's DNS
-// forwarder uses as its upstream. Nothing leaves the machine.
+// forwarder uses as its upstream. Nothing leaves the machine. Runs three ways (SBX_TEST_AS,
+// test/test-mode.ts); what needs this host to be the engine's, or sbx's nft here, is skipped on
+// the others and said so.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { curl, docker, eventually, run, sleep, World } from '../helpers.ts';
+import { curl, eventually, sleep, World } from '../helpers.ts';
+import { closeMode, modeWorld, onlyAs } from '../test-mode.ts';
 import { startFakeInternet, type FakeInternet } from '../fake-internet.ts';
 
 let fi: FakeInternet;
@@ -21,11 +24,12 @@ chmodSync(nftWrapper, 0o755);
 
 before(async () => {
   fi = await startFakeInternet();
-  world = new World({ SBX_DNS_UPSTREAM: fi.dnsUpstream, SBX_NFT: nftWrapper });
+  world = await modeWorld({ SBX_DNS_UPSTREAM: fi.dnsUpstream, SBX_NFT: nftWrapper });
 });
 after(async () => {
   rmSync(nftBroken, { force: true });
   await world?.cleanup();
+  await closeMode();
   await fi?.stop();
   rmSync(nftDir, { recursive: true, force: true });
 });
@@ -48,8 +52,8 @@ async function sh(box: string, script: string): Promise<string> {
 const probe = (box: string, ...args: string[]) => sh(box, `python3 /probe.py ${args.join(' ')}`);
 
 /** A TCP connect from inside: 'ok' or 'fail', and it must never hang (fail fast). */
-async function tcp(box: string, host: string, port: number): Promise<'ok' | 'fail'> {
-  const line = await probe(box, 'connect', host, String(port));
+async function tcp(box: string, host: string, port: number, via = probe): Promise<'ok' | 'fail'> {
+  const line = await via(box, 'connect', host, String(port));
   const [verdict, ...rest] = line.split(' ');
   const ms = Number(rest[rest.length - 1]);
   assert.ok(ms < 2000, `connect ${host}:${port} took ${ms} ms (${line}): a block must fail fast`);
@@ -135,7 +139,8 @@ describe('block-all (Beam block_network, E2B allowInternetAccess: false)', () =>
     assert.deepEqual(await fi.queries(), []);
   });
 
-  it('the host itself is unreachable too, in allow-all as well, unless host or host:PORT opens it', async () => {
+  it('the host itself is unreachable too, in allow-all as well, unless host or host:PORT opens it', async (t) => {
+    if (onlyAs(t, ['root', 'user'], "its host service listens here, not in the remote engine's namespace (remote-agent.test.ts)")) return;
     assert.equal(await tcp('locked', bridgeIp, hostPort), 'fail');
     await world.json(['network', 'unblock', 'locked']);
     assert.equal(await tcp('locked', bridgeIp, hostPort), 'fail', 'allow-all means the internet, not the host');
@@ -148,7 +153,8 @@ describe('block-all (Beam block_network, E2B allowInternetAccess: false)', () =>
     assert.equal(await tcp('locked', bridgeIp, hostPort), 'fail');
   });
 
-  it('inbound traffic to exposed ports still works (Beam)', async () => {
+  it('inbound traffic to exposed ports still works (Beam)', async (t) => {
+    if (onlyAs(t, ['root', 'user'], 'URLs of a remote engine answer on its host (remote-agent.test.ts)')) return;
     const url = (await world.json(['port', 'ls', 'locked']))[0].url;
     await eventually(async () => (await curl([url])).status === 200, 'the server behind the URL');
   });
@@ -308,16 +314,20 @@ describe('live changes, restarts and bad input', () => {
     // TCP checks use another port here.
     assert.equal(await tcp('live', '198.18.0.3', 8080), 'fail');
     assert.equal(await get('live', 'http://allowed.test/'), '198.18.0.1 80 allowed.test');
+    const container = `sbx-${(await world.json(['inspect', 'live'])).id}`;
     await world.sbx(['gateway', 'stop']);
-    assert.equal(await tcp('live', '198.18.0.3', 8080), 'fail', 'rules hold while the gateway is down');
-    assert.equal(await tcp('live', '198.18.0.3', 80), 'fail', 'and web ports fail closed without the proxy');
-    assert.equal(await resolves('live', 'allowed.test'), undefined, 'and DNS fails closed');
+    // Probed by docker exec: any sbx command would start the gateway (in agent mode, the agent) again.
+    const inside = async (_box: string, ...args: string[]) => (await world.docker('exec', container, 'python3', '/probe.py', ...args)).stdout.trim();
+    assert.equal(await tcp('live', '198.18.0.3', 8080, inside), 'fail', 'rules hold while the gateway is down');
+    assert.equal(await tcp('live', '198.18.0.3', 80, inside), 'fail', 'and web ports fail closed without the proxy');
+    assert.match(await inside('live', 'resolve', 'allowed.test'), /^fail/, 'and DNS fails closed');
     await world.json(['gateway', 'start']);
     assert.equal(await get('live', 'http://allowed.test/'), '198.18.0.1 80 allowed.test');
     assert.equal(await get('live', 'http://other.test/', '--resolve', 'other.test:80:198.18.0.3'), undefined);
   });
 
-  it('inbound to exposed ports works in every mode', async () => {
+  it('inbound to exposed ports works in every mode', async (t) => {
+    if (onlyAs(t, ['root', 'user'], 'URLs of a remote engine answer on its host (remote-agent.test.ts)')) return;
     const url = (await world.json(['port', 'ls', 'live']))[0].url;
     await eventually(async () => (await curl([url])).status === 200, 'the server behind the URL');
   });
@@ -416,7 +426,8 @@ describe('fail closed, repair, TTLs', () => {
   });
   after(() => rmSync(nftBroken, { force: true }));
 
-  it('rules that cannot be applied: create leaves nothing, update keeps the old policy in force', async () => {
+  it('rules that cannot be applied: create leaves nothing, update keeps the old policy in force', async (t) => {
+    if (onlyAs(t, ['root'], "SBX_NFT is this host's nft; the agent runs its own (agent.test.ts fails it closed)")) return;
     writeFileSync(nftBroken, '');
     const r = await world.sbx(['create', '--name', 'doomed']);
     assert.equal(r.code, 1);
@@ -436,15 +447,15 @@ describe('fail closed, repair, TTLs', () => {
 
   it('rules removed behind sbx\'s back come back when the container starts and when the gateway starts', async () => {
     const table = `sbx_${id}`;
-    await run('nft', ['delete', 'table', 'inet', table]);
+    await world.nft('delete', 'table', 'inet', table);
     assert.equal(await tcp('guard', '198.18.0.3', 8080), 'ok', 'the hole is real');
-    await docker('restart', '-t', '0', `sbx-${id}`);
-    await eventually(async () => (await run('nft', ['list', 'table', 'inet', table])).code === 0, 'the rules to be repaired after a restart', 5000);
+    await world.docker('restart', '-t', '0', `sbx-${id}`);
+    await eventually(async () => (await world.nft('list', 'table', 'inet', table)).code === 0, 'the rules to be repaired after a restart', 5000);
     assert.equal(await tcp('guard', '198.18.0.3', 8080), 'fail');
-    await run('nft', ['delete', 'table', 'inet', table]);
+    await world.nft('delete', 'table', 'inet', table);
     await world.sbx(['gateway', 'stop']);
     await world.json(['gateway', 'start']);
-    assert.equal((await run('nft', ['list', 'table', 'inet', table])).code, 0, 'repaired at gateway start');
+    assert.equal((await world.nft('list', 'table', 'inet', table)).code, 0, 'repaired at gateway start');
     assert.equal(await tcp('guard', '198.18.0.3', 8080), 'fail');
   });
 
@@ -464,7 +475,8 @@ describe('fail closed, repair, TTLs', () => {
 });
 
 describe('SBX_DNS_UPSTREAM', () => {
-  it('a create with another upstream than the running gateway restarts it with that one', async () => {
+  it('a create with another upstream than the running gateway restarts it with that one', async (t) => {
+    if (onlyAs(t, ['root'], "another home's gateway on this host")) return;
     const other = new World();
     try {
       await other.json(['gateway', 'start'], { env: { SBX_DNS_UPSTREAM: '127.0.0.1:9' } });
