@@ -17,13 +17,19 @@ export interface WorldUser {
 }
 
 export class AgentWorld extends World {
-  /** `dockerHost`: another engine (unix://...); `uid`: whose agent it is (its name); `user`: run sbx as that user. */
+  /**
+   * `dockerHost`: another engine (unix://..., tcp://...); `netns`: its network namespace, where
+   * its rule tables are (else told by a unix:///tmp/<netns>/ socket); `uid`: whose agent it is
+   * (its name); `user`: run sbx as that user.
+   */
   readonly dockerHost?: string;
+  readonly netns?: string;
   readonly uid: number;
   readonly user?: WorldUser;
-  constructor(env: Record<string, string> = {}, options: { dockerHost?: string; uid?: number; user?: WorldUser } = {}) {
+  constructor(env: Record<string, string> = {}, options: { dockerHost?: string; netns?: string; uid?: number; user?: WorldUser } = {}) {
     super({ SBX_AGENT: '1', ...(options.dockerHost ? { DOCKER_HOST: options.dockerHost } : {}), ...env });
     this.dockerHost = options.dockerHost;
+    this.netns = options.netns ?? (options.dockerHost ? /\/(sbxre-[0-9a-f]+)\//.exec(options.dockerHost)?.[1] : undefined);
     this.user = options.user;
     this.uid = options.user?.uid ?? options.uid ?? 0;
     // The user's own SBX_HOME: sbx refuses one it cannot write.
@@ -34,9 +40,11 @@ export class AgentWorld extends World {
     return agentNames(this.home, this.uid, this.dockerHost ?? '');
   }
 
-  /** docker against this world's engine. */
+  /** docker against this world's engine, with the world's TLS settings (DOCKER_TLS_VERIFY...). */
   docker(...args: string[]): Promise<Result> {
-    return this.dockerHost ? docker('-H', this.dockerHost, ...args) : docker(...args);
+    if (!this.dockerHost) return docker(...args);
+    const tls = Object.fromEntries(['DOCKER_TLS_VERIFY', 'DOCKER_TLS', 'DOCKER_CERT_PATH'].filter((k) => this.env[k] !== undefined).map((k) => [k, this.env[k]]));
+    return run('docker', ['-H', this.dockerHost, ...args], { env: tls });
   }
 
   /** The agent's gateway.json (its port, egress listeners, DNS upstream), read on the engine's host. */
@@ -72,8 +80,8 @@ export class AgentWorld extends World {
       if (networks.length) await this.docker('network', 'rm', ...networks);
       await this.docker('rm', '-f', this.names.container);
       await this.docker('volume', 'rm', '-f', this.names.volume);
-      for (const id of ids) await removeTable(`sbx_${id}`, this.dockerHost);
-      await removeTable(guardTable(home), this.dockerHost);
+      for (const id of ids) await removeTable(`sbx_${id}`, this.netns);
+      await removeTable(guardTable(home), this.netns);
     } else {
       await this.docker('rm', '-f', this.names.container);
     }
@@ -95,9 +103,8 @@ export class AgentWorld extends World {
   }
 }
 
-/** Deletes an nft table in the host's namespace, or in the remote engine's (its netns name after unix:///tmp/<netns>/). */
-async function removeTable(table: string, dockerHost?: string): Promise<void> {
-  const netns = dockerHost ? /\/(sbxre-[0-9a-f]+)\//.exec(dockerHost)?.[1] : undefined;
+/** Deletes an nft table in the host's namespace, or in the remote engine's. */
+async function removeTable(table: string, netns?: string): Promise<void> {
   if (netns) await run('ip', ['netns', 'exec', netns, 'nft', 'delete', 'table', 'inet', table]);
   else await run('nft', ['delete', 'table', 'inet', table]);
 }
