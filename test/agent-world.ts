@@ -1,7 +1,7 @@
 // A test world in agent mode (SBX_AGENT=1): its sbx calls go to an agent container, whose
 // sandboxes carry the agent's home (its volume's path) in their labels, not the client's. The
 // cleanup removes what the agent made, then the agent, its volume and its socket directory.
-import { chownSync, existsSync, readFileSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { agentNames } from '../src/api/agent-backend.ts';
 import { guardTable } from '../src/net/listener-guard.ts';
@@ -17,13 +17,19 @@ export interface WorldUser {
 }
 
 export class AgentWorld extends World {
-  /** `dockerHost`: another engine (unix://...); `uid`: whose agent it is (its name); `user`: run sbx as that user. */
+  /**
+   * `dockerHost`: another engine (unix://..., tcp://...); `netns`: its network namespace, where
+   * its rule tables are (else told by a unix:///tmp/<netns>/ socket); `uid`: whose agent it is
+   * (its name); `user`: run sbx as that user.
+   */
   readonly dockerHost?: string;
+  readonly netns?: string;
   readonly uid: number;
   readonly user?: WorldUser;
-  constructor(env: Record<string, string> = {}, options: { dockerHost?: string; uid?: number; user?: WorldUser } = {}) {
+  constructor(env: Record<string, string> = {}, options: { dockerHost?: string; netns?: string; uid?: number; user?: WorldUser } = {}) {
     super({ SBX_AGENT: '1', ...(options.dockerHost ? { DOCKER_HOST: options.dockerHost } : {}), ...env });
     this.dockerHost = options.dockerHost;
+    this.netns = options.netns ?? (options.dockerHost ? /\/(sbxre-[0-9a-f]+)\//.exec(options.dockerHost)?.[1] : undefined);
     this.user = options.user;
     this.uid = options.user?.uid ?? options.uid ?? 0;
     // The user's own SBX_HOME: sbx refuses one it cannot write.
@@ -34,14 +40,16 @@ export class AgentWorld extends World {
     return agentNames(this.home, this.uid, this.dockerHost ?? '');
   }
 
-  /** docker against this world's engine. */
+  /** docker against this world's engine, with the world's TLS settings (DOCKER_TLS_VERIFY...). */
   override docker(...args: string[]): Promise<Result> {
-    return this.dockerHost ? docker('-H', this.dockerHost, ...args) : docker(...args);
+    if (!this.dockerHost) return docker(...args);
+    const tls = Object.fromEntries(['DOCKER_TLS_VERIFY', 'DOCKER_TLS', 'DOCKER_CERT_PATH'].filter((k) => this.env[k] !== undefined).map((k) => [k, this.env[k]]));
+    return run('docker', ['-H', this.dockerHost, ...args], { env: tls });
   }
 
   /** nft where this world's sandboxes' rules are: the engine's network namespace. */
   override nft(...args: string[]): Promise<Result> {
-    return nftOf(this.dockerHost, ...args);
+    return nftIn(this.netns, ...args);
   }
 
   /** The agent's home (its volume's path on the engine's host): what its sandboxes' labels name. */
@@ -77,8 +85,8 @@ export class AgentWorld extends World {
       if (networks.length) await this.docker('network', 'rm', ...networks);
       await this.docker('rm', '-f', this.names.container);
       await this.docker('volume', 'rm', '-f', this.names.volume);
-      for (const id of ids) await removeTable(`sbx_${id}`, this.dockerHost);
-      await removeTable(guardTable(home), this.dockerHost);
+      for (const id of ids) await removeTable(`sbx_${id}`, this.netns);
+      await removeTable(guardTable(home), this.netns);
     } else {
       await this.docker('rm', '-f', this.names.container);
     }
@@ -100,13 +108,12 @@ export class AgentWorld extends World {
   }
 }
 
-/** Deletes an nft table in the host's namespace, or in the remote engine's (its netns name after unix:///tmp/<netns>/). */
-async function removeTable(table: string, dockerHost?: string): Promise<void> {
-  await nftOf(dockerHost, 'delete', 'table', 'inet', table);
+/** Deletes an nft table in the host's namespace, or in the remote engine's. */
+async function removeTable(table: string, netns?: string): Promise<void> {
+  await nftIn(netns, 'delete', 'table', 'inet', table);
 }
 
-/** nft in the engine's network namespace: this one, or a remote engine's (after unix:///tmp/<netns>/). */
-function nftOf(dockerHost: string | undefined, ...args: string[]): Promise<Result> {
-  const netns = dockerHost ? /\/(sbxre-[0-9a-f]+)\//.exec(dockerHost)?.[1] : undefined;
+/** nft in a network namespace (the engine's), or in this one. */
+function nftIn(netns: string | undefined, ...args: string[]): Promise<Result> {
   return netns ? run('ip', ['netns', 'exec', netns, 'nft', ...args]) : run('nft', args);
 }

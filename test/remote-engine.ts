@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { makeTlsCerts } from './tls-certs.ts';
 
 const execFileP = promisify(execFile);
 
@@ -22,6 +23,10 @@ export interface RemoteEngine {
   dockerHost: string;
   /** The engine host's address on the veth, reachable from this host. */
   hostAddress: string;
+  /** With `tcp`: `tcp://<hostAddress>:2376` (TLS) or `:2375` (plain), for DOCKER_HOST. */
+  tcpHost?: string;
+  /** With `tcp: { tls: true }`: the client's ca.pem, cert.pem, key.pem, for DOCKER_CERT_PATH. */
+  certPath?: string;
   /** The engine's pid (a new one after restart()). */
   readonly pid: number;
   /**
@@ -41,6 +46,11 @@ export interface RemoteEngineOptions {
    * installs do.
    */
   bip?: string;
+  /**
+   * Also listen on TCP at the engine host's address: `tls: true`, on 2376 with --tlsverify (a CA,
+   * server and client certificates made in its temp dir); `tls: false`, plain on 2375.
+   */
+  tcp?: { tls: boolean };
 }
 
 const PREFIX = 'sbxre-';
@@ -233,6 +243,8 @@ export async function startRemoteEngine(options: RemoteEngineOptions = {}): Prom
   const addrs = pickAddresses();
   const hostSide = plus(addrs.veth, 1);
   const nsSide = plus(addrs.veth, 2);
+  const tcpHost = options.tcp ? `tcp://${nsSide}:${options.tcp.tls ? 2376 : 2375}` : undefined;
+  let certs: ReturnType<typeof makeTlsCerts> | undefined;
   let pid: number | undefined;
   let closed = false;
 
@@ -264,6 +276,10 @@ export async function startRemoteEngine(options: RemoteEngineOptions = {}): Prom
         '--exec-root', join(dir, 'x'),
         '--pidfile', join(dir, 'd.pid'),
         '-H', `unix://${socket}`,
+        ...(tcpHost ? ['-H', tcpHost] : []),
+        ...(certs ? ['--tlsverify', '--tlscacert', certs.ca, '--tlscert', certs.serverCert, '--tlskey', certs.serverKey] : []),
+        // Plain TCP said explicitly: dockerd otherwise waits 15 s to show its warning.
+        ...(tcpHost && !certs ? ['--tls=false'] : []),
         '--bip', options.bip ?? addrs.bip,
         '--default-address-pool', 'base=10.252.0.0/16,size=24',
         '--iptables=true',
@@ -305,7 +321,11 @@ export async function startRemoteEngine(options: RemoteEngineOptions = {}): Prom
     await ip('-n', netns, 'route', 'add', 'default', 'via', hostSide);
     for (const rule of firewallRules(tag).reverse()) await execFileP('iptables', ['-w', '-I', 'FORWARD', '1', ...rule]);
 
-    writeFileSync(join(dir, 'daemon.json'), '{}\n'); // not /etc/docker/daemon.json, the main engine's
+    // Not /etc/docker/daemon.json, the main engine's. A TCP engine gets an id of its own (not
+    // /etc/docker/key.json's): a client that reaches it only over TCP must tell it from the
+    // engine whose socket is /var/run/docker.sock.
+    writeFileSync(join(dir, 'daemon.json'), options.tcp ? `${JSON.stringify({ 'deprecated-key-path': join(dir, 'key.json') })}\n` : '{}\n');
+    if (options.tcp?.tls) certs = makeTlsCerts(join(dir, 'tls'), nsSide);
     pid = await launch();
   } catch (err) {
     shutdown();
@@ -316,6 +336,8 @@ export async function startRemoteEngine(options: RemoteEngineOptions = {}): Prom
     socket,
     dockerHost: `unix://${socket}`,
     hostAddress: nsSide,
+    ...(tcpHost ? { tcpHost } : {}),
+    ...(certs ? { certPath: certs!.clientDir } : {}),
     get pid() {
       return pid!;
     },

@@ -1,7 +1,7 @@
 // The engine the docker CLI would use: DOCKER_HOST, else the current `docker context`
 // (DOCKER_CONTEXT, else currentContext in the docker config), read from the CLI's own files. The
-// context is turned into the DOCKER_HOST / DOCKER_TLS_VERIFY / DOCKER_CERT_PATH that dockerode's
-// modem reads, so everything after sees one engine.
+// context is turned into the DOCKER_HOST / DOCKER_TLS_VERIFY (or DOCKER_TLS) / DOCKER_CERT_PATH
+// that engine-options.ts reads, so everything after sees one engine.
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -47,9 +47,13 @@ export function applyDockerContext(env: NodeJS.ProcessEnv = process.env): Contex
   const ctx = currentContext(env);
   if (!ctx) return undefined;
   env.DOCKER_HOST = ctx.host;
-  if (ctx.certPath) {
-    env.DOCKER_CERT_PATH = ctx.certPath;
-    if (!ctx.skipTlsVerify) env.DOCKER_TLS_VERIFY = '1';
-  }
+  // The context alone says TLS, as for the docker CLI: the environment's TLS settings are not its.
+  delete env.DOCKER_TLS_VERIFY;
+  delete env.DOCKER_TLS;
+  delete env.DOCKER_CERT_PATH;
+  if (ctx.certPath) env.DOCKER_CERT_PATH = ctx.certPath;
+  // TLS files mean TLS; SkipTLSVerify means TLS without checking the engine (DOCKER_TLS).
+  if (ctx.skipTlsVerify) env.DOCKER_TLS = '1';
+  else if (ctx.certPath) env.DOCKER_TLS_VERIFY = '1';
   return ctx;
 }

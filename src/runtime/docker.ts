@@ -1,6 +1,6 @@
 // The only module that talks to the Docker engine (through dockerode). Everything else sees
 // methods in sbx's own words. The engine is found as the docker CLI finds it: DOCKER_HOST,
-// else the local socket (docker-modem reads the environment).
+// else the local socket (docker-modem reads the environment; tcp:// by engine-options.ts).
 import Docker from 'dockerode';
 import type { Readable, Writable } from 'node:stream';
 import { NotFoundError, RuntimeError } from '../core/errors.ts';
@@ -8,6 +8,7 @@ import { ipv6Subnet, objectNames, type SandboxRecord } from '../core/sandbox.ts'
 import { hardening } from './hardening.ts';
 import { LABEL_HOME, LABEL_ID, LABEL_MANAGED } from './labels.ts';
 import { engineMessage, isGoneOrDone, statusOf, toRuntimeError } from './errors.ts';
+import { engineClient } from './engine-options.ts';
 
 /** The command that keeps a sandbox up when the user gave none; Docker's init reaps zombies. */
 export const IDLE_COMMAND = ['sleep', 'infinity'];
@@ -63,7 +64,7 @@ function envList(env: Record<string, string> = {}): string[] {
 export class Runtime {
   readonly docker: Docker;
 
-  constructor(docker: Docker = new Docker()) {
+  constructor(docker: Docker = engineClient()) {
     this.docker = docker;
   }
 

@@ -51,6 +51,25 @@ describe('docker context', () => {
     }
   });
 
+  it("the context alone says TLS: its files mean verified TLS, SkipTLSVerify means DOCKER_TLS; the environment's TLS settings go", () => {
+    const dir = dockerConfig(undefined, { files: { host: 'tcp://a:2376', tls: true }, skip: { host: 'tcp://b:2376', skip: true }, plain: { host: 'tcp://c:2375' } });
+    try {
+      const stale = { DOCKER_TLS_VERIFY: '1', DOCKER_TLS: '1', DOCKER_CERT_PATH: '/elsewhere' };
+      const files: NodeJS.ProcessEnv = { DOCKER_CONFIG: dir, DOCKER_CONTEXT: 'files', DOCKER_TLS: '1' };
+      applyDockerContext(files);
+      assert.equal(files.DOCKER_TLS_VERIFY, '1');
+      assert.equal(files.DOCKER_TLS, undefined);
+      const skip: NodeJS.ProcessEnv = { DOCKER_CONFIG: dir, DOCKER_CONTEXT: 'skip', ...stale };
+      applyDockerContext(skip);
+      assert.deepEqual([skip.DOCKER_HOST, skip.DOCKER_TLS, skip.DOCKER_TLS_VERIFY, skip.DOCKER_CERT_PATH], ['tcp://b:2376', '1', undefined, undefined]);
+      const plain: NodeJS.ProcessEnv = { DOCKER_CONFIG: dir, DOCKER_CONTEXT: 'plain', ...stale };
+      applyDockerContext(plain);
+      assert.deepEqual([plain.DOCKER_HOST, plain.DOCKER_TLS, plain.DOCKER_TLS_VERIFY, plain.DOCKER_CERT_PATH], ['tcp://c:2375', undefined, undefined, undefined]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('a context that does not exist is a usage error naming it', () => {
     const dir = dockerConfig('gone', {});
     try {

@@ -1,0 +1,87 @@
+// dockerode for the engine the environment names. A tcp:// engine gets its options here, by the
+// docker CLI's rules (docker-host.ts), with its TLS files read now; every other DOCKER_HOST
+// (unix://, ssh://, none) is left to docker-modem's own reading of the environment.
+import Docker from 'dockerode';
+import { readFileSync } from 'node:fs';
+import { Agent } from 'node:https';
+import { join } from 'node:path';
+import { RuntimeError } from '../core/errors.ts';
+import { tcpEngine } from './docker-host.ts';
+
+/** A TLS file: ca.pem must be there, the client's cert.pem and key.pem may both be absent. */
+function readTlsFile(engine: string, certPath: string, name: string, optional = false): Buffer | undefined {
+  const file = join(certPath, name);
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    if (optional && code === 'ENOENT') return undefined;
+    throw new RuntimeError(
+      `could not read ${file} (${code}) for the Docker engine at ${engine} over TLS: DOCKER_CERT_PATH (or the docker context) must hold ca.pem, and cert.pem with key.pem for a client certificate`,
+      { cause: err },
+    );
+  }
+}
+
+/** The client certificate and key, both or neither (one alone is an error naming the other). */
+function clientPair(engine: string, certPath: string): { cert?: Buffer; key?: Buffer } {
+  const cert = readTlsFile(engine, certPath, 'cert.pem', true);
+  const key = readTlsFile(engine, certPath, 'key.pem', true);
+  if (cert && !key) readTlsFile(engine, certPath, 'key.pem');
+  if (key && !cert) readTlsFile(engine, certPath, 'cert.pem');
+  return cert && key ? { cert, key } : {};
+}
+
+/** dockerode's options for a tcp:// engine (its TLS files read now), or undefined for any other. */
+export function engineOptions(env: NodeJS.ProcessEnv = process.env): Docker.DockerOptions | undefined {
+  const tcp = tcpEngine(env);
+  if (!tcp) return undefined;
+  if (!tcp.tls) return { host: tcp.host, port: tcp.port, protocol: 'http', ca: undefined, cert: undefined, key: undefined };
+  const engine = env.DOCKER_HOST!;
+  // Unverified, the CA does not matter (a context with SkipTLSVerify may have none).
+  const ca = readTlsFile(engine, tcp.tls.certPath, 'ca.pem', !tcp.tls.verify);
+  return {
+    host: tcp.host,
+    port: tcp.port,
+    protocol: 'https',
+    ca,
+    ...clientPair(engine, tcp.tls.certPath),
+    // docker-modem passes no rejectUnauthorized of its own: an agent's options win over a request's.
+    ...(tcp.tls.verify ? {} : { agent: new Agent({ keepAlive: true, rejectUnauthorized: false }) }),
+  } as Docker.DockerOptions;
+}
+
+/** The client for the engine the environment names (dockerode's defaults for all but tcp://). */
+export function engineClient(env: NodeJS.ProcessEnv = process.env): Docker {
+  const options = engineOptions(env);
+  if (!options) return new Docker();
+  // docker-modem reads DOCKER_CERT_PATH's files itself whatever it is given, and throws on a
+  // missing one (even for plain HTTP): hidden while it is made, the options already hold them.
+  const saved = process.env.DOCKER_CERT_PATH;
+  delete process.env.DOCKER_CERT_PATH;
+  let docker: Docker;
+  try {
+    docker = new Docker(options);
+  } finally {
+    if (saved !== undefined) process.env.DOCKER_CERT_PATH = saved;
+  }
+  quietUrlParse(docker.modem as { dial: (...args: unknown[]) => unknown });
+  return docker;
+}
+
+/**
+ * docker-modem builds each request to a host with url.parse(), which Node flags as deprecated
+ * (DEP0169) on stderr, a second line under every answer. Silenced while it dials (synchronously).
+ */
+function quietUrlParse(modem: { dial: (...args: unknown[]) => unknown }): void {
+  const dial = modem.dial.bind(modem);
+  modem.dial = (...args: unknown[]) => {
+    const was = process.noDeprecation;
+    process.noDeprecation = true;
+    try {
+      return dial(...args);
+    } finally {
+      process.noDeprecation = was;
+    }
+  };
+}
