@@ -2,7 +2,7 @@
 // sandboxes carry the agent's home (its volume's path) in their labels, not the client's. The
 // cleanup removes what the agent made, then the agent, its volume and its socket directory.
 import { chownSync, existsSync, rmSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { agentNames } from '../src/api/agent-backend.ts';
 import { guardTable } from '../src/net/listener-guard.ts';
 import { docker, run, SBX, World, type Result, type RunOptions } from './helpers.ts';
