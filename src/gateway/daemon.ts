@@ -23,12 +23,14 @@ export async function probeGateway(s: Pick<GatewayState, 'control'>, timeoutMs =
 
 /**
  * Tells a running gateway to re-read the store now, over its control socket; resolves when it
- * has (or when none runs). A failed reload does not fail the caller, whose change is in the store
- * already: the gateway logs why.
+ * has, or when none runs (the next one reads the store). A gateway that could not apply the
+ * change stops and says so: that error is the caller's, whose change is saved but was not in force.
  */
 export async function reloadGateway(s: GatewayState | undefined): Promise<void> {
   if (!s?.control) return;
-  await new DaemonClient(unixTransport(s.control)).request('reload', {}, { timeoutMs: 15_000 }).catch(() => {});
+  await new DaemonClient(unixTransport(s.control)).request('reload', {}, { timeoutMs: 15_000 }).catch((err: { unreachable?: boolean }) => {
+    if (!err.unreachable) throw err;
+  });
 }
 
 

@@ -144,14 +144,27 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     hello: () => ({ protocol: PROTOCOL_VERSION, version: VERSION, pid: process.pid, ...helloExtra, ...(state ? { gateway: { host: state.host, port: state.port, domain: state.domain } } : {}) }),
     listener: () => ({ host: settings.host, port: state?.port ?? settings.port }),
     reload: async () => {
-      targets.invalidateAll();
-      await routes.refresh();
-      // The worker judges by the new policies and has cut what they deny before this resolves.
-      await workers.update({ invalidate: true, recheck: true });
-      return syncRoutes().catch((err) => {
-        log(`reload: could not update routes: ${(err as Error).message}`);
-        throw err;
-      });
+      try {
+        targets.invalidateAll();
+        await routes.refresh();
+        // The worker judges by the new policies and has cut what they deny before this resolves.
+        await workers.update({ invalidate: true, recheck: true });
+        await syncRoutes();
+      } catch (err) {
+        // What is served now may be what the change took away (a port made private, a policy
+        // tightened): the gateway stops rather than go on with it. The store has the change; the
+        // next command starts a gateway that serves it.
+        const why = (err as Error).message;
+        log(`reload: could not apply the change (${why}): the gateway stops`);
+        setImmediate(() => {
+          try {
+            void close().then(() => process.exit(1), () => process.exit(1));
+          } catch {
+            process.exit(1); // (still starting: `close` is not there yet)
+          }
+        });
+        throw new RuntimeError(`the gateway could not apply the change (${why}), so it stopped rather than serve the old routes and policies; the change is saved, and in force once the gateway starts again (sbx gateway start, or the next command that needs it)`);
+      }
     },
   };
   const listen = (...args: unknown[]) =>

@@ -132,7 +132,8 @@ export class NginxFrontend {
       if ((await this.#probe()) === `${version} ${this.instance}`) return;
       await new Promise((r) => setTimeout(r, 5));
     }
-    throw new RuntimeError(`nginx did not take configuration ${version} within ${timeoutMs / 1000}s: ${this.#stderr.trim().split('\n').pop() ?? ''}`);
+    const last = this.#stderr.trim().split('\n').pop();
+    throw new RuntimeError(`nginx did not take configuration ${version} within ${timeoutMs / 1000}s${last ? `: ${last}` : ''}`);
   }
 
   async #probe(): Promise<string | undefined> {

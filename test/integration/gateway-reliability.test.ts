@@ -137,6 +137,38 @@ describe('nginx does not outlive its gateway', () => {
   });
 });
 
+describe('a change the gateway cannot apply', () => {
+  test('a public port made private while nginx cannot take it: exit 1, the gateway stops and the old public route is not served; control: a gateway started again serves it private', async () => {
+    const [w] = await twoWorlds();
+    await w.json(['create', '--name', 'pub', '-p', '8000', '--', 'python3', '-m', 'http.server', '8000']);
+    const url = (await w.json<any[]>(['port', 'ls', 'pub']))[0].url as string;
+    await eventually(async () => (await curl([url])).status === 200, 'the public URL (control)');
+    const gw = JSON.parse(readFileSync(join(w.home, 'gateway.json'), 'utf8')).pid;
+    const nginx = Number(readFileSync(join(w.home, 'run', 'nginx.pid'), 'utf8'));
+    // A stopped nginx takes no new configuration: the reload that retires the public route fails.
+    process.kill(nginx, 'SIGSTOP');
+    let r;
+    try {
+      r = await w.sbx(['port', 'expose', 'pub', '8000', '--private']);
+    } finally {
+      try {
+        process.kill(nginx, 'SIGCONT');
+      } catch {}
+    }
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^error: the gateway could not apply the change \(nginx did not take configuration \d+ within 10s[^\n]*\), so it stopped rather than serve the old routes and policies; the change is saved, and in force once the gateway starts again \(sbx gateway start, or the next command that needs it\)\n$/);
+    await eventually(async () => !alive(gw), 'the gateway to stop', 10_000);
+    assert.equal((await curl(['--max-time', '3', url])).status, 0, 'nothing serves the old public route');
+    // A gateway started again serves the saved change: private, so no token, no page.
+    const [port] = await w.json<any[]>(['port', 'ls', 'pub']);
+    assert.equal(port.public, false);
+    await w.json(['gateway', 'start']);
+    assert.equal((await curl([url])).status, 403);
+    const token = (await w.sbx(['token', 'pub'])).stdout.trim();
+    assert.equal((await curl(['-H', `x-sbx-traffic-token: ${token}`, url])).status, 200);
+  });
+});
+
 describe('a paused sandbox whose server keeps connections alive wakes on the next request', () => {
   const w = new World();
   worlds.push(w);
