@@ -1,6 +1,6 @@
 // The only module that talks to the Docker engine (through dockerode). Everything else sees
 // methods in sbx's own words. The engine is found as the docker CLI finds it: DOCKER_HOST,
-// else the local socket (docker-modem reads the environment).
+// else the local socket (docker-modem reads the environment); ssh:// through the system ssh.
 import Docker from 'dockerode';
 import type { Readable, Writable } from 'node:stream';
 import { NotFoundError, RuntimeError } from '../core/errors.ts';
@@ -8,6 +8,7 @@ import { ipv6Subnet, objectNames, type SandboxRecord } from '../core/sandbox.ts'
 import { hardening } from './hardening.ts';
 import { LABEL_HOME, LABEL_ID, LABEL_MANAGED } from './labels.ts';
 import { engineMessage, isGoneOrDone, statusOf, toRuntimeError } from './errors.ts';
+import { parseSshHost, sshAgent } from './ssh-dial.ts';
 
 /** The command that keeps a sandbox up when the user gave none; Docker's init reaps zombies. */
 export const IDLE_COMMAND = ['sleep', 'infinity'];
@@ -60,10 +61,23 @@ function envList(env: Record<string, string> = {}): string[] {
   return Object.entries(env).map(([k, v]) => `${k}=${v}`);
 }
 
+/**
+ * dockerode for the engine of DOCKER_HOST. docker-modem's own ssh:// needs ssh2, which is not
+ * bundled: an ssh engine gets an agent whose connections are the system ssh (ssh-dial.ts), for
+ * every request, hijacked ones included; the host name is a placeholder the agent ignores.
+ */
+export function engineClient(env: NodeJS.ProcessEnv = process.env): Docker {
+  const host = env.DOCKER_HOST;
+  if (!host?.toLowerCase().startsWith('ssh:')) return new Docker();
+  // docker-modem takes `agent` (its types do not say so).
+  const options = { protocol: 'http' as const, host: 'docker', port: 80, agent: sshAgent(parseSshHost(host)) };
+  return new Docker(options);
+}
+
 export class Runtime {
   readonly docker: Docker;
 
-  constructor(docker: Docker = new Docker()) {
+  constructor(docker: Docker = engineClient()) {
     this.docker = docker;
   }
 
