@@ -64,13 +64,15 @@ function envList(env: Record<string, string> = {}): string[] {
 /**
  * dockerode for the engine of DOCKER_HOST. docker-modem's own ssh:// needs ssh2, which is not
  * bundled: an ssh engine gets an agent whose connections are the system ssh (ssh-dial.ts), for
- * every request, hijacked ones included; the host name is a placeholder the agent ignores.
+ * every request, hijacked ones included. A placeholder socket path, not a host, so that the modem
+ * builds requests as for a unix socket (a host goes through url.parse, which Node warns about on
+ * every run); the agent ignores it.
  */
 export function engineClient(env: NodeJS.ProcessEnv = process.env): Docker {
   const host = env.DOCKER_HOST;
   if (!host?.toLowerCase().startsWith('ssh:')) return new Docker();
-  // docker-modem takes `agent` (its types do not say so).
-  const options = { protocol: 'http' as const, host: 'docker', port: 80, agent: sshAgent(parseSshHost(host)) };
+  // docker-modem takes `agent` (its types do not say so); `host: undefined` drops the one it read from DOCKER_HOST.
+  const options = { socketPath: 'docker-over-ssh', host: undefined, protocol: 'http' as const, agent: sshAgent(parseSshHost(host)) };
   return new Docker(options);
 }
 
