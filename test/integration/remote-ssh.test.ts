@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { get as httpGet } from 'node:http';
 import { AgentWorld } from '../agent-world.ts';
-import { eventually, run, type Result } from '../helpers.ts';
+import { eventually, oneErrorLine, run } from '../helpers.ts';
 import { startFakeInternet, type FakeInternet } from '../fake-internet.ts';
 import { loadImages, remoteEngineLeftovers, startRemoteEngine, type RemoteEngine } from '../remote-engine.ts';
 import { sessions, sshdMissing, startSshServer, type SshServer } from '../ssh-server.ts';
@@ -37,15 +37,6 @@ function sshClients(): string[] {
       }
     })
     .filter((c) => c.includes('dial-stdio') && c.includes(` ${ssh.host} `));
-}
-
-/** The one error line of a failed sbx call. */
-function oneErrorLine(r: Result): string {
-  assert.notEqual(r.code, 0, `it succeeded: ${r.stdout}`);
-  const text = r.stderr.trim();
-  assert.equal(text.split('\n').length, 1, `one line, got:\n${text}`);
-  assert.match(text, /^error: /);
-  return text;
 }
 
 /** A TCP connect from inside (test/fixtures/probe.py): 'ok', or 'fail' that came fast. */
