@@ -5,7 +5,7 @@
 // on PATH that adds `-F <config>` (ssh reads ~/.ssh/config from the passwd entry, not $HOME): what
 // a user's own ~/.ssh/config does for sbx and the docker CLI alike. Needs root.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import type { RemoteEngine } from './remote-engine.ts';
@@ -72,8 +72,23 @@ export function sessions(netns: string): number[] {
   });
 }
 
+/** Removes the files of servers whose test process is gone (killed runs; their sshd died with the engine's namespace). */
+function removeStale(): void {
+  for (const name of readdirSync('/tmp').filter((n) => n.startsWith('sbxssh-'))) {
+    const file = `/tmp/${name}/owner`;
+    if (!existsSync(file)) continue; // just made by a run that is starting
+    try {
+      process.kill(Number(readFileSync(file, 'utf8')), 0);
+    } catch {
+      rmSync(`/tmp/${name}`, { recursive: true, force: true });
+    }
+  }
+}
+
 export async function startSshServer(engine: RemoteEngine, port = 2222): Promise<SshServer> {
+  removeStale();
   const dir = mkdtempSync('/tmp/sbxssh-');
+  writeFileSync(join(dir, 'owner'), `${process.pid}\n`);
   const host = engine.hostAddress;
   keygen(join(dir, 'host_key'));
   keygen(join(dir, 'client_key'));
