@@ -9,8 +9,9 @@ const pkg = JSON.parse(readFileSync('package.json', 'utf8'));
 const updateCommitted = process.argv.includes('--completions');
 
 // Never used by sbx, so left out of the bundle (they cost most of the start-up time):
-// dockerode's BuildKit session (gRPC, protobuf), SSH transport and build-context packing (sbx
-// imports images from a stream instead), and conf's JSON-schema validator (ajv), which conf
+// dockerode's BuildKit session (gRPC, protobuf), SSH transport (ssh:// engines are dialled with
+// the system ssh instead: src/runtime/ssh-dial.ts) and build-context packing (sbx imports images
+// from a stream instead), and conf's JSON-schema validator (ajv), which conf
 // only builds when given a schema; the store passes none.
 const unused = ['@grpc/grpc-js', '@grpc/proto-loader', 'protobufjs', 'ssh2', 'cpu-features', 'tar-fs', '@balena/dockerignore', 'ajv', 'ajv-formats'];
 const stubUnused = {

@@ -40,6 +40,15 @@ export function run(file: string, args: string[], opts: RunOptions = {}): Promis
 
 export const docker = (...args: string[]) => run('docker', args);
 
+/** The one error line of a failed sbx call. */
+export function oneErrorLine(r: Result): string {
+  assert.notEqual(r.code, 0, `it succeeded: ${r.stdout}`);
+  const text = r.stderr.trim();
+  assert.equal(text.split('\n').length, 1, `one line, got:\n${text}`);
+  assert.match(text, /^error: /);
+  return text;
+}
+
 /** A separate sbx world: its own SBX_HOME, and a cleanup that removes all it made. */
 export class World {
   readonly home = mkdtempSync(join(tmpdir(), 'sbx-test-'));

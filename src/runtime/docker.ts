@@ -1,6 +1,6 @@
 // The only module that talks to the Docker engine (through dockerode). Everything else sees
 // methods in sbx's own words. The engine is found as the docker CLI finds it: DOCKER_HOST,
-// else the local socket (docker-modem reads the environment; tcp:// by engine-options.ts).
+// else the local socket (docker-modem reads the environment); tcp:// and ssh:// by engine-options.ts.
 import Docker from 'dockerode';
 import type { Readable, Writable } from 'node:stream';
 import { NotFoundError, RuntimeError } from '../core/errors.ts';

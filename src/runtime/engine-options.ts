@@ -1,12 +1,13 @@
 // dockerode for the engine the environment names. A tcp:// engine gets its options here, by the
-// docker CLI's rules (docker-host.ts), with its TLS files read now; every other DOCKER_HOST
-// (unix://, ssh://, none) is left to docker-modem's own reading of the environment.
+// docker CLI's rules (docker-host.ts), with its TLS files read now; ssh:// goes through the system
+// ssh (ssh-dial.ts); unix:// and none are left to docker-modem's own reading of the environment.
 import Docker from 'dockerode';
 import { readFileSync } from 'node:fs';
 import { Agent } from 'node:https';
 import { join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
 import { tcpEngine } from './docker-host.ts';
+import { parseSshHost, sshAgent } from './ssh-dial.ts';
 
 /** A TLS file: ca.pem must be there, the client's cert.pem and key.pem may both be absent. */
 function readTlsFile(engine: string, certPath: string, name: string, optional = false): Buffer | undefined {
@@ -51,8 +52,19 @@ export function engineOptions(env: NodeJS.ProcessEnv = process.env): Docker.Dock
   } as Docker.DockerOptions;
 }
 
-/** The client for the engine the environment names (dockerode's defaults for all but tcp://). */
+/**
+ * The client for the engine the environment names (dockerode's defaults for unix://).
+ * docker-modem's own ssh:// needs ssh2, which is not bundled: an ssh engine gets an agent whose
+ * connections are the system ssh (ssh-dial.ts), for every request, hijacked ones included. A
+ * placeholder socket path, not a host, so that the modem builds requests as for a unix socket (a
+ * host goes through url.parse, which Node warns about on every run); the agent ignores it.
+ */
 export function engineClient(env: NodeJS.ProcessEnv = process.env): Docker {
+  const host = env.DOCKER_HOST;
+  if (host?.toLowerCase().startsWith('ssh:')) {
+    // docker-modem takes `agent` (its types do not say so); `host: undefined` drops the one it read from DOCKER_HOST.
+    return new Docker({ socketPath: 'docker-over-ssh', host: undefined, protocol: 'http', agent: sshAgent(parseSshHost(host)) } as Docker.DockerOptions);
+  }
   const options = engineOptions(env);
   if (!options) return new Docker();
   // docker-modem reads DOCKER_CERT_PATH's files itself whatever it is given, and throws on a

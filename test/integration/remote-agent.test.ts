@@ -14,7 +14,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createConnection } from 'node:net';
 import { existsSync } from 'node:fs';
 import { AgentWorld } from '../agent-world.ts';
-import { curl, eventually, run, SBX, sleep, World, type Result } from '../helpers.ts';
+import { curl, eventually, oneErrorLine, run, SBX, sleep, World, type Result } from '../helpers.ts';
 import { startFakeInternet, type FakeInternet } from '../fake-internet.ts';
 import { loadImages, remoteEngineLeftovers, startRemoteEngine, type RemoteEngine } from '../remote-engine.ts';
 
@@ -123,15 +123,6 @@ async function resolves(box: string, name: string, direct = false): Promise<stri
 /** The address a sandbox's bridge has on the engine's host (its resolver, and a host address). */
 async function bridgeGateway(box: string): Promise<string> {
   return /nameserver (\S+)/.exec(await sh(box, 'cat /etc/resolv.conf'))![1]!;
-}
-
-/** The one error line of a failed sbx call. */
-function oneErrorLine(r: Result): string {
-  assert.notEqual(r.code, 0, `it succeeded: ${r.stdout}`);
-  const text = r.stderr.trim();
-  assert.equal(text.split('\n').length, 1, `one line, got:\n${text}`);
-  assert.match(text, /^error: /);
-  return text;
 }
 
 
