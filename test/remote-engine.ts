@@ -321,10 +321,10 @@ export async function startRemoteEngine(options: RemoteEngineOptions = {}): Prom
     await ip('-n', netns, 'route', 'add', 'default', 'via', hostSide);
     for (const rule of firewallRules(tag).reverse()) await execFileP('iptables', ['-w', '-I', 'FORWARD', '1', ...rule]);
 
-    // Not /etc/docker/daemon.json, the main engine's. A TCP engine gets an id of its own (not
-    // /etc/docker/key.json's): a client that reaches it only over TCP must tell it from the
-    // engine whose socket is /var/run/docker.sock.
-    writeFileSync(join(dir, 'daemon.json'), options.tcp ? `${JSON.stringify({ 'deprecated-key-path': join(dir, 'key.json') })}\n` : '{}\n');
+    // Not /etc/docker/daemon.json, the main engine's. An id of its own (not /etc/docker/key.json's,
+    // which the two engines would share on one file system), as another host has: the agent tells
+    // the engine it was started for from the one whose socket it was given by that id.
+    writeFileSync(join(dir, 'daemon.json'), `${JSON.stringify({ 'deprecated-key-path': join(dir, 'key.json') })}\n`);
     if (options.tcp?.tls) certs = makeTlsCerts(join(dir, 'tls'), nsSide);
     pid = await launch();
   } catch (err) {

@@ -28,6 +28,8 @@ import { DEFAULT_POLICY } from '../core/sandbox.ts';
 const policies = () => import('../core/network-policy.ts');
 import type { Egress } from '../net/egress.ts';
 import { checkCommand, execInSandbox, type ExecSandboxOptions } from './exec.ts';
+import { createPlannedNetwork } from './address-plan.ts';
+import { subnetPool } from '../core/subnet-pool.ts';
 export type { ExecSandboxOptions } from './exec.ts';
 
 export const DEFAULT_IMAGE = 'sbx/base:bookworm';
@@ -156,6 +158,7 @@ export class LocalSbx {
   async create(options: CreateSandboxOptions = {}): Promise<SandboxInfo> {
     const { signal, onProgress, ...plain } = options;
     (await policies()).normalizePolicy(options.network); // bad entries fail here, before any daemon or engine work
+    subnetPool(); // and a bad SBX_SUBNET_POOL
     // A limit above the engine's CPUs would reach Docker and fail in its words: refuse it here.
     if (options.cpus !== undefined) checkCpus(parseCpus(options.cpus), await (await this.runtime()).cpuCount());
     if (await this.#upstreamChanged()) await this.ensureGateway();
@@ -190,7 +193,7 @@ export class LocalSbx {
     const runtime = world.runtime;
     // The engine takes ~80 ms to make a network: start it while the image is checked and the
     // name reserved. Any failure from here on undoes everything (rollback is idempotent).
-    const network = runtime.createSandboxNetwork(record.id, sandboxLabels(record.id, record.name, this.home), !!record.ipv6).then(
+    const network = createPlannedNetwork(runtime, record.id, sandboxLabels(record.id, record.name, this.home), !!record.ipv6).then(
       () => undefined,
       (err: unknown) => err,
     );

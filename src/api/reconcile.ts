@@ -13,6 +13,7 @@ import { tableName } from '../net/nft-rules.ts';
 import { removeSandboxFiles, writeResolvConf } from '../net/resolv-conf.ts';
 import type { Store } from '../store/store.ts';
 import { processAlive, thisProcess } from '../store/process-ref.ts';
+import { createPlannedNetwork } from './address-plan.ts';
 
 export interface ReconcileContext {
   runtime: Runtime;
@@ -57,7 +58,7 @@ export async function reconcileSandbox(record: SandboxRecord, ctx: ReconcileCont
   const willRun = record.desired !== 'stopped';
   if (!current && !network) {
     if (willRun) await settled(rules, () => assertNoStrayBridge(record.id, record.name));
-    await runtime.createSandboxNetwork(record.id, labels, !!record.ipv6);
+    await createPlannedNetwork(runtime, record.id, labels, !!record.ipv6);
     checkAbort(signal);
     network = await runtime.sandboxNetwork(record.id);
   }

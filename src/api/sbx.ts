@@ -2,6 +2,7 @@
 // mode (root, next to a local engine) this process and its daemon do the work (LocalSbx); in
 // agent mode (any other user, or a remote engine) the sbx agent on the engine's host does it,
 // and this side needs only the Docker API. SBX_AGENT=1 or 0 forces one or the other.
+import { subnetPool } from '../core/subnet-pool.ts';
 import type { Server } from 'node:net';
 import type { SandboxInfo, SandboxRecord } from '../core/sandbox.ts';
 import type { GatewayAddress, PortInfo } from '../core/ports.ts';
@@ -73,6 +74,7 @@ export class Sbx {
   // ---- sandboxes ------------------------------------------------------------------------
 
   async create(options: CreateSandboxOptions = {}): Promise<SandboxInfo> {
+    subnetPool(); // a bad SBX_SUBNET_POOL is this caller's usage error, before any agent is started
     return (await this.backend()).create(options);
   }
   async list(): Promise<SandboxInfo[]> {

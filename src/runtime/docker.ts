@@ -101,17 +101,21 @@ export class Runtime {
 
   // ---- networks -------------------------------------------------------------------------
 
-  /** `ipv6`: also give the network sbx's unique-local IPv6 /64 (container start and removal then take longer). */
-  async createSandboxNetwork(id: string, labels: Record<string, string>, ipv6 = false): Promise<void> {
+  /**
+   * `v4`: the IPv4 subnet and gateway (sbx's address plan), else one from Docker's pools. `ipv6`:
+   * also sbx's unique-local IPv6 /64 (container start and removal then take longer).
+   */
+  async createSandboxNetwork(id: string, labels: Record<string, string>, ipv6 = false, v4?: { subnet: string; gateway: string }): Promise<void> {
     const { network, bridge } = objectNames(id);
+    const config = [...(v4 ? [{ Subnet: v4.subnet, Gateway: v4.gateway }] : []), ...(ipv6 ? [{ Subnet: ipv6Subnet(id) }] : [])];
     try {
       await this.docker.createNetwork({
         Name: network,
         Driver: 'bridge',
         CheckDuplicate: true,
         Labels: labels,
-        // IPv4 from Docker's pools; IPv6, when asked, from sbx's own unique-local /64.
-        ...(ipv6 ? { EnableIPv6: true, IPAM: { Driver: 'default', Config: [{ Subnet: ipv6Subnet(id) }] } } : {}),
+        ...(ipv6 ? { EnableIPv6: true } : {}),
+        ...(config.length ? { IPAM: { Driver: 'default', Config: config } } : {}),
         Options: {
           'com.docker.network.bridge.name': bridge,
           'com.docker.network.bridge.enable_icc': 'false',
@@ -119,6 +123,16 @@ export class Runtime {
       });
     } catch (err) {
       throw toRuntimeError(err, `could not create network ${network}`);
+    }
+  }
+
+  /** Every IPv4 subnet of the engine's networks (sbx's and everyone else's). */
+  async ipv4SubnetsInUse(): Promise<string[]> {
+    try {
+      const nets = await this.docker.listNetworks();
+      return nets.flatMap((n) => (n.IPAM?.Config ?? []).map((c) => c.Subnet ?? '')).filter((s) => s && !s.includes(':'));
+    } catch (err) {
+      throw toRuntimeError(err, 'could not list the engine\'s networks');
     }
   }
 

@@ -402,6 +402,17 @@ describe('fail closed: an agent that cannot start', () => {
     assert.equal((await onEngine('volume', 'inspect', world.names.volume)).code, 0, 'its volume stays');
   });
 
+  it("attack: an agent given this host's engine socket instead of the remote engine's refuses to start (the engines' ids differ): exit 1, nothing made", async () => {
+    const before = await sandboxObjects();
+    const env = { SBX_AGENT_ENGINE_SOCKET: '/var/run/docker.sock', SBX_AGENT_START_TIMEOUT_MS: '8000' };
+    const r = await world.sbx(['create', '--block-network', '--name', 'nope'], { env });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const line = oneErrorLine(r);
+    assert.match(line, /the engine socket mounted into the agent belongs to engine \S+, not \S+ \(the one sbx was started against\)/);
+    assert.deepEqual(await sandboxObjects(), before, 'nothing made on the remote engine');
+    assert.equal((await run('docker', ['ps', '-aq', '--filter', `label=sbx.home=${(await world.agentHome()) ?? world.home}`])).stdout, '', 'nor on this host');
+  });
+
   it('while no agent runs, the kernel keeps every policy: block-all refused, names fail closed; allow-all still passes (control)', async () => {
     // No agent runs (the failed one was removed); probed by docker exec straight to the engine:
     // any sbx call would start an agent.
