@@ -25,6 +25,15 @@ const undo: Array<() => Promise<void>> = [];
  * engine). `remote`: a new engine with the sandboxes' and the agent's root images loaded.
  */
 export async function modeWorld(env: Record<string, string> = {}): Promise<World> {
+  try {
+    return await makeWorld(env);
+  } catch (err) {
+    await closeMode(); // a file whose world never came has no after() to do it
+    throw err;
+  }
+}
+
+async function makeWorld(env: Record<string, string>): Promise<World> {
   if (TEST_AS === 'root') return new World(env);
   if (TEST_AS === 'user') {
     await sweepUsers();

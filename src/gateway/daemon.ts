@@ -28,7 +28,7 @@ export async function probeGateway(s: Pick<GatewayState, 'control'>, timeoutMs =
  */
 export async function reloadGateway(s: GatewayState | undefined): Promise<void> {
   if (!s?.control) return;
-  await new DaemonClient(unixTransport(s.control)).request('reload', {}, { timeoutMs: 15_000 }).catch((err: { unreachable?: boolean }) => {
+  await new DaemonClient(unixTransport(s.control)).request('reload', {}, { timeoutMs: 30_000 }).catch((err: { unreachable?: boolean }) => {
     if (!err.unreachable) throw err;
   });
 }

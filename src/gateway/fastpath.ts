@@ -63,6 +63,8 @@ export class FastPath {
   #lastRoutes = new Map<string, string>();
   #running?: Promise<void>;
   #again = false;
+  /** A failed apply: what nginx serves is unknown, so the next one is applied and waited for. */
+  #unsure = false;
 
   private constructor(o: FastPathOptions, port: number) {
     this.#o = o;
@@ -124,13 +126,15 @@ export class FastPath {
   async #syncOnce(): Promise<void> {
     const { routes, make } = await this.#render();
     const probe = make(0);
-    if (probe === this.#lastConfig) return;
+    if (probe === this.#lastConfig && !this.#unsure) return;
     // A route that goes away or changes must be out of force before the change is reported done.
-    const retire = [...this.#lastRoutes].some(([name, value]) => routes.get(name) !== value);
+    const retire = this.#unsure || [...this.#lastRoutes].some(([name, value]) => routes.get(name) !== value);
     this.#lastConfig = probe;
     this.#lastRoutes = routes;
     this.#version++;
+    this.#unsure = true;
     await this.#nginx.apply(make(this.#version), this.#version, retire);
+    this.#unsure = false;
   }
 
   /** Public ports of running sandboxes (sleeping ones stay with the Node gateway, which wakes them). */
@@ -139,7 +143,9 @@ export class FastPath {
     const direct: DirectRoute[] = [];
     const records = o.routes.all().filter((r) => (r.ports ?? []).some((p) => p.public));
     // One list call for every sandbox of the home (not an inspect per sandbox).
-    const containers = records.length ? await o.runtime.listSandboxContainers(o.home) : new Map();
+    // Docker not answering now: no direct routes, everything goes to the Node gateway (which reads
+    // the store and asks Docker itself), rather than a failed sync.
+    const containers = records.length ? await o.runtime.listSandboxContainers(o.home).catch(() => new Map()) : new Map();
     for (const r of records) {
       const open = (r.ports ?? []).filter((p) => p.public);
       const c = containers.get(objectNames(r.id).container);

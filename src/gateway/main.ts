@@ -2,6 +2,7 @@
 // store, so a restart loses nothing. It also removes sandboxes whose --ttl is up.
 import { chmodSync, chownSync, existsSync, mkdirSync, rmSync, writeFileSync, renameSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { RuntimeError } from '../core/errors.ts';
 import type { LocalSbx } from '../api/local-sbx.ts';
 import { cliEntry } from './daemon.ts';
@@ -163,7 +164,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
             process.exit(1); // (still starting: `close` is not there yet)
           }
         });
-        throw new RuntimeError(`the gateway could not apply the change (${why}), so it stopped rather than serve the old routes and policies; the change is saved, and in force once the gateway starts again (sbx gateway start, or the next command that needs it)`);
+        throw new RuntimeError(`the gateway could not apply the change (${why}), so it stopped rather than serve the old routes and policies; it starts again, from what the store holds, with sbx gateway start or the next command that needs it`);
       }
     },
   };
@@ -242,8 +243,8 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   const controlServer = createControlServer(sbx, gatewayOps, log);
   // Bound beside its name, given its owner and mode, then renamed into place: a client polling for
   // the socket never meets it with the wrong permissions (EACCES) or before it answers.
-  const pending = `${control}.${process.pid}`;
-  rmSync(pending, { force: true });
+  // (A random name: agents of one socket directory may have the same pid in their containers.)
+  const pending = `${control}.${randomBytes(6).toString('hex')}`;
   await new Promise<void>((resolve, reject) => {
     controlServer.once('error', reject);
     controlServer.listen(pending, () => resolve());
@@ -255,7 +256,13 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
       }
       renameSync(pending, control);
     })
-    .catch(unguard);
+    .catch(async (err) => {
+      controlServer.close();
+      rmSync(pending, { force: true });
+      await fastPath?.stop();
+      server.close();
+      return unguard(err);
+    });
   void sbx.reconcileStale((line) => log(`reconcile: ${line}`)); // creates whose process died, removals that did not finish
   state = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, control, dockerHost: process.env.DOCKER_HOST ?? '', egress: workers.listeners ?? egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}`, egressUser: user.name, protocol: PROTOCOL_VERSION, version: VERSION };
   mkdirSync(home, { recursive: true });
@@ -301,6 +308,8 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
+      // No new requests first: nothing may start on a gateway that is going away.
+      controlServer.close();
       clearInterval(reaper);
       routes.close();
       stopEvents();
@@ -309,7 +318,6 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
       await removeListenerGuard(home).catch((err) => log(`egress: ${(err as Error).message}`));
       await fastPath?.stop();
       if (sharedRunDir) rmSync(sharedRunDir, { recursive: true, force: true });
-      controlServer.close();
       rmSync(control, { force: true });
       server.closeAllConnections?.();
       await new Promise<void>((r) => server.close(() => r()));

@@ -10,7 +10,7 @@
 // builds the client from this.
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { RuntimeError } from '../core/errors.ts';
+import { RuntimeError, UsageError } from '../core/errors.ts';
 
 export interface EngineTls {
   /** Check the engine's certificate against ca.pem (DOCKER_TLS_VERIFY). */
@@ -25,12 +25,28 @@ export interface TcpEngine {
   tls?: EngineTls;
 }
 
+/**
+ * DOCKER_HOST's scheme, lower-cased (a bare host:port is tcp), refused unless the docker CLI takes
+ * it too: left to docker-modem, http:// or TCP:// would be plain HTTP whatever DOCKER_TLS_VERIFY says.
+ */
+export function dockerHostScheme(raw: string): 'unix' | 'tcp' | 'ssh' | 'npipe' {
+  const m = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(raw);
+  if (!m) {
+    if (raw.startsWith('/') || raw.startsWith('.')) throw new UsageError(`DOCKER_HOST=${raw}: a socket path needs unix:// before it; expected unix://PATH, tcp://HOST:PORT or ssh://[USER@]HOST[:PORT]`);
+    return 'tcp';
+  }
+  const scheme = m[1]!.toLowerCase();
+  if (scheme === 'unix' || scheme === 'tcp' || scheme === 'ssh' || scheme === 'npipe') return scheme;
+  throw new UsageError(`DOCKER_HOST=${raw}: the docker CLI does not take ${scheme}://; expected unix://PATH, tcp://HOST:PORT or ssh://[USER@]HOST[:PORT]`);
+}
+
 /** The tcp:// engine DOCKER_HOST names (a bare host:port counts), or undefined for any other. */
 export function tcpEngine(env: NodeJS.ProcessEnv = process.env): TcpEngine | undefined {
-  const raw = env.DOCKER_HOST;
+  let raw = env.DOCKER_HOST;
   if (!raw) return undefined;
-  const bare = !raw.includes('://') && !raw.startsWith('/') && !raw.startsWith('./');
-  if (!bare && !raw.startsWith('tcp://')) return undefined;
+  if (dockerHostScheme(raw) !== 'tcp') return undefined;
+  const bare = !raw.includes('://');
+  if (!bare) raw = `tcp://${raw.slice(raw.indexOf('://') + 3)}`;
   let url: URL;
   try {
     url = new URL(bare ? `tcp://${raw}` : raw);

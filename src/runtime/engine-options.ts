@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { Agent } from 'node:https';
 import { join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
-import { tcpEngine } from './docker-host.ts';
+import { dockerHostScheme, tcpEngine } from './docker-host.ts';
 import { parseSshHost, sshAgent } from './ssh-dial.ts';
 
 /** A TLS file: ca.pem must be there, the client's cert.pem and key.pem may both be absent. */
@@ -61,24 +61,31 @@ export function engineOptions(env: NodeJS.ProcessEnv = process.env): Docker.Dock
  */
 export function engineClient(env: NodeJS.ProcessEnv = process.env): Docker {
   const host = env.DOCKER_HOST;
-  if (host?.toLowerCase().startsWith('ssh:')) {
+  const scheme = host ? dockerHostScheme(host) : 'unix';
+  if (scheme === 'ssh') {
     // docker-modem takes `agent` (its types do not say so); `host: undefined` drops the one it read from DOCKER_HOST.
-    return new Docker({ socketPath: 'docker-over-ssh', host: undefined, protocol: 'http', agent: sshAgent(parseSshHost(host)) } as Docker.DockerOptions);
+    return withoutCertPath(() => new Docker({ socketPath: 'docker-over-ssh', host: undefined, protocol: 'http', agent: sshAgent(parseSshHost(host!)) } as Docker.DockerOptions));
   }
   const options = engineOptions(env);
-  if (!options) return new Docker();
-  // docker-modem reads DOCKER_CERT_PATH's files itself whatever it is given, and throws on a
-  // missing one (even for plain HTTP): hidden while it is made, the options already hold them.
+  if (!options) return new Docker(); // unix:// (docker-modem reads no TLS files for it), npipe://
+  const docker = withoutCertPath(() => new Docker(options));
+  quietUrlParse(docker.modem as { dial: (...args: unknown[]) => unknown });
+  return docker;
+}
+
+/**
+ * docker-modem reads DOCKER_CERT_PATH's files itself whatever it is given, and throws on a
+ * missing one (even for plain HTTP or ssh://): hidden while it is made (a tcp:// client's options
+ * already hold the files it needs; the docker CLI ignores them for ssh://).
+ */
+function withoutCertPath<T>(make: () => T): T {
   const saved = process.env.DOCKER_CERT_PATH;
   delete process.env.DOCKER_CERT_PATH;
-  let docker: Docker;
   try {
-    docker = new Docker(options);
+    return make();
   } finally {
     if (saved !== undefined) process.env.DOCKER_CERT_PATH = saved;
   }
-  quietUrlParse(docker.modem as { dial: (...args: unknown[]) => unknown });
-  return docker;
 }
 
 /**

@@ -32,7 +32,16 @@ export function parseSshHost(url: string): SshTarget {
   if (!host) throw bad('no host');
   if (u.pathname.replace(/\/+/g, '') !== '') throw bad(`a path (${u.pathname}) is not supported: set DOCKER_HOST for the remote user instead`);
   if (u.search || u.hash) throw bad('no query or fragment allowed');
-  const user = decodeURIComponent(u.username);
+  let user: string;
+  try {
+    user = decodeURIComponent(u.username);
+  } catch {
+    throw bad('a malformed %-escape in the user');
+  }
+  // ssh would read a leading '-' as an option, and older OpenSSH expands %u into commands.
+  for (const [what, v] of [['user', user], ['host', host]] as const) {
+    if (v.startsWith('-') || /[\s\x00-\x1f\x7f%]/.test(v)) throw bad(`the ${what} ${JSON.stringify(v)} has a leading '-', a space, a control character or a '%'`);
+  }
   return { host, ...(user ? { user } : {}), ...(u.port ? { port: u.port } : {}) };
 }
 
@@ -154,7 +163,8 @@ class SshConnection extends Duplex {
 
 /** An http.Agent whose connections are ssh processes to the target; kept alive for reuse. */
 export function sshAgent(target: SshTarget, options: AgentOptions = {}): Agent {
-  const agent = new Agent({ keepAlive: true, ...options });
+  // A few connections at once (an ssh process each): sshd drops bursts beyond MaxStartups (10).
+  const agent = new Agent({ keepAlive: true, maxSockets: 8, ...options });
   // The Agent's own type wants a net.Socket; any Duplex with the calls above will do.
   (agent as unknown as { createConnection: () => Duplex }).createConnection = () => new SshConnection(target);
   return agent;

@@ -4,9 +4,10 @@
 // 198.18.0.6 logs every request it sees, so "never reached" is checked where it counts.
 // Only one fake internet can exist on the machine: run as
 //   flock /tmp/sbx-fi.lock node --test test/integration/egress-attacks.test.ts
-// It runs three ways (SBX_TEST_AS, test/test-mode.ts). On a remote engine the attacks on "the
-// host" (its servers, its guard, its sockets) are the engine host's: remote-agent.test.ts has
-// them; here they are skipped, and every other attack runs against sandboxes on that engine.
+// It runs three ways (SBX_TEST_AS, test/test-mode.ts). On a remote engine the describes that set
+// up servers or sockets on "the host" are skipped whole (remote-agent.test.ts attacks that host),
+// with the private-range, other-sandbox and DNS attacks inside them; the rest run against
+// sandboxes on that engine.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';

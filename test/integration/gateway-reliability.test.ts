@@ -156,7 +156,7 @@ describe('a change the gateway cannot apply', () => {
       } catch {}
     }
     assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stderr, /^error: the gateway could not apply the change \(nginx did not take configuration \d+ within 10s[^\n]*\), so it stopped rather than serve the old routes and policies; the change is saved, and in force once the gateway starts again \(sbx gateway start, or the next command that needs it\)\n$/);
+    assert.match(r.stderr, /^error: the gateway could not apply the change \(nginx did not take configuration \d+ within 10s[^\n]*\), so it stopped rather than serve the old routes and policies; it starts again, from what the store holds, with sbx gateway start or the next command that needs it\n$/);
     await eventually(async () => !alive(gw), 'the gateway to stop', 10_000);
     assert.equal((await curl(['--max-time', '3', url])).status, 0, 'nothing serves the old public route');
     // A gateway started again serves the saved change: private, so no token, no page.

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RuntimeError } from '../../src/core/errors.ts';
+import { RuntimeError, UsageError } from '../../src/core/errors.ts';
 import { tcpEngine } from '../../src/runtime/docker-host.ts';
 import { engineClient, engineOptions } from '../../src/runtime/engine-options.ts';
 import { tlsFailure, toRuntimeError } from '../../src/runtime/errors.ts';
@@ -50,7 +50,22 @@ describe('when a tcp:// engine is spoken to with TLS (the docker CLI rules)', ()
     assert.equal(tcpEngine({ DOCKER_HOST: 'tcp://h', DOCKER_TLS_VERIFY: '1' })?.tls?.certPath, join(homedir(), '.docker'));
     assert.deepEqual(tcpEngine({ DOCKER_HOST: 'tcp://h' }), { host: 'h', port: '2375' });
     assert.deepEqual(tcpEngine({ DOCKER_HOST: '10.0.0.5:2376' }), { host: '10.0.0.5', port: '2376' });
-    for (const h of ['unix:///var/run/docker.sock', 'ssh://me@h', '/var/run/docker.sock', '']) assert.equal(tcpEngine({ DOCKER_HOST: h }), undefined, h);
+    for (const h of ['unix:///var/run/docker.sock', 'ssh://me@h', '']) assert.equal(tcpEngine({ DOCKER_HOST: h }), undefined, h);
+  });
+
+  it('the scheme in any case is tcp (TCP:// is TLS when asked, never plain by accident)', () => {
+    assert.deepEqual(tcpEngine({ DOCKER_HOST: 'TCP://h:2376', DOCKER_TLS_VERIFY: '1', DOCKER_CERT_PATH: '/c' }), { host: 'h', port: '2376', tls: { verify: true, certPath: '/c' } });
+  });
+
+  it('a scheme the docker CLI does not take (http://, https://), or a bare socket path, is a usage error naming the accepted forms', () => {
+    for (const h of ['http://h:2375', 'https://h:2376', 'fd://', '/var/run/docker.sock']) {
+      assert.throws(() => tcpEngine({ DOCKER_HOST: h, DOCKER_TLS_VERIFY: '1' }), (err: Error) => err instanceof UsageError && err.message.startsWith(`DOCKER_HOST=${h}: `) && err.message.endsWith('expected unix://PATH, tcp://HOST:PORT or ssh://[USER@]HOST[:PORT]'), h);
+      assert.throws(() => withEnv({ DOCKER_HOST: h }, () => engineClient()), UsageError, h);
+    }
+  });
+
+  it('ssh:// ignores a DOCKER_CERT_PATH left from a tcp engine, as the docker CLI does (no ENOENT on its files)', () => {
+    withEnv({ DOCKER_HOST: 'ssh://me@h', DOCKER_CERT_PATH: '/nonexistent' }, () => assert.ok(engineClient()));
   });
 });
 

@@ -38,3 +38,11 @@ describe('ssh:// DOCKER_HOST', () => {
     });
   }
 });
+
+describe('ssh:// targets that ssh could misread', () => {
+  for (const url of ['ssh://-oProxyCommand=x@h', 'ssh://u@-oProxyCommand=x', 'ssh://u%0Aa@h', 'ssh://u%20a@h', 'ssh://%ZZ@h', 'ssh://u%25n@h']) {
+    it(`${url}: a usage error`, () => {
+      assert.throws(() => parseSshHost(url), (err: Error) => err instanceof UsageError && err.message.startsWith(`DOCKER_HOST=${url}: `));
+    });
+  }
+});
