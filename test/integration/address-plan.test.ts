@@ -8,11 +8,13 @@ import ipaddr from 'ipaddr.js';
 import { docker, oneErrorLine, run, World } from '../helpers.ts';
 
 const worlds: World[] = [];
-const dummy = `sbxt${process.pid % 100000}`;
+const veth = `sbxt${process.pid % 100000}`;
+const netns = `sbxt-${process.pid}`;
 const foreignNet = `sbxtest-foreign-${process.pid}`;
 after(async () => {
   for (const w of worlds) await w.cleanup();
-  await run('ip', ['link', 'del', dummy]);
+  await run('ip', ['link', 'del', veth]);
+  await run('ip', ['netns', 'del', netns]);
   await docker('network', 'rm', foreignNet);
 });
 
@@ -58,10 +60,12 @@ describe('40 sandboxes at once, past Docker\'s default pools', () => {
 
 describe('the pool is clear of the host and of Docker', () => {
   it("a subnet the host routes (an interface's) and another Docker network's are skipped; the pool's last free one is used", async () => {
-    // A dummy interface: a route on this host, and no traffic goes anywhere.
-    assert.equal((await run('ip', ['link', 'add', dummy, 'type', 'dummy'])).code, 0);
-    assert.equal((await run('ip', ['addr', 'add', '10.212.77.1/28', 'dev', dummy])).code, 0);
-    await run('ip', ['link', 'set', dummy, 'up']);
+    // A link into a namespace of the test's own: a route on this host (no traffic goes anywhere).
+    for (const args of [['netns', 'add', netns], ['link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns], ['addr', 'add', '10.212.77.1/28', 'dev', veth], ['link', 'set', veth, 'up']]) {
+      const r = await run('ip', args);
+      assert.equal(r.code, 0, `ip ${args.join(' ')}: ${r.stderr}`);
+    }
+    assert.match((await run('ip', ['-4', 'route', 'show', 'dev', veth])).stdout, /^10\.212\.77\.0\/28 /m);
     const made = await docker('network', 'create', '--subnet', '10.212.77.16/28', foreignNet);
     assert.equal(made.code, 0, made.stderr);
     const w = world({ SBX_SUBNET_POOL: '10.212.77.0/26' }); // 4 subnets: .0 (route), .16 (docker), .32, .48
