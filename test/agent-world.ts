@@ -1,8 +1,9 @@
 // A test world in agent mode (SBX_AGENT=1): its sbx calls go to an agent container, whose
 // sandboxes carry the agent's home (its volume's path) in their labels, not the client's. The
 // cleanup removes what the agent made, then the agent, its volume and its socket directory.
-import { chownSync, existsSync, rmSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { chownSync, existsSync, readFileSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { agentNames } from '../src/api/agent-backend.ts';
 import { guardTable } from '../src/net/listener-guard.ts';
 import { docker, run, SBX, World, type Result, type RunOptions } from './helpers.ts';
@@ -59,6 +60,18 @@ export class AgentWorld extends World {
     return home;
   }
 
+  /** The agent logs to its container's output. */
+  override async gatewayLog(): Promise<string> {
+    const r = await this.docker('logs', this.names.container);
+    return r.stdout + r.stderr;
+  }
+
+  /** The agent's gateway port (its gateway.json, in its volume on the engine's host). */
+  override gatewayPort(): number {
+    const home = execFileSync('docker', [...(this.dockerHost ? ['-H', this.dockerHost] : []), 'volume', 'inspect', '--format', '{{.Mountpoint}}', this.names.volume], { encoding: 'utf8' }).trim();
+    return JSON.parse(readFileSync(join(home, 'gateway.json'), 'utf8')).port;
+  }
+
   /** The agent's home: its volume's path on the engine's host (what its sandboxes' labels name). */
   async agentHome(): Promise<string | undefined> {
     const r = await this.docker('volume', 'inspect', '--format', '{{.Mountpoint}}', this.names.volume);
@@ -99,12 +112,22 @@ export class AgentWorld extends World {
    * environment; an empty value drops the variable; PATH starts with the tests' own Node, >= 22), so it picks its mode as that user would.
    */
   override sbx(args: string[], opts: RunOptions = {}): Promise<Result> {
-    const user = this.user;
-    if (!user) return super.sbx(args, opts);
-    const env = { ...this.env, SBX_HOME: this.home, ...opts.env };
+    if (!this.user) return super.sbx(args, opts);
+    return run('setpriv', this.#asUser(args, opts.env), { ...opts, env: {} });
+  }
+
+  /** A long-running sbx (port forward) as this world's user. */
+  override spawn(args: string[], env: Record<string, string> = {}): ChildProcess {
+    if (!this.user) return super.spawn(args, env);
+    return spawn('setpriv', this.#asUser(args, env), { env: {}, stdio: ['pipe', 'pipe', 'pipe'] });
+  }
+
+  /** setpriv's arguments to run sbx as the user, with only this world's environment. */
+  #asUser(args: string[], extra: Record<string, string | undefined> = {}): string[] {
+    const user = this.user!;
+    const env = { ...this.env, SBX_HOME: this.home, ...extra };
     const vars = Object.entries(env).filter(([, v]) => v !== undefined && v !== '').map(([k, v]) => `${k}=${v}`);
-    const setpriv = ['--reuid', String(user.uid), '--regid', String(user.gid), '--init-groups', 'env', '-i', `HOME=${user.home}`, `USER=${user.name}`, `PATH=${dirname(process.execPath)}:/usr/local/bin:/usr/bin:/bin`, ...vars, SBX, ...args];
-    return run('setpriv', setpriv, { ...opts, env: {} });
+    return ['--reuid', String(user.uid), '--regid', String(user.gid), '--init-groups', 'env', '-i', `HOME=${user.home}`, `USER=${user.name}`, `PATH=${dirname(process.execPath)}:/usr/local/bin:/usr/bin:/bin`, ...vars, SBX, ...args];
   }
 }
 

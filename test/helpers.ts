@@ -78,6 +78,11 @@ export class World {
     return this.home;
   }
 
+  /** What the gateway logged. */
+  async gatewayLog(): Promise<string> {
+    return readFileSync(join(this.home, 'gateway.log'), 'utf8');
+  }
+
   /** The gateway's gateway.json: its pid, port and egress listeners. */
   async gatewayState(): Promise<{ port: number; host: string; egress: { dns: number; http: number; tls: number }; dnsUpstream: string; pid: number }> {
     return JSON.parse(readFileSync(join(await this.labelHome(), 'gateway.json'), 'utf8'));

@@ -232,9 +232,13 @@ export class AgentBackend implements SbxBackend {
   updateNetwork = (ref: string, input: unknown): Promise<NetworkPolicy> => this.call('updateNetwork', [ref, input]);
   gatewayAddress = (): Promise<GatewayAddress> => this.call('gatewayAddress', []);
 
+  /** Asks the agent when it runs; a stopped (or absent) agent is not started to say it is stopped. */
   async gatewayStatus(): Promise<GatewayStatus> {
+    const agent = agentNames(this.home).container;
+    const { inspectAgent } = await import('../runtime/agent.ts');
+    if (!(await inspectAgent(await this.runtime(), agent))?.running) return { running: false, log: `docker logs ${agent}`, agent };
     const status = await this.call<GatewayStatus>('gatewayStatus', []);
-    return { ...status, agent: agentNames(this.home).container };
+    return { ...status, agent };
   }
 
   /** The agent is the gateway: the route to its listener goes through the agent itself. */

@@ -352,10 +352,13 @@ describe('root with SBX_AGENT=1: the CLI needs only the Docker API', () => {
     assert.deepEqual(await w.leftovers(), { containers: [], networks: [], tables: [] });
   });
 
-  it('gateway status names the agent; gateway stop stops it and the next command starts it again', async () => {
+  it('gateway status names the agent; gateway stop stops it, status says so without starting it, and the next command starts it again', async () => {
     assert.equal((await w.json(['gateway', 'status'])).agent, w.names.container);
     assert.equal((await w.sbx(['gateway', 'stop'])).code, 0);
     assert.equal((await inspect(w.names.container)).State.Running, false);
+    const stopped = await w.json(['gateway', 'status']);
+    assert.deepEqual([stopped.running, stopped.agent], [false, w.names.container]);
+    assert.equal((await inspect(w.names.container)).State.Running, false, 'gateway status did not start it');
     assert.equal((await w.sbx(['ls'])).code, 0);
     assert.equal((await inspect(w.names.container)).State.Running, true);
   });

@@ -3,12 +3,17 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createConnection } from 'node:net';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { curl, eventually, sleep, World } from '../helpers.ts';
+import { curl, eventually, sleep } from '../helpers.ts';
+import { closeMode, modeWorld } from '../test-mode.ts';
 
-const world = new World({ SBX_UPSTREAM_TIMEOUT_MS: '1500' });
-after(() => world.cleanup());
+// Runs as root and as a docker-group user (SBX_TEST_AS; URLs of a remote engine answer on its
+// host, which remote-agent.test.ts drives).
+const world = await modeWorld({ SBX_UPSTREAM_TIMEOUT_MS: '1500' });
+after(async () => {
+  await world.cleanup();
+  await closeMode();
+});
 
 const listening = (url: string, headers: string[] = []) => async () => (await curl([...headers, url])).status === 200;
 
@@ -263,7 +268,7 @@ describe('private ports and tokens', () => {
     const r = await curl(['-H', `x-sbx-traffic-token: ${token}`, '-H', `Cookie: a=1; sbx_token=${token}`, u]);
     assert.doesNotMatch(r.body, new RegExp(token));
     assert.match(r.body, /"a=1"/);
-    assert.doesNotMatch(readFileSync(join(world.home, 'gateway.log'), 'utf8'), new RegExp(token));
+    assert.doesNotMatch(await world.gatewayLog(), new RegExp(token));
   });
 
   it('a request without a valid token never wakes a paused sandbox', async () => {
