@@ -1,5 +1,6 @@
 // Test helpers: run the real CLI (bin/sbx) against the real engine, each test file in its own
 // SBX_HOME, and clean up every Docker object that home made, also when a test fails.
+import { createConnection } from 'node:net';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -238,4 +239,22 @@ export async function interruptCreates(world: World, prefix: string, delays: num
     }
   }
   assert.ok(interrupted > 0, 'at least one create was interrupted');
+}
+
+/** One line to an upper-casing TCP service through a local port, and the bytes it returns. */
+export function talk(localPort: number, send: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = createConnection(localPort, '127.0.0.1');
+    let got = '';
+    s.setTimeout(10_000, () => s.destroy(new Error('no answer in 10 s')));
+    s.on('data', (d) => {
+      got += d;
+      if (got.length >= send.length) {
+        s.end();
+        resolve(got);
+      }
+    });
+    s.on('error', reject);
+    s.write(send);
+  });
 }

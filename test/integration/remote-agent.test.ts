@@ -11,10 +11,9 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createConnection } from 'node:net';
 import { existsSync } from 'node:fs';
 import { AgentWorld } from '../agent-world.ts';
-import { curl, eventually, oneErrorLine, run, SBX, sleep, World, type Result } from '../helpers.ts';
+import { curl, eventually, oneErrorLine, run, SBX, sleep, World, type Result, talk } from '../helpers.ts';
 import { startFakeInternet, type FakeInternet } from '../fake-internet.ts';
 import { loadImages, remoteEngineLeftovers, startRemoteEngine, type RemoteEngine } from '../remote-engine.ts';
 
@@ -132,23 +131,6 @@ async function stopForward(proc: ChildProcess): Promise<number | null> {
   return exited;
 }
 
-/** One line to the upper-casing TCP service through a local port, and the bytes it returns. */
-function talk(localPort: number, send: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = createConnection(localPort, '127.0.0.1');
-    let got = '';
-    s.setTimeout(10_000, () => s.destroy(new Error('no answer in 10 s')));
-    s.on('data', (d) => {
-      got += d;
-      if (got.length >= send.length) {
-        s.end();
-        resolve(got);
-      }
-    });
-    s.on('error', reject);
-    s.write(send);
-  });
-}
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 async function timed(fn: () => Promise<Result>): Promise<number> {

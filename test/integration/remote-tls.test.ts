@@ -9,12 +9,11 @@
 // 1 with one line naming the engine, and nothing is made. Run under flock /tmp/sbx-fi.lock.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createConnection } from 'node:net';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AgentWorld } from '../agent-world.ts';
-import { eventually, run, type Result } from '../helpers.ts';
+import { eventually, run, type Result, talk } from '../helpers.ts';
 import { startFakeInternet, type FakeInternet } from '../fake-internet.ts';
 import { loadImages, remoteEngineLeftovers, startRemoteEngine, type RemoteEngine } from '../remote-engine.ts';
 import { makeTlsCerts } from '../tls-certs.ts';
@@ -97,23 +96,6 @@ async function tcp(w: AgentWorld, box: string, host: string, port: number): Prom
   return v as 'ok' | 'fail';
 }
 
-/** One line to the upper-casing TCP service through a local port. */
-function talk(localPort: number, send: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = createConnection(localPort, '127.0.0.1');
-    let got = '';
-    s.setTimeout(10_000, () => s.destroy(new Error('no answer in 10 s')));
-    s.on('data', (d) => {
-      got += d;
-      if (got.length >= send.length) {
-        s.end();
-        resolve(got);
-      }
-    });
-    s.on('error', reject);
-    s.write(send);
-  });
-}
 
 // ---- the tests ----------------------------------------------------------------------------
 
