@@ -19,10 +19,11 @@ plain_cmd="docker run -d --name sbx-bench-plain sbx/base:bookworm sleep infinity
 RULES="$OUT/rules.nft"
 node --input-type=module -e "
 const { compilePolicy } = await import('$ROOT/src/core/network-policy.ts');
-const { rulesScript } = await import('$ROOT/src/net/nft-rules.ts');
+const { rulesScript, removeScript } = await import('$ROOT/src/net/nft-rules.ts');
 process.stdout.write(rulesScript({ id: 'benchraw00', bridge: 'sbx-bench-raw' }, compilePolicy(), { listeners: { dns: 1053, http: 1080, tls: 1443 } }));
-" > "$RULES"
-raw_rules_cmd="nft -f $RULES && $raw_cmd && nft delete table inet sbx_benchraw00"
+process.stderr.write(removeScript('benchraw00'));
+" > "$RULES" 2> "$RULES.rm"
+raw_rules_cmd="nft -f $RULES && $raw_cmd && nft -f $RULES.rm"
 export SBX_GATEWAY_PORT=0
 # One --prepare per command (hyperfine applies a single one to all): the daemon runs for the first.
 hyperfine -w 2 -r "$RUNS" --export-json "$OUT/create.json" \

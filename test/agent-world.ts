@@ -6,7 +6,7 @@ import { chownSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { agentNames } from '../src/api/agent-backend.ts';
 import { guardTable } from '../src/net/listener-guard.ts';
-import { docker, run, SBX, World, type Result, type RunOptions } from './helpers.ts';
+import { docker, removeRules, run, SBX, World, type Result, type RunOptions } from './helpers.ts';
 
 /** A local user the sbx calls run as (setpriv, with that user's groups and a clean environment). */
 export interface WorldUser {
@@ -98,7 +98,7 @@ export class AgentWorld extends World {
       if (networks.length) await this.docker('network', 'rm', ...networks);
       await this.docker('rm', '-f', this.names.container);
       await this.docker('volume', 'rm', '-f', this.names.volume);
-      for (const id of ids) await removeTable(`sbx_${id}`, this.netns);
+      for (const id of ids) await removeRules(id, this.netns);
       await removeTable(guardTable(home), this.netns);
     } else {
       await this.docker('rm', '-f', this.names.container);

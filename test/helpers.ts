@@ -7,6 +7,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { guardTable } from '../src/net/listener-guard.ts';
+import { removeScript, TABLE } from '../src/net/nft-rules.ts';
 
 export const ROOT = resolve(import.meta.dirname, '..');
 export const SBX = join(ROOT, 'bin', 'sbx');
@@ -133,15 +134,16 @@ export class World {
   }
 
   /**
-   * Docker objects (containers, networks) labelled with this home, and egress rule tables (nft
-   * `sbx_<id>`) whose sandbox network is gone: orphans (tests run one file at a time).
+   * Docker objects (containers, networks) labelled with this home, and sandboxes whose egress rules
+   * (chains `*_<id>` in nft's `inet sbx`) are there while their network is gone: orphans (tests run
+   * one file at a time).
    */
   async leftovers(): Promise<{ containers: string[]; networks: string[]; tables: string[] }> {
     const filter = `label=sbx.home=${this.home}`;
     const c = await docker('ps', '-aq', '--filter', filter);
     const n = await docker('network', 'ls', '-q', '--filter', filter);
     const lines = (s: string) => s.split('\n').filter(Boolean);
-    return { containers: lines(c.stdout), networks: lines(n.stdout), tables: await orphanTables() };
+    return { containers: lines(c.stdout), networks: lines(n.stdout), tables: await orphanRules() };
   }
 
   async cleanup(): Promise<void> {
@@ -149,23 +151,40 @@ export class World {
     const { containers, networks } = await this.leftovers();
     if (containers.length) await docker('rm', '-f', ...containers);
     if (networks.length) await docker('network', 'rm', ...networks);
-    for (const t of await orphanTables()) await run('nft', ['delete', 'table', 'inet', t]);
+    for (const id of await orphanRules()) await removeRules(id);
     // A gateway killed with -9 (the reliability tests) leaves its listener guard: this home's own.
     await run('nft', ['delete', 'table', 'inet', guardTable(this.home)]);
     rmSync(this.home, { recursive: true, force: true });
   }
 }
 
+/** The ids of the sandboxes that have rules in an `nft list table inet sbx` text. */
+export function ruleIds(text: string): string[] {
+  return [...text.matchAll(/^\s*chain egress_([a-z0-9]+) \{/gm)].map((m) => m[1]!);
+}
+
+/** nft arguments that list one of a sandbox's own chains (exit 0 while its rules are in). */
+export const chainOf = (id: string, chain = 'egress') => ['list', 'chain', 'inet', TABLE, `${chain}_${id}`];
+
+/** nft arguments that cut a sandbox loose from its rules, as someone behind sbx's back could. */
+export const dropDispatch = (id: string) => ['delete', 'element', 'inet', TABLE, 'from_sandbox', `{ "sbx-${id}" }`];
+
+/** Removes a sandbox's rules (as sbx does), in this namespace or an engine's. */
+export function removeRules(id: string, netns?: string): Promise<Result> {
+  const script = removeScript(id);
+  return netns ? run('ip', ['netns', 'exec', netns, 'nft', '-f', '-'], { input: script }) : run('nft', ['-f', '-'], { input: script });
+}
+
 /**
- * nft tables of sbx (`sbx_<id>`) whose sandbox network no longer exists. Others' tests share the
- * kernel: a create puts its table in before its network exists, and an rm removes both at once, so
- * a table counts only when it is still an orphan a moment later.
+ * Sandboxes with rules in sbx's table whose sandbox network no longer exists. Others' tests share
+ * the kernel: a create puts its rules in before its network exists, and an rm removes both at once,
+ * so a sandbox counts only when it is still an orphan a moment later.
  */
-export async function orphanTables(): Promise<string[]> {
+export async function orphanRules(): Promise<string[]> {
   const look = async () => {
-    const tables = [...(await run('nft', ['list', 'tables', 'inet'])).stdout.matchAll(/table inet (sbx_[a-z0-9]+)/g)].map((m) => m[1]!);
+    const ids = ruleIds((await run('nft', ['list', 'table', 'inet', TABLE])).stdout);
     const nets = new Set((await docker('network', 'ls', '--format', '{{.Name}}')).stdout.split('\n'));
-    return tables.filter((t) => !nets.has(`sbx-${t.slice(4)}`));
+    return ids.filter((id) => !nets.has(`sbx-${id}`));
   };
   const first = await look();
   if (first.length === 0) return first;

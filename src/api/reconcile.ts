@@ -9,7 +9,7 @@ import type { Runtime } from '../runtime/docker.ts';
 import { sandboxLabels } from '../runtime/labels.ts';
 import type { Egress } from '../net/egress.ts';
 import { assertBridgeHere, assertNoStrayBridge } from '../net/engine-here.ts';
-import { tableName } from '../net/nft-rules.ts';
+import { TABLE } from '../net/nft-rules.ts';
 import { removeSandboxFiles, writeResolvConf } from '../net/resolv-conf.ts';
 import type { Store } from '../store/store.ts';
 import { processAlive, thisProcess } from '../store/process-ref.ts';
@@ -113,7 +113,7 @@ class ObjectsLeft extends RuntimeError {
  */
 export async function removeSandboxObjects(id: string, ctx: { runtime: Runtime; egress: Egress; home: string }, rules = true): Promise<void> {
   const names = objectNames(id);
-  const table = `egress rules (nft table inet ${tableName(id)})`;
+  const table = `egress rules (nft chains and sets *_${id} in table inet ${TABLE})`;
   try {
     await ctx.runtime.removeContainer(names.container);
   } catch (err) {

@@ -1,15 +1,22 @@
 // Compiles a sandbox's egress policy into one nftables script (pure: no I/O). The script is
 // applied in one `nft -f` transaction, so an update is atomic: the old rules stay until the new
 // ones are all in. Everything is keyed on the sandbox's own bridge interface, which outlives its
-// container, so a restart opens no gap. One table per sandbox keeps sandboxes independent.
+// container, so a restart opens no gap.
 //
-//   forward (priority -10, before Docker's)   iifname sbx-ID -> egress
-//   input   (the host's own addresses)        iifname sbx-ID -> host (only `host` entries,
+// One shared table (`inet sbx`) holds every sandbox's rules, so the cost per packet does not grow
+// with the number of sandboxes: each hook has one base chain, which looks the packet's bridge up
+// in a verdict map (a hash) and jumps to that sandbox's own chains. A packet of no sandbox costs
+// one lookup per hook. A sandbox's chains and sets carry its id (`egress_<id>`, `allow4_<id>`...),
+// and its script touches only those and its own map elements, so sandboxes stay independent.
+//
+//   forward (priority -10, before Docker's)   from sbx-ID -> egress_ID; to sbx-ID -> inbound_ID
+//   input   (the host's own addresses)        from sbx-ID -> host_ID (only `host` entries,
 //                                             address entries, and sbx's DNS and proxy pass)
-//   output  (the host's own processes)        only root (and the gateway's nginx workers)
-//                                             open connections into the sandbox
-//   prerouting nat                            DNS to the bridge address -> sbx's forwarder;
-//                                             TCP 80/443 -> the Host/SNI proxy when names matter
+//   output  (the host's own processes)        to sbx-ID -> local_ID: only root (and the
+//                                             gateway's nginx workers) open connections into it
+//   prerouting nat                            from sbx-ID -> dnat_ID: DNS to the bridge address
+//                                             -> sbx's forwarder; TCP 80/443 -> the Host/SNI proxy
+//   postrouting nat                           from sbx-ID -> masq_ID (IPv6 masquerade)
 // Every packet the sandbox sends in a connection it opened is checked (not only the first), so a
 // change cuts open connections at once; replies to connections opened from outside (the
 // gateway's requests to exposed ports) always pass. Refused packets get a TCP reset or an ICMP
@@ -42,15 +49,15 @@ export interface LearnedAddress {
   ports: PortRange[];
 }
 
-export const tableName = (id: string) => `sbx_${id}`;
+/** The table every sandbox's rules live in. It stays once made (a few empty maps cost nothing). */
+export const TABLE = 'sbx';
 
+// A sandbox's own sets: address and port entries of its policy.
 const STATIC_SETS: Array<[string, string]> = [
   ['allow4', 'ipv4_addr; flags interval'],
   ['allow6', 'ipv6_addr; flags interval'],
   ['deny4', 'ipv4_addr; flags interval'],
   ['deny6', 'ipv6_addr; flags interval'],
-  ['protected4', 'ipv4_addr; flags interval'],
-  ['protected6', 'ipv6_addr; flags interval'],
   ['allowports', 'inet_service; flags interval'],
   ['denyports', 'inet_service; flags interval'],
   ['hostports', 'inet_service; flags interval'],
@@ -60,16 +67,61 @@ const LEARNED_SETS: Array<[string, string]> = [
   ['learned4', 'ipv4_addr . inet_service; flags interval, timeout'],
   ['learned6', 'ipv6_addr . inet_service; flags interval, timeout'],
 ];
-const CHAINS: Array<[string, string]> = [
-  ['egress', ''],
-  ['host', ''],
-  ['refuse', ''],
-  ['forward', ' { type filter hook forward priority -10; policy accept; }'],
-  ['input', ' { type filter hook input priority -10; policy accept; }'],
-  ['output', ' { type filter hook output priority -10; policy accept; }'],
-  ['prerouting', ' { type nat hook prerouting priority -110; policy accept; }'],
-  ['postrouting', ' { type nat hook postrouting priority 90; policy accept; }'],
+// The shared part: base chains that dispatch by bridge, the maps they look in, and what every
+// sandbox refuses alike.
+const SHARED_SETS: Array<[string, string]> = [
+  ['protected4', 'ipv4_addr; flags interval'],
+  ['protected6', 'ipv6_addr; flags interval'],
 ];
+/** Per-sandbox chain -> the map (and the direction of its key) that sends packets there. */
+const DISPATCH: Array<{ chain: string; map: string; key: 'iifname' | 'oifname'; base: string }> = [
+  { chain: 'egress', map: 'from_sandbox', key: 'iifname', base: 'forward' },
+  { chain: 'inbound', map: 'to_sandbox', key: 'oifname', base: 'forward' },
+  { chain: 'host', map: 'to_host', key: 'iifname', base: 'input' },
+  { chain: 'local', map: 'from_host', key: 'oifname', base: 'output' },
+  { chain: 'dnat', map: 'nat_from_sandbox', key: 'iifname', base: 'prerouting' },
+  { chain: 'masq', map: 'masq_from_sandbox', key: 'iifname', base: 'postrouting' },
+];
+const BASE_CHAINS: Array<[string, string]> = [
+  ['forward', 'type filter hook forward priority -10; policy accept;'],
+  ['input', 'type filter hook input priority -10; policy accept;'],
+  ['output', 'type filter hook output priority -10; policy accept;'],
+  ['prerouting', 'type nat hook prerouting priority -110; policy accept;'],
+  ['postrouting', 'type nat hook postrouting priority 90; policy accept;'],
+];
+
+/** The name of one of a sandbox's own chains or sets. */
+export const own = (name: string, id: string) => `${name}_${id}`;
+
+/**
+ * The shared skeleton, written in full by every script: the same text from every process, so
+ * concurrent transactions (several gateways, homes or agents) leave it the same.
+ */
+function sharedScript(t: string): string[] {
+  const out = [`add table inet ${t}`];
+  for (const [name, type] of SHARED_SETS) out.push(`add set inet ${t} ${name} { type ${type}; }`);
+  for (const { map } of DISPATCH) out.push(`add map inet ${t} ${map} { type ifname : verdict; }`);
+  out.push(`add chain inet ${t} refuse`);
+  for (const [name, spec] of BASE_CHAINS) out.push(`add chain inet ${t} ${name} { ${spec} }`);
+  for (const [name] of [...BASE_CHAINS, ['refuse']]) out.push(`flush chain inet ${t} ${name}`);
+  for (const { map, key, base } of DISPATCH) out.push(`add rule inet ${t} ${base} ${key} vmap @${map}`);
+  out.push(`add rule inet ${t} refuse meta l4proto tcp reject with tcp reset`);
+  out.push(`add rule inet ${t} refuse reject with icmpx type admin-prohibited`);
+  for (const [name] of SHARED_SETS) out.push(`flush set inet ${t} ${name}`);
+  out.push(...elements(t, 'protected4', spanElements(mergeCidrs(PROTECTED_V4, 4), 4)));
+  out.push(...elements(t, 'protected6', spanElements(mergeCidrs(PROTECTED_V6, 6), 6)));
+  return out;
+}
+
+/** Declares a sandbox's own sets and chains (a no-op for those that exist). */
+function declareOwn(t: string, id: string): string[] {
+  // sbx kept a table per sandbox (`sbx_<id>`) before the shared one: an upgrade's first apply or
+  // removal takes it, so that old rules never run beside the new ones.
+  const out = [`add table inet sbx_${id}`, `delete table inet sbx_${id}`];
+  for (const [name, type] of [...STATIC_SETS, ...LEARNED_SETS]) out.push(`add set inet ${t} ${own(name, id)} { type ${type}; }`);
+  for (const { chain } of DISPATCH) out.push(`add chain inet ${t} ${own(chain, id)}`);
+  return out;
+}
 
 /** A mark for connections opened through DNS-learned addresses under this very policy. */
 export function policyMark(p: CompiledPolicy): number {
@@ -104,36 +156,36 @@ export interface RulesOptions {
   relearn?: LearnedAddress[];
   /** The gateway's unprivileged account (its nginx workers): may connect into the sandbox like root. */
   gatewayAccount?: { uid: number; gid: number };
+  /** Another table than sbx's (tests that must not touch the shared one). */
+  table?: string;
 }
 
 /** The whole script that makes the kernel enforce `p` for one sandbox. */
 export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOptions = {}): string {
-  const t = tableName(link.id);
-  const iif = `iifname "${link.bridge}"`;
-  const out: string[] = [`add table inet ${t}`];
-  for (const [name, type] of [...STATIC_SETS, ...LEARNED_SETS]) out.push(`add set inet ${t} ${name} { type ${type}; }`);
-  for (const [name, spec] of CHAINS) out.push(`add chain inet ${t} ${name}${spec}`);
-  for (const [name] of CHAINS) out.push(`flush chain inet ${t} ${name}`);
-  for (const [name] of STATIC_SETS) out.push(`flush set inet ${t} ${name}`);
+  const t = opts.table ?? TABLE;
+  const id = link.id;
+  const out = [...sharedScript(t), ...declareOwn(t, id)];
+  for (const { chain } of DISPATCH) out.push(`flush chain inet ${t} ${own(chain, id)}`);
+  for (const [name] of STATIC_SETS) out.push(`flush set inet ${t} ${own(name, id)}`);
 
   // The compiled policy already holds merged address spans and parsed ports: nothing is re-parsed.
-  out.push(...elements(t, 'allow4', spanElements(p.allow.v4, 4)));
-  out.push(...elements(t, 'allow6', spanElements(p.allow.v6, 6)));
-  out.push(...elements(t, 'deny4', spanElements(p.deny.v4, 4)));
-  out.push(...elements(t, 'deny6', spanElements(p.deny.v6, 6)));
-  out.push(...elements(t, 'protected4', spanElements(mergeCidrs(PROTECTED_V4, 4), 4)));
-  out.push(...elements(t, 'protected6', spanElements(mergeCidrs(PROTECTED_V6, 6), 6)));
-  out.push(...elements(t, 'allowports', mergedPorts(p.allow.ports)));
-  out.push(...elements(t, 'denyports', mergedPorts(p.deny.ports)));
-  out.push(...elements(t, 'hostports', mergedPorts(p.allow.host ?? [])));
+  const fill = (set: string, items: string[]) => out.push(...elements(t, own(set, id), items));
+  fill('allow4', spanElements(p.allow.v4, 4));
+  fill('allow6', spanElements(p.allow.v6, 6));
+  fill('deny4', spanElements(p.deny.v4, 4));
+  fill('deny6', spanElements(p.deny.v6, 6));
+  fill('allowports', mergedPorts(p.allow.ports));
+  fill('denyports', mergedPorts(p.deny.ports));
+  fill('hostports', mergedPorts(p.allow.host ?? []));
   if (opts.relearn) {
-    out.push(`flush set inet ${t} learned4`, `flush set inet ${t} learned6`);
     for (const family of [4, 6] as const) {
-      out.push(...elements(t, `learned${family}`, opts.relearn.filter((l) => l.family === family).flatMap(learnedElements)));
+      out.push(`flush set inet ${t} ${own(`learned${family}`, id)}`);
+      fill(`learned${family}`, opts.relearn.filter((l) => l.family === family).flatMap(learnedElements));
     }
   }
 
-  const rule = (chain: string, body: string) => out.push(`add rule inet ${t} ${chain} ${body}`);
+  const rule = (chain: string, body: string) => out.push(`add rule inet ${t} ${own(chain, id)} ${body}`);
+  const set = (name: string) => `@${own(name, id)}`;
   const mark = policyMark(p);
   const listeners = opts.listeners;
   const dns = servesDns(p) && listeners;
@@ -141,88 +193,95 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
 
   // Docker isolates sandbox networks for IPv4 only: IPv6 between bridges, and new IPv6
   // connections into the sandbox from outside, are refused here (replies still pass).
-  rule('forward', `${iif} oifname "sbx-*" oifname != "${link.bridge}" goto refuse`);
-  rule('forward', `oifname "${link.bridge}" iifname != "${link.bridge}" meta nfproto ipv6 ct direction original goto refuse`);
-  rule('forward', `${iif} jump egress`);
+  rule('egress', `oifname "sbx-*" oifname != "${link.bridge}" goto refuse`);
+  rule('inbound', `iifname != "${link.bridge}" meta nfproto ipv6 ct direction original goto refuse`);
   // The host's own addresses (bridge gateways included): only sbx's DNS and proxy (redirected
   // there by the rules below), `host` entries and address entries that name them.
-  rule('input', `${iif} jump host`);
   rule('host', 'ct direction reply accept');
   // IPv6 needs neighbour discovery with its router (the bridge) to get anywhere at all.
   rule('host', 'icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept');
   if (dns) rule('host', `meta l4proto { tcp, udp } th dport ${listeners.dns} ct status dnat accept`);
   if (proxy) rule('host', `tcp dport { ${listeners.http}, ${listeners.tls} } ct status dnat accept`);
   if (p.allow.host?.length === 0) rule('host', 'accept');
-  else if (p.allow.host) rule('host', 'meta l4proto { tcp, udp } th dport @hostports accept');
-  rule('host', 'ip daddr @allow4 accept');
-  rule('host', 'ip6 daddr @allow6 accept');
+  else if (p.allow.host) rule('host', `meta l4proto { tcp, udp } th dport ${set('hostports')} accept`);
+  rule('host', `ip daddr ${set('allow4')} accept`);
+  rule('host', `ip6 daddr ${set('allow6')} accept`);
   rule('host', 'goto refuse');
   // Local users reach the sandbox only through the gateway (root, and its nginx workers as
   // sbx-gateway with that user's own group): a private port's token is checked there, so nobody
   // else opens connections into it. Replies to its own always pass.
-  const opened = `oifname "${link.bridge}" ct direction original ct state new`;
+  const opened = 'ct direction original ct state new';
   const account = opts.gatewayAccount;
-  if (!account) rule('output', `${opened} meta skuid != 0 goto refuse`);
+  if (!account) rule('local', `${opened} meta skuid != 0 goto refuse`);
   else {
-    rule('output', `${opened} meta skuid != { 0, ${account.uid} } goto refuse`);
-    rule('output', `${opened} meta skuid ${account.uid} meta skgid != ${account.gid} goto refuse`);
+    rule('local', `${opened} meta skuid != { 0, ${account.uid} } goto refuse`);
+    rule('local', `${opened} meta skuid ${account.uid} meta skgid != ${account.gid} goto refuse`);
   }
 
   rule('egress', 'ct direction reply accept');
   rule('egress', `ct mark ${mark} accept`);
-  rule('egress', 'ip daddr @allow4 accept');
-  rule('egress', 'ip6 daddr @allow6 accept');
+  rule('egress', `ip daddr ${set('allow4')} accept`);
+  rule('egress', `ip6 daddr ${set('allow6')} accept`);
   // Loopback, private, link-local, metadata: only the address entries above open them.
   rule('egress', 'ip daddr @protected4 goto refuse');
   rule('egress', 'ip6 daddr @protected6 goto refuse');
   if (p.allow.all) rule('egress', 'accept');
-  rule('egress', 'meta l4proto { tcp, udp } th dport @allowports accept');
-  rule('egress', `meta l4proto { tcp, udp } ip daddr . th dport @learned4 ct mark set ${mark} accept`);
-  rule('egress', `meta l4proto { tcp, udp } ip6 daddr . th dport @learned6 ct mark set ${mark} accept`);
+  rule('egress', `meta l4proto { tcp, udp } th dport ${set('allowports')} accept`);
+  rule('egress', `meta l4proto { tcp, udp } ip daddr . th dport ${set('learned4')} ct mark set ${mark} accept`);
+  rule('egress', `meta l4proto { tcp, udp } ip6 daddr . th dport ${set('learned6')} ct mark set ${mark} accept`);
   // Names matter: web ports go to the proxy (redirected below); without it they fail closed.
   if (p.hasDomains) rule('egress', 'tcp dport { 80, 443 } goto refuse');
   if (p.mode === 'allow-all') {
-    rule('egress', 'ip daddr @deny4 goto refuse');
-    rule('egress', 'ip6 daddr @deny6 goto refuse');
-    rule('egress', 'meta l4proto { tcp, udp } th dport @denyports goto refuse');
+    rule('egress', `ip daddr ${set('deny4')} goto refuse`);
+    rule('egress', `ip6 daddr ${set('deny6')} goto refuse`);
+    rule('egress', `meta l4proto { tcp, udp } th dport ${set('denyports')} goto refuse`);
     rule('egress', 'accept');
   } else {
     rule('egress', 'goto refuse');
   }
-  rule('refuse', 'meta l4proto tcp reject with tcp reset');
-  rule('refuse', 'reject with icmpx type admin-prohibited');
 
-  if (link.subnet6) rule('postrouting', `ip6 saddr ${link.subnet6} oifname != "${link.bridge}" masquerade`);
+  if (link.subnet6) rule('masq', `ip6 saddr ${link.subnet6} oifname != "${link.bridge}" masquerade`);
   // DNS to any of the host's own addresses (resolv.conf names the bridge's) reaches the forwarder;
   // no address in the rule, so the rules can go in before the network exists.
-  if (dns) rule('prerouting', `${iif} fib daddr type local meta l4proto { tcp, udp } th dport 53 redirect to :${listeners.dns}`);
+  if (dns) rule('dnat', `fib daddr type local meta l4proto { tcp, udp } th dport 53 redirect to :${listeners.dns}`);
   if (proxy) {
-    rule('prerouting', `${iif} tcp dport 80 redirect to :${listeners.http}`);
-    rule('prerouting', `${iif} tcp dport 443 redirect to :${listeners.tls}`);
+    rule('dnat', `tcp dport 80 redirect to :${listeners.http}`);
+    rule('dnat', `tcp dport 443 redirect to :${listeners.tls}`);
   }
+  // Last, so that the sandbox's packets meet its rules only once they are all in (one transaction
+  // anyway); adding an element that is there with the same verdict is a no-op.
+  for (const { chain, map } of DISPATCH) out.push(`add element inet ${t} ${map} { "${link.bridge}" : jump ${own(chain, id)} }`);
   return out.join('\n') + '\n';
 }
 
-/** Removes a sandbox's rules; safe when they are already gone. */
-export function removeScript(id: string): string {
-  const t = tableName(id);
-  return `add table inet ${t}\ndelete table inet ${t}\n`;
+/** Removes a sandbox's rules (its map elements, chains and sets); safe when they are already gone. */
+export function removeScript(id: string, table: string = TABLE): string {
+  const t = table;
+  const bridge = `sbx-${id}`;
+  const out = [...sharedScript(t), ...declareOwn(t, id)];
+  // Each delete needs its object: it is declared (added) first, in the same transaction.
+  for (const { chain, map } of DISPATCH) {
+    out.push(`add element inet ${t} ${map} { "${bridge}" : jump ${own(chain, id)} }`);
+    out.push(`delete element inet ${t} ${map} { "${bridge}" }`);
+  }
+  for (const { chain } of DISPATCH) out.push(`flush chain inet ${t} ${own(chain, id)}`, `delete chain inet ${t} ${own(chain, id)}`);
+  for (const [name] of [...STATIC_SETS, ...LEARNED_SETS]) out.push(`delete set inet ${t} ${own(name, id)}`);
+  return out.join('\n') + '\n';
 }
 
 /**
  * Opens DNS-learned addresses for `ttl` seconds. Adding an element that exists keeps its old
  * timeout, so each is added, deleted and added again in the same transaction: that refreshes it.
  */
-export function learnScript(id: string, learned: LearnedAddress[]): string {
-  const t = tableName(id);
+export function learnScript(id: string, learned: LearnedAddress[], table: string = TABLE): string {
   const out: string[] = [];
   for (const l of learned) {
-    const set = `learned${l.family}`;
+    const set = `inet ${table} ${own(`learned${l.family}`, id)}`;
     for (const element of learnedElements(l)) {
       const key = element.replace(/ timeout \d+s$/, '');
-      out.push(`add element inet ${t} ${set} { ${key} timeout 1s }`);
-      out.push(`delete element inet ${t} ${set} { ${key} }`);
-      out.push(`add element inet ${t} ${set} { ${element} }`);
+      out.push(`add element ${set} { ${key} timeout 1s }`);
+      out.push(`delete element ${set} { ${key} }`);
+      out.push(`add element ${set} { ${element} }`);
     }
   }
   return out.join('\n') + '\n';

@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { curl, eventually, run, World } from '../helpers.ts';
+import { chainOf, curl, eventually, run, World } from '../helpers.ts';
 import { startFakeInternet, type FakeInternet } from '../fake-internet.ts';
 import { guardTable } from '../../src/net/listener-guard.ts';
 
@@ -187,7 +187,7 @@ describe('the parsers of untrusted traffic run as sbx-gateway', () => {
     assert.deepEqual(status(pid).uid, [uid, uid, uid, uid], 'the new worker is sbx-gateway too');
     // The sandbox's redirects and the listener guard name the new ports.
     const id = (await world.json(['inspect', 'web'])).id;
-    const rules = (await run('nft', ['list', 'table', 'inet', `sbx_${id}`])).stdout;
+    const rules = (await run('nft', chainOf(id, 'dnat'))).stdout;
     assert.match(rules, new RegExp(`tcp dport 80 redirect to :${after.egress.http}\\b`));
     assert.match(rules, new RegExp(`th dport 53 redirect to :${after.egress.dns}\\b`));
     const guard = (await run('nft', ['list', 'table', 'inet', guardTable(world.home)])).stdout;
@@ -225,7 +225,7 @@ describe('the parsers of untrusted traffic run as sbx-gateway', () => {
     assert.match(readFileSync(join(world.home, 'gateway.log'), 'utf8'), /deaths within a minute, egress is broken: the gateway stops/);
     assert.equal((await world.json(['gateway', 'status'])).running, false);
     const id = (await world.json(['inspect', 'web'])).id;
-    assert.equal((await run('nft', ['list', 'table', 'inet', `sbx_${id}`])).code, 0, 'the rules stay in force');
+    assert.equal((await run('nft', chainOf(id))).code, 0, 'the rules stay in force');
     assert.equal(await get('web', 'http://allowed.test/'), '000', 'and web traffic fails closed');
     await world.json(['network', 'update', 'web', '--mode', 'block-all', '--allow-out', 'allowed.test']);
     assert.equal((await world.json(['gateway', 'status'])).running, true);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { docker, eventually, run, sleep, World } from '../helpers.ts';
+import { chainOf, docker, eventually, run, sleep, World } from '../helpers.ts';
 import { LocalSbx as Sbx } from '../../src/api/local-sbx.ts';
 import { RemovalError, RuntimeError } from '../../src/core/errors.ts';
 import { Runtime } from '../../src/runtime/docker.ts';
@@ -19,7 +19,7 @@ const nftWrapper = join(nftDir, 'nft');
 const noDeletes = join(nftDir, 'no-deletes');
 writeFileSync(
   nftWrapper,
-  `#!/bin/sh\nscript=$(cat)\nif [ -e ${noDeletes} ] && printf '%s\\n' "$script" | grep -q '^delete table inet sbx_'; then echo "Error: simulated failure" >&2; exit 1; fi\nprintf '%s\\n' "$script" | exec nft "$@"\n`,
+  `#!/bin/sh\nscript=$(cat)\nif [ -e ${noDeletes} ] && printf '%s\\n' "$script" | grep -q '^delete chain inet sbx '; then echo "Error: simulated failure" >&2; exit 1; fi\nprintf '%s\\n' "$script" | exec nft "$@"\n`,
 );
 chmodSync(nftWrapper, 0o755);
 
@@ -55,7 +55,7 @@ async function objectsOf(id: string): Promise<string[]> {
   const left: string[] = [];
   if ((await docker('container', 'inspect', `sbx-${id}`)).code === 0) left.push('container');
   if ((await docker('network', 'inspect', `sbx-${id}`)).code === 0) left.push('network');
-  if ((await run('nft', ['list', 'table', 'inet', `sbx_${id}`])).code === 0) left.push('table');
+  if ((await run('nft', chainOf(id))).code === 0) left.push('table');
   return left;
 }
 
@@ -131,12 +131,12 @@ describe('a rollback or removal that cannot remove everything', () => {
     assert.equal(r.code, 1, r.stderr);
     const lines = r.stderr.trimEnd().split('\n');
     assert.match(lines[0]!, /^error: image sbx-test\/absent:never is not on this engine/);
-    assert.match(lines[1]!, /^warning: could not remove egress rules \(nft table inet sbx_[a-z0-9]+\) of sandbox half \(.*simulated failure\): sbx ls shows it as removing, and sbx rm half retries/);
+    assert.match(lines[1]!, /^warning: could not remove egress rules \(nft chains and sets \*_[a-z0-9]+ in table inet sbx\) of sandbox half \(.*simulated failure\): sbx ls shows it as removing, and sbx rm half retries/);
     assert.equal(lines.length, 2, r.stderr);
     const [listed] = await world.json<any[]>(['ls']);
     assert.equal(listed.name, 'half');
     assert.equal(listed.status, 'removing');
-    assert.deepEqual(listed.removing.left, [`egress rules (nft table inet sbx_${listed.id})`]);
+    assert.deepEqual(listed.removing.left, [`egress rules (nft chains and sets *_${listed.id} in table inet sbx)`]);
     assert.match((await world.sbx(['ls'])).stdout, /^half\t[a-z0-9]+\tsbx-test\/absent:never\tremoving\t/m);
     // Nothing brings it back meanwhile.
     const start = await world.sbx(['start', 'half']);

@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { AgentWorld } from '../agent-world.ts';
-import { curl, eventually, oneErrorLine, run, SBX, sleep, World, type Result, talk } from '../helpers.ts';
+import { curl, eventually, oneErrorLine, removeRules, ruleIds, run, SBX, sleep, World, type Result, talk } from '../helpers.ts';
 import { startFakeInternet, type FakeInternet } from '../fake-internet.ts';
 import { loadImages, remoteEngineLeftovers, startRemoteEngine, type RemoteEngine } from '../remote-engine.ts';
 
@@ -58,7 +58,9 @@ const lines = (s: string) => s.split('\n').filter(Boolean);
 const onEngine = (...args: string[]) => run('docker', ['-H', engine.dockerHost, ...args]);
 /** nft in the engine's namespace, and in this one. */
 const remoteTables = async () => lines((await run('ip', ['netns', 'exec', engine.netns, 'nft', 'list', 'tables', 'inet'])).stdout);
-const localTables = async () => lines((await run('nft', ['list', 'tables', 'inet'])).stdout);
+/** The sandboxes with rules in sbx's table, in the engine's namespace and in this one. */
+const remoteRules = async () => ruleIds((await run('ip', ['netns', 'exec', engine.netns, 'nft', 'list', 'table', 'inet', 'sbx'])).stdout);
+const localRules = async () => ruleIds((await run('nft', ['list', 'table', 'inet', 'sbx'])).stdout);
 /** Sandbox containers and networks of sbx on the remote engine (the agent's own container aside). */
 async function sandboxObjects(): Promise<{ containers: string[]; networks: string[] }> {
   const c = await onEngine('ps', '-a', '--filter', 'label=sbx.id', '--format', '{{.Names}}');
@@ -153,7 +155,8 @@ describe('fail closed: a fresh engine without the agent images', () => {
     assert.equal(r.stdout, '');
     assert.deepEqual(await sandboxObjects(), { containers: [], networks: [] });
     assert.deepEqual(lines((await onEngine('ps', '-aq')).stdout), [], 'no agent container either');
-    assert.deepEqual((await remoteTables()).filter((t) => /sbx/.test(t)), []);
+    assert.deepEqual((await remoteTables()).filter((t) => /sbxgw/.test(t)), [], 'no gateway guard');
+    assert.deepEqual(await remoteRules(), [], 'no sandbox rules');
   });
 
   it('control: with the root image loaded, the same create works (the agent image is built on the engine)', async (t) => {
@@ -274,15 +277,16 @@ describe('egress on the remote engine', () => {
 
 describe("the rules live in the engine's network namespace", () => {
   it('ip netns exec NS nft list tables shows sbx_<id> for every sandbox and the gateway guard; this namespace has none of them', async () => {
-    const remote = await remoteTables();
-    const local = await localTables();
+    const remote = await remoteRules();
+    const local = await localRules();
     for (const name of ['locked', 'web', 'open', 'peer']) {
-      assert.ok(remote.includes(`table inet sbx_${ids[name]}`), `sbx_${ids[name]} (${name}) is not in ${engine.netns}: ${remote.join(', ')}`);
-      assert.ok(!local.some((t) => t.includes(ids[name]!)), `sbx_${ids[name]} (${name}) went into the client's namespace`);
+      assert.ok(remote.includes(ids[name]!), `the rules of ${ids[name]} (${name}) are not in ${engine.netns}: ${remote.join(', ')}`);
+      assert.ok(!local.includes(ids[name]!), `the rules of ${ids[name]} (${name}) went into the client's namespace`);
     }
-    const guard = remote.find((t) => /table inet sbxgw_/.test(t));
+    const tables = await remoteTables();
+    const guard = tables.find((t) => /table inet sbxgw_/.test(t));
     assert.ok(guard, `no gateway guard table in ${engine.netns}`);
-    assert.ok(!local.includes(guard!), 'the guard table went into the client\'s namespace');
+    assert.ok(!lines((await run('nft', ['list', 'tables', 'inet'])).stdout).includes(guard!), 'the guard table went into the client\'s namespace');
     // Control: the test bed routes the engine's namespace to the fake internet, so the refusals
     // above are the tables' doing (a plain container of the engine, no sbx, goes out).
     const plain = await onEngine('run', '--rm', 'sbx/base:bookworm', 'curl', '-sS', '-m', '10', 'http://198.18.0.1/');
@@ -453,14 +457,14 @@ describe('engine restart', () => {
   });
 
   it('sbx start brings block-all back in force (its table, deleted by hand, comes back first), proven by packets', async () => {
-    const table = `sbx_${ids.locked}`;
-    assert.ok((await remoteTables()).includes(`table inet ${table}`), 'the table outlived the restart');
-    const del = await run('ip', ['netns', 'exec', engine.netns, 'nft', 'delete', 'table', 'inet', table]);
+    const id = ids.locked!;
+    assert.ok((await remoteRules()).includes(id), 'the rules outlived the restart');
+    const del = await removeRules(id, engine.netns);
     assert.equal(del.code, 0, del.stderr);
-    assert.ok(!(await remoteTables()).includes(`table inet ${table}`));
+    assert.ok(!(await remoteRules()).includes(id));
     const started = await world.json(['start', 'locked']);
     assert.equal(started.status, 'running');
-    assert.ok((await remoteTables()).includes(`table inet ${table}`), 'the table did not come back');
+    assert.ok((await remoteRules()).includes(id), 'the rules did not come back');
     assert.equal(await tcp('locked', '198.18.0.1', 80), 'fail');
     assert.equal(await tcp('locked', engine.hostAddress, GW_PORT), 'fail');
     assert.equal(await resolves('locked', 'allowed.test'), undefined);
@@ -505,7 +509,6 @@ describe('the test bed', () => {
     assert.equal(existsSync(socketDir), false);
     assert.equal(existsSync(home), false);
     assert.equal(existsSync(engine.socket), false);
-    const local = await localTables();
-    assert.deepEqual(local.filter((t) => tableIds.some((id) => t.includes(id))), []);
+    assert.deepEqual((await localRules()).filter((id) => tableIds.includes(id)), []);
   });
 });

@@ -7,7 +7,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { docker, orphanTables, run, World } from '../helpers.ts';
+import { docker, orphanRules, run, World } from '../helpers.ts';
 import { startFakeInternet, type FakeInternet } from '../fake-internet.ts';
 import { loadImages, remoteEngineLeftovers, startRemoteEngine, type RemoteEngine } from '../remote-engine.ts';
 
@@ -32,7 +32,7 @@ const onEngine = (engine: RemoteEngine, ...args: string[]) => run('docker', ['-H
 
 /** Tables of sbx (`sbx_<id>`) made since `before` that belong to no sandbox network of the main engine. */
 async function newOrphanTables(before: Set<string>): Promise<string[]> {
-  return (await orphanTables()).filter((t) => !before.has(t));
+  return (await orphanRules()).filter((t) => !before.has(t));
 }
 const tablesNow = async () => new Set([...(await run('nft', ['list', 'tables', 'inet'])).stdout.matchAll(/table inet (sbx_[a-z0-9]+)/g)].map((m) => m[1]!));
 

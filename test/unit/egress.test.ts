@@ -27,7 +27,7 @@ import {
   type NetworkPolicyInput,
 } from '../../src/core/network-policy.ts';
 import { mergedIntervals, mergedPorts } from '../../src/net/ranges.ts';
-import { learnScript, policyMark, removeScript, rulesScript, servesDns, tableName, type LearnedAddress, type SandboxLink } from '../../src/net/nft-rules.ts';
+import { learnScript, learnScript as learnRules, policyMark, removeScript, removeScript as removeRules, rulesScript as compileRules, servesDns, TABLE, type LearnedAddress, type SandboxLink } from '../../src/net/nft-rules.ts';
 import { parseClientHello } from '../../src/gateway/sni.ts';
 import { originalDestination } from '../../src/net/conntrack.ts';
 import { dnsUpstream } from '../../src/gateway/settings.ts';
@@ -701,11 +701,34 @@ describe('mergedPorts', () => {
 describe('nft rules (script text)', () => {
   const link: SandboxLink = { id: 'abc1234567', bridge: 'sbx-abc1234567' };
   const listeners = { dns: 15353, http: 18080, tls: 18443 };
-  const t = 'inet sbx_abc1234567';
+  const t = 'inet sbx';
+  // The sandbox's own chains and sets carry its id (`egress_abc1234567`): read without it here.
+  const rulesScript = (...args: Parameters<typeof compileRules>) => compileRules(...args).replaceAll('_abc1234567', '');
   const lines = (s: string) => s.trimEnd().split('\n');
   const rulesOf = (s: string, chain: string) => lines(s).filter((l) => l.startsWith(`add rule ${t} ${chain} `)).map((l) => l.slice(`add rule ${t} ${chain} `.length));
 
-  it('names the table after the sandbox', () => assert.equal(tableName('abc1234567'), 'sbx_abc1234567'));
+  it('puts every sandbox in one table, its own chains and sets named after it', () => {
+    const s = compileRules(link, compilePolicy(), { listeners });
+    assert.equal(TABLE, 'sbx');
+    assert.ok(s.includes('add chain inet sbx egress_abc1234567\n'));
+    assert.ok(s.includes('add set inet sbx allow4_abc1234567 {'));
+    assert.ok(s.includes('add rule inet sbx egress_abc1234567 ip daddr @allow4_abc1234567 accept\n'));
+    assert.ok(!/add (chain|set) inet sbx \S+_(?!abc1234567\b)/.test(s), 'no other sandbox is named');
+    assert.equal(compileRules(link, compilePolicy(), { listeners, table: 'sbxtest' }).split('inet sbx ').length, 1, 'another table when asked');
+  });
+  it('dispatches by bridge from one base chain per hook, through verdict maps', () => {
+    const s = compileRules(link, compilePolicy(), { listeners });
+    assert.deepEqual(rulesOf(s, 'forward'), ['iifname vmap @from_sandbox', 'oifname vmap @to_sandbox']);
+    assert.deepEqual(rulesOf(s, 'input'), ['iifname vmap @to_host']);
+    assert.deepEqual(rulesOf(s, 'output'), ['oifname vmap @from_host']);
+    assert.deepEqual(rulesOf(s, 'prerouting'), ['iifname vmap @nat_from_sandbox']);
+    assert.deepEqual(rulesOf(s, 'postrouting'), ['iifname vmap @masq_from_sandbox']);
+    for (const [map, chain] of [['from_sandbox', 'egress'], ['to_sandbox', 'inbound'], ['to_host', 'host'], ['from_host', 'local'], ['nat_from_sandbox', 'dnat'], ['masq_from_sandbox', 'masq']]) {
+      assert.ok(s.includes(`add map inet sbx ${map} { type ifname : verdict; }`), map);
+      assert.ok(s.includes(`add element inet sbx ${map} { "sbx-abc1234567" : jump ${chain}_abc1234567 }`), map);
+    }
+    for (const base of ['forward', 'input', 'output', 'prerouting', 'postrouting', 'refuse']) assert.ok(s.includes(`flush chain inet sbx ${base}\n`), `${base}: the shared part is rewritten whole, the same by everyone`);
+  });
   it('allow-all (default): protected addresses and deny rules refused, a final accept, no redirects without names', () => {
     const s = rulesScript(link, compilePolicy(), { listeners });
     assert.ok(s.endsWith('\n'));
@@ -714,39 +737,35 @@ describe('nft rules (script text)', () => {
     assert.ok(s.includes(`add element ${t} protected6 {`));
     assert.ok(!s.includes(`add element ${t} allow4`));
     assert.ok(!s.includes(`add element ${t} deny4`));
-    assert.deepEqual(rulesOf(s, 'forward'), [
-      'iifname "sbx-abc1234567" oifname "sbx-*" oifname != "sbx-abc1234567" goto refuse',
-      'oifname "sbx-abc1234567" iifname != "sbx-abc1234567" meta nfproto ipv6 ct direction original goto refuse',
-      'iifname "sbx-abc1234567" jump egress',
-    ]);
-    assert.deepEqual(rulesOf(s, 'postrouting'), [], 'no IPv6 subnet, no masquerade');
+    assert.equal(rulesOf(s, 'egress')[0], 'oifname "sbx-*" oifname != "sbx-abc1234567" goto refuse', 'no way to another sandbox');
+    assert.deepEqual(rulesOf(s, 'inbound'), ['iifname != "sbx-abc1234567" meta nfproto ipv6 ct direction original goto refuse']);
+    assert.deepEqual(rulesOf(s, 'masq'), [], 'no IPv6 subnet, no masquerade');
     const v6 = rulesScript({ ...link, subnet6: 'fd5b:1:2:3::/64' }, compilePolicy(), { listeners });
-    assert.deepEqual(rulesOf(v6, 'postrouting'), ['ip6 saddr fd5b:1:2:3::/64 oifname != "sbx-abc1234567" masquerade']);
-    assert.deepEqual(rulesOf(s, 'input'), ['iifname "sbx-abc1234567" jump host']);
-    assert.deepEqual(rulesOf(s, 'output'), ['oifname "sbx-abc1234567" ct direction original ct state new meta skuid != 0 goto refuse'], 'only root (the gateway) opens connections into the sandbox');
+    assert.deepEqual(rulesOf(v6, 'masq'), ['ip6 saddr fd5b:1:2:3::/64 oifname != "sbx-abc1234567" masquerade']);
+    assert.deepEqual(rulesOf(s, 'local'), ['ct direction original ct state new meta skuid != 0 goto refuse'], 'only root (the gateway) opens connections into the sandbox');
     const withAccount = rulesScript(link, compilePolicy(), { listeners, gatewayAccount: { uid: 999, gid: 995 } });
-    assert.deepEqual(rulesOf(withAccount, 'output'), [
-      'oifname "sbx-abc1234567" ct direction original ct state new meta skuid != { 0, 999 } goto refuse',
-      'oifname "sbx-abc1234567" ct direction original ct state new meta skuid 999 meta skgid != 995 goto refuse',
+    assert.deepEqual(rulesOf(withAccount, 'local'), [
+      'ct direction original ct state new meta skuid != { 0, 999 } goto refuse',
+      'ct direction original ct state new meta skuid 999 meta skgid != 995 goto refuse',
     ], "root, and the gateway's nginx workers (sbx-gateway with its own group; the egress worker has another group)");
     assert.deepEqual(rulesOf(s, 'host'), ['ct direction reply accept', 'icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept', 'meta l4proto { tcp, udp } th dport 15353 ct status dnat accept', 'ip daddr @allow4 accept', 'ip6 daddr @allow6 accept', 'goto refuse'], 'the host is closed by default');
     const egress = rulesOf(s, 'egress');
-    assert.equal(egress[0], 'ct direction reply accept');
+    assert.equal(egress[1], 'ct direction reply accept');
     const protectedAt = egress.indexOf('ip daddr @protected4 goto refuse');
     assert.ok(protectedAt > egress.indexOf('ip daddr @allow4 accept') && protectedAt < egress.indexOf('meta l4proto { tcp, udp } th dport @allowports accept'), 'address entries open protected addresses, port entries do not');
     assert.deepEqual(egress.slice(-4), ['ip daddr @deny4 goto refuse', 'ip6 daddr @deny6 goto refuse', 'meta l4proto { tcp, udp } th dport @denyports goto refuse', 'accept']);
     assert.ok(!egress.some((r) => r.includes('dport { 80, 443 }')));
-    assert.deepEqual(rulesOf(s, 'prerouting'), ['iifname "sbx-abc1234567" fib daddr type local meta l4proto { tcp, udp } th dport 53 redirect to :15353'], 'only DNS');
+    assert.deepEqual(rulesOf(s, 'dnat'), ['fib daddr type local meta l4proto { tcp, udp } th dport 53 redirect to :15353'], 'only DNS');
     assert.deepEqual(rulesOf(s, 'refuse'), ['meta l4proto tcp reject with tcp reset', 'reject with icmpx type admin-prohibited']);
   });
   it('declares every set and chain, and flushes the chains and static sets (an update replaces everything)', () => {
     const s = rulesScript(link, compilePolicy());
     for (const set of ['allow4', 'allow6', 'deny4', 'deny6', 'protected4', 'protected6', 'allowports', 'denyports', 'hostports', 'learned4', 'learned6']) assert.ok(s.includes(`add set ${t} ${set} {`), set);
-    for (const chain of ['egress', 'host', 'refuse', 'forward', 'input', 'output', 'prerouting']) {
+    for (const chain of ['egress', 'inbound', 'host', 'local', 'dnat', 'masq', 'refuse', 'forward', 'input', 'output', 'prerouting', 'postrouting']) {
       assert.ok(s.includes(`add chain ${t} ${chain}`), chain);
       assert.ok(s.includes(`flush chain ${t} ${chain}\n`), chain);
     }
-    for (const set of ['allow4', 'allow6', 'deny4', 'deny6', 'allowports', 'denyports']) assert.ok(s.includes(`flush set ${t} ${set}\n`), set);
+    for (const set of ['allow4', 'allow6', 'deny4', 'deny6', 'allowports', 'denyports', 'hostports']) assert.ok(s.includes(`flush set ${t} ${set}\n`), set);
     assert.ok(!s.includes(`flush set ${t} learned4`), 'learned addresses survive an update without relearn');
     assert.ok(s.includes('type filter hook forward priority -10; policy accept;'));
     assert.ok(s.includes('type nat hook prerouting priority -110; policy accept;'));
@@ -763,17 +782,17 @@ describe('nft rules (script text)', () => {
     assert.ok(!egress.some((r) => r.includes('@deny')));
     assert.ok(egress.includes('ip daddr @allow4 accept'));
     assert.ok(egress.includes('meta l4proto { tcp, udp } th dport @allowports accept'));
-    assert.deepEqual(rulesOf(s, 'prerouting'), [], 'no names: no DNS and no proxy');
+    assert.deepEqual(rulesOf(s, 'dnat'), [], 'no names: no DNS and no proxy');
     assert.ok(!rulesOf(s, 'host').some((r) => r.includes('15353')));
     assert.equal(servesDns(p), false);
   });
   it('block-all with allowed domains: DNS redirect, proxy redirects (both families) and host accepts with the listener ports', () => {
     const p = compile({ mode: 'block-all', allowOut: ['allowed.test', '*.wild.test', 'git.test:22', 'host:5432'] });
     const s = rulesScript(link, p, { listeners });
-    assert.deepEqual(rulesOf(s, 'prerouting'), [
-      'iifname "sbx-abc1234567" fib daddr type local meta l4proto { tcp, udp } th dport 53 redirect to :15353',
-      'iifname "sbx-abc1234567" tcp dport 80 redirect to :18080',
-      'iifname "sbx-abc1234567" tcp dport 443 redirect to :18443',
+    assert.deepEqual(rulesOf(s, 'dnat'), [
+      'fib daddr type local meta l4proto { tcp, udp } th dport 53 redirect to :15353',
+      'tcp dport 80 redirect to :18080',
+      'tcp dport 443 redirect to :18443',
     ]);
     assert.deepEqual(rulesOf(s, 'host'), [
       'ct direction reply accept',
@@ -799,7 +818,7 @@ describe('nft rules (script text)', () => {
   it('allow-all with denied domains: DNS and proxy, then deny rules and accept', () => {
     const p = compile({ denyOut: ['denied.test', '198.18.0.0/24', '2001:db8::/32'], denyPorts: ['25'] });
     const s = rulesScript(link, p, { listeners });
-    assert.equal(rulesOf(s, 'prerouting').length, 3);
+    assert.equal(rulesOf(s, 'dnat').length, 3);
     assert.ok(s.includes(`add element ${t} deny4 { 198.18.0.0-198.18.0.255 }`));
     assert.ok(s.includes(`add element ${t} deny6 { 2001:db8::-2001:db8:ffff:ffff:ffff:ffff:ffff:ffff }`));
     assert.ok(s.includes(`add element ${t} denyports { 25 }`));
@@ -815,7 +834,7 @@ describe('nft rules (script text)', () => {
   it('without listeners: no DNS accept or redirect, and web ports refused when names matter', () => {
     const p = compile({ mode: 'block-all', allowOut: ['allowed.test'] });
     const s = rulesScript(link, p);
-    assert.deepEqual(rulesOf(s, 'prerouting'), []);
+    assert.deepEqual(rulesOf(s, 'dnat'), []);
     assert.deepEqual(rulesOf(s, 'host'), ['ct direction reply accept', 'icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept', 'ip daddr @allow4 accept', 'ip6 daddr @allow6 accept', 'goto refuse']);
     assert.ok(rulesOf(s, 'egress').includes('tcp dport { 80, 443 } goto refuse'), 'both families');
     const a = rulesScript(link, compile({ denyOut: ['denied.test'] }));
@@ -844,7 +863,7 @@ describe('nft rules (script text)', () => {
       { address: '2001:db8::7', family: 6, ttl: 59.5, ports: [{ from: 5432, to: 5432 }] },
     ];
     const s = rulesScript(link, compilePolicy(), { relearn });
-    assert.ok(s.includes(`flush set ${t} learned4\nflush set ${t} learned6\n`));
+    assert.ok(s.includes(`flush set ${t} learned4\n`) && s.includes(`flush set ${t} learned6\n`));
     assert.ok(s.includes(`add element ${t} learned4 { 198.18.0.7 . 22 timeout 300s, 198.18.0.8 . 22 timeout 1s, 198.18.0.8 . 8000-8100 timeout 1s }`));
     assert.ok(s.includes(`add element ${t} learned6 { 2001:db8::7 . 5432 timeout 60s }`));
     assert.ok(rulesScript(link, compilePolicy(), { relearn: [] }).includes(`flush set ${t} learned4`));
@@ -857,19 +876,28 @@ describe('nft rules (script text)', () => {
     const counts = adds.map((l) => l.split(',').length);
     assert.deepEqual(counts, [500, 500, 200]);
   });
-  it('removeScript is safe when the table is already gone', () => {
-    assert.equal(removeScript('abc1234567'), `add table ${t}\ndelete table ${t}\n`);
+  it('removeScript deletes only the sandbox\'s own elements, chains and sets, each declared first (safe when gone)', () => {
+    const s = lines(removeScript('abc1234567'));
+    const deletes = s.filter((l) => l.startsWith('delete '));
+    assert.equal(deletes.length, 1 + 6 + 6 + 9, deletes.join('\n'));
+    assert.equal(deletes[0], 'delete table inet sbx_abc1234567', 'the table an older sbx kept for it');
+    assert.ok(deletes.every((l) => l.includes('abc1234567')), 'nothing shared is deleted');
+    for (const d of deletes) {
+      const [, kind, rest] = /^delete (element|chain|set|table) (.*)$/.exec(d)!;
+      const declared = kind === 'element' ? s.some((l) => l.startsWith(`add element ${rest!.replace(/ \}$/, '')} : jump`)) : s.some((l) => l.startsWith(`add ${kind} ${rest}`));
+      assert.ok(declared && s.findIndex((l) => l.startsWith(`add ${kind} ${kind === 'element' ? rest!.replace(/ \}$/, '') : rest}`)) < s.indexOf(d), `${d} is declared first`);
+    }
   });
   it('learnScript adds, deletes and re-adds each address so its timeout refreshes', () => {
     assert.equal(
       learnScript('abc1234567', [{ address: '198.18.0.7', family: 4, ttl: 120, ports: [{ from: 22, to: 22 }] }, { address: '2001:db8::7', family: 6, ttl: 0, ports: [{ from: 8000, to: 8100 }] }]),
       [
-        `add element ${t} learned4 { 198.18.0.7 . 22 timeout 1s }`,
-        `delete element ${t} learned4 { 198.18.0.7 . 22 }`,
-        `add element ${t} learned4 { 198.18.0.7 . 22 timeout 120s }`,
-        `add element ${t} learned6 { 2001:db8::7 . 8000-8100 timeout 1s }`,
-        `delete element ${t} learned6 { 2001:db8::7 . 8000-8100 }`,
-        `add element ${t} learned6 { 2001:db8::7 . 8000-8100 timeout 1s }`,
+        `add element ${t} learned4_abc1234567 { 198.18.0.7 . 22 timeout 1s }`,
+        `delete element ${t} learned4_abc1234567 { 198.18.0.7 . 22 }`,
+        `add element ${t} learned4_abc1234567 { 198.18.0.7 . 22 timeout 120s }`,
+        `add element ${t} learned6_abc1234567 { 2001:db8::7 . 8000-8100 timeout 1s }`,
+        `delete element ${t} learned6_abc1234567 { 2001:db8::7 . 8000-8100 }`,
+        `add element ${t} learned6_abc1234567 { 2001:db8::7 . 8000-8100 timeout 1s }`,
       ].join('\n') + '\n',
     );
   });
@@ -896,23 +924,28 @@ describe('nft rules (script text)', () => {
 
 describe('nft rules in the kernel', { skip: !nftUsable() && 'needs root and a working nft' }, () => {
   const id = `utest${randomLower(5)}`;
-  const table = `inet ${tableName(id)}`;
+  // A table of its own, not sbx's shared one: the scripts are the same but for its name.
+  const T = `sbxutest${randomLower(5)}`;
+  const rulesScript = (l: SandboxLink, p: CompiledPolicy, o: Parameters<typeof compileRules>[2] = {}) => compileRules(l, p, { ...o, table: T });
+  const learnScript = (i: string, l: LearnedAddress[]) => learnRules(i, l, T);
+  const removeScript = (i: string) => removeRules(i, T);
   const link: SandboxLink = { id, bridge: `sbx-${id}` };
   const listeners = { dns: 15353, http: 18080, tls: 18443 };
-  const list = () => nft(['list', 'table', 'inet', tableName(id)]);
-  const setText = (set: string) => nft(['list', 'set', 'inet', tableName(id), set]);
+  // Read without the sandbox's id in its chain and set names.
+  const list = () => nft(['list', 'table', 'inet', T]).replaceAll(`_${id}`, '');
+  const setText = (set: string) => nft(['list', 'set', 'inet', T, `${set}_${id}`]);
   const expiresMs = (set: string, address: string) => {
     const m = new RegExp(`${address.replace(/\./g, '\\.')} \\. \\d+ timeout \\S+ expires (\\S+?)[,\\s}]`).exec(setText(set));
     assert.ok(m, `${address} in ${set}:\n${setText(set)}`);
     return nftDurationMs(m[1]!);
   };
-  const sbxUtestTables = () => nft(['list', 'tables']).split('\n').filter((l) => l.includes('sbx_utest'));
+  const sbxUtestTables = () => nft(['list', 'tables']).split('\n').filter((l) => l.includes(T));
 
   after(() => {
     try {
-      nft(['delete', 'table', 'inet', tableName(id)]);
+      nft(['delete', 'table', 'inet', T]);
     } catch {}
-    assert.deepEqual(sbxUtestTables(), [], 'no sbx_utest table is left');
+    assert.deepEqual(sbxUtestTables(), [], 'no test table is left');
   });
 
   const policy = compile({ mode: 'block-all', allowOut: ['198.18.0.0/24', '198.18.1.0/24', '169.254.77.1', '2001:db8::/32', 'allowed.test', '*.wild.test'], allowPorts: ['22', '8000-8100'] });
@@ -925,11 +958,16 @@ describe('nft rules in the kernel', { skip: !nftUsable() && 'needs root and a wo
     assert.match(text, /set protected4 \{[^}]*elements = \{[^}]*169\.254\.0\.0\/16/s);
     assert.match(text, /set allowports \{[^}]*elements = \{ 22, 8000-8100 \}/s);
     assert.match(text, /198\.51\.100\.7 \. 22 timeout 10m/);
-    assert.ok(text.includes(`iifname "sbx-${id}" jump egress`));
+    assert.ok(text.includes(`"sbx-${id}" : jump egress`));
     assert.ok(text.includes('redirect to :15353'));
     assert.ok(text.includes('redirect to :18443'));
     assert.ok(text.includes('tcp dport { 80, 443 } goto refuse'));
     assert.ok(text.includes(`ct mark 0x${policyMark(policy).toString(16)} accept`));
+  });
+  it('takes the table an older sbx kept for the sandbox (sbx_<id>), so old rules never run beside new ones', () => {
+    nft(['-f', '-'], `add table inet sbx_${id}\nadd chain inet sbx_${id} forward { type filter hook forward priority -10; policy accept; }\n`);
+    nft(['-f', '-'], rulesScript(link, policy, { listeners }));
+    assert.ok(!nft(['list', 'tables']).includes(`sbx_${id}`));
   });
   it('applying the same script again is idempotent', () => {
     const before = list().replace(/expires \S+/g, '');
@@ -947,6 +985,8 @@ describe('nft rules in the kernel', { skip: !nftUsable() && 'needs root and a wo
     assert.match(text, /set denyports \{[^}]*elements = \{ 25 \}/s);
     assert.equal((text.match(/jump egress/g) ?? []).length, 1, 'the rules were not doubled');
     assert.equal((text.match(/jump host/g) ?? []).length, 1);
+    assert.equal((text.match(/vmap @from_sandbox/g) ?? []).length, 1, 'the shared base chains were not doubled');
+    assert.equal((text.match(/reject with tcp reset/g) ?? []).length, 1);
     nft(['-f', '-'], rulesScript(link, policy, { listeners }));
   });
   it('thousands of overlapping entries load (the merged sets have no overlaps)', () => {
@@ -972,10 +1012,18 @@ describe('nft rules in the kernel', { skip: !nftUsable() && 'needs root and a wo
     nft(['-f', '-'], learnScript(id, [{ address: '203.0.113.5', family: 4, ttl: 3600, ports: [{ from: 22, to: 22 }] }]));
     assert.match(setText('learned4'), /203\.0\.113\.5 \. 22 timeout 1h/);
   });
-  it('removeScript deletes the table, also when it is already gone', () => {
+  it('removeScript takes one sandbox\'s rules and leaves another\'s, also when they are already gone', () => {
+    const other = `utest${randomLower(5)}`;
+    nft(['-f', '-'], rulesScript({ id: other, bridge: `sbx-${other}` }, policy, { listeners }));
     nft(['-f', '-'], removeScript(id));
     nft(['-f', '-'], removeScript(id));
-    assert.throws(() => list());
+    const text = nft(['list', 'table', 'inet', T]);
+    assert.ok(!text.includes(id), text);
+    assert.ok(text.includes(`"sbx-${other}" : jump egress_${other}`) && text.includes(`set allow4_${other}`), 'the other sandbox keeps its rules');
+    nft(['-f', '-'], removeScript(other));
+    const empty = nft(['list', 'table', 'inet', T]);
+    assert.ok(!empty.includes(id) && !empty.includes(other), 'nothing of either is left');
+    assert.match(empty, /iifname vmap @from_sandbox/, 'the shared skeleton stays');
   });
 });
 
