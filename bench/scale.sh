@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# sbx with N sandboxes (default 1,000) against the same figures with 1, in one run (bench/scale.ts).
+# Needs about 15 MiB of host memory per sandbox and a while: SANDBOXES=100 for a quick look.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+dpkg -s wrk >/dev/null 2>&1 || { step "installing wrk"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >&2; }
+export SBX_GATEWAY_PORT=0
+node "$ROOT/bench/scale.ts"

@@ -1,0 +1,146 @@
+// sbx with many sandboxes (run by bench/scale.sh): each figure with 1 sandbox and with N (default
+// 1,000: SANDBOXES; created 8 at a time, idle, default image, each with an exposed port), in one run.
+//  - ls (within 2x), inspect, port expose, network update (within 20%): median of RUNS CLI runs;
+//  - the gateway's RPS (wrk) and port expose to the first 200 (within 20%);
+//  - memory: the host's (MemAvailable) and the gateway's (Node + its nginx), per sandbox;
+//  - creating them all (8 at a time) and removing them all, which must leave nothing.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+const ROOT = join(import.meta.dirname, '..');
+const SBX = join(ROOT, 'bin', 'sbx');
+const N = Number(process.env.SANDBOXES ?? 1000);
+const PAR = Number(process.env.PAR ?? 8);
+const RUNS = Number(process.env.RUNS ?? 9);
+const DURATION = process.env.DURATION ?? '5';
+const home = process.env.SBX_HOME!;
+
+const sbx = (...args: string[]) => execFileSync(SBX, args, { encoding: 'utf8', stdio: ['pipe', 'pipe', 'inherit'] });
+const sh = (cmd: string) => execFileSync('sh', ['-c', cmd], { encoding: 'utf8', stdio: ['pipe', 'pipe', 'inherit'] });
+const step = (s: string) => process.stderr.write(`==> ${s}\n`);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** Median wall time of a command over RUNS runs (after one warm-up). */
+function timeMs(args: string[], before?: () => void): number {
+  const runs: number[] = [];
+  for (let i = 0; i <= RUNS; i++) {
+    before?.();
+    const t0 = performance.now();
+    execFileSync(SBX, args, { stdio: 'ignore' });
+    if (i > 0) runs.push(performance.now() - t0);
+  }
+  return median(runs);
+}
+
+const memAvailableKb = () => Number(/MemAvailable:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))![1]);
+const rssKb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+function gatewayKb(): number {
+  const status = JSON.parse(sbx('gateway', 'status', '--json'));
+  let kb = rssKb(status.pid);
+  try {
+    const master = Number(readFileSync(join(home, 'run', 'nginx.pid'), 'utf8'));
+    kb += rssKb(master);
+    for (const w of sh(`ps -o pid= --ppid ${master} || true`).split('\n').filter(Boolean)) kb += rssKb(Number(w));
+  } catch {}
+  return kb;
+}
+
+interface Figures { ls: number; inspect: number; expose: number; update: number; firstOk: number; rps: number }
+
+function measure(gwPort: number): Figures {
+  const url = `http://8080-bench-up.sbx.localhost:${gwPort}/`;
+  const ls = timeMs(['ls']);
+  const inspect = timeMs(['inspect', 'bench-up']);
+  const expose = timeMs(['port', 'expose', 'bench-up', '8080'], () => execFileSync(SBX, ['port', 'rm', 'bench-up', '8080'], { stdio: 'ignore' }));
+  let flip = false;
+  const update = timeMs(['network', 'update', 'bench-up', '--deny-out', '198.18.0.99'], () => {
+    flip = !flip;
+    execFileSync(SBX, ['network', 'update', 'bench-up', '--deny-out', flip ? '198.18.0.98' : '198.18.0.97'], { stdio: 'ignore' });
+  });
+  // Port expose to the first 200: the CLI run and curl until it answers.
+  const firsts: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    execFileSync(SBX, ['port', 'rm', 'bench-up', '8080'], { stdio: 'ignore' });
+    const t0 = performance.now();
+    execFileSync(SBX, ['port', 'expose', 'bench-up', '8080'], { stdio: 'ignore' });
+    while (spawnSync('curl', ['-sf', '-o', '/dev/null', url]).status !== 0);
+    firsts.push(performance.now() - t0);
+  }
+  sh('sleep 2');
+  const wrk = spawnSync('wrk', ['-t1', '-c32', `-d${DURATION}s`, '-H', `Host: 8080-bench-up.sbx.localhost:${gwPort}`, `http://127.0.0.1:${gwPort}/`], { encoding: 'utf8' });
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(wrk.stdout)?.[1] ?? 0);
+  return { ls, inspect, expose, update, firstOk: median(firsts), rps };
+}
+
+function leftovers(ids: string[]): string[] {
+  const left: string[] = [];
+  const c = sh(`docker ps -aq --filter label=sbx.home=${home}`).trim();
+  const n = sh(`docker network ls -q --filter label=sbx.home=${home}`).trim();
+  if (c) left.push(`${c.split('\n').length} containers`);
+  if (n) left.push(`${n.split('\n').length} networks`);
+  const rules = sh('nft list table inet sbx 2>/dev/null || true');
+  const withRules = ids.filter((id) => rules.includes(`egress_${id} `));
+  if (withRules.length) left.push(`${withRules.length} sandboxes' nft rules`);
+  const listed = JSON.parse(sbx('ls', '--json')) as unknown[];
+  if (listed.length) left.push(`${listed.length} sandboxes in the store`);
+  return left;
+}
+
+try {
+  step('one sandbox: nginx answering on 8080, exposed');
+  const box = JSON.parse(sbx('create', '--name', 'bench-up', '-p', '8080', '--json'));
+  execFileSync('docker', ['cp', '/usr/sbin/nginx', `${box.container}:/usr/sbin/nginx`]);
+  execFileSync(SBX, ['exec', '-i', 'bench-up', '--', 'sh', '-c', 'cat > /tmp/up.conf'], {
+    input: `user root; worker_processes 1; pid /tmp/up.pid; error_log stderr;
+events { worker_connections 4096; }
+http { access_log off; client_body_temp_path /tmp; proxy_temp_path /tmp; fastcgi_temp_path /tmp; uwsgi_temp_path /tmp; scgi_temp_path /tmp;
+  server { listen 8080 backlog=4096; keepalive_requests 1000000; location / { return 200 "hello\\n"; } } }
+`,
+  });
+  sbx('exec', '-d', 'bench-up', '--', '/usr/sbin/nginx', '-c', '/tmp/up.conf', '-g', 'daemon off;');
+  const gwPort = JSON.parse(sbx('gateway', 'status', '--json')).port as number;
+  while (spawnSync('curl', ['-sf', '-o', '/dev/null', `http://${box.ip}:8080/`]).status !== 0) sh('sleep 0.1');
+  sh('sleep 3');
+  const mem1 = memAvailableKb();
+  const gw1 = gatewayKb();
+  step('measuring with 1 sandbox');
+  const one = measure(gwPort);
+
+  step(`creating ${N - 1} more, ${PAR} at a time`);
+  const t0 = performance.now();
+  sh(`seq 1 ${N - 1} | xargs -P ${PAR} -I{} ${SBX} create --name bench-s{} -p 8080 --json >/dev/null`);
+  const createS = (performance.now() - t0) / 1000;
+  sh('sleep 20');
+  const memN = memAvailableKb();
+  const gwN = gatewayKb();
+  step(`measuring with ${N} sandboxes`);
+  const many = measure(gwPort);
+
+  const ids = (JSON.parse(sbx('ls', '--json')) as Array<{ id: string }>).map((b) => b.id);
+  step(`removing all ${N}, ${PAR} at a time`);
+  const t1 = performance.now();
+  sh(`${SBX} ls -q | xargs -P ${PAR} -n 10 ${SBX} rm -f >/dev/null`);
+  const rmS = (performance.now() - t1) / 1000;
+  const left = leftovers(ids);
+
+  const row = (what: string, a: number, b: number, unit: string, limit: number, higherIsBetter = false) => {
+    const ratio = a / b;
+    const ok = higherIsBetter ? ratio >= 1 / limit : ratio <= limit;
+    const within = limit === 2 ? 'within 2x' : `within ${Math.round((limit - 1) * 100)}%`;
+    console.log(`| ${what} | ${a.toFixed(0)} ${unit} | 1 sandbox: ${b.toFixed(0)} ${unit} | ${ratio.toFixed(2)}x | ${within} | ${ok ? 'met' : 'MISSED'} |`);
+  };
+  row(`sbx ls, ${N} sandboxes`, many.ls, one.ls, 'ms', 2);
+  row('sbx inspect', many.inspect, one.inspect, 'ms', 1.2);
+  row('sbx port expose', many.expose, one.expose, 'ms', 1.2);
+  row('sbx network update', many.update, one.update, 'ms', 1.2);
+  row('port expose to first 200', many.firstOk, one.firstOk, 'ms', 1.2);
+  row('gateway RPS (wrk, 32 connections)', many.rps, one.rps, 'req/s', 1.2, true);
+  const perBox = (kb: number) => `${(kb / 1024 / (N - 1)).toFixed(2)} MiB`;
+  console.log(`| host memory per sandbox (MemAvailable) | ${perBox(mem1 - memN)} | | | (stated) | |`);
+  console.log(`| gateway memory (Node + its nginx) | ${(gwN / 1024).toFixed(0)} MiB | 1 sandbox: ${(gw1 / 1024).toFixed(0)} MiB | ${perBox(gwN - gw1)} per sandbox | (stated) | |`);
+  console.log(`| creating ${N - 1} sandboxes, ${PAR} at a time | ${createS.toFixed(0)} s | | ${((createS * 1000) / (N - 1)).toFixed(0)} ms each | (context) | |`);
+  console.log(`| removing ${N}, ${PAR} at a time | ${rmS.toFixed(0)} s | | left: ${left.length ? left.join(', ') : 'nothing'} | nothing left | ${left.length ? 'MISSED' : 'met'} |`);
+} finally {
+  try { sh(`${SBX} ls -q | xargs -r -P ${PAR} -n 10 ${SBX} rm -f >/dev/null 2>&1 || true`); } catch {}
+}
