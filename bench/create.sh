@@ -47,7 +47,13 @@ console.log(`| sbx create + rm, daemon running | ${f(r[0])} ms | plain docker ru
 # ---- create alone: median and p99 --------------------------------------------------------------
 sbx="$ROOT/bin/sbx"
 "$sbx" gateway start >/dev/null
-wait_pool="until [ \"\$($sbx pool status --json | node -e 'const s=JSON.parse(require(\"fs\").readFileSync(0));process.stdout.write(String(s.ready===s.size&&s.creating===0))')\" = true ]; do sleep 0.2; done"
+# Before each pooled run: the last one removed, and the pool full again (neither is timed).
+cat > "$OUT/pool-prepare.sh" <<PREP
+#!/bin/sh
+$sbx rm -f bench-pooled >/dev/null
+until $sbx pool status --json | tr -d ' \\n' | grep -q '"size":3,"ready":3,"creating":0'; do sleep 0.2; done
+PREP
+chmod +x "$OUT/pool-prepare.sh"
 hyperfine -N -w 2 -r "$RUNS" --export-json "$OUT/create-alone.json" \
   --prepare 'docker rm -f sbx-bench-plain' -n 'plain docker run -d' 'docker run -d --name sbx-bench-plain sbx/base:bookworm sleep infinity' \
   --prepare "$sbx rm -f bench-fresh" -n 'sbx create, pool off' "$sbx create --name bench-fresh" >&2
@@ -55,7 +61,7 @@ docker rm -f sbx-bench-plain >/dev/null
 "$sbx" rm -f bench-fresh >/dev/null
 "$sbx" pool set 3 >/dev/null
 hyperfine -N -w 2 -r "$RUNS" --export-json "$OUT/create-pooled.json" \
-  --prepare "sh -c '$sbx rm -f bench-pooled >/dev/null; $wait_pool'" -n 'sbx create from the warm pool' "$sbx create --name bench-pooled" >&2
+  --prepare "$OUT/pool-prepare.sh" -n 'sbx create from the warm pool' "$sbx create --name bench-pooled" >&2
 "$sbx" rm -f bench-pooled >/dev/null
 pooled=$(grep -c 'claimed pooled sandbox' "$SBX_HOME/gateway.log" || true)
 "$sbx" pool set 0 >/dev/null
