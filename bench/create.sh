@@ -6,9 +6,14 @@
 # create starts it (it serves every sandbox's DNS and egress proxy) and then carries out create and
 # rm. sbx also does work raw docker does not: the sandbox's egress rules (one nft transaction) and
 # its resolv.conf; a third baseline adds the same nft transactions to raw docker's work.
+# Then `create` alone, as median and p99: plain `docker run -d`, sbx's create with the warm pool
+# off (today's path) and a create that claims from the warm pool (pool of 3, refilled before each
+# run: removals and refills are not timed). Target of the pooled create: 150 ms at the median.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-RUNS=${RUNS:-25}
+RUNS=${RUNS:-30}
+# Pooled sandboxes are the pool's, not a sandbox ls lists: off first, then the usual cleanup.
+trap '"$ROOT/bin/sbx" pool set 0 >/dev/null 2>&1 || true; bench_cleanup' EXIT
 sbx_cmd="$ROOT/bin/sbx create --name bench-c >/dev/null && $ROOT/bin/sbx rm --force bench-c >/dev/null"
 raw_cmd="docker network create --label sbx.bench=1 -o com.docker.network.bridge.name=sbx-bench-raw -o com.docker.network.bridge.enable_icc=false sbx-bench-raw >/dev/null \
  && docker run -d --name sbx-bench-raw --network sbx-bench-raw --hostname bench --init --cap-drop ALL --cap-add CHOWN --cap-add DAC_OVERRIDE --cap-add FOWNER --cap-add FSETID --cap-add SETUID --cap-add SETGID --cap-add KILL --cap-add NET_BIND_SERVICE --pids-limit 1024 --security-opt no-new-privileges --sysctl net.ipv6.conf.lo.disable_ipv6=0 --label sbx.bench=1 sbx/base:bookworm sleep infinity >/dev/null \
@@ -39,3 +44,34 @@ console.log(`| sbx create + rm, daemon running | ${f(r[0])} ms | raw docker, sam
 console.log(`| sbx create + rm, daemon running | ${f(r[0])} ms | raw docker + the same nft rules: ${f(r[3])} ms | ${(r[0] / r[3]).toFixed(2)}x | (context: the same work, egress included) | |`);
 console.log(`| sbx create + rm, daemon running | ${f(r[0])} ms | plain docker run -d + rm -f: ${f(r[2])} ms | ${(r[0] / r[2]).toFixed(2)}x | (context) | |`);
 ' "$OUT/create.json"
+
+# ---- create alone: median and p99 --------------------------------------------------------------
+sbx="$ROOT/bin/sbx"
+"$sbx" gateway start >/dev/null
+# Before each pooled run: the last one removed, and the pool full again (neither is timed).
+cat > "$OUT/pool-prepare.sh" <<PREP
+#!/bin/sh
+$sbx rm -f bench-pooled >/dev/null
+until $sbx pool status --json | tr -d ' \\n' | grep -q '"size":3,"ready":3,"creating":0'; do sleep 0.2; done
+PREP
+chmod +x "$OUT/pool-prepare.sh"
+hyperfine -N -w 2 -r "$RUNS" --export-json "$OUT/create-alone.json" \
+  --prepare 'docker rm -f sbx-bench-plain' -n 'plain docker run -d' 'docker run -d --name sbx-bench-plain sbx/base:bookworm sleep infinity' \
+  --prepare "$sbx rm -f bench-fresh" -n 'sbx create, pool off' "$sbx create --name bench-fresh" >&2
+docker rm -f sbx-bench-plain >/dev/null
+"$sbx" rm -f bench-fresh >/dev/null
+"$sbx" pool set 3 >/dev/null
+hyperfine -N -w 2 -r "$RUNS" --export-json "$OUT/create-pooled.json" \
+  --prepare "$OUT/pool-prepare.sh" -n 'sbx create from the warm pool' "$sbx create --name bench-pooled" >&2
+"$sbx" rm -f bench-pooled >/dev/null
+pooled=$(grep -c 'claimed pooled sandbox' "$SBX_HOME/gateway.log" || true)
+"$sbx" pool set 0 >/dev/null
+node -e '
+const rows = [...require(process.argv[1]).results, ...require(process.argv[2]).results];
+const q = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)]; };
+const f = (x) => `${(x * 1000).toFixed(0)} ms`;
+console.log("| create alone | median | p99 | runs |");
+console.log("| --- | --- | --- | --- |");
+for (const r of rows) console.log(`| ${r.command} | ${f(q(r.times, 0.5))} | ${f(q(r.times, 0.99))} | ${r.times.length} |`);
+console.log(`(claims from the pool in the gateway log: ${process.argv[3]}; target of the pooled create: 150 ms at the median)`);
+' "$OUT/create-alone.json" "$OUT/create-pooled.json" "$pooled"

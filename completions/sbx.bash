@@ -32,13 +32,16 @@ _sbx() {
       "gateway start") cmd="gateway start" ;;
       "gateway stop") cmd="gateway stop" ;;
       "gateway status") cmd="gateway status" ;;
+      "pool") cmd="pool" ;;
+      "pool set") cmd="pool set" ;;
+      "pool status") cmd="pool status" ;;
       "image") cmd="image" ;;
       "image build") cmd="image build" ;;
       "completion") cmd="completion" ;;
     esac
   done
   case "$cmd" in
-    "") flags="-h --help -v --version"; subs="create ls inspect start stop pause resume rm exec port network token fetch gateway image completion" ;;
+    "") flags="-h --help -v --version"; subs="create ls inspect start stop pause resume rm exec port network token fetch gateway pool image completion" ;;
     "create")
       flags="--name --image -e --env --memory --cpus --pids-limit -p --port --private --mask-host --ttl --ipv6 --block-network --no-internet --allow-out --deny-out --allow-port --deny-port --json -h --help"; subs=""; pos=""
       case "$prev" in
@@ -149,6 +152,15 @@ _sbx() {
       flags="--json -h --help"; subs=""; pos=""
       ;;
     "gateway status")
+      flags="--json -h --help"; subs=""; pos=""
+      ;;
+    "pool")
+      flags="-h --help"; subs="set status"; pos=""
+      ;;
+    "pool set")
+      flags="--json -h --help"; subs=""; pos=""
+      ;;
+    "pool status")
       flags="--json -h --help"; subs=""; pos=""
       ;;
     "image")

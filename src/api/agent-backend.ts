@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
 import { VERSION } from '../core/version.ts';
 import type { SandboxInfo, SandboxRecord } from '../core/sandbox.ts';
+import type { PoolStatus } from '../core/pool.ts';
 import type { GatewayAddress, PortInfo } from '../core/ports.ts';
 import type { NetworkPolicy } from '../core/network-policy.ts';
 import type { GatewayStatus } from '../daemon-client/protocol.ts';
@@ -231,6 +232,8 @@ export class AgentBackend implements SbxBackend {
   getNetwork = (ref: string): Promise<NetworkPolicy> => this.call('getNetwork', [ref]);
   updateNetwork = (ref: string, input: unknown): Promise<NetworkPolicy> => this.call('updateNetwork', [ref, input]);
   gatewayAddress = (): Promise<GatewayAddress> => this.call('gatewayAddress', []);
+  setPool = (size: number | string): Promise<PoolStatus> => this.call('setPool', [size]);
+  poolStatus = (): Promise<PoolStatus> => this.call('poolStatus', []);
 
   /** Asks the agent when it runs; a stopped (or absent) agent is not started to say it is stopped. */
   async gatewayStatus(): Promise<GatewayStatus> {

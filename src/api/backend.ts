@@ -8,6 +8,7 @@ import type { GatewayAddress, PortInfo } from '../core/ports.ts';
 import type { NetworkPolicy, NetworkPolicyInput } from '../core/network-policy.ts';
 import type { GatewayStatus } from '../daemon-client/protocol.ts';
 import type { Runtime } from '../runtime/docker.ts';
+import type { PoolStatus } from '../core/pool.ts';
 import type { CreateSandboxOptions, RemoveResult } from './local-sbx.ts';
 
 /** How to reach the gateway's HTTP listener from the client: TCP to host:port, or a tunnel. */
@@ -23,6 +24,8 @@ export interface ExecTarget {
   id: string;
   name: string;
   container: string;
+  /** Env every exec gets (a sandbox claimed from the warm pool). */
+  env?: Record<string, string>;
 }
 
 export interface SbxBackend {
@@ -50,4 +53,6 @@ export interface SbxBackend {
   gatewayStatus(): Promise<GatewayStatus>;
   ensureGateway(): Promise<GatewayRoute>;
   stopGateway(): Promise<boolean>;
+  setPool(size: number | string): Promise<PoolStatus>;
+  poolStatus(): Promise<PoolStatus>;
 }

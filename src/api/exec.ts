@@ -22,11 +22,12 @@ export function checkCommand(options: ExecSandboxOptions): void {
   if (options.command.length === 0) throw new UsageError('no command given: put it after --, e.g. sbx exec my-box -- ls -l');
 }
 
-export async function execInSandbox(runtime: Runtime, target: { name: string; container: string }, options: ExecSandboxOptions): Promise<number> {
+/** `target.env`: the sandbox's own env when its container could not get it (a warm-pool claim); the exec's wins. */
+export async function execInSandbox(runtime: Runtime, target: { name: string; container: string; env?: Record<string, string> }, options: ExecSandboxOptions): Promise<number> {
   try {
     return await runtime.exec(target.container, {
       cmd: options.command,
-      env: toEnv(options.env),
+      env: { ...target.env, ...toEnv(options.env) },
       workdir: options.workdir,
       tty: options.tty,
       stdin: options.stdin,

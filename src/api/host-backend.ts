@@ -31,5 +31,7 @@ export function hostBackend(local: LocalSbx): SbxBackend {
       return { host: s.host === '0.0.0.0' ? '127.0.0.1' : s.host === '::' ? '::1' : s.host, port: s.port, domain: s.domain };
     },
     stopGateway: () => local.stopGateway(),
+    setPool: (size) => local.setPool(size),
+    poolStatus: async () => local.poolStatus(),
   };
 }

@@ -30,9 +30,17 @@ import type { Egress } from '../net/egress.ts';
 import { checkCommand, execInSandbox, type ExecSandboxOptions } from './exec.ts';
 import { createPlannedNetwork } from './address-plan.ts';
 import { subnetPool } from '../core/subnet-pool.ts';
+import { parsePoolSize, unclaimableReason, type PoolStatus } from '../core/pool.ts';
+import { PooledSandboxGone, WarmPool } from './pool.ts';
 export type { ExecSandboxOptions } from './exec.ts';
 
 export const DEFAULT_IMAGE = 'sbx/base:bookworm';
+
+/** No policy asked for: no mode and no entries (the CLI passes empty lists without flags). */
+function defaultPolicyInput(input: NetworkPolicyInput | undefined): boolean {
+  if (!input) return true;
+  return input.mode === undefined && (['allowOut', 'denyOut', 'allowPorts', 'denyPorts'] as const).every((k) => !input[k] || (Array.isArray(input[k]) && input[k].length === 0));
+}
 
 export interface CreateSandboxOptions {
   name?: string;
@@ -90,6 +98,8 @@ export class LocalSbx {
   #runtime?: Runtime;
   readonly #delegate: boolean;
   #egress?: Egress;
+  /** The warm pool (pool.ts); the daemon refills it. */
+  readonly pool: WarmPool;
 
   constructor(options: LocalSbxOptions = {}) {
     this.home = options.home ?? sbxHome();
@@ -97,6 +107,7 @@ export class LocalSbx {
     this.#runtime = options.runtime;
     this.#delegate = options.delegate ?? !options.runtime;
     this.#egress = options.egress;
+    this.pool = new WarmPool(this.store, DEFAULT_IMAGE);
   }
 
   /** Egress enforcement, loaded on first use; listeners come from this home's running gateway. */
@@ -157,7 +168,9 @@ export class LocalSbx {
 
   async create(options: CreateSandboxOptions = {}): Promise<SandboxInfo> {
     const { signal, onProgress, ...plain } = options;
-    (await policies()).normalizePolicy(options.network); // bad entries fail here, before any daemon or engine work
+    // Bad entries fail here, before any daemon or engine work (the policy parser's address maths
+    // costs a warm-pool create a tenth of its time: not loaded for the default policy).
+    if (!defaultPolicyInput(options.network)) (await policies()).normalizePolicy(options.network);
     subnetPool(); // and a bad SBX_SUBNET_POOL
     // A limit above the engine's CPUs would reach Docker and fail in its words: refuse it here.
     if (options.cpus !== undefined) checkCpus(parseCpus(options.cpus), await (await this.runtime()).cpuCount());
@@ -189,6 +202,11 @@ export class LocalSbx {
     // The gateway serves every sandbox (DNS, egress proxy; ports and TTLs): running before it exists.
     const needsGateway = record.ports!.length > 0 || !!record.expiresAt;
     await this.ensureGateway();
+    // The common shape takes a running sandbox from the warm pool when one is ready.
+    if (!unclaimableReason(options, DEFAULT_IMAGE)) {
+      const claimed = await this.#claim(record, needsGateway, options.signal);
+      if (claimed) return claimed;
+    }
     const world = await this.#world(options.signal);
     const runtime = world.runtime;
     // The engine takes ~80 ms to make a network: start it while the image is checked and the
@@ -236,6 +254,69 @@ export class LocalSbx {
     delete record.creator;
     const withToken = record.ports!.some((p) => !p.public);
     return this.#info(record, await runtime.inspectContainer(objectNames(record.id).container), withToken);
+  }
+
+  /**
+   * A create from the warm pool (pool.ts): the record takes a ready pooled sandbox's id, then its
+   * policy and limits are applied to the running container. Undefined when none is ready (or the
+   * name is held: the plain create reports or finishes it). A failure or Ctrl-C removes the taken
+   * sandbox for good, as a create's rollback does; one whose container no longer ran is removed
+   * and the next is tried.
+   */
+  async #claim(draft: SandboxRecord, needsGateway: boolean, signal?: AbortSignal): Promise<SandboxInfo | undefined> {
+    const tried = new Set<string>();
+    const began = Date.now();
+    for (;;) {
+      const record = await this.pool.take(draft, tried);
+      if (!record) return undefined;
+      tried.add(record.id);
+      const world = { ...(await this.#world(signal)), store: this.store };
+      try {
+        const container = await this.pool.prepare(record, world);
+        if (signal?.aborted) throw new InterruptedError('interrupted');
+        if (needsGateway) await this.#routesChanged();
+        await this.store.update((data) => {
+          const stored = data.sandboxes[record.id];
+          if (stored) {
+            delete stored.creating;
+            delete stored.creator;
+          }
+        });
+        delete record.creating;
+        delete record.creator;
+        this.pool.onLine(`pool: ${record.name} claimed pooled sandbox ${record.id} in ${Date.now() - began} ms`);
+        if (!this.#delegate) void this.refillPool();
+        return this.#info(record, container, record.ports!.some((p) => !p.public));
+      } catch (err) {
+        const left = await this.#rollbackCreate(record, true);
+        if (err instanceof PooledSandboxGone && !left) continue;
+        const failure = signal?.aborted ? new InterruptedError(`interrupted: the sandbox was not created${left ? '' : ' and nothing was left behind'}`) : err;
+        throw left ? withWarning(failure, left.message) : failure;
+      }
+    }
+  }
+
+  // ---- warm pool --------------------------------------------------------------------------
+
+  /** How many pooled sandboxes to keep running (0: off); kept in the store, refilled by the daemon. */
+  async setPool(size: number | string): Promise<PoolStatus> {
+    const n = parsePoolSize(size);
+    if (n > 0) await this.ensureGateway(); // the daemon fills the pool
+    return this.#viaDaemon('call', { method: 'setPool', args: [n] }, undefined, async () => {
+      const status = await this.pool.set(n, { ...(await this.#world()), store: this.store });
+      if (!this.#delegate) void this.refillPool();
+      return status;
+    });
+  }
+
+  /** The pool's size and how many pooled sandboxes are ready, being made or removed (a store read). */
+  poolStatus(): PoolStatus {
+    return this.pool.status();
+  }
+
+  /** Makes pooled sandboxes until the pool has its size (the daemon calls it; failures are logged). */
+  refillPool(): Promise<void> {
+    return this.pool.fill(async () => ({ ...(await this.#world()), store: this.store })).catch((err: Error) => this.pool.onLine(`pool: ${err.message}`));
   }
 
   async #ensureImage(runtime: Runtime, image: string, onProgress?: (line: string) => void): Promise<void> {
@@ -298,7 +379,9 @@ export class LocalSbx {
    */
   async reconcileStale(onLine: (line: string) => void = () => {}): Promise<void> {
     try {
-      await reconcileStale({ ...(await this.#world()), store: this.store }, onLine);
+      const world = { ...(await this.#world()), store: this.store };
+      await reconcileStale(world, onLine);
+      await this.pool.reconcile(world, (line) => onLine(`pool: ${line}`));
     } catch (err) {
       onLine(`could not look for unfinished creates and removals: ${(err as Error).message}`);
     }
@@ -327,7 +410,7 @@ export class LocalSbx {
   }
 
   /** What `exec` needs to reach a sandbox through the engine: its container, checked to be running. */
-  async execTarget(ref: string): Promise<{ id: string; name: string; container: string }> {
+  async execTarget(ref: string): Promise<{ id: string; name: string; container: string; env?: Record<string, string> }> {
     const record = this.resolve(ref);
     const container = objectNames(record.id).container;
     const state = await (await this.runtime()).inspectContainer(container);
@@ -335,7 +418,8 @@ export class LocalSbx {
     if (state.state !== 'running') {
       throw new RuntimeError(`sandbox ${record.name} is ${state.state}: sbx ${state.state === 'paused' ? 'resume' : 'start'} it first`);
     }
-    return { id: record.id, name: record.name, container };
+    // A sandbox from the pool ran before it had its env: every exec gets it.
+    return { id: record.id, name: record.name, container, ...(record.pooled && Object.keys(record.env).length ? { env: record.env } : {}) };
   }
 
   /** Finds a sandbox by name, id or unique id prefix in the store (no engine call). */
@@ -379,6 +463,7 @@ export class LocalSbx {
       ...(r.expiresAt ? { expiresAt: r.expiresAt } : {}),
       ...(showToken && r.token ? { token: r.token } : {}),
       ...(r.removing ? { removing: { left: r.removing.left ?? [], ...(r.removing.error ? { error: r.removing.error } : {}) } } : {}),
+      ...(r.pooled ? { pooled: true } : {}),
     };
   }
 

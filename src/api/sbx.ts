@@ -8,6 +8,7 @@ import type { SandboxInfo, SandboxRecord } from '../core/sandbox.ts';
 import type { GatewayAddress, PortInfo } from '../core/ports.ts';
 import type { NetworkPolicy, NetworkPolicyInput } from '../core/network-policy.ts';
 import type { GatewayStatus } from '../daemon-client/protocol.ts';
+import { parsePoolSize, type PoolStatus } from '../core/pool.ts';
 import type { Runtime } from '../runtime/docker.ts';
 import { sbxHome } from '../store/home.ts';
 import { applyDockerContext } from '../runtime/docker-context.ts';
@@ -168,6 +169,23 @@ export class Sbx {
   }
   unblockNetwork(ref: string): Promise<NetworkPolicy> {
     return this.updateNetwork(ref, { mode: 'allow-all' });
+  }
+
+  // ---- warm pool ------------------------------------------------------------------------
+
+  /**
+   * Keeps `size` sandboxes of the common shape (default image, no main command, IPv4) made and
+   * running, for create to claim (0: off). Kept in the store; the daemon refills the pool in the
+   * background, so this resolves at once with the pool as it stands (a smaller pool's surplus is
+   * removed first).
+   */
+  async setPool(size: number | string): Promise<PoolStatus> {
+    const n = parsePoolSize(size); // a usage error before any daemon or agent is started
+    return (await this.backend()).setPool(n);
+  }
+  /** The pool's size, and how many pooled sandboxes are ready, being made and being removed. */
+  async poolStatus(): Promise<PoolStatus> {
+    return (await this.backend()).poolStatus();
   }
 
   // ---- images ---------------------------------------------------------------------------

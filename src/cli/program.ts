@@ -25,6 +25,7 @@ const loaders: Record<string, () => Promise<CommandModule>> = {
   network: () => import('./commands/network.ts'),
   fetch: () => import('./commands/fetch.ts'),
   gateway: () => import('./commands/gateway.ts'),
+  pool: () => import('./commands/pool.ts'),
   agent: () => import('./commands/agent.ts'),
   complete: () => import('./commands/complete.ts'),
 };

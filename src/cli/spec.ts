@@ -173,6 +173,14 @@ export const COMMANDS: CommandSpec[] = [
     ],
   },
   {
+    name: 'pool',
+    summary: 'the warm pool of running sandboxes that create claims',
+    subcommands: [
+      { name: 'set', summary: 'keep N sandboxes ready (0 turns the pool off)', module: 'pool', args: [{ name: 'size', required: true }], options: [json] },
+      { name: 'status', summary: 'the pool\'s size and how many sandboxes are ready', module: 'pool', options: [json] },
+    ],
+  },
+  {
     name: 'image',
     summary: 'manage sandbox images',
     subcommands: [

@@ -59,6 +59,11 @@ export interface SandboxRecord {
   network?: NetworkPolicy;
   /** The network has IPv6 too (create --ipv6). */
   ipv6?: boolean;
+  /**
+   * Claimed from the warm pool (src/api/pool.ts): its container ran before it was this sandbox, so
+   * `env` is applied to every exec, and its hostname and Docker label sbx.name are its id.
+   */
+  pooled?: boolean;
 }
 
 /** A sandbox as printed by `inspect --json` and returned by the library. */
@@ -92,6 +97,8 @@ export interface SandboxInfo {
   token?: string;
   /** status `removing`: what a removal that did not finish left (sbx rm retries), and why. */
   removing?: { left: string[]; error?: string };
+  /** Claimed from the warm pool (see SandboxRecord.pooled). */
+  pooled?: boolean;
 }
 
 /** Docker object names derive from the id so that two SBX_HOMEs never collide. */

@@ -6,7 +6,7 @@
 // `mismatch`, so a client never hands its work to a daemon that would misread it.
 
 /** Bumped on every change that an older daemon or client would misread. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 export type Operation = 'hello' | 'call' | 'tunnel' | 'create' | 'remove' | 'expose' | 'unexpose' | 'network' | 'reload' | 'health';
 
@@ -33,6 +33,8 @@ export const REMOTE_METHODS = [
   'gatewayStatus',
   'execTarget',
   'sandboxNames',
+  'setPool',
+  'poolStatus',
 ] as const;
 export type RemoteMethod = (typeof REMOTE_METHODS)[number];
 

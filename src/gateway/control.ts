@@ -51,13 +51,13 @@ function logTarget(op: string, p: Payload): string {
   const name = op === 'create' ? p.options?.name : (p.ref ?? first);
   if (typeof name === 'string') return name.slice(0, 80);
   const named = first && typeof first === 'object' ? (first as { name?: unknown }).name : undefined;
-  return typeof named === 'string' ? named.slice(0, 80) : op === 'create' || op === 'call' ? '(generated name)' : '';
+  return typeof named === 'string' ? named.slice(0, 80) : op === 'create' || (op === 'call' && p.method === 'create') ? '(generated name)' : typeof first === 'number' ? String(first) : '';
 }
 
 function callMethod(sbx: LocalSbx, method: string | undefined, args: unknown[], signal: AbortSignal): Promise<unknown> {
   if (!REMOTE_METHODS.includes(method as RemoteMethod)) return Promise.reject(new UsageError(`unknown library call ${JSON.stringify(method ?? null).slice(0, 40)}`));
   // A sandbox reference is a string; anything else is refused, not converted.
-  if (args[0] !== undefined && method !== 'create' && method !== 'list' && method !== 'sandboxNames' && method !== 'gatewayAddress' && method !== 'gatewayStatus' && typeof args[0] !== 'string') {
+  if (args[0] !== undefined && method !== 'create' && method !== 'list' && method !== 'sandboxNames' && method !== 'gatewayAddress' && method !== 'gatewayStatus' && method !== 'setPool' && method !== 'poolStatus' && typeof args[0] !== 'string') {
     return Promise.reject(new UsageError(`${method}: the sandbox reference must be a string`));
   }
   const ref = typeof args[0] === 'string' ? args[0] : '';
@@ -74,6 +74,8 @@ function callMethod(sbx: LocalSbx, method: string | undefined, args: unknown[], 
       return Promise.resolve().then(() => sbx.getNetwork(ref));
     case 'gatewayAddress':
       return Promise.resolve().then(() => sbx.gatewayAddress());
+    case 'setPool':
+      return sbx.setPool(args[0] as number);
     default:
       return Promise.resolve().then(() => (sbx[method as keyof LocalSbx] as (...x: unknown[]) => unknown).apply(sbx, args));
   }
@@ -142,7 +144,7 @@ export function createControlServer(sbx: LocalSbx, gateway: GatewayOps, log: (li
         work = Promise.reject(err);
       }
       // Reads and the gateway's own operations come with every command: not worth a line each.
-      const quiet = ['reload', 'health', 'hello'].includes(req.op) || (req.op === 'call' && /^(list|get|resolve|listPorts|getNetwork|gatewayAddress|gatewayStatus|execTarget|sandboxNames)$/.test(String(p.method)));
+      const quiet = ['reload', 'health', 'hello'].includes(req.op) || (req.op === 'call' && /^(list|get|resolve|listPorts|getNetwork|gatewayAddress|gatewayStatus|execTarget|sandboxNames|poolStatus)$/.test(String(p.method)));
       if (!quiet) log(`control: ${req.op === 'call' ? p.method : req.op} ${logTarget(req.op, p)}`);
       work.then(
         (value) => answer({ value }),

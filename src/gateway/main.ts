@@ -25,6 +25,7 @@ import type { NetworkPolicy } from '../core/network-policy.ts';
 import { dnsUpstream } from './settings.ts';
 import { PROTOCOL_VERSION } from '../daemon-client/protocol.ts';
 import { VERSION } from '../core/version.ts';
+import { startPoolRefill } from './pool-refill.ts';
 
 export interface RunningGateway {
   state: GatewayState;
@@ -263,7 +264,10 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
       server.close();
       return unguard(err);
     });
-  void sbx.reconcileStale((line) => log(`reconcile: ${line}`)); // creates whose process died, removals that did not finish
+  // Creates whose process died, removals that did not finish, the warm pool's leftovers; then the
+  // pool is refilled in the background.
+  const reconciled = sbx.reconcileStale((line) => log(`reconcile: ${line}`));
+  const stopRefill = startPoolRefill(sbx, reconciled, log);
   state = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, control, dockerHost: process.env.DOCKER_HOST ?? '', egress: workers.listeners ?? egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}`, egressUser: user.name, protocol: PROTOCOL_VERSION, version: VERSION };
   mkdirSync(home, { recursive: true });
   writeAtomic(files.state, JSON.stringify(state, null, 2) + '\n');
@@ -311,6 +315,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
       // No new requests first: nothing may start on a gateway that is going away.
       controlServer.close();
       clearInterval(reaper);
+      stopRefill();
       routes.close();
       stopEvents();
       relays.stopAll();

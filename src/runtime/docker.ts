@@ -248,6 +248,20 @@ export class Runtime {
     }
   }
 
+  /**
+   * Changes the limits of a running container (a warm-pool claim). Memory as create sets it:
+   * swap as much again (Docker's default of twice the memory in all).
+   */
+  async updateLimits(name: string, limits: { memory: number; cpus: number; pidsLimit: number }): Promise<void> {
+    await this.#containerCall(name, 'update', (c) =>
+      c.update({
+        ...(limits.memory ? { Memory: limits.memory, MemorySwap: limits.memory * 2 } : {}),
+        ...(limits.cpus ? { NanoCpus: Math.round(limits.cpus * 1e9) } : {}),
+        PidsLimit: limits.pidsLimit,
+      }),
+    );
+  }
+
   async startContainer(name: string): Promise<void> {
     await this.#containerCall(name, 'start', (c) => c.start());
   }

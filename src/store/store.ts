@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type Conf from 'conf';
 import type { SandboxRecord } from '../core/sandbox.ts';
+import type { PoolData } from '../core/pool.ts';
 import { RuntimeError } from '../core/errors.ts';
 import { describeHome, homeError, prepareHome } from './home.ts';
 
@@ -18,6 +19,8 @@ export const STORE_LOCK_WAIT_MS = 30_000;
 export interface StoreData {
   version: 1;
   sandboxes: Record<string, SandboxRecord>;
+  /** The warm pool (core/pool.ts): its size and the pooled sandboxes, which are no one's yet. */
+  pool?: PoolData;
 }
 
 const EMPTY: StoreData = { version: 1, sandboxes: {} };
@@ -74,7 +77,12 @@ export class Store {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { ...EMPTY, sandboxes: {} };
       throw new RuntimeError(`the sbx store ${this.path} cannot be read: ${(err as Error).message}`, { cause: err });
     }
-    return { version: 1, sandboxes: { ...(data.sandboxes ?? {}) } };
+    return { version: 1, sandboxes: { ...(data.sandboxes ?? {}) }, ...(data.pool ? { pool: { size: data.pool.size ?? 0, entries: { ...(data.pool.entries ?? {}) }, ...(data.pool.error ? { error: data.pool.error } : {}) } } : {}) };
+  }
+
+  /** The warm pool as it is on disk now (size 0 and no entries when never set). */
+  pool(): PoolData {
+    return this.read().pool ?? { size: 0, entries: {} };
   }
 
   sandboxes(): SandboxRecord[] {
