@@ -49,11 +49,18 @@ export interface LearnedAddress {
   ports: PortRange[];
 }
 
-/** The table every sandbox's rules live in. It stays once made (a few empty maps cost nothing). */
+/**
+ * The table every sandbox's rules live in, on a host shared by every home, agent and sbx build. It
+ * stays once made (a few empty maps cost nothing). Its shared part (`sharedScript`) must read the
+ * same in every build that uses this name: a change to it needs a new name (a unit test pins it).
+ */
 export const TABLE = 'sbx';
 
-// A sandbox's own sets: address and port entries of its policy.
+// A sandbox's own sets: address and port entries of its policy, and what it may never reach (its
+// own copy, so that no other build's list can change it).
 const STATIC_SETS: Array<[string, string]> = [
+  ['protected4', 'ipv4_addr; flags interval'],
+  ['protected6', 'ipv6_addr; flags interval'],
   ['allow4', 'ipv4_addr; flags interval'],
   ['allow6', 'ipv6_addr; flags interval'],
   ['deny4', 'ipv4_addr; flags interval'],
@@ -67,12 +74,8 @@ const LEARNED_SETS: Array<[string, string]> = [
   ['learned4', 'ipv4_addr . inet_service; flags interval, timeout'],
   ['learned6', 'ipv6_addr . inet_service; flags interval, timeout'],
 ];
-// The shared part: base chains that dispatch by bridge, the maps they look in, and what every
-// sandbox refuses alike.
-const SHARED_SETS: Array<[string, string]> = [
-  ['protected4', 'ipv4_addr; flags interval'],
-  ['protected6', 'ipv6_addr; flags interval'],
-];
+// The shared part: base chains that dispatch by bridge, the maps they look in, and how refusals
+// are answered. Nothing a policy decides is here.
 /** Per-sandbox chain -> the map (and the direction of its key) that sends packets there. */
 const DISPATCH: Array<{ chain: string; map: string; key: 'iifname' | 'oifname'; base: string }> = [
   { chain: 'egress', map: 'from_sandbox', key: 'iifname', base: 'forward' },
@@ -97,27 +100,27 @@ export const own = (name: string, id: string) => `${name}_${id}`;
  * The shared skeleton, written in full by every script: the same text from every process, so
  * concurrent transactions (several gateways, homes or agents) leave it the same.
  */
-function sharedScript(t: string): string[] {
-  const out = [`add table inet ${t}`];
-  for (const [name, type] of SHARED_SETS) out.push(`add set inet ${t} ${name} { type ${type}; }`);
-  for (const { map } of DISPATCH) out.push(`add map inet ${t} ${map} { type ifname : verdict; }`);
+export function sharedScript(t: string = TABLE): string[] {
+  const out = declareShared(t);
   out.push(`add chain inet ${t} refuse`);
   for (const [name, spec] of BASE_CHAINS) out.push(`add chain inet ${t} ${name} { ${spec} }`);
   for (const [name] of [...BASE_CHAINS, ['refuse']]) out.push(`flush chain inet ${t} ${name}`);
   for (const { map, key, base } of DISPATCH) out.push(`add rule inet ${t} ${base} ${key} vmap @${map}`);
   out.push(`add rule inet ${t} refuse meta l4proto tcp reject with tcp reset`);
   out.push(`add rule inet ${t} refuse reject with icmpx type admin-prohibited`);
-  for (const [name] of SHARED_SETS) out.push(`flush set inet ${t} ${name}`);
-  out.push(...elements(t, 'protected4', spanElements(mergeCidrs(PROTECTED_V4, 4), 4)));
-  out.push(...elements(t, 'protected6', spanElements(mergeCidrs(PROTECTED_V6, 6), 6)));
   return out;
+}
+
+/** The table and its maps, declared only (a no-op where they exist): what a removal needs. */
+function declareShared(t: string): string[] {
+  return [`add table inet ${t}`, ...DISPATCH.map(({ map }) => `add map inet ${t} ${map} { type ifname : verdict; }`)];
 }
 
 /** Declares a sandbox's own sets and chains (a no-op for those that exist). */
 function declareOwn(t: string, id: string): string[] {
   // sbx kept a table per sandbox (`sbx_<id>`) before the shared one: an upgrade's first apply or
-  // removal takes it, so that old rules never run beside the new ones.
-  const out = [`add table inet sbx_${id}`, `delete table inet sbx_${id}`];
+  // removal takes it, so that old rules never run beside the new ones (not for other tables).
+  const out = t === TABLE ? [`add table inet sbx_${id}`, `delete table inet sbx_${id}`] : [];
   for (const [name, type] of [...STATIC_SETS, ...LEARNED_SETS]) out.push(`add set inet ${t} ${own(name, id)} { type ${type}; }`);
   for (const { chain } of DISPATCH) out.push(`add chain inet ${t} ${own(chain, id)}`);
   return out;
@@ -177,6 +180,8 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
   fill('allowports', mergedPorts(p.allow.ports));
   fill('denyports', mergedPorts(p.deny.ports));
   fill('hostports', mergedPorts(p.allow.host ?? []));
+  fill('protected4', spanElements(mergeCidrs(PROTECTED_V4, 4), 4));
+  fill('protected6', spanElements(mergeCidrs(PROTECTED_V6, 6), 6));
   if (opts.relearn) {
     for (const family of [4, 6] as const) {
       out.push(`flush set inet ${t} ${own(`learned${family}`, id)}`);
@@ -223,8 +228,8 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
   rule('egress', `ip daddr ${set('allow4')} accept`);
   rule('egress', `ip6 daddr ${set('allow6')} accept`);
   // Loopback, private, link-local, metadata: only the address entries above open them.
-  rule('egress', 'ip daddr @protected4 goto refuse');
-  rule('egress', 'ip6 daddr @protected6 goto refuse');
+  rule('egress', `ip daddr ${set('protected4')} goto refuse`);
+  rule('egress', `ip6 daddr ${set('protected6')} goto refuse`);
   if (p.allow.all) rule('egress', 'accept');
   rule('egress', `meta l4proto { tcp, udp } th dport ${set('allowports')} accept`);
   rule('egress', `meta l4proto { tcp, udp } ip daddr . th dport ${set('learned4')} ct mark set ${mark} accept`);
@@ -258,7 +263,8 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
 export function removeScript(id: string, table: string = TABLE): string {
   const t = table;
   const bridge = `sbx-${id}`;
-  const out = [...sharedScript(t), ...declareOwn(t, id)];
+  // Only declarations of the shared part: a removal never rewrites what other sandboxes use.
+  const out = [...declareShared(t), ...declareOwn(t, id)];
   // Each delete needs its object: it is declared (added) first, in the same transaction.
   for (const { chain, map } of DISPATCH) {
     out.push(`add element inet ${t} ${map} { "${bridge}" : jump ${own(chain, id)} }`);

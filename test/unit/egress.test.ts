@@ -1,6 +1,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server } from 'node:net';
@@ -27,7 +28,7 @@ import {
   type NetworkPolicyInput,
 } from '../../src/core/network-policy.ts';
 import { mergedIntervals, mergedPorts } from '../../src/net/ranges.ts';
-import { learnScript, learnScript as learnRules, policyMark, removeScript, removeScript as removeRules, rulesScript as compileRules, servesDns, TABLE, type LearnedAddress, type SandboxLink } from '../../src/net/nft-rules.ts';
+import { learnScript, learnScript as learnRules, policyMark, removeScript, removeScript as removeRules, rulesScript as compileRules, servesDns, sharedScript, TABLE, type LearnedAddress, type SandboxLink } from '../../src/net/nft-rules.ts';
 import { parseClientHello } from '../../src/gateway/sni.ts';
 import { originalDestination } from '../../src/net/conntrack.ts';
 import { dnsUpstream } from '../../src/gateway/settings.ts';
@@ -716,6 +717,12 @@ describe('nft rules (script text)', () => {
     assert.ok(!/add (chain|set) inet sbx \S+_(?!abc1234567\b)/.test(s), 'no other sandbox is named');
     assert.equal(compileRules(link, compilePolicy(), { listeners, table: 'sbxtest' }).split('inet sbx ').length, 1, 'another table when asked');
   });
+  it('the shared part reads as it did: every sbx build on a host writes it, so a change needs a new table name', () => {
+    // Builds of sbx (an agent per user, a host-mode gateway) share the table and each rewrites its
+    // shared part whole. If this fails, the layout changed: rename TABLE (sbx2...) and update this.
+    assert.equal(createHash('sha256').update(sharedScript().join('\n')).digest('hex').slice(0, 16), '0a9b8c79670e283a');
+    assert.ok(!sharedScript().some((l) => /\b(set|element)\b/.test(l)), 'no policy data in the shared part: each sandbox has its own protected sets');
+  });
   it('dispatches by bridge from one base chain per hook, through verdict maps', () => {
     const s = compileRules(link, compilePolicy(), { listeners });
     assert.deepEqual(rulesOf(s, 'forward'), ['iifname vmap @from_sandbox', 'oifname vmap @to_sandbox']);
@@ -879,7 +886,8 @@ describe('nft rules (script text)', () => {
   it('removeScript deletes only the sandbox\'s own elements, chains and sets, each declared first (safe when gone)', () => {
     const s = lines(removeScript('abc1234567'));
     const deletes = s.filter((l) => l.startsWith('delete '));
-    assert.equal(deletes.length, 1 + 6 + 6 + 9, deletes.join('\n'));
+    assert.equal(deletes.length, 1 + 6 + 6 + 11, deletes.join('\n'));
+    assert.ok(!s.some((l) => /^flush chain inet sbx (forward|input|output|prerouting|postrouting|refuse)$/.test(l)), 'the shared part is only declared, never rewritten');
     assert.equal(deletes[0], 'delete table inet sbx_abc1234567', 'the table an older sbx kept for it');
     assert.ok(deletes.every((l) => l.includes('abc1234567')), 'nothing shared is deleted');
     for (const d of deletes) {
@@ -965,9 +973,14 @@ describe('nft rules in the kernel', { skip: !nftUsable() && 'needs root and a wo
     assert.ok(text.includes(`ct mark 0x${policyMark(policy).toString(16)} accept`));
   });
   it('takes the table an older sbx kept for the sandbox (sbx_<id>), so old rules never run beside new ones', () => {
+    // In sbx's own table (only there is an older table replaced): this sandbox's objects, then none.
     nft(['-f', '-'], `add table inet sbx_${id}\nadd chain inet sbx_${id} forward { type filter hook forward priority -10; policy accept; }\n`);
-    nft(['-f', '-'], rulesScript(link, policy, { listeners }));
+    nft(['-f', '-'], compileRules(link, policy, { listeners }));
     assert.ok(!nft(['list', 'tables']).includes(`sbx_${id}`));
+    nft(['-f', '-'], `add table inet sbx_${id}\n`);
+    nft(['-f', '-'], removeRules(id));
+    assert.ok(!nft(['list', 'tables']).includes(`sbx_${id}`), 'a removal takes it too');
+    assert.ok(!nft(['list', 'table', 'inet', TABLE]).includes(id), 'and leaves nothing of the sandbox in the shared table');
   });
   it('applying the same script again is idempotent', () => {
     const before = list().replace(/expires \S+/g, '');
