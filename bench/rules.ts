@@ -64,7 +64,11 @@ try {
     ones.push(measure());
   }
 
-  const mid = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const mid = (xs: number[]) => {
+    const s = [...xs].sort((a, b) => a - b), m = s.length >> 1;
+    return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+  };
+  process.stderr.write(`phase medians (ms), out: 1 ${ones.map((m) => m.out.median_ms.toFixed(3)).join(' ')} | many ${manys.map((m) => m.out.median_ms.toFixed(3)).join(' ')}; in: 1 ${ones.map((m) => m.in.median_ms.toFixed(3)).join(' ')} | many ${manys.map((m) => m.in.median_ms.toFixed(3)).join(' ')}\n`);
   const fmt = (xs: Sample[]) => `${mid(xs.map((x) => x.median_ms)).toFixed(3)} / ${mid(xs.map((x) => x.p99_ms)).toFixed(3)} ms`;
   for (const dir of ['out', 'in'] as const) {
     const what = dir === 'out' ? 'new connection + GET, sandbox to a fake internet host' : 'new connection + GET, host to a server in the sandbox';
