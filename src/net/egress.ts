@@ -136,7 +136,7 @@ export class Egress {
     this.#appliedAt.delete(id);
     this.#compiled.delete(id);
     this.#pending.delete(id);
-    await this.#serial(id, () => runNft(removeScript(id), `could not remove the egress rules of sandbox ${id}`));
+    await this.#serial(id, () => runNft(removeScript(sandboxLink({ id })), `could not remove the egress rules of sandbox ${id}`));
   }
 
   /**

@@ -259,10 +259,13 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
   return out.join('\n') + '\n';
 }
 
-/** Removes a sandbox's rules (its map elements, chains and sets); safe when they are already gone. */
-export function removeScript(id: string, table: string = TABLE): string {
+/**
+ * Removes a sandbox's rules (its map elements, chains and sets); safe when they are already gone.
+ * By id, the bridge is sbx's own name for it (`sbx-<id>`).
+ */
+export function removeScript(sandbox: string | SandboxLink, table: string = TABLE): string {
   const t = table;
-  const bridge = `sbx-${id}`;
+  const { id, bridge } = typeof sandbox === 'string' ? { id: sandbox, bridge: `sbx-${sandbox}` } : sandbox;
   // Only declarations of the shared part: a removal never rewrites what other sandboxes use.
   const out = [...declareShared(t), ...declareOwn(t, id)];
   // Each delete needs its object: it is declared (added) first, in the same transaction.
