@@ -13,6 +13,7 @@ bench_cleanup() {
   docker rm -f sbx-bench-raw sbx-bench-plain >/dev/null 2>&1 || true
   docker network rm sbx-bench-raw >/dev/null 2>&1 || true
   rm -rf "$BENCH_HOME"
+  drop_idle_sbx_table
 }
 trap bench_cleanup EXIT
 # Mean seconds of command N (0-based) in a hyperfine JSON export.

@@ -9,6 +9,14 @@ ok() { printf '%s✓%s %s\n' "$G" "$N" "$*" >&2; }
 die() { printf '%serror:%s %s\n' "$R" "$N" "$*" >&2; exit 1; }
 warn() { printf 'warning: %s\n' "$*" >&2; }
 
+# sbx keeps its shared rules table (`inet sbx`) once made. What tests and benches made, they take
+# when no sandbox has rules there (nothing else may use sbx on the machine meanwhile).
+drop_idle_sbx_table() {
+  if [ "$(id -u)" = 0 ] && nft list table inet sbx >/dev/null 2>&1 && ! nft list table inet sbx | grep -q 'chain egress_'; then
+    nft delete table inet sbx
+  fi
+}
+
 # Prints a command as it would be typed (arguments quoted where a shell needs it), then runs it:
 # what is shown is exactly what runs.
 show_and_run() {

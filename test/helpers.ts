@@ -152,10 +152,20 @@ export class World {
     if (containers.length) await docker('rm', '-f', ...containers);
     if (networks.length) await docker('network', 'rm', ...networks);
     for (const id of await orphanRules()) await removeRules(id);
+    await dropIdleSharedTable();
     // A gateway killed with -9 (the reliability tests) leaves its listener guard: this home's own.
     await run('nft', ['delete', 'table', 'inet', guardTable(this.home)]);
     rmSync(this.home, { recursive: true, force: true });
   }
+}
+
+/**
+ * sbx keeps its shared table once made: what a test made, it takes when no sandbox has rules there
+ * (test files run one at a time; as scripts/lib.sh drop_idle_sbx_table does for a whole run).
+ */
+export async function dropIdleSharedTable(): Promise<void> {
+  const listed = await run('nft', ['list', 'table', 'inet', TABLE]);
+  if (listed.code === 0 && ruleIds(listed.stdout).length === 0) await run('nft', ['delete', 'table', 'inet', TABLE]);
 }
 
 /** The ids of the sandboxes that have rules in an `nft list table inet sbx` text. */

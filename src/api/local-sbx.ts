@@ -36,6 +36,15 @@ export type { ExecSandboxOptions } from './exec.ts';
 
 export const DEFAULT_IMAGE = 'sbx/base:bookworm';
 
+/**
+ * What a failed create throws after its rollback: Ctrl-C says so, and what the rollback could not
+ * remove stays recorded (status removing) and is told.
+ */
+function createFailure(err: unknown, left: Error | undefined, signal?: AbortSignal): unknown {
+  const failure = signal?.aborted ? new InterruptedError(`interrupted: the sandbox was not created${left ? '' : ' and nothing was left behind'}`) : err;
+  return left ? withWarning(failure, left.message) : failure;
+}
+
 /** No policy asked for: no mode and no entries (the CLI passes empty lists without flags). */
 function defaultPolicyInput(input: NetworkPolicyInput | undefined): boolean {
   if (!input) return true;
@@ -231,27 +240,14 @@ export class LocalSbx {
       if (networkError) throw networkError;
       if (options.signal?.aborted) throw new InterruptedError('interrupted');
       await reconcileSandbox(record, { ...world, fresh: true, rulesApplied: true });
-      await this.store.update((data) => {
-        const stored = data.sandboxes[record.id];
-        if (stored) {
-          delete stored.creating;
-          delete stored.creator;
-        }
-      });
+      await this.#markCreated(record);
       if (needsGateway) await this.#routesChanged();
     } catch (err) {
       await network;
       // nft applies a script all or nothing, and the id is new: rules that failed to go in left no table.
       const rulesFailed = (await rules) !== undefined;
-      const left = await this.#rollbackCreate(record, !rulesFailed);
-      const failure = options.signal?.aborted
-        ? new InterruptedError(`interrupted: the sandbox was not created${left ? '' : ' and nothing was left behind'}`)
-        : err;
-      // What the rollback could not remove stays recorded (status removing): the user hears of it.
-      throw left ? withWarning(failure, left.message) : failure;
+      throw createFailure(err, await this.#rollbackCreate(record, !rulesFailed), options.signal);
     }
-    delete record.creating;
-    delete record.creator;
     const withToken = record.ports!.some((p) => !p.public);
     return this.#info(record, await runtime.inspectContainer(objectNames(record.id).container), withToken);
   }
@@ -275,25 +271,29 @@ export class LocalSbx {
         const container = await this.pool.prepare(record, world);
         if (signal?.aborted) throw new InterruptedError('interrupted');
         if (needsGateway) await this.#routesChanged();
-        await this.store.update((data) => {
-          const stored = data.sandboxes[record.id];
-          if (stored) {
-            delete stored.creating;
-            delete stored.creator;
-          }
-        });
-        delete record.creating;
-        delete record.creator;
+        await this.#markCreated(record);
         this.pool.onLine(`pool: ${record.name} claimed pooled sandbox ${record.id} in ${Date.now() - began} ms`);
         if (!this.#delegate) void this.refillPool();
         return this.#info(record, container, record.ports!.some((p) => !p.public));
       } catch (err) {
         const left = await this.#rollbackCreate(record, true);
         if (err instanceof PooledSandboxGone && !left) continue;
-        const failure = signal?.aborted ? new InterruptedError(`interrupted: the sandbox was not created${left ? '' : ' and nothing was left behind'}`) : err;
-        throw left ? withWarning(failure, left.message) : failure;
+        throw createFailure(err, left, signal);
       }
     }
+  }
+
+  /** A create is finished: its record, stored and in hand, is no longer being created (nor hidden). */
+  async #markCreated(record: SandboxRecord): Promise<void> {
+    await this.store.update((data) => {
+      const stored = data.sandboxes[record.id];
+      if (stored) {
+        delete stored.creating;
+        delete stored.creator;
+      }
+    });
+    delete record.creating;
+    delete record.creator;
   }
 
   // ---- warm pool --------------------------------------------------------------------------

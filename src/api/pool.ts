@@ -11,7 +11,7 @@ import { DEFAULT_PIDS_LIMIT } from '../core/options.ts';
 import { objectNames, type SandboxRecord } from '../core/sandbox.ts';
 import { EMPTY_POOL, pickReady, poolStatus, POOLED_POLICY, refillCount, surplus, type PoolData, type PoolEntry, type PoolStatus } from '../core/pool.ts';
 import type { ContainerSummary, Runtime } from '../runtime/docker.ts';
-import { LABEL_POOLED, sandboxLabels } from '../runtime/labels.ts';
+import { sandboxLabels } from '../runtime/labels.ts';
 import type { Egress } from '../net/egress.ts';
 import type { Store, StoreData } from '../store/store.ts';
 import { processAlive, thisProcess } from '../store/process-ref.ts';
@@ -125,7 +125,7 @@ export class WarmPool {
   /** One pooled sandbox: network and block-all rules at once, then the running container. */
   async #make(id: string, ctx: PoolContext): Promise<void> {
     const record = pooledRecord(id, this.#image);
-    const labels = { ...sandboxLabels(id, id, ctx.home), [LABEL_POOLED]: 'true' };
+    const labels = sandboxLabels(id, id, ctx.home, true);
     const settle = (p: Promise<void>) => p.then(() => undefined, (err: unknown) => err);
     const network = settle(createPlannedNetwork(ctx.runtime, id, labels, false));
     const rules = settle(ctx.egress.apply(record));

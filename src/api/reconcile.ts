@@ -6,7 +6,7 @@
 import { InterruptedError, RemovalError, RuntimeError } from '../core/errors.ts';
 import { objectNames, type SandboxRecord } from '../core/sandbox.ts';
 import type { Runtime } from '../runtime/docker.ts';
-import { LABEL_POOLED, sandboxLabels } from '../runtime/labels.ts';
+import { sandboxLabels } from '../runtime/labels.ts';
 import type { Egress } from '../net/egress.ts';
 import { assertBridgeHere, assertNoStrayBridge } from '../net/engine-here.ts';
 import { TABLE } from '../net/nft-rules.ts';
@@ -44,7 +44,7 @@ function checkAbort(signal?: AbortSignal): void {
 export async function reconcileSandbox(record: SandboxRecord, ctx: ReconcileContext): Promise<void> {
   const { runtime, signal } = ctx;
   const names = objectNames(record.id);
-  const labels = { ...sandboxLabels(record.id, record.name, ctx.home), ...(record.pooled ? { [LABEL_POOLED]: 'true' } : {}) };
+  const labels = sandboxLabels(record.id, record.name, ctx.home, !!record.pooled);
   if (record.removing) throw beingRemoved(record);
   checkAbort(signal);
   // Egress rules are keyed on the bridge's name, so they hold before the network or the container
