@@ -24,6 +24,7 @@
 import { PROTECTED_V4, PROTECTED_V6, type CompiledPolicy, type PortRange } from '../core/network-policy.ts';
 import { mergeCidrs } from '../core/address-ranges.ts';
 import { mergedPorts, spanElements, type Family } from './ranges.ts';
+import { createHash } from 'node:crypto';
 
 /** Where the gateway serves sandboxes (its ports on every host address). */
 export interface EgressListeners {
@@ -56,11 +57,11 @@ export interface LearnedAddress {
  */
 export const TABLE = 'sbx';
 
-// A sandbox's own sets: address and port entries of its policy, and what it may never reach (its
-// own copy, so that no other build's list can change it).
+// A sandbox's own sets: the address and port entries of its policy. Only those its policy fills
+// exist (an empty one, and the rule that reads it, would match nothing): each `nft` run fetches
+// every single-field interval set in the ruleset before it adds or deletes an element, so sets
+// that are there for nothing would make every sandbox's updates slower with the count.
 const STATIC_SETS: Array<[string, string]> = [
-  ['protected4', 'ipv4_addr; flags interval'],
-  ['protected6', 'ipv6_addr; flags interval'],
   ['allow4', 'ipv4_addr; flags interval'],
   ['allow6', 'ipv6_addr; flags interval'],
   ['deny4', 'ipv4_addr; flags interval'],
@@ -68,7 +69,17 @@ const STATIC_SETS: Array<[string, string]> = [
   ['allowports', 'inet_service; flags interval'],
   ['denyports', 'inet_service; flags interval'],
   ['hostports', 'inet_service; flags interval'],
+  // Per-sandbox copies of the protected ranges, kept by sbx before they were shared: deleted.
+  ['protected4', 'ipv4_addr; flags interval'],
+  ['protected6', 'ipv6_addr; flags interval'],
 ];
+// What no sandbox may reach unless an address entry opens it, shared by every sandbox. Named after
+// its contents, so that a build with another list writes its own set and never changes this one.
+const PROTECTED = ([4, 6] as const).map((family) => {
+  const items = spanElements(mergeCidrs(family === 4 ? PROTECTED_V4 : PROTECTED_V6, family), family);
+  const name = `protected${family}_${createHash('sha256').update(items.join(',')).digest('hex').slice(0, 8)}`;
+  return { name, type: `ipv${family}_addr; flags interval`, items };
+});
 // An address that a `name:port` entry's DNS answer opened, with exactly those ports.
 const LEARNED_SETS: Array<[string, string]> = [
   ['learned4', 'ipv4_addr . inet_service; flags interval, timeout'],
@@ -117,11 +128,11 @@ function declareShared(t: string): string[] {
 }
 
 /** Declares a sandbox's own sets and chains (a no-op for those that exist). */
-function declareOwn(t: string, id: string): string[] {
+function declareOwn(t: string, id: string, sets = [...STATIC_SETS, ...LEARNED_SETS]): string[] {
   // sbx kept a table per sandbox (`sbx_<id>`) before the shared one: an upgrade's first apply or
   // removal takes it, so that old rules never run beside the new ones (not for other tables).
   const out = t === TABLE ? [`add table inet sbx_${id}`, `delete table inet sbx_${id}`] : [];
-  for (const [name, type] of [...STATIC_SETS, ...LEARNED_SETS]) out.push(`add set inet ${t} ${own(name, id)} { type ${type}; }`);
+  for (const [name, type] of sets) out.push(`add set inet ${t} ${own(name, id)} { type ${type}; }`);
   for (const { chain } of DISPATCH) out.push(`add chain inet ${t} ${own(chain, id)}`);
   return out;
 }
@@ -131,6 +142,11 @@ export function policyMark(p: CompiledPolicy): number {
   let h = 0x811c9dc5;
   for (const ch of JSON.stringify(p.policy)) h = Math.imul(h ^ ch.charCodeAt(0), 0x01000193) >>> 0;
   return (h & 0x7ffffff0) | 0x5; // never 0 (unmarked)
+}
+
+/** Whether DNS answers open addresses for this sandbox (its `name:port` entries). */
+export function learnsAddresses(p: CompiledPolicy): boolean {
+  return p.allow.portDomains.size + p.allow.portWildcards.size > 0;
 }
 
 /** Whether sbx's DNS forwarder serves this sandbox (block-all without allowed names gets none). */
@@ -145,12 +161,22 @@ function learnedElements(l: LearnedAddress): string[] {
   return mergedPorts(l.ports).map((ports) => `${l.address} . ${ports} ${timeout}`);
 }
 
-function elements(table: string, set: string, items: string[]): string[] {
-  // Chunked so that one line never grows unbounded with thousands of entries.
-  const lines: string[] = [];
-  for (let i = 0; i < items.length; i += 500) lines.push(`add element inet ${table} ${set} { ${items.slice(i, i + 500).join(', ')} }`);
+/**
+ * A set emptied and filled, or deleted when there is nothing to put in it. The elements go in
+ * through `add set ... { elements = ... }`, never `add element`: that one makes nft fetch the
+ * elements of every interval set in the ruleset first, which grows with the number of sandboxes.
+ * Chunked so that one line never grows unbounded with thousands of entries.
+ */
+function fillSet(table: string, set: string, type: string, items: string[], keepEmpty = false): string[] {
+  const declared = `add set inet ${table} ${set} { type ${type}; }`;
+  if (items.length === 0 && !keepEmpty) return [declared, `delete set inet ${table} ${set}`];
+  const lines = [declared, `flush set inet ${table} ${set}`];
+  for (let i = 0; i < items.length; i += 500) lines.push(`add set inet ${table} ${set} { type ${type}; elements = { ${items.slice(i, i + 500).join(', ')} }; }`);
   return lines;
 }
+
+/** A map element put in by declaring the map with it (see fillSet: no `add element`). */
+const mapElement = (t: string, map: string, bridge: string, chain: string) => `add map inet ${t} ${map} { type ifname : verdict; elements = { "${bridge}" : jump ${chain} }; }`;
 
 export interface RulesOptions {
   /** The gateway's listeners; without them DNS and names fail closed. */
@@ -167,30 +193,39 @@ export interface RulesOptions {
 export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOptions = {}): string {
   const t = opts.table ?? TABLE;
   const id = link.id;
-  const out = [...sharedScript(t), ...declareOwn(t, id)];
+  const out = [...sharedScript(t), ...declareOwn(t, id, [])];
+  // The chains first: the rules that read a set are gone before the set is emptied or deleted.
   for (const { chain } of DISPATCH) out.push(`flush chain inet ${t} ${own(chain, id)}`);
-  for (const [name] of STATIC_SETS) out.push(`flush set inet ${t} ${own(name, id)}`);
+  for (const { name, type, items } of PROTECTED) out.push(...fillSet(t, name, type, items));
 
   // The compiled policy already holds merged address spans and parsed ports: nothing is re-parsed.
-  const fill = (set: string, items: string[]) => out.push(...elements(t, own(set, id), items));
-  fill('allow4', spanElements(p.allow.v4, 4));
-  fill('allow6', spanElements(p.allow.v6, 6));
-  fill('deny4', spanElements(p.deny.v4, 4));
-  fill('deny6', spanElements(p.deny.v6, 6));
-  fill('allowports', mergedPorts(p.allow.ports));
-  fill('denyports', mergedPorts(p.deny.ports));
-  fill('hostports', mergedPorts(p.allow.host ?? []));
-  fill('protected4', spanElements(mergeCidrs(PROTECTED_V4, 4), 4));
-  fill('protected6', spanElements(mergeCidrs(PROTECTED_V6, 6), 6));
-  if (opts.relearn) {
-    for (const family of [4, 6] as const) {
-      out.push(`flush set inet ${t} ${own(`learned${family}`, id)}`);
-      fill(`learned${family}`, opts.relearn.filter((l) => l.family === family).flatMap(learnedElements));
-    }
+  const items: Record<string, string[]> = {
+    allow4: spanElements(p.allow.v4, 4),
+    allow6: spanElements(p.allow.v6, 6),
+    deny4: spanElements(p.deny.v4, 4),
+    deny6: spanElements(p.deny.v6, 6),
+    allowports: mergedPorts(p.allow.ports),
+    denyports: mergedPorts(p.deny.ports),
+    hostports: mergedPorts(p.allow.host ?? []),
+  };
+  for (const [name, type] of STATIC_SETS) out.push(...fillSet(t, own(name, id), type, items[name] ?? []));
+  // DNS-learned addresses: only for `name:port` entries. They outlive an update without relearn.
+  const learns = learnsAddresses(p);
+  for (const [family, [name, type]] of [[4, LEARNED_SETS[0]!], [6, LEARNED_SETS[1]!]] as const) {
+    if (!learns) out.push(...fillSet(t, own(name, id), type, []));
+    else if (!opts.relearn) out.push(`add set inet ${t} ${own(name, id)} { type ${type}; }`);
+    else out.push(...fillSet(t, own(name, id), type, opts.relearn.filter((l) => l.family === family).flatMap(learnedElements), true));
   }
 
   const rule = (chain: string, body: string) => out.push(`add rule inet ${t} ${own(chain, id)} ${body}`);
   const set = (name: string) => `@${own(name, id)}`;
+  // A rule that reads a set the policy leaves empty would match nothing: it is left out.
+  const has = (name: string) => items[name]!.length > 0;
+  // One rule per protocol or value rather than an inline set (`{ tcp, udp }`): every `nft` run
+  // fetches every set in the ruleset, anonymous ones included, but never the rules.
+  const each = (chain: string, values: readonly (string | number)[], body: (v: string | number) => string) => values.forEach((v) => rule(chain, body(v)));
+  const TCP_UDP = ['tcp', 'udp'] as const;
+  const [protected4, protected6] = PROTECTED.map(({ name }) => `@${name}`);
   const mark = policyMark(p);
   const listeners = opts.listeners;
   const dns = servesDns(p) && listeners;
@@ -204,13 +239,13 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
   // there by the rules below), `host` entries and address entries that name them.
   rule('host', 'ct direction reply accept');
   // IPv6 needs neighbour discovery with its router (the bridge) to get anywhere at all.
-  rule('host', 'icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept');
-  if (dns) rule('host', `meta l4proto { tcp, udp } th dport ${listeners.dns} ct status dnat accept`);
-  if (proxy) rule('host', `tcp dport { ${listeners.http}, ${listeners.tls} } ct status dnat accept`);
+  each('host', ['nd-neighbor-solicit', 'nd-neighbor-advert', 'nd-router-solicit'], (type) => `icmpv6 type ${type} accept`);
+  if (dns) each('host', TCP_UDP, (proto) => `${proto} dport ${listeners.dns} ct status dnat accept`);
+  if (proxy) each('host', [listeners.http, listeners.tls], (port) => `tcp dport ${port} ct status dnat accept`);
   if (p.allow.host?.length === 0) rule('host', 'accept');
-  else if (p.allow.host) rule('host', `meta l4proto { tcp, udp } th dport ${set('hostports')} accept`);
-  rule('host', `ip daddr ${set('allow4')} accept`);
-  rule('host', `ip6 daddr ${set('allow6')} accept`);
+  else if (p.allow.host) each('host', TCP_UDP, (proto) => `${proto} dport ${set('hostports')} accept`);
+  if (has('allow4')) rule('host', `ip daddr ${set('allow4')} accept`);
+  if (has('allow6')) rule('host', `ip6 daddr ${set('allow6')} accept`);
   rule('host', 'goto refuse');
   // Local users reach the sandbox only through the gateway (root, and its nginx workers as
   // sbx-gateway with that user's own group): a private port's token is checked there, so nobody
@@ -219,27 +254,28 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
   const account = opts.gatewayAccount;
   if (!account) rule('local', `${opened} meta skuid != 0 goto refuse`);
   else {
-    rule('local', `${opened} meta skuid != { 0, ${account.uid} } goto refuse`);
+    rule('local', `${opened} meta skuid != 0 meta skuid != ${account.uid} goto refuse`);
     rule('local', `${opened} meta skuid ${account.uid} meta skgid != ${account.gid} goto refuse`);
   }
 
   rule('egress', 'ct direction reply accept');
   rule('egress', `ct mark ${mark} accept`);
-  rule('egress', `ip daddr ${set('allow4')} accept`);
-  rule('egress', `ip6 daddr ${set('allow6')} accept`);
+  if (has('allow4')) rule('egress', `ip daddr ${set('allow4')} accept`);
+  if (has('allow6')) rule('egress', `ip6 daddr ${set('allow6')} accept`);
   // Loopback, private, link-local, metadata: only the address entries above open them.
-  rule('egress', `ip daddr ${set('protected4')} goto refuse`);
-  rule('egress', `ip6 daddr ${set('protected6')} goto refuse`);
+  rule('egress', `ip daddr ${protected4} goto refuse`);
+  rule('egress', `ip6 daddr ${protected6} goto refuse`);
   if (p.allow.all) rule('egress', 'accept');
-  rule('egress', `meta l4proto { tcp, udp } th dport ${set('allowports')} accept`);
-  rule('egress', `meta l4proto { tcp, udp } ip daddr . th dport ${set('learned4')} ct mark set ${mark} accept`);
-  rule('egress', `meta l4proto { tcp, udp } ip6 daddr . th dport ${set('learned6')} ct mark set ${mark} accept`);
+  if (has('allowports')) each('egress', TCP_UDP, (proto) => `${proto} dport ${set('allowports')} accept`);
+  if (learns) {
+    for (const [ip, family] of [['ip', 4], ['ip6', 6]] as const) each('egress', TCP_UDP, (proto) => `${ip} daddr . ${proto} dport ${set(`learned${family}`)} ct mark set ${mark} accept`);
+  }
   // Names matter: web ports go to the proxy (redirected below); without it they fail closed.
-  if (p.hasDomains) rule('egress', 'tcp dport { 80, 443 } goto refuse');
+  if (p.hasDomains) each('egress', [80, 443], (port) => `tcp dport ${port} goto refuse`);
   if (p.mode === 'allow-all') {
-    rule('egress', `ip daddr ${set('deny4')} goto refuse`);
-    rule('egress', `ip6 daddr ${set('deny6')} goto refuse`);
-    rule('egress', `meta l4proto { tcp, udp } th dport ${set('denyports')} goto refuse`);
+    if (has('deny4')) rule('egress', `ip daddr ${set('deny4')} goto refuse`);
+    if (has('deny6')) rule('egress', `ip6 daddr ${set('deny6')} goto refuse`);
+    if (has('denyports')) each('egress', TCP_UDP, (proto) => `${proto} dport ${set('denyports')} goto refuse`);
     rule('egress', 'accept');
   } else {
     rule('egress', 'goto refuse');
@@ -248,14 +284,14 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
   if (link.subnet6) rule('masq', `ip6 saddr ${link.subnet6} oifname != "${link.bridge}" masquerade`);
   // DNS to any of the host's own addresses (resolv.conf names the bridge's) reaches the forwarder;
   // no address in the rule, so the rules can go in before the network exists.
-  if (dns) rule('dnat', `fib daddr type local meta l4proto { tcp, udp } th dport 53 redirect to :${listeners.dns}`);
+  if (dns) each('dnat', TCP_UDP, (proto) => `fib daddr type local ${proto} dport 53 redirect to :${listeners.dns}`);
   if (proxy) {
     rule('dnat', `tcp dport 80 redirect to :${listeners.http}`);
     rule('dnat', `tcp dport 443 redirect to :${listeners.tls}`);
   }
   // Last, so that the sandbox's packets meet its rules only once they are all in (one transaction
   // anyway); adding an element that is there with the same verdict is a no-op.
-  for (const { chain, map } of DISPATCH) out.push(`add element inet ${t} ${map} { "${link.bridge}" : jump ${own(chain, id)} }`);
+  for (const { chain, map } of DISPATCH) out.push(mapElement(t, map, link.bridge, own(chain, id)));
   return out.join('\n') + '\n';
 }
 
@@ -270,7 +306,7 @@ export function removeScript(sandbox: string | SandboxLink, table: string = TABL
   const out = [...declareShared(t), ...declareOwn(t, id)];
   // Each delete needs its object: it is declared (added) first, in the same transaction.
   for (const { chain, map } of DISPATCH) {
-    out.push(`add element inet ${t} ${map} { "${bridge}" : jump ${own(chain, id)} }`);
+    out.push(mapElement(t, map, bridge, own(chain, id)));
     out.push(`delete element inet ${t} ${map} { "${bridge}" }`);
   }
   for (const { chain } of DISPATCH) out.push(`flush chain inet ${t} ${own(chain, id)}`, `delete chain inet ${t} ${own(chain, id)}`);
@@ -286,6 +322,8 @@ export function learnScript(id: string, learned: LearnedAddress[], table: string
   const out: string[] = [];
   for (const l of learned) {
     const set = `inet ${table} ${own(`learned${l.family}`, id)}`;
+    // Declared (a no-op where it is): an update that brings the first `name:port` entry may not be in yet.
+    out.push(`add set ${set} { type ${LEARNED_SETS[l.family === 4 ? 0 : 1]![1]}; }`);
     for (const element of learnedElements(l)) {
       const key = element.replace(/ timeout \d+s$/, '');
       out.push(`add element ${set} { ${key} timeout 1s }`);
