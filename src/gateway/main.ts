@@ -284,6 +284,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     if (STATE_ACTIONS.has(action)) targets.stateChanged(id);
     else targets.invalidate(id);
     relays.stop(id);
+    fastPath?.containerChanged(id);
     syncRoutes().catch((err) => log(`could not update routes: ${(err as Error).message}`));
   });
 
