@@ -241,7 +241,7 @@ export class LocalSbx {
       if (options.signal?.aborted) throw new InterruptedError('interrupted');
       await reconcileSandbox(record, { ...world, fresh: true, rulesApplied: true });
       await this.#markCreated(record);
-      if (needsGateway) await this.#routesChanged();
+      if (needsGateway) await this.#routesChanged([record.id]);
     } catch (err) {
       await network;
       // nft applies a script all or nothing, and the id is new: rules that failed to go in left no table.
@@ -270,7 +270,7 @@ export class LocalSbx {
       try {
         const container = await this.pool.prepare(record, world);
         if (signal?.aborted) throw new InterruptedError('interrupted');
-        if (needsGateway) await this.#routesChanged();
+        if (needsGateway) await this.#routesChanged([record.id]);
         await this.#markCreated(record);
         this.pool.onLine(`pool: ${record.name} claimed pooled sandbox ${record.id} in ${Date.now() - began} ms`);
         if (!this.#delegate) void this.refillPool();
@@ -477,12 +477,15 @@ export class LocalSbx {
     return { domain: s.domain, port: s.port };
   }
 
-  /** After a change that affects routing: the running gateway has it in force when this resolves. */
-  async #routesChanged(): Promise<void> {
+  /**
+   * After a change that affects routing: the running gateway has it in force when this resolves.
+   * `changed`: sandboxes whose containers this started, stopped or made (Docker is asked again).
+   */
+  async #routesChanged(changed: string[] = []): Promise<void> {
     const running = runningGateway(this.home);
     if (!running) return;
     const { reloadGateway } = await import('../gateway/daemon.ts');
-    await reloadGateway(running);
+    await reloadGateway(running, changed);
   }
 
   /** Whether this SBX_HOME's gateway runs, and where (no network call). */
@@ -657,7 +660,7 @@ export class LocalSbx {
     const runtime = world.runtime;
     await reconcileSandbox(record, world);
     // The gateway routes running sandboxes directly: it must know before this returns.
-    if (record.ports?.some((p) => p.public)) await this.#routesChanged();
+    if (record.ports?.some((p) => p.public)) await this.#routesChanged([record.id]);
     return this.#info(record, await runtime.inspectContainer(objectNames(record.id).container));
   }
 
@@ -688,7 +691,7 @@ export class LocalSbx {
       }
     }
     await removeSandbox(record, { ...(await this.#world()), store: this.store });
-    if (record.ports?.length) await this.#routesChanged();
+    if (record.ports?.length) await this.#routesChanged([record.id]);
     return { id: record.id, name: record.name, removed: true };
   }
 

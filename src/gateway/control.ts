@@ -13,8 +13,12 @@ import { splice } from '../core/splice.ts';
 
 /** What the gateway itself answers on the socket. */
 export interface GatewayOps {
-  /** sbx changed the store: re-read it and re-route; resolves once the change is in force. */
-  reload(): Promise<void>;
+  /**
+   * sbx changed the store: re-read it and re-route; resolves once the change is in force.
+   * `changed`: the sandboxes whose containers the change started, stopped or made (none: only the
+   * store changed); when not given, any container may have.
+   */
+  reload(changed?: string[]): Promise<void>;
   /** Liveness and a few facts (pid, engine...): how ensureGateway knows the gateway is up. */
   health(): object;
   hello(): DaemonHello;
@@ -22,7 +26,7 @@ export interface GatewayOps {
   listener(): { host: string; port: number };
 }
 
-type Payload = { options?: CreateSandboxOptions; ref?: string; force?: boolean; ports?: number[]; public?: boolean; policy?: NetworkPolicyInput; method?: string; args?: unknown[] };
+type Payload = { changed?: unknown; options?: CreateSandboxOptions; ref?: string; force?: boolean; ports?: number[]; public?: boolean; policy?: NetworkPolicyInput; method?: string; args?: unknown[] };
 
 /** A library call made by a client (agent mode); `signal` is the client's abort. */
 /** A request line as JSON of the expected shape, or an error naming what is wrong. */
@@ -135,7 +139,7 @@ export function createControlServer(sbx: LocalSbx, gateway: GatewayOps, log: (li
         : req.op === 'expose' ? sbx.exposePorts(p.ref ?? '', p.ports ?? [], { public: p.public })
         : req.op === 'unexpose' ? sbx.unexposePorts(p.ref ?? '', p.ports ?? [])
         : req.op === 'network' ? sbx.updateNetwork(p.ref ?? '', p.policy ?? {})
-        : req.op === 'reload' ? gateway.reload()
+        : req.op === 'reload' ? gateway.reload(Array.isArray(p.changed) ? p.changed.filter((id): id is string => typeof id === 'string') : undefined)
         : req.op === 'health' ? Promise.resolve(gateway.health())
         : req.op === 'hello' ? Promise.resolve(gateway.hello())
         : Promise.reject(new UsageError(`unknown control operation ${JSON.stringify(req.op).slice(0, 40)}`));

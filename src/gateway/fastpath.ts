@@ -80,6 +80,8 @@ export class FastPath {
   #listedAt = 0;
   /** Counts Docker's reports: an answer asked for before one may predate it, and is not kept. */
   #changes = 0;
+  /** Docker's event stream is up: only while it is does a kept answer stay true. */
+  #eventsUp = false;
 
   private constructor(o: FastPathOptions, port: number) {
     this.#o = o;
@@ -137,6 +139,18 @@ export class FastPath {
   containerChanged(id: string): void {
     this.#changes++;
     this.#containers?.delete(objectNames(id).container);
+  }
+
+  /** Any container may have changed: Docker is asked again about all of them. */
+  forgetContainers(): void {
+    this.#changes++;
+    this.#containers = undefined;
+  }
+
+  /** Docker's event stream came up or broke: either way, what was kept may be out of date. */
+  trustEvents(up: boolean): void {
+    this.#eventsUp = up;
+    this.forgetContainers();
   }
 
   /** Does nginx route this port of this sandbox straight to it (as of the last sync)? */
@@ -199,7 +213,7 @@ export class FastPath {
       if (!known || unknown.length > MOST_INSPECTS || Date.now() - this.#listedAt > LIST_TRUSTED_MS) {
         const listedAt = Date.now();
         const listed: Map<string, ContainerSummary | undefined> = await o.runtime.listSandboxContainers(o.home);
-        if (changes === this.#changes) [this.#containers, this.#listedAt] = [listed, listedAt];
+        if (changes === this.#changes && this.#eventsUp) [this.#containers, this.#listedAt] = [listed, listedAt];
         return listed;
       }
       const found = await Promise.all(unknown.map((n) => o.runtime.inspectContainer(n)));

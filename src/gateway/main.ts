@@ -145,8 +145,10 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     health: () => ({ ok: true, pid: process.pid, engine, domain: settings.domain, startedAt, sandboxes: routes.all().length, egressPid: workers.pid }),
     hello: () => ({ protocol: PROTOCOL_VERSION, version: VERSION, pid: process.pid, ...helloExtra, ...(state ? { gateway: { host: state.host, port: state.port, domain: state.domain } } : {}) }),
     listener: () => ({ host: settings.host, port: state?.port ?? settings.port }),
-    reload: async () => {
+    reload: async (changed) => {
       try {
+        if (changed) for (const id of changed) fastPath?.containerChanged(id);
+        else fastPath?.forgetContainers();
         targets.invalidateAll();
         await routes.refresh();
         // The worker judges by the new policies and has cut what they deny before this resolves.
@@ -286,6 +288,10 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     relays.stop(id);
     fastPath?.containerChanged(id);
     syncRoutes().catch((err) => log(`could not update routes: ${(err as Error).message}`));
+  }, (connected) => {
+    // Changes while the stream was down were not reported: Docker is asked again.
+    fastPath?.trustEvents(connected);
+    if (connected) syncRoutes().catch((err) => log(`could not update routes: ${(err as Error).message}`));
   });
 
   // --ttl: remove sandboxes whose time is up (checked every second, from the store).

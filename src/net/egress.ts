@@ -170,7 +170,15 @@ export class Egress {
         }
         fresh.push({ ...a, ttl, ports });
       }
-      if (fresh.length) await runNft(learnScript(id, fresh), `could not open the addresses of ${name}`);
+      if (fresh.length) {
+        try {
+          await runNft(learnScript(id, fresh), `could not open the addresses of ${name}`);
+        } catch (err) {
+          // Not open after all: the next answer for them does the kernel step again.
+          for (const a of fresh) known.delete(a.address);
+          throw err;
+        }
+      }
       return true;
     });
   }

@@ -77,8 +77,9 @@ const STATIC_SETS: Array<[string, string]> = [
 // its contents, so that a build with another list writes its own set and never changes this one.
 const PROTECTED = ([4, 6] as const).map((family) => {
   const items = spanElements(mergeCidrs(family === 4 ? PROTECTED_V4 : PROTECTED_V6, family), family);
-  const name = `protected${family}_${createHash('sha256').update(items.join(',')).digest('hex').slice(0, 8)}`;
-  return { name, type: `ipv${family}_addr; flags interval`, items };
+  const type = `ipv${family}_addr; flags interval`;
+  const name = `protected${family}_${createHash('sha256').update(`${type} ${items.join(',')}`).digest('hex').slice(0, 8)}`;
+  return { name, type, items };
 });
 // An address that a `name:port` entry's DNS answer opened, with exactly those ports.
 const LEARNED_SETS: Array<[string, string]> = [
@@ -321,9 +322,9 @@ export function removeScript(sandbox: string | SandboxLink, table: string = TABL
 export function learnScript(id: string, learned: LearnedAddress[], table: string = TABLE): string {
   const out: string[] = [];
   for (const l of learned) {
+    // Not declared: where it is gone (the sandbox removed, its policy without `name:port` entries
+    // in force), the run fails rather than leave a set behind.
     const set = `inet ${table} ${own(`learned${l.family}`, id)}`;
-    // Declared (a no-op where it is): an update that brings the first `name:port` entry may not be in yet.
-    out.push(`add set ${set} { type ${LEARNED_SETS[l.family === 4 ? 0 : 1]![1]}; }`);
     for (const element of learnedElements(l)) {
       const key = element.replace(/ timeout \d+s$/, '');
       out.push(`add element ${set} { ${key} timeout 1s }`);

@@ -353,9 +353,11 @@ export class Runtime {
 
   /**
    * Calls `onChange(sandboxId, action)` for every container event of this SBX_HOME (start, die,
-   * pause, unpause, destroy...), reconnecting when the stream breaks. Returns a stop function.
+   * pause, unpause, destroy...), reconnecting when the stream breaks. `onConnection` hears when
+   * the stream is up (true) and when it broke (false): what happened in between was not reported.
+   * Returns a stop function.
    */
-  watchSandboxEvents(home: string, onChange: (id: string, action: string) => void): () => void {
+  watchSandboxEvents(home: string, onChange: (id: string, action: string) => void, onConnection?: (connected: boolean) => void): () => void {
     let stopped = false;
     let current: NodeJS.ReadableStream | undefined;
     const connect = async () => {
@@ -365,6 +367,7 @@ export class Runtime {
             filters: { type: ['container'], label: [`${LABEL_MANAGED}=true`, `${LABEL_HOME}=${home}`] },
           })) as NodeJS.ReadableStream;
           current = stream;
+          onConnection?.(true);
           let buffered = '';
           await new Promise<void>((resolve) => {
             stream.on('data', (chunk: Buffer) => {
@@ -384,6 +387,7 @@ export class Runtime {
             stream.on('error', () => resolve());
             stream.on('close', resolve);
           });
+          onConnection?.(false);
         } catch {}
         if (!stopped) await new Promise((r) => setTimeout(r, 1000));
       }

@@ -917,11 +917,9 @@ describe('nft rules (script text)', () => {
     assert.equal(
       learnScript('abc1234567', [{ address: '198.18.0.7', family: 4, ttl: 120, ports: [{ from: 22, to: 22 }] }, { address: '2001:db8::7', family: 6, ttl: 0, ports: [{ from: 8000, to: 8100 }] }]),
       [
-        `add set ${t} learned4_abc1234567 { type ipv4_addr . inet_service; flags interval, timeout; }`,
         `add element ${t} learned4_abc1234567 { 198.18.0.7 . 22 timeout 1s }`,
         `delete element ${t} learned4_abc1234567 { 198.18.0.7 . 22 }`,
         `add element ${t} learned4_abc1234567 { 198.18.0.7 . 22 timeout 120s }`,
-        `add set ${t} learned6_abc1234567 { type ipv6_addr . inet_service; flags interval, timeout; }`,
         `add element ${t} learned6_abc1234567 { 2001:db8::7 . 8000-8100 timeout 1s }`,
         `delete element ${t} learned6_abc1234567 { 2001:db8::7 . 8000-8100 }`,
         `add element ${t} learned6_abc1234567 { 2001:db8::7 . 8000-8100 timeout 1s }`,

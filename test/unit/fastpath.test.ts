@@ -30,7 +30,55 @@ test('fast-path sync: one container list call for all sandboxes, no inspect per 
     for (let i = 0; i < 4; i++) assert.match(conf, new RegExp(`server 10\\.1\\.2\\.${i + 2}:3000`));
     assert.doesNotMatch(conf, /10\.1\.2\.6:3000/, 'a paused sandbox is not routed directly');
     await fp.sync();
-    assert.deepEqual(calls, { inspect: 0, list: 2 });
+    assert.deepEqual(calls, { inspect: 0, list: 2 }, 'no Docker events heard yet: every sync lists');
+  } finally {
+    await fp.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('fast-path sync: with Docker events heard, only containers reported changed (or new) are asked about', { skip: !findNginx() && 'no nginx' }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sbx-fastpath-'));
+  const records = Array.from({ length: 3 }, (_, i) => ({ id: `id${i}`, name: `box${i}`, ports: [{ port: 3000, public: true }] }));
+  const calls = { inspect: 0, list: 0 };
+  const states = new Map(records.map((r, i) => [objectNames(r.id).container, { state: 'running', ip: `10.1.2.${i + 2}` }]));
+  const runtime = {
+    inspectContainer: async (name: string) => {
+      calls.inspect++;
+      return states.get(name);
+    },
+    listSandboxContainers: async () => {
+      calls.list++;
+      return new Map(states);
+    },
+  };
+  const routes = { all: () => records };
+  const conf = () => readFileSync(join(dir, 'run', 'nginx.conf'), 'utf8');
+  const fp = await FastPath.start({ nginxBin: findNginx()!, runDir: join(dir, 'run'), home: dir, host: '127.0.0.1', port: 0, domain: 'sbx.localhost', nodeSocket: join(dir, 'node.sock'), upstreamTimeoutMs: 1000, routes: routes as never, runtime: runtime as never });
+  try {
+    fp.trustEvents(true);
+    await fp.sync();
+    await fp.sync();
+    assert.deepEqual(calls, { inspect: 0, list: 2 }, 'one list once events are heard, then none');
+    states.set(objectNames('id1').container, { state: 'paused', ip: '10.1.2.3' });
+    await fp.sync();
+    assert.match(conf(), /server 10\.1\.2\.3:3000/, 'no event yet: what Docker said before');
+    fp.containerChanged('id1');
+    await fp.sync();
+    assert.deepEqual(calls, { inspect: 1, list: 2 });
+    assert.doesNotMatch(conf(), /server 10\.1\.2\.3:3000/, 'paused: no longer routed directly');
+    records.push({ id: 'id3', name: 'box3', ports: [{ port: 3000, public: true }] });
+    states.set(objectNames('id3').container, { state: 'running', ip: '10.1.2.9' });
+    await fp.sync();
+    assert.deepEqual(calls, { inspect: 2, list: 2 }, 'a new sandbox: its container alone');
+    assert.match(conf(), /server 10\.1\.2\.9:3000/);
+    fp.forgetContainers();
+    await fp.sync();
+    assert.deepEqual(calls, { inspect: 2, list: 3 }, 'any container may have changed: one list');
+    fp.trustEvents(false);
+    await fp.sync();
+    await fp.sync();
+    assert.deepEqual(calls, { inspect: 2, list: 5 }, 'the event stream broke: every sync lists again');
   } finally {
     await fp.stop();
     rmSync(dir, { recursive: true, force: true });
