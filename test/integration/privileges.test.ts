@@ -189,7 +189,7 @@ describe('the parsers of untrusted traffic run as sbx-gateway', () => {
     const id = (await world.json(['inspect', 'web'])).id;
     const rules = (await run('nft', chainOf(id, 'dnat'))).stdout;
     assert.match(rules, new RegExp(`tcp dport 80 redirect to :${after.egress.http}\\b`));
-    assert.match(rules, new RegExp(`th dport 53 redirect to :${after.egress.dns}\\b`));
+    assert.match(rules, new RegExp(`udp dport 53 redirect to :${after.egress.dns}\\b`));
     const guard = (await run('nft', ['list', 'table', 'inet', guardTable(world.home)])).stdout;
     assert.match(guard, new RegExp(`\\b${after.egress.tls}\\b`));
     if (after.egress.tls !== before.egress.tls) assert.doesNotMatch(guard, new RegExp(`\\b${before.egress.tls}\\b`));

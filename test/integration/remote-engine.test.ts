@@ -92,7 +92,9 @@ describe('a remote engine that looks like this host (docker0 on the same subnet,
   let world: World;
   before(async () => {
     const [config] = JSON.parse((await docker('network', 'inspect', 'bridge', '--format', '{{json .IPAM.Config}}')).stdout) as Array<{ Subnet: string; Gateway: string }>;
-    engine = await startRemoteEngine({ bip: `${config!.Gateway}/${config!.Subnet.split('/')[1]}` });
+    // Docker does not always name the default bridge's gateway: then it is the subnet's first address.
+    const gateway = config!.Gateway || config!.Subnet.replace(/\.0\/\d+$/, '.1');
+    engine = await startRemoteEngine({ bip: `${gateway}/${config!.Subnet.split('/')[1]}` });
     engines.push(engine);
     await loadImages(engine);
     world = new World({ DOCKER_HOST: engine.dockerHost, SBX_AGENT: '0', SBX_DNS_UPSTREAM: fi.dnsUpstream });

@@ -1,0 +1,58 @@
+// The time of one `nft` run of sbx's (an apply, a DNS learn, a removal and re-apply) among 10 and
+// among 1,000 sandboxes' rules (run by bench/nft-runs.sh). nft reads objects of the whole host's
+// ruleset before each run, so this is the control-plane cost that grows with the count (the
+// per-packet cost is bench/rules.sh's). The rules go into a table of their own, which is deleted.
+import { execFileSync } from 'node:child_process';
+import { compilePolicy } from '../src/core/network-policy.ts';
+import { learnScript, removeScript, rulesScript } from '../src/net/nft-rules.ts';
+
+const RUNS = Number(process.env.RUNS ?? 9);
+const COUNTS = [10, Number(process.env.SANDBOXES ?? 1000)];
+const T = `sbxbench${process.pid}`;
+const nft = (script: string) => execFileSync('nft', ['-f', '-'], { input: script, stdio: ['pipe', 'inherit', 'inherit'] });
+const dropTable = () => execFileSync('sh', ['-c', `nft delete table inet ${T} 2>/dev/null || true`]);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+const listeners = { dns: 5301, http: 5302, tls: 5303 };
+// A realistic mix, as in bench/rules.ts: most allow-all, every third block-all with names.
+const plain = compilePolicy();
+const named = compilePolicy({ mode: 'block-all', allowOut: ['allowed.test', 'api.example.test:8443', '198.18.0.0/24'], denyOut: [], allowPorts: ['22'], denyPorts: [] });
+
+function fill(count: number): void {
+  for (let i = 0; i < count; i += 50) {
+    let batch = '';
+    for (let j = i; j < Math.min(count, i + 50); j++) {
+      const id = `nb${String(j).padStart(8, '0')}`;
+      batch += rulesScript({ id, bridge: `sbx-${id}` }, j % 3 === 0 ? named : plain, { listeners, table: T });
+    }
+    nft(batch);
+  }
+}
+function time(script: string): number {
+  const ms: number[] = [];
+  for (let i = 0; i <= RUNS; i++) {
+    const t0 = performance.now();
+    nft(script);
+    if (i > 0) ms.push(performance.now() - t0);
+  }
+  return median(ms);
+}
+
+const link = { id: 'nbprobe0001', bridge: 'sbx-nbprobe0001' };
+const figures = COUNTS.map((count) => {
+  dropTable();
+  fill(count);
+  nft(rulesScript(link, named, { listeners, table: T }));
+  return {
+    count,
+    apply: time(rulesScript(link, plain, { listeners, table: T }) + rulesScript(link, named, { listeners, table: T })) / 2,
+    learn: time(learnScript(link.id, [{ address: '198.51.100.7', family: 4, ttl: 60, ports: [{ from: 8443, to: 8443 }] }], T)),
+    remove: time(removeScript(link, T) + rulesScript(link, named, { listeners, table: T })),
+  };
+});
+dropTable();
+const [few, many] = figures as [(typeof figures)[0], (typeof figures)[0]];
+const row = (what: string, key: 'apply' | 'learn' | 'remove') =>
+  console.log(`| ${what}, ${many.count} sandboxes' rules | ${many[key].toFixed(1)} ms | ${few.count} sandboxes: ${few[key].toFixed(1)} ms | ${(many[key] / few[key]).toFixed(2)}x | (context) | |`);
+row('one nft run: an apply (median of RUNS, half of a run with two)', 'apply');
+row('one nft run: a DNS-learned address', 'learn');
+row('one nft run: a removal and the same sandbox applied again', 'remove');
