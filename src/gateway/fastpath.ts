@@ -218,7 +218,7 @@ export class FastPath {
       }
       const found = await Promise.all(unknown.map((n) => o.runtime.inspectContainer(n)));
       const answers = changes === this.#changes ? known : new Map(known);
-      unknown.forEach((n, i) => answers.set(n, found[i] && { state: found[i].state, ip: found[i].ip }));
+      unknown.forEach((n, i) => answers.set(n, found[i]));
       return answers;
     } catch {
       this.#containers = undefined;

@@ -76,6 +76,8 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   const engine = nginxBin ? 'nginx' : 'node';
   let fastPath: FastPath | undefined;
   const syncRoutes = () => fastPath?.sync() ?? Promise.resolve();
+  /** A sync nobody waits for: a failure is logged (the next change or event syncs again). */
+  const resyncRoutes = () => void syncRoutes().catch((err) => log(`could not update routes: ${(err as Error).message}`));
 
   // Egress: sbx's DNS forwarder and the Host/SNI proxy, for every sandbox of this home. They parse
   // what sandboxes send, so they run in a worker process of their own, as an unprivileged user
@@ -287,11 +289,11 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     else targets.invalidate(id);
     relays.stop(id);
     fastPath?.containerChanged(id);
-    syncRoutes().catch((err) => log(`could not update routes: ${(err as Error).message}`));
+    resyncRoutes();
   }, (connected) => {
     // Changes while the stream was down were not reported: Docker is asked again.
     fastPath?.trustEvents(connected);
-    if (connected) syncRoutes().catch((err) => log(`could not update routes: ${(err as Error).message}`));
+    if (connected) resyncRoutes();
   });
 
   // --ttl: remove sandboxes whose time is up (checked every second, from the store).

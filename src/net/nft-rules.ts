@@ -24,7 +24,6 @@
 import { PROTECTED_V4, PROTECTED_V6, type CompiledPolicy, type PortRange } from '../core/network-policy.ts';
 import { mergeCidrs } from '../core/address-ranges.ts';
 import { mergedPorts, spanElements, type Family } from './ranges.ts';
-import { createHash } from 'node:crypto';
 
 /** Where the gateway serves sandboxes (its ports on every host address). */
 export interface EgressListeners {
@@ -78,7 +77,7 @@ const STATIC_SETS: Array<[string, string]> = [
 const PROTECTED = ([4, 6] as const).map((family) => {
   const items = spanElements(mergeCidrs(family === 4 ? PROTECTED_V4 : PROTECTED_V6, family), family);
   const type = `ipv${family}_addr; flags interval`;
-  const name = `protected${family}_${createHash('sha256').update(`${type} ${items.join(',')}`).digest('hex').slice(0, 8)}`;
+  const name = `protected${family}_${fnv1a(`${type} ${items.join(',')}`).toString(16).padStart(8, '0')}`;
   return { name, type, items };
 });
 // An address that a `name:port` entry's DNS answer opened, with exactly those ports.
@@ -140,9 +139,14 @@ function declareOwn(t: string, id: string, sets = [...STATIC_SETS, ...LEARNED_SE
 
 /** A mark for connections opened through DNS-learned addresses under this very policy. */
 export function policyMark(p: CompiledPolicy): number {
+  return (fnv1a(JSON.stringify(p.policy)) & 0x7ffffff0) | 0x5; // never 0 (unmarked)
+}
+
+/** A 32-bit FNV-1a hash: short stable names and marks, without loading node:crypto. */
+function fnv1a(text: string): number {
   let h = 0x811c9dc5;
-  for (const ch of JSON.stringify(p.policy)) h = Math.imul(h ^ ch.charCodeAt(0), 0x01000193) >>> 0;
-  return (h & 0x7ffffff0) | 0x5; // never 0 (unmarked)
+  for (const ch of text) h = Math.imul(h ^ ch.charCodeAt(0), 0x01000193) >>> 0;
+  return h;
 }
 
 /** Whether DNS answers open addresses for this sandbox (its `name:port` entries). */
