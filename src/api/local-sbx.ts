@@ -129,7 +129,7 @@ export class LocalSbx {
   }
 
   async #world(signal?: AbortSignal) {
-    return { runtime: await this.runtime(), home: this.home, egress: await this.egress(), signal };
+    return { runtime: await this.runtime(), home: this.home, egress: await this.egress(), signal, store: this.store };
   }
 
   /** The daemon's control socket, when one runs for this home and talks to the same engine. */
@@ -220,7 +220,7 @@ export class LocalSbx {
     const runtime = world.runtime;
     // The engine takes ~80 ms to make a network: start it while the image is checked and the
     // name reserved. Any failure from here on undoes everything (rollback is idempotent).
-    const network = createPlannedNetwork(runtime, record.id, sandboxLabels(record.id, record.name, this.home), !!record.ipv6).then(
+    const network = createPlannedNetwork(runtime, record.id, sandboxLabels(record.id, record.name, this.home), !!record.ipv6, this.store).then(
       () => undefined,
       (err: unknown) => err,
     );

@@ -127,7 +127,7 @@ export class WarmPool {
     const record = pooledRecord(id, this.#image);
     const labels = sandboxLabels(id, id, ctx.home, true);
     const settle = (p: Promise<void>) => p.then(() => undefined, (err: unknown) => err);
-    const network = settle(createPlannedNetwork(ctx.runtime, id, labels, false));
+    const network = settle(createPlannedNetwork(ctx.runtime, id, labels, false, ctx.store));
     const rules = settle(ctx.egress.apply(record));
     try {
       const error = (await network) ?? (await rules);

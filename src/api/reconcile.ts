@@ -5,6 +5,7 @@
 // rolled back, a removal that could not finish is retried (see recordState).
 import { InterruptedError, RemovalError, RuntimeError } from '../core/errors.ts';
 import { objectNames, type SandboxRecord } from '../core/sandbox.ts';
+import { stillResting, SUBNET_REST_MS } from '../core/subnet-pool.ts';
 import type { Runtime } from '../runtime/docker.ts';
 import { sandboxLabels } from '../runtime/labels.ts';
 import type { Egress } from '../net/egress.ts';
@@ -24,6 +25,8 @@ export interface ReconcileContext {
   fresh?: boolean;
   /** The egress rules were just put in force (create does it while the network is made). */
   rulesApplied?: boolean;
+  /** The store, for the subnets that rest (address-plan.ts). */
+  store?: Pick<Store, 'read'>;
 }
 
 /** Runs `check`; when it throws, the rules' step settles first (nothing races what follows). */
@@ -58,7 +61,7 @@ export async function reconcileSandbox(record: SandboxRecord, ctx: ReconcileCont
   const willRun = record.desired !== 'stopped';
   if (!current && !network) {
     if (willRun) await settled(rules, () => assertNoStrayBridge(record.id, record.name));
-    await createPlannedNetwork(runtime, record.id, labels, !!record.ipv6);
+    await createPlannedNetwork(runtime, record.id, labels, !!record.ipv6, ctx.store);
     checkAbort(signal);
     network = await runtime.sandboxNetwork(record.id);
   }
@@ -109,11 +112,14 @@ class ObjectsLeft extends RuntimeError {
 /**
  * Removes every Docker object of a sandbox and its egress rules; safe to repeat (already gone
  * counts as done). When something cannot go, it throws naming everything still there.
- * `rules: false`: there are none to remove (a create whose rules never went in).
+ * `rules: false`: there are none to remove (a create whose rules never went in). Resolves with
+ * the IPv4 subnet it freed, when it removed a network that had one.
  */
-export async function removeSandboxObjects(id: string, ctx: { runtime: Runtime; egress: Egress; home: string }, rules = true): Promise<void> {
+export async function removeSandboxObjects(id: string, ctx: { runtime: Runtime; egress: Egress; home: string }, rules = true): Promise<string | undefined> {
   const names = objectNames(id);
   const table = `egress rules (nft chains and sets *_${id} in table inet ${TABLE})`;
+  // Asked while the container goes: the subnet the network frees (it rests, see address-plan.ts).
+  const subnet = ctx.runtime.sandboxNetwork(id).then((n) => n?.subnet, () => undefined);
   try {
     await ctx.runtime.removeContainer(names.container);
   } catch (err) {
@@ -134,6 +140,7 @@ export async function removeSandboxObjects(id: string, ctx: { runtime: Runtime; 
     cause ??= egress.reason;
   }
   if (left.length) throw new ObjectsLeft(left, cause);
+  return subnet;
 }
 
 /** Creating records written before creators were recorded count as stale after this long. */
@@ -185,8 +192,9 @@ export async function removeSandbox(record: SandboxRecord, ctx: RemovalContext, 
         const r = data.sandboxes[record.id];
         if (r) r.removing = { ...r.removing, since: r.removing?.since ?? since, by: thisProcess() };
       });
+  let freed: string | undefined;
   try {
-    await removeSandboxObjects(record.id, ctx, options.rules ?? true);
+    freed = await removeSandboxObjects(record.id, ctx, options.rules ?? true);
   } catch (err) {
     await claim.catch(() => {});
     const left = err instanceof ObjectsLeft ? err.left : [`the objects of sandbox ${record.id}`];
@@ -209,6 +217,9 @@ export async function removeSandbox(record: SandboxRecord, ctx: RemovalContext, 
   await claim.catch(() => {});
   await ctx.store.update((data) => {
     delete data.sandboxes[record.id];
+    data.resting = stillResting(data.resting);
+    if (freed) data.resting[freed] = Date.now() + SUBNET_REST_MS;
+    if (!Object.keys(data.resting).length) delete data.resting;
   });
 }
 

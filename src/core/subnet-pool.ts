@@ -58,3 +58,20 @@ export function* freeSubnets(pool: SubnetPool, taken: readonly string[], from = 
     if (!overlaps(lo, lo + BLOCK - 1n)) yield poolSubnet(pool, i);
   }
 }
+
+/**
+ * How long a freed subnet rests before another sandbox is given it: longer than the gateway's
+ * nginx lets an old worker finish what it began (worker_shutdown_timeout, 10 s), so a request
+ * begun for the removed sandbox can never be carried to the next one on its address.
+ */
+export const SUBNET_REST_MS = 15_000;
+
+/** Subnets freed less than SUBNET_REST_MS ago, by when each may be given again (ms since the epoch). */
+export type RestingSubnets = Record<string, number>;
+
+/** `resting` without the subnets whose rest is over. */
+export function stillResting(resting: RestingSubnets | undefined, now = Date.now()): RestingSubnets {
+  const left: RestingSubnets = {};
+  for (const [subnet, until] of Object.entries(resting ?? {})) if (until > now) left[subnet] = until;
+  return left;
+}

@@ -5,6 +5,9 @@
 // decides: it writes this file from the store and Docker's state, and reloads nginx.
 
 /** The Host the Node gateway uses to ask nginx for its configuration version. */
+/** How long an old nginx worker may finish what it began after a reload (must be < SUBNET_REST_MS). */
+export const WORKER_SHUTDOWN_S = 10;
+
 export const CONTROL_HOST = 'sbx-gateway-control.invalid';
 
 export interface DirectRoute {
@@ -93,12 +96,15 @@ export function renderNginxConfig(c: NginxConfigInput): string {
     .filter((r) => r.hostHeader)
     .flatMap((r) => r.hosts.map((h) => `    ${q(h)} ${q(r.hostHeader!)};`))
     .join('\n');
+  // An old worker's last connections are cut within worker_shutdown_timeout of a reload: a removed
+  // sandbox's subnet rests longer than that (core/subnet-pool.ts SUBNET_REST_MS) before another
+  // sandbox gets its address, so what such a worker still routes there never reaches that one.
   const upstreams = c.routes
     .map((r) => `  upstream ${r.name} {\n    server ${r.address} max_fails=0;\n    server unix:${c.nodeSocket} backup;\n    keepalive 64;\n  }`)
     .join('\n');
   return `# Written by the sbx gateway (version ${c.version}); do not edit: it is rewritten on every change.
 ${c.user ? `user ${c.user};\n` : ''}worker_processes 1;
-worker_shutdown_timeout 10s;
+worker_shutdown_timeout ${WORKER_SHUTDOWN_S}s;
 pid ${c.runDir}/nginx.pid;
 error_log ${c.runDir}/nginx-error.log error;
 daemon off;

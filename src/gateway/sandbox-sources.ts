@@ -57,8 +57,15 @@ export class SandboxSources {
     return this.#loading.catch(() => {});
   }
 
-  /** The sandbox id that owns `address`, or undefined (then the caller answers nothing). */
+  /**
+   * The sandbox id that owns `address`, or undefined (then the caller answers nothing). After a
+   * sandbox came or went the subnets are read again first: a removed sandbox's subnet may be the
+   * next one's now, and must not be judged by the removed one's policy. Subnets that cannot be
+   * read again (the engine does not answer) judge nothing: no sandbox.
+   */
   async find(address: string): Promise<string | undefined> {
+    for (let tries = 0; this.#invalidated && tries < 2; tries++) await this.#reload();
+    if (this.#invalidated) return undefined;
     const hit = this.#match(address);
     if (hit) return hit;
     if (Date.now() - this.#loadedAt < 500) return undefined;

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import type Conf from 'conf';
 import type { SandboxRecord } from '../core/sandbox.ts';
 import type { PoolData } from '../core/pool.ts';
+import type { RestingSubnets } from '../core/subnet-pool.ts';
 import { RuntimeError } from '../core/errors.ts';
 import { describeHome, homeError, prepareHome } from './home.ts';
 
@@ -21,6 +22,8 @@ export interface StoreData {
   sandboxes: Record<string, SandboxRecord>;
   /** The warm pool (core/pool.ts): its size and the pooled sandboxes, which are no one's yet. */
   pool?: PoolData;
+  /** Subnets of removed sandboxes that no sandbox gets yet (core/subnet-pool.ts SUBNET_REST_MS). */
+  resting?: RestingSubnets;
 }
 
 const EMPTY: StoreData = { version: 1, sandboxes: {} };
@@ -77,7 +80,7 @@ export class Store {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { ...EMPTY, sandboxes: {} };
       throw new RuntimeError(`the sbx store ${this.path} cannot be read: ${(err as Error).message}`, { cause: err });
     }
-    return { version: 1, sandboxes: { ...(data.sandboxes ?? {}) }, ...(data.pool ? { pool: { size: data.pool.size ?? 0, entries: { ...(data.pool.entries ?? {}) }, ...(data.pool.error ? { error: data.pool.error } : {}) } } : {}) };
+    return { version: 1, sandboxes: { ...(data.sandboxes ?? {}) }, ...(data.pool ? { pool: { size: data.pool.size ?? 0, entries: { ...(data.pool.entries ?? {}) }, ...(data.pool.error ? { error: data.pool.error } : {}) } } : {}), ...(data.resting ? { resting: { ...data.resting } } : {}) };
   }
 
   /** The warm pool as it is on disk now (size 0 and no entries when never set). */

@@ -177,6 +177,21 @@ describe('SandboxSources', () => {
     assert.equal(await s.owner('172.29.0.5'), 'box3');
     assert.equal(calls, loaded + 1);
   });
+
+  it("a removed sandbox's subnet, now another's, is not judged as the removed one's once told (nor when the engine does not answer)", async () => {
+    let nets = new Map([['old', { subnet: '10.213.78.0/28', gateway: '10.213.78.1' }]]);
+    let fail = false;
+    const s = new SandboxSources({ listSandboxNetworks: async () => { if (fail) throw new Error('engine down'); return nets; } }, '/home');
+    assert.equal(await s.find('10.213.78.2'), 'old');
+    nets = new Map([['next', { subnet: '10.213.78.0/28', gateway: '10.213.78.1' }]]);
+    s.invalidate();
+    assert.equal(await s.find('10.213.78.2'), 'next');
+    fail = true;
+    s.invalidate();
+    assert.equal(await s.find('10.213.78.2'), undefined, 'no sandbox rather than a stale one');
+    fail = false;
+    assert.equal(await s.find('10.213.78.2'), 'next');
+  });
 });
 
 // ---- the proxy against fake upstreams ----------------------------------------------------------

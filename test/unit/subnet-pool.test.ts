@@ -1,6 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { DEFAULT_SUBNET_POOL, freeSubnets, poolSubnet, subnetPool } from '../../src/core/subnet-pool.ts';
+import { WORKER_SHUTDOWN_S } from '../../src/gateway/nginx-config.ts';
+import { DEFAULT_SUBNET_POOL, freeSubnets, poolSubnet, stillResting, SUBNET_REST_MS, subnetPool } from '../../src/core/subnet-pool.ts';
 import { UsageError } from '../../src/core/errors.ts';
 import { hostIPv4Routes } from '../../src/net/host-routes.ts';
 
@@ -54,5 +55,13 @@ describe("the host's routes", () => {
 
   it("are this machine's when no table is given", () => {
     assert.ok(Array.isArray(hostIPv4Routes()));
+  });
+});
+
+describe('resting subnets', () => {
+  it('keeps those whose rest is not over, drops the rest (and copes with none)', () => {
+    assert.deepEqual(stillResting({ '10.9.0.0/28': 2000, '10.9.0.16/28': 1000 }, 1000), { '10.9.0.0/28': 2000 });
+    assert.deepEqual(stillResting(undefined, 1000), {});
+    assert.ok(SUBNET_REST_MS > WORKER_SHUTDOWN_S * 1000 + 2000, "longer than nginx's worker_shutdown_timeout, with time for the reload");
   });
 });
