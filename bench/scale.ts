@@ -33,6 +33,18 @@ function timeMs(args: string[], before?: () => void): number {
   return median(runs);
 }
 
+/**
+ * Waits until the machine is idle again (1-minute load under SETTLE_LOAD, at most SETTLE_MAX s):
+ * right after hundreds of creates the engine and the gateway still work for a minute or more, and
+ * every command measured then is slower for it (seen: `sbx --version` +35% 20 s after 199 creates).
+ */
+function settle(): number {
+  const t0 = performance.now();
+  const load = () => Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
+  while (load() > Number(process.env.SETTLE_LOAD ?? 1) && performance.now() - t0 < Number(process.env.SETTLE_MAX ?? 300) * 1000) sh('sleep 5');
+  return (performance.now() - t0) / 1000;
+}
+
 const memAvailableKb = () => Number(/MemAvailable:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))![1]);
 const rssKb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
 function gatewayKb(): number {
@@ -102,6 +114,7 @@ http { access_log off; client_body_temp_path /tmp; proxy_temp_path /tmp; fastcgi
   const gwPort = JSON.parse(sbx('gateway', 'status', '--json')).port as number;
   while (spawnSync('curl', ['-sf', '-o', '/dev/null', `http://${box.ip}:8080/`]).status !== 0) sh('sleep 0.1');
   sh('sleep 3');
+  step(`settled in ${settle().toFixed(0)} s (1-minute load ${readFileSync('/proc/loadavg', 'utf8').split(' ')[0]})`);
   const mem1 = memAvailableKb();
   const gw1 = gatewayKb();
   step('measuring with 1 sandbox');
@@ -112,6 +125,7 @@ http { access_log off; client_body_temp_path /tmp; proxy_temp_path /tmp; fastcgi
   sh(`seq 1 ${N - 1} | xargs -P ${PAR} -I{} ${SBX} create --name bench-s{} -p 8080 --json >/dev/null`);
   const createS = (performance.now() - t0) / 1000;
   sh('sleep 20');
+  step(`settled in ${settle().toFixed(0)} s more (1-minute load ${readFileSync('/proc/loadavg', 'utf8').split(' ')[0]})`);
   const memN = memAvailableKb();
   const gwN = gatewayKb();
   step(`measuring with ${N} sandboxes`);

@@ -7,7 +7,7 @@
 // subnets free waits for the first to come free.
 import { randomInt } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { RuntimeError } from '../core/errors.ts';
+import { InterruptedError, RuntimeError } from '../core/errors.ts';
 import { freeSubnets, SANDBOX_PREFIX, stillResting, SUBNET_REST_MS, subnetPool } from '../core/subnet-pool.ts';
 import { hostIPv4Routes } from '../net/host-routes.ts';
 import type { Runtime } from '../runtime/docker.ts';
@@ -15,8 +15,8 @@ import type { Store } from '../store/store.ts';
 
 const ATTEMPTS = 16;
 
-/** `store`: where the resting subnets are (read at each try); none rest without one. */
-export async function createPlannedNetwork(runtime: Runtime, id: string, labels: Record<string, string>, ipv6: boolean, store?: Pick<Store, 'read'>): Promise<void> {
+/** `store`: where the resting subnets are (read at each try); none rest without one. `signal` ends a wait for one. */
+export async function createPlannedNetwork(runtime: Runtime, id: string, labels: Record<string, string>, ipv6: boolean, store?: Pick<Store, 'read'>, signal?: AbortSignal): Promise<void> {
   const pool = subnetPool();
   const lost: string[] = [];
   const waitUntil = Date.now() + SUBNET_REST_MS + 1000;
@@ -27,7 +27,10 @@ export async function createPlannedNetwork(runtime: Runtime, id: string, labels:
     const pick = freeSubnets(pool, [...taken, ...Object.keys(rest)], from).next();
     if (pick.done && Date.now() < waitUntil && !freeSubnets(pool, taken, from).next().done) {
       // Only resting ones are free: the first to come free is taken (not counted as a try).
-      await sleep(Math.max(10, Math.min(...Object.values(rest)) - Date.now() + 10));
+      const ms = Math.min(Math.min(...Object.values(rest)) - Date.now() + 10, waitUntil - Date.now());
+      await sleep(Math.max(10, ms), undefined, { signal }).catch(() => {
+        throw new InterruptedError('interrupted while waiting for a resting subnet');
+      });
       attempt--;
       continue;
     }

@@ -220,7 +220,7 @@ export class LocalSbx {
     const runtime = world.runtime;
     // The engine takes ~80 ms to make a network: start it while the image is checked and the
     // name reserved. Any failure from here on undoes everything (rollback is idempotent).
-    const network = createPlannedNetwork(runtime, record.id, sandboxLabels(record.id, record.name, this.home), !!record.ipv6, this.store).then(
+    const network = createPlannedNetwork(runtime, record.id, sandboxLabels(record.id, record.name, this.home), !!record.ipv6, this.store, options.signal).then(
       () => undefined,
       (err: unknown) => err,
     );

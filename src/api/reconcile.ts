@@ -61,7 +61,7 @@ export async function reconcileSandbox(record: SandboxRecord, ctx: ReconcileCont
   const willRun = record.desired !== 'stopped';
   if (!current && !network) {
     if (willRun) await settled(rules, () => assertNoStrayBridge(record.id, record.name));
-    await createPlannedNetwork(runtime, record.id, labels, !!record.ipv6, ctx.store);
+    await createPlannedNetwork(runtime, record.id, labels, !!record.ipv6, ctx.store, signal);
     checkAbort(signal);
     network = await runtime.sandboxNetwork(record.id);
   }
@@ -112,14 +112,16 @@ class ObjectsLeft extends RuntimeError {
 /**
  * Removes every Docker object of a sandbox and its egress rules; safe to repeat (already gone
  * counts as done). When something cannot go, it throws naming everything still there.
- * `rules: false`: there are none to remove (a create whose rules never went in). Resolves with
- * the IPv4 subnet it freed, when it removed a network that had one.
+ * `rules: false`: there are none to remove (a create whose rules never went in). `rest`: called
+ * with the network's IPv4 subnet before the network goes, to make it rest (see address-plan.ts);
+ * when it fails, or the subnet cannot be read, the network stays.
  */
-export async function removeSandboxObjects(id: string, ctx: { runtime: Runtime; egress: Egress; home: string }, rules = true): Promise<string | undefined> {
+export async function removeSandboxObjects(id: string, ctx: { runtime: Runtime; egress: Egress; home: string }, rules = true, rest?: (subnet: string) => Promise<void>): Promise<void> {
   const names = objectNames(id);
   const table = `egress rules (nft chains and sets *_${id} in table inet ${TABLE})`;
-  // Asked while the container goes: the subnet the network frees (it rests, see address-plan.ts).
-  const subnet = ctx.runtime.sandboxNetwork(id).then((n) => n?.subnet, () => undefined);
+  // Asked while the container goes: the subnet the network frees.
+  const subnet = rest ? ctx.runtime.sandboxNetwork(id).then((n) => n?.subnet) : Promise.resolve(undefined);
+  subnet.catch(() => {}); // awaited below
   try {
     await ctx.runtime.removeContainer(names.container);
   } catch (err) {
@@ -127,6 +129,12 @@ export async function removeSandboxObjects(id: string, ctx: { runtime: Runtime; 
     throw new ObjectsLeft([`container ${names.container}`, `network ${names.network}`, ...(rules ? [table] : [])], err);
   }
   removeSandboxFiles(ctx.home, id);
+  try {
+    const freed = await subnet;
+    if (freed) await rest!(freed);
+  } catch (err) {
+    throw new ObjectsLeft([`network ${names.network}`, ...(rules ? [table] : [])], err);
+  }
   // With the container gone nothing can send on the bridge: its rules go with the network.
   const [network, egress] = await Promise.allSettled([ctx.runtime.removeNetwork(names.network), rules ? ctx.egress.remove(id) : undefined]);
   const left: string[] = [];
@@ -140,7 +148,6 @@ export async function removeSandboxObjects(id: string, ctx: { runtime: Runtime; 
     cause ??= egress.reason;
   }
   if (left.length) throw new ObjectsLeft(left, cause);
-  return subnet;
 }
 
 /** Creating records written before creators were recorded count as stale after this long. */
@@ -192,9 +199,13 @@ export async function removeSandbox(record: SandboxRecord, ctx: RemovalContext, 
         const r = data.sandboxes[record.id];
         if (r) r.removing = { ...r.removing, since: r.removing?.since ?? since, by: thisProcess() };
       });
-  let freed: string | undefined;
+  // The subnet rests from before its network goes: no create can take it in between.
+  const rest = (subnet: string) =>
+    ctx.store.update((data) => {
+      data.resting = { ...stillResting(data.resting), [subnet]: Date.now() + SUBNET_REST_MS };
+    });
   try {
-    freed = await removeSandboxObjects(record.id, ctx, options.rules ?? true);
+    await removeSandboxObjects(record.id, ctx, options.rules ?? true, rest);
   } catch (err) {
     await claim.catch(() => {});
     const left = err instanceof ObjectsLeft ? err.left : [`the objects of sandbox ${record.id}`];
@@ -217,9 +228,6 @@ export async function removeSandbox(record: SandboxRecord, ctx: RemovalContext, 
   await claim.catch(() => {});
   await ctx.store.update((data) => {
     delete data.sandboxes[record.id];
-    data.resting = stillResting(data.resting);
-    if (freed) data.resting[freed] = Date.now() + SUBNET_REST_MS;
-    if (!Object.keys(data.resting).length) delete data.resting;
   });
 }
 

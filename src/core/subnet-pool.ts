@@ -61,17 +61,18 @@ export function* freeSubnets(pool: SubnetPool, taken: readonly string[], from = 
 
 /**
  * How long a freed subnet rests before another sandbox is given it: longer than the gateway's
- * nginx lets an old worker finish what it began (worker_shutdown_timeout, 10 s), so a request
+ * nginx lets an old worker finish what it began (worker_shutdown_timeout, 10 s) after the reload
+ * that took the removed sandbox's route (which may wait behind a sync of up to ~12 s), so a request
  * begun for the removed sandbox can never be carried to the next one on its address.
  */
-export const SUBNET_REST_MS = 15_000;
+export const SUBNET_REST_MS = 30_000;
 
 /** Subnets freed less than SUBNET_REST_MS ago, by when each may be given again (ms since the epoch). */
 export type RestingSubnets = Record<string, number>;
 
-/** `resting` without the subnets whose rest is over. */
+/** `resting` without the subnets whose rest is over (none rests longer than SUBNET_REST_MS from now: the clock may have gone back). */
 export function stillResting(resting: RestingSubnets | undefined, now = Date.now()): RestingSubnets {
   const left: RestingSubnets = {};
-  for (const [subnet, until] of Object.entries(resting ?? {})) if (until > now) left[subnet] = until;
+  for (const [subnet, until] of Object.entries(resting ?? {})) if (until > now) left[subnet] = Math.min(until, now + SUBNET_REST_MS);
   return left;
 }

@@ -40,6 +40,8 @@ function writeAtomic(path: string, text: string): void {
 
 /** Docker events that change whether a sandbox runs (its pooled connections are dropped then). */
 const STATE_ACTIONS = new Set(['start', 'restart', 'pause', 'unpause', 'die', 'stop', 'kill', 'destroy', 'oom']);
+/** Container events around which a sandbox's subnet may come or go. */
+const SUBNET_ACTIONS = new Set(['create', 'start', 'restart', 'die', 'destroy']);
 
 const log = (line: string) => process.stdout.write(`${new Date().toISOString()} ${line}\n`);
 
@@ -284,7 +286,9 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   const stopEvents = runtime.watchSandboxEvents(home, (id, action) => {
     // The start that follows this process's own apply (create, start) has its rules in force.
     if (action === 'start' && !egress.takeFreshApply(id, 3000)) void enforce(id, 'repair');
-    void workers.update({ invalidate: true });
+    // Sandboxes came or went (their subnets with them): the worker reads them again. Not for
+    // execs and the like, which a sandbox can cause at will.
+    if (SUBNET_ACTIONS.has(action)) void workers.update({ invalidate: true });
     if (STATE_ACTIONS.has(action)) targets.stateChanged(id);
     else targets.invalidate(id);
     relays.stop(id);
@@ -293,7 +297,10 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   }, (connected) => {
     // Changes while the stream was down were not reported: Docker is asked again.
     fastPath?.trustEvents(connected);
-    if (connected) resyncRoutes();
+    if (connected) {
+      void workers.update({ invalidate: true });
+      resyncRoutes();
+    }
   });
 
   // --ttl: remove sandboxes whose time is up (checked every second, from the store).

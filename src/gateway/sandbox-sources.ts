@@ -17,6 +17,10 @@ export class SandboxSources {
   #subnets: Subnet[] = [];
   #loadedAt = 0;
   #invalidated = true;
+  /** Bumped by invalidate(): a load that began before it does not count as fresh. */
+  #generation = 0;
+  /** When a load last failed: a flood of lookups does not make each ask the engine again. */
+  #failedAt = 0;
   #loading?: Promise<void>;
 
   constructor(runtime: Pick<Runtime, 'listSandboxNetworks'>, home: string) {
@@ -28,6 +32,7 @@ export class SandboxSources {
   invalidate(): void {
     this.#loadedAt = 0;
     this.#invalidated = true;
+    this.#generation++;
   }
 
   #match(address: string): string | undefined {
@@ -41,7 +46,14 @@ export class SandboxSources {
   }
 
   async #load(): Promise<void> {
-    const nets = await this.#runtime.listSandboxNetworks(this.#home);
+    const generation = this.#generation;
+    let nets: Awaited<ReturnType<Runtime['listSandboxNetworks']>>;
+    try {
+      nets = await this.#runtime.listSandboxNetworks(this.#home);
+    } catch (err) {
+      this.#failedAt = Date.now();
+      throw err;
+    }
     const subnets: Subnet[] = [];
     for (const [id, n] of nets) {
       subnets.push({ id, net: ipaddr.parseCIDR(n.subnet) });
@@ -49,7 +61,7 @@ export class SandboxSources {
     }
     this.#subnets = subnets;
     this.#loadedAt = Date.now();
-    this.#invalidated = false;
+    if (generation === this.#generation) this.#invalidated = false;
   }
 
   #reload(): Promise<void> {
@@ -64,6 +76,7 @@ export class SandboxSources {
    * read again (the engine does not answer) judge nothing: no sandbox.
    */
   async find(address: string): Promise<string | undefined> {
+    if (this.#invalidated && Date.now() - this.#failedAt < 250) return undefined;
     for (let tries = 0; this.#invalidated && tries < 2; tries++) await this.#reload();
     if (this.#invalidated) return undefined;
     const hit = this.#match(address);

@@ -31,27 +31,29 @@ async function serveName(w: World, box: string): Promise<void> {
   await eventually(async () => (await sh(w, box, 'curl -s -m 1 http://127.0.0.1:8000/')).includes(box), `${box}'s server`);
 }
 
-/** A raw HTTP/1.1 exchange with the gateway: `head` first, then (after `between`) the rest. */
-function slowRequest(port: number, head: string, between: () => Promise<void>, rest: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = connect(port, '127.0.0.1');
-    let got = '';
-    s.setEncoding('utf8');
-    s.on('data', (d: string) => (got += d));
-    s.on('end', () => resolve(got));
-    s.on('close', () => resolve(got));
-    s.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNRESET' || err.code === 'EPIPE' ? resolve(got) : reject(err)));
-    s.setTimeout(20_000, () => s.destroy());
-    s.write(head, () => {
-      between().then(
-        () => s.write(rest),
-        (err) => {
-          s.destroy();
-          reject(err);
-        },
-      );
-    });
-  });
+/**
+ * A raw HTTP/1.1 exchange with the gateway: `head` first, then (once `between` is done, if the
+ * gateway has not closed the connection meanwhile) the rest. What came back, once both are over.
+ */
+async function slowRequest(port: number, head: string, between: () => Promise<void>, rest: string): Promise<string> {
+  const s = connect(port, '127.0.0.1');
+  let got = '';
+  s.setEncoding('utf8');
+  s.on('data', (d: string) => (got += d));
+  s.on('error', () => {}); // a reset or a write after the gateway closed: what came back is judged
+  const closed = new Promise<void>((resolve) => s.on('close', () => resolve()));
+  await new Promise<void>((resolve) => s.write(head, () => resolve()));
+  try {
+    await between();
+  } catch (err) {
+    s.destroy();
+    throw err;
+  }
+  if (!s.destroyed) s.write(rest);
+  const timer = setTimeout(() => s.destroy(), 10_000);
+  await closed;
+  clearTimeout(timer);
+  return got;
 }
 
 for (const [engine, env] of [['nginx', {}], ['node', { SBX_GATEWAY_ENGINE: 'node' }]] as const) {

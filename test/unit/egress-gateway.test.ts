@@ -189,8 +189,40 @@ describe('SandboxSources', () => {
     fail = true;
     s.invalidate();
     assert.equal(await s.find('10.213.78.2'), undefined, 'no sandbox rather than a stale one');
+    await new Promise((r) => setTimeout(r, 300)); // (a failed load is not retried for 250 ms)
     fail = false;
     assert.equal(await s.find('10.213.78.2'), 'next');
+  });
+
+  it('an invalidation while a load is on its way is not lost; a failed load is not retried by every lookup', async () => {
+    const net = { subnet: '10.213.78.0/28', gateway: '10.213.78.1' };
+    let nets = new Map([['old', net]]);
+    let gate: Promise<void> | undefined;
+    let release = () => {};
+    let calls = 0;
+    let fail = false;
+    const s = new SandboxSources({
+      listSandboxNetworks: async () => {
+        calls++;
+        const seen = nets;
+        if (gate) await gate;
+        if (fail) throw new Error('engine down');
+        return seen;
+      },
+    }, '/home');
+    gate = new Promise((r) => (release = r));
+    const lookup = s.find('10.213.78.2'); // its load sees old's network
+    await new Promise((r) => setImmediate(r));
+    nets = new Map([['next', net]]);
+    s.invalidate();
+    gate = undefined;
+    release();
+    assert.equal(await lookup, 'next', 'the load that began before the change does not count');
+    fail = true;
+    s.invalidate();
+    const before = calls;
+    for (let i = 0; i < 20; i++) assert.equal(await s.find('10.213.78.2'), undefined);
+    assert.ok(calls - before <= 2, `a failed load is not asked again by each lookup (${calls - before} asks)`);
   });
 });
 

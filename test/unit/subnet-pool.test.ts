@@ -62,6 +62,7 @@ describe('resting subnets', () => {
   it('keeps those whose rest is not over, drops the rest (and copes with none)', () => {
     assert.deepEqual(stillResting({ '10.9.0.0/28': 2000, '10.9.0.16/28': 1000 }, 1000), { '10.9.0.0/28': 2000 });
     assert.deepEqual(stillResting(undefined, 1000), {});
+    assert.deepEqual(stillResting({ '10.9.0.0/28': 10 ** 13 }, 1000), { '10.9.0.0/28': 1000 + SUBNET_REST_MS }, 'a clock that went back rests no longer');
     assert.ok(SUBNET_REST_MS > WORKER_SHUTDOWN_S * 1000 + 2000, "longer than nginx's worker_shutdown_timeout, with time for the reload");
   });
 });
