@@ -18,6 +18,9 @@ export interface OriginalDestination {
   port: number;
 }
 
+/** TCP states of a connection that has ended or is ending (conntrack keeps them up to 120 s). */
+const ENDED = / (TIME_WAIT|CLOSE|CLOSE_WAIT|LAST_ACK|FIN_WAIT) /;
+
 /** The original destination of the connection from client:clientPort redirected to localPort. */
 export async function originalDestination(client: string, clientPort: number, localPort: number, table = '/proc/net/nf_conntrack'): Promise<OriginalDestination | undefined> {
   let text: string;
@@ -29,6 +32,9 @@ export async function originalDestination(client: string, clientPort: number, lo
   const want = canonical(client);
   for (const line of text.split('\n')) {
     if (!line.includes(`sport=${clientPort} `)) continue;
+    // An ended connection on the same tuple (an earlier one of the same sandbox, or of a removed
+    // sandbox whose address this one has now) is not the one asked about.
+    if (ENDED.test(line)) continue;
     // Each line holds the original tuple, then the reply tuple (src dst sport dport, twice).
     const tuples = [...line.matchAll(/src=(\S+) dst=(\S+) sport=(\d+) dport=(\d+)/g)];
     const [orig, reply] = tuples;

@@ -1134,6 +1134,9 @@ describe('originalDestination', () => {
       'ipv4     2 tcp      6 431999 ESTABLISHED src=172.19.0.20 dst=203.0.113.20 sport=40000 dport=443 src=172.19.0.1 dst=172.19.0.20 sport=44295 dport=40000 [ASSURED] mark=0 zone=0 use=2',
       'ipv4     2 tcp      6 431999 ESTABLISHED src=172.19.0.1 dst=172.19.0.2 sport=44295 dport=40000 src=172.19.0.2 dst=172.19.0.1 sport=40000 dport=44295 [ASSURED] mark=0 zone=0 use=2',
       'ipv4     2 tcp      6 431999 ESTABLISHED src=172.19.0.2 dst=203.0.113.30 sport=40000 dport=443 [UNREPLIED] mark=0 zone=0 use=2',
+      // An earlier connection on the same source port (ended, or a removed sandbox's on the same address).
+      'ipv4     2 tcp      6 117 TIME_WAIT src=172.19.0.2 dst=203.0.113.50 sport=40000 dport=443 src=172.19.0.1 dst=172.19.0.2 sport=44295 dport=40000 [ASSURED] mark=0 zone=0 use=2',
+      'ipv4     2 tcp      6 9 CLOSE src=172.19.0.2 dst=203.0.113.51 sport=40000 dport=443 src=172.19.0.1 dst=172.19.0.2 sport=44295 dport=40000 [ASSURED] mark=0 zone=0 use=2',
       'ipv4     2 tcp      6 431999 ESTABLISHED src=172.19.0.2 dst=203.0.113.40 sport=400001 dport=443 src=172.19.0.1 dst=172.19.0.2 sport=44295 dport=400001 [ASSURED] mark=0 zone=0 use=2',
       'ipv4     2 tcp      6 431999 ESTABLISHED src=172.19.0.2 dst=198.18.0.1 sport=40000 dport=443 src=172.19.0.1 dst=172.19.0.2 sport=44295 dport=40000 [ASSURED] mark=0 zone=0 use=2',
       'ipv4     2 tcp      6 431999 ESTABLISHED src=172.19.0.2 dst=198.18.0.2 sport=4000 dport=8443 src=172.19.0.1 dst=172.19.0.2 sport=44295 dport=4000 [ASSURED] mark=0 zone=0 use=2',
