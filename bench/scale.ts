@@ -58,9 +58,24 @@ function gatewayKb(): number {
   return kb;
 }
 
-interface Figures { ls: number; inspect: number; expose: number; update: number; firstOk: number; rps: number }
+interface Figures { ls: number; inspect: number; expose: number; update: number; firstOk: number; rps: number; dockerInspect: number; nodeStart: number }
 
-function measure(gwPort: number): Figures {
+/** Median wall time of any command over RUNS runs (after one warm-up): the engine's and Node's own figures. */
+function timeCmd(file: string, args: string[]): number {
+  const runs: number[] = [];
+  for (let i = 0; i <= RUNS; i++) {
+    const t0 = performance.now();
+    execFileSync(file, args, { stdio: 'ignore' });
+    if (i > 0) runs.push(performance.now() - t0);
+  }
+  return median(runs);
+}
+
+function measure(gwPort: number, container: string): Figures {
+  // What sbx does not control, measured the same way: the engine answering one inspect (its own
+  // CLI) and a bare Node start. Both grow with idle sandboxes too (every container has a shim).
+  const dockerInspect = timeCmd('docker', ['inspect', container]);
+  const nodeStart = timeCmd(process.execPath, ['-e', '0']);
   const url = `http://8080-bench-up.sbx.localhost:${gwPort}/`;
   const ls = timeMs(['ls']);
   const inspect = timeMs(['inspect', 'bench-up']);
@@ -82,7 +97,7 @@ function measure(gwPort: number): Figures {
   sh('sleep 2');
   const wrk = spawnSync('wrk', ['-t1', '-c32', `-d${DURATION}s`, '-H', `Host: 8080-bench-up.sbx.localhost:${gwPort}`, `http://127.0.0.1:${gwPort}/`], { encoding: 'utf8' });
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(wrk.stdout)?.[1] ?? 0);
-  return { ls, inspect, expose, update, firstOk: median(firsts), rps };
+  return { ls, inspect, expose, update, firstOk: median(firsts), rps, dockerInspect, nodeStart };
 }
 
 function leftovers(ids: string[]): string[] {
@@ -118,7 +133,7 @@ http { access_log off; client_body_temp_path /tmp; proxy_temp_path /tmp; fastcgi
   const mem1 = memAvailableKb();
   const gw1 = gatewayKb();
   step('measuring with 1 sandbox');
-  const one = measure(gwPort);
+  const one = measure(gwPort, box.container);
 
   step(`creating ${N - 1} more, ${PAR} at a time`);
   const t0 = performance.now();
@@ -129,7 +144,7 @@ http { access_log off; client_body_temp_path /tmp; proxy_temp_path /tmp; fastcgi
   const memN = memAvailableKb();
   const gwN = gatewayKb();
   step(`measuring with ${N} sandboxes`);
-  const many = measure(gwPort);
+  const many = measure(gwPort, box.container);
 
   // Printed now: removing them all can take long (Docker's own rules per network, see RESULTS.md).
   const row = (what: string, a: number, b: number, unit: string, limit: number, higherIsBetter = false) => {
@@ -144,6 +159,9 @@ http { access_log off; client_body_temp_path /tmp; proxy_temp_path /tmp; fastcgi
   row('sbx network update', many.update, one.update, 'ms', 1.2);
   row('port expose to first 200', many.firstOk, one.firstOk, 'ms', 1.2);
   row('gateway RPS (wrk, 32 connections)', many.rps, one.rps, 'req/s', 1.2, true);
+  const context = (what: string, a: number, b: number) => console.log(`| ${what} | ${a.toFixed(0)} ms | 1 sandbox: ${b.toFixed(0)} ms | ${(a / b).toFixed(2)}x | (context: not sbx's) | |`);
+  context(`docker inspect (the engine's CLI), ${N} sandboxes`, many.dockerInspect, one.dockerInspect);
+  context('node -e 0', many.nodeStart, one.nodeStart);
   const perBox = (kb: number) => `${(kb / 1024 / (N - 1)).toFixed(2)} MiB`;
   console.log(`| host memory per sandbox (MemAvailable) | ${perBox(mem1 - memN)} | | | (stated) | |`);
   console.log(`| gateway memory (Node + its nginx) | ${(gwN / 1024).toFixed(0)} MiB | 1 sandbox: ${(gw1 / 1024).toFixed(0)} MiB | ${perBox(gwN - gw1)} per sandbox | (stated) | |`);
