@@ -5,7 +5,7 @@
 //  - memory: the host's (MemAvailable) and the gateway's (Node + its nginx), per sandbox;
 //  - creating them all (8 at a time) and removing them all, which must leave nothing.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -167,6 +167,12 @@ http { access_log off; client_body_temp_path /tmp; proxy_temp_path /tmp; fastcgi
   console.log(`| gateway memory (Node + its nginx) | ${(gwN / 1024).toFixed(0)} MiB | 1 sandbox: ${(gw1 / 1024).toFixed(0)} MiB | ${perBox(gwN - gw1)} per sandbox | (stated) | |`);
   console.log(`| creating ${N - 1} sandboxes, ${PAR} at a time | ${createS.toFixed(0)} s | | ${((createS * 1000) / (N - 1)).toFixed(0)} ms each | (context) | |`);
 
+  // HOLD=FILE: the sandboxes stay until FILE is deleted (to look at sbx with all of them there).
+  if (process.env.HOLD) {
+    writeFileSync(process.env.HOLD, `SBX_HOME=${home}\n`);
+    step(`holding until ${process.env.HOLD} is deleted`);
+    while (existsSync(process.env.HOLD)) sh('sleep 5');
+  }
   const ids = (JSON.parse(sbx('ls', '--json')) as Array<{ id: string }>).map((b) => b.id);
   step(`removing all ${N}, ${PAR} at a time`);
   const t1 = performance.now();
