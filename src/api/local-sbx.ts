@@ -101,10 +101,16 @@ export interface LocalSbxOptions {
   egress?: Egress;
 }
 
+/** What Docker says of containers, by name (undefined: there is none); the daemon's is kept from events. */
+export interface ContainerSource {
+  states(names: string[]): Promise<Map<string, ContainerSummary | undefined>>;
+}
+
 export class LocalSbx {
   readonly home: string;
   readonly store: Store;
   #runtime?: Runtime;
+  #containerView?: ContainerSource;
   readonly #delegate: boolean;
   #egress?: Egress;
   /** The warm pool (pool.ts); the daemon refills it. */
@@ -145,7 +151,7 @@ export class LocalSbx {
    * daemon of another control protocol (sbx was upgraded under it) is replaced by this sbx's own
    * first: rules stay in the kernel while the gateway restarts.
    */
-  async #viaDaemon<T>(op: Operation, payload: object, signal: AbortSignal | undefined, direct: () => Promise<T>): Promise<T> {
+  async #viaDaemon<T>(op: Operation, payload: object, signal: AbortSignal | undefined, direct: () => Promise<T>, read = false): Promise<T> {
     const { DaemonClient, unixTransport, MismatchError } = await import('../daemon-client/client.ts');
     const { PROTOCOL_VERSION } = await import('../daemon-client/protocol.ts');
     for (let attempt = 0; ; attempt++) {
@@ -157,6 +163,8 @@ export class LocalSbx {
       } catch (err) {
         if ((err as { unreachable?: boolean }).unreachable) return direct();
         if (!(err instanceof MismatchError) || attempt > 0) throw err;
+        // A read does not replace a daemon of another protocol: it asks the engine itself.
+        if (read) return direct();
         const { stopGateway } = await import('../gateway/daemon.ts');
         await stopGateway(this.home);
         await this.ensureGateway();
@@ -389,19 +397,33 @@ export class LocalSbx {
 
   // ---- read -----------------------------------------------------------------------------
 
+  /**
+   * The daemon's view of the containers (container-view.ts), kept from Docker's events: `list`
+   * and `get` read it instead of asking Docker each time. Only the daemon sets it; a client asks
+   * the daemon when one runs.
+   */
+  useContainerView(view: ContainerSource): void {
+    this.#containerView = view;
+  }
+
   async list(): Promise<SandboxInfo[]> {
-    const records = this.store.sandboxes().filter((r) => !r.creating);
-    if (records.length === 0) return [];
-    const runtime = await this.runtime();
-    const containers = await runtime.listSandboxContainers(this.home);
-    const gw = this.gatewayAddress();
-    return records.map((r) => this.#info(r, containers.get(objectNames(r.id).container), false, gw));
+    return this.#viaDaemon('call', { method: 'list', args: [] }, undefined, async () => {
+      const records = this.store.sandboxes().filter((r) => !r.creating);
+      if (records.length === 0) return [];
+      const names = records.map((r) => objectNames(r.id).container);
+      const containers = this.#containerView ? await this.#containerView.states(names) : await (await this.runtime()).listSandboxContainers(this.home);
+      const gw = this.gatewayAddress();
+      return records.map((r, i) => this.#info(r, containers.get(names[i]!), false, gw));
+    }, true);
   }
 
   async get(ref: string, options: { showToken?: boolean } = {}): Promise<SandboxInfo> {
-    const record = this.resolve(ref);
-    const runtime = await this.runtime();
-    return this.#info(record, await runtime.inspectContainer(objectNames(record.id).container), options.showToken);
+    return this.#viaDaemon('call', { method: 'get', args: [ref, options] }, undefined, async () => {
+      const record = this.resolve(ref);
+      const name = objectNames(record.id).container;
+      const container = this.#containerView ? (await this.#containerView.states([name])).get(name) : await (await this.runtime()).inspectContainer(name);
+      return this.#info(record, container, options.showToken);
+    }, true);
   }
 
   /** The names of the sandboxes (shell completion; no engine call). */

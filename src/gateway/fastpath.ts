@@ -6,7 +6,7 @@ import { createServer } from 'node:net';
 import { RuntimeError } from '../core/errors.ts';
 import { objectNames } from '../core/sandbox.ts';
 import { maskHost } from '../core/ports.ts';
-import type { ContainerSummary, Runtime } from '../runtime/docker.ts';
+import type { ContainerView } from './container-view.ts';
 import { renderNginxConfig, type DirectRoute } from './nginx-config.ts';
 import { NginxFrontend } from './nginx.ts';
 import type { RouteTable } from './routes.ts';
@@ -29,7 +29,8 @@ export interface FastPathOptions {
   workerUser?: string;
   upstreamTimeoutMs: number;
   routes: RouteTable;
-  runtime: Runtime;
+  /** Docker's view of the home's containers, kept between syncs. */
+  containers: ContainerView;
 }
 
 /** Resolves false when `port` on `host` is taken (by anyone, on any address that covers it). */
@@ -53,11 +54,6 @@ function freePort(host: string): Promise<number> {
   });
 }
 
-/** How long a full list of the home's containers is trusted (Docker events keep it fresh meanwhile). */
-const LIST_TRUSTED_MS = 30_000;
-/** More unknown containers than this in one sync: one list is cheaper than an inspect each. */
-const MOST_INSPECTS = 16;
-
 export class FastPath {
   readonly port: number;
   readonly #o: FastPathOptions;
@@ -70,18 +66,6 @@ export class FastPath {
   #again = false;
   /** A failed apply: what nginx serves is unknown, so the next one is applied and waited for. */
   #unsure = false;
-  /**
-   * Docker's view of each container (by name; undefined: there is none), kept between syncs. A
-   * list of every container of the home grows with their number (about 150 ms for 1,000 here), so
-   * after one list only the containers that Docker reported a change of, or that are new, are
-   * inspected on the way to a route.
-   */
-  #containers?: Map<string, ContainerSummary | undefined>;
-  #listedAt = 0;
-  /** Counts Docker's reports: an answer asked for before one may predate it, and is not kept. */
-  #changes = 0;
-  /** Docker's event stream is up: only while it is does a kept answer stay true. */
-  #eventsUp = false;
 
   private constructor(o: FastPathOptions, port: number) {
     this.#o = o;
@@ -135,24 +119,6 @@ export class FastPath {
     return this.#nginx.stop();
   }
 
-  /** Docker reported a change of this sandbox's container (start, die, pause...): asked again. */
-  containerChanged(id: string): void {
-    this.#changes++;
-    this.#containers?.delete(objectNames(id).container);
-  }
-
-  /** Any container may have changed: Docker is asked again about all of them. */
-  forgetContainers(): void {
-    this.#changes++;
-    this.#containers = undefined;
-  }
-
-  /** Docker's event stream came up or broke: either way, what was kept may be out of date. */
-  trustEvents(up: boolean): void {
-    this.#eventsUp = up;
-    this.forgetContainers();
-  }
-
   /** Does nginx route this port of this sandbox straight to it (as of the last sync)? */
   routesDirectly(id: string, port: number): boolean {
     return this.#lastRoutes.has(`sbx_${id}_${port}`);
@@ -180,7 +146,7 @@ export class FastPath {
     // One list call for every sandbox of the home (not an inspect per sandbox).
     // Docker not answering now: no direct routes, everything goes to the Node gateway (which reads
     // the store and asks Docker itself), rather than a failed sync.
-    const containers = records.length ? await this.#containerStates(records.map((r) => objectNames(r.id).container)) : new Map();
+    const containers = records.length ? await o.containers.states(records.map((r) => objectNames(r.id).container)).catch(() => new Map()) : new Map();
     for (const r of records) {
       const open = (r.ports ?? []).filter((p) => p.public);
       const c = containers.get(objectNames(r.id).container);
@@ -201,28 +167,5 @@ export class FastPath {
     const make = (version: number) =>
       renderNginxConfig({ listenHost: o.host, listenPort: this.port, nodeSocket: o.nodeSocket, runDir: o.runDir, tempDir: o.tempDir, routes: direct, version, instance: this.#nginx.instance, upstreamTimeoutMs: o.upstreamTimeoutMs, user });
     return { routes, make };
-  }
-
-  /** What Docker says of these containers: from what it said before, asking only about the unknown. */
-  async #containerStates(names: string[]): Promise<Map<string, ContainerSummary | undefined>> {
-    const o = this.#o;
-    const changes = this.#changes;
-    try {
-      const known = this.#containers;
-      const unknown = known ? names.filter((n) => !known.has(n)) : names;
-      if (!known || unknown.length > MOST_INSPECTS || Date.now() - this.#listedAt > LIST_TRUSTED_MS) {
-        const listedAt = Date.now();
-        const listed: Map<string, ContainerSummary | undefined> = await o.runtime.listSandboxContainers(o.home);
-        if (changes === this.#changes && this.#eventsUp) [this.#containers, this.#listedAt] = [listed, listedAt];
-        return listed;
-      }
-      const found = await Promise.all(unknown.map((n) => o.runtime.inspectContainer(n)));
-      const answers = changes === this.#changes ? known : new Map(known);
-      unknown.forEach((n, i) => answers.set(n, found[i]));
-      return answers;
-    } catch {
-      this.#containers = undefined;
-      return new Map();
-    }
   }
 }

@@ -9,6 +9,7 @@ import { cliEntry } from './daemon.ts';
 import { runningGateway } from './state.ts';
 import { Relays } from './relays.ts';
 import { RouteTable } from './routes.ts';
+import { ContainerView } from './container-view.ts';
 import { createGatewayServer } from './server.ts';
 import { gatewayFiles, gatewaySettings, type GatewayState } from './settings.ts';
 import { Targets } from './targets.ts';
@@ -70,6 +71,10 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   const relays = new Relays(files.run, join(dirname(cliEntry()), 'relay.cjs'));
   const targets = new Targets(sbx, runtime, relays, msFromEnv('SBX_START_TIMEOUT_MS', 30_000));
   const routes = new RouteTable(sbx.store);
+  // Docker's view of the home's containers, kept from its events: for the fast path's routes and
+  // for `sbx ls` and `inspect` asked of this daemon.
+  const containers = new ContainerView(runtime, home);
+  sbx.useContainerView(containers);
   const startedAt = new Date().toISOString();
   const upstreamTimeoutMs = msFromEnv('SBX_UPSTREAM_TIMEOUT_MS', 60_000);
   // nginx carries the public ports of running sandboxes when it is installed (the fast path);
@@ -151,8 +156,8 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     listener: () => ({ host: settings.host, port: state?.port ?? settings.port }),
     reload: async (changed) => {
       try {
-        if (changed) for (const id of changed) fastPath?.containerChanged(id);
-        else fastPath?.forgetContainers();
+        if (changed) for (const id of changed) containers.changed(id);
+        else containers.forget();
         targets.invalidateAll();
         await routes.refresh();
         // The worker judges by the new policies and has cut what they deny before this resolves.
@@ -209,7 +214,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
       }
     }
     try {
-      fastPath = await FastPath.start({ nginxBin, runDir: files.run, home, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, runtime }, log);
+      fastPath = await FastPath.start({ nginxBin, runDir: files.run, home, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, containers }, log);
     } catch (err) {
       server.close();
       return unguard(err);
@@ -292,11 +297,11 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     if (STATE_ACTIONS.has(action)) targets.stateChanged(id);
     else targets.invalidate(id);
     relays.stop(id);
-    fastPath?.containerChanged(id);
+    containers.changed(id);
     resyncRoutes();
   }, (connected) => {
     // Changes while the stream was down were not reported: Docker is asked again.
-    fastPath?.trustEvents(connected);
+    containers.trustEvents(connected);
     if (connected) {
       void workers.update({ invalidate: true });
       resyncRoutes();

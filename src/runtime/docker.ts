@@ -239,8 +239,9 @@ export class Runtime {
       });
       const out = new Map<string, ContainerSummary>();
       for (const c of list) {
-        const ip = Object.values(c.NetworkSettings?.Networks ?? {})[0]?.IPAddress || undefined;
-        for (const n of c.Names) out.set(n.replace(/^\//, ''), { state: stateOf(c.State), ip });
+        const net = Object.values(c.NetworkSettings?.Networks ?? {})[0] as { IPAddress?: string; GlobalIPv6Address?: string } | undefined;
+        const summary = { state: stateOf(c.State), ip: net?.IPAddress || undefined, ip6: net?.GlobalIPv6Address || undefined };
+        for (const n of c.Names) out.set(n.replace(/^\//, ''), summary);
       }
       return out;
     } catch (err) {

@@ -1,10 +1,12 @@
-// The fast path's sync asks Docker once (one container list), however many sandboxes there are.
+// The fast path's sync asks Docker once (one container list), however many sandboxes there are;
+// the gateway's view of the containers (container-view.ts) keeps the answers while Docker's events flow.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FastPath } from '../../src/gateway/fastpath.ts';
+import { ContainerView } from '../../src/gateway/container-view.ts';
 import { findNginx } from '../../src/gateway/nginx.ts';
 import { objectNames } from '../../src/core/sandbox.ts';
 
@@ -23,7 +25,8 @@ test('fast-path sync: one container list call for all sandboxes, no inspect per 
     },
   };
   const routes = { all: () => records };
-  const fp = await FastPath.start({ nginxBin: findNginx()!, runDir: join(dir, 'run'), home: dir, host: '127.0.0.1', port: 0, domain: 'sbx.localhost', nodeSocket: join(dir, 'node.sock'), upstreamTimeoutMs: 1000, routes: routes as never, runtime: runtime as never });
+  const view = new ContainerView(runtime as never, dir);
+  const fp = await FastPath.start({ nginxBin: findNginx()!, runDir: join(dir, 'run'), home: dir, host: '127.0.0.1', port: 0, domain: 'sbx.localhost', nodeSocket: join(dir, 'node.sock'), upstreamTimeoutMs: 1000, routes: routes as never, containers: view });
   try {
     assert.deepEqual(calls, { inspect: 0, list: 1 });
     const conf = readFileSync(join(dir, 'run', 'nginx.conf'), 'utf8');
@@ -53,17 +56,18 @@ test('fast-path sync: with Docker events heard, only containers reported changed
     },
   };
   const routes = { all: () => records };
+  const view = new ContainerView(runtime as never, dir);
   const conf = () => readFileSync(join(dir, 'run', 'nginx.conf'), 'utf8');
-  const fp = await FastPath.start({ nginxBin: findNginx()!, runDir: join(dir, 'run'), home: dir, host: '127.0.0.1', port: 0, domain: 'sbx.localhost', nodeSocket: join(dir, 'node.sock'), upstreamTimeoutMs: 1000, routes: routes as never, runtime: runtime as never });
+  const fp = await FastPath.start({ nginxBin: findNginx()!, runDir: join(dir, 'run'), home: dir, host: '127.0.0.1', port: 0, domain: 'sbx.localhost', nodeSocket: join(dir, 'node.sock'), upstreamTimeoutMs: 1000, routes: routes as never, containers: view });
   try {
-    fp.trustEvents(true);
+    view.trustEvents(true);
     await fp.sync();
     await fp.sync();
     assert.deepEqual(calls, { inspect: 0, list: 2 }, 'one list once events are heard, then none');
     states.set(objectNames('id1').container, { state: 'paused', ip: '10.1.2.3' });
     await fp.sync();
     assert.match(conf(), /server 10\.1\.2\.3:3000/, 'no event yet: what Docker said before');
-    fp.containerChanged('id1');
+    view.changed('id1');
     await fp.sync();
     assert.deepEqual(calls, { inspect: 1, list: 2 });
     assert.doesNotMatch(conf(), /server 10\.1\.2\.3:3000/, 'paused: no longer routed directly');
@@ -72,10 +76,10 @@ test('fast-path sync: with Docker events heard, only containers reported changed
     await fp.sync();
     assert.deepEqual(calls, { inspect: 2, list: 2 }, 'a new sandbox: its container alone');
     assert.match(conf(), /server 10\.1\.2\.9:3000/);
-    fp.forgetContainers();
+    view.forget();
     await fp.sync();
     assert.deepEqual(calls, { inspect: 2, list: 3 }, 'any container may have changed: one list');
-    fp.trustEvents(false);
+    view.trustEvents(false);
     await fp.sync();
     await fp.sync();
     assert.deepEqual(calls, { inspect: 2, list: 5 }, 'the event stream broke: every sync lists again');
@@ -83,4 +87,39 @@ test('fast-path sync: with Docker events heard, only containers reported changed
     await fp.stop();
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('container view: a failed list is thrown and nothing is kept; an answer asked for before a change is not kept', async () => {
+  let fail = true;
+  const calls = { inspect: 0, list: 0 };
+  const name = objectNames('id0').container;
+  let release: () => void = () => {};
+  const runtime = {
+    inspectContainer: async () => {
+      calls.inspect++;
+      return { state: 'exited' as const };
+    },
+    listSandboxContainers: async () => {
+      calls.list++;
+      if (fail) throw new Error('engine down');
+      await new Promise<void>((r) => (release = r));
+      return new Map([[name, { state: 'running' as const, ip: '10.1.2.3' }]]);
+    },
+  };
+  const view = new ContainerView(runtime as never, '/nowhere');
+  view.trustEvents(true);
+  await assert.rejects(view.states([name]), /engine down/);
+  fail = false;
+  const pending = view.states([name]);
+  await new Promise((r) => setImmediate(r));
+  view.changed('id0'); // Docker reports a change while the list is on its way
+  release();
+  assert.equal((await pending).get(name)?.state, 'running', 'the list is answered as it is');
+  const again = view.states([name]);
+  await new Promise((r) => setImmediate(r));
+  release();
+  await again;
+  assert.deepEqual(calls, { inspect: 0, list: 3 }, 'the list that crossed a change was not kept: listed again');
+  assert.equal((await view.states([name])).get(name)?.state, 'running', 'kept now');
+  assert.deepEqual(calls, { inspect: 0, list: 3 });
 });
