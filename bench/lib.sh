@@ -1,7 +1,8 @@
 # Shared by the bench scripts: hyperfine from Debian, the project's Node, a throw-away SBX_HOME.
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 command -v hyperfine >/dev/null || { step "installing hyperfine"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hyperfine >&2; }
-BENCH_HOME=$(mktemp -d /tmp/sbx-bench-XXXXXX)
+# REUSE=1 (bench/scale.sh) brings the SBX_HOME of an earlier, held run: it is removed at the end too.
+if [ -n "${REUSE:-}" ]; then BENCH_HOME=${SBX_HOME:?REUSE needs SBX_HOME}; else BENCH_HOME=$(mktemp -d /tmp/sbx-bench-XXXXXX); fi
 export SBX_HOME="$BENCH_HOME"
 OUT="$ROOT/bench/out"; mkdir -p "$OUT"
 bench_cleanup() {

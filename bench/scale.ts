@@ -1,5 +1,6 @@
-// sbx with many sandboxes (run by bench/scale.sh): each figure with 1 sandbox and with N (default
-// 1,000: SANDBOXES; created 8 at a time, idle, default image, each with an exposed port), in one run.
+// sbx with many sandboxes (run by bench/scale.sh): each figure with N sandboxes (default 1,000:
+// SANDBOXES; created 8 at a time, idle, default image, each with an exposed port), then with 1 once
+// the others are removed, in one run.
 //  - ls (within 2x), inspect, port expose, network update (within 20%): median of RUNS CLI runs;
 //  - the gateway's RPS (wrk) and port expose to the first 200 (within 20%);
 //  - memory: the host's (MemAvailable) and the gateway's (Node + its nginx), per sandbox;
@@ -114,8 +115,8 @@ function leftovers(ids: string[]): string[] {
   return left;
 }
 
-try {
-  step('one sandbox: nginx answering on 8080, exposed');
+/** bench-up: nginx answering on 8080 in a sandbox, exposed. */
+function benchUp(): void {
   const box = JSON.parse(sbx('create', '--name', 'bench-up', '-p', '8080', '--json'));
   execFileSync('docker', ['cp', '/usr/sbin/nginx', `${box.container}:/usr/sbin/nginx`]);
   execFileSync(SBX, ['exec', '-i', 'bench-up', '--', 'sh', '-c', 'cat > /tmp/up.conf'], {
@@ -126,27 +127,70 @@ http { access_log off; client_body_temp_path /tmp; proxy_temp_path /tmp; fastcgi
 `,
   });
   sbx('exec', '-d', 'bench-up', '--', '/usr/sbin/nginx', '-c', '/tmp/up.conf', '-g', 'daemon off;');
-  const gwPort = JSON.parse(sbx('gateway', 'status', '--json')).port as number;
   while (spawnSync('curl', ['-sf', '-o', '/dev/null', `http://${box.ip}:8080/`]).status !== 0) sh('sleep 0.1');
-  sh('sleep 3');
-  step(`settled in ${settle().toFixed(0)} s (1-minute load ${readFileSync('/proc/loadavg', 'utf8').split(' ')[0]})`);
-  const mem1 = memAvailableKb();
-  const gw1 = gatewayKb();
-  step('measuring with 1 sandbox');
-  const one = measure(gwPort, box.container);
+}
 
-  step(`creating ${N - 1} more, ${PAR} at a time`);
-  const t0 = performance.now();
-  sh(`seq 1 ${N - 1} | xargs -P ${PAR} -I{} ${SBX} create --name bench-s{} -p 8080 --json >/dev/null`);
-  const createS = (performance.now() - t0) / 1000;
+const loadNow = () => readFileSync('/proc/loadavg', 'utf8').split(' ')[0];
+
+try {
+  // REUSE=1: SBX_HOME already holds the N sandboxes (bench-up and bench-s*) of an earlier run
+  // that was held (HOLD) and ended: measured as they are, without creating them again.
+  let createS: number | undefined;
+  if (process.env.REUSE) {
+    const count = (JSON.parse(sbx('ls', '--json')) as unknown[]).length;
+    if (count !== N) throw new Error(`REUSE: ${home} holds ${count} sandboxes, not SANDBOXES=${N}`);
+    step(`reusing the ${N} sandboxes of ${home}`);
+  } else {
+    step('one sandbox: nginx answering on 8080, exposed');
+    benchUp();
+    step(`creating ${N - 1} more, ${PAR} at a time`);
+    const t0 = performance.now();
+    sh(`seq 1 ${N - 1} | xargs -P ${PAR} -I{} ${SBX} create --name bench-s{} -p 8080 --json >/dev/null`);
+    createS = (performance.now() - t0) / 1000;
+  }
+  // Each set of figures from a gateway started for it: its memory is what it holds for them.
+  const restartGateway = () => {
+    sbx('gateway', 'stop');
+    const t = performance.now();
+    sbx('gateway', 'start');
+    return (performance.now() - t) / 1000;
+  };
+  const startN = restartGateway();
+  const gwPort = () => JSON.parse(sbx('gateway', 'status', '--json')).port as number;
+  const container = JSON.parse(sbx('inspect', 'bench-up', '--json')).container as string;
   sh('sleep 20');
-  step(`settled in ${settle().toFixed(0)} s more (1-minute load ${readFileSync('/proc/loadavg', 'utf8').split(' ')[0]})`);
+  step(`settled in ${settle().toFixed(0)} s (1-minute load ${loadNow()})`);
   const memN = memAvailableKb();
   const gwN = gatewayKb();
   step(`measuring with ${N} sandboxes`);
-  const many = measure(gwPort, box.container);
+  const many = measure(gwPort(), container);
+  console.log(`${N} sandboxes: ${JSON.stringify(many)}`);
 
-  // Printed now: removing them all can take long (Docker's own rules per network, see RESULTS.md).
+  // HOLD=FILE: the sandboxes stay until FILE is deleted (to look at sbx with all of them there).
+  if (process.env.HOLD) {
+    writeFileSync(process.env.HOLD, `SBX_HOME=${home}\n`);
+    step(`holding until ${process.env.HOLD} is deleted`);
+    while (existsSync(process.env.HOLD)) sh('sleep 5');
+  }
+
+  // Then the same with one: the others removed (timed), bench-up left.
+  const listed = JSON.parse(sbx('ls', '--json')) as Array<{ id: string; name: string }>;
+  const ids = listed.map((b) => b.id);
+  step(`removing ${N - 1}, ${PAR} at a time`);
+  const t1 = performance.now();
+  execFileSync('sh', ['-c', `xargs -P ${PAR} -n 10 ${SBX} rm -f >/dev/null`], { input: listed.filter((b) => b.name !== 'bench-up').map((b) => b.id).join('\n'), stdio: ['pipe', 'inherit', 'inherit'] });
+  const rmS = (performance.now() - t1) / 1000;
+  const start1 = restartGateway();
+  sh('sleep 20');
+  step(`settled in ${settle().toFixed(0)} s (1-minute load ${loadNow()})`);
+  const mem1 = memAvailableKb();
+  const gw1 = gatewayKb();
+  step('measuring with 1 sandbox');
+  const one = measure(gwPort(), container);
+  console.log(`1 sandbox: ${JSON.stringify(one)}`);
+  sbx('rm', '-f', 'bench-up');
+  const left = leftovers(ids);
+
   const row = (what: string, a: number, b: number, unit: string, limit: number, higherIsBetter = false) => {
     const ratio = a / b;
     const ok = higherIsBetter ? ratio >= 1 / limit : ratio <= limit;
@@ -162,24 +206,12 @@ http { access_log off; client_body_temp_path /tmp; proxy_temp_path /tmp; fastcgi
   const context = (what: string, a: number, b: number) => console.log(`| ${what} | ${a.toFixed(0)} ms | 1 sandbox: ${b.toFixed(0)} ms | ${(a / b).toFixed(2)}x | (context: not sbx's) | |`);
   context(`docker inspect (the engine's CLI), ${N} sandboxes`, many.dockerInspect, one.dockerInspect);
   context('node -e 0', many.nodeStart, one.nodeStart);
+  console.log(`| sbx gateway start (it checks every sandbox's rules) | ${(startN * 1000).toFixed(0)} ms | 1 sandbox: ${(start1 * 1000).toFixed(0)} ms | ${(startN / start1).toFixed(2)}x | (context) | |`);
   const perBox = (kb: number) => `${(kb / 1024 / (N - 1)).toFixed(2)} MiB`;
   console.log(`| host memory per sandbox (MemAvailable) | ${perBox(mem1 - memN)} | | | (stated) | |`);
   console.log(`| gateway memory (Node + its nginx) | ${(gwN / 1024).toFixed(0)} MiB | 1 sandbox: ${(gw1 / 1024).toFixed(0)} MiB | ${perBox(gwN - gw1)} per sandbox | (stated) | |`);
-  console.log(`| creating ${N - 1} sandboxes, ${PAR} at a time | ${createS.toFixed(0)} s | | ${((createS * 1000) / (N - 1)).toFixed(0)} ms each | (context) | |`);
-
-  // HOLD=FILE: the sandboxes stay until FILE is deleted (to look at sbx with all of them there).
-  if (process.env.HOLD) {
-    writeFileSync(process.env.HOLD, `SBX_HOME=${home}\n`);
-    step(`holding until ${process.env.HOLD} is deleted`);
-    while (existsSync(process.env.HOLD)) sh('sleep 5');
-  }
-  const ids = (JSON.parse(sbx('ls', '--json')) as Array<{ id: string }>).map((b) => b.id);
-  step(`removing all ${N}, ${PAR} at a time`);
-  const t1 = performance.now();
-  sh(`${SBX} ls -q | xargs -P ${PAR} -n 10 ${SBX} rm -f >/dev/null`);
-  const rmS = (performance.now() - t1) / 1000;
-  const left = leftovers(ids);
-  console.log(`| removing ${N}, ${PAR} at a time | ${rmS.toFixed(0)} s | | left: ${left.length ? left.join(', ') : 'nothing'} | nothing left | ${left.length ? 'MISSED' : 'met'} |`);
+  if (createS !== undefined) console.log(`| creating ${N - 1} sandboxes, ${PAR} at a time | ${createS.toFixed(0)} s | | ${((createS * 1000) / (N - 1)).toFixed(0)} ms each | (context) | |`);
+  console.log(`| removing ${N - 1}, ${PAR} at a time, then the last | ${rmS.toFixed(0)} s | | left: ${left.length ? left.join(', ') : 'nothing'} | nothing left | ${left.length ? 'MISSED' : 'met'} |`);
 } finally {
   try { sh(`${SBX} ls -q | xargs -r -P ${PAR} -n 10 ${SBX} rm -f >/dev/null 2>&1 || true`); } catch {}
 }
