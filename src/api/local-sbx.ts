@@ -630,9 +630,8 @@ export class LocalSbx {
    * Puts the stored policy of a sandbox back in force (the gateway does this at start and when a
    * container starts: rules are checked against the store and repaired).
    */
-  async enforceNetwork(id: string, known?: SandboxRecord): Promise<void> {
-    // `known`: the caller read the store just now (the gateway's start, for every sandbox at once).
-    const record = known?.id === id ? known : this.store.sandboxes().find((r) => r.id === id);
+  async enforceNetwork(id: string): Promise<void> {
+    const record = this.store.sandboxes().find((r) => r.id === id);
     if (!record || record.creating || record.removing) return;
     const egress = await this.egress();
     await egress.apply(record);

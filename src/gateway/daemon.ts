@@ -34,10 +34,24 @@ export async function reloadGateway(s: GatewayState | undefined, changed?: strin
 }
 
 
+const START_TIMEOUT_MS = 10_000;
+const START_MS_PER_SANDBOX = 20;
+
+/** How many sandboxes the store holds (0 when it cannot be read: the gateway will say why). */
+function sandboxCount(home: string): number {
+  try {
+    return Object.keys((JSON.parse(readFileSync(join(home, 'state.json'), 'utf8')) as { sandboxes?: object }).sandboxes ?? {}).length;
+  } catch {
+    return 0;
+  }
+}
+
 /** Starts the gateway in the background unless one runs; resolves once it answers. */
-export async function ensureGateway(home: string, timeoutMs = 10_000): Promise<GatewayState> {
+export async function ensureGateway(home: string, timeoutMs?: number): Promise<GatewayState> {
   const running = runningGateway(home);
   if (running) return running;
+  // It puts every sandbox's rules back before it answers: longer with more of them.
+  timeoutMs ??= START_TIMEOUT_MS + START_MS_PER_SANDBOX * sandboxCount(home);
   const { default: lockfile } = await import('proper-lockfile');
   const files = gatewayFiles(home);
   const release = await lockfile.lock(home, { lockfilePath: files.lock, realpath: false, stale: 15_000, retries: { retries: 100, minTimeout: 20, maxTimeout: 200 } });

@@ -23,7 +23,6 @@ import { parserUser } from './egress-user.ts';
 import { applyListenerGuard, removeListenerGuard } from '../net/listener-guard.ts';
 import type { EgressListeners } from '../net/nft-rules.ts';
 import type { NetworkPolicy } from '../core/network-policy.ts';
-import type { SandboxRecord } from '../core/sandbox.ts';
 import { dnsUpstream } from './settings.ts';
 import { PROTOCOL_VERSION } from '../daemon-client/protocol.ts';
 import { VERSION } from '../core/version.ts';
@@ -43,8 +42,6 @@ function writeAtomic(path: string, text: string): void {
 /** Docker events that change whether a sandbox runs (its pooled connections are dropped then). */
 const STATE_ACTIONS = new Set(['start', 'restart', 'pause', 'unpause', 'die', 'stop', 'kill', 'destroy', 'oom']);
 /** Container events around which a sandbox's subnet may come or go. */
-/** How many sandboxes' rules a starting gateway checks at once. */
-const RESTORES_AT_ONCE = 4;
 const SUBNET_ACTIONS = new Set(['create', 'start', 'restart', 'die', 'destroy']);
 
 const log = (line: string) => process.stdout.write(`${new Date().toISOString()} ${line}\n`);
@@ -104,8 +101,8 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   const user = parserUser();
   // Rules are checked against the store and repaired: at start (the listeners' ports are new),
   // before the gateway announces itself, and whenever a sandbox's container starts.
-  const enforce = (id: string, why: string, known?: SandboxRecord) =>
-    sbx.enforceNetwork(id, known).catch((err) => log(`egress: could not ${why} the rules of ${id}: ${(err as Error).message}`));
+  const enforce = (id: string, why: string) =>
+    sbx.enforceNetwork(id).catch((err) => log(`egress: could not ${why} the rules of ${id}: ${(err as Error).message}`));
   let state: GatewayState | undefined;
   const workers: EgressSupervisor = new EgressSupervisor({
     entry: join(dirname(cliEntry()), 'egress-worker.cjs'),
@@ -250,11 +247,8 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   });
   // Every sandbox's rules are back before the control socket answers: a client's first call (the
   // agent's hello, `gateway start`) returns only when they are in force.
-  // A few nft runs at a time: a thousand at once would only crowd the machine.
-  const restoring = [...routes.all()];
-  await Promise.all(Array.from({ length: Math.min(RESTORES_AT_ONCE, restoring.length) }, async () => {
-    for (let r = restoring.pop(); r; r = restoring.pop()) await enforce(r.id, 'restore', r);
-  }));
+  const restoring = routes.all().filter((r) => !r.creating && !r.removing);
+  for (const [id, err] of await egress.restoreAll(restoring)) log(`egress: could not restore the rules of ${id}: ${err.message}`);
   // create and rm from sbx processes are carried out here while the daemon runs; reload, health.
   // (The agent puts it in a directory shared with the engine's host: SBX_CONTROL_SOCKET.)
   const control = process.env.SBX_CONTROL_SOCKET || join(files.run, 'control.sock');

@@ -121,6 +121,28 @@ export class Egress {
   }
 
   /**
+   * Puts the stored policies of many sandboxes in force again (a starting gateway: its listeners'
+   * ports are new), several per nft run: each run reads the whole ruleset first, so one run per
+   * sandbox would grow with their square. A run that fails is retried a sandbox at a time, so
+   * one sandbox's refusal stays its own. Resolves with the errors, by sandbox id.
+   */
+  async restoreAll(records: ReadonlyArray<Pick<SandboxRecord, 'id' | 'name' | 'ipv6' | 'network'>>, perRun = 50): Promise<Map<string, Error>> {
+    const errors = new Map<string, Error>();
+    const listeners = this.#fixed ?? this.#listeners();
+    for (let i = 0; i < records.length; i += perRun) {
+      const batch = records.slice(i, i + perRun);
+      const script = batch.map((r) => rulesScript(sandboxLink(r), this.compiled(r.id, r.network), { listeners, gatewayAccount: gatewayAccount() })).join('\n');
+      try {
+        await runNft(script, 'could not put the egress policies back in force');
+        for (const r of batch) this.#appliedAt.set(r.id, Date.now());
+      } catch {
+        for (const r of batch) await this.apply(r).catch((err: Error) => errors.set(r.id, err));
+      }
+    }
+    return errors;
+  }
+
+  /**
    * For the first container start after this process applied a sandbox's rules (within `ms`):
    * true, so that start needs no repair. Each apply answers once.
    */
