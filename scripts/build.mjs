@@ -11,9 +11,8 @@ const updateCommitted = process.argv.includes('--completions');
 // Never used by sbx, so left out of the bundle (they cost most of the start-up time):
 // dockerode's BuildKit session (gRPC, protobuf), SSH transport (ssh:// engines are dialled with
 // the system ssh instead: src/runtime/ssh-dial.ts) and build-context packing (sbx imports images
-// from a stream instead), and conf's JSON-schema validator (ajv), which conf
-// only builds when given a schema; the store passes none.
-const unused = ['@grpc/grpc-js', '@grpc/proto-loader', 'protobufjs', 'ssh2', 'cpu-features', 'tar-fs', '@balena/dockerignore', 'ajv', 'ajv-formats'];
+// from a stream instead).
+const unused = ['@grpc/grpc-js', '@grpc/proto-loader', 'protobufjs', 'ssh2', 'cpu-features', 'tar-fs', '@balena/dockerignore'];
 const stubUnused = {
   name: 'stub-unused',
   setup(b) {
@@ -28,29 +27,28 @@ const stubUnused = {
 };
 
 // Modules whose load-time work sbx never needs, replaced by what sbx relies on of them: chalk's
-// colour detection (sbx always passes an explicit level, see src/cli/io.ts), conf's semver (used
-// only for migrations, which the store does not use), graceful-fs under proper-lockfile (it
+// colour detection (sbx always passes an explicit level, see src/cli/io.ts), graceful-fs under proper-lockfile (it
 // patches all of fs at load to retry EMFILE; the lock needs four plain fs calls), and the debug
 // logger of docker-modem (silent unless DEBUG is set).
 const replaced = {
   '#supports-color': 'module.exports = { default: { stdout: false, stderr: false } }; module.exports.__esModule = true;',
-  semver: 'module.exports = new Proxy({}, { get: () => { throw new Error("semver is not bundled with sbx"); } });',
   'graceful-fs': 'module.exports = require("node:fs");',
   debug: 'module.exports = () => Object.assign(() => {}, { enabled: false, extend() { return module.exports(); } });',
 };
 const replace = {
   name: 'replace',
   setup(b) {
-    b.onResolve({ filter: /^(#supports-color|semver|graceful-fs|debug)$/ }, (args) => ({ path: args.path, namespace: 'replaced' }));
+    b.onResolve({ filter: /^(#supports-color|graceful-fs|debug)$/ }, (args) => ({ path: args.path, namespace: 'replaced' }));
     b.onLoad({ filter: /.*/, namespace: 'replaced' }, (args) => ({ contents: replaced[args.path], loader: 'js' }));
   },
 };
 
 // Heavy Node built-ins that some dependencies load at start-up but use only on rare paths
 // (commander: child_process for external subcommands; docker-modem: https/tls for remote
-// engines; dockerode: zlib and crypto for builds and sessions; conf: crypto for encryption). They are loaded on first use instead. Only for importers that use a default import
+// engines; dockerode: zlib and crypto for builds and sessions). They are loaded on first use
+// instead. Only for importers that use a default import
 // or require(), where a lazy object is a faithful stand-in.
-const lazyBuiltins = { commander: ['child_process'], 'docker-modem': ['https'], dockerode: ['zlib', 'crypto'], conf: ['crypto'] };
+const lazyBuiltins = { commander: ['child_process'], 'docker-modem': ['https'], dockerode: ['zlib', 'crypto'] };
 const lazyBuiltin = {
   name: 'lazy-builtin',
   setup(b) {

@@ -29,6 +29,8 @@ export interface PoolContext {
 const REFILL_PARALLEL = 2;
 /** After a refill failed (no image, no subnet...), the next try waits this long. */
 const RETRY_MS = 30_000;
+/** An unchanged store that needed no refill is looked at again after this long anyway. */
+const IDLE_RECHECK_MS = 10_000;
 
 /** A claimed entry whose container does not run (it died, or was removed): taken out, not handed out. */
 export class PooledSandboxGone extends RuntimeError {}
@@ -53,6 +55,8 @@ export class WarmPool {
   readonly #image: string;
   #filling?: Promise<void>;
   #retryAt = 0;
+  /** The store's signature when it last needed no refill, and when. */
+  #idleAt = { signature: '', time: 0 };
   /** What the pool did and what failed (the gateway's log). */
   onLine: (line: string) => void = () => {};
 
@@ -82,8 +86,17 @@ export class WarmPool {
   /** Makes sandboxes until the pool has its size (one refill at a time); resolves when done. */
   fill(ctx: () => Promise<PoolContext>): Promise<void> {
     if (this.#filling) return this.#filling;
+    // Called every second: a store unchanged since it needed nothing is not parsed again (a
+    // thousand sandboxes' records take milliseconds), but for a look every IDLE_RECHECK_MS.
+    const signature = this.#store.signature();
+    if (signature === this.#idleAt.signature && Date.now() - this.#idleAt.time < IDLE_RECHECK_MS) return Promise.resolve();
     const pool = this.#store.pool();
-    if (Date.now() < this.#retryAt || (refillCount(pool, 1) === 0 && surplus(pool).length === 0)) return Promise.resolve();
+    if (Date.now() < this.#retryAt) return Promise.resolve();
+    if (refillCount(pool, 1) === 0 && surplus(pool).length === 0) {
+      this.#idleAt = { signature, time: Date.now() };
+      return Promise.resolve();
+    }
+    this.#idleAt = { signature: '', time: 0 };
     this.#filling = (async () => {
       try {
         await this.#fillLoop(await ctx());

@@ -9,16 +9,21 @@ import { basename, dirname } from 'node:path';
 import type { SandboxRecord } from '../core/sandbox.ts';
 import type { Store } from '../store/store.ts';
 
+/** The once-a-second safety net reads the store at least this often even when it looks unchanged. */
+const REREAD_MS = 10_000;
+
 export class RouteTable {
-  readonly #store: Pick<Store, 'path' | 'sandboxes'>;
+  readonly #store: Pick<Store, 'path' | 'sandboxes' | 'signature'>;
   #byRef = new Map<string, SandboxRecord>();
   #all: SandboxRecord[] = [];
   readonly #watcher?: FSWatcher;
   readonly #timer: NodeJS.Timeout;
   #reading?: Promise<void>;
   #again = false;
+  #readSignature = '';
+  #readAt = 0;
 
-  constructor(store: Pick<Store, 'path' | 'sandboxes'>) {
+  constructor(store: Pick<Store, 'path' | 'sandboxes' | 'signature'>) {
     this.#store = store;
     this.#use(store.sandboxes());
     const file = basename(store.path);
@@ -27,7 +32,11 @@ export class RouteTable {
         if (name === file) void this.refresh().catch(() => {});
       });
     } catch {}
-    this.#timer = setInterval(() => void this.refresh().catch(() => {}), 1000);
+    // The safety net skips a file it has read (a thousand records take milliseconds to parse),
+    // but for a read every REREAD_MS whatever the file looks like.
+    this.#timer = setInterval(() => {
+      if (this.#store.signature() !== this.#readSignature || Date.now() - this.#readAt > REREAD_MS) void this.refresh().catch(() => {});
+    }, 1000);
     this.#timer.unref();
   }
 
@@ -47,6 +56,8 @@ export class RouteTable {
         do {
           this.#again = false;
           let text: string;
+          this.#readSignature = this.#store.signature();
+          this.#readAt = Date.now();
           try {
             text = await readFile(this.#store.path, 'utf8');
           } catch (err) {

@@ -12,7 +12,7 @@ test('RouteTable: lookups never read the store; refresh() reads it in the backgr
   const rec = (id: string, name: string) => ({ id, name, createdAt: new Date().toISOString(), image: 'x', command: [], env: {}, desired: 'running' });
   writeFileSync(path, JSON.stringify({ version: 1, sandboxes: { a1: rec('a1', 'web') } }));
   let syncReads = 0;
-  const store = { path, sandboxes: () => (syncReads++, [rec('a1', 'web')]) };
+  const store = { path, sandboxes: () => (syncReads++, [rec('a1', 'web')]), signature: () => 'same' };
   const routes = new RouteTable(store as never);
   try {
     assert.equal(syncReads, 1, 'read once when the table is made');
