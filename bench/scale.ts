@@ -46,6 +46,17 @@ function settle(): number {
   return (performance.now() - t0) / 1000;
 }
 
+/** The share of the CPUs busy over `seconds` while nothing is measured (/proc/stat): the cost of idle sandboxes. */
+function busyShare(seconds = 10): number {
+  const read = () => readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const a = read();
+  sh(`sleep ${seconds}`);
+  const b = read();
+  const d = b.map((v, i) => v - a[i]!);
+  const total = d.reduce((x, y) => x + y, 0);
+  return total ? 1 - (d[3]! + d[4]!) / total : 0; // idle + iowait
+}
+
 const memAvailableKb = () => Number(/MemAvailable:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))![1]);
 const rssKb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
 function gatewayKb(): number {
@@ -160,6 +171,7 @@ try {
   const container = JSON.parse(sbx('inspect', 'bench-up', '--json')).container as string;
   sh('sleep 20');
   step(`settled in ${settle().toFixed(0)} s (1-minute load ${loadNow()})`);
+  const busyN = busyShare();
   const memN = memAvailableKb();
   const gwN = gatewayKb();
   step(`measuring with ${N} sandboxes`);
@@ -183,6 +195,7 @@ try {
   const start1 = restartGateway();
   sh('sleep 20');
   step(`settled in ${settle().toFixed(0)} s (1-minute load ${loadNow()})`);
+  const busy1 = busyShare();
   const mem1 = memAvailableKb();
   const gw1 = gatewayKb();
   step('measuring with 1 sandbox');
@@ -206,6 +219,7 @@ try {
   const context = (what: string, a: number, b: number) => console.log(`| ${what} | ${a.toFixed(0)} ms | 1 sandbox: ${b.toFixed(0)} ms | ${(a / b).toFixed(2)}x | (context: not sbx's) | |`);
   context(`docker inspect (the engine's CLI), ${N} sandboxes`, many.dockerInspect, one.dockerInspect);
   context('node -e 0', many.nodeStart, one.nodeStart);
+  console.log(`| machine busy with nothing measured (/proc/stat, 10 s) | ${(busyN * 100).toFixed(0)}% | 1 sandbox: ${(busy1 * 100).toFixed(0)}% | | (context: idle sandboxes' shims, the engine, the kernel) | |`);
   console.log(`| sbx gateway start (it checks every sandbox's rules) | ${(startN * 1000).toFixed(0)} ms | 1 sandbox: ${(start1 * 1000).toFixed(0)} ms | ${(startN / start1).toFixed(2)}x | (context) | |`);
   const perBox = (kb: number) => `${(kb / 1024 / (N - 1)).toFixed(2)} MiB`;
   console.log(`| host memory per sandbox (MemAvailable) | ${perBox(mem1 - memN)} | | | (stated) | |`);
