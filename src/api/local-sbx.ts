@@ -101,9 +101,12 @@ export interface LocalSbxOptions {
   egress?: Egress;
 }
 
+/** How long `ls` and `inspect` wait for the daemon before they ask the engine themselves. */
+const READ_TIMEOUT_MS = 5000;
+
 /** What Docker says of containers, by name (undefined: there is none); the daemon's is kept from events. */
 export interface ContainerSource {
-  states(names: string[]): Promise<Map<string, ContainerSummary | undefined>>;
+  states(names: string[]): Promise<ReadonlyMap<string, ContainerSummary | undefined>>;
 }
 
 export class LocalSbx {
@@ -159,9 +162,11 @@ export class LocalSbx {
       if (!control) return direct();
       try {
         if (runningGateway(this.home)?.protocol !== PROTOCOL_VERSION) throw new MismatchError(runningGateway(this.home)?.protocol ?? 1);
-        return await new DaemonClient(unixTransport(control)).request<T>(op, payload as Record<string, unknown>, { signal });
+        return await new DaemonClient(unixTransport(control)).request<T>(op, payload as Record<string, unknown>, { signal, ...(read ? { timeoutMs: READ_TIMEOUT_MS } : {}) });
       } catch (err) {
         if ((err as { unreachable?: boolean }).unreachable) return direct();
+        // A daemon that does not answer a read in time (stuck, or busy with a burst): the engine is asked.
+        if (read && err instanceof RuntimeError && !(err instanceof MismatchError) && / did not answer /.test(err.message)) return direct();
         if (!(err instanceof MismatchError) || attempt > 0) throw err;
         // A read does not replace a daemon of another protocol: it asks the engine itself.
         if (read) return direct();
@@ -681,8 +686,9 @@ export class LocalSbx {
     const world = await this.#world();
     const runtime = world.runtime;
     await reconcileSandbox(record, world);
-    // The gateway routes running sandboxes directly: it must know before this returns.
-    if (record.ports?.some((p) => p.public)) await this.#routesChanged([record.id]);
+    // The gateway routes running sandboxes directly, and answers `ls` and `inspect` from its view
+    // of the containers: it must know before this returns (Docker's event may come later).
+    await this.#routesChanged([record.id]);
     return this.#info(record, await runtime.inspectContainer(objectNames(record.id).container));
   }
 

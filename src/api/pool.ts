@@ -89,11 +89,11 @@ export class WarmPool {
     // Called every second: a store unchanged since it needed nothing is not parsed again (a
     // thousand sandboxes' records take milliseconds), but for a look every IDLE_RECHECK_MS.
     const signature = this.#store.signature();
-    if (signature === this.#idleAt.signature && Date.now() - this.#idleAt.time < IDLE_RECHECK_MS) return Promise.resolve();
+    if (signature === this.#idleAt.signature && performance.now() - this.#idleAt.time < IDLE_RECHECK_MS) return Promise.resolve();
     const pool = this.#store.pool();
     if (Date.now() < this.#retryAt) return Promise.resolve();
     if (refillCount(pool, 1) === 0 && surplus(pool).length === 0) {
-      this.#idleAt = { signature, time: Date.now() };
+      this.#idleAt = { signature, time: performance.now() };
       return Promise.resolve();
     }
     this.#idleAt = { signature: '', time: 0 };

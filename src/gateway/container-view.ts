@@ -46,9 +46,9 @@ export class ContainerView {
 
   /**
    * What Docker says of these containers (by name): from what it said before, asking only about
-   * the unknown. Throws what the engine throws.
+   * the unknown. Throws what the engine throws. The map may be the kept one: read it at once.
    */
-  async states(names: string[]): Promise<Map<string, ContainerSummary | undefined>> {
+  async states(names: string[]): Promise<ReadonlyMap<string, ContainerSummary | undefined>> {
     const changes = this.#changes;
     try {
       const known = this.#containers;

@@ -54,7 +54,8 @@ export async function ensureGateway(home: string, timeoutMs?: number): Promise<G
   timeoutMs ??= START_TIMEOUT_MS + START_MS_PER_SANDBOX * sandboxCount(home);
   const { default: lockfile } = await import('proper-lockfile');
   const files = gatewayFiles(home);
-  const release = await lockfile.lock(home, { lockfilePath: files.lock, realpath: false, stale: 15_000, retries: { retries: 100, minTimeout: 20, maxTimeout: 200 } });
+  // Another process may hold the lock for as long as its start may take.
+  const release = await lockfile.lock(home, { lockfilePath: files.lock, realpath: false, stale: 15_000, retries: { retries: Math.ceil((timeoutMs + 10_000) / 200), minTimeout: 20, maxTimeout: 200 } });
   try {
     const again = runningGateway(home);
     if (again) return again;

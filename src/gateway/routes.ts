@@ -35,7 +35,7 @@ export class RouteTable {
     // The safety net skips a file it has read (a thousand records take milliseconds to parse),
     // but for a read every REREAD_MS whatever the file looks like.
     this.#timer = setInterval(() => {
-      if (this.#store.signature() !== this.#readSignature || Date.now() - this.#readAt > REREAD_MS) void this.refresh().catch(() => {});
+      if (this.#store.signature() !== this.#readSignature || performance.now() - this.#readAt > REREAD_MS) void this.refresh().catch(() => {});
     }, 1000);
     this.#timer.unref();
   }
@@ -56,8 +56,7 @@ export class RouteTable {
         do {
           this.#again = false;
           let text: string;
-          this.#readSignature = this.#store.signature();
-          this.#readAt = Date.now();
+          const signature = this.#store.signature();
           try {
             text = await readFile(this.#store.path, 'utf8');
           } catch (err) {
@@ -66,6 +65,7 @@ export class RouteTable {
           }
           const data = JSON.parse(text) as { sandboxes?: Record<string, SandboxRecord> };
           this.#use(Object.values(data.sandboxes ?? {}).sort((a, b) => a.createdAt.localeCompare(b.createdAt)));
+          [this.#readSignature, this.#readAt] = [signature, performance.now()];
         } while (this.#again);
       } finally {
         this.#reading = undefined;

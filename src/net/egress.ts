@@ -124,20 +124,38 @@ export class Egress {
    * Puts the stored policies of many sandboxes in force again (a starting gateway: its listeners'
    * ports are new), several per nft run: each run reads the whole ruleset first, so one run per
    * sandbox would grow with their square. A run that fails is retried a sandbox at a time, so
-   * one sandbox's refusal stays its own. Resolves with the errors, by sandbox id.
+   * one sandbox's refusal stays its own. `read` gives the records (the store), read again for
+   * each run. Resolves with the errors, by sandbox id.
    */
-  async restoreAll(records: ReadonlyArray<Pick<SandboxRecord, 'id' | 'name' | 'ipv6' | 'network'>>, perRun = 50): Promise<Map<string, Error>> {
+  async restoreAll(read: () => ReadonlyArray<Pick<SandboxRecord, 'id' | 'name' | 'ipv6' | 'network' | 'creating' | 'removing'>>, perRun = 50): Promise<Map<string, Error>> {
     const errors = new Map<string, Error>();
-    const listeners = this.#fixed ?? this.#listeners();
-    for (let i = 0; i < records.length; i += perRun) {
-      const batch = records.slice(i, i + perRun);
-      const script = batch.map((r) => rulesScript(sandboxLink(r), this.compiled(r.id, r.network), { listeners, gatewayAccount: gatewayAccount() })).join('\n');
-      try {
-        await runNft(script, 'could not put the egress policies back in force');
-        for (const r of batch) this.#appliedAt.set(r.id, Date.now());
-      } catch {
-        for (const r of batch) await this.apply(r).catch((err: Error) => errors.set(r.id, err));
+    const ids = read().map((r) => r.id);
+    for (let i = 0; i < ids.length; i += perRun) {
+      // Read again for each run: a policy changed meanwhile is the one put back.
+      const now = new Map(read().map((r) => [r.id, r]));
+      const batch = ids.slice(i, i + perRun).map((id) => now.get(id)).filter((r) => r && !r.creating && !r.removing) as Array<Pick<SandboxRecord, 'id' | 'name' | 'ipv6' | 'network'>>;
+      const listeners = this.#fixed ?? this.#listeners();
+      const scripts: string[] = [];
+      const ready: typeof batch = [];
+      for (const r of batch) {
+        try {
+          scripts.push(rulesScript(sandboxLink(r), this.compiled(r.id, r.network), { listeners, gatewayAccount: gatewayAccount() }));
+          ready.push(r);
+        } catch (err) {
+          errors.set(r.id, err as Error); // a policy that no longer compiles is that sandbox's alone
+        }
       }
+      if (ready.length === 0) continue;
+      let alone = false;
+      try {
+        await runNft(scripts.join('\n'), 'could not put the egress policies back in force');
+        for (const r of ready) this.#appliedAt.set(r.id, Date.now());
+        // The listeners moved while the run was on its way (the worker restarted): not the old ports.
+        alone = JSON.stringify(this.#fixed ?? this.#listeners()) !== JSON.stringify(listeners);
+      } catch {
+        alone = true;
+      }
+      if (alone) for (const r of ready) await this.apply(r).catch((err: Error) => errors.set(r.id, err));
     }
     return errors;
   }

@@ -1396,3 +1396,13 @@ describe('not root', () => {
     assert.deepEqual(JSON.parse(out), { message: 'egress rules need root on the Docker host (nftables): run sbx as root', exitCode: 1 });
   });
 });
+
+it('restoreAll: a stored policy that no longer compiles is that sandbox\'s error alone, not the start\'s', async () => {
+  const { Egress } = await import('../../src/net/egress.ts');
+  const egress = new Egress(() => undefined);
+  // A record as a hand edit or an older build may leave it: not the shape the compiler reads.
+  const bad = { id: 'zz0bad0restore', name: 'bad', network: { mode: 'allow-all' } as never };
+  const errors = await egress.restoreAll(() => [bad]);
+  assert.deepEqual([...errors.keys()], ['zz0bad0restore']);
+  assert.ok(errors.get('zz0bad0restore') instanceof Error);
+});
