@@ -164,9 +164,11 @@ export class LocalSbx {
         if (runningGateway(this.home)?.protocol !== PROTOCOL_VERSION) throw new MismatchError(runningGateway(this.home)?.protocol ?? 1);
         return await new DaemonClient(unixTransport(control)).request<T>(op, payload as Record<string, unknown>, { signal, ...(read ? { timeoutMs: READ_TIMEOUT_MS } : {}) });
       } catch (err) {
-        if ((err as { unreachable?: boolean }).unreachable) return direct();
-        // A daemon that does not answer a read in time (stuck, or busy with a burst): the engine is asked.
-        if (read && err instanceof RuntimeError && !(err instanceof MismatchError) && / did not answer /.test(err.message)) return direct();
+        const failed = err as { unreachable?: boolean; timedOut?: boolean; code?: string };
+        if (failed.unreachable) return direct();
+        // A daemon that does not answer a read in time (stuck, or busy with a burst), or whose
+        // socket fails: the engine is asked.
+        if (read && (failed.timedOut || failed.code)) return direct();
         if (!(err instanceof MismatchError) || attempt > 0) throw err;
         // A read does not replace a daemon of another protocol: it asks the engine itself.
         if (read) return direct();

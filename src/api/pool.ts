@@ -13,7 +13,7 @@ import { EMPTY_POOL, pickReady, poolStatus, POOLED_POLICY, refillCount, surplus,
 import type { ContainerSummary, Runtime } from '../runtime/docker.ts';
 import { sandboxLabels } from '../runtime/labels.ts';
 import type { Egress } from '../net/egress.ts';
-import type { Store, StoreData } from '../store/store.ts';
+import { StoreMark, type Store, type StoreData } from '../store/store.ts';
 import { processAlive, thisProcess } from '../store/process-ref.ts';
 import { createPlannedNetwork } from './address-plan.ts';
 import { reconcileSandbox, removeSandboxObjects } from './reconcile.ts';
@@ -55,8 +55,8 @@ export class WarmPool {
   readonly #image: string;
   #filling?: Promise<void>;
   #retryAt = 0;
-  /** The store's signature when it last needed no refill, and when. */
-  #idleAt = { signature: '', time: 0 };
+  /** The store as it was when it last needed no refill. */
+  readonly #idle = new StoreMark(IDLE_RECHECK_MS);
   /** What the pool did and what failed (the gateway's log). */
   onLine: (line: string) => void = () => {};
 
@@ -89,14 +89,14 @@ export class WarmPool {
     // Called every second: a store unchanged since it needed nothing is not parsed again (a
     // thousand sandboxes' records take milliseconds), but for a look every IDLE_RECHECK_MS.
     const signature = this.#store.signature();
-    if (signature === this.#idleAt.signature && performance.now() - this.#idleAt.time < IDLE_RECHECK_MS) return Promise.resolve();
+    if (!this.#idle.due(signature)) return Promise.resolve();
     const pool = this.#store.pool();
     if (Date.now() < this.#retryAt) return Promise.resolve();
     if (refillCount(pool, 1) === 0 && surplus(pool).length === 0) {
-      this.#idleAt = { signature, time: performance.now() };
+      this.#idle.seen(signature);
       return Promise.resolve();
     }
-    this.#idleAt = { signature: '', time: 0 };
+    this.#idle.clear();
     this.#filling = (async () => {
       try {
         await this.#fillLoop(await ctx());

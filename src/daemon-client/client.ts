@@ -62,7 +62,7 @@ export class DaemonClient {
       if (timeoutMs !== undefined) {
         const timer = setTimeout(() => settle(() => {
           conn.destroy();
-          reject(new RuntimeError(`the sbx daemon did not answer ${op} within ${timeoutMs / 1000}s (see its log: sbx gateway status)`));
+          reject(Object.assign(new RuntimeError(`the sbx daemon did not answer ${op} within ${timeoutMs / 1000}s (see its log: sbx gateway status)`), { timedOut: true }));
         }), timeoutMs);
         timer.unref();
         conn.once('close', () => clearTimeout(timer));

@@ -247,8 +247,11 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   });
   // Every sandbox's rules are back before the control socket answers: a client's first call (the
   // agent's hello, `gateway start`) returns only when they are in force.
-  const restored = await egress.restoreAll(() => sbx.store.sandboxes()).catch((err: Error) => new Map([['every sandbox', err]]));
-  for (const [id, err] of restored) log(`egress: could not restore the rules of ${id}: ${err.message}`);
+  try {
+    for (const [id, err] of await egress.restoreAll(() => sbx.store.sandboxes())) log(`egress: could not restore the rules of ${id}: ${err.message}`);
+  } catch (err) {
+    log(`egress: could not restore the sandboxes' rules: ${(err as Error).message}`);
+  }
   // create and rm from sbx processes are carried out here while the daemon runs; reload, health.
   // (The agent puts it in a directory shared with the engine's host: SBX_CONTROL_SOCKET.)
   const control = process.env.SBX_CONTROL_SOCKET || join(files.run, 'control.sock');

@@ -7,7 +7,7 @@ import { watch, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import type { SandboxRecord } from '../core/sandbox.ts';
-import type { Store } from '../store/store.ts';
+import { StoreMark, type Store } from '../store/store.ts';
 
 /** The once-a-second safety net reads the store at least this often even when it looks unchanged. */
 const REREAD_MS = 10_000;
@@ -20,8 +20,7 @@ export class RouteTable {
   readonly #timer: NodeJS.Timeout;
   #reading?: Promise<void>;
   #again = false;
-  #readSignature = '';
-  #readAt = 0;
+  readonly #read = new StoreMark(REREAD_MS);
 
   constructor(store: Pick<Store, 'path' | 'sandboxes' | 'signature'>) {
     this.#store = store;
@@ -35,7 +34,7 @@ export class RouteTable {
     // The safety net skips a file it has read (a thousand records take milliseconds to parse),
     // but for a read every REREAD_MS whatever the file looks like.
     this.#timer = setInterval(() => {
-      if (this.#store.signature() !== this.#readSignature || performance.now() - this.#readAt > REREAD_MS) void this.refresh().catch(() => {});
+      if (this.#read.due(this.#store.signature())) void this.refresh().catch(() => {});
     }, 1000);
     this.#timer.unref();
   }
@@ -65,7 +64,7 @@ export class RouteTable {
           }
           const data = JSON.parse(text) as { sandboxes?: Record<string, SandboxRecord> };
           this.#use(Object.values(data.sandboxes ?? {}).sort((a, b) => a.createdAt.localeCompare(b.createdAt)));
-          [this.#readSignature, this.#readAt] = [signature, performance.now()];
+          this.#read.seen(signature);
         } while (this.#again);
       } finally {
         this.#reading = undefined;

@@ -28,6 +28,32 @@ export interface StoreData {
 
 const EMPTY: StoreData = { version: 1, sandboxes: {} };
 
+/**
+ * What a poller last read of the store (its signature, and when): `due()` says whether to read it
+ * again, because it changed or because `maxAgeMs` passed (signatures may miss a change: see
+ * Store.signature). For pollers that only skip work; decisions read the store.
+ */
+export class StoreMark {
+  #signature = '';
+  #at = 0;
+  readonly #maxAgeMs: number;
+  constructor(maxAgeMs: number) {
+    this.#maxAgeMs = maxAgeMs;
+  }
+
+  due(signature: string): boolean {
+    return signature !== this.#signature || performance.now() - this.#at > this.#maxAgeMs;
+  }
+
+  seen(signature: string): void {
+    [this.#signature, this.#at] = [signature, performance.now()];
+  }
+
+  clear(): void {
+    this.#signature = '';
+  }
+}
+
 export class Store {
   readonly home: string;
   #write?: (data: StoreData) => void;
