@@ -5,7 +5,6 @@
 // (SUBNET_REST_MS): what still knew the removed sandbox by its address (an nginx worker finishing
 // a request) is gone before another sandbox answers there. A create that finds only resting
 // subnets free waits for the first to come free.
-import { randomInt } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { InterruptedError, RuntimeError } from '../core/errors.ts';
 import { freeSubnets, SANDBOX_PREFIX, stillResting, SUBNET_REST_MS, subnetPool } from '../core/subnet-pool.ts';
@@ -23,6 +22,8 @@ export async function createPlannedNetwork(runtime: Runtime, id: string, labels:
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
     const taken = [...(await runtime.ipv4SubnetsInUse()), ...hostIPv4Routes(), ...lost];
     const rest = stillResting(store?.read().resting);
+    // node:crypto takes ~15 ms to load: not at start-up of every command that imports this.
+    const { randomInt } = process.getBuiltinModule('node:crypto') as typeof import('node:crypto');
     const from = randomInt(pool.count);
     const pick = freeSubnets(pool, [...taken, ...Object.keys(rest)], from).next();
     if (pick.done && Date.now() < waitUntil && !freeSubnets(pool, taken, from).next().done) {

@@ -336,13 +336,15 @@ function portIn(s: Side, port: number): boolean {
   return inRanges(s.ports, port);
 }
 
-const PROTECTED = { 4: mergeCidrs(PROTECTED_V4, 4), 6: mergeCidrs(PROTECTED_V6, 6) };
+// Merged on first use, not when the module loads.
+let protectedSpans: Record<4 | 6, Span[]> | undefined;
 
 /** Loopback, private, link-local, metadata, multicast... (see PROTECTED_V4/V6). Unparsable counts as protected. */
 export function isProtectedAddress(address: string): boolean {
   const addr = parse(address);
   if (!addr) return true;
-  return spansContain(PROTECTED[addr.kind() === 'ipv4' ? 4 : 6], addressToBigInt(addr));
+  protectedSpans ??= { 4: mergeCidrs(PROTECTED_V4, 4), 6: mergeCidrs(PROTECTED_V6, 6) };
+  return spansContain(protectedSpans[addr.kind() === 'ipv4' ? 4 : 6], addressToBigInt(addr));
 }
 
 /** Whether an allow entry names this address or a CIDR containing it (what opens a protected one). */

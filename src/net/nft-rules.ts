@@ -74,12 +74,15 @@ const STATIC_SETS: Array<[string, string]> = [
 ];
 // What no sandbox may reach unless an address entry opens it, shared by every sandbox. Named after
 // its contents, so that a build with another list writes its own set and never changes this one.
-const PROTECTED = ([4, 6] as const).map((family) => {
-  const items = spanElements(mergeCidrs(family === 4 ? PROTECTED_V4 : PROTECTED_V6, family), family);
-  const type = `ipv${family}_addr; flags interval`;
-  const name = `protected${family}_${fnv1a(`${type} ${items.join(',')}`).toString(16).padStart(8, '0')}`;
-  return { name, type, items };
-});
+// Worked out on first use, not when the module loads (every command loads it; few write rules).
+let protectedSets: Array<{ name: string; type: string; items: string[] }> | undefined;
+const protectedSetsOnce = () =>
+  (protectedSets ??= ([4, 6] as const).map((family) => {
+    const items = spanElements(mergeCidrs(family === 4 ? PROTECTED_V4 : PROTECTED_V6, family), family);
+    const type = `ipv${family}_addr; flags interval`;
+    const name = `protected${family}_${fnv1a(`${type} ${items.join(',')}`).toString(16).padStart(8, '0')}`;
+    return { name, type, items };
+  }));
 // An address that a `name:port` entry's DNS answer opened, with exactly those ports.
 const LEARNED_SETS: Array<[string, string]> = [
   ['learned4', 'ipv4_addr . inet_service; flags interval, timeout'],
@@ -201,7 +204,7 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
   const out = [...sharedScript(t), ...declareOwn(t, id, [])];
   // The chains first: the rules that read a set are gone before the set is emptied or deleted.
   for (const { chain } of DISPATCH) out.push(`flush chain inet ${t} ${own(chain, id)}`);
-  for (const { name, type, items } of PROTECTED) out.push(...fillSet(t, name, type, items));
+  for (const { name, type, items } of protectedSetsOnce()) out.push(...fillSet(t, name, type, items));
 
   // The compiled policy already holds merged address spans and parsed ports: nothing is re-parsed.
   const items: Record<string, string[]> = {
@@ -230,7 +233,7 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
   // fetches every set in the ruleset, anonymous ones included, but never the rules.
   const each = (chain: string, values: readonly (string | number)[], body: (v: string | number) => string) => values.forEach((v) => rule(chain, body(v)));
   const TCP_UDP = ['tcp', 'udp'] as const;
-  const [protected4, protected6] = PROTECTED.map(({ name }) => `@${name}`);
+  const [protected4, protected6] = protectedSetsOnce().map(({ name }) => `@${name}`);
   const mark = policyMark(p);
   const listeners = opts.listeners;
   const dns = servesDns(p) && listeners;

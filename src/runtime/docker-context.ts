@@ -2,7 +2,6 @@
 // (DOCKER_CONTEXT, else currentContext in the docker config), read from the CLI's own files. The
 // context is turned into the DOCKER_HOST / DOCKER_TLS_VERIFY (or DOCKER_TLS) / DOCKER_CERT_PATH
 // that engine-options.ts reads, so everything after sees one engine.
-import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -29,6 +28,8 @@ export function currentContext(env: NodeJS.ProcessEnv = process.env): ContextEnd
     }
   }
   if (!name || name === 'default') return undefined;
+  // node:crypto takes ~15 ms to load: only when a context is in use.
+  const { createHash } = process.getBuiltinModule('node:crypto') as typeof import('node:crypto');
   const id = createHash('sha256').update(name).digest('hex');
   let meta: { Endpoints?: { docker?: { Host?: string; SkipTLSVerify?: boolean } } };
   try {
