@@ -3,7 +3,7 @@
 // yet anyone's (no name, invisible to ls). See src/api/pool.ts for the work.
 import { UsageError } from './errors.ts';
 import type { NetworkPolicy } from './network-policy.ts';
-import type { ProcessRef } from './sandbox.ts';
+import { byCreation, type ProcessRef } from './sandbox.ts';
 
 /** The most pooled sandboxes a home keeps (each is a running container with its network). */
 export const MAX_POOL_SIZE = 64;
@@ -79,7 +79,7 @@ export function unclaimableReason(shape: CreateShape, defaultImage: string): str
 }
 
 export function poolStatus(pool: PoolData): PoolStatus {
-  const entries = Object.values(pool.entries).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+  const entries = byCreation(Object.values(pool.entries));
   const count = (state: PoolEntry['state']) => entries.filter((e) => e.state === state).length;
   return {
     size: pool.size,
@@ -102,15 +102,10 @@ export function surplus(pool: PoolData): PoolEntry[] {
   const kept = Object.values(pool.entries).filter((e) => e.state !== 'removing');
   const over = kept.length - pool.size;
   if (over <= 0) return [];
-  return kept
-    .filter((e) => e.state === 'ready')
-    .sort((a, b) => a.createdAt.localeCompare(b.createdAt))
-    .slice(0, over);
+  return byCreation(kept.filter((e) => e.state === 'ready')).slice(0, over);
 }
 
 /** The entry a claim takes: the oldest ready one (every one is fresh: none was ever claimed). */
 export function pickReady(pool: PoolData, skip: ReadonlySet<string> = new Set()): PoolEntry | undefined {
-  return Object.values(pool.entries)
-    .filter((e) => e.state === 'ready' && !skip.has(e.id))
-    .sort((a, b) => a.createdAt.localeCompare(b.createdAt))[0];
+  return byCreation(Object.values(pool.entries).filter((e) => e.state === 'ready' && !skip.has(e.id)))[0];
 }

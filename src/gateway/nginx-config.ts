@@ -99,6 +99,10 @@ export function renderNginxConfig(c: NginxConfigInput): string {
   // An old worker's last connections are cut within worker_shutdown_timeout of a reload: a removed
   // sandbox's subnet rests longer than that (core/subnet-pool.ts SUBNET_REST_MS) before another
   // sandbox gets its address, so what such a worker still routes there never reaches that one.
+  // nginx builds each map's hash within map_hash_max_size (default 2048 entries): past that (a
+  // thousand sandboxes with a port have two thousand hosts) it warns and builds a slower one.
+  const hosts = c.routes.reduce((n, r) => n + r.hosts.length, 0);
+  const mapHashMax = Math.max(2048, 2 ** Math.ceil(Math.log2(hosts * 2 || 1)));
   const upstreams = c.routes
     .map((r) => `  upstream ${r.name} {\n    server ${r.address} max_fails=0;\n    server unix:${c.nodeSocket} backup;\n    keepalive 64;\n  }`)
     .join('\n');
@@ -119,6 +123,7 @@ http {
   scgi_temp_path ${temp}/nginx-scgi;
   client_max_body_size 0;
   map_hash_bucket_size 128;
+  map_hash_max_size ${mapHashMax};
   server_names_hash_bucket_size 128;
   geo $dollar { default "$"; }
 

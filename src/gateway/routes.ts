@@ -6,7 +6,7 @@
 import { watch, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
-import type { SandboxRecord } from '../core/sandbox.ts';
+import { byCreation, type SandboxRecord } from '../core/sandbox.ts';
 import { StoreMark, type Store } from '../store/store.ts';
 
 /** The once-a-second safety net reads the store at least this often even when it looks unchanged. */
@@ -63,7 +63,7 @@ export class RouteTable {
             text = '{}';
           }
           const data = JSON.parse(text) as { sandboxes?: Record<string, SandboxRecord> };
-          this.#use(Object.values(data.sandboxes ?? {}).sort((a, b) => a.createdAt.localeCompare(b.createdAt)));
+          this.#use(byCreation(Object.values(data.sandboxes ?? {})));
           this.#read.seen(signature);
         } while (this.#again);
       } finally {

@@ -1,6 +1,10 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { IncomingMessage } from 'node:http';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { maskHost, parsePort, portUrl, routeHost, routePath, validateMaskHost } from '../../src/core/ports.ts';
 import { parseDuration } from '../../src/core/duration.ts';
 import { newToken, tokensEqual } from '../../src/core/token.ts';
@@ -118,6 +122,18 @@ describe('the nginx fast path configuration', () => {
     for (const d of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) assert.match(conf, new RegExp(`${d}_temp_path /run/sbx/abc/nginx-`), d);
     assert.match(conf, /server unix:\/run\/sbx\/abc\/node\.sock;/);
     assert.doesNotMatch(renderNginxConfig({ ...base, routes: [] }), /^user /m, 'no user line unless asked');
+  });
+  it('a thousand routes: nginx accepts them without falling back to a slower host lookup', { skip: !existsSync('/usr/sbin/nginx') && 'no nginx' }, () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sbx-nginx-'));
+    try {
+      const routes = Array.from({ length: 1000 }, (_, i) => ({ hosts: [`8080-bench-s${i}.sbx.localhost`, `8080-id${i}xxxxxx.sbx.localhost`], name: `sbx_id${i}_8080`, address: `10.1.${i >> 4}.${(i & 15) * 16 + 2}:8080` }));
+      writeFileSync(join(dir, 'nginx.conf'), renderNginxConfig({ ...base, runDir: dir, nodeSocket: join(dir, 'node.sock'), routes }));
+      const r = spawnSync('/usr/sbin/nginx', ['-t', '-p', `${dir}/`, '-e', join(dir, 'error.log'), '-c', join(dir, 'nginx.conf')], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      assert.doesNotMatch(r.stderr, /could not build optimal/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
   it('with no routes, everything goes to the Node gateway', () => {
     const conf = renderNginxConfig({ ...base, routes: [] });
