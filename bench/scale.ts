@@ -8,31 +8,10 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { benchUp, gwPort, home, measure, restartGateway, sbx, SBX, sh, step } from './scale-lib.ts';
 
-const ROOT = join(import.meta.dirname, '..');
-const SBX = join(ROOT, 'bin', 'sbx');
 const N = Number(process.env.SANDBOXES ?? 1000);
 const PAR = Number(process.env.PAR ?? 8);
-const RUNS = Number(process.env.RUNS ?? 9);
-const DURATION = process.env.DURATION ?? '5';
-const home = process.env.SBX_HOME!;
-
-const sbx = (...args: string[]) => execFileSync(SBX, args, { encoding: 'utf8', stdio: ['pipe', 'pipe', 'inherit'] });
-const sh = (cmd: string) => execFileSync('sh', ['-c', cmd], { encoding: 'utf8', stdio: ['pipe', 'pipe', 'inherit'] });
-const step = (s: string) => process.stderr.write(`==> ${s}\n`);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
-/** Median wall time of a command over RUNS runs (after one warm-up). */
-function timeMs(args: string[], before?: () => void): number {
-  const runs: number[] = [];
-  for (let i = 0; i <= RUNS; i++) {
-    before?.();
-    const t0 = performance.now();
-    execFileSync(SBX, args, { stdio: 'ignore' });
-    if (i > 0) runs.push(performance.now() - t0);
-  }
-  return median(runs);
-}
 
 /**
  * Waits until the machine is idle again (1-minute load under SETTLE_LOAD, at most SETTLE_MAX s):
@@ -70,48 +49,6 @@ function gatewayKb(): number {
   return kb;
 }
 
-interface Figures { ls: number; inspect: number; expose: number; update: number; firstOk: number; rps: number; dockerInspect: number; nodeStart: number }
-
-/** Median wall time of any command over RUNS runs (after one warm-up): the engine's and Node's own figures. */
-function timeCmd(file: string, args: string[]): number {
-  const runs: number[] = [];
-  for (let i = 0; i <= RUNS; i++) {
-    const t0 = performance.now();
-    execFileSync(file, args, { stdio: 'ignore' });
-    if (i > 0) runs.push(performance.now() - t0);
-  }
-  return median(runs);
-}
-
-function measure(gwPort: number, container: string): Figures {
-  // What sbx does not control, measured the same way: the engine answering one inspect (its own
-  // CLI) and a bare Node start. Both grow with idle sandboxes too (every container has a shim).
-  const dockerInspect = timeCmd('docker', ['inspect', container]);
-  const nodeStart = timeCmd(process.execPath, ['-e', '0']);
-  const url = `http://8080-bench-up.sbx.localhost:${gwPort}/`;
-  const ls = timeMs(['ls']);
-  const inspect = timeMs(['inspect', 'bench-up']);
-  const expose = timeMs(['port', 'expose', 'bench-up', '8080'], () => execFileSync(SBX, ['port', 'rm', 'bench-up', '8080'], { stdio: 'ignore' }));
-  let flip = false;
-  const update = timeMs(['network', 'update', 'bench-up', '--deny-out', '198.18.0.99'], () => {
-    flip = !flip;
-    execFileSync(SBX, ['network', 'update', 'bench-up', '--deny-out', flip ? '198.18.0.98' : '198.18.0.97'], { stdio: 'ignore' });
-  });
-  // Port expose to the first 200: the CLI run and curl until it answers.
-  const firsts: number[] = [];
-  for (let i = 0; i < 5; i++) {
-    execFileSync(SBX, ['port', 'rm', 'bench-up', '8080'], { stdio: 'ignore' });
-    const t0 = performance.now();
-    execFileSync(SBX, ['port', 'expose', 'bench-up', '8080'], { stdio: 'ignore' });
-    while (spawnSync('curl', ['-sf', '-o', '/dev/null', url]).status !== 0);
-    firsts.push(performance.now() - t0);
-  }
-  sh('sleep 2');
-  const wrk = spawnSync('wrk', ['-t1', '-c32', `-d${DURATION}s`, '-H', `Host: 8080-bench-up.sbx.localhost:${gwPort}`, `http://127.0.0.1:${gwPort}/`], { encoding: 'utf8' });
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(wrk.stdout)?.[1] ?? 0);
-  return { ls, inspect, expose, update, firstOk: median(firsts), rps, dockerInspect, nodeStart };
-}
-
 function leftovers(ids: string[]): string[] {
   const left: string[] = [];
   const c = sh(`docker ps -aq --filter label=sbx.home=${home}`).trim();
@@ -124,21 +61,6 @@ function leftovers(ids: string[]): string[] {
   const listed = JSON.parse(sbx('ls', '--json')) as unknown[];
   if (listed.length) left.push(`${listed.length} sandboxes in the store`);
   return left;
-}
-
-/** bench-up: nginx answering on 8080 in a sandbox, exposed. */
-function benchUp(): void {
-  const box = JSON.parse(sbx('create', '--name', 'bench-up', '-p', '8080', '--json'));
-  execFileSync('docker', ['cp', '/usr/sbin/nginx', `${box.container}:/usr/sbin/nginx`]);
-  execFileSync(SBX, ['exec', '-i', 'bench-up', '--', 'sh', '-c', 'cat > /tmp/up.conf'], {
-    input: `user root; worker_processes 1; pid /tmp/up.pid; error_log stderr;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path /tmp; proxy_temp_path /tmp; fastcgi_temp_path /tmp; uwsgi_temp_path /tmp; scgi_temp_path /tmp;
-  server { listen 8080 backlog=4096; keepalive_requests 1000000; location / { return 200 "hello\\n"; } } }
-`,
-  });
-  sbx('exec', '-d', 'bench-up', '--', '/usr/sbin/nginx', '-c', '/tmp/up.conf', '-g', 'daemon off;');
-  while (spawnSync('curl', ['-sf', '-o', '/dev/null', `http://${box.ip}:8080/`]).status !== 0) sh('sleep 0.1');
 }
 
 const loadNow = () => readFileSync('/proc/loadavg', 'utf8').split(' ')[0];
@@ -160,14 +82,7 @@ try {
     createS = (performance.now() - t0) / 1000;
   }
   // Each set of figures from a gateway started for it: its memory is what it holds for them.
-  const restartGateway = () => {
-    sbx('gateway', 'stop');
-    const t = performance.now();
-    sbx('gateway', 'start');
-    return (performance.now() - t) / 1000;
-  };
   const startN = restartGateway();
-  const gwPort = () => JSON.parse(sbx('gateway', 'status', '--json')).port as number;
   const container = JSON.parse(sbx('inspect', 'bench-up', '--json')).container as string;
   sh('sleep 20');
   step(`settled in ${settle().toFixed(0)} s (1-minute load ${loadNow()})`);

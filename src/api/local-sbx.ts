@@ -456,6 +456,15 @@ export class LocalSbx {
     return resolveSandbox(ref, this.store.sandboxes());
   }
 
+  /**
+   * A sandbox that does not exist starts no gateway: looked up before a start. Not when a gateway
+   * runs: the change itself looks it up (in the daemon), and one store read fewer counts with a
+   * thousand sandboxes.
+   */
+  #existsBeforeStart(ref: string): void {
+    if (!runningGateway(this.home)) this.resolve(ref);
+  }
+
   /** Read-modify-write of one sandbox's record under the store lock. */
   #updateSandbox<T>(ref: string, change: (r: SandboxRecord) => T): Promise<T> {
     return this.store.update((data) => change(this.#notRemoving(resolveSandbox(ref, Object.values(data.sandboxes)))));
@@ -558,7 +567,7 @@ export class LocalSbx {
 
   async #exposePorts(ref: string, wanted: number[], options: { public?: boolean }): Promise<PortInfo[]> {
     const isPublic = options.public ?? true;
-    this.resolve(ref); // a sandbox that does not exist starts nothing
+    this.#existsBeforeStart(ref);
     await this.ensureGateway();
     const record = await this.#updateSandbox(ref, (r) => {
       const current = new Map((r.ports ?? []).map((p) => [p.port, p]));
@@ -616,7 +625,7 @@ export class LocalSbx {
    */
   async updateNetwork(ref: string, input: NetworkPolicyInput): Promise<NetworkPolicy> {
     const policy = (await policies()).normalizePolicy(input);
-    this.resolve(ref);
+    this.#existsBeforeStart(ref);
     await this.ensureGateway();
     return this.#viaDaemon('network', { ref, policy }, undefined, () => this.#updateNetwork(ref, policy));
   }
