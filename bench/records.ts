@@ -44,7 +44,7 @@ function figures(label: string): { f: Figures; startS: number } {
   sh('sleep 3');
   step(`measuring with ${label}`);
   const f = measure(gwPort(), container);
-  console.log(`${label}: ${JSON.stringify({ ...f, startS })}`);
+  process.stderr.write(`${label}: ${JSON.stringify({ ...f, startS })}\n`);
   return { f, startS };
 }
 
@@ -60,8 +60,6 @@ try {
   const again = figures('1 record, again');
   const base = (k: keyof Figures) => (one.f[k] + again.f[k]) / 2;
 
-  console.log('| what | measured | baseline | ratio | target | |');
-  console.log('| --- | --- | --- | --- | --- | --- |');
   const row = (what: string, k: keyof Figures, unit: string, limit: number, higherIsBetter = false) => {
     const ratio = many.f[k] / base(k);
     const ok = higherIsBetter ? ratio >= 1 / limit : ratio <= limit;
