@@ -228,6 +228,13 @@ export class WarmPool {
     return state;
   }
 
+  /** The records of the ready pooled sandboxes, as their rules are written (block-all, no DNS). */
+  readyRecords(): SandboxRecord[] {
+    return Object.values(this.#store.pool().entries)
+      .filter((e) => e.state === 'ready')
+      .map((e) => pooledRecord(e.id, this.#image, e.createdAt));
+  }
+
   /**
    * At the gateway's start: entries whose refill or removal died are removed, and so are ready
    * ones whose container no longer runs (never started again: a pooled sandbox is always fresh);

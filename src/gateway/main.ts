@@ -20,8 +20,9 @@ import { portInUse } from './port-owner.ts';
 import { groupName } from '../net/gateway-account.ts';
 import { EgressSupervisor } from './egress-supervisor.ts';
 import { parserUser } from './egress-user.ts';
-import { applyListenerGuard, removeListenerGuard } from '../net/listener-guard.ts';
-import type { EgressListeners } from '../net/nft-rules.ts';
+import { applyListenerGuard, guardTable, removeListenerGuard } from '../net/listener-guard.ts';
+import { TABLE, type EgressListeners } from '../net/nft-rules.ts';
+import { watchTables } from '../net/table-watch.ts';
 import type { NetworkPolicy } from '../core/network-policy.ts';
 import { dnsUpstream } from './settings.ts';
 import { PROTOCOL_VERSION } from '../daemon-client/protocol.ts';
@@ -252,6 +253,31 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   } catch (err) {
     log(`egress: could not restore the sandboxes' rules: ${(err as Error).message}`);
   }
+  // Another program may delete sbx's tables behind its back (a firewall reload's `flush ruleset`):
+  // every sandbox's rules and the listener guard are put back at once. The first run of the
+  // restore brings back the shared skeleton, which refuses every sandbox bridge that has no rules
+  // yet, so the sandboxes further down the list are refused, not open, until their turn.
+  let restoring: Promise<void> | undefined;
+  let restoreAgain = false;
+  const restoreRules = (table: string) => {
+    if (restoring) {
+      restoreAgain = true;
+      return;
+    }
+    restoring = (async () => {
+      do {
+        restoreAgain = false;
+        log(`egress: the nft table ${table} was deleted by another program: putting every sandbox's rules back`);
+        await applyListenerGuard(home, workers.listeners ?? egressListeners).catch((err: Error) => log(`egress: ${err.message}`));
+        const failed = await egress
+          .restoreAll(() => [...sbx.store.sandboxes(), ...sbx.pool.readyRecords()])
+          .catch((err: Error) => new Map([['every sandbox', err]]));
+        for (const [id, err] of failed) log(`egress: could not restore the rules of ${id}: ${err.message}`);
+        log(`egress: the rules are back${failed.size ? ` but for ${failed.size}` : ''}`);
+      } while (restoreAgain);
+    })().finally(() => (restoring = undefined));
+  };
+
   // create and rm from sbx processes are carried out here while the daemon runs; reload, health.
   // (The agent puts it in a directory shared with the engine's host: SBX_CONTROL_SOCKET.)
   const control = process.env.SBX_CONTROL_SOCKET || join(files.run, 'control.sock');
@@ -279,6 +305,8 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
       server.close();
       return unguard(err);
     });
+  // (Started once nothing more can fail the start: it is stopped by close().)
+  const tableWatch = watchTables([`inet ${TABLE}`, `inet ${guardTable(home)}`], restoreRules, log);
   // Creates whose process died, removals that did not finish, the warm pool's leftovers; then the
   // pool is refilled in the background.
   const reconciled = sbx.reconcileStale((line) => log(`reconcile: ${line}`));
@@ -343,7 +371,9 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
       stopRefill();
       routes.close();
       stopEvents();
+      tableWatch.stop(); // before the guard goes: that deletion is this gateway's own
       relays.stopAll();
+      await restoring;
       await workers.close();
       await removeListenerGuard(home).catch((err) => log(`egress: ${(err as Error).message}`));
       await fastPath?.stop();

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
 import { CONTROL_HOST } from './nginx-config.ts';
 import { askGateway } from './ask.ts';
+import { diesWithParent } from '../net/dies-with-parent.ts';
 
 /** The nginx binary: $SBX_NGINX, else Debian's. Undefined when there is none. */
 export function findNginx(): string | undefined {
@@ -32,8 +33,6 @@ export function workerRunDir(home: string, gid: number, root = WORKER_RUN_ROOT):
   return dir;
 }
 
-/** util-linux's setpriv, to give nginx a parent-death signal: it must not outlive its gateway. */
-const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 
 export class NginxFrontend {
   /**
@@ -71,7 +70,7 @@ export class NginxFrontend {
     // SIGTERM to nginx when the gateway dies, however it dies (kill -9 included).
     // Its own process group (nginx's pid), so that workers a master killed outright left are found.
     const options = { stdio: ['ignore', 'ignore', 'pipe'] as ['ignore', 'ignore', 'pipe'], detached: true };
-    const child = SETPRIV ? spawn(SETPRIV, ['--pdeathsig', 'TERM', '--', this.#bin, ...args], options) : spawn(this.#bin, args, options);
+    const child = spawn(...diesWithParent(this.#bin, args), options);
     this.#child = child;
     child.stderr!.on('data', (d) => (this.#stderr = (this.#stderr + d).slice(-2000)));
     let started = false;

@@ -120,6 +120,10 @@ export function sharedScript(t: string = TABLE): string[] {
   for (const [name, spec] of BASE_CHAINS) out.push(`add chain inet ${t} ${name} { ${spec} }`);
   for (const [name] of [...BASE_CHAINS, ['refuse']]) out.push(`flush chain inet ${t} ${name}`);
   for (const { map, key, base } of DISPATCH) out.push(`add rule inet ${t} ${base} ${key} vmap @${map}`);
+  // A sandbox bridge with no entry in the maps (its rules not in yet, or taken away behind sbx's
+  // back) is refused rather than let through: its own chains end in a verdict, so only such a
+  // bridge's packets get here.
+  for (const base of ['forward', 'input']) out.push(`add rule inet ${t} ${base} iifname "sbx-*" goto refuse`);
   out.push(`add rule inet ${t} refuse meta l4proto tcp reject with tcp reset`);
   out.push(`add rule inet ${t} refuse reject with icmpx type admin-prohibited`);
   return out;

@@ -447,11 +447,13 @@ describe('fail closed, repair, TTLs', () => {
     assert.equal(left.tables.length, 0);
   });
 
-  it('rules removed behind sbx\'s back come back when the container starts and when the gateway starts', async () => {
+  it('rules removed behind sbx\'s back: the sandbox is refused meanwhile, and they come back when the container starts and when the gateway starts', async () => {
     // Its entry in the shared table's dispatch map goes: its packets no longer meet its chains.
     const dispatched = async () => (await world.nft('get', 'element', 'inet', 'sbx', 'from_sandbox', `{ "sbx-${id}" }`)).code === 0;
     assert.equal((await world.nft(...dropDispatch(id))).code, 0);
-    assert.equal(await tcp('guard', '198.18.0.3', 8080), 'ok', 'the hole is real');
+    // (Before session 10 this connect went through: a bridge without rules was not filtered.)
+    assert.equal(await tcp('guard', '198.18.0.3', 8080), 'fail', 'a sandbox bridge without rules is refused, not let through');
+    assert.equal(await tcp('open', '198.18.0.3', 8080), 'ok', 'control: a sandbox with its rules is served as before');
     await world.docker('restart', '-t', '0', `sbx-${id}`);
     await eventually(dispatched, 'the rules to be repaired after a restart', 5000);
     assert.equal(await tcp('guard', '198.18.0.3', 8080), 'fail');
@@ -460,6 +462,27 @@ describe('fail closed, repair, TTLs', () => {
     await world.json(['gateway', 'start']);
     assert.ok(await dispatched(), 'repaired at gateway start');
     assert.equal(await tcp('guard', '198.18.0.3', 8080), 'fail');
+  });
+
+  it('the whole table deleted behind sbx\'s back (a firewall reload) comes back at once', async () => {
+    const dispatched = async () => (await world.nft('get', 'element', 'inet', 'sbx', 'from_sandbox', `{ "sbx-${id}" }`)).code === 0;
+    assert.equal(await tcp('guard', '198.18.0.3', 8080), 'fail', 'control: blocked before');
+    assert.equal((await world.nft('delete', 'table', 'inet', 'sbx')).code, 0);
+    const t0 = performance.now();
+    await eventually(dispatched, 'the gateway to put the rules back', 3000);
+    const ms = performance.now() - t0;
+    assert.ok(ms < 2000, `back within 2 s (${ms.toFixed(0)} ms)`);
+    assert.equal(await tcp('guard', '198.18.0.3', 8080), 'fail', 'blocked again');
+    assert.equal(await tcp('open', '198.18.0.3', 8080), 'ok', 'control: an allow-all sandbox reaches the host again');
+    assert.equal(await get('open', 'http://allowed.test/'), '198.18.0.1 80 allowed.test', 'and its DNS works again');
+    // Several times in a row, while the gateway may still be putting them back.
+    for (let i = 0; i < 3; i++) {
+      await world.nft('delete', 'table', 'inet', 'sbx'); // (fails when it is not back yet: that is fine)
+      await sleep(50);
+    }
+    await eventually(dispatched, 'the rules back after repeated deletions', 3000);
+    assert.equal(await tcp('guard', '198.18.0.3', 8080), 'fail', 'blocked after repeated deletions');
+    assert.equal(await tcp('open', '198.18.0.3', 8080), 'ok');
   });
 
   it("an allowed name's answer opens its address for the answer's TTL, then it closes", async () => {
