@@ -127,7 +127,7 @@ export class Egress {
    * one sandbox's refusal stays its own. `read` gives the records (the store), read again for
    * each run. Resolves with the errors, by sandbox id.
    */
-  async restoreAll(read: () => ReadonlyArray<Pick<SandboxRecord, 'id' | 'name' | 'ipv6' | 'network' | 'creating' | 'removing'>>, perRun = 50): Promise<Map<string, Error>> {
+  async restoreAll(read: () => ReadonlyArray<Pick<SandboxRecord, 'id' | 'name' | 'ipv6' | 'network' | 'creating' | 'removing'>>, perRun = 200): Promise<Map<string, Error>> {
     const errors = new Map<string, Error>();
     const ids = read().map((r) => r.id);
     for (let i = 0; i < ids.length; i += perRun) {
@@ -139,7 +139,8 @@ export class Egress {
       const ready: typeof batch = [];
       for (const r of batch) {
         try {
-          scripts.push(rulesScript(sandboxLink(r), this.compiled(r.id, r.network), { listeners, gatewayAccount: gatewayAccount() }));
+          // The shared part once per run, with the first sandbox's rules.
+          scripts.push(rulesScript(sandboxLink(r), this.compiled(r.id, r.network), { listeners, gatewayAccount: gatewayAccount(), shared: scripts.length === 0 }));
           ready.push(r);
         } catch (err) {
           errors.set(r.id, err as Error); // a policy that no longer compiles is that sandbox's alone

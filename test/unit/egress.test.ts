@@ -1409,3 +1409,36 @@ it('restoreAll: a stored policy that no longer compiles is that sandbox\'s error
   assert.deepEqual([...errors.keys()], ['zz0bad0restore']);
   assert.ok(errors.get('zz0bad0restore') instanceof Error);
 });
+
+it('restoreAll: one nft run carries the shared part once and every sandbox\'s own rules, and nft accepts it', async (t) => {
+  const { Egress } = await import('../../src/net/egress.ts');
+  const { chmodSync } = await import('node:fs');
+  const { spawnSync } = await import('node:child_process');
+  // nft stands in: it keeps the script it was given (nothing reaches the kernel).
+  const dir = mkdtempSync(join(tmpdir(), 'sbx-restore-'));
+  const fake = join(dir, 'nft');
+  writeFileSync(fake, `#!/bin/sh\ncat > ${dir}/script.$$\n`);
+  chmodSync(fake, 0o755);
+  const saved = process.env.SBX_NFT;
+  process.env.SBX_NFT = fake;
+  try {
+    const egress = new Egress(() => ({ dns: 1053, http: 1080, tls: 1443 }));
+    const records = ['zz0restore1', 'zz0restore2', 'zz0restore3'].map((id) => ({ id, name: id, network: { mode: 'allow-all' as const, allowOut: [], denyOut: ['198.18.9.9'], allowPorts: [], denyPorts: [] } }));
+    assert.equal((await egress.restoreAll(() => records)).size, 0);
+    const scripts = spawnSync('sh', ['-c', `cat ${dir}/script.*`], { encoding: 'utf8' }).stdout;
+    assert.equal(spawnSync('sh', ['-c', `ls ${dir}/script.* | wc -l`], { encoding: 'utf8' }).stdout.trim(), '1', 'one run');
+    assert.equal(scripts.split('\n').filter((l) => l === 'flush chain inet sbx forward').length, 1, 'the shared part once');
+    assert.equal((scripts.match(/add set inet sbx protected4_[0-9a-f]{8} \{ type ipv4_addr; flags interval; elements/g) ?? []).length, 1, 'the protected sets once');
+    for (const r of records) {
+      assert.ok(scripts.includes(`elements = { "sbx-${r.id}" : jump egress_${r.id} }`), `${r.id} dispatched`);
+      assert.ok(scripts.includes(`add rule inet sbx egress_${r.id} ip daddr @deny4_${r.id} goto refuse`), `${r.id}'s own rules`);
+    }
+    if (process.getuid?.() !== 0 || spawnSync('nft', ['--version']).status !== 0) return t.skip('nft -c needs root');
+    const check = spawnSync('nft', ['-c', '-f', '-'], { input: scripts, encoding: 'utf8' });
+    assert.equal(check.status, 0, check.stderr);
+  } finally {
+    if (saved === undefined) delete process.env.SBX_NFT;
+    else process.env.SBX_NFT = saved;
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
