@@ -228,10 +228,10 @@ export class WarmPool {
     return state;
   }
 
-  /** The records of the ready pooled sandboxes, as their rules are written (block-all, no DNS). */
-  readyRecords(): SandboxRecord[] {
+  /** The records of the pooled sandboxes that have rules (ready, or being made), as their rules are written (block-all, no DNS). */
+  ruledRecords(): SandboxRecord[] {
     return Object.values(this.#store.pool().entries)
-      .filter((e) => e.state === 'ready')
+      .filter((e) => e.state !== 'removing')
       .map((e) => pooledRecord(e.id, this.#image, e.createdAt));
   }
 

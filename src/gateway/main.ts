@@ -254,11 +254,13 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     log(`egress: could not restore the sandboxes' rules: ${(err as Error).message}`);
   }
   // Another program may delete sbx's tables behind its back (a firewall reload's `flush ruleset`):
-  // every sandbox's rules and the listener guard are put back at once. The first run of the
-  // restore brings back the shared skeleton, which refuses every sandbox bridge that has no rules
-  // yet, so the sandboxes further down the list are refused, not open, until their turn.
+  // the rules of every sandbox this gateway serves (pooled ones and creates under way included)
+  // and its listener guard are put back at once. The shared part goes first, alone: it refuses
+  // every sandbox bridge without rules, so that the sandboxes further down the list are refused,
+  // not open, until their turn.
   let restoring: Promise<void> | undefined;
   let restoreAgain = false;
+  const ruled = () => [...sbx.store.sandboxes(), ...sbx.pool.ruledRecords()];
   const restoreRules = (table: string) => {
     if (restoring) {
       restoreAgain = true;
@@ -267,12 +269,15 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     restoring = (async () => {
       do {
         restoreAgain = false;
-        log(`egress: the nft table ${table} was deleted by another program: putting every sandbox's rules back`);
-        await applyListenerGuard(home, workers.listeners ?? egressListeners).catch((err: Error) => log(`egress: ${err.message}`));
-        const failed = await egress
-          .restoreAll(() => [...sbx.store.sandboxes(), ...sbx.pool.readyRecords()])
-          .catch((err: Error) => new Map([['every sandbox', err]]));
-        for (const [id, err] of failed) log(`egress: could not restore the rules of ${id}: ${err.message}`);
+        log(`egress: the nft table ${table} was deleted by another program: putting the rules back`);
+        const failed = new Map<string, Error>();
+        const step = (what: string, p: Promise<unknown>) => p.catch((err: Error) => failed.set(what, err));
+        // Nothing to protect, nothing to write (a cleanup that dropped an idle table stays done).
+        if (ruled().length) await step('the shared part', egress.restoreSkeleton());
+        await step('the listener guard', applyListenerGuard(home, workers.listeners ?? egressListeners));
+        egress.forgetLearned();
+        await step('every sandbox', egress.restoreAll(ruled, { creating: true }).then((errors) => errors.forEach((err, id) => failed.set(id, err))));
+        for (const [what, err] of failed) log(`egress: could not restore the rules of ${what}: ${err.message}`);
         log(`egress: the rules are back${failed.size ? ` but for ${failed.size}` : ''}`);
       } while (restoreAgain);
     })().finally(() => (restoring = undefined));
@@ -306,7 +311,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
       return unguard(err);
     });
   // (Started once nothing more can fail the start: it is stopped by close().)
-  const tableWatch = watchTables([`inet ${TABLE}`, `inet ${guardTable(home)}`], restoreRules, log);
+  const tableWatch = watchTables({ [`inet ${TABLE}`]: 'always', [`inet ${guardTable(home)}`]: 'if-absent' }, restoreRules, log);
   // Creates whose process died, removals that did not finish, the warm pool's leftovers; then the
   // pool is refilled in the background.
   const reconciled = sbx.reconcileStale((line) => log(`reconcile: ${line}`));

@@ -3,8 +3,9 @@
 // instance that learns; other processes (a library user without the daemon) apply the same rules
 // and, on a policy change, simply drop what was learned (fail closed: the sandbox resolves again).
 import { compilePolicy, DEFAULT_POLICY, learnedPorts, nameAllowed, type CompiledPolicy, type NetworkPolicy } from '../core/network-policy.ts';
-import { learnScript, removeScript, rulesScript, type EgressListeners, type LearnedAddress, type SandboxLink } from './nft-rules.ts';
+import { learnScript, removeScript, rulesScript, sharedScript, type EgressListeners, type LearnedAddress, type SandboxLink } from './nft-rules.ts';
 import { runNft } from './nft.ts';
+import { KernelGate } from './kernel-gate.ts';
 import { gatewayAccount } from './gateway-account.ts';
 import { ipv6Subnet, objectNames, type SandboxRecord } from '../core/sandbox.ts';
 
@@ -83,9 +84,20 @@ export class Egress {
   }
   #onJudged?: () => Promise<void>;
 
-  /** Runs kernel work for one sandbox after the work queued before it. */
+  /** Per-sandbox steps side by side, or one restore run alone (kernel-gate.ts). */
+  readonly #gate = new KernelGate();
+
+  /** Runs kernel work for one sandbox after the work queued before it (and never during a restore run). */
   #serial<T>(id: string, work: () => Promise<T>): Promise<T> {
-    const run = (this.#queue.get(id) ?? Promise.resolve()).catch(() => {}).then(work);
+    const gated = async () => {
+      await this.#gate.enter();
+      try {
+        return await work();
+      } finally {
+        this.#gate.leave();
+      }
+    };
+    const run = (this.#queue.get(id) ?? Promise.resolve()).catch(() => {}).then(gated);
     const tail = run.catch(() => {});
     this.#queue.set(id, tail);
     void tail.then(() => this.#queue.get(id) === tail && this.#queue.delete(id));
@@ -100,7 +112,8 @@ export class Egress {
    */
   async apply(record: Pick<SandboxRecord, 'id' | 'name' | 'ipv6' | 'network'>, options: { policy?: NetworkPolicy; changed?: boolean } = {}): Promise<void> {
     const link = sandboxLink(record);
-    const compiled = this.compiled(link.id, options.policy ?? record.network);
+    // Without a policy given, an update under way wins over the record (read before it was stored).
+    const compiled = options.policy ? this.compiled(link.id, options.policy) : (this.#pending.get(link.id) ?? this.compiled(link.id, record.network));
     if (options.changed) this.#pending.set(link.id, compiled);
     try {
       // Whoever judges by it in another process (the gateway's egress worker) has it first.
@@ -127,38 +140,65 @@ export class Egress {
    * one sandbox's refusal stays its own. `read` gives the records (the store), read again for
    * each run. Resolves with the errors, by sandbox id.
    */
-  async restoreAll(read: () => ReadonlyArray<Pick<SandboxRecord, 'id' | 'name' | 'ipv6' | 'network' | 'creating' | 'removing'>>, perRun = 200): Promise<Map<string, Error>> {
+  async restoreAll(read: () => ReadonlyArray<Pick<SandboxRecord, 'id' | 'name' | 'ipv6' | 'network' | 'creating' | 'removing'>>, options: { perRun?: number; creating?: boolean } = {}): Promise<Map<string, Error>> {
+    const perRun = options.perRun ?? 200;
     const errors = new Map<string, Error>();
+    // `creating`: creates under way applied their rules already (the table was deleted under
+    // them); at a gateway's start such records are stale, and the reconciler rolls them back.
+    const wanted = (r: Pick<SandboxRecord, 'creating' | 'removing'> | undefined) => !!r && !r.removing && (options.creating || !r.creating);
     const ids = read().map((r) => r.id);
     for (let i = 0; i < ids.length; i += perRun) {
-      // Read again for each run: a policy changed meanwhile is the one put back.
-      const now = new Map(read().map((r) => [r.id, r]));
-      const batch = ids.slice(i, i + perRun).map((id) => now.get(id)).filter((r) => r && !r.creating && !r.removing) as Array<Pick<SandboxRecord, 'id' | 'name' | 'ipv6' | 'network'>>;
-      const listeners = this.#fixed ?? this.#listeners();
-      const scripts: string[] = [];
-      const ready: typeof batch = [];
-      for (const r of batch) {
+      const ready = await this.#gate.alone(async () => {
+        // Read once no step is under way, and written before the next: a policy changed meanwhile
+        // is the one put back (an update's own, while the store does not hold it yet), a sandbox
+        // removed meanwhile is not.
+        const now = new Map(read().map((r) => [r.id, r]));
+        const batch = ids.slice(i, i + perRun).map((id) => now.get(id)).filter(wanted) as Array<Pick<SandboxRecord, 'id' | 'name' | 'ipv6' | 'network'>>;
+        const listeners = this.#fixed ?? this.#listeners();
+        const scripts: string[] = [];
+        const done: typeof batch = [];
+        for (const r of batch) {
+          try {
+            const compiled = this.#pending.get(r.id) ?? this.compiled(r.id, r.network);
+            // The shared part once per run, with the first sandbox's rules.
+            scripts.push(rulesScript(sandboxLink(r), compiled, { listeners, gatewayAccount: gatewayAccount(), shared: scripts.length === 0 }));
+            done.push(r);
+          } catch (err) {
+            errors.set(r.id, err as Error); // a policy that no longer compiles is that sandbox's alone
+          }
+        }
+        if (done.length === 0) return { done, again: false };
         try {
-          // The shared part once per run, with the first sandbox's rules.
-          scripts.push(rulesScript(sandboxLink(r), this.compiled(r.id, r.network), { listeners, gatewayAccount: gatewayAccount(), shared: scripts.length === 0 }));
-          ready.push(r);
-        } catch (err) {
-          errors.set(r.id, err as Error); // a policy that no longer compiles is that sandbox's alone
+          await runNft(scripts.join('\n'), 'could not put the egress policies back in force');
+          for (const r of done) this.#appliedAt.set(r.id, Date.now());
+          // The listeners moved while the run was on its way (the worker restarted): not the old ports.
+          return { done, again: JSON.stringify(this.#fixed ?? this.#listeners()) !== JSON.stringify(listeners) };
+        } catch {
+          return { done, again: true };
+        }
+      });
+      // One at a time, as steps of their own (an update under way wins: see apply).
+      if (ready.again) {
+        for (const r of ready.done) {
+          const latest = read().find((x) => x.id === r.id);
+          if (wanted(latest)) await this.apply(latest!).catch((err: Error) => errors.set(r.id, err));
         }
       }
-      if (ready.length === 0) continue;
-      let alone = false;
-      try {
-        await runNft(scripts.join('\n'), 'could not put the egress policies back in force');
-        for (const r of ready) this.#appliedAt.set(r.id, Date.now());
-        // The listeners moved while the run was on its way (the worker restarted): not the old ports.
-        alone = JSON.stringify(this.#fixed ?? this.#listeners()) !== JSON.stringify(listeners);
-      } catch {
-        alone = true;
-      }
-      if (alone) for (const r of ready) await this.apply(r).catch((err: Error) => errors.set(r.id, err));
     }
     return errors;
+  }
+
+  /**
+   * The shared part alone: after the table was deleted, it refuses every sandbox bridge until
+   * that sandbox's rules are back (restoreAll), rather than let them all through meanwhile.
+   */
+  restoreSkeleton(): Promise<void> {
+    return runNft(sharedScript().join('\n') + '\n', 'could not put the shared egress rules back');
+  }
+
+  /** The table was deleted: no DNS-learned address is open any more (the next answer opens it again). */
+  forgetLearned(): void {
+    this.#learned.clear();
   }
 
   /**

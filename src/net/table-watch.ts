@@ -5,14 +5,21 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { diesWithParent } from './dies-with-parent.ts';
 
-/** How long a monitor that died waits before it starts again. */
-const RESTART_MS = 1000;
+/** How long a monitor that died, or a listing that failed, waits before it tries again. */
+const RETRY_MS = 1000;
 /** Deletions this close together are looked at once (a `flush ruleset` deletes every table). */
 const SETTLE_MS = 20;
 
 export interface TableWatch {
   stop(): void;
 }
+
+/**
+ * How a deletion counts: `always` (a table nobody but its users rewrites whole, such as sbx's
+ * shared one, which another writer may re-create at once with nothing in it), or `if-absent` (a
+ * table its owner replaces in one transaction, delete and add: gone only if it is not there).
+ */
+export type Deletion = 'always' | 'if-absent';
 
 const nftBin = () => process.env.SBX_NFT ?? 'nft';
 
@@ -26,44 +33,56 @@ function listTables(): Promise<Set<string> | undefined> {
   });
 }
 
-/**
- * Calls `onDeleted(table)` when one of `tables` ("inet sbx") has been deleted. A deletion that
- * the same transaction undoes (delete and add again, as sbx's listener guard does) is not one:
- * the tables are listed once the deletions settle.
- */
-export function watchTables(tables: readonly string[], onDeleted: (table: string) => void, log: (line: string) => void): TableWatch {
+/** Calls `onDeleted(table)` when one of `tables` ("inet sbx": how its deletion counts) was deleted. */
+export function watchTables(tables: Readonly<Record<string, Deletion>>, onDeleted: (table: string) => void, log: (line: string) => void): TableWatch {
   let child: ChildProcess | undefined;
   let stopped = false;
   let restart: NodeJS.Timeout | undefined;
   let settle: NodeJS.Timeout | undefined;
   let failing = false;
+  /** Deleted since the last look; `undefined`: look at every table (nothing was watching). */
+  let seen: Set<string> | undefined = new Set();
 
+  const look = (ms: number) => {
+    settle ??= setTimeout(() => void check(), ms);
+  };
   const check = async () => {
     settle = undefined;
+    const deleted = seen;
+    seen = new Set();
     const present = await listTables();
-    if (!present || stopped) return;
-    for (const t of tables) if (!present.has(t)) onDeleted(t);
+    if (stopped) return;
+    if (!present) {
+      seen = undefined; // nft could not say: everything is looked at again shortly
+      return look(RETRY_MS);
+    }
+    for (const [table, how] of Object.entries(tables)) {
+      if (!present.has(table) || (how === 'always' && deleted?.has(table))) onDeleted(table);
+    }
   };
 
-  const start = (again = false) => {
-    // Deletions while no monitor ran are looked for once it runs.
-    if (again) settle ??= setTimeout(() => void check(), 200);
+  const start = () => {
     const c = spawn(...diesWithParent(nftBin(), ['monitor', 'tables']), { stdio: ['ignore', 'pipe', 'pipe'] });
     child = c;
     let stderr = '';
     c.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-500)));
-    c.on('error', () => {}); // 'exit' follows, or nothing started: both end in a restart below
+    c.on('error', () => {}); // 'close' follows: a restart below
+    // Deletions before the monitor listened (at the start, or while it was down) are found by one look.
+    c.once('spawn', () => look(200));
     createInterface({ input: c.stdout! }).on('line', (line) => {
       failing = false;
       const m = /^delete table (\S+ \S+)/.exec(line);
-      if (m && tables.includes(m[1]!)) settle ??= setTimeout(() => void check(), SETTLE_MS);
+      if (m && m[1]! in tables) {
+        seen?.add(m[1]!);
+        look(SETTLE_MS);
+      }
     });
     c.on('close', (code, signal) => {
       if (stopped) return;
       // Said once per run of failures: a broken nft would otherwise fill the log every second.
       if (!failing) log(`egress: the watch on the nft tables ended (${code ?? signal}${stderr.trim() ? `: ${stderr.trim().split('\n').pop()}` : ''}): starting it again`);
       failing = true;
-      restart = setTimeout(() => start(true), RESTART_MS);
+      restart = setTimeout(start, RETRY_MS);
       restart.unref();
     });
   };

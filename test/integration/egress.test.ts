@@ -10,6 +10,7 @@ import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { curl, dropDispatch, eventually, sleep, World } from '../helpers.ts';
+import { guardTable } from '../../src/net/listener-guard.ts';
 import { closeMode, modeWorld, onlyAs, TEST_AS } from '../test-mode.ts';
 import { startFakeInternet, type FakeInternet } from '../fake-internet.ts';
 
@@ -454,6 +455,14 @@ describe('fail closed, repair, TTLs', () => {
     // (Before session 10 this connect went through: a bridge without rules was not filtered.)
     assert.equal(await tcp('guard', '198.18.0.3', 8080), 'fail', 'a sandbox bridge without rules is refused, not let through');
     assert.equal(await tcp('open', '198.18.0.3', 8080), 'ok', 'control: a sandbox with its rules is served as before');
+    // The same for the host: without its entry in `to_host`, the sandbox reaches nothing of the
+    // host's, not even sbx's DNS forwarder (its redirect is still there).
+    const openId = (await world.json(['inspect', 'open'])).id;
+    assert.equal(await resolves('open', 'allowed.test'), '198.18.0.1', 'control: DNS before');
+    assert.equal((await world.nft('delete', 'element', 'inet', 'sbx', 'to_host', `{ "sbx-${openId}" }`)).code, 0);
+    assert.equal(await resolves('open', 'allowed.test'), undefined, 'the host refuses a bridge without rules');
+    await world.json(['network', 'unblock', 'open']); // an apply puts its rules back whole (allow-all, as it was)
+    assert.equal(await resolves('open', 'allowed.test'), '198.18.0.1', 'DNS again once its rules are back');
     await world.docker('restart', '-t', '0', `sbx-${id}`);
     await eventually(dispatched, 'the rules to be repaired after a restart', 5000);
     assert.equal(await tcp('guard', '198.18.0.3', 8080), 'fail');
@@ -475,6 +484,14 @@ describe('fail closed, repair, TTLs', () => {
     assert.equal(await tcp('guard', '198.18.0.3', 8080), 'fail', 'blocked again');
     assert.equal(await tcp('open', '198.18.0.3', 8080), 'ok', 'control: an allow-all sandbox reaches the host again');
     assert.equal(await get('open', 'http://allowed.test/'), '198.18.0.1 80 allowed.test', 'and its DNS works again');
+    // A firewall reload's `flush ruleset` takes sbx's table and the listener guard in one go.
+    if (TEST_AS === 'root') {
+      const guard = guardTable(world.home);
+      assert.equal((await world.nft('delete', 'table', 'inet', 'sbx', ';', 'delete', 'table', 'inet', guard)).code, 0);
+      await eventually(async () => (await dispatched()) && (await world.nft('list', 'table', 'inet', guard)).code === 0, 'the rules and the guard back', 3000);
+      assert.equal(await tcp('guard', '198.18.0.3', 8080), 'fail', 'blocked after both went');
+      assert.equal(await get('open', 'http://allowed.test/'), '198.18.0.1 80 allowed.test', 'control: DNS and web again');
+    }
     // Several times in a row, while the gateway may still be putting them back.
     for (let i = 0; i < 3; i++) {
       await world.nft('delete', 'table', 'inet', 'sbx'); // (fails when it is not back yet: that is fine)

@@ -754,8 +754,10 @@ describe('nft rules (script text)', () => {
     assert.equal(rulesOf(s, 'egress')[0], 'oifname "sbx-*" oifname != "sbx-abc1234567" goto refuse', 'no way to another sandbox');
     assert.deepEqual(rulesOf(s, 'inbound'), ['iifname != "sbx-abc1234567" meta nfproto ipv6 ct direction original goto refuse']);
     assert.deepEqual(rulesOf(s, 'masq'), [], 'no IPv6 subnet, no masquerade');
+    assert.deepEqual(lines(s).slice(-2), ['delete element inet sbx masq_from_sandbox { "sbx-abc1234567" }', 'delete chain inet sbx masq'], 'and no masq chain at all (an older one is taken, its element first)');
     const v6 = rulesScript({ ...link, subnet6: 'fd5b:1:2:3::/64' }, compilePolicy(), { listeners });
     assert.deepEqual(rulesOf(v6, 'masq'), ['ip6 saddr fd5b:1:2:3::/64 oifname != "sbx-abc1234567" masquerade']);
+    assert.ok(!v6.includes('delete chain inet sbx masq_') && v6.includes('elements = { "sbx-abc1234567" : jump masq }'), 'an IPv6 sandbox keeps its masq chain');
     assert.deepEqual(rulesOf(s, 'local'), ['ct direction original ct state new meta skuid != 0 goto refuse'], 'only root (the gateway) opens connections into the sandbox');
     const withAccount = rulesScript(link, compilePolicy(), { listeners, gatewayAccount: { uid: 999, gid: 995 } });
     assert.deepEqual(rulesOf(withAccount, 'local'), [
@@ -1436,6 +1438,36 @@ it('restoreAll: one nft run carries the shared part once and every sandbox\'s ow
     if (process.getuid?.() !== 0 || spawnSync('nft', ['--version']).status !== 0) return t.skip('nft -c needs root');
     const check = spawnSync('nft', ['-c', '-f', '-'], { input: scripts, encoding: 'utf8' });
     assert.equal(check.status, 0, check.stderr);
+  } finally {
+    if (saved === undefined) delete process.env.SBX_NFT;
+    else process.env.SBX_NFT = saved;
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+it('restoreAll racing an update that tightens: the update is what stays in force (it runs alone, and an update under way wins over the store)', async () => {
+  const { Egress } = await import('../../src/net/egress.ts');
+  const { chmodSync, readdirSync, readFileSync } = await import('node:fs');
+  const dir = mkdtempSync(join(tmpdir(), 'sbx-race-'));
+  // nft stands in, slowly: each run's script is kept, numbered in the order the runs end.
+  const fake = join(dir, 'nft');
+  writeFileSync(fake, `#!/bin/sh\nin=$(cat)\nsleep 0.2\nn=$(ls ${dir} | grep -c '^run')\nprintf '%s' "$in" > ${dir}/run.$n\n`);
+  chmodSync(fake, 0o755);
+  const saved = process.env.SBX_NFT;
+  process.env.SBX_NFT = fake;
+  try {
+    const egress = new Egress(() => ({ dns: 1053, http: 1080, tls: 1443 }));
+    const open = { mode: 'allow-all' as const, allowOut: [], denyOut: [], allowPorts: [], denyPorts: [] };
+    const stored = { id: 'zz0victim01', name: 'victim', network: open };
+    // The update puts block-all in the kernel first; the store still says allow-all meanwhile.
+    const update = egress.apply(stored, { policy: { ...open, mode: 'block-all' }, changed: true });
+    const restore = egress.restoreAll(() => [stored]);
+    await Promise.all([update, restore]);
+    const runs = readdirSync(dir).filter((f) => f.startsWith('run.')).sort((a, b) => Number(a.slice(4)) - Number(b.slice(4)));
+    assert.equal(runs.length, 2);
+    const last = readFileSync(join(dir, runs.at(-1)!), 'utf8');
+    assert.match(last, /add rule inet sbx egress_zz0victim01 goto refuse/, 'the last run writes block-all');
+    assert.doesNotMatch(last, /add rule inet sbx egress_zz0victim01 accept$/m);
   } finally {
     if (saved === undefined) delete process.env.SBX_NFT;
     else process.env.SBX_NFT = saved;
