@@ -135,12 +135,12 @@ function declareShared(t: string): string[] {
 }
 
 /** Declares a sandbox's own sets and chains (a no-op for those that exist). */
-function declareOwn(t: string, id: string, sets = [...STATIC_SETS, ...LEARNED_SETS]): string[] {
+function declareOwn(t: string, id: string, sets = [...STATIC_SETS, ...LEARNED_SETS], chains = DISPATCH): string[] {
   // sbx kept a table per sandbox (`sbx_<id>`) before the shared one: an upgrade's first apply or
   // removal takes it, so that old rules never run beside the new ones (not for other tables).
   const out = t === TABLE ? [`add table inet sbx_${id}`, `delete table inet sbx_${id}`] : [];
   for (const [name, type] of sets) out.push(`add set inet ${t} ${own(name, id)} { type ${type}; }`);
-  for (const { chain } of DISPATCH) out.push(`add chain inet ${t} ${own(chain, id)}`);
+  for (const { chain } of chains) out.push(`add chain inet ${t} ${own(chain, id)}`);
   return out;
 }
 
@@ -211,9 +211,14 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
   const t = opts.table ?? TABLE;
   const id = link.id;
   const shared = opts.shared ?? true;
-  const out = [...(shared ? sharedScript(t) : []), ...declareOwn(t, id, [])];
+  // Without IPv6 the masq chain would be empty: there is none (nft lists every chain of the
+  // ruleset before each run, about 10 ms per 1,000 chains). One an older sbx made stays, empty,
+  // until the removal: taking it here would cost every apply a `delete element`, which makes nft
+  // fetch the elements of every interval set of the ruleset first.
+  const chains = DISPATCH.filter(({ chain }) => chain !== 'masq' || link.subnet6);
+  const out = [...(shared ? sharedScript(t) : []), ...declareOwn(t, id, [], chains)];
   // The chains first: the rules that read a set are gone before the set is emptied or deleted.
-  for (const { chain } of DISPATCH) out.push(`flush chain inet ${t} ${own(chain, id)}`);
+  for (const { chain } of chains) out.push(`flush chain inet ${t} ${own(chain, id)}`);
   if (shared) for (const { name, type, items } of protectedSetsOnce()) out.push(...fillSet(t, name, type, items));
 
   // The compiled policy already holds merged address spans and parsed ports: nothing is re-parsed.
@@ -309,13 +314,7 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
   }
   // Last, so that the sandbox's packets meet its rules only once they are all in (one transaction
   // anyway); adding an element that is there with the same verdict is a no-op.
-  for (const { chain, map } of DISPATCH) if (chain !== 'masq' || link.subnet6) out.push(mapElement(t, map, link.bridge, own(chain, id)));
-  // Without IPv6 the masq chain would be empty: none (nft lists every chain of the ruleset before
-  // each run, about 10 ms per 1,000 chains). One that an older sbx made is taken, element first.
-  if (!link.subnet6) {
-    out.push(mapElement(t, 'masq_from_sandbox', link.bridge, own('masq', id)));
-    out.push(`delete element inet ${t} masq_from_sandbox { "${link.bridge}" }`, `delete chain inet ${t} ${own('masq', id)}`);
-  }
+  for (const { chain, map } of chains) out.push(mapElement(t, map, link.bridge, own(chain, id)));
   return out.join('\n') + '\n';
 }
 
