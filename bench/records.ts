@@ -8,13 +8,11 @@
 // sandboxes (they do not run), the engine's networks and containers.
 // Sets: 1 record, RECORDS, then 1 again (the baseline is the mean of the two single sets).
 import { execFileSync } from 'node:child_process';
-import { join } from 'node:path';
+import { Store } from '../src/store/store.ts';
+import { removeScript } from '../src/net/nft-rules.ts';
 import { benchUp, gwPort, home, measure, restartGateway, sbx, sh, step, type Figures } from './scale-lib.ts';
 
-const ROOT = join(import.meta.dirname, '..');
 const N = Number(process.env.RECORDS ?? 1000);
-const { Store } = (await import(join(ROOT, 'src/store/store.ts'))) as typeof import('../src/store/store.ts');
-const { removeScript } = (await import(join(ROOT, 'src/net/nft-rules.ts'))) as typeof import('../src/net/nft-rules.ts');
 
 const store = new Store(home);
 const fakeIds = Array.from({ length: N - 1 }, (_, i) => `rec${String(i).padStart(7, '0')}`);

@@ -33,7 +33,6 @@ export function workerRunDir(home: string, gid: number, root = WORKER_RUN_ROOT):
   return dir;
 }
 
-
 export class NginxFrontend {
   /**
    * Random per start, answered with the configuration version: a probe that gets it back reached

@@ -179,9 +179,10 @@ export class Egress {
       });
       // One at a time, as steps of their own (an update under way wins: see apply).
       if (ready.again) {
+        const latest = new Map(read().map((r) => [r.id, r]));
         for (const r of ready.done) {
-          const latest = read().find((x) => x.id === r.id);
-          if (wanted(latest)) await this.apply(latest!).catch((err: Error) => errors.set(r.id, err));
+          const now = latest.get(r.id);
+          if (wanted(now)) await this.apply(now!).catch((err: Error) => errors.set(r.id, err));
         }
       }
     }

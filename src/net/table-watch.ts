@@ -40,24 +40,24 @@ export function watchTables(tables: Readonly<Record<string, Deletion>>, onDelete
   let restart: NodeJS.Timeout | undefined;
   let settle: NodeJS.Timeout | undefined;
   let failing = false;
-  /** Deleted since the last look; `undefined`: look at every table (nothing was watching). */
-  let seen: Set<string> | undefined = new Set();
+  /** Deletions seen since the last look. */
+  const seen = new Set<string>();
 
   const look = (ms: number) => {
     settle ??= setTimeout(() => void check(), ms);
   };
   const check = async () => {
     settle = undefined;
-    const deleted = seen;
-    seen = new Set();
+    const deleted = new Set(seen);
+    seen.clear();
     const present = await listTables();
     if (stopped) return;
     if (!present) {
-      seen = undefined; // nft could not say: everything is looked at again shortly
+      for (const t of deleted) seen.add(t); // nft could not say: kept for the next look
       return look(RETRY_MS);
     }
     for (const [table, how] of Object.entries(tables)) {
-      if (!present.has(table) || (how === 'always' && deleted?.has(table))) onDeleted(table);
+      if (!present.has(table) || (how === 'always' && deleted.has(table))) onDeleted(table);
     }
   };
 
@@ -73,7 +73,7 @@ export function watchTables(tables: Readonly<Record<string, Deletion>>, onDelete
       failing = false;
       const m = /^delete table (\S+ \S+)/.exec(line);
       if (m && m[1]! in tables) {
-        seen?.add(m[1]!);
+        seen.add(m[1]!);
         look(SETTLE_MS);
       }
     });
@@ -82,6 +82,8 @@ export function watchTables(tables: Readonly<Record<string, Deletion>>, onDelete
       // Said once per run of failures: a broken nft would otherwise fill the log every second.
       if (!failing) log(`egress: the watch on the nft tables ended (${code ?? signal}${stderr.trim() ? `: ${stderr.trim().split('\n').pop()}` : ''}): starting it again`);
       failing = true;
+      // What was deleted and made again while nothing watched cannot be told: counted as deleted.
+      for (const [table, how] of Object.entries(tables)) if (how === 'always') seen.add(table);
       restart = setTimeout(start, RETRY_MS);
       restart.unref();
     });

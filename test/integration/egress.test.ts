@@ -502,6 +502,19 @@ describe('fail closed, repair, TTLs', () => {
     assert.equal(await tcp('open', '198.18.0.3', 8080), 'ok');
   });
 
+  it('an update that tightens while the gateway puts a deleted table back stays tight', async () => {
+    const dispatched = async () => (await world.nft('get', 'element', 'inet', 'sbx', 'from_sandbox', `{ "sbx-${id}" }`)).code === 0;
+    assert.equal(await tcp('open', '198.18.0.3', 8080), 'ok', 'control: open before');
+    // The restore reads the stored allow-all while the update has block-all on its way.
+    const [, blocked] = await Promise.all([world.nft('delete', 'table', 'inet', 'sbx'), world.json(['network', 'block', 'open'])]);
+    assert.equal(blocked.mode, 'block-all');
+    await eventually(dispatched, 'the rules back', 3000);
+    await sleep(500); // any restore run still on its way has ended
+    assert.equal(await tcp('open', '198.18.0.3', 8080), 'fail', 'blocked: the update is what is in force');
+    await world.json(['network', 'unblock', 'open']);
+    assert.equal(await tcp('open', '198.18.0.3', 8080), 'ok', 'control: open again');
+  });
+
   it("an allowed name's answer opens its address for the answer's TTL, then it closes", async () => {
     assert.equal(await resolves('guard', 'ttl5.test'), '198.18.0.3');
     assert.equal(await tcp('guard', '198.18.0.3', 8080), 'ok');
