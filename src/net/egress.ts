@@ -109,8 +109,9 @@ export class Egress {
    * `changed`: the policy differs from the one in force. Then the DNS forwarder and the proxy judge
    * by it from this moment (before the kernel has it), and DNS-learned addresses are re-judged
    * under it in the same kernel step: nothing learned under the old policy outlives the update.
+   * `olderTable`: an older sbx's table of the sandbox goes too (see RulesOptions).
    */
-  async apply(record: Pick<SandboxRecord, 'id' | 'name' | 'ipv6' | 'network'>, options: { policy?: NetworkPolicy; changed?: boolean } = {}): Promise<void> {
+  async apply(record: Pick<SandboxRecord, 'id' | 'name' | 'ipv6' | 'network'>, options: { policy?: NetworkPolicy; changed?: boolean; olderTable?: boolean } = {}): Promise<void> {
     const link = sandboxLink(record);
     // Without a policy given, an update under way wins over the record (read before it was stored).
     const compiled = options.policy ? this.compiled(link.id, options.policy) : (this.#pending.get(link.id) ?? this.compiled(link.id, record.network));
@@ -120,7 +121,7 @@ export class Egress {
       if (options.changed) await this.#onJudged?.();
       await this.#serial(link.id, () => {
         const relearn = options.changed ? this.#stillAllowed(link.id, compiled) : undefined;
-        const rules = rulesScript(link, compiled, { listeners: this.#fixed ?? this.#listeners(), relearn, gatewayAccount: gatewayAccount() });
+        const rules = rulesScript(link, compiled, { listeners: this.#fixed ?? this.#listeners(), relearn, gatewayAccount: gatewayAccount(), olderTable: options.olderTable });
         return runNft(rules, `could not put the egress policy of ${record.name} in force`);
       });
     } catch (err) {
@@ -161,7 +162,7 @@ export class Egress {
           try {
             const compiled = this.#pending.get(r.id) ?? this.compiled(r.id, r.network);
             // The shared part once per run, with the first sandbox's rules.
-            scripts.push(rulesScript(sandboxLink(r), compiled, { listeners, gatewayAccount: gatewayAccount(), shared: scripts.length === 0 }));
+            scripts.push(rulesScript(sandboxLink(r), compiled, { listeners, gatewayAccount: gatewayAccount(), shared: scripts.length === 0, olderTable: true }));
             done.push(r);
           } catch (err) {
             errors.set(r.id, err as Error); // a policy that no longer compiles is that sandbox's alone
@@ -182,7 +183,7 @@ export class Egress {
         const latest = new Map(read().map((r) => [r.id, r]));
         for (const r of ready.done) {
           const now = latest.get(r.id);
-          if (wanted(now)) await this.apply(now!).catch((err: Error) => errors.set(r.id, err));
+          if (wanted(now)) await this.apply(now!, { olderTable: true }).catch((err: Error) => errors.set(r.id, err));
         }
       }
     }

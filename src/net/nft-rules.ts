@@ -135,10 +135,10 @@ function declareShared(t: string): string[] {
 }
 
 /** Declares a sandbox's own sets and chains (a no-op for those that exist). */
-function declareOwn(t: string, id: string, sets = [...STATIC_SETS, ...LEARNED_SETS], chains = DISPATCH): string[] {
-  // sbx kept a table per sandbox (`sbx_<id>`) before the shared one: an upgrade's first apply or
-  // removal takes it, so that old rules never run beside the new ones (not for other tables).
-  const out = t === TABLE ? [`add table inet sbx_${id}`, `delete table inet sbx_${id}`] : [];
+function declareOwn(t: string, id: string, sets = [...STATIC_SETS, ...LEARNED_SETS], chains = DISPATCH, olderTable = true): string[] {
+  // sbx kept a table per sandbox (`sbx_<id>`) before the shared one: a gateway's start and a
+  // removal take it, so that old rules never run beside the new ones (not for other tables).
+  const out = t === TABLE && olderTable ? [`add table inet sbx_${id}`, `delete table inet sbx_${id}`] : [];
   for (const [name, type] of sets) out.push(`add set inet ${t} ${own(name, id)} { type ${type}; }`);
   for (const { chain } of chains) out.push(`add chain inet ${t} ${own(chain, id)}`);
   return out;
@@ -204,6 +204,12 @@ export interface RulesOptions {
    * with it in the same run: written a thousand times in one transaction, it doubles its time.
    */
   shared?: boolean;
+  /**
+   * Also take the table an older sbx kept for this sandbox (`sbx_<id>`). The gateway's start does
+   * it for every sandbox (restoreAll) and a removal does; not every apply: deleting a table costs
+   * each nft run ~8 ms, a quarter of a warm-pool claim.
+   */
+  olderTable?: boolean;
 }
 
 /** The whole script that makes the kernel enforce `p` for one sandbox. */
@@ -216,7 +222,7 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
   // until the removal: taking it here would cost every apply a `delete element`, which makes nft
   // fetch the elements of every interval set of the ruleset first.
   const chains = DISPATCH.filter(({ chain }) => chain !== 'masq' || link.subnet6);
-  const out = [...(shared ? sharedScript(t) : []), ...declareOwn(t, id, [], chains)];
+  const out = [...(shared ? sharedScript(t) : []), ...declareOwn(t, id, [], chains, opts.olderTable ?? false)];
   // The chains first: the rules that read a set are gone before the set is emptied or deleted.
   for (const { chain } of chains) out.push(`flush chain inet ${t} ${own(chain, id)}`);
   if (shared) for (const { name, type, items } of protectedSetsOnce()) out.push(...fillSet(t, name, type, items));
