@@ -3,7 +3,7 @@
 // instance that learns; other processes (a library user without the daemon) apply the same rules
 // and, on a policy change, simply drop what was learned (fail closed: the sandbox resolves again).
 import { compilePolicy, DEFAULT_POLICY, learnedPorts, nameAllowed, type CompiledPolicy, type NetworkPolicy } from '../core/network-policy.ts';
-import { learnScript, removeScript, rulesScript, sharedScript, type EgressListeners, type LearnedAddress, type SandboxLink } from './nft-rules.ts';
+import { learnScript, policyScripts, removeScript, sharedScript, type EgressListeners, type LearnedAddress, type SandboxLink } from './nft-rules.ts';
 import { runNft } from './nft.ts';
 import { KernelGate } from './kernel-gate.ts';
 import { gatewayAccount } from './gateway-account.ts';
@@ -32,6 +32,11 @@ export class Egress {
   readonly #compiled = new Map<string, { json: string; compiled: CompiledPolicy }>();
   /** A policy being put in force (an update): judged by from its first step, before the kernel. */
   readonly #pending = new Map<string, CompiledPolicy>();
+  /**
+   * The shape of each sandbox's rules (policyScripts) as this process last put them in whole. Gone
+   * when the table may have lost them (deleted: forgetLearned) and when a run fails.
+   */
+  readonly #shapes = new Map<string, string>();
   /** Kernel work per sandbox runs one step at a time: an update and a DNS answer never interleave. */
   readonly #queue = new Map<string, Promise<unknown>>();
 
@@ -119,10 +124,20 @@ export class Egress {
     try {
       // Whoever judges by it in another process (the gateway's egress worker) has it first.
       if (options.changed) await this.#onJudged?.();
-      await this.#serial(link.id, () => {
+      await this.#serial(link.id, async () => {
         const relearn = options.changed ? this.#stillAllowed(link.id, compiled) : undefined;
-        const rules = rulesScript(link, compiled, { listeners: this.#fixed ?? this.#listeners(), relearn, gatewayAccount: gatewayAccount(), olderTable: options.olderTable });
-        return runNft(rules, `could not put the egress policy of ${record.name} in force`);
+        const scripts = policyScripts(link, compiled, { listeners: this.#fixed ?? this.#listeners(), relearn, gatewayAccount: gatewayAccount(), olderTable: options.olderTable });
+        const what = `could not put the egress policy of ${record.name} in force`;
+        // Rules of the shape this process put in last: filling the sets (and the dispatch entries,
+        // should they have gone) is the whole change. A refusal means the kernel holds something
+        // else: the whole script then.
+        if (!options.olderTable && this.#shapes.get(link.id) === scripts.shape) {
+          const filled = await runNft(scripts.fill, what).then(() => true, () => false);
+          if (filled) return;
+        }
+        this.#shapes.delete(link.id);
+        await runNft(scripts.full, what);
+        this.#shapes.set(link.id, scripts.shape);
       });
     } catch (err) {
       if (this.#pending.get(link.id) === compiled) {
@@ -157,20 +172,25 @@ export class Egress {
         const batch = ids.slice(i, i + perRun).map((id) => now.get(id)).filter(wanted) as Array<Pick<SandboxRecord, 'id' | 'name' | 'ipv6' | 'network'>>;
         const listeners = this.#fixed ?? this.#listeners();
         const scripts: string[] = [];
+        const shapes: string[] = [];
         const done: typeof batch = [];
         for (const r of batch) {
           try {
             const compiled = this.#pending.get(r.id) ?? this.compiled(r.id, r.network);
             // The shared part once per run, with the first sandbox's rules.
-            scripts.push(rulesScript(sandboxLink(r), compiled, { listeners, gatewayAccount: gatewayAccount(), shared: scripts.length === 0, olderTable: true }));
+            const { full, shape } = policyScripts(sandboxLink(r), compiled, { listeners, gatewayAccount: gatewayAccount(), shared: scripts.length === 0, olderTable: true });
+            scripts.push(full);
+            shapes.push(shape);
             done.push(r);
           } catch (err) {
             errors.set(r.id, err as Error); // a policy that no longer compiles is that sandbox's alone
           }
         }
         if (done.length === 0) return { done, again: false };
+        for (const r of done) this.#shapes.delete(r.id);
         try {
           await runNft(scripts.join('\n'), 'could not put the egress policies back in force');
+          done.forEach((r, j) => this.#shapes.set(r.id, shapes[j]!));
           for (const r of done) this.#appliedAt.set(r.id, Date.now());
           // The listeners moved while the run was on its way (the worker restarted): not the old ports.
           return { done, again: JSON.stringify(this.#fixed ?? this.#listeners()) !== JSON.stringify(listeners) };
@@ -195,12 +215,14 @@ export class Egress {
    * that sandbox's rules are back (restoreAll), rather than let them all through meanwhile.
    */
   restoreSkeleton(): Promise<void> {
+    this.#shapes.clear();
     return runNft(sharedScript().join('\n') + '\n', 'could not put the shared egress rules back');
   }
 
   /** The table was deleted: no DNS-learned address is open any more (the next answer opens it again). */
   forgetLearned(): void {
     this.#learned.clear();
+    this.#shapes.clear();
   }
 
   /**
@@ -219,6 +241,7 @@ export class Egress {
     this.#appliedAt.delete(id);
     this.#compiled.delete(id);
     this.#pending.delete(id);
+    this.#shapes.delete(id);
     await this.#serial(id, () => runNft(removeScript(sandboxLink({ id })), `could not remove the egress rules of sandbox ${id}`));
   }
 

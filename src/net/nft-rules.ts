@@ -214,6 +214,17 @@ export interface RulesOptions {
 
 /** The whole script that makes the kernel enforce `p` for one sandbox. */
 export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOptions = {}): string {
+  return policyScripts(link, p, opts).full;
+}
+
+/**
+ * A sandbox's rules, whole (`full`) and split: `fill`, the lines that fill its own sets and put
+ * its entries in the dispatch maps, and `shape`, its chains' rules. Where the shape in force is
+ * this one, `fill` alone is the whole change, in one transaction: nft then flushes and adds no
+ * rule (which makes it fetch every chain of the ruleset first), so an update that changes only a
+ * policy's entries costs about the same with 1,000 sandboxes as with one.
+ */
+export function policyScripts(link: SandboxLink, p: CompiledPolicy, opts: RulesOptions = {}): { full: string; fill: string; shape: string } {
   const t = opts.table ?? TABLE;
   const id = link.id;
   const shared = opts.shared ?? true;
@@ -237,6 +248,7 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
     denyports: mergedPorts(p.deny.ports),
     hostports: mergedPorts(p.allow.host ?? []),
   };
+  const head = out.length;
   for (const [name, type] of STATIC_SETS) out.push(...fillSet(t, own(name, id), type, items[name] ?? []));
   // DNS-learned addresses: only for `name:port` entries. They outlive an update without relearn.
   const learns = learnsAddresses(p);
@@ -245,6 +257,7 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
     else if (!opts.relearn) out.push(`add set inet ${t} ${own(name, id)} { type ${type}; }`);
     else out.push(...fillSet(t, own(name, id), type, opts.relearn.filter((l) => l.family === family).flatMap(learnedElements), true));
   }
+  const setsEnd = out.length;
 
   const rule = (chain: string, body: string) => out.push(`add rule inet ${t} ${own(chain, id)} ${body}`);
   const set = (name: string) => `@${own(name, id)}`;
@@ -288,7 +301,9 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
   }
 
   rule('egress', 'ct direction reply accept');
-  rule('egress', `ct mark ${mark} accept`);
+  // Only this policy's learned rules set its mark: without them the rule would match nothing (and
+  // the mark, a hash of the policy, would make every update change the chain's shape).
+  if (learns) rule('egress', `ct mark ${mark} accept`);
   if (has('allow4')) rule('egress', `ip daddr ${set('allow4')} accept`);
   if (has('allow6')) rule('egress', `ip6 daddr ${set('allow6')} accept`);
   // Loopback, private, link-local, metadata: only the address entries above open them.
@@ -320,8 +335,10 @@ export function rulesScript(link: SandboxLink, p: CompiledPolicy, opts: RulesOpt
   }
   // Last, so that the sandbox's packets meet its rules only once they are all in (one transaction
   // anyway); adding an element that is there with the same verdict is a no-op.
+  const rulesEnd = out.length;
   for (const { chain, map } of chains) out.push(mapElement(t, map, link.bridge, own(chain, id)));
-  return out.join('\n') + '\n';
+  const text = (lines: string[]) => lines.join('\n') + '\n';
+  return { full: text(out), fill: text([...out.slice(head, setsEnd), ...out.slice(rulesEnd)]), shape: text(out.slice(setsEnd, rulesEnd)) };
 }
 
 /**

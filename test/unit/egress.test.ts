@@ -28,7 +28,7 @@ import {
   type NetworkPolicyInput,
 } from '../../src/core/network-policy.ts';
 import { mergedIntervals, mergedPorts } from '../../src/net/ranges.ts';
-import { learnScript, learnScript as learnRules, policyMark, removeScript, removeScript as removeRules, rulesScript as compileRules, servesDns, sharedScript, TABLE, type LearnedAddress, type SandboxLink } from '../../src/net/nft-rules.ts';
+import { learnScript, learnScript as learnRules, policyMark, policyScripts, removeScript, removeScript as removeRules, rulesScript as compileRules, servesDns, sharedScript, TABLE, type LearnedAddress, type SandboxLink } from '../../src/net/nft-rules.ts';
 import { dropIdleSharedTable } from '../helpers.ts';
 import { parseClientHello } from '../../src/gateway/sni.ts';
 import { originalDestination } from '../../src/net/conntrack.ts';
@@ -768,7 +768,7 @@ describe('nft rules (script text)', () => {
     ], "root, and the gateway's nginx workers (sbx-gateway with its own group; the egress worker has another group)");
     assert.deepEqual(rulesOf(s, 'host'), ['ct direction reply accept', 'icmpv6 type nd-neighbor-solicit accept', 'icmpv6 type nd-neighbor-advert accept', 'icmpv6 type nd-router-solicit accept', 'tcp dport 15353 ct status dnat accept', 'udp dport 15353 ct status dnat accept', 'goto refuse'], 'the host is closed by default');
     const egress = rulesOf(s, 'egress');
-    assert.deepEqual(egress, ['oifname "sbx-*" oifname != "sbx-abc1234567" goto refuse', 'ct direction reply accept', `ct mark ${policyMark(compilePolicy())} accept`, `ip daddr @${protected4} goto refuse`, `ip6 daddr @${protected6} goto refuse`, 'accept']);
+    assert.deepEqual(egress, ['oifname "sbx-*" oifname != "sbx-abc1234567" goto refuse', 'ct direction reply accept', `ip daddr @${protected4} goto refuse`, `ip6 daddr @${protected6} goto refuse`, 'accept']);
     const entries = rulesOf(rulesScript(link, compile({ allowOut: ['198.18.0.1'], allowPorts: ['22'], denyOut: ['198.18.1.0/24', '2001:db8::/32'], denyPorts: ['25'] }), { listeners }), 'egress');
     const protectedAt = entries.indexOf(`ip daddr @${protected4} goto refuse`);
     assert.ok(protectedAt > entries.indexOf('ip daddr @allow4 accept') && protectedAt < entries.indexOf('tcp dport @allowports accept'), 'address entries open protected addresses, port entries do not');
@@ -1035,6 +1035,25 @@ describe('nft rules in the kernel', { skip: !nftUsable() && 'needs root and a wo
     assert.equal((text.match(/jump host/g) ?? []).length, 1);
     assert.equal((text.match(/vmap @from_sandbox/g) ?? []).length, 1, 'the shared base chains were not doubled');
     assert.equal((text.match(/reject with tcp reset/g) ?? []).length, 1);
+    nft(['-f', '-'], rulesScript(link, policy, { listeners }));
+  });
+  it('a fill (policyScripts) after a whole script of the same shape changes the entries, and only them', () => {
+    const denyA = compile({ denyOut: ['203.0.113.0/24'], denyPorts: ['25'] });
+    const denyB = compile({ denyOut: ['198.51.100.9'], denyPorts: ['26'] });
+    const scripts = (p: CompiledPolicy) => policyScripts(link, p, { listeners, table: T });
+    assert.equal(scripts(denyA).shape, scripts(denyB).shape, 'the same shape: only entries differ');
+    nft(['-f', '-'], scripts(denyA).full);
+    const rulesA = list().replace(/elements = \{[^}]*\}/g, '');
+    nft(['-f', '-'], scripts(denyB).fill);
+    const text = list();
+    assert.match(text, /set deny4 \{[^}]*elements = \{ 198\.51\.100\.9 \}/s);
+    assert.match(text, /set denyports \{[^}]*elements = \{ 26 \}/s);
+    assert.doesNotMatch(text, /203\.0\.113\.0/);
+    assert.equal(text.replace(/elements = \{[^}]*\}/g, ''), rulesA, 'the rules are those of the whole script');
+    // A dispatch entry deleted behind sbx's back comes back with a fill.
+    nft(['delete', 'element', 'inet', T, 'to_host', `{ "${link.bridge}" }`]);
+    nft(['-f', '-'], scripts(denyB).fill);
+    assert.equal(list(), text);
     nft(['-f', '-'], rulesScript(link, policy, { listeners }));
   });
   it('thousands of overlapping entries load (the merged sets have no overlaps)', () => {
@@ -1451,6 +1470,64 @@ it('restoreAll: one nft run carries the shared part once and every sandbox\'s ow
   }
 });
 
+it('policyScripts: the fill has no rule, the shape changes with the kinds of entries and with a learning policy\'s mark', () => {
+  const link: SandboxLink = { id: 'zz0shape01', bridge: 'sbx-zz0shape01' };
+  const listeners = { dns: 1053, http: 1080, tls: 1443 };
+  const of = (input: NetworkPolicyInput) => policyScripts(link, compile(input), { listeners });
+  const a = of({ denyOut: ['198.18.0.3'] });
+  assert.equal(a.full, compileRules(link, compile({ denyOut: ['198.18.0.3'] }), { listeners }));
+  assert.doesNotMatch(a.fill, /add rule|flush chain|add chain|delete chain/, 'nothing that makes nft fetch the chains');
+  assert.match(a.fill, /elements = \{ 198\.18\.0\.3 \}/);
+  assert.match(a.fill, /add map inet sbx from_sandbox .*jump egress_zz0shape01/, 'the dispatch entries too');
+  assert.equal(of({ denyOut: ['198.18.0.5', '198.18.1.0/24'] }).shape, a.shape, 'other entries of the same kinds');
+  assert.notEqual(of({}).shape, a.shape, 'no deny entry: no rule reads the set');
+  assert.notEqual(of({ denyOut: ['198.18.0.3'], denyPorts: ['25'] }).shape, a.shape);
+  assert.notEqual(of({ mode: 'block-all', allowOut: ['198.18.0.3'] }).shape, a.shape);
+  const learning = (port: string) => of({ mode: 'block-all', allowOut: [`allowed.test:${port}`] });
+  assert.notEqual(learning('22').shape, learning('23').shape, 'a learning policy\'s mark is its own: connections opened under the old one are judged again');
+  assert.doesNotMatch(a.shape, /ct mark/, 'a policy that learns nothing marks nothing');
+});
+
+it('apply: the whole script first, then fills while the shape is the same; whole again after a failed fill, a deleted table or a removal', async () => {
+  const { Egress } = await import('../../src/net/egress.ts');
+  const { chmodSync, readdirSync, readFileSync } = await import('node:fs');
+  const dir = mkdtempSync(join(tmpdir(), 'sbx-fill-'));
+  // nft stands in: it keeps each script, and refuses a fill while ${dir}/refuse exists.
+  const fake = join(dir, 'nft');
+  writeFileSync(fake, `#!/bin/sh\nin=$(cat)\nn=$(ls ${dir} | grep -c '^run')\nprintf '%s' "$in" > ${dir}/run.$n\nif [ -e ${dir}/refuse ] && ! printf '%s' "$in" | grep -q 'add rule'; then exit 1; fi\n`);
+  chmodSync(fake, 0o755);
+  const saved = process.env.SBX_NFT;
+  process.env.SBX_NFT = fake;
+  const runs = () => readdirSync(dir).filter((f) => f.startsWith('run.')).sort((x, y) => Number(x.slice(4)) - Number(y.slice(4))).map((f) => readFileSync(join(dir, f), 'utf8'));
+  const whole = (s: string) => s.includes('add rule inet sbx egress_zz0fill001');
+  try {
+    const egress = new Egress(() => ({ dns: 1053, http: 1080, tls: 1443 }));
+    const policy = (deny: string) => ({ mode: 'allow-all' as const, allowOut: [], denyOut: [deny], allowPorts: [], denyPorts: [] });
+    const record = { id: 'zz0fill001', name: 'fill', network: policy('198.18.0.3') };
+    await egress.apply(record);
+    await egress.apply(record, { policy: policy('198.18.0.5'), changed: true });
+    await egress.apply(record, { policy: policy('198.18.0.6'), changed: true });
+    assert.deepEqual(runs().map(whole), [true, false, false], 'whole, then fills');
+    assert.match(runs()[2]!, /elements = \{ 198\.18\.0\.6 \}/);
+    writeFileSync(join(dir, 'refuse'), '');
+    await egress.apply(record, { policy: policy('198.18.0.7'), changed: true });
+    assert.deepEqual(runs().slice(3).map(whole), [false, true], 'a refused fill: the whole script');
+    rmSync(join(dir, 'refuse'));
+    egress.forgetLearned(); // the table was deleted
+    await egress.apply(record, { policy: policy('198.18.0.8'), changed: true });
+    assert.equal(whole(runs().at(-1)!), true, 'after a deleted table: whole');
+    await egress.remove(record.id);
+    await egress.apply(record, { policy: policy('198.18.0.9'), changed: true });
+    assert.equal(whole(runs().at(-1)!), true, 'after a removal: whole');
+    await egress.apply(record, { policy: { ...policy('198.18.0.9'), denyPorts: ['25'] }, changed: true });
+    assert.equal(whole(runs().at(-1)!), true, 'another shape: whole');
+  } finally {
+    if (saved === undefined) delete process.env.SBX_NFT;
+    else process.env.SBX_NFT = saved;
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 it('restoreAll racing an update that tightens: the update is what stays in force (it runs alone, and an update under way wins over the store)', async () => {
   const { Egress } = await import('../../src/net/egress.ts');
   const { chmodSync, readdirSync, readFileSync } = await import('node:fs');
@@ -1471,8 +1548,11 @@ it('restoreAll racing an update that tightens: the update is what stays in force
     await Promise.all([update, restore]);
     const runs = readdirSync(dir).filter((f) => f.startsWith('run.')).sort((a, b) => Number(a.slice(4)) - Number(b.slice(4)));
     assert.equal(runs.length, 2);
-    const last = readFileSync(join(dir, runs.at(-1)!), 'utf8');
-    assert.match(last, /add rule inet sbx egress_zz0victim01 goto refuse/, 'the last run writes block-all');
+    // The rules in force are those of the last run that wrote rules (a run after it, an update of
+    // the same shape, only fills sets).
+    const texts = runs.map((r) => readFileSync(join(dir, r), 'utf8'));
+    const last = texts.findLast((s) => s.includes('add rule inet sbx egress_zz0victim01'))!;
+    assert.match(last, /add rule inet sbx egress_zz0victim01 goto refuse/, 'the last rules written are block-all');
     assert.doesNotMatch(last, /add rule inet sbx egress_zz0victim01 accept$/m);
   } finally {
     if (saved === undefined) delete process.env.SBX_NFT;
