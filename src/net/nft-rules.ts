@@ -248,14 +248,20 @@ export function policyScripts(link: SandboxLink, p: CompiledPolicy, opts: RulesO
     denyports: mergedPorts(p.deny.ports),
     hostports: mergedPorts(p.allow.host ?? []),
   };
-  const head = out.length;
-  for (const [name, type] of STATIC_SETS) out.push(...fillSet(t, own(name, id), type, items[name] ?? []));
+  // The fill (policyScripts) leaves out the sets this shape has none of: they are gone already,
+  // and a `delete set` makes nft fetch every chain too.
+  const fills: string[] = [];
+  const sets = (lines: string[], exists = true) => {
+    out.push(...lines);
+    if (exists) fills.push(...lines);
+  };
+  for (const [name, type] of STATIC_SETS) sets(fillSet(t, own(name, id), type, items[name] ?? []), (items[name] ?? []).length > 0);
   // DNS-learned addresses: only for `name:port` entries. They outlive an update without relearn.
   const learns = learnsAddresses(p);
   for (const [family, [name, type]] of [[4, LEARNED_SETS[0]!], [6, LEARNED_SETS[1]!]] as const) {
-    if (!learns) out.push(...fillSet(t, own(name, id), type, []));
-    else if (!opts.relearn) out.push(`add set inet ${t} ${own(name, id)} { type ${type}; }`);
-    else out.push(...fillSet(t, own(name, id), type, opts.relearn.filter((l) => l.family === family).flatMap(learnedElements), true));
+    if (!learns) sets(fillSet(t, own(name, id), type, []), false);
+    else if (!opts.relearn) sets([`add set inet ${t} ${own(name, id)} { type ${type}; }`]);
+    else sets(fillSet(t, own(name, id), type, opts.relearn.filter((l) => l.family === family).flatMap(learnedElements), true));
   }
   const setsEnd = out.length;
 
@@ -338,7 +344,7 @@ export function policyScripts(link: SandboxLink, p: CompiledPolicy, opts: RulesO
   const rulesEnd = out.length;
   for (const { chain, map } of chains) out.push(mapElement(t, map, link.bridge, own(chain, id)));
   const text = (lines: string[]) => lines.join('\n') + '\n';
-  return { full: text(out), fill: text([...out.slice(head, setsEnd), ...out.slice(rulesEnd)]), shape: text(out.slice(setsEnd, rulesEnd)) };
+  return { full: text(out), fill: text([...fills, ...out.slice(rulesEnd)]), shape: text(out.slice(setsEnd, rulesEnd)) };
 }
 
 /**
