@@ -519,11 +519,11 @@ export class LocalSbx {
    * After a change that affects routing: the running gateway has it in force when this resolves.
    * `changed`: sandboxes whose containers this started, stopped or made (Docker is asked again).
    */
-  async #routesChanged(changed: string[] = []): Promise<void> {
+  async #routesChanged(changed: string[] = [], options: { policiesOnly?: boolean } = {}): Promise<void> {
     const running = runningGateway(this.home);
     if (!running) return;
     const { reloadGateway } = await import('../gateway/daemon.ts');
-    await reloadGateway(running, changed);
+    await reloadGateway(running, changed, options);
   }
 
   /** Whether this SBX_HOME's gateway runs, and where (no network call). */
@@ -638,7 +638,7 @@ export class LocalSbx {
     await this.#updateSandbox(record.id, (r) => {
       r.network = policy;
     });
-    await this.#routesChanged();
+    await this.#routesChanged([], { policiesOnly: true });
     return policy;
   }
 

@@ -16,9 +16,11 @@ export interface GatewayOps {
   /**
    * sbx changed the store: re-read it and re-route; resolves once the change is in force.
    * `changed`: the sandboxes whose containers the change started, stopped or made (none: only the
-   * store changed); when not given, any container may have.
+   * store changed); when not given, any container may have. `policiesOnly`: only policies changed
+   * (their rules are in force, the egress worker has them): open connections are judged again,
+   * nothing is re-routed.
    */
-  reload(changed?: string[]): Promise<void>;
+  reload(changed?: string[], policiesOnly?: boolean): Promise<void>;
   /** Liveness and a few facts (pid, engine...): how ensureGateway knows the gateway is up. */
   health(): object;
   hello(): DaemonHello;
@@ -26,7 +28,7 @@ export interface GatewayOps {
   listener(): { host: string; port: number };
 }
 
-type Payload = { changed?: unknown; options?: CreateSandboxOptions; ref?: string; force?: boolean; ports?: number[]; public?: boolean; policy?: NetworkPolicyInput; method?: string; args?: unknown[] };
+type Payload = { changed?: unknown; policiesOnly?: unknown; options?: CreateSandboxOptions; ref?: string; force?: boolean; ports?: number[]; public?: boolean; policy?: NetworkPolicyInput; method?: string; args?: unknown[] };
 
 /** A library call made by a client (agent mode); `signal` is the client's abort. */
 /** A request line as JSON of the expected shape, or an error naming what is wrong. */
@@ -139,7 +141,7 @@ export function createControlServer(sbx: LocalSbx, gateway: GatewayOps, log: (li
         : req.op === 'expose' ? sbx.exposePorts(p.ref ?? '', p.ports ?? [], { public: p.public })
         : req.op === 'unexpose' ? sbx.unexposePorts(p.ref ?? '', p.ports ?? [])
         : req.op === 'network' ? sbx.updateNetwork(p.ref ?? '', p.policy ?? {})
-        : req.op === 'reload' ? gateway.reload(Array.isArray(p.changed) ? p.changed.filter((id): id is string => typeof id === 'string') : undefined)
+        : req.op === 'reload' ? gateway.reload(Array.isArray(p.changed) ? p.changed.filter((id): id is string => typeof id === 'string') : undefined, p.policiesOnly === true)
         : req.op === 'health' ? Promise.resolve(gateway.health())
         : req.op === 'hello' ? Promise.resolve(gateway.hello())
         : Promise.reject(new UsageError(`unknown control operation ${JSON.stringify(req.op).slice(0, 40)}`));

@@ -155,8 +155,11 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     health: () => ({ ok: true, pid: process.pid, engine, domain: settings.domain, startedAt, sandboxes: routes.all().length, egressPid: workers.pid }),
     hello: () => ({ protocol: PROTOCOL_VERSION, version: VERSION, pid: process.pid, ...helloExtra, ...(state ? { gateway: { host: state.host, port: state.port, domain: state.domain } } : {}) }),
     listener: () => ({ host: settings.host, port: state?.port ?? settings.port }),
-    reload: async (changed) => {
+    reload: async (changed, policiesOnly) => {
       try {
+        // A policy update: its rules and the worker's copy are in force already (Egress.apply);
+        // open connections are judged again. The store is re-read by the file watch meanwhile.
+        if (policiesOnly) return await workers.update({ recheck: true });
         if (changed) for (const id of changed) containers.changed(id);
         else containers.forget();
         targets.invalidateAll();

@@ -299,6 +299,22 @@ describe('live changes, restarts and bad input', () => {
     assert.equal(await tcp('live', '198.18.0.3', 7000), 'ok');
   });
 
+  it('updates that change only the entries (the same rules, other set elements: one nft run that fills sets) are in force when they return, each time', async () => {
+    // deny .5 (new rules), then deny .3 and deny .5 again: the same shape, only the sets change.
+    await world.json(['network', 'update', 'live', '--deny-out', '198.18.0.5']);
+    for (const [denied, open] of [['198.18.0.3', '198.18.0.5'], ['198.18.0.5', '198.18.0.3']] as const) {
+      await sh('live', 'rm -f /tmp/hold');
+      await world.sbx(['exec', '-d', 'live', '--', 'python3', '/probe.py', 'hold', denied, '7000', '/tmp/hold']);
+      await eventually(async () => (await sh('live', 'cat /tmp/hold')).includes('connected'), `a held connection to ${denied}`);
+      await world.json(['network', 'update', 'live', '--deny-out', denied]);
+      assert.equal(await tcp('live', denied, 7000), 'fail', `${denied} denied when the update returns`);
+      assert.equal(await tcp('live', open, 7000), 'ok', `control: ${open} open again`);
+      await eventually(async () => /cut/.test(await sh('live', 'cat /tmp/hold')), `the connection to ${denied} to be cut`, 3000);
+    }
+    await world.json(['network', 'unblock', 'live']);
+    assert.equal(await tcp('live', '198.18.0.5', 7000), 'ok');
+  });
+
   it('connections through the Host/SNI proxy are re-judged too', async () => {
     await world.json(['network', 'update', 'live', '--mode', 'block-all', '--allow-out', 'allowed.test', '--allow-out', 'other.test']);
     await sh('live', 'rm -f /tmp/holdhttp');
