@@ -1,10 +1,10 @@
-// The time of one `nft` run of sbx's (an apply, a DNS learn, a removal and re-apply) among 10 and
+// The time of one `nft` run of sbx's (an apply, a fill, a DNS learn, a removal and re-apply) among 10 and
 // among 1,000 sandboxes' rules (run by bench/nft-runs.sh). nft reads objects of the whole host's
 // ruleset before each run, so this is the control-plane cost that grows with the count (the
 // per-packet cost is bench/rules.sh's). The rules go into a table of their own, which is deleted.
 import { execFileSync } from 'node:child_process';
 import { compilePolicy } from '../src/core/network-policy.ts';
-import { learnScript, removeScript, rulesScript } from '../src/net/nft-rules.ts';
+import { learnScript, policyScripts, removeScript, rulesScript } from '../src/net/nft-rules.ts';
 
 const RUNS = Number(process.env.RUNS ?? 9);
 const COUNTS = [10, Number(process.env.SANDBOXES ?? 1000)];
@@ -38,6 +38,8 @@ function time(script: string): number {
 }
 
 const link = { id: 'nbprobe0001', bridge: 'sbx-nbprobe0001' };
+// An update of the entries alone (the same shape): the run that fills the sets (policyScripts).
+const denying = (address: string) => policyScripts(link, compilePolicy({ mode: 'allow-all', allowOut: [], denyOut: [address], allowPorts: [], denyPorts: ['25'] }), { listeners, table: T });
 const figures = COUNTS.map((count) => {
   dropTable();
   fill(count);
@@ -47,12 +49,14 @@ const figures = COUNTS.map((count) => {
     apply: time(rulesScript(link, plain, { listeners, table: T }) + rulesScript(link, named, { listeners, table: T })) / 2,
     learn: time(learnScript(link.id, [{ address: '198.51.100.7', family: 4, ttl: 60, ports: [{ from: 8443, to: 8443 }] }], T)),
     remove: time(removeScript(link, T) + rulesScript(link, named, { listeners, table: T })),
+    fill: (nft(denying('198.18.0.3').full), time(denying('198.18.0.4').fill + denying('198.18.0.3').fill) / 2),
   };
 });
 dropTable();
 const [few, many] = figures as [(typeof figures)[0], (typeof figures)[0]];
-const row = (what: string, key: 'apply' | 'learn' | 'remove') =>
+const row = (what: string, key: 'apply' | 'learn' | 'remove' | 'fill') =>
   console.log(`| ${what}, ${many.count} sandboxes' rules | ${many[key].toFixed(1)} ms | ${few.count} sandboxes: ${few[key].toFixed(1)} ms | ${(many[key] / few[key]).toFixed(2)}x | (context) | |`);
 row('one nft run: an apply (median of RUNS, half of a run with two)', 'apply');
+row('one nft run: an update of the entries alone, the same shape (a fill; median of RUNS, half of a run with two)', 'fill');
 row('one nft run: a DNS-learned address', 'learn');
 row('one nft run: a removal and the same sandbox applied again', 'remove');
