@@ -22,6 +22,7 @@ import { EgressSupervisor } from './egress-supervisor.ts';
 import { parserUser } from './egress-user.ts';
 import { applyListenerGuard, guardTable, removeListenerGuard } from '../net/listener-guard.ts';
 import { TABLE, type EgressListeners } from '../net/nft-rules.ts';
+import { keepNftReady } from '../net/nft.ts';
 import { watchTables } from '../net/table-watch.ts';
 import type { NetworkPolicy } from '../core/network-policy.ts';
 import { dnsUpstream } from './settings.ts';
@@ -92,6 +93,8 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   // when there is one (egress-supervisor.ts); this process keeps what needs root: the policy as
   // judged, the kernel's rules and learned addresses, conntrack and the engine.
   const egress = await sbx.egress();
+  // Its nft runs (creates, claims, updates) each start from an nft already started.
+  if (process.getuid?.() === 0) keepNftReady(true);
   /** A sandbox's policy as judged now, by its id only (the worker names sandboxes by id). */
   const policyOf = (id: string) => {
     const r = routes.findOrRead(id);
@@ -384,6 +387,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
       await restoring;
       await workers.close();
       await removeListenerGuard(home).catch((err) => log(`egress: ${(err as Error).message}`));
+      keepNftReady(false);
       await fastPath?.stop();
       if (sharedRunDir) rmSync(sharedRunDir, { recursive: true, force: true });
       rmSync(control, { force: true });

@@ -20,7 +20,9 @@ let world: World;
 const nftDir = mkdtempSync(join(tmpdir(), 'sbx-nft-'));
 const nftWrapper = join(nftDir, 'nft');
 const nftBroken = join(nftDir, 'broken');
-writeFileSync(nftWrapper, `#!/bin/sh\n[ -e ${nftBroken} ] && { echo "Error: simulated failure" >&2; exit 1; }\nexec nft "$@"\n`);
+// It reads the script first, and then fails as a kernel that refuses would (the gateway starts an
+// nft ahead of its run: see nft.ts).
+writeFileSync(nftWrapper, `#!/bin/sh\nscript=$(cat)\n[ -e ${nftBroken} ] && { echo "Error: simulated failure" >&2; exit 1; }\nprintf '%s\\n' "$script" | exec nft "$@"\n`);
 chmodSync(nftWrapper, 0o755);
 
 before(async () => {
