@@ -20,9 +20,12 @@ let world: World;
 const nftDir = mkdtempSync(join(tmpdir(), 'sbx-nft-'));
 const nftWrapper = join(nftDir, 'nft');
 const nftBroken = join(nftDir, 'broken');
-// It reads the script first, and then fails as a kernel that refuses would (the gateway starts an
-// nft ahead of its run: see nft.ts).
-writeFileSync(nftWrapper, `#!/bin/sh\nscript=$(cat)\n[ -e ${nftBroken} ] && { echo "Error: simulated failure" >&2; exit 1; }\nprintf '%s\\n' "$script" | exec nft "$@"\n`);
+// A script (`-f -`) is read first, and then refused as a kernel would refuse it (the gateway
+// starts an nft ahead of its run: see nft.ts); anything else (monitor, list) fails at once.
+writeFileSync(
+  nftWrapper,
+  `#!/bin/sh\nif [ "$1 $2" = "-f -" ]; then script=$(cat); else script=; fi\n[ -e ${nftBroken} ] && { echo "Error: simulated failure" >&2; exit 1; }\n[ "$1 $2" = "-f -" ] && { printf '%s\\n' "$script" | exec nft "$@"; }\nexec nft "$@"\n`,
+);
 chmodSync(nftWrapper, 0o755);
 
 before(async () => {
