@@ -25,7 +25,7 @@ RULES="$OUT/rules.nft"
 node --input-type=module -e "
 const { compilePolicy } = await import('$ROOT/src/core/network-policy.ts');
 const { rulesScript, removeScript } = await import('$ROOT/src/net/nft-rules.ts');
-process.stdout.write(rulesScript({ id: 'benchraw00', bridge: 'sbx-bench-raw' }, compilePolicy(), { listeners: { dns: 1053, http: 1080, tls: 1443 } }));
+process.stdout.write(rulesScript({ id: 'benchraw00', bridge: 'sbx-bench-raw' }, compilePolicy(), { listeners: { dns: 1053, http: 1080, tls: 1443 }, fillable: true }));
 process.stderr.write(removeScript({ id: 'benchraw00', bridge: 'sbx-bench-raw' }));
 " > "$RULES" 2> "$RULES.rm"
 raw_rules_cmd="nft -f $RULES && $raw_cmd && nft -f $RULES.rm"

@@ -39,7 +39,7 @@ function time(script: string): number {
 
 const link = { id: 'nbprobe0001', bridge: 'sbx-nbprobe0001' };
 // An update of the entries alone (the same shape): the run that fills the sets (policyScripts).
-const denying = (address: string) => policyScripts(link, compilePolicy({ mode: 'allow-all', allowOut: [], denyOut: [address], allowPorts: [], denyPorts: ['25'] }), { listeners, table: T });
+const denying = (address: string) => policyScripts(link, compilePolicy({ mode: 'allow-all', allowOut: [], denyOut: [address], allowPorts: [], denyPorts: ['25'] }), { listeners, table: T, fillable: true });
 const figures = COUNTS.map((count) => {
   dropTable();
   fill(count);

@@ -638,7 +638,9 @@ export class LocalSbx {
     await this.#updateSandbox(record.id, (r) => {
       r.network = policy;
     });
-    await this.#routesChanged([], { policiesOnly: true });
+    // In the gateway, its egress worker has the policy already (apply); from another process the
+    // gateway re-reads the store first.
+    await this.#routesChanged([], { policiesOnly: runningGateway(this.home)?.pid === process.pid });
     return policy;
   }
 

@@ -95,6 +95,8 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   const egress = await sbx.egress();
   // Its nft runs (creates, claims, updates) each start from an nft already started.
   if (process.getuid?.() === 0) keepNftReady(true);
+  // The one writer that lasts: it remembers the shape of each sandbox's rules, and fills them.
+  egress.fillWhenUnchanged();
   /** A sandbox's policy as judged now, by its id only (the worker names sandboxes by id). */
   const policyOf = (id: string) => {
     const r = routes.findOrRead(id);

@@ -37,6 +37,16 @@ export class Egress {
    * when the table may have lost them (deleted: forgetLearned) and when a run fails.
    */
   readonly #shapes = new Map<string, string>();
+  #fillable = false;
+
+  /**
+   * From now on a change that keeps the shape of a sandbox's rules fills their sets only (the
+   * gateway: the one writer that lasts). Other processes write whole scripts, which take the fill
+   * marker away (see RulesOptions.fillable).
+   */
+  fillWhenUnchanged(): void {
+    this.#fillable = true;
+  }
   /** Kernel work per sandbox runs one step at a time: an update and a DNS answer never interleave. */
   readonly #queue = new Map<string, Promise<unknown>>();
 
@@ -126,18 +136,18 @@ export class Egress {
       if (options.changed) await this.#onJudged?.();
       await this.#serial(link.id, async () => {
         const relearn = options.changed ? this.#stillAllowed(link.id, compiled) : undefined;
-        const scripts = policyScripts(link, compiled, { listeners: this.#fixed ?? this.#listeners(), relearn, gatewayAccount: gatewayAccount(), olderTable: options.olderTable });
+        const scripts = policyScripts(link, compiled, { listeners: this.#fixed ?? this.#listeners(), relearn, gatewayAccount: gatewayAccount(), olderTable: options.olderTable, fillable: this.#fillable });
         const what = `could not put the egress policy of ${record.name} in force`;
         // Rules of the shape this process put in last: filling the sets (and the dispatch entries,
         // should they have gone) is the whole change. A refusal means the kernel holds something
         // else: the whole script then.
-        if (!options.olderTable && this.#shapes.get(link.id) === scripts.shape) {
+        if (this.#fillable && !options.olderTable && this.#shapes.get(link.id) === scripts.shape) {
           const filled = await runNft(scripts.fill, what).then(() => true, () => false);
           if (filled) return;
         }
         this.#shapes.delete(link.id);
         await runNft(scripts.full, what);
-        this.#shapes.set(link.id, scripts.shape);
+        if (this.#fillable) this.#shapes.set(link.id, scripts.shape);
       });
     } catch (err) {
       if (this.#pending.get(link.id) === compiled) {
@@ -178,7 +188,7 @@ export class Egress {
           try {
             const compiled = this.#pending.get(r.id) ?? this.compiled(r.id, r.network);
             // The shared part once per run, with the first sandbox's rules.
-            const { full, shape } = policyScripts(sandboxLink(r), compiled, { listeners, gatewayAccount: gatewayAccount(), shared: scripts.length === 0, olderTable: true });
+            const { full, shape } = policyScripts(sandboxLink(r), compiled, { listeners, gatewayAccount: gatewayAccount(), shared: scripts.length === 0, olderTable: true, fillable: this.#fillable });
             scripts.push(full);
             shapes.push(shape);
             done.push(r);
@@ -190,7 +200,7 @@ export class Egress {
         for (const r of done) this.#shapes.delete(r.id);
         try {
           await runNft(scripts.join('\n'), 'could not put the egress policies back in force');
-          done.forEach((r, j) => this.#shapes.set(r.id, shapes[j]!));
+          if (this.#fillable) done.forEach((r, j) => this.#shapes.set(r.id, shapes[j]!));
           for (const r of done) this.#appliedAt.set(r.id, Date.now());
           // The listeners moved while the run was on its way (the worker restarted): not the old ports.
           return { done, again: JSON.stringify(this.#fixed ?? this.#listeners()) !== JSON.stringify(listeners) };
@@ -242,7 +252,10 @@ export class Egress {
     this.#compiled.delete(id);
     this.#pending.delete(id);
     this.#shapes.delete(id);
-    await this.#serial(id, () => runNft(removeScript(sandboxLink({ id })), `could not remove the egress rules of sandbox ${id}`));
+    await this.#serial(id, async () => {
+      this.#shapes.delete(id); // (an apply queued before this one may have noted it)
+      await runNft(removeScript(sandboxLink({ id })), `could not remove the egress rules of sandbox ${id}`);
+    });
   }
 
   /**

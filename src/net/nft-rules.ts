@@ -88,6 +88,10 @@ const LEARNED_SETS: Array<[string, string]> = [
   ['learned4', 'ipv4_addr . inet_service; flags interval, timeout'],
   ['learned6', 'ipv6_addr . inet_service; flags interval, timeout'],
 ];
+// The mark of a shape written by the gateway (policyScripts: `fillable`): a fill refuses to run
+// without it, and any other writer's whole script takes it away.
+const FILL_MARKER: [string, string] = ['fill', 'inet_service'];
+const OWN_SETS = [...STATIC_SETS, ...LEARNED_SETS, FILL_MARKER];
 // The shared part: base chains that dispatch by bridge, the maps they look in, and how refusals
 // are answered. Nothing a policy decides is here.
 /** Per-sandbox chain -> the map (and the direction of its key) that sends packets there. */
@@ -135,7 +139,7 @@ function declareShared(t: string): string[] {
 }
 
 /** Declares a sandbox's own sets and chains (a no-op for those that exist). */
-function declareOwn(t: string, id: string, sets = [...STATIC_SETS, ...LEARNED_SETS], chains = DISPATCH, olderTable = true): string[] {
+function declareOwn(t: string, id: string, sets = OWN_SETS, chains = DISPATCH, olderTable = true): string[] {
   // sbx kept a table per sandbox (`sbx_<id>`) before the shared one: a gateway's start and a
   // removal take it, so that old rules never run beside the new ones (not for other tables).
   const out = t === TABLE && olderTable ? [`add table inet sbx_${id}`, `delete table inet sbx_${id}`] : [];
@@ -210,6 +214,13 @@ export interface RulesOptions {
    * each nft run ~8 ms, a quarter of a warm-pool claim.
    */
   olderTable?: boolean;
+  /**
+   * The writer remembers the shape it writes and fills later changes of the same shape (the
+   * gateway: Egress.fillWhenUnchanged): the whole script leaves the sandbox's fill marker. Any
+   * other writer's takes it away, so that a fill of the gateway's after it (the gateway's memory
+   * is of a shape no longer in force) is refused, and the whole script runs instead.
+   */
+  fillable?: boolean;
 }
 
 /** The whole script that makes the kernel enforce `p` for one sandbox. */
@@ -263,6 +274,8 @@ export function policyScripts(link: SandboxLink, p: CompiledPolicy, opts: RulesO
     else if (!opts.relearn) sets([`add set inet ${t} ${own(name, id)} { type ${type}; }`]);
     else sets(fillSet(t, own(name, id), type, opts.relearn.filter((l) => l.family === family).flatMap(learnedElements), true));
   }
+  const marker = `add set inet ${t} ${own(FILL_MARKER[0], id)} { type ${FILL_MARKER[1]}; }`;
+  out.push(...(opts.fillable ? [marker] : [marker, `delete set inet ${t} ${own(FILL_MARKER[0], id)}`]));
   const setsEnd = out.length;
 
   const rule = (chain: string, body: string) => out.push(`add rule inet ${t} ${own(chain, id)} ${body}`);
@@ -344,7 +357,9 @@ export function policyScripts(link: SandboxLink, p: CompiledPolicy, opts: RulesO
   const rulesEnd = out.length;
   for (const { chain, map } of chains) out.push(mapElement(t, map, link.bridge, own(chain, id)));
   const text = (lines: string[]) => lines.join('\n') + '\n';
-  return { full: text(out), fill: text([...fills, ...out.slice(rulesEnd)]), shape: text(out.slice(setsEnd, rulesEnd)) };
+  // The fill first asks for the marker (`flush set` of a set that is not there fails).
+  const fill = [`flush set inet ${t} ${own(FILL_MARKER[0], id)}`, ...fills, ...out.slice(rulesEnd)];
+  return { full: text(out), fill: text(fill), shape: text(out.slice(setsEnd, rulesEnd)) };
 }
 
 /**
@@ -362,7 +377,7 @@ export function removeScript(sandbox: string | SandboxLink, table: string = TABL
     out.push(`delete element inet ${t} ${map} { "${bridge}" }`);
   }
   for (const { chain } of DISPATCH) out.push(`flush chain inet ${t} ${own(chain, id)}`, `delete chain inet ${t} ${own(chain, id)}`);
-  for (const [name] of [...STATIC_SETS, ...LEARNED_SETS]) out.push(`delete set inet ${t} ${own(name, id)}`);
+  for (const [name] of OWN_SETS) out.push(`delete set inet ${t} ${own(name, id)}`);
   return out.join('\n') + '\n';
 }
 

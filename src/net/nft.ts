@@ -46,33 +46,49 @@ function prepareSpare(): void {
   spare = s;
 }
 
-function takeNft(): ChildProcess {
+/** The nft started ahead, when there is one that still waits. */
+function takeSpare(): ChildProcess | undefined {
   const s = spare;
   spare = undefined;
-  if (!s || s.failed) return startNft();
+  if (!s || s.failed) return undefined;
   for (const h of [s.child, s.child.stdin, s.child.stderr]) (h as { ref?: () => void } | null)?.ref?.();
   return s.child;
 }
 
-/** Applies a script atomically; throws a RuntimeError with nft's own words when it refuses. */
-export function runNft(script: string, what: string): Promise<void> {
-  requireRoot();
-  return new Promise((resolve, reject) => {
-    const child = takeNft();
+interface Ran {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stderr: string;
+  error?: NodeJS.ErrnoException;
+}
+
+/** Feeds the script to an nft process and waits for its end. */
+function feed(child: ChildProcess, script: string): Promise<Ran> {
+  return new Promise((resolve) => {
     let stderr = '';
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('error', (err: NodeJS.ErrnoException) =>
-      reject(new RuntimeError(err.code === 'ENOENT' ? `${what}: nft is not installed (apt-get install nftables, or ./scripts/setup)` : `${what}: ${err.message}`)),
-    );
-    child.on('close', (code) => {
-      // The next one starts a little after this run: starting a process blocks this one for a
-      // few ms, which must not fall on the path of the command that waits for this run.
-      if (keepReady) setTimeout(prepareSpare, SPARE_DELAY_MS).unref();
-      if (code === 0) return resolve();
-      const first = stderr.split('\n').find((l) => l.startsWith('Error')) ?? stderr.trim().split('\n')[0] ?? `nft exited ${code}`;
-      reject(new RuntimeError(`${what}: ${first}`));
-    });
+    child.on('error', (error: NodeJS.ErrnoException) => resolve({ code: null, signal: null, stderr, error }));
+    child.on('close', (code, signal) => resolve({ code, signal, stderr }));
     child.stdin!.on('error', () => {});
     child.stdin!.end(script);
   });
+}
+
+/** Applies a script atomically; throws a RuntimeError with nft's own words when it refuses. */
+export async function runNft(script: string, what: string): Promise<void> {
+  requireRoot();
+  const early = takeSpare();
+  let ran = early ? await feed(early, script) : undefined;
+  // One started ahead that ended without a word (killed while it waited): a process of its own.
+  // (Every script of sbx's may run twice: each is whole, or adds what is there already.)
+  if (!ran || (ran.code !== 0 && !ran.stderr.trim())) ran = await feed(startNft(), script);
+  // The next one starts a little after this run: starting a process blocks this one for a few ms,
+  // which must not fall on the path of the command that waits for this run.
+  if (keepReady) setTimeout(prepareSpare, SPARE_DELAY_MS).unref();
+  if (ran.error) {
+    throw new RuntimeError(ran.error.code === 'ENOENT' ? `${what}: nft is not installed (apt-get install nftables, or ./scripts/setup)` : `${what}: ${ran.error.message}`);
+  }
+  if (ran.code === 0) return;
+  const first = ran.stderr.split('\n').find((l) => l.startsWith('Error')) || ran.stderr.trim().split('\n')[0] || `nft ended (${ran.code ?? ran.signal})`;
+  throw new RuntimeError(`${what}: ${first}`);
 }

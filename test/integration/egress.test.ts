@@ -24,7 +24,7 @@ const nftBroken = join(nftDir, 'broken');
 // starts an nft ahead of its run: see nft.ts); anything else (monitor, list) fails at once.
 writeFileSync(
   nftWrapper,
-  `#!/bin/sh\nif [ "$1 $2" = "-f -" ]; then script=$(cat); else script=; fi\n[ -e ${nftBroken} ] && { echo "Error: simulated failure" >&2; exit 1; }\n[ "$1 $2" = "-f -" ] && { printf '%s\\n' "$script" | exec nft "$@"; }\nexec nft "$@"\n`,
+  `#!/bin/sh\nif [ "$1 $2" = "-f -" ]; then script=$(cat); else script=; fi\n[ -e ${nftBroken} ] && { echo "Error: simulated failure" >&2; exit 1; }\n[ "$1 $2" = "-f -" ] && { printf '%s\\n' "$script" | nft "$@"; exit $?; }\nexec nft "$@"\n`,
 );
 chmodSync(nftWrapper, 0o755);
 
@@ -318,6 +318,20 @@ describe('live changes, restarts and bad input', () => {
     }
     await world.json(['network', 'unblock', 'live']);
     assert.equal(await tcp('live', '198.18.0.5', 7000), 'ok');
+  });
+
+  it('an update through the gateway after another process rewrote the rules (not through the gateway) is whole, not a fill of what the gateway wrote before', async (t) => {
+    // A client whose DOCKER_HOST is not the gateway's does the work itself (local-sbx #daemon).
+    if (onlyAs(t, ['root'], 'a client that works without the gateway is host mode')) return;
+    await world.json(['network', 'update', 'live', '--mode', 'block-all', '--allow-out', '198.18.0.1']);
+    const direct = await world.sbx(['network', 'update', 'live', '--mode', 'block-all', '--allow-out', '198.18.0.1', '--allow-port', '7000'], { env: { DOCKER_HOST: 'unix:///var/run/docker.sock' } });
+    assert.equal(direct.code, 0, direct.stderr);
+    assert.equal(await tcp('live', '198.18.0.3', 7000), 'ok', 'control: the other process\'s rules are in force');
+    // The same shape as the gateway's first one: only another address.
+    await world.json(['network', 'update', 'live', '--mode', 'block-all', '--allow-out', '198.18.0.5']);
+    assert.equal(await tcp('live', '198.18.0.3', 7000), 'fail', 'port 7000 is not open any more');
+    assert.equal(await tcp('live', '198.18.0.5', 7000), 'ok', 'control: the allowed address');
+    await world.json(['network', 'unblock', 'live']);
   });
 
   it('connections through the Host/SNI proxy are re-judged too', async () => {

@@ -910,7 +910,8 @@ describe('nft rules (script text)', () => {
   it('removeScript deletes only the sandbox\'s own elements, chains and sets, each declared first (safe when gone)', () => {
     const s = lines(removeScript('abc1234567'));
     const deletes = s.filter((l) => l.startsWith('delete '));
-    assert.equal(deletes.length, 1 + 6 + 6 + 11, deletes.join('\n'));
+    assert.equal(deletes.length, 1 + 6 + 6 + 12, deletes.join('\n'));
+    assert.ok(deletes.includes('delete set inet sbx fill_abc1234567'), 'its fill marker too');
     assert.ok(!s.some((l) => /^flush chain inet sbx (forward|input|output|prerouting|postrouting|refuse)$/.test(l)), 'the shared part is only declared, never rewritten');
     assert.equal(deletes[0], 'delete table inet sbx_abc1234567', 'the table an older sbx kept for it');
     assert.ok(deletes.every((l) => l.includes('abc1234567')), 'nothing shared is deleted');
@@ -1040,8 +1041,11 @@ describe('nft rules in the kernel', { skip: !nftUsable() && 'needs root and a wo
   it('a fill (policyScripts) after a whole script of the same shape changes the entries, and only them', () => {
     const denyA = compile({ denyOut: ['203.0.113.0/24'], denyPorts: ['25'] });
     const denyB = compile({ denyOut: ['198.51.100.9'], denyPorts: ['26'] });
-    const scripts = (p: CompiledPolicy) => policyScripts(link, p, { listeners, table: T });
+    const scripts = (p: CompiledPolicy, fillable = true) => policyScripts(link, p, { listeners, table: T, fillable });
     assert.equal(scripts(denyA).shape, scripts(denyB).shape, 'the same shape: only entries differ');
+    // Another writer's whole script (not fillable) takes the marker: the gateway's fill is refused.
+    nft(['-f', '-'], scripts(denyA, false).full);
+    assert.throws(() => nft(['-f', '-'], scripts(denyB).fill), 'a fill after another writer is refused');
     nft(['-f', '-'], scripts(denyA).full);
     const rulesA = list().replace(/elements = \{[^}]*\}/g, '');
     nft(['-f', '-'], scripts(denyB).fill);
@@ -1486,6 +1490,11 @@ it('policyScripts: the fill has no rule, the shape changes with the kinds of ent
   const learning = (port: string) => of({ mode: 'block-all', allowOut: [`allowed.test:${port}`] });
   assert.notEqual(learning('22').shape, learning('23').shape, 'a learning policy\'s mark is its own: connections opened under the old one are judged again');
   assert.doesNotMatch(a.shape, /ct mark/, 'a policy that learns nothing marks nothing');
+  assert.match(a.fill, /^flush set inet sbx fill_zz0shape01\n/, 'a fill asks for the marker first');
+  assert.match(a.full, /delete set inet sbx fill_zz0shape01\n/, 'a writer that does not fill takes the marker away');
+  const gateway = policyScripts(link, compile({ denyOut: ['198.18.0.3'] }), { listeners, fillable: true });
+  assert.match(gateway.full, /add set inet sbx fill_zz0shape01 \{ type inet_service; \}\n/);
+  assert.doesNotMatch(gateway.full, /delete set inet sbx fill_/, 'the gateway leaves it');
 });
 
 it('apply: the whole script first, then fills while the shape is the same; whole again after a failed fill, a deleted table or a removal', async () => {
@@ -1502,6 +1511,7 @@ it('apply: the whole script first, then fills while the shape is the same; whole
   const whole = (s: string) => s.includes('add rule inet sbx egress_zz0fill001');
   try {
     const egress = new Egress(() => ({ dns: 1053, http: 1080, tls: 1443 }));
+    egress.fillWhenUnchanged();
     const policy = (deny: string) => ({ mode: 'allow-all' as const, allowOut: [], denyOut: [deny], allowPorts: [], denyPorts: [] });
     const record = { id: 'zz0fill001', name: 'fill', network: policy('198.18.0.3') };
     await egress.apply(record);
@@ -1521,6 +1531,12 @@ it('apply: the whole script first, then fills while the shape is the same; whole
     assert.equal(whole(runs().at(-1)!), true, 'after a removal: whole');
     await egress.apply(record, { policy: { ...policy('198.18.0.9'), denyPorts: ['25'] }, changed: true });
     assert.equal(whole(runs().at(-1)!), true, 'another shape: whole');
+    // Not the gateway: whole scripts only, which take the fill marker away.
+    const other = new Egress(() => ({ dns: 1053, http: 1080, tls: 1443 }));
+    await other.apply(record, { policy: policy('198.18.0.10'), changed: true });
+    await other.apply(record, { policy: policy('198.18.0.11'), changed: true });
+    assert.deepEqual(runs().slice(-2).map(whole), [true, true]);
+    assert.match(runs().at(-1)!, /delete set inet sbx fill_zz0fill001/);
   } finally {
     if (saved === undefined) delete process.env.SBX_NFT;
     else process.env.SBX_NFT = saved;

@@ -16,7 +16,15 @@ chmodSync(fake, 0o755);
 const saved = process.env.SBX_NFT;
 const startedPids = () => readdirSync(dir).filter((f) => f.startsWith('started.')).map((f) => f.slice(8));
 const ranPids = () => readdirSync(dir).filter((f) => f.startsWith('ran.')).map((f) => f.slice(4));
-const idle = () => startedPids().filter((p) => !ranPids().includes(p));
+const alive = (pid: string) => {
+  try {
+    process.kill(Number(pid), 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+const idle = () => startedPids().filter((p) => !ranPids().includes(p) && alive(p));
 
 before(() => {
   process.env.SBX_NFT = fake;
@@ -54,6 +62,13 @@ it('a waiting nft that ended (killed) is not handed out: the run starts its own'
   await sleep(100);
   await runNft('add table inet y\n', 'test');
   assert.ok(ranPids().some((p) => readFileSync(join(dir, `ran.${p}`), 'utf8') === 'add table inet y'));
+});
+
+it('one killed just before it is taken (its end not seen yet): the run is done again by a process of its own', async () => {
+  await waitFor('one nft waiting', () => idle().length === 1);
+  process.kill(Number(idle()[0]), 'SIGKILL');
+  await runNft('add table inet w\n', 'test'); // in the same tick: the spare is handed out, and fails
+  assert.ok(ranPids().some((p) => readFileSync(join(dir, `ran.${p}`), 'utf8') === 'add table inet w'));
 });
 
 it('no nft at all: the run says so, as without one started ahead', async () => {
