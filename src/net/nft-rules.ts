@@ -88,10 +88,14 @@ const LEARNED_SETS: Array<[string, string]> = [
   ['learned4', 'ipv4_addr . inet_service; flags interval, timeout'],
   ['learned6', 'ipv6_addr . inet_service; flags interval, timeout'],
 ];
-// The mark of a shape written by the gateway (policyScripts: `fillable`): a fill refuses to run
-// without it, and any other writer's whole script takes it away.
-const FILL_MARKER: [string, string] = ['fill', 'inet_service'];
-const OWN_SETS = [...STATIC_SETS, ...LEARNED_SETS, FILL_MARKER];
+const OWN_SETS = [...STATIC_SETS, ...LEARNED_SETS];
+// The mark of a shape written by the gateway (policyScripts: `fillable`): an empty chain of the
+// sandbox's, named in a map no rule reads. A fill names it again (an element that jumps to a
+// chain that is not there is refused by the kernel, with no chain fetched); any other writer's
+// whole script takes it away.
+const FILLS_MAP = 'fills';
+const fillMarker = (t: string, id: string, bridge: string) => [`add chain inet ${t} ${own('fill', id)}`, mapElement(t, FILLS_MAP, bridge, own('fill', id))];
+const dropFillMarker = (t: string, id: string, bridge: string) => [...fillMarker(t, id, bridge), `delete element inet ${t} ${FILLS_MAP} { "${bridge}" }`, `delete chain inet ${t} ${own('fill', id)}`];
 // The shared part: base chains that dispatch by bridge, the maps they look in, and how refusals
 // are answered. Nothing a policy decides is here.
 /** Per-sandbox chain -> the map (and the direction of its key) that sends packets there. */
@@ -274,8 +278,7 @@ export function policyScripts(link: SandboxLink, p: CompiledPolicy, opts: RulesO
     else if (!opts.relearn) sets([`add set inet ${t} ${own(name, id)} { type ${type}; }`]);
     else sets(fillSet(t, own(name, id), type, opts.relearn.filter((l) => l.family === family).flatMap(learnedElements), true));
   }
-  const marker = `add set inet ${t} ${own(FILL_MARKER[0], id)} { type ${FILL_MARKER[1]}; }`;
-  out.push(...(opts.fillable ? [marker] : [marker, `delete set inet ${t} ${own(FILL_MARKER[0], id)}`]));
+  out.push(...(opts.fillable ? fillMarker(t, id, link.bridge) : dropFillMarker(t, id, link.bridge)));
   const setsEnd = out.length;
 
   const rule = (chain: string, body: string) => out.push(`add rule inet ${t} ${own(chain, id)} ${body}`);
@@ -357,8 +360,8 @@ export function policyScripts(link: SandboxLink, p: CompiledPolicy, opts: RulesO
   const rulesEnd = out.length;
   for (const { chain, map } of chains) out.push(mapElement(t, map, link.bridge, own(chain, id)));
   const text = (lines: string[]) => lines.join('\n') + '\n';
-  // The fill first asks for the marker (`flush set` of a set that is not there fails).
-  const fill = [`flush set inet ${t} ${own(FILL_MARKER[0], id)}`, ...fills, ...out.slice(rulesEnd)];
+  // The fill first names the marker (refused when it is not there).
+  const fill = [mapElement(t, FILLS_MAP, link.bridge, own('fill', id)), ...fills, ...out.slice(rulesEnd)];
   return { full: text(out), fill: text(fill), shape: text(out.slice(setsEnd, rulesEnd)) };
 }
 
@@ -377,6 +380,7 @@ export function removeScript(sandbox: string | SandboxLink, table: string = TABL
     out.push(`delete element inet ${t} ${map} { "${bridge}" }`);
   }
   for (const { chain } of DISPATCH) out.push(`flush chain inet ${t} ${own(chain, id)}`, `delete chain inet ${t} ${own(chain, id)}`);
+  out.push(...dropFillMarker(t, id, bridge));
   for (const [name] of OWN_SETS) out.push(`delete set inet ${t} ${own(name, id)}`);
   return out.join('\n') + '\n';
 }
