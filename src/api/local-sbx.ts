@@ -523,7 +523,9 @@ export class LocalSbx {
     const running = runningGateway(this.home);
     if (!running) return;
     const { reloadGateway } = await import('../gateway/daemon.ts');
-    await reloadGateway(running, changed, options);
+    // Only policies changed, in the gateway itself: its egress worker has them already (apply).
+    // From another process, the gateway re-reads the store first.
+    await reloadGateway(running, changed, { policiesOnly: options.policiesOnly && running.pid === process.pid });
   }
 
   /** Whether this SBX_HOME's gateway runs, and where (no network call). */
@@ -638,9 +640,7 @@ export class LocalSbx {
     await this.#updateSandbox(record.id, (r) => {
       r.network = policy;
     });
-    // In the gateway, its egress worker has the policy already (apply); from another process the
-    // gateway re-reads the store first.
-    await this.#routesChanged([], { policiesOnly: runningGateway(this.home)?.pid === process.pid });
+    await this.#routesChanged([], { policiesOnly: true });
     return policy;
   }
 

@@ -33,8 +33,9 @@ export class Egress {
   /** A policy being put in force (an update): judged by from its first step, before the kernel. */
   readonly #pending = new Map<string, CompiledPolicy>();
   /**
-   * The shape of each sandbox's rules (policyScripts) as this process last put them in whole. Gone
-   * when the table may have lost them (deleted: forgetLearned) and when a run fails.
+   * The shape of each sandbox's rules (policyScripts) as this process last put them in whole, kept
+   * only once it fills (fillWhenUnchanged). Gone when the table may have lost them (deleted:
+   * forgetLearned), when a run fails and on removal.
    */
   readonly #shapes = new Map<string, string>();
   #fillable = false;
@@ -141,7 +142,7 @@ export class Egress {
         // Rules of the shape this process put in last: filling the sets (and the dispatch entries,
         // should they have gone) is the whole change. A refusal means the kernel holds something
         // else: the whole script then.
-        if (this.#fillable && !options.olderTable && this.#shapes.get(link.id) === scripts.shape) {
+        if (!options.olderTable && this.#shapes.get(link.id) === scripts.shape) {
           const filled = await runNft(scripts.fill, what).then(() => true, () => false);
           if (filled) return;
         }
@@ -225,11 +226,13 @@ export class Egress {
    * that sandbox's rules are back (restoreAll), rather than let them all through meanwhile.
    */
   restoreSkeleton(): Promise<void> {
-    this.#shapes.clear();
     return runNft(sharedScript().join('\n') + '\n', 'could not put the shared egress rules back');
   }
 
-  /** The table was deleted: no DNS-learned address is open any more (the next answer opens it again). */
+  /**
+   * The table was deleted: no DNS-learned address is open any more (the next answer opens it
+   * again), and no sandbox's rules have the shape this process wrote (the next apply is whole).
+   */
   forgetLearned(): void {
     this.#learned.clear();
     this.#shapes.clear();
@@ -251,7 +254,6 @@ export class Egress {
     this.#appliedAt.delete(id);
     this.#compiled.delete(id);
     this.#pending.delete(id);
-    this.#shapes.delete(id);
     await this.#serial(id, async () => {
       this.#shapes.delete(id); // (an apply queued before this one may have noted it)
       await runNft(removeScript(sandboxLink({ id })), `could not remove the egress rules of sandbox ${id}`);

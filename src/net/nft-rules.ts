@@ -94,7 +94,8 @@ const OWN_SETS = [...STATIC_SETS, ...LEARNED_SETS];
 // chain that is not there is refused by the kernel, with no chain fetched); any other writer's
 // whole script takes it away.
 const FILLS_MAP = 'fills';
-const fillMarker = (t: string, id: string, bridge: string) => [`add chain inet ${t} ${own('fill', id)}`, mapElement(t, FILLS_MAP, bridge, own('fill', id))];
+const markerElement = (t: string, id: string, bridge: string) => mapElement(t, FILLS_MAP, bridge, own('fill', id));
+const fillMarker = (t: string, id: string, bridge: string) => [`add chain inet ${t} ${own('fill', id)}`, markerElement(t, id, bridge)];
 const dropFillMarker = (t: string, id: string, bridge: string) => [...fillMarker(t, id, bridge), `delete element inet ${t} ${FILLS_MAP} { "${bridge}" }`, `delete chain inet ${t} ${own('fill', id)}`];
 // The shared part: base chains that dispatch by bridge, the maps they look in, and how refusals
 // are answered. Nothing a policy decides is here.
@@ -361,7 +362,7 @@ export function policyScripts(link: SandboxLink, p: CompiledPolicy, opts: RulesO
   for (const { chain, map } of chains) out.push(mapElement(t, map, link.bridge, own(chain, id)));
   const text = (lines: string[]) => lines.join('\n') + '\n';
   // The fill first names the marker (refused when it is not there).
-  const fill = [mapElement(t, FILLS_MAP, link.bridge, own('fill', id)), ...fills, ...out.slice(rulesEnd)];
+  const fill = [markerElement(t, id, link.bridge), ...fills, ...out.slice(rulesEnd)];
   return { full: text(out), fill: text(fill), shape: text(out.slice(setsEnd, rulesEnd)) };
 }
 
