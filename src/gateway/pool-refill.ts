@@ -1,6 +1,7 @@
-// The warm pool's background refill (src/api/pool.ts), in the daemon: once a second, and at once
-// after a claim or `sbx pool set` (LocalSbx kicks it), the pool is topped up to its size. Only
-// after the stale state of a crash was cleared (reconcile), so nothing is counted twice.
+// The warm pool's background refill (src/api/pool.ts), in the daemon: the pool is topped up to its
+// size once a second, 300 ms after a claim (REFILL_AFTER_CLAIM_MS) and at once after `sbx pool
+// set` (LocalSbx kicks both). Only after the stale state of a crash was cleared (reconcile), so
+// nothing is counted twice.
 import type { LocalSbx } from '../api/local-sbx.ts';
 
 export function startPoolRefill(sbx: LocalSbx, reconciled: Promise<void>, log: (line: string) => void, everyMs = 1000): () => void {
