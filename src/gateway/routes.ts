@@ -21,6 +21,8 @@ export class RouteTable {
   #reading?: Promise<void>;
   #again = false;
   readonly #read = new StoreMark(REREAD_MS);
+  /** The text last parsed: a read that finds the same text skips the parse. */
+  #text?: string;
 
   constructor(store: Pick<Store, 'path' | 'sandboxes' | 'signature'>) {
     this.#store = store;
@@ -62,8 +64,13 @@ export class RouteTable {
             if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
             text = '{}';
           }
-          const data = JSON.parse(text) as { sandboxes?: Record<string, SandboxRecord> };
-          this.#use(byCreation(Object.values(data.sandboxes ?? {})));
+          // sbx's own writes are read twice (the watch, then the reload that waits for the
+          // table): the second finds the same text, and a thousand records take ~5 ms to parse.
+          if (text !== this.#text) {
+            const data = JSON.parse(text) as { sandboxes?: Record<string, SandboxRecord> };
+            this.#use(byCreation(Object.values(data.sandboxes ?? {})));
+            this.#text = text;
+          }
           this.#read.seen(signature);
         } while (this.#again);
       } finally {
@@ -99,6 +106,7 @@ export class RouteTable {
     const hit = this.#byRef.get(ref);
     if (hit) return hit;
     this.#use(this.#store.sandboxes());
+    this.#text = undefined;
     return this.#byRef.get(ref);
   }
 
