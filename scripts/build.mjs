@@ -26,19 +26,17 @@ const stubUnused = {
   },
 };
 
-// Modules whose load-time work sbx never needs, replaced by what sbx relies on of them: chalk's
-// colour detection (sbx always passes an explicit level, see src/cli/io.ts), graceful-fs under proper-lockfile (it
-// patches all of fs at load to retry EMFILE; the lock needs four plain fs calls), and the debug
-// logger of docker-modem (silent unless DEBUG is set).
+// Modules whose load-time work sbx never needs, replaced by what sbx relies on of them:
+// graceful-fs under proper-lockfile (it patches all of fs at load to retry EMFILE; the lock needs
+// four plain fs calls), and the debug logger of docker-modem (silent unless DEBUG is set).
 const replaced = {
-  '#supports-color': 'module.exports = { default: { stdout: false, stderr: false } }; module.exports.__esModule = true;',
   'graceful-fs': 'module.exports = require("node:fs");',
   debug: 'module.exports = () => Object.assign(() => {}, { enabled: false, extend() { return module.exports(); } });',
 };
 const replace = {
   name: 'replace',
   setup(b) {
-    b.onResolve({ filter: /^(#supports-color|graceful-fs|debug)$/ }, (args) => ({ path: args.path, namespace: 'replaced' }));
+    b.onResolve({ filter: /^(graceful-fs|debug)$/ }, (args) => ({ path: args.path, namespace: 'replaced' }));
     b.onLoad({ filter: /.*/, namespace: 'replaced' }, (args) => ({ contents: replaced[args.path], loader: 'js' }));
   },
 };

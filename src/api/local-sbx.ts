@@ -195,7 +195,7 @@ export class LocalSbx {
     // Bad entries fail here, before any daemon or engine work (the policy parser's address maths
     // costs a warm-pool create a tenth of its time: not loaded for the default policy).
     if (!defaultPolicyInput(options.network)) (await policies()).normalizePolicy(options.network);
-    subnetPool(); // and a bad SBX_SUBNET_POOL
+    if (process.env.SBX_SUBNET_POOL?.trim()) subnetPool(); // and a bad SBX_SUBNET_POOL (the default is checked by a unit test)
     // A limit above the engine's CPUs would reach Docker and fail in its words: refuse it here.
     if (options.cpus !== undefined) checkCpus(parseCpus(options.cpus), await (await this.runtime()).cpuCount());
     if (await this.#upstreamChanged()) await this.ensureGateway();

@@ -1,20 +1,38 @@
 // Output that knows where it goes (after gh): tables and colour on a TTY, tab-separated lines in
 // a pipe, stable JSON with --json. Progress and prompts go to stderr so stdout stays parseable.
-import { Chalk, type ChalkInstance } from 'chalk';
+import { styleText } from 'node:util';
+
+/** The styles sbx's output uses: ANSI when colour is on (Node's util.styleText), plain otherwise. */
+export interface Palette {
+  bold(text: string): string;
+  dim(text: string): string;
+  gray(text: string): string;
+  green(text: string): string;
+  yellow(text: string): string;
+  cyan(text: string): string;
+  red(text: string): string;
+}
+
+const STYLES = ['bold', 'dim', 'gray', 'green', 'yellow', 'cyan', 'red'] as const;
+
+/** sbx decides whether to colour (colorOn): styleText is told not to look at the stream again. */
+export function palette(on: boolean): Palette {
+  return Object.fromEntries(STYLES.map((f) => [f, on ? (text: string) => styleText(f, text, { validateStream: false }) : (text: string) => text])) as unknown as Palette;
+}
 
 export class IO {
   readonly stdout: NodeJS.WriteStream;
   readonly stderr: NodeJS.WriteStream;
   readonly isTTY: boolean;
-  readonly color: ChalkInstance;
-  readonly errColor: ChalkInstance;
+  readonly color: Palette;
+  readonly errColor: Palette;
 
   constructor(stdout = process.stdout, stderr = process.stderr, env = process.env) {
     this.stdout = stdout;
     this.stderr = stderr;
     this.isTTY = !!stdout.isTTY;
-    this.color = new Chalk({ level: colorLevel(stdout, env) });
-    this.errColor = new Chalk({ level: colorLevel(stderr, env) });
+    this.color = palette(colorOn(stdout, env));
+    this.errColor = palette(colorOn(stderr, env));
   }
 
   /** Prompts only when a person is there to answer: stdin and stdout are terminals. */
@@ -66,13 +84,9 @@ export class IO {
   }
 }
 
-function colorLevel(stream: NodeJS.WriteStream, env: NodeJS.ProcessEnv): 0 | 1 | 2 | 3 {
-  if (env.NO_COLOR !== undefined && env.NO_COLOR !== '') return 0;
-  if (env.FORCE_COLOR !== undefined) {
-    const n = env.FORCE_COLOR === '' || env.FORCE_COLOR === 'true' ? 1 : Number(env.FORCE_COLOR);
-    return (Number.isInteger(n) && n >= 0 && n <= 3 ? n : 1) as 0 | 1 | 2 | 3;
-  }
-  if (!stream.isTTY || env.TERM === 'dumb') return 0;
-  const depth = stream.getColorDepth?.() ?? 4;
-  return depth >= 24 ? 3 : depth >= 8 ? 2 : 1;
+/** Colour for a stream: NO_COLOR wins, then FORCE_COLOR (0 is off), then a terminal that is not dumb. */
+function colorOn(stream: NodeJS.WriteStream, env: NodeJS.ProcessEnv): boolean {
+  if (env.NO_COLOR !== undefined && env.NO_COLOR !== '') return false;
+  if (env.FORCE_COLOR !== undefined) return env.FORCE_COLOR !== '0';
+  return !!stream.isTTY && env.TERM !== 'dumb';
 }

@@ -44,7 +44,7 @@ async function withProgress(io: IO, build: (onProgress: (line: string) => void) 
   let frame = 0;
   await build((line) => {
     const secs = ((Date.now() - started) / 1000).toFixed(0).padStart(3);
-    if (spin) io.stderr.write(`\r\x1b[K${io.errColor.cyan(spin[frame++ % spin.length])} ${secs}s ${line.slice(0, (io.stderr.columns || 80) - 10)}`);
+    if (spin) io.stderr.write(`\r\x1b[K${io.errColor.cyan(spin[frame++ % spin.length] ?? '')} ${secs}s ${line.slice(0, (io.stderr.columns || 80) - 10)}`);
     else io.info(`[${secs}s] ${line}`);
   });
   if (spin) io.stderr.write('\r\x1b[K');
