@@ -30,7 +30,7 @@ import type { Egress } from '../net/egress.ts';
 import { checkCommand, execInSandbox, type ExecSandboxOptions } from './exec.ts';
 import { createPlannedNetwork } from './address-plan.ts';
 import { subnetPool } from '../core/subnet-pool.ts';
-import { parsePoolSize, REFILL_AFTER_CLAIM_MS, unclaimableReason, type PoolStatus } from '../core/pool.ts';
+import { parsePoolSize, unclaimableReason, type PoolStatus } from '../core/pool.ts';
 import { PooledSandboxGone, WarmPool } from './pool.ts';
 export type { ExecSandboxOptions } from './exec.ts';
 
@@ -288,7 +288,6 @@ export class LocalSbx {
         if (needsGateway) await this.#routesChanged([record.id]);
         await this.#markCreated(record);
         this.pool.onLine(`pool: ${record.name} claimed pooled sandbox ${record.id} in ${Date.now() - began} ms`);
-        if (!this.#delegate) setTimeout(() => void this.refillPool(), REFILL_AFTER_CLAIM_MS).unref();
         return this.#info(record, container, record.ports!.some((p) => !p.public));
       } catch (err) {
         const left = await this.#rollbackCreate(record, true);

@@ -9,7 +9,7 @@ import { RuntimeError } from '../core/errors.ts';
 import { newId } from '../core/names.ts';
 import { DEFAULT_PIDS_LIMIT } from '../core/options.ts';
 import { objectNames, type SandboxRecord } from '../core/sandbox.ts';
-import { EMPTY_POOL, pickReady, poolStatus, POOLED_POLICY, refillCount, surplus, type PoolData, type PoolEntry, type PoolStatus } from '../core/pool.ts';
+import { EMPTY_POOL, pickReady, poolStatus, POOLED_POLICY, REFILL_AFTER_CLAIM_MS, refillCount, surplus, type PoolData, type PoolEntry, type PoolStatus } from '../core/pool.ts';
 import type { ContainerSummary, Runtime } from '../runtime/docker.ts';
 import { sandboxLabels } from '../runtime/labels.ts';
 import type { Egress } from '../net/egress.ts';
@@ -59,6 +59,10 @@ export class WarmPool {
   readonly #idle = new StoreMark(IDLE_RECHECK_MS);
   /** What the pool did and what failed (the gateway's log). */
   onLine: (line: string) => void = () => {};
+  /** A claim took a pooled sandbox: refills wait `quietMs` (the daemon's refill loop kicks one then). */
+  onClaimed: (quietMs: number) => void = () => {};
+  /** Until then (performance.now()), no refill starts while a ready sandbox is left: REFILL_AFTER_CLAIM_MS. */
+  #quietUntil = 0;
 
   constructor(store: Store, image: string) {
     this.#store = store;
@@ -92,6 +96,8 @@ export class WarmPool {
     if (!this.#idle.due(signature)) return Promise.resolve();
     const pool = this.#store.pool();
     if (Date.now() < this.#retryAt) return Promise.resolve();
+    // Just after a claim the claiming command is still printing and exiting; an empty pool waits for nothing.
+    if (performance.now() < this.#quietUntil && pickReady(pool, new Set())) return Promise.resolve();
     if (refillCount(pool, 1) === 0 && surplus(pool).length === 0) {
       this.#idle.seen(signature);
       return Promise.resolve();
@@ -201,7 +207,7 @@ export class WarmPool {
    */
   async take(draft: SandboxRecord, skip: ReadonlySet<string>): Promise<SandboxRecord | undefined> {
     if (!pickReady(this.#store.pool(), skip)) return undefined; // no lock when there is nothing to take
-    return this.#store.update((data) => {
+    const taken = await this.#store.update((data): SandboxRecord | undefined => {
       const pool = poolOf(data);
       if (Object.values(data.sandboxes).some((r) => r.name === draft.name)) return undefined;
       const entry = pickReady(pool, skip);
@@ -211,6 +217,11 @@ export class WarmPool {
       data.sandboxes[entry.id] = record;
       return record;
     });
+    if (taken) {
+      this.#quietUntil = performance.now() + REFILL_AFTER_CLAIM_MS;
+      this.onClaimed(REFILL_AFTER_CLAIM_MS);
+    }
+    return taken;
   }
 
   /**

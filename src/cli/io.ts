@@ -17,7 +17,7 @@ const STYLES = ['bold', 'dim', 'gray', 'green', 'yellow', 'cyan', 'red'] as cons
 
 /** sbx decides whether to colour (colorOn): styleText is told not to look at the stream again. */
 export function palette(on: boolean): Palette {
-  return Object.fromEntries(STYLES.map((f) => [f, on ? (text: string) => styleText(f, text, { validateStream: false }) : (text: string) => text])) as unknown as Palette;
+  return Object.fromEntries(STYLES.map((f) => [f, on ? (text: string) => (text ? styleText(f, text, { validateStream: false }) : text) : (text: string) => text])) as unknown as Palette;
 }
 
 export class IO {
@@ -84,9 +84,9 @@ export class IO {
   }
 }
 
-/** Colour for a stream: NO_COLOR wins, then FORCE_COLOR (0 is off), then a terminal that is not dumb. */
+/** Colour for a stream: NO_COLOR wins, then FORCE_COLOR (0 is off, as for chalk before), then a terminal that is not dumb. */
 function colorOn(stream: NodeJS.WriteStream, env: NodeJS.ProcessEnv): boolean {
   if (env.NO_COLOR !== undefined && env.NO_COLOR !== '') return false;
-  if (env.FORCE_COLOR !== undefined) return env.FORCE_COLOR !== '0';
+  if (env.FORCE_COLOR !== undefined) return env.FORCE_COLOR === '' || Number(env.FORCE_COLOR) !== 0;
   return !!stream.isTTY && env.TERM !== 'dumb';
 }

@@ -9,9 +9,10 @@ import { byCreation, type ProcessRef } from './sandbox.ts';
 export const MAX_POOL_SIZE = 64;
 
 /**
- * How long the refill waits after a claim. Making a container keeps both cores of a small machine
- * busy, and the claiming command's process still has to print its answer and exit: started at
- * once, the refill added about 13 ms to the pooled create (hand A/B, 15 runs each, twice).
+ * How long refills wait after a claim while a ready sandbox is left. Making a container keeps both
+ * cores of a small machine busy, and the claiming command's process still has to print its answer
+ * and exit: started at once, the refill added about 13 ms to the pooled create (hand A/B, 15 runs
+ * each, twice).
  */
 export const REFILL_AFTER_CLAIM_MS = 300;
 

@@ -13,6 +13,7 @@ test('palette: the same ANSI sequences as before (16 colours), plain text when o
   assert.equal(on.yellow('x'), '\x1b[33mx\x1b[39m');
   assert.equal(on.red('x'), '\x1b[31mx\x1b[39m');
   assert.equal(palette(false).green('running'), 'running');
+  assert.equal(on.green(''), '', 'nothing to colour: no codes');
 });
 
 test('IO: colour on a terminal only; NO_COLOR wins, FORCE_COLOR=0 turns it off, TERM=dumb too', () => {
@@ -24,5 +25,7 @@ test('IO: colour on a terminal only; NO_COLOR wins, FORCE_COLOR=0 turns it off, 
   assert.equal(colored(false, { FORCE_COLOR: '1' }), true);
   assert.equal(colored(false, { FORCE_COLOR: '' }), true);
   assert.equal(colored(true, { FORCE_COLOR: '0' }), false);
+  assert.equal(colored(true, { FORCE_COLOR: '00' }), false);
+  assert.equal(colored(false, { FORCE_COLOR: 'true' }), true);
   assert.equal(colored(true, { TERM: 'dumb' }), false);
 });
