@@ -78,7 +78,7 @@ for (const r of rows) console.log(`| ${r.command} | ${f(q(r.times, 0.5))} | ${f(
 const med = (r) => q(r.times, 0.5);
 const [plain, , pooled] = rows;
 console.log(`(claims from the pool in the gateway log: ${process.argv[3]}; target of the pooled create: 150 ms at the median, ${med(pooled) <= 0.15 ? "met" : "MISSED"}; under half of plain docker run -d: ${(med(pooled) / med(plain)).toFixed(2)}x, ${med(pooled) < med(plain) / 2 ? "met" : "MISSED"})`);
-// What sbx adds to one Node start (the CLI's own work, the daemon's claim): the part a change to
+// What sbx adds to one Node start (the work of the CLI and of the daemon): the part a change to
 // sbx moves, when the machine itself runs faster or slower from one run to the next.
-console.log(`(sbx's share: the pooled median minus node -e 0's median in the same run: ${((med(pooled) - med(rows[3])) * 1000).toFixed(0)} ms)`);
+console.log(`(the share of sbx: the pooled median minus the median of node -e 0 in the same run: ${((med(pooled) - med(rows[3])) * 1000).toFixed(0)} ms)`);
 ' "$OUT/create-alone.json" "$OUT/create-pooled.json" "$pooled"
