@@ -93,8 +93,9 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   // when there is one (egress-supervisor.ts); this process keeps what needs root: the policy as
   // judged, the kernel's rules and learned addresses, conntrack and the engine.
   const egress = await sbx.egress();
-  // Its nft runs (creates, claims, updates) each start from an nft already started.
-  if (process.getuid?.() === 0) keepNftReady(true);
+  // Its nft runs (creates, claims, updates) go through libnftables in this process, or else each
+  // start from an nft already started.
+  if (process.getuid?.() === 0) log(`egress rules: ${await keepNftReady(true)}`);
   // The one writer that lasts: it remembers the shape of each sandbox's rules, and fills them.
   egress.fillWhenUnchanged();
   /** A sandbox's policy as judged now, by its id only (the worker names sandboxes by id). */
@@ -389,7 +390,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
       await restoring;
       await workers.close();
       await removeListenerGuard(home).catch((err) => log(`egress: ${(err as Error).message}`));
-      keepNftReady(false);
+      void keepNftReady(false);
       await fastPath?.stop();
       if (sharedRunDir) rmSync(sharedRunDir, { recursive: true, force: true });
       rmSync(control, { force: true });

@@ -1,7 +1,9 @@
 // Runs nftables scripts: the only place that touches the kernel's firewall. Each call is one
-// `nft -f -` transaction, so it is all-or-nothing.
+// transaction, so it is all-or-nothing: libnftables in this process for the gateway (libnft.ts),
+// else an `nft -f -` process.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { RuntimeError } from '../core/errors.ts';
+import { loadLibNft, type LibNft } from './libnft.ts';
 
 export function requireRoot(): void {
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
@@ -25,16 +27,37 @@ let spare: Spare | undefined;
 let keepReady = false;
 const SPARE_DELAY_MS = 100;
 
-/** On: one nft is kept started ahead for the next run (long-lived processes); off: it is ended. */
-export function keepNftReady(on: boolean): void {
+/** libnftables in this process, once loaded (keepNftReady); runs before that use a process. */
+let library: LibNft | undefined;
+let libraryLoad: Promise<string> | undefined;
+
+/**
+ * On (long-lived root processes): nft scripts run through libnftables in this process when it
+ * loads, else one nft is kept started ahead for the next run. Off: the spare nft is ended.
+ * Resolves to which path runs them, for the log. `SBX_NFT` (the tests' stand-in for nft) and
+ * `SBX_NFT_LIBRARY=0` keep the process path.
+ */
+export function keepNftReady(on: boolean): Promise<string> {
   keepReady = on;
-  if (on) return prepareSpare();
-  spare?.child.kill();
-  spare = undefined;
+  if (!on) {
+    spare?.child.kill();
+    spare = undefined;
+    return Promise.resolve('off');
+  }
+  prepareSpare();
+  if (process.env.SBX_NFT || process.env.SBX_NFT_LIBRARY === '0') return Promise.resolve(`an nft process per run (${process.env.SBX_NFT ? 'SBX_NFT is set' : 'SBX_NFT_LIBRARY=0'})`);
+  return (libraryLoad ??= loadLibNft().then(({ lib, why }) => {
+    if (!lib) return `an nft process per run (${why})`;
+    library = lib;
+    // The process path is not needed any more.
+    spare?.child.kill();
+    spare = undefined;
+    return 'libnftables in this process';
+  }));
 }
 
 function prepareSpare(): void {
-  if (!keepReady || spare) return;
+  if (!keepReady || spare || library) return;
   const child = startNft();
   const s: Spare = { child };
   // Not started (no nft) or ended idle: not handed out; the run starts its own and says why.
@@ -77,6 +100,11 @@ function feed(child: ChildProcess, script: string): Promise<Ran> {
 /** Applies a script atomically; throws a RuntimeError with nft's own words when it refuses. */
 export async function runNft(script: string, what: string): Promise<void> {
   requireRoot();
+  if (library) {
+    const done = await library.run(script);
+    if (done.ok) return;
+    throw new RuntimeError(`${what}: ${done.error}`);
+  }
   const early = takeSpare();
   let ran = early ? await feed(early, script) : undefined;
   // One started ahead that ended without a word (killed while it waited): a process of its own.
