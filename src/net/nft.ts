@@ -100,6 +100,9 @@ function feed(child: ChildProcess, script: string): Promise<Ran> {
 /** Applies a script atomically; throws a RuntimeError with nft's own words when it refuses. */
 export async function runNft(script: string, what: string): Promise<void> {
   requireRoot();
+  // libnftables reads a C string: a NUL would end the script early, and the part before it would
+  // be applied alone. sbx's scripts never hold one (names and entries are validated); refused.
+  if (script.includes('\0')) throw new RuntimeError(`${what}: the nft script holds a NUL character`);
   if (library) {
     const done = await library.run(script);
     if (done.ok) return;

@@ -75,6 +75,14 @@ await runNft('add element inet t allowed { 10.8.0.2 }\\n', 'test');`);
   assert.match(ruleset(netns[0]!), /10\.8\.0\.2/);
 });
 
+it('a script with a NUL is refused whole (libnftables would stop reading at it)', { skip: !root && 'needs root (nftables)' }, () => {
+  const before = ruleset(netns[0]!);
+  const r = inNetns(netns[0]!, `out.how = await keepNftReady(true); await runNft('add chain inet t early\\n\\0add chain inet t late\\n', 'could not test');`);
+  assert.equal(r.how, 'libnftables in this process');
+  assert.equal(r.thrown, 'could not test: the nft script holds a NUL character');
+  assert.equal(ruleset(netns[0]!), before);
+});
+
 it('runs asked for at once are carried out one at a time, each whole', { skip: !root && 'needs root (nftables)' }, () => {
   const r = inNetns(netns[0]!, `await keepNftReady(true);
 const runs = [];
