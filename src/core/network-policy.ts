@@ -372,12 +372,70 @@ export function learnedPorts(p: CompiledPolicy, name: string): PortRange[] {
   return namePorts(p.allow, normalizeName(name));
 }
 
+/**
+ * Why a decision went the way it did, in the words of the policy: the entry that decided
+ * (`allowOut *.example.com`, `denyOut 10.0.0.0/8`, `denyPorts 25`), the mode when no entry did
+ * (`mode block-all`, `mode allow-all`), or a default sbx applies whatever the mode
+ * (`default: host address`, `default: protected address`).
+ */
+export interface Verdict {
+  allowed: boolean;
+  rule: string;
+}
+
+/** A decision whose rule is named only when asked (the proxy's hot path never asks). */
+interface Judged {
+  allowed: boolean;
+  why: () => string;
+}
+const verdict = (allowed: boolean, why: string | (() => string)): Judged => ({ allowed, why: typeof why === 'string' ? () => why : why });
+const named = (j: Judged): Verdict => ({ allowed: j.allowed, rule: j.why() });
+
+/** The first entry of a list whose destination `match` accepts, as `list entry`. */
+function entryOf(p: CompiledPolicy, list: 'allowOut' | 'denyOut', match: (d: Destination) => boolean): string {
+  for (const entry of p.policy[list]) {
+    if (match(parseDestination(entry, list))) return `${list} ${entry}`;
+  }
+  return list; // not reached: the compiled side was made of these entries
+}
+
+function portEntryOf(p: CompiledPolicy, list: 'allowPorts' | 'denyPorts', port: number): string {
+  const entry = p.policy[list].find((e) => inRanges([parsePortRange(e, list)], port));
+  return entry ? `${list} ${entry}` : list;
+}
+
+function cidrHas(d: Destination, address: string): boolean {
+  if (d.kind !== 'cidr') return false;
+  const addr = parse(address);
+  return !!addr && spansContain(mergeCidrs([d.cidr], d.family), addressToBigInt(addr)) && (addr.kind() === 'ipv4') === (d.family === 4);
+}
+
+/** Whether a name entry names `name` (any ports), or opens it on `port` when `opens` is set. */
+function nameEntryHas(d: Destination, name: string, opens?: { port: number | undefined }): boolean {
+  if (d.kind !== 'domain' && d.kind !== 'wildcard') return false;
+  const named = d.kind === 'domain' ? d.name === name : name.endsWith(`.${d.suffix}`);
+  if (!named || !opens) return named;
+  if (opens.port === undefined) return true;
+  return d.ports ? inRanges([d.ports], opens.port) : (WEB_PORTS as readonly number[]).includes(opens.port);
+}
+
+/** Whether sbx's DNS forwarder answers a name (else NXDOMAIN), and the rule that decided. */
+export function decideName(p: CompiledPolicy, name: string): Verdict {
+  return named(judgeName(p, name));
+}
+
+function judgeName(p: CompiledPolicy, name: string): Judged {
+  const n = normalizeName(name);
+  if (p.allow.all) return verdict(true, 'allowOut all');
+  if (nameNamed(p.allow, n)) return verdict(true, () => entryOf(p, 'allowOut', (d) => nameEntryHas(d, n)));
+  if (p.mode === 'block-all') return verdict(false, 'mode block-all');
+  if (nameIn(p.deny, n)) return verdict(false, () => entryOf(p, 'denyOut', (d) => nameEntryHas(d, n)));
+  return verdict(true, 'mode allow-all');
+}
+
 /** Whether sbx's DNS forwarder answers a name (else NXDOMAIN). */
 export function nameResolvable(p: CompiledPolicy, name: string): boolean {
-  const n = normalizeName(name);
-  if (p.allow.all || nameNamed(p.allow, n)) return true;
-  if (p.mode === 'block-all') return false;
-  return !nameIn(p.deny, n);
+  return judgeName(p, name).allowed;
 }
 
 export interface Connection {
@@ -390,35 +448,57 @@ export interface Connection {
   toHost?: boolean;
 }
 
-/** Whether the address is a protected one; then only an address entry (or `host`) opens it. */
-function guarded(p: CompiledPolicy, c: Connection): boolean | undefined {
-  if (c.toHost) return hostAllowed(p, c.port) || (c.address !== undefined && addressIn(p.allow, c.address));
-  if (c.address !== undefined && isProtectedAddress(c.address)) return addressIn(p.allow, c.address);
+/** A protected address or the host's own: only an address entry (or `host`) opens it, whatever else says. */
+function guarded(p: CompiledPolicy, c: Connection): Judged | undefined {
+  // Refused by default whatever the lists say; a deny entry that covers it too is what its user wrote.
+  const deniedToo = (fallback: string) => (c.address !== undefined && addressIn(p.deny, c.address) ? entryOf(p, 'denyOut', (d) => cidrHas(d, c.address!)) : fallback);
+  const byAddress = () => (c.address !== undefined && addressIn(p.allow, c.address) ? verdict(true, () => entryOf(p, 'allowOut', (d) => cidrHas(d, c.address!))) : undefined);
+  if (c.toHost) {
+    if (hostAllowed(p, c.port)) return verdict(true, () => entryOf(p, 'allowOut', (d) => d.kind === 'host' && (!d.ports || c.port === undefined || inRanges([d.ports], c.port))));
+    return byAddress() ?? verdict(false, () => deniedToo('default: host address'));
+  }
+  if (c.address !== undefined && isProtectedAddress(c.address)) return byAddress() ?? verdict(false, () => deniedToo('default: protected address'));
+  return undefined;
+}
+
+/** The allow entry that matches (allow beats every deny), if one does. */
+function allowedBy(p: CompiledPolicy, c: Connection): Judged | undefined {
+  const guard = guarded(p, c);
+  if (guard) return guard.allowed ? guard : undefined;
+  const name = c.name ? normalizeName(c.name) : undefined;
+  if (p.allow.all) return verdict(true, 'allowOut all');
+  if (name && nameOpens(p.allow, name, c.port)) return verdict(true, () => entryOf(p, 'allowOut', (d) => nameEntryHas(d, name, { port: c.port })));
+  if (c.address && addressIn(p.allow, c.address)) return verdict(true, () => entryOf(p, 'allowOut', (d) => cidrHas(d, c.address!)));
+  if (c.port !== undefined && portIn(p.allow, c.port)) return verdict(true, () => portEntryOf(p, 'allowPorts', c.port!));
   return undefined;
 }
 
 /** Whether an allow entry matches (allow beats every deny). */
 export function explicitlyAllowed(p: CompiledPolicy, c: Connection): boolean {
-  const guard = guarded(p, c);
-  if (guard !== undefined) return guard;
-  const name = c.name ? normalizeName(c.name) : undefined;
-  if (p.allow.all) return true;
-  if (name && nameOpens(p.allow, name, c.port)) return true;
-  if (c.address && addressIn(p.allow, c.address)) return true;
-  return c.port !== undefined && portIn(p.allow, c.port);
+  return allowedBy(p, c) !== undefined;
 }
 
-/** The one decision: may this outbound connection pass? */
-export function connectionAllowed(p: CompiledPolicy, c: Connection): boolean {
+/** The one decision: may this outbound connection pass, and by which rule? */
+export function decideConnection(p: CompiledPolicy, c: Connection): Verdict {
+  return named(judgeConnection(p, c));
+}
+
+function judgeConnection(p: CompiledPolicy, c: Connection): Judged {
   const guard = guarded(p, c);
-  if (guard !== undefined) return guard;
-  if (explicitlyAllowed(p, c)) return true;
-  if (p.mode === 'block-all') return false;
+  if (guard) return guard;
+  const allowed = allowedBy(p, c);
+  if (allowed) return allowed;
+  if (p.mode === 'block-all') return verdict(false, 'mode block-all');
   const name = c.name ? normalizeName(c.name) : undefined;
-  if (name && nameIn(p.deny, name)) return false;
-  if (c.address && addressIn(p.deny, c.address)) return false;
-  if (c.port !== undefined && portIn(p.deny, c.port)) return false;
-  return true;
+  if (name && nameIn(p.deny, name)) return verdict(false, () => entryOf(p, 'denyOut', (d) => nameEntryHas(d, name)));
+  if (c.address && addressIn(p.deny, c.address)) return verdict(false, () => entryOf(p, 'denyOut', (d) => cidrHas(d, c.address!)));
+  if (c.port !== undefined && portIn(p.deny, c.port)) return verdict(false, () => portEntryOf(p, 'denyPorts', c.port!));
+  return verdict(true, 'mode allow-all');
+}
+
+/** May this outbound connection pass? (decideConnection without naming the rule.) */
+export function connectionAllowed(p: CompiledPolicy, c: Connection): boolean {
+  return judgeConnection(p, c).allowed;
 }
 
 /** Exact denied names (their addresses are refused to clients that connect by address alone). */
