@@ -106,7 +106,11 @@ export async function runNft(script: string, what: string): Promise<void> {
   if (library) {
     const done = await library.run(script);
     if (done.ok) return;
-    throw new RuntimeError(`${what}: ${done.error}`);
+    if (!done.unusable) throw new RuntimeError(`${what}: ${done.error}`);
+    // Refused, and no new context could be made after it: the process path from now on (each
+    // script is whole, or adds what is there already, so the process may run it again).
+    library = undefined;
+    if (keepReady) prepareSpare();
   }
   const early = takeSpare();
   let ran = early ? await feed(early, script) : undefined;

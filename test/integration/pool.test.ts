@@ -106,6 +106,9 @@ describe('warm pool', () => {
     assert.notEqual((await world.sbx(['exec', 'claimed', '--', 'curl', '-s', '-f', '-m', '5', 'http://denied.test/'])).code, 0);
     // Ports 80 and 443 go to the Host/SNI proxy when names matter: raw TCP is checked on another port.
     assert.match(await sh('claimed', 'python3 /probe.py connect 198.18.0.3 8080'), /^fail /);
+    // The claim's rules went in through libnftables in the gateway's process (the path of the
+    // host-mode gateway; SBX_NFT, used by egress.test.ts, keeps the nft process).
+    assert.match(readFileSync(join(world.home, 'gateway.log'), 'utf8'), /egress rules: libnftables in this process\n/);
     assert.match(await sh('claimed', 'env'), /^POOLVAR=hello$/m);
     assert.equal((await world.sbx(['exec', '-e', 'POOLVAR=mine', 'claimed', '--', 'sh', '-c', 'echo $POOLVAR'])).stdout.trim(), 'mine', 'the exec\'s own env wins');
     assert.equal(await cgroup('claimed', 'memory.max', 'memory/memory.limit_in_bytes'), String(256 * 1024 * 1024));

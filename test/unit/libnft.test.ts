@@ -99,6 +99,23 @@ await Promise.all(runs);`);
   }
 });
 
+it("the library's netlink socket is not inherited by the children the gateway starts later", { skip: !root && 'needs root (nftables)' }, () => {
+  const r = inNetns(netns[0]!, `const { readdirSync, readlinkSync, readFileSync } = await import('node:fs');
+const { spawnSync } = await import('node:child_process');
+out.how = await keepNftReady(true);
+// Netfilter netlink sockets (protocol 12) of this network namespace, by inode.
+const nfnetlink = new Set(readFileSync('/proc/net/netlink', 'utf8').trim().split('\\n').slice(1).map((l) => l.trim().split(/\\s+/)).filter((f) => f[1] === '12').map((f) => f.at(-1)));
+const links = (pid) => readdirSync('/proc/' + pid + '/fd').map((fd) => { try { return readlinkSync('/proc/' + pid + '/fd/' + fd); } catch { return ''; } });
+const ours = links('self').filter((l) => nfnetlink.has(l.replace(/^socket:\\[(\\d+)\\]$/, '$1')));
+out.ours = ours.length;
+const child = spawnSync('sh', ['-c', 'for f in /proc/$$/fd/*; do readlink "$f"; done'], { encoding: 'utf8' });
+out.inherited = child.stdout.trim().split('\\n').filter((l) => ours.includes(l));`);
+  assert.equal(r.thrown, undefined);
+  assert.equal(r.how, 'libnftables in this process');
+  assert.ok(Number(r.ours) >= 1, 'the library holds a netfilter netlink socket');
+  assert.deepEqual(r.inherited, [], 'a child holds none of them');
+});
+
 it('SBX_NFT (a stand-in nft) keeps the process path', { skip: !root && 'needs root (nftables)' }, () => {
   const r = inNetns(netns[1]!, `out.how = await keepNftReady(true);`, { SBX_NFT: 'nft' });
   assert.match(String(r.how), /^an nft process per run \(SBX_NFT is set\)/);
