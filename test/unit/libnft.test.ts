@@ -116,6 +116,22 @@ out.inherited = child.stdout.trim().split('\\n').filter((l) => ours.includes(l))
   assert.deepEqual(r.inherited, [], 'a child holds none of them');
 });
 
+it('a change made by another process between two runs is seen (no stale cache)', { skip: !root && 'needs root (nftables)' }, () => {
+  // The library adds a chain, another nft deletes it, and the library then refers to it: the
+  // kernel's answer wins, not what the context remembered. And the other way round.
+  const r = inNetns(netns[0]!, `const { execFileSync } = await import('node:child_process');
+await keepNftReady(true);
+await runNft('add chain inet t gone\\nadd chain inet t kept\\n', 'test');
+execFileSync('nft', ['delete chain inet t gone']);
+try { await runNft('add rule inet t gone accept\\n', 'stale'); out.stale = 'applied'; } catch (err) { out.stale = err.message; }
+execFileSync('nft', ['add chain inet t made']);
+await runNft('add rule inet t made accept\\n', 'test');`);
+  assert.equal(r.thrown, undefined);
+  assert.match(String(r.stale), /^stale: Error:/);
+  assert.doesNotMatch(ruleset(netns[0]!), /chain gone/);
+  assert.match(ruleset(netns[0]!), /chain made \{[^}]*accept/);
+});
+
 it('SBX_NFT (a stand-in nft) keeps the process path', { skip: !root && 'needs root (nftables)' }, () => {
   const r = inNetns(netns[1]!, `out.how = await keepNftReady(true);`, { SBX_NFT: 'nft' });
   assert.match(String(r.how), /^an nft process per run \(SBX_NFT is set\)/);
