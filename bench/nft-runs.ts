@@ -36,7 +36,7 @@ const runners = {
   process: async (script: string) => void nft(script),
   library: async (script: string) => {
     const r = await lib.run(script);
-    if (!r.ok) throw new Error(r.error);
+    if (!r.ok) throw new Error(r.errors);
   },
 };
 type Way = keyof typeof runners;

@@ -6,8 +6,8 @@
 import { readdirSync, readlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
-/** One script run by the library: applied, or nft's own error text. */
-export type LibNftResult = { ok: true } | { ok: false; error: string; unusable?: boolean };
+/** One script run by the library: applied, or what nft wrote about it (`errors`, its error buffer). */
+export type LibNftResult = { ok: true } | { ok: false; errors: string; unusable?: boolean };
 export interface LibNft {
   run(script: string): Promise<LibNftResult>;
 }
@@ -90,15 +90,15 @@ export async function loadLibNft(): Promise<{ lib?: LibNft; why?: string }> {
           const errors = String(errorText(ctx) ?? '');
           outputText(ctx);
           if (!err && rc === 0) return resolve({ ok: true });
-          const error = err ? firstLine(err) : errors.split('\n').find((l) => l.startsWith('Error')) || errors.trim().split('\n')[0] || `nft_run_cmd_from_buffer returned ${rc}`;
+          const error = err ? firstLine(err) : errors || `nft_run_cmd_from_buffer returned ${rc}`;
           // After a refusal the next run starts on a new socket: no reply of this run that the
           // library left unread can be taken for the next one's.
           try {
             ctxFree(ctx);
             ctx = newContext();
-            resolve({ ok: false, error });
+            resolve({ ok: false, errors: error });
           } catch (again) {
-            resolve({ ok: false, error, unusable: true });
+            resolve({ ok: false, errors: error, unusable: true });
             process.emitWarning(`libnftables: ${firstLine(again)}`);
           }
         });
@@ -112,7 +112,7 @@ export async function loadLibNft(): Promise<{ lib?: LibNft; why?: string }> {
     };
     // An empty run: proves the context answers.
     const warm = await lib.run('');
-    if (!warm.ok) return { why: `libnftables refused an empty script: ${warm.error}` };
+    if (!warm.ok) return { why: `libnftables refused an empty script: ${warm.errors.trim().split('\n')[0]}` };
     return { lib };
   } catch (err) {
     return { why: `${LIBRARY} could not be used (${firstLine(err)})` };

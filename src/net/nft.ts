@@ -44,15 +44,15 @@ export function keepNftReady(on: boolean): Promise<string> {
     spare = undefined;
     return Promise.resolve('off');
   }
-  prepareSpare();
-  if (process.env.SBX_NFT || process.env.SBX_NFT_LIBRARY === '0') return Promise.resolve(`an nft process per run (${process.env.SBX_NFT ? 'SBX_NFT is set' : 'SBX_NFT_LIBRARY=0'})`);
+  if (process.env.SBX_NFT || process.env.SBX_NFT_LIBRARY === '0') {
+    prepareSpare();
+    return Promise.resolve(`an nft process per run (${process.env.SBX_NFT ? 'SBX_NFT is set' : 'SBX_NFT_LIBRARY=0'})`);
+  }
   return (libraryLoad ??= loadLibNft().then(({ lib, why }) => {
-    if (!lib) return `an nft process per run (${why})`;
     library = lib;
-    // The process path is not needed any more.
-    spare?.child.kill();
-    spare = undefined;
-    return 'libnftables in this process';
+    if (lib) return 'libnftables in this process';
+    prepareSpare();
+    return `an nft process per run (${why})`;
   }));
 }
 
@@ -106,7 +106,7 @@ export async function runNft(script: string, what: string): Promise<void> {
   if (library) {
     const done = await library.run(script);
     if (done.ok) return;
-    if (!done.unusable) throw new RuntimeError(`${what}: ${done.error}`);
+    if (!done.unusable) throw new RuntimeError(`${what}: ${firstError(done.errors)}`);
     // Refused, and no new context could be made after it: the process path from now on (each
     // script is whole, or adds what is there already, so the process may run it again).
     library = undefined;
@@ -124,6 +124,10 @@ export async function runNft(script: string, what: string): Promise<void> {
     throw new RuntimeError(ran.error.code === 'ENOENT' ? `${what}: nft is not installed (apt-get install nftables, or ./scripts/setup)` : `${what}: ${ran.error.message}`);
   }
   if (ran.code === 0) return;
-  const first = ran.stderr.split('\n').find((l) => l.startsWith('Error')) || ran.stderr.trim().split('\n')[0] || `nft ended (${ran.code ?? ran.signal})`;
-  throw new RuntimeError(`${what}: ${first}`);
+  throw new RuntimeError(`${what}: ${firstError(ran.stderr) || `nft ended (${ran.code ?? ran.signal})`}`);
+}
+
+/** The line of nft's output that says what it refused (either path), else its first line. */
+function firstError(text: string): string {
+  return text.split('\n').find((l) => l.startsWith('Error')) || text.trim().split('\n')[0] || '';
 }
