@@ -388,7 +388,12 @@ interface Judged {
   allowed: boolean;
   why: () => string;
 }
-const verdict = (allowed: boolean, why: string | (() => string)): Judged => ({ allowed, why: typeof why === 'string' ? () => why : why });
+const verdict = (allowed: boolean, why: () => string): Judged => ({ allowed, why });
+/** The verdicts that name no entry: made once, so the hot path allocates nothing for them. */
+const fixed = (allowed: boolean, rule: string): Judged => verdict(allowed, () => rule);
+const ALLOW_ALL_ENTRY = fixed(true, 'allowOut all');
+const BLOCK_ALL = fixed(false, 'mode block-all');
+const ALLOW_ALL = fixed(true, 'mode allow-all');
 const named = (j: Judged): Verdict => ({ allowed: j.allowed, rule: j.why() });
 
 /** The first entry of a list whose destination `match` accepts, as `list entry`. */
@@ -407,7 +412,8 @@ function portEntryOf(p: CompiledPolicy, list: 'allowPorts' | 'denyPorts', port: 
 function cidrHas(d: Destination, address: string): boolean {
   if (d.kind !== 'cidr') return false;
   const addr = parse(address);
-  return !!addr && spansContain(mergeCidrs([d.cidr], d.family), addressToBigInt(addr)) && (addr.kind() === 'ipv4') === (d.family === 4);
+  const range = ipaddr.parseCIDR(d.cidr);
+  return !!addr && addr.kind() === range[0].kind() && addr.match(range);
 }
 
 /** Whether a name entry names `name` (any ports), or opens it on `port` when `opens` is set. */
@@ -426,11 +432,11 @@ export function decideName(p: CompiledPolicy, name: string): Verdict {
 
 function judgeName(p: CompiledPolicy, name: string): Judged {
   const n = normalizeName(name);
-  if (p.allow.all) return verdict(true, 'allowOut all');
+  if (p.allow.all) return ALLOW_ALL_ENTRY;
   if (nameNamed(p.allow, n)) return verdict(true, () => entryOf(p, 'allowOut', (d) => nameEntryHas(d, n)));
-  if (p.mode === 'block-all') return verdict(false, 'mode block-all');
+  if (p.mode === 'block-all') return BLOCK_ALL;
   if (nameIn(p.deny, n)) return verdict(false, () => entryOf(p, 'denyOut', (d) => nameEntryHas(d, n)));
-  return verdict(true, 'mode allow-all');
+  return ALLOW_ALL;
 }
 
 /** Whether sbx's DNS forwarder answers a name (else NXDOMAIN). */
@@ -450,23 +456,31 @@ export interface Connection {
 
 /** A protected address or the host's own: only an address entry (or `host`) opens it, whatever else says. */
 function guarded(p: CompiledPolicy, c: Connection): Judged | undefined {
-  // Refused by default whatever the lists say; a deny entry that covers it too is what its user wrote.
-  const deniedToo = (fallback: string) => (c.address !== undefined && addressIn(p.deny, c.address) ? entryOf(p, 'denyOut', (d) => cidrHas(d, c.address!)) : fallback);
-  const byAddress = () => (c.address !== undefined && addressIn(p.allow, c.address) ? verdict(true, () => entryOf(p, 'allowOut', (d) => cidrHas(d, c.address!))) : undefined);
   if (c.toHost) {
     if (hostAllowed(p, c.port)) return verdict(true, () => entryOf(p, 'allowOut', (d) => d.kind === 'host' && (!d.ports || c.port === undefined || inRanges([d.ports], c.port))));
-    return byAddress() ?? verdict(false, () => deniedToo('default: host address'));
+    return guardedByAddress(p, c, 'default: host address');
   }
-  if (c.address !== undefined && isProtectedAddress(c.address)) return byAddress() ?? verdict(false, () => deniedToo('default: protected address'));
+  if (c.address !== undefined && isProtectedAddress(c.address)) return guardedByAddress(p, c, 'default: protected address');
   return undefined;
+}
+
+/** Only an address entry opens a guarded address; refused otherwise, by a deny entry that covers it too (what its user wrote) or by the default. */
+function guardedByAddress(p: CompiledPolicy, c: Connection, byDefault: string): Judged {
+  const address = c.address;
+  if (address !== undefined && addressIn(p.allow, address)) return verdict(true, () => entryOf(p, 'allowOut', (d) => cidrHas(d, address)));
+  return verdict(false, () => (address !== undefined && addressIn(p.deny, address) ? entryOf(p, 'denyOut', (d) => cidrHas(d, address)) : byDefault));
 }
 
 /** The allow entry that matches (allow beats every deny), if one does. */
 function allowedBy(p: CompiledPolicy, c: Connection): Judged | undefined {
   const guard = guarded(p, c);
   if (guard) return guard.allowed ? guard : undefined;
-  const name = c.name ? normalizeName(c.name) : undefined;
-  if (p.allow.all) return verdict(true, 'allowOut all');
+  return listAllows(p, c, c.name ? normalizeName(c.name) : undefined);
+}
+
+/** The allow entry that matches an address no default guards. */
+function listAllows(p: CompiledPolicy, c: Connection, name: string | undefined): Judged | undefined {
+  if (p.allow.all) return ALLOW_ALL_ENTRY;
   if (name && nameOpens(p.allow, name, c.port)) return verdict(true, () => entryOf(p, 'allowOut', (d) => nameEntryHas(d, name, { port: c.port })));
   if (c.address && addressIn(p.allow, c.address)) return verdict(true, () => entryOf(p, 'allowOut', (d) => cidrHas(d, c.address!)));
   if (c.port !== undefined && portIn(p.allow, c.port)) return verdict(true, () => portEntryOf(p, 'allowPorts', c.port!));
@@ -486,14 +500,14 @@ export function decideConnection(p: CompiledPolicy, c: Connection): Verdict {
 function judgeConnection(p: CompiledPolicy, c: Connection): Judged {
   const guard = guarded(p, c);
   if (guard) return guard;
-  const allowed = allowedBy(p, c);
-  if (allowed) return allowed;
-  if (p.mode === 'block-all') return verdict(false, 'mode block-all');
   const name = c.name ? normalizeName(c.name) : undefined;
+  const allowed = listAllows(p, c, name);
+  if (allowed) return allowed;
+  if (p.mode === 'block-all') return BLOCK_ALL;
   if (name && nameIn(p.deny, name)) return verdict(false, () => entryOf(p, 'denyOut', (d) => nameEntryHas(d, name)));
   if (c.address && addressIn(p.deny, c.address)) return verdict(false, () => entryOf(p, 'denyOut', (d) => cidrHas(d, c.address!)));
   if (c.port !== undefined && portIn(p.deny, c.port)) return verdict(false, () => portEntryOf(p, 'denyPorts', c.port!));
-  return verdict(true, 'mode allow-all');
+  return ALLOW_ALL;
 }
 
 /** May this outbound connection pass? (decideConnection without naming the rule.) */
