@@ -11,7 +11,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { chainOf, curl, eventually, run, World } from '../helpers.ts';
 import { startFakeInternet, type FakeInternet } from '../fake-internet.ts';
@@ -65,6 +65,14 @@ function status(pid: number): { uid: number[]; gid: number[]; ppid: number; capE
 }
 
 /** The one process behind all four egress listeners (DNS over UDP and TCP, HTTP, TLS). */
+const readlinkOr = (path: string) => {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return '';
+  }
+};
+
 async function egressPid(): Promise<number> {
   const l = state().egress;
   const pids = [await listener('udp', l.dns), await listener('tcp', l.dns), await listener('tcp', l.http), await listener('tcp', l.tls)];
@@ -115,6 +123,18 @@ describe('the parsers of untrusted traffic run as sbx-gateway', () => {
     assert.equal(json.egressUser, 'sbx-gateway');
     for (const key of ['running', 'pid', 'host', 'port', 'domain', 'url', 'startedAt', 'engine', 'dnsUpstream', 'log']) assert.ok(key in json, `status keeps ${key}`);
     assert.match(readFileSync(join(world.home, 'gateway.log'), 'utf8'), new RegExp(`egress: the DNS forwarder and the proxy run as sbx-gateway \\(uid ${uid}, pid ${pid}\\)`));
+  });
+
+  it("the gateway's netlink socket to the firewall (libnftables) is its own: the egress worker and nginx hold none", async () => {
+    const s = state();
+    assert.match(readFileSync(join(world.home, 'gateway.log'), 'utf8'), /egress rules: libnftables in this process\n/);
+    // Netfilter netlink sockets (protocol 12) by inode, and the sockets a process holds.
+    const nfnetlink = new Set(readFileSync('/proc/net/netlink', 'utf8').trim().split('\n').slice(1).map((l) => l.trim().split(/\s+/)).filter((f) => f[1] === '12').map((f) => f.at(-1)!));
+    const held = (pid: number) => readdirSync(`/proc/${pid}/fd`).map((fd) => /^socket:\[(\d+)\]$/.exec(readlinkOr(`/proc/${pid}/fd/${fd}`))?.[1]).filter((i): i is string => !!i && nfnetlink.has(i));
+    assert.ok(held(s.pid).length >= 1, 'the gateway holds one (control: the check sees it)');
+    const master = Number(readFileSync(join(world.home, 'run', 'nginx.pid'), 'utf8'));
+    const nginxWorkers = readFileSync(`/proc/${master}/task/${master}/children`, 'utf8').trim().split(/\s+/).map(Number);
+    for (const pid of [await egressPid(), master, ...nginxWorkers]) assert.deepEqual(held(pid), [], `process ${pid}`);
   });
 
   it("nginx's workers run as sbx-gateway, reach the gateway's socket in its group's directory, and serve public ports", async () => {
