@@ -9,7 +9,7 @@ import { maskHost, parsePort, portUrl, routeHost, routePath, validateMaskHost } 
 import { parseDuration } from '../../src/core/duration.ts';
 import { newToken, tokensEqual } from '../../src/core/token.ts';
 import { findToken, stripToken, withoutQueryToken } from '../../src/gateway/auth.ts';
-import { renderNginxConfig } from '../../src/gateway/nginx-config.ts';
+import { renderNginxConfig, upstreamName } from '../../src/gateway/nginx-config.ts';
 import { crossSiteRefusal } from '../../src/gateway/cookie-guard.ts';
 
 describe('ports', () => {
@@ -103,9 +103,12 @@ describe('the nginx fast path configuration', () => {
   const base = { listenHost: '127.0.0.1', listenPort: 7070, nodeSocket: '/h/run/node.sock', runDir: '/h/run', version: 3, upstreamTimeoutMs: 1500 };
   it('routes each host of a public port straight to the sandbox, with the Node gateway as backup', () => {
     const conf = renderNginxConfig({ ...base, routes: [{ hosts: ['3000-web.sbx.localhost', '3000-abc.sbx.localhost'], name: 'sbx_abc_3000', address: '172.18.0.2:3000' }] });
-    assert.match(conf, /"3000-web\.sbx\.localhost" sbx_abc_3000;/);
-    assert.match(conf, /"3000-abc\.sbx\.localhost" sbx_abc_3000;/);
-    assert.match(conf, /upstream sbx_abc_3000 \{\n\s+server 172\.18\.0\.2:3000 max_fails=0;\n\s+server unix:\/h\/run\/node\.sock backup;/);
+    const name = upstreamName('sbx_abc_3000');
+    assert.match(name, /^sbx_abc_3000_*$/);
+    assert.ok(conf.includes(`"3000-web.sbx.localhost" ${name};`));
+    assert.ok(conf.includes(`"3000-abc.sbx.localhost" ${name};`));
+    assert.ok(conf.includes(`upstream ${name} {`));
+    assert.match(conf, /upstream sbx_abc_3000_* \{\n\s+server 172\.18\.0\.2:3000 max_fails=0;\n\s+server unix:\/h\/run\/node\.sock backup;/);
     assert.match(conf, /default sbx_node;/);
     assert.match(conf, /listen 127\.0\.0\.1:7070 default_server/);
     assert.match(conf, /proxy_read_timeout 2s;/);
@@ -134,6 +137,15 @@ describe('the nginx fast path configuration', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+  it('upstream names of one length are spread over many lengths (nginx compares a route with every block of its length on each request)', () => {
+    const names = Array.from({ length: 1000 }, (_, i) => upstreamName(`sbx_${(i * 7919).toString(36).padStart(10, 'a')}_8080`));
+    const byLength = new Map<number, number>();
+    for (const n of names) byLength.set(n.length, (byLength.get(n.length) ?? 0) + 1);
+    assert.ok(byLength.size > 200, `${byLength.size} lengths`);
+    assert.ok(Math.max(...byLength.values()) <= 15, `at most ${Math.max(...byLength.values())} share one length`);
+    assert.ok(names.every((n) => /^[a-z0-9_]+$/.test(n)), 'letters, digits and underscores only');
+    assert.equal(upstreamName('sbx_abc_3000'), upstreamName('sbx_abc_3000'), 'the same name every time (a config that did not change is not reloaded)');
   });
   it('with no routes, everything goes to the Node gateway', () => {
     const conf = renderNginxConfig({ ...base, routes: [] });
