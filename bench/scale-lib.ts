@@ -51,7 +51,7 @@ http { access_log off; client_body_temp_path /tmp; proxy_temp_path /tmp; fastcgi
   while (spawnSync('curl', ['-sf', '-o', '/dev/null', `http://${box.ip}:8080/`]).status !== 0) sh('sleep 0.1');
 }
 
-export interface Figures { ls: number; inspect: number; expose: number; update: number; firstOk: number; rps: number; dockerInspect: number; nodeStart: number }
+export interface Figures { ls: number; inspect: number; expose: number; update: number; firstOk: number; rps: number; rpsDirect: number; dockerInspect: number; nodeStart: number }
 
 /** Median wall time of any command over RUNS runs (after one warm-up): the engine's and Node's own figures. */
 export function timeCmd(file: string, args: string[]): number {
@@ -88,7 +88,10 @@ export function measure(gwPort: number, container: string): Figures {
     firsts.push(performance.now() - t0);
   }
   sh('sleep 2');
-  const wrk = spawnSync('wrk', ['-t1', '-c32', `-d${DURATION}s`, '-H', `Host: 8080-bench-up.sbx.localhost:${gwPort}`, `http://127.0.0.1:${gwPort}/`], { encoding: 'utf8' });
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(wrk.stdout)?.[1] ?? 0);
-  return { ls, inspect, expose, update, firstOk: median(firsts), rps, dockerInspect, nodeStart };
+  const wrk = (args: string[]) => Number(/Requests\/sec:\s+([\d.]+)/.exec(spawnSync('wrk', ['-t1', '-c32', `-d${DURATION}s`, ...args], { encoding: 'utf8' }).stdout)?.[1] ?? 0);
+  const rps = wrk(['-H', `Host: 8080-bench-up.sbx.localhost:${gwPort}`, `http://127.0.0.1:${gwPort}/`]);
+  // The baseline: the same server without the gateway (a direct connection to its bridge address).
+  const ip = JSON.parse(sbx('inspect', 'bench-up', '--json')).ip as string;
+  const rpsDirect = wrk([`http://${ip}:8080/`]);
+  return { ls, inspect, expose, update, firstOk: median(firsts), rps, rpsDirect, dockerInspect, nodeStart };
 }

@@ -134,6 +134,7 @@ try {
   const context = (what: string, a: number, b: number) => console.log(`| ${what} | ${a.toFixed(0)} ms | 1 sandbox: ${b.toFixed(0)} ms | ${(a / b).toFixed(2)}x | (context: not sbx's) | |`);
   context(`docker inspect (the engine's CLI), ${N} sandboxes`, many.dockerInspect, one.dockerInspect);
   context('node -e 0', many.nodeStart, one.nodeStart);
+  console.log(`| RPS straight to the sandbox (wrk to its bridge address, no gateway) | ${many.rpsDirect.toFixed(0)} req/s | 1 sandbox: ${one.rpsDirect.toFixed(0)} req/s | ${(many.rpsDirect / one.rpsDirect).toFixed(2)}x | (context: the machine's share in the gateway's RPS) | |`);
   console.log(`| machine busy with nothing measured (/proc/stat, 10 s) | ${(busyN * 100).toFixed(0)}% | 1 sandbox: ${(busy1 * 100).toFixed(0)}% | | (context: idle sandboxes' shims, the engine, the kernel) | |`);
   console.log(`| sbx gateway start (it checks every sandbox's rules) | ${(startN * 1000).toFixed(0)} ms | 1 sandbox: ${(start1 * 1000).toFixed(0)} ms | ${(startN / start1).toFixed(2)}x | (context) | |`);
   const perBox = (kb: number) => `${(kb / 1024 / (N - 1)).toFixed(2)} MiB`;
