@@ -25,6 +25,8 @@ _sbx() {
       "network update") cmd="network update" ;;
       "network block") cmd="network block" ;;
       "network unblock") cmd="network unblock" ;;
+      "network log") cmd="network log" ;;
+      "network check") cmd="network check" ;;
       "token") cmd="token" ;;
       "fetch") cmd="fetch" ;;
       "gateway") cmd="gateway" ;;
@@ -107,7 +109,7 @@ _sbx() {
       esac
       ;;
     "network")
-      flags="-h --help"; subs="show update block unblock"; pos=""
+      flags="-h --help"; subs="show update block unblock log check"; pos=""
       ;;
     "network show")
       flags="--json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
@@ -127,6 +129,15 @@ _sbx() {
       ;;
     "network unblock")
       flags="--json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
+      ;;
+    "network log")
+      flags="-f --follow --since --blocked --json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
+      case "$prev" in
+        --since) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+      esac
+      ;;
+    "network check")
+      flags="--udp --json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
       ;;
     "token")
       flags="--rotate --json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"

@@ -10,6 +10,8 @@ import { RuntimeError } from '../core/errors.ts';
 import { VERSION } from '../core/version.ts';
 import type { SandboxInfo, SandboxRecord } from '../core/sandbox.ts';
 import type { PoolStatus } from '../core/pool.ts';
+import type { NetworkLogEntry, NetworkLogQuery } from '../core/network-log.ts';
+import type { NetworkCheck } from './network-check.ts';
 import type { GatewayAddress, PortInfo } from '../core/ports.ts';
 import type { NetworkPolicy } from '../core/network-policy.ts';
 import type { GatewayStatus } from '../daemon-client/protocol.ts';
@@ -233,6 +235,10 @@ export class AgentBackend implements SbxBackend {
   updateNetwork = (ref: string, input: unknown): Promise<NetworkPolicy> => this.call('updateNetwork', [ref, input]);
   gatewayAddress = (): Promise<GatewayAddress> => this.call('gatewayAddress', []);
   setPool = (size: number | string): Promise<PoolStatus> => this.call('setPool', [size]);
+  checkNetwork = (ref: string, destination: string, options?: { udp?: boolean }): Promise<NetworkCheck> => this.call('checkNetwork', [ref, destination, options ?? {}]);
+  networkLog = async (ref: string, query: NetworkLogQuery = {}): Promise<NetworkLogEntry[]> => (await this.client()).request('netlog', { ref, ...query });
+  followNetworkLog = async (ref: string, query: NetworkLogQuery = {}, signal?: AbortSignal) =>
+    (await this.client()).follow<NetworkLogEntry[], NetworkLogEntry>('netlog', { ref, ...query, follow: true }, signal);
   poolStatus = (): Promise<PoolStatus> => this.call('poolStatus', []);
 
   /** Asks the agent when it runs; a stopped (or absent) agent is not started to say it is stopped. */

@@ -9,6 +9,8 @@ import type { NetworkPolicy, NetworkPolicyInput } from '../core/network-policy.t
 import type { GatewayStatus } from '../daemon-client/protocol.ts';
 import type { Runtime } from '../runtime/docker.ts';
 import type { PoolStatus } from '../core/pool.ts';
+import type { NetworkLogEntry, NetworkLogQuery } from '../core/network-log.ts';
+import type { NetworkCheck } from './network-check.ts';
 import type { CreateSandboxOptions, RemoveResult } from './local-sbx.ts';
 
 /** How to reach the gateway's HTTP listener from the client: TCP to host:port, or a tunnel. */
@@ -53,6 +55,9 @@ export interface SbxBackend {
   gatewayStatus(): Promise<GatewayStatus>;
   ensureGateway(): Promise<GatewayRoute>;
   stopGateway(): Promise<boolean>;
+  networkLog(ref: string, query?: NetworkLogQuery): Promise<NetworkLogEntry[]>;
+  followNetworkLog(ref: string, query?: NetworkLogQuery, signal?: AbortSignal): Promise<{ value: NetworkLogEntry[]; lines: AsyncIterable<NetworkLogEntry> }>;
+  checkNetwork(ref: string, destination: string, options?: { udp?: boolean }): Promise<NetworkCheck>;
   setPool(size: number | string): Promise<PoolStatus>;
   poolStatus(): Promise<PoolStatus>;
 }

@@ -31,6 +31,9 @@ export function hostBackend(local: LocalSbx): SbxBackend {
       return { host: s.host === '0.0.0.0' ? '127.0.0.1' : s.host === '::' ? '::1' : s.host, port: s.port, domain: s.domain };
     },
     stopGateway: () => local.stopGateway(),
+    networkLog: (ref, q) => local.networkLog(ref, q),
+    followNetworkLog: (ref, q, signal) => local.followNetworkLog(ref, q, signal),
+    checkNetwork: (ref, dest, o) => local.checkNetwork(ref, dest, o),
     setPool: (size) => local.setPool(size),
     poolStatus: async () => local.poolStatus(),
   };

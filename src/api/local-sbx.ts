@@ -22,6 +22,8 @@ import { runningGateway } from '../gateway/state.ts';
 import type { Operation } from '../daemon-client/protocol.ts';
 import { sandboxLabels } from '../runtime/labels.ts';
 import type { NetworkPolicy, NetworkPolicyInput } from '../core/network-policy.ts';
+import type { NetworkLogEntry, NetworkLogQuery } from '../core/network-log.ts';
+import type { NetworkCheck } from './network-check.ts';
 import { DEFAULT_POLICY } from '../core/sandbox.ts';
 
 /** The policy parser (and its address maths), loaded by the commands that take a policy only. */
@@ -652,6 +654,46 @@ export class LocalSbx {
     if (!record || record.creating || record.removing) return;
     const egress = await this.egress();
     await egress.apply(record);
+  }
+
+  // ---- network log and check -----------------------------------------------------------
+
+  /**
+   * The egress decisions the gateway made for a sandbox (it keeps the last 10,000, in memory). The
+   * gateway is started when it does not run: its log then starts empty.
+   */
+  async networkLog(ref: string, query: NetworkLogQuery = {}): Promise<NetworkLogEntry[]> {
+    this.resolve(ref);
+    await this.ensureGateway();
+    return this.#viaDaemon('netlog', { ref, ...query }, undefined, async () => []);
+  }
+
+  /** The log as it stands, then each new entry as it comes, until `signal` aborts or the sandbox goes. */
+  async followNetworkLog(ref: string, query: NetworkLogQuery = {}, signal?: AbortSignal): Promise<{ value: NetworkLogEntry[]; lines: AsyncIterable<NetworkLogEntry> }> {
+    this.resolve(ref);
+    await this.ensureGateway();
+    const control = this.#daemon();
+    if (!control) throw new RuntimeError(`the gateway of ${this.home} does not run, so nothing is logged (sbx gateway start)`);
+    const { DaemonClient, unixTransport } = await import('../daemon-client/client.ts');
+    return new DaemonClient(unixTransport(control)).follow('netlog', { ref, ...query, follow: true }, signal);
+  }
+
+  /** A dry run of one connection out of the sandbox (network-check.ts). */
+  async checkNetwork(ref: string, destination: string, options: { udp?: boolean } = {}): Promise<NetworkCheck> {
+    const [{ parseCheckDestination, checkConnection }, { compilePolicy }, { UpstreamResolver }, { dnsUpstream }, { HostAddresses }] = await Promise.all([
+      import('./network-check.ts'),
+      policies(),
+      import('../gateway/upstream.ts'),
+      import('../gateway/settings.ts'),
+      import('../gateway/host-addresses.ts'),
+    ]);
+    const dest = parseCheckDestination(destination);
+    const record = this.resolve(ref);
+    const policy = compilePolicy(record.network ?? DEFAULT_POLICY);
+    const resolver = new UpstreamResolver(dnsUpstream());
+    const host = new HostAddresses();
+    const decided = await checkConnection(policy, { ...dest, udp: options.udp }, { resolve: (n) => resolver.addresses(n), isHost: (a) => host.has(a), isSandbox: (a) => host.onSandboxBridge(a) });
+    return { sandbox: record.name, destination, protocol: options.udp ? 'udp' : 'tcp', port: dest.port, ...(dest.name ? { name: dest.name } : {}), ...decided };
   }
 
   /** block-all with no exceptions. */

@@ -8,6 +8,9 @@ import type { SandboxInfo, SandboxRecord } from '../core/sandbox.ts';
 import type { GatewayAddress, PortInfo } from '../core/ports.ts';
 import type { NetworkPolicy, NetworkPolicyInput } from '../core/network-policy.ts';
 import type { GatewayStatus } from '../daemon-client/protocol.ts';
+import type { NetworkLogEntry } from '../core/network-log.ts';
+import { parseDuration } from '../core/duration.ts';
+import type { NetworkCheck } from './network-check.ts';
 import { parsePoolSize, type PoolStatus } from '../core/pool.ts';
 import type { Runtime } from '../runtime/docker.ts';
 import { sbxHome } from '../store/home.ts';
@@ -22,6 +25,18 @@ export type { CreateSandboxOptions, RemoveResult } from './local-sbx.ts';
 export type { ExecSandboxOptions } from './exec.ts';
 
 export type SbxMode = 'host' | 'agent';
+export type { NetworkLogEntry } from '../core/network-log.ts';
+export type { NetworkCheck } from './network-check.ts';
+
+export interface NetworkLogOptions {
+  /** Only entries this recent: a duration such as 30s, 5m or 2h, or ms. */
+  since?: string | number;
+  /** Refusals only. */
+  blocked?: boolean;
+  follow?: boolean;
+  /** Ends a follow. */
+  signal?: AbortSignal;
+}
 
 export interface SbxOptions {
   /** Where the client's state lives; defaults to $SBX_HOME or the XDG config dir. */
@@ -169,6 +184,39 @@ export class Sbx {
   }
   unblockNetwork(ref: string): Promise<NetworkPolicy> {
     return this.updateNetwork(ref, { mode: 'allow-all' });
+  }
+
+  // ---- network log and check ------------------------------------------------------------
+
+  /**
+   * The egress decisions sbx made for a sandbox, oldest first: new connections the kernel let
+   * through or refused, DNS queries, and the proxy's Host/SNI decisions, each with the rule that
+   * decided. `since`: a duration (`5m`) or ms; `blocked`: refusals only. With `follow`, an async
+   * iterator: the entries so far, then each new one, until `signal` aborts or the sandbox goes.
+   */
+  networkLog(ref: string, options: NetworkLogOptions & { follow: true }): AsyncIterableIterator<NetworkLogEntry>;
+  networkLog(ref: string, options?: NetworkLogOptions & { follow?: false }): Promise<NetworkLogEntry[]>;
+  networkLog(ref: string, options: NetworkLogOptions = {}): Promise<NetworkLogEntry[]> | AsyncIterableIterator<NetworkLogEntry> {
+    const since = options.since === undefined ? undefined : Date.now() - (typeof options.since === 'number' ? options.since : parseDuration(options.since));
+    const query = { ...(since !== undefined ? { since } : {}), ...(options.blocked ? { blocked: true } : {}) };
+    if (!options.follow) return this.backend().then((b) => b.networkLog(ref, query));
+    const backend = this.backend();
+    return (async function* () {
+      const { value, lines } = await (await backend).followNetworkLog(ref, query, options.signal);
+      yield* value;
+      yield* lines;
+    })();
+  }
+
+  /**
+   * A dry run: would a connection from the sandbox to `destination` (NAME, ADDRESS, with `:PORT`;
+   * 443 without) pass under its policy now, and by which rule? A name goes through sbx's DNS
+   * forwarder's decision and sbx's upstream first, as the sandbox's would.
+   */
+  async checkNetwork(ref: string, destination: string, options: { udp?: boolean } = {}): Promise<NetworkCheck> {
+    const { parseCheckDestination } = await import('./network-check.ts');
+    parseCheckDestination(destination); // a usage error before any agent is started
+    return (await this.backend()).checkNetwork(ref, destination, options);
   }
 
   // ---- warm pool ------------------------------------------------------------------------

@@ -23,6 +23,8 @@ const loaders: Record<string, () => Promise<CommandModule>> = {
   'port-forward': () => import('./commands/port-forward.ts'),
   token: () => import('./commands/token.ts'),
   network: () => import('./commands/network.ts'),
+  'network-log': () => import('./commands/network-log.ts'),
+  'network-check': () => import('./commands/network-check.ts'),
   fetch: () => import('./commands/fetch.ts'),
   gateway: () => import('./commands/gateway.ts'),
   pool: () => import('./commands/pool.ts'),

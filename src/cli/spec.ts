@@ -141,6 +141,25 @@ export const COMMANDS: CommandSpec[] = [
       },
       { name: 'block', summary: 'block all outbound traffic (block-all, no exceptions)', module: 'network', args: [sandboxArg], options: [json] },
       { name: 'unblock', summary: 'allow all outbound traffic (allow-all, no lists)', module: 'network', args: [sandboxArg], options: [json] },
+      {
+        name: 'log',
+        summary: 'what the sandbox tried to reach, and the rule that let it through or refused it',
+        module: 'network-log',
+        args: [sandboxArg],
+        options: [
+          { flags: '-f, --follow', description: 'print new entries as they come, until Ctrl-C' },
+          { flags: '--since <duration>', description: 'only entries this recent (30s, 5m, 2h)' },
+          { flags: '--blocked', description: 'refusals only' },
+          { flags: '--json', description: 'one JSON object per line, for scripts' },
+        ],
+      },
+      {
+        name: 'check',
+        summary: 'would a connection pass now, and by which rule (exit 0 allowed, 1 refused)',
+        module: 'network-check',
+        args: [sandboxArg, { name: 'destination' }],
+        options: [{ flags: '--udp', description: 'check UDP instead of TCP' }, json],
+      },
     ],
   },
   {

@@ -101,6 +101,73 @@ export class DaemonClient {
     return this.request<DaemonHello>('hello', {}, { timeoutMs });
   }
 
+  /**
+   * An operation whose answer is followed by more JSON lines (`netlog` with `follow`): resolves
+   * with the answer's value and the lines after it, as they come, until the daemon or `signal` ends them.
+   */
+  async follow<T, L>(op: Operation, payload: Record<string, unknown>, signal?: AbortSignal): Promise<{ value: T; lines: AsyncIterable<L> }> {
+    const conn = await this.#transport();
+    const queue: L[] = [];
+    let wake: (() => void) | undefined;
+    let ended = false;
+    const end = () => {
+      ended = true;
+      wake?.();
+    };
+    const onAbort = () => {
+      conn.destroy();
+      end();
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const value = await new Promise<T>((resolve, reject) => {
+      let first = true;
+      onLines(conn, (line) => {
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(line);
+        } catch {
+          if (first) reject(new RuntimeError('the sbx daemon gave an answer that is not JSON'));
+          return conn.destroy();
+        }
+        if (!first) {
+          queue.push(parsed as L);
+          wake?.();
+          return;
+        }
+        first = false;
+        const a = parsed as ControlAnswer;
+        if (a.error) {
+          conn.destroy();
+          return reject(a.error.mismatch ? new MismatchError(a.error.mismatch.daemon) : errorForExitCode(a.error.exitCode, a.error.message));
+        }
+        resolve(a.value as T);
+      });
+      conn.once('error', (err) => {
+        if (first) reject(new RuntimeError(`the sbx daemon did not answer: ${err.message}`));
+        end();
+      });
+      conn.once('close', () => {
+        if (first) reject(new RuntimeError('the sbx daemon closed the connection before answering (see its log: sbx gateway status)'));
+        end();
+      });
+      conn.write(JSON.stringify({ v: PROTOCOL_VERSION, op, payload }) + '\n');
+    });
+    async function* lines(): AsyncGenerator<L> {
+      try {
+        for (;;) {
+          while (queue.length) yield queue.shift()!;
+          if (ended) return;
+          await new Promise<void>((r) => (wake = r));
+          wake = undefined;
+        }
+      } finally {
+        signal?.removeEventListener('abort', onAbort);
+        conn.destroy();
+      }
+    }
+    return { value, lines: lines() };
+  }
+
   /** A byte stream to the daemon's HTTP listener (the gateway), through the daemon itself. */
   async tunnel(): Promise<Duplex> {
     const conn = await this.#transport();

@@ -2,13 +2,14 @@
 // host, or the agent container on the engine's host): JSON lines over one stream. The client
 // sends `{"v", "op", "payload"}`, may later send the line `abort` (Ctrl-C), and gets one answer
 // line once the work, or its rollback, is done. `tunnel` turns the stream into a byte pipe to the
-// daemon's HTTP listener after its answer line. A daemon refuses another protocol version with
+// daemon's HTTP listener after its answer line, and `netlog` with `follow` sends a sandbox's new
+// network-log entries after it, one JSON line each. A daemon refuses another protocol version with
 // `mismatch`, so a client never hands its work to a daemon that would misread it.
 
 /** Bumped on every change that an older daemon or client would misread. */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
-export type Operation = 'hello' | 'call' | 'tunnel' | 'create' | 'remove' | 'expose' | 'unexpose' | 'network' | 'reload' | 'health';
+export type Operation = 'hello' | 'call' | 'tunnel' | 'create' | 'remove' | 'expose' | 'unexpose' | 'network' | 'reload' | 'health' | 'netlog';
 
 /** Library methods a client may call in the daemon (`call`); their arguments and results are JSON. */
 export const REMOTE_METHODS = [
@@ -35,6 +36,7 @@ export const REMOTE_METHODS = [
   'sandboxNames',
   'setPool',
   'poolStatus',
+  'checkNetwork',
 ] as const;
 export type RemoteMethod = (typeof REMOTE_METHODS)[number];
 

@@ -10,6 +10,7 @@ import type { CreateSandboxOptions } from '../api/local-sbx.ts';
 import type { NetworkPolicyInput } from '../core/network-policy.ts';
 import { onLines, PROTOCOL_VERSION, REMOTE_METHODS, type ControlAnswer, type ControlRequest, type DaemonHello, type RemoteMethod } from '../daemon-client/protocol.ts';
 import { splice } from '../core/splice.ts';
+import type { LogFilter, NetworkLogEntry } from '../core/network-log.ts';
 
 /** What the gateway itself answers on the socket. */
 export interface GatewayOps {
@@ -26,9 +27,12 @@ export interface GatewayOps {
   hello(): DaemonHello;
   /** Where `tunnel` connects: the gateway's HTTP listener. */
   listener(): { host: string; port: number };
+  /** A sandbox's network log (by id), and its new entries as they come until the returned function is called. */
+  networkLog(id: string, filter: LogFilter): NetworkLogEntry[];
+  followLog(id: string, filter: LogFilter, onEntry: (e: NetworkLogEntry) => void, onEnd: () => void): () => void;
 }
 
-type Payload = { changed?: unknown; policiesOnly?: unknown; options?: CreateSandboxOptions; ref?: string; force?: boolean; ports?: number[]; public?: boolean; policy?: NetworkPolicyInput; method?: string; args?: unknown[] };
+type Payload = { since?: unknown; blocked?: unknown; follow?: unknown; changed?: unknown; policiesOnly?: unknown; options?: CreateSandboxOptions; ref?: string; force?: boolean; ports?: number[]; public?: boolean; policy?: NetworkPolicyInput; method?: string; args?: unknown[] };
 
 /** A library call made by a client (agent mode); `signal` is the client's abort. */
 /** A request line as JSON of the expected shape, or an error naming what is wrong. */
@@ -132,6 +136,28 @@ export function createControlServer(sbx: LocalSbx, gateway: GatewayOps, log: (li
         });
         return;
       }
+      if (req.op === 'netlog') {
+        // The sandbox's log as it stands; with `follow`, its new entries after the answer, one
+        // JSON line each, until the client goes (or the sandbox does).
+        let record;
+        try {
+          record = sbx.resolve(p.ref ?? '');
+        } catch (err) {
+          const e = err as SbxError;
+          return answer({ error: { message: e.message, exitCode: typeof e.exitCode === 'number' ? e.exitCode : 1 } });
+        }
+        const filter: LogFilter = { ...(typeof p.since === 'number' ? { since: p.since } : {}), ...(p.blocked === true ? { blocked: true } : {}) };
+        const named = (e: NetworkLogEntry) => ({ ...e, sandbox: record.name });
+        const backlog = gateway.networkLog(record.id, filter).map(named);
+        if (p.follow !== true) return answer({ value: backlog });
+        stop();
+        answered = true;
+        conn.write(JSON.stringify({ value: backlog }) + '\n');
+        const unfollow = gateway.followLog(record.id, filter, (e) => conn.write(JSON.stringify(named(e)) + '\n'), () => conn.end());
+        conn.on('close', unfollow);
+        conn.resume();
+        return;
+      }
       let work: Promise<unknown>;
       try {
         work =
@@ -150,7 +176,7 @@ export function createControlServer(sbx: LocalSbx, gateway: GatewayOps, log: (li
         work = Promise.reject(err);
       }
       // Reads and the gateway's own operations come with every command: not worth a line each.
-      const quiet = ['reload', 'health', 'hello'].includes(req.op) || (req.op === 'call' && /^(list|get|resolve|listPorts|getNetwork|gatewayAddress|gatewayStatus|execTarget|sandboxNames|poolStatus)$/.test(String(p.method)));
+      const quiet = ['reload', 'health', 'hello', 'netlog'].includes(req.op) || (req.op === 'call' && /^(list|get|resolve|listPorts|getNetwork|gatewayAddress|gatewayStatus|execTarget|sandboxNames|poolStatus)$/.test(String(p.method)));
       if (!quiet) log(`control: ${req.op === 'call' ? p.method : req.op} ${logTarget(req.op, p)}`);
       work.then(
         (value) => answer({ value }),

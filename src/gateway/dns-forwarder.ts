@@ -17,7 +17,9 @@ import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, createConnection, type Server, type Socket } from 'node:net';
 import { isIP } from 'node:net';
 import dnsPacket from 'dns-packet';
-import { addressAllowed, hostAllowed, isProtectedAddress, nameAllowed, nameResolvable, normalizeName, type CompiledPolicy } from '../core/network-policy.ts';
+import { addressAllowed, decideName, isProtectedAddress, nameAllowed, normalizeName, type CompiledPolicy } from '../core/network-policy.ts';
+import type { NetworkLogEntry } from '../core/network-log.ts';
+import { answerMayGive } from '../core/kernel-decision.ts';
 import type { LearnedAddress } from '../net/nft-rules.ts';
 import type { DnsUpstream } from './settings.ts';
 
@@ -45,6 +47,8 @@ export interface DnsForwarderOptions {
   /** Whether an address is in a sandbox's subnet (its records are removed from answers). */
   isSandbox?(address: string): Promise<boolean>;
   log?: (line: string) => void;
+  /** Each query judged, for the sandbox's network log (its answers: the addresses the sandbox got). */
+  record?: (id: string, entry: Omit<NetworkLogEntry, 'time' | 'source'>) => void;
 }
 
 function errorAnswer(query: dnsPacket.DecodedPacket, rcode: number): Buffer {
@@ -172,12 +176,19 @@ export class DnsForwarder {
     const question = query.questions[0]! as Question;
     const name = question.name;
     if (!name) return errorAnswer(query, FORMERR);
-    if (!nameResolvable(policy, name)) return errorAnswer(query, NXDOMAIN);
+    const decided = decideName(policy, name);
+    const record = (verdict: 'allowed' | 'blocked', answers?: string[]) =>
+      this.#o.record?.(id, { protocol: 'dns', name: normalizeName(name), type: String(question.type ?? ''), verdict, rule: decided.rule, ...(answers ? { answers } : {}) });
+    if (!decided.allowed) {
+      record('blocked');
+      return errorAnswer(query, NXDOMAIN);
+    }
     let reply: { packet: dnsPacket.DecodedPacket; bytes: Buffer };
     try {
       reply = await this.#ask(msg, question);
     } catch (err) {
       this.#o.log?.(`dns: upstream did not answer for ${name}: ${(err as Error).message}`);
+      record('allowed', []);
       return errorAnswer(query, SERVFAIL);
     }
     const filtered = await this.#withoutGuarded(policy, reply.packet);
@@ -185,22 +196,27 @@ export class DnsForwarder {
     if (nameAllowed(policy, name)) {
       try {
         const learned = addressesOf(filtered.packet);
-        if (learned.length && !(await this.#o.learn(id, normalizeName(name), learned))) return errorAnswer(query, NXDOMAIN);
+        if (learned.length && !(await this.#o.learn(id, normalizeName(name), learned))) {
+          record('blocked'); // the policy in force (changed meanwhile) refuses it
+          return errorAnswer(query, NXDOMAIN);
+        }
       } catch (err) {
         this.#o.log?.(`dns: could not open the addresses of ${name}: ${(err as Error).message}`);
+        record('allowed', []);
         return errorAnswer(query, SERVFAIL); // fail closed: no answer that would not work
       }
     }
+    record('allowed', addressesOf(filtered.packet).map((a) => a.address));
     // The sandbox gets its own id back; the upstream's bytes unchanged unless records were removed.
     return filtered.removed.length ? dnsPacket.encode({ ...filtered.packet, id: query.id }) : withId(reply.bytes, query.id!);
   }
 
   /** Whether an answer may give the sandbox this address. */
   async #mayGive(policy: CompiledPolicy, address: string): Promise<boolean> {
-    if (addressAllowed(policy, address)) return true;
-    if (isProtectedAddress(address)) return false;
-    if (this.#o.isHost?.(address)) return hostAllowed(policy);
-    return !(await this.#o.isSandbox?.(address));
+    const host = this.#o.isHost?.(address) ?? false;
+    // (Asked only where it matters: the sandbox lookup may ask the gateway.)
+    const sandbox = !host && !addressAllowed(policy, address) && !isProtectedAddress(address) && ((await this.#o.isSandbox?.(address)) ?? false);
+    return answerMayGive(policy, address, { host, sandbox });
   }
 
   /** The answer without A/AAAA records of guarded addresses (in every section). */

@@ -56,7 +56,9 @@ export type Message =
   | { kind: 'ask'; seq: number; op: string; args: unknown }
   | { kind: 'answer'; seq: number; value?: unknown; error?: string }
   | { kind: 'ready'; listeners: EgressListeners; uid: number; gid: number }
-  | { kind: 'failed'; message: string };
+  | { kind: 'failed'; message: string }
+  /** The worker's decisions for the network log (no answer): checked entry by entry by the gateway. */
+  | { kind: 'events'; events: Array<{ id: string; entry: unknown }> };
 
 /** A process's IPC channel: a ChildProcess (the gateway's side) or `process` (the worker's). */
 export interface Endpoint {
@@ -106,7 +108,7 @@ export class Peer<Theirs extends Asks, Mine extends Asks> {
   }
 
   /** Sends a message that expects no answer. */
-  note(message: Extract<Message, { kind: 'ready' | 'failed' }>): boolean {
+  note(message: Extract<Message, { kind: 'ready' | 'failed' | 'events' }>): boolean {
     return this.#send(message);
   }
 
@@ -157,6 +159,6 @@ export class Peer<Theirs extends Asks, Mine extends Asks> {
       );
       return;
     }
-    if (m.kind === 'ready' || m.kind === 'failed') this.#onOther(m);
+    if (m.kind === 'ready' || m.kind === 'failed' || m.kind === 'events') this.#onOther(m);
   }
 }

@@ -3,7 +3,7 @@
 // judged as a name (Host, SNI), then each of its addresses as sbx's own resolver gave them: the
 // proxy connects only to an address judged here, never to what the client named.
 import { isIP } from 'node:net';
-import { connectionAllowed, explicitlyAllowed, isProtectedAddress, nameAllowed, normalizeName, type CompiledPolicy } from '../core/network-policy.ts';
+import { connectionAllowed, decideConnection, explicitlyAllowed, isProtectedAddress, nameAllowed, normalizeName, type CompiledPolicy, type Connection } from '../core/network-policy.ts';
 import { canonicalAddress, isLoopbackish } from './host-addresses.ts';
 
 /** An address with what the proxy knows about it. */
@@ -16,14 +16,27 @@ export interface Candidate {
   sandbox: boolean;
 }
 
+/** `rule`: what decided, in the policy's words (network-policy.ts: Verdict), for the network log. */
 export type Verdict =
-  | { ok: true; address: string; toHost: boolean }
-  | { ok: false; status: 403 | 502; reason: string };
+  | { ok: true; address: string; toHost: boolean; rule: string }
+  | { ok: false; status: 403 | 502; reason: string; rule: string };
+
+/** Rules sbx applies that no policy entry names (beside network-policy.ts's defaults). */
+export const RULE = {
+  sandbox: 'default: sandbox address',
+  unresolved: 'default: no address',
+  deniedName: "default: a denied name's address",
+  badRequest: 'default: malformed request',
+  unknown: 'default: unknown destination',
+} as const;
+
+const ruleOf = (policy: CompiledPolicy, c: Connection) => decideConnection(policy, c).rule;
+const pass = (policy: CompiledPolicy, c: Connection & { address: string; toHost: boolean }): Verdict => ({ ok: true, address: c.address, toHost: c.toHost, rule: ruleOf(policy, c) });
 
 const PROTECTED = 'a protected address (host, loopback or private network)';
 
-function refuse(reason: string, status: 403 | 502 = 403): Verdict {
-  return { ok: false, status, reason: `sbx: ${reason}` };
+function refuse(reason: string, rule: string, status: 403 | 502 = 403): Verdict {
+  return { ok: false, status, reason: `sbx: ${reason}`, rule };
 }
 
 /**
@@ -37,11 +50,12 @@ function toHost(c: Candidate): boolean {
 
 /** Why a connection the policy refuses is refused (the address, when given, is already known to pass its guard). */
 function refusal(policy: CompiledPolicy, what: string, c: { name?: string; address?: string; port: number }): Verdict {
-  if (c.name && nameAllowed(policy, c.name)) return refuse(`${what} is not allowed on port ${c.port} by this sandbox's egress policy`);
-  if (policy.mode === 'block-all') return refuse(`${what} is not in this sandbox's egress allow list`);
+  const rule = ruleOf(policy, c);
+  if (c.name && nameAllowed(policy, c.name)) return refuse(`${what} is not allowed on port ${c.port} by this sandbox's egress policy`, rule);
+  if (policy.mode === 'block-all') return refuse(`${what} is not in this sandbox's egress allow list`, rule);
   // allow-all: a deny entry matched. Its name or address, or else the port.
-  if (connectionAllowed(policy, { name: c.name, address: c.address })) return refuse(`port ${c.port} is denied by this sandbox's egress policy`);
-  return refuse(`${what} is denied by this sandbox's egress policy`);
+  if (connectionAllowed(policy, { name: c.name, address: c.address })) return refuse(`port ${c.port} is denied by this sandbox's egress policy`, rule);
+  return refuse(`${what} is denied by this sandbox's egress policy`, rule);
 }
 
 /**
@@ -58,17 +72,23 @@ export function judgeName(policy: CompiledPolicy, rawName: string, port: number,
   const name = normalizeName(rawName);
   const first = judgeNameAlone(policy, name, port);
   if (first) return first;
-  if (candidates.length === 0) return refuse(`${name} does not resolve`, 502);
-  let denied = false;
+  if (candidates.length === 0) return refuse(`${name} does not resolve`, RULE.unresolved, 502);
+  let denied: string | undefined;
+  let guardedBy: string | undefined;
   for (const c of candidates) {
-    if (c.sandbox) continue;
+    if (c.sandbox) {
+      guardedBy ??= RULE.sandbox;
+      continue;
+    }
     const host = toHost(c);
-    if (connectionAllowed(policy, { name, address: c.address, port, toHost: host })) return { ok: true, address: c.address, toHost: host };
-    if (!host && !c.host && !isProtectedAddress(c.address)) denied = true;
+    const conn = { name, address: c.address, port, toHost: host };
+    if (connectionAllowed(policy, conn)) return pass(policy, conn);
+    if (!host && !c.host && !isProtectedAddress(c.address)) denied ??= ruleOf(policy, conn);
+    else guardedBy ??= ruleOf(policy, conn);
   }
   return denied
-    ? refuse(`${name} resolves only to addresses this sandbox's egress policy denies`)
-    : refuse(`${name} resolves only to protected addresses (host, loopback, private network or sandboxes)`);
+    ? refuse(`${name} resolves only to addresses this sandbox's egress policy denies`, denied)
+    : refuse(`${name} resolves only to protected addresses (host, loopback, private network or sandboxes)`, guardedBy ?? RULE.unresolved);
 }
 
 /**
@@ -77,16 +97,17 @@ export function judgeName(policy: CompiledPolicy, rawName: string, port: number,
  * denied by address too, unless an allow entry opens them.
  */
 export function judgeAddress(policy: CompiledPolicy, c: Candidate, port: number, deniedAddresses?: ReadonlySet<string>): Verdict {
-  if (c.sandbox) return refuse(`${c.address} is a sandbox's address (sandboxes cannot reach each other)`);
+  if (c.sandbox) return refuse(`${c.address} is a sandbox's address (sandboxes cannot reach each other)`, RULE.sandbox);
   const host = toHost(c);
-  if (!connectionAllowed(policy, { address: c.address, port, toHost: host })) {
-    if (c.host || isProtectedAddress(c.address)) return refuse(`${c.address} is ${PROTECTED}`);
+  const conn = { address: c.address, port, toHost: host };
+  if (!connectionAllowed(policy, conn)) {
+    if (c.host || isProtectedAddress(c.address)) return refuse(`${c.address} is ${PROTECTED}`, ruleOf(policy, conn));
     return refusal(policy, c.address, { address: c.address, port });
   }
-  if (policy.mode === 'allow-all' && deniedAddresses?.has(c.address) && !explicitlyAllowed(policy, { address: c.address, port, toHost: host })) {
-    return refuse(`${c.address} is an address of a name this sandbox's egress policy denies`);
+  if (policy.mode === 'allow-all' && deniedAddresses?.has(c.address) && !explicitlyAllowed(policy, conn)) {
+    return refuse(`${c.address} is an address of a name this sandbox's egress policy denies`, RULE.deniedName);
   }
-  return { ok: true, address: c.address, toHost: host };
+  return pass(policy, conn);
 }
 
 /** Candidates in the order to try: the client's own family first (then the other). */

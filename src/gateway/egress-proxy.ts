@@ -20,7 +20,8 @@ import { connect, createServer, isIP, type Server, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream';
 import { connectionAllowed, deniedNames, type CompiledPolicy } from '../core/network-policy.ts';
 import { originalDestination } from '../net/conntrack.ts';
-import { checkRequest, parseHost, judgeAddress, judgeName, judgeNameAlone, preferFamily, refusalResponse, type Candidate, type HostTarget, type Verdict } from './egress-judge.ts';
+import { checkRequest, parseHost, judgeAddress, judgeName, judgeNameAlone, preferFamily, refusalResponse, RULE, type Candidate, type HostTarget, type Verdict } from './egress-judge.ts';
+import type { NetworkLogEntry } from '../core/network-log.ts';
 import { canonicalAddress } from './host-addresses.ts';
 import { relayResponse, withoutHopByHop } from './http-relay.ts';
 import { parseClientHello } from './sni.ts';
@@ -49,6 +50,8 @@ export interface EgressProxyOptions {
   destination?(client: string, clientPort: number, localPort: number): Promise<{ address: string } | undefined>;
   /** Tests only: where a judged upstream address and port are really dialled. */
   dial?: (address: string, port: number) => { host: string; port: number };
+  /** Each decision (an HTTP request, a TLS connection), for the sandbox's network log. */
+  record?: (id: string, entry: Omit<NetworkLogEntry, 'time' | 'source'>) => void;
 }
 
 /** A connection the proxy carries, re-judged whenever a policy changes. */
@@ -99,7 +102,7 @@ function refuseRaw(socket: Socket, status: 403 | 502, reason: string): void {
   socket.setTimeout(LINGER_MS, () => socket.destroy());
 }
 
-type HttpDecision = { ok: true; verdict: Extract<Verdict, { ok: true }>; name?: string; path: string } | { ok: false; status: 403 | 502; reason: string };
+type HttpDecision = { ok: true; verdict: Extract<Verdict, { ok: true }>; name?: string; path: string } | { ok: false; status: 403 | 502; reason: string; rule: string; name?: string; address?: string };
 
 const hasBody = (req: IncomingMessage) => req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
 
@@ -227,7 +230,7 @@ export class EgressProxy {
       return judgeName(policy, target.name, port, preferFamily(candidates, client.family));
     }
     const address = target.address ?? (await destination());
-    if (!address) return { ok: false, status: 403, reason: 'sbx: the connection names no host and its destination is unknown' };
+    if (!address) return { ok: false, status: 403, reason: 'sbx: the connection names no host and its destination is unknown', rule: RULE.unknown };
     const denied = policy.mode === 'allow-all' && deniedNames(policy).length > 0 ? await this.#deniedAddresses(policy) : undefined;
     return judgeAddress(policy, await this.#classify(address), port, denied);
   }
@@ -252,14 +255,20 @@ export class EgressProxy {
     this.#o.log?.(`egress: refused ${what} for sandbox ${client.id}: ${reason.replace(/^sbx: /, '')}`);
   }
 
+  /** One decision into the sandbox's network log: the name judged, and the address it went to. */
+  #record(client: Client, port: number, target: { name?: string; address?: string }, verdict: { ok: boolean; rule: string; address?: string }): void {
+    const address = verdict.address ?? target.address;
+    this.#o.record?.(client.id, { protocol: 'tcp', ...(address ? { address } : {}), port, ...(target.name ? { name: target.name } : {}), verdict: verdict.ok ? 'allowed' : 'blocked', rule: verdict.rule });
+  }
+
   /** The decision for one HTTP request (Host and target checked first), or why it is refused. */
   async #decideHttp(client: Client, req: IncomingMessage): Promise<HttpDecision> {
     const check = checkRequest(req.url ?? '', req.rawHeaders);
-    if (!check.ok) return { ok: false, status: 403, reason: check.reason };
+    if (!check.ok) return { ok: false, status: 403, reason: check.reason, rule: RULE.badRequest };
     const verdict = await this.#decide(client, check.target, 80, () => this.#destination(req.socket)).catch(
-      (err: Error): Verdict => ({ ok: false, status: 502, reason: `sbx: ${err.message}` }),
+      (err: Error): Verdict => ({ ok: false, status: 502, reason: `sbx: ${err.message}`, rule: RULE.unresolved }),
     );
-    if (!verdict.ok) return verdict;
+    if (!verdict.ok) return { ...verdict, ...check.target };
     return { ok: true, verdict, name: check.target.name, path: check.path };
   }
 
@@ -284,6 +293,7 @@ export class EgressProxy {
       return false;
     }
     const d = await this.#decideHttp(client, req);
+    this.#record(client, 80, d.ok ? { name: d.name } : d, d.ok ? d.verdict : d);
     if (!d.ok) {
       this.#refused(client, `http ${req.headers.host ?? '(no host)'}`, d.reason);
       const { head, body } = refusalResponse(d.status, d.reason);
@@ -343,8 +353,9 @@ export class EgressProxy {
     const client = await this.#client(socket).catch(() => undefined);
     if (!client) return reset(socket);
     const d: HttpDecision = hasBody(req)
-      ? { ok: false, status: 403, reason: 'sbx: an Upgrade request with a body is not served' }
+      ? { ok: false, status: 403, reason: 'sbx: an Upgrade request with a body is not served', rule: RULE.badRequest }
       : await this.#decideHttp(client, req);
+    this.#record(client, 80, d.ok ? { name: d.name } : d, d.ok ? d.verdict : d);
     if (!d.ok) {
       this.#refused(client, `http upgrade ${req.headers.host ?? '(no host)'}`, d.reason);
       return refuseRaw(socket, d.status, d.reason);
@@ -403,12 +414,14 @@ export class EgressProxy {
     const parsed = sni === undefined ? {} : isIP(sni) ? { address: canonicalAddress(sni) ?? sni } : parseHost(sni);
     if (!parsed || parsed.port !== undefined) {
       this.#refused(client, 'tls (a server name that is not a host name)', 'sbx: the TLS server name is not a host name');
+      this.#record(client, 443, {}, { ok: false, rule: RULE.badRequest });
       return reset(socket);
     }
     const target: HostTarget = parsed;
     const verdict = await this.#decide(client, target, 443, () => this.#destination(socket)).catch(
-      (err: Error): Verdict => ({ ok: false, status: 502, reason: `sbx: ${err.message}` }),
+      (err: Error): Verdict => ({ ok: false, status: 502, reason: `sbx: ${err.message}`, rule: RULE.unresolved }),
     );
+    this.#record(client, 443, target, verdict);
     if (!verdict.ok) {
       this.#refused(client, `tls ${sni ?? '(no sni)'}`, verdict.reason);
       return reset(socket);

@@ -30,6 +30,8 @@ export interface SupervisorOptions {
   /** Egress.learn, judged by the policy in force when the kernel step runs. */
   learn(id: string, name: string, answers: LearnedAnswer[]): Promise<boolean>;
   networks(): Promise<Map<string, NetworkSummary>>;
+  /** A batch of the worker's network-log entries (unchecked: the receiver checks each). */
+  events?(events: unknown): void;
   /** A new worker took over from one that died: its listeners must be guarded and redirected to. */
   restarted(listeners: EgressListeners): Promise<void>;
   /** No worker can be kept running: egress is broken. */
@@ -191,6 +193,7 @@ export class EgressSupervisor {
         reject(new RuntimeError(`the egress worker (DNS forwarder and proxy) did not start: ${why}`));
       };
       const peer = new Peer<GatewayAsks, WorkerAsks>(child as never, handlers, (m: Message) => {
+        if (m.kind === 'events') return this.#o.events?.(m.events);
         if (m.kind === 'failed') return failStart(String(m.message).slice(0, 500));
         if (m.kind !== 'ready' || settled) return;
         const l = m.listeners;

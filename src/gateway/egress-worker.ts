@@ -16,6 +16,10 @@ import { Peer, type Endpoint, type GatewayAsks, type WorkerAsks, type WorkerConf
 import { HostAddresses } from './host-addresses.ts';
 import { SandboxSources } from './sandbox-sources.ts';
 import { UpstreamResolver } from './upstream.ts';
+import { RateGate, type NetworkLogEntry, type NetworkLogSource } from '../core/network-log.ts';
+
+/** The worker's log entries go to the gateway in batches, at most this often. */
+const EVENTS_EVERY_MS = 100;
 
 export interface EgressWorkerSide {
   listeners: EgressListeners;
@@ -58,6 +62,20 @@ export async function runEgressWorker(endpoint: Endpoint, config: WorkerConfig, 
     return id;
   };
   const policyOf = (id: string) => policies.get(id)?.compiled;
+  // Decisions for the network log: rate-limited per sandbox (a flood in one costs the others
+  // nothing), sent in batches, never awaited.
+  const gate = new RateGate();
+  let batch: Array<{ id: string; entry: NetworkLogEntry }> = [];
+  const flush = () => {
+    const events = batch;
+    batch = [];
+    if (events.length) peer.note({ kind: 'events', events });
+  };
+  const flusher = setInterval(flush, EVENTS_EVERY_MS);
+  flusher.unref();
+  const recorder = (source: NetworkLogSource) => (id: string, entry: Omit<NetworkLogEntry, 'time' | 'source'>) => {
+    if (gate.take(id)) batch.push({ id, entry: { time: new Date().toISOString(), source, ...entry } });
+  };
   const hostAddresses = new HostAddresses();
   const isHost = (a: string) => hostAddresses.has(a);
   const isSandbox = async (a: string) => hostAddresses.onSandboxBridge(a) || (await known.owner(a)) !== undefined;
@@ -70,6 +88,7 @@ export async function runEgressWorker(endpoint: Endpoint, config: WorkerConfig, 
     isHost,
     isSandbox,
     log,
+    record: recorder('dns'),
   });
   proxy = new EgressProxy({
     sandboxOf,
@@ -78,6 +97,7 @@ export async function runEgressWorker(endpoint: Endpoint, config: WorkerConfig, 
     isHost,
     isSandbox,
     log,
+    record: recorder('proxy'),
     destination: async (client, clientPort, localPort) => (await peer.ask('conntrack', { client, clientPort, localPort }, 10_000)) ?? undefined,
   });
   // As root (before the drop), on ports below 1024: see low-ports.ts.
@@ -87,6 +107,7 @@ export async function runEgressWorker(endpoint: Endpoint, config: WorkerConfig, 
   return {
     listeners,
     close() {
+      clearInterval(flusher);
       peer.close();
       dns.close();
       running.close();

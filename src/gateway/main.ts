@@ -29,6 +29,8 @@ import { dnsUpstream } from './settings.ts';
 import { PROTOCOL_VERSION } from '../daemon-client/protocol.ts';
 import { VERSION } from '../core/version.ts';
 import { startPoolRefill } from './pool-refill.ts';
+import { startNetworkLog } from './network-log-service.ts';
+import { HostAddresses } from './host-addresses.ts';
 
 export interface RunningGateway {
   state: GatewayState;
@@ -111,6 +113,11 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   const enforce = (id: string, why: string) =>
     sbx.enforceNetwork(id).catch((err) => log(`egress: could not ${why} the rules of ${id}: ${(err as Error).message}`));
   let state: GatewayState | undefined;
+  // The network log: its book, and the nflog group the rules log to (the listeners carry it, so
+  // every writer of this home's rules writes the same).
+  const hostAddresses = new HostAddresses();
+  const netlog = await startNetworkLog({ home, policyOf, isHost: (a) => hostAddresses.has(a), isSandbox: (a) => hostAddresses.onSandboxBridge(a), log });
+  const logged = (l: EgressListeners): EgressListeners => (netlog.group !== undefined ? { ...l, log: netlog.group } : l);
   const workers: EgressSupervisor = new EgressSupervisor({
     entry: join(dirname(cliEntry()), 'egress-worker.cjs'),
     home,
@@ -122,7 +129,9 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     learn: (id, name, answers) => egress.learn(id, name, answers, () => policyOf(id)),
     networks: () => runtime.listSandboxNetworks(home),
     // A new worker after one died: new ports, so the guard and every sandbox's redirects follow.
-    restarted: async (listeners) => {
+    events: (events) => netlog.fromWorker(events),
+    restarted: async (found) => {
+      const listeners = logged(found);
       egress.useListeners(listeners);
       await applyListenerGuard(home, listeners);
       await Promise.all(routes.all().map((r) => enforce(r.id, 'redirect')));
@@ -161,6 +170,8 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     health: () => ({ ok: true, pid: process.pid, engine, domain: settings.domain, startedAt, sandboxes: routes.all().length, egressPid: workers.pid }),
     hello: () => ({ protocol: PROTOCOL_VERSION, version: VERSION, pid: process.pid, ...helloExtra, ...(state ? { gateway: { host: state.host, port: state.port, domain: state.domain } } : {}) }),
     listener: () => ({ host: settings.host, port: state?.port ?? settings.port }),
+    networkLog: (id, filter) => netlog.book.list(id, filter),
+    followLog: (id, filter, onEntry, onEnd) => netlog.book.follow(id, filter, onEntry, onEnd),
     reload: async (changed, policiesOnly) => {
       try {
         // A policy update: its rules and the worker's copy are in force already (Egress.apply);
@@ -170,6 +181,8 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
         else containers.forget();
         targets.invalidateAll();
         await routes.refresh();
+        // A removed sandbox's log goes with it (and its followers end).
+        netlog.book.keepOnly(new Set(routes.all().map((r) => r.id)));
         // The worker judges by the new policies and has cut what they deny before this resolves.
         await workers.update({ invalidate: true, recheck: true });
         await syncRoutes();
@@ -236,11 +249,11 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     const address = server.address();
     port = typeof address === 'object' && address ? address.port : settings.port;
   }
-  const egressListeners: EgressListeners = await egressStarting.catch(async (err) => {
+  const egressListeners: EgressListeners = logged(await egressStarting.catch(async (err) => {
     await fastPath?.stop();
     server.close();
     return unguard(err);
-  });
+  }));
   egress.useListeners(egressListeners);
   egress.onJudgedChange(() => workers.update({}));
   log(
@@ -325,7 +338,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   // pool is refilled in the background.
   const reconciled = sbx.reconcileStale((line) => log(`reconcile: ${line}`));
   const stopRefill = startPoolRefill(sbx, reconciled, log);
-  state = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, control, dockerHost: process.env.DOCKER_HOST ?? '', egress: workers.listeners ?? egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}`, egressUser: user.name, protocol: PROTOCOL_VERSION, version: VERSION };
+  state = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, control, dockerHost: process.env.DOCKER_HOST ?? '', egress: workers.listeners ? logged(workers.listeners) : egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}`, egressUser: user.name, protocol: PROTOCOL_VERSION, version: VERSION };
   mkdirSync(home, { recursive: true });
   writeAtomic(files.state, JSON.stringify(state, null, 2) + '\n');
   writeAtomic(files.pid, `${process.pid}\n`);
@@ -389,6 +402,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
       relays.stopAll();
       await restoring;
       await workers.close();
+      netlog.close();
       await removeListenerGuard(home).catch((err) => log(`egress: ${(err as Error).message}`));
       void keepNftReady(false);
       await fastPath?.stop();

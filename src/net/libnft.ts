@@ -4,7 +4,7 @@
 // run). Used by long-lived root processes only (the gateway, see keepNftReady); anything that
 // cannot load it keeps the process path.
 import { readdirSync, readlinkSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { firstLine, requireKoffi, type KoffiFn } from './koffi.ts';
 
 /** One script run by the library: applied, or what nft wrote about it (`errors`, its error buffer). */
 export type LibNftResult = { ok: true } | { ok: false; errors: string; unusable?: boolean };
@@ -12,13 +12,6 @@ export interface LibNft {
   run(script: string): Promise<LibNftResult>;
 }
 
-interface KoffiFn {
-  (...args: unknown[]): unknown;
-  async(...args: unknown[]): void;
-}
-interface Koffi {
-  load(path: string): { func(signature: string): KoffiFn };
-}
 
 const LIBRARY = 'libnftables.so.1';
 /** nft_ctx_new's flag for a context that is not nft's own command line (no extra init). */
@@ -38,13 +31,8 @@ const sockets = () => new Set(readdirSync('/proc/self/fd').map((fd) => `${fd}=${
  * that fails could not run `nft` either.)
  */
 export async function loadLibNft(): Promise<{ lib?: LibNft; why?: string }> {
-  let koffi: Koffi;
-  try {
-    // Not bundled: a native module, found in node_modules beside dist/ (createRequire is left alone by esbuild).
-    koffi = createRequire(__filenameOrUrl())('koffi') as Koffi;
-  } catch (err) {
-    return { why: `koffi is not installed (${firstLine(err)})` };
-  }
+  const koffi = requireKoffi();
+  if ('why' in koffi) return { why: koffi.why };
   try {
     const so = koffi.load(LIBRARY);
     const libc = koffi.load('libc.so.6');
@@ -127,11 +115,3 @@ function linkOf(fd: string): string {
   }
 }
 
-/** This module's location for require(), in the CommonJS bundle, the ESM bundle or the sources. */
-function __filenameOrUrl(): string {
-  return typeof __filename === 'string' ? __filename : import.meta.url;
-}
-
-function firstLine(err: unknown): string {
-  return String((err as Error)?.message ?? err).split('\n')[0]!;
-}

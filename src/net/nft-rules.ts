@@ -30,7 +30,19 @@ export interface EgressListeners {
   dns: number;
   http: number;
   tls: number;
+  /** The nflog group the gateway reads for the network log: the rules log to it (absent: no log rules). */
+  log?: number;
 }
+
+/** The log prefix of a sandbox's rules: `sbx:<id>:a` (let through) or `sbx:<id>:r` (refused). */
+export const logPrefix = (id: string, allowed: boolean) => `sbx:${id}:${allowed ? 'a' : 'r'}`;
+/**
+ * How many new connections a second each sandbox's rules log, per verdict, after a burst: a flood
+ * of connects inside one sandbox costs the log a few lines a second, never the disk or the others.
+ */
+const LOG_LIMIT = 'limit rate 50/second burst 200 packets';
+/** The chains a sandbox's verdicts go through when its rules log (`allowed_<id>`, `refused_<id>`). */
+const LOG_CHAINS = ['allowed', 'refused'] as const;
 
 export interface SandboxLink {
   id: string;
@@ -159,7 +171,7 @@ export function policyMark(p: CompiledPolicy): number {
 }
 
 /** A 32-bit FNV-1a hash: short stable names and marks, without loading node:crypto. */
-function fnv1a(text: string): number {
+export function fnv1a(text: string): number {
   let h = 0x811c9dc5;
   for (const ch of text) h = Math.imul(h ^ ch.charCodeAt(0), 0x01000193) >>> 0;
   return h;
@@ -252,6 +264,10 @@ export function policyScripts(link: SandboxLink, p: CompiledPolicy, opts: RulesO
   const out = [...(shared ? sharedScript(t) : []), ...declareOwn(t, id, [], chains, opts.olderTable ?? false)];
   // The chains first: the rules that read a set are gone before the set is emptied or deleted.
   for (const { chain } of chains) out.push(`flush chain inet ${t} ${own(chain, id)}`);
+  // With the network log, verdicts go through two chains of the sandbox's that log new
+  // connections first. Without it they are left as they are (unused; the removal takes them).
+  const logGroup = opts.listeners?.log;
+  if (logGroup !== undefined) for (const chain of LOG_CHAINS) out.push(`add chain inet ${t} ${own(chain, id)}`, `flush chain inet ${t} ${own(chain, id)}`);
   if (shared) for (const { name, type, items } of protectedSetsOnce()) out.push(...fillSet(t, name, type, items));
 
   // The compiled policy already holds merged address spans and parsed ports: nothing is re-parsed.
@@ -295,10 +311,18 @@ export function policyScripts(link: SandboxLink, p: CompiledPolicy, opts: RulesO
   const listeners = opts.listeners;
   const dns = servesDns(p) && listeners;
   const proxy = p.hasDomains && listeners;
+  const ACCEPT = logGroup !== undefined ? `goto ${own('allowed', id)}` : 'accept';
+  const REFUSE = logGroup !== undefined ? `goto ${own('refused', id)}` : 'goto refuse';
+  if (logGroup !== undefined) {
+    rule('allowed', `ct state new ${LOG_LIMIT} log prefix "${logPrefix(id, true)}" group ${logGroup}`);
+    rule('allowed', 'accept');
+    rule('refused', `ct state new ${LOG_LIMIT} log prefix "${logPrefix(id, false)}" group ${logGroup}`);
+    rule('refused', 'goto refuse');
+  }
 
   // Docker isolates sandbox networks for IPv4 only: IPv6 between bridges, and new IPv6
   // connections into the sandbox from outside, are refused here (replies still pass).
-  rule('egress', `oifname "sbx-*" oifname != "${link.bridge}" goto refuse`);
+  rule('egress', `oifname "sbx-*" oifname != "${link.bridge}" ${REFUSE}`);
   rule('inbound', `iifname != "${link.bridge}" meta nfproto ipv6 ct direction original goto refuse`);
   // The host's own addresses (bridge gateways included): only sbx's DNS and proxy (redirected
   // there by the rules below), `host` entries and address entries that name them.
@@ -307,11 +331,11 @@ export function policyScripts(link: SandboxLink, p: CompiledPolicy, opts: RulesO
   each('host', ['nd-neighbor-solicit', 'nd-neighbor-advert', 'nd-router-solicit'], (type) => `icmpv6 type ${type} accept`);
   if (dns) each('host', TCP_UDP, (proto) => `${proto} dport ${listeners.dns} ct status dnat accept`);
   if (proxy) each('host', [listeners.http, listeners.tls], (port) => `tcp dport ${port} ct status dnat accept`);
-  if (p.allow.host?.length === 0) rule('host', 'accept');
-  else if (p.allow.host) each('host', TCP_UDP, (proto) => `${proto} dport ${set('hostports')} accept`);
-  if (has('allow4')) rule('host', `ip daddr ${set('allow4')} accept`);
-  if (has('allow6')) rule('host', `ip6 daddr ${set('allow6')} accept`);
-  rule('host', 'goto refuse');
+  if (p.allow.host?.length === 0) rule('host', ACCEPT);
+  else if (p.allow.host) each('host', TCP_UDP, (proto) => `${proto} dport ${set('hostports')} ${ACCEPT}`);
+  if (has('allow4')) rule('host', `ip daddr ${set('allow4')} ${ACCEPT}`);
+  if (has('allow6')) rule('host', `ip6 daddr ${set('allow6')} ${ACCEPT}`);
+  rule('host', REFUSE);
   // Local users reach the sandbox only through the gateway (root, and its nginx workers as
   // sbx-gateway with that user's own group): a private port's token is checked there, so nobody
   // else opens connections into it. Replies to its own always pass.
@@ -327,25 +351,25 @@ export function policyScripts(link: SandboxLink, p: CompiledPolicy, opts: RulesO
   // Only this policy's learned rules set its mark: without them the rule would match nothing (and
   // the mark, a hash of the policy, would make every update change the chain's shape).
   if (learns) rule('egress', `ct mark ${mark} accept`);
-  if (has('allow4')) rule('egress', `ip daddr ${set('allow4')} accept`);
-  if (has('allow6')) rule('egress', `ip6 daddr ${set('allow6')} accept`);
+  if (has('allow4')) rule('egress', `ip daddr ${set('allow4')} ${ACCEPT}`);
+  if (has('allow6')) rule('egress', `ip6 daddr ${set('allow6')} ${ACCEPT}`);
   // Loopback, private, link-local, metadata: only the address entries above open them.
-  rule('egress', `ip daddr ${protected4} goto refuse`);
-  rule('egress', `ip6 daddr ${protected6} goto refuse`);
-  if (p.allow.all) rule('egress', 'accept');
-  if (has('allowports')) each('egress', TCP_UDP, (proto) => `${proto} dport ${set('allowports')} accept`);
+  rule('egress', `ip daddr ${protected4} ${REFUSE}`);
+  rule('egress', `ip6 daddr ${protected6} ${REFUSE}`);
+  if (p.allow.all) rule('egress', ACCEPT);
+  if (has('allowports')) each('egress', TCP_UDP, (proto) => `${proto} dport ${set('allowports')} ${ACCEPT}`);
   if (learns) {
-    for (const [ip, family] of [['ip', 4], ['ip6', 6]] as const) each('egress', TCP_UDP, (proto) => `${ip} daddr . ${proto} dport ${set(`learned${family}`)} ct mark set ${mark} accept`);
+    for (const [ip, family] of [['ip', 4], ['ip6', 6]] as const) each('egress', TCP_UDP, (proto) => `${ip} daddr . ${proto} dport ${set(`learned${family}`)} ct mark set ${mark} ${ACCEPT}`);
   }
   // Names matter: web ports go to the proxy (redirected below); without it they fail closed.
-  if (p.hasDomains) each('egress', [80, 443], (port) => `tcp dport ${port} goto refuse`);
+  if (p.hasDomains) each('egress', [80, 443], (port) => `tcp dport ${port} ${REFUSE}`);
   if (p.mode === 'allow-all') {
-    if (has('deny4')) rule('egress', `ip daddr ${set('deny4')} goto refuse`);
-    if (has('deny6')) rule('egress', `ip6 daddr ${set('deny6')} goto refuse`);
-    if (has('denyports')) each('egress', TCP_UDP, (proto) => `${proto} dport ${set('denyports')} goto refuse`);
-    rule('egress', 'accept');
+    if (has('deny4')) rule('egress', `ip daddr ${set('deny4')} ${REFUSE}`);
+    if (has('deny6')) rule('egress', `ip6 daddr ${set('deny6')} ${REFUSE}`);
+    if (has('denyports')) each('egress', TCP_UDP, (proto) => `${proto} dport ${set('denyports')} ${REFUSE}`);
+    rule('egress', ACCEPT);
   } else {
-    rule('egress', 'goto refuse');
+    rule('egress', REFUSE);
   }
 
   if (link.subnet6) rule('masq', `ip6 saddr ${link.subnet6} oifname != "${link.bridge}" masquerade`);
@@ -381,6 +405,8 @@ export function removeScript(sandbox: string | SandboxLink, table: string = TABL
     out.push(`delete element inet ${t} ${map} { "${bridge}" }`);
   }
   for (const { chain } of DISPATCH) out.push(`flush chain inet ${t} ${own(chain, id)}`, `delete chain inet ${t} ${own(chain, id)}`);
+  // The log chains after the chains that jump to them.
+  for (const chain of LOG_CHAINS) out.push(`add chain inet ${t} ${own(chain, id)}`, `flush chain inet ${t} ${own(chain, id)}`, `delete chain inet ${t} ${own(chain, id)}`);
   out.push(...dropFillMarker(t, id, bridge));
   for (const [name] of OWN_SETS) out.push(`delete set inet ${t} ${own(name, id)}`);
   return out.join('\n') + '\n';

@@ -74,53 +74,53 @@ describe('judgeName and judgeAddress: the proxy refuses with one line that says 
   const blockA = compile({ mode: 'block-all', allowOut: ['vhost-a.test'] });
   const allowAll = compile({ denyOut: ['denied.test'] });
   it('a name outside the allow list', () => {
-    assert.deepEqual(judgeName(blockA, 'vhost-b.test', 80, [pub('198.18.0.6')]), { ok: false, status: 403, reason: "sbx: vhost-b.test is not in this sandbox's egress allow list" });
-    assert.deepEqual(judgeName(blockA, 'VHOST-A.test.', 80, [pub('198.18.0.6')]), { ok: true, address: '198.18.0.6', toHost: false });
+    assert.deepEqual(judgeName(blockA, 'vhost-b.test', 80, [pub('198.18.0.6')]), { ok: false, status: 403, reason: "sbx: vhost-b.test is not in this sandbox's egress allow list", rule: 'mode block-all' });
+    assert.deepEqual(judgeName(blockA, 'VHOST-A.test.', 80, [pub('198.18.0.6')]), { ok: true, address: '198.18.0.6', toHost: false, rule: 'allowOut vhost-a.test' });
   });
   it('a denied name in allow-all', () => {
-    assert.deepEqual(judgeName(allowAll, 'denied.test', 80, [pub('198.18.0.2')]), { ok: false, status: 403, reason: "sbx: denied.test is denied by this sandbox's egress policy" });
+    assert.deepEqual(judgeName(allowAll, 'denied.test', 80, [pub('198.18.0.2')]), { ok: false, status: 403, reason: "sbx: denied.test is denied by this sandbox's egress policy", rule: 'denyOut denied.test' });
   });
   it('a name:port entry opens its port only', () => {
     const p = compile({ mode: 'block-all', allowOut: ['allowed.test:8080'] });
-    assert.deepEqual(judgeName(p, 'allowed.test', 80, [pub('198.18.0.1')]), { ok: false, status: 403, reason: "sbx: allowed.test is not allowed on port 80 by this sandbox's egress policy" });
+    assert.deepEqual(judgeName(p, 'allowed.test', 80, [pub('198.18.0.1')]), { ok: false, status: 403, reason: "sbx: allowed.test is not allowed on port 80 by this sandbox's egress policy", rule: 'mode block-all' });
   });
   it('a denied port in allow-all', () => {
-    assert.deepEqual(judgeName(compile({ denyPorts: ['80'], denyOut: ['x.test'] }), 'other.test', 80, [pub('198.18.0.3')]), { ok: false, status: 403, reason: "sbx: port 80 is denied by this sandbox's egress policy" });
+    assert.deepEqual(judgeName(compile({ denyPorts: ['80'], denyOut: ['x.test'] }), 'other.test', 80, [pub('198.18.0.3')]), { ok: false, status: 403, reason: "sbx: port 80 is denied by this sandbox's egress policy", rule: 'denyPorts 80' });
   });
   it('a protected address, the host and loopback (as Host or as what a name resolves to)', () => {
     const lo: Candidate = { address: '127.0.0.1', host: true, sandbox: false };
-    assert.deepEqual(judgeAddress(allowAll, lo, 80), { ok: false, status: 403, reason: 'sbx: 127.0.0.1 is a protected address (host, loopback or private network)' });
-    assert.deepEqual(judgeAddress(allowAll, { address: '198.19.255.1', host: true, sandbox: false }, 80), { ok: false, status: 403, reason: 'sbx: 198.19.255.1 is a protected address (host, loopback or private network)' });
-    assert.deepEqual(judgeAddress(allowAll, pub('10.203.77.1'), 80), { ok: false, status: 403, reason: 'sbx: 10.203.77.1 is a protected address (host, loopback or private network)' });
+    assert.deepEqual(judgeAddress(allowAll, lo, 80), { ok: false, status: 403, reason: 'sbx: 127.0.0.1 is a protected address (host, loopback or private network)', rule: 'default: protected address' });
+    assert.deepEqual(judgeAddress(allowAll, { address: '198.19.255.1', host: true, sandbox: false }, 80), { ok: false, status: 403, reason: 'sbx: 198.19.255.1 is a protected address (host, loopback or private network)', rule: 'default: host address' });
+    assert.deepEqual(judgeAddress(allowAll, pub('10.203.77.1'), 80), { ok: false, status: 403, reason: 'sbx: 10.203.77.1 is a protected address (host, loopback or private network)', rule: 'default: protected address' });
     assert.deepEqual(judgeAddress(allowAll, pub('0.0.0.0'), 80).ok, false);
-    assert.deepEqual(judgeName(allowAll, 'rebind.test', 80, [lo]), { ok: false, status: 403, reason: 'sbx: rebind.test resolves only to protected addresses (host, loopback, private network or sandboxes)' });
+    assert.deepEqual(judgeName(allowAll, 'rebind.test', 80, [lo]), { ok: false, status: 403, reason: 'sbx: rebind.test resolves only to protected addresses (host, loopback, private network or sandboxes)', rule: 'default: protected address' });
     // DNS rebinding with one good address among bad ones: only the good one is dialled.
-    assert.deepEqual(judgeName(allowAll, 'mixed.test', 80, [lo, pub('10.0.0.1'), pub('198.18.0.3')]), { ok: true, address: '198.18.0.3', toHost: false });
+    assert.deepEqual(judgeName(allowAll, 'mixed.test', 80, [lo, pub('10.0.0.1'), pub('198.18.0.3')]), { ok: true, address: '198.18.0.3', toHost: false, rule: 'mode allow-all' });
   });
   it('another sandbox, always, even when an address entry names it', () => {
     const other: Candidate = { address: '172.30.0.2', host: false, sandbox: true };
     const reason = "sbx: 172.30.0.2 is a sandbox's address (sandboxes cannot reach each other)";
-    assert.deepEqual(judgeAddress(allowAll, other, 80), { ok: false, status: 403, reason });
-    assert.deepEqual(judgeAddress(compile({ allowOut: ['172.30.0.0/16'], denyOut: ['x.test'] }), other, 80), { ok: false, status: 403, reason });
+    assert.deepEqual(judgeAddress(allowAll, other, 80), { ok: false, status: 403, reason, rule: 'default: sandbox address' });
+    assert.deepEqual(judgeAddress(compile({ allowOut: ['172.30.0.0/16'], denyOut: ['x.test'] }), other, 80), { ok: false, status: 403, reason, rule: 'default: sandbox address' });
     assert.equal(judgeName(compile({ allowOut: ['all', '172.30.0.0/16'] }), 'box.test', 80, [other]).ok, false);
   });
   it('host entries open the host, not loopback; address entries open what they name', () => {
     const host = compile({ allowOut: ['host:80'], denyOut: ['x.test'] });
-    assert.deepEqual(judgeAddress(host, { address: '198.19.255.1', host: true, sandbox: false }, 80), { ok: true, address: '198.19.255.1', toHost: true });
+    assert.deepEqual(judgeAddress(host, { address: '198.19.255.1', host: true, sandbox: false }, 80), { ok: true, address: '198.19.255.1', toHost: true, rule: 'allowOut host:80' });
     assert.equal(judgeAddress(host, { address: '198.19.255.1', host: true, sandbox: false }, 443).ok, false, 'host:80 is port 80 only');
     assert.equal(judgeAddress(host, { address: '127.0.0.1', host: true, sandbox: false }, 80).ok, false, 'loopback is not opened by host');
     const lo = compile({ allowOut: ['127.0.0.1'], denyOut: ['x.test'] });
-    assert.deepEqual(judgeAddress(lo, { address: '127.0.0.1', host: true, sandbox: false }, 80), { ok: true, address: '127.0.0.1', toHost: false });
+    assert.deepEqual(judgeAddress(lo, { address: '127.0.0.1', host: true, sandbox: false }, 80), { ok: true, address: '127.0.0.1', toHost: false, rule: 'allowOut 127.0.0.1' });
     const priv = compile({ allowOut: ['10.203.77.1'], denyOut: ['x.test'] });
-    assert.deepEqual(judgeAddress(priv, pub('10.203.77.1'), 80), { ok: true, address: '10.203.77.1', toHost: false });
+    assert.deepEqual(judgeAddress(priv, pub('10.203.77.1'), 80), { ok: true, address: '10.203.77.1', toHost: false, rule: 'allowOut 10.203.77.1' });
   });
   it('by address in block-all; the address of a denied name in allow-all', () => {
-    assert.deepEqual(judgeAddress(blockA, pub('198.18.0.6'), 80), { ok: false, status: 403, reason: "sbx: 198.18.0.6 is not in this sandbox's egress allow list" });
-    assert.deepEqual(judgeAddress(allowAll, pub('198.18.0.2'), 80, new Set(['198.18.0.2'])), { ok: false, status: 403, reason: "sbx: 198.18.0.2 is an address of a name this sandbox's egress policy denies" });
-    assert.deepEqual(judgeAddress(compile({ denyOut: ['198.18.0.2'] }), pub('198.18.0.2'), 80), { ok: false, status: 403, reason: "sbx: 198.18.0.2 is denied by this sandbox's egress policy" });
+    assert.deepEqual(judgeAddress(blockA, pub('198.18.0.6'), 80), { ok: false, status: 403, reason: "sbx: 198.18.0.6 is not in this sandbox's egress allow list", rule: 'mode block-all' });
+    assert.deepEqual(judgeAddress(allowAll, pub('198.18.0.2'), 80, new Set(['198.18.0.2'])), { ok: false, status: 403, reason: "sbx: 198.18.0.2 is an address of a name this sandbox's egress policy denies", rule: 'default: a denied name\'s address' });
+    assert.deepEqual(judgeAddress(compile({ denyOut: ['198.18.0.2'] }), pub('198.18.0.2'), 80), { ok: false, status: 403, reason: "sbx: 198.18.0.2 is denied by this sandbox's egress policy", rule: 'denyOut 198.18.0.2' });
   });
   it('a name that does not resolve: 502', () => {
-    assert.deepEqual(judgeName(allowAll, 'nx.test', 80, []), { ok: false, status: 502, reason: 'sbx: nx.test does not resolve' });
+    assert.deepEqual(judgeName(allowAll, 'nx.test', 80, []), { ok: false, status: 502, reason: 'sbx: nx.test does not resolve', rule: 'default: no address' });
   });
   it('the client family first', () => {
     const c = [pub('198.18.0.1'), pub('2001:2::1'), pub('198.18.0.2')];

@@ -913,8 +913,9 @@ describe('nft rules (script text)', () => {
   it('removeScript deletes only the sandbox\'s own elements, chains and sets, each declared first (safe when gone)', () => {
     const s = lines(removeScript('abc1234567'));
     const deletes = s.filter((l) => l.startsWith('delete '));
-    assert.equal(deletes.length, 1 + 7 + 7 + 11, deletes.join('\n'));
+    assert.equal(deletes.length, 1 + 7 + 9 + 11, deletes.join('\n'));
     assert.ok(deletes.includes('delete chain inet sbx fill_abc1234567'), 'its fill marker too');
+    assert.ok(deletes.includes('delete chain inet sbx allowed_abc1234567') && deletes.includes('delete chain inet sbx refused_abc1234567'), 'its network-log chains too');
     assert.ok(!s.some((l) => /^flush chain inet sbx (forward|input|output|prerouting|postrouting|refuse)$/.test(l)), 'the shared part is only declared, never rewritten');
     assert.equal(deletes[0], 'delete table inet sbx_abc1234567', 'the table an older sbx kept for it');
     assert.ok(deletes.every((l) => l.includes('abc1234567')), 'nothing shared is deleted');
