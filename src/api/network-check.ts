@@ -5,7 +5,7 @@
 // (core/kernel-decision.ts). The same functions decide for real, so check and log agree.
 import { isIP } from 'node:net';
 import { UsageError } from '../core/errors.ts';
-import { decideName, normalizeName, type CompiledPolicy } from '../core/network-policy.ts';
+import { decideName, deniedNames, normalizeName, type CompiledPolicy } from '../core/network-policy.ts';
 import { answerMayGive, kernelDecision } from '../core/kernel-decision.ts';
 import type { NetworkVerdict } from '../core/network-log.ts';
 import { judgeAddress, judgeName, parseHost, RULE, type Candidate } from '../gateway/egress-judge.ts';
@@ -64,7 +64,9 @@ export async function checkConnection(p: CompiledPolicy, dest: { name?: string; 
   if (dest.address) {
     const c = classify(dest.address);
     if (viaProxy) {
-      const v = judgeAddress(p, c, dest.port);
+      // As the proxy does: in allow-all, the addresses of denied names stay denied by address.
+      const denied = p.mode === 'allow-all' && deniedNames(p).length > 0 ? new Set((await Promise.all(deniedNames(p).map((n) => world.resolve(n)))).flat().map((a) => canonicalAddress(a) ?? a)) : undefined;
+      const v = judgeAddress(p, c, dest.port, denied);
       return { path: 'proxy', verdict: verdictOf(v.ok), rule: v.rule, address: c.address };
     }
     const d = kernel(c);

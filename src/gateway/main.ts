@@ -126,7 +126,11 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     log,
     judged,
     policyOf,
-    learn: (id, name, answers) => egress.learn(id, name, answers, () => policyOf(id)),
+    learn: (id, name, answers) => {
+      // Before the kernel opens them (and so before the sandbox connects): its entries name them.
+      netlog.book.remember(id, name, answers.map((a) => a.address));
+      return egress.learn(id, name, answers, () => policyOf(id));
+    },
     networks: () => runtime.listSandboxNetworks(home),
     // A new worker after one died: new ports, so the guard and every sandbox's redirects follow.
     events: (events) => netlog.fromWorker(events),

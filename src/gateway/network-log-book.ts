@@ -30,7 +30,7 @@ export class NetworkLogBook {
     let ring = this.#rings.get(id);
     if (!ring) this.#rings.set(id, (ring = new LogRing(this.#capacity)));
     ring.push(e);
-    if (e.protocol === 'dns' && e.name && e.answers?.length) this.#remember(id, e.name, e.answers);
+    if (e.protocol === 'dns' && e.name && e.answers?.length) this.remember(id, e.name, e.answers);
     for (const f of this.#followers) if (f.id === id && matches(e, f.filter)) f.onEntry(e);
   }
 
@@ -75,7 +75,8 @@ export class NetworkLogBook {
     f.onEnd();
   }
 
-  #remember(id: string, name: string, answers: string[]): void {
+  /** That a DNS answer gave the sandbox these addresses for this name (for its kernel entries). */
+  remember(id: string, name: string, answers: string[]): void {
     let names = this.#names.get(id);
     if (!names) this.#names.set(id, (names = new Map()));
     for (const a of answers) {

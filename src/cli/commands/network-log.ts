@@ -36,9 +36,17 @@ export async function run(input: CommandInput): Promise<void> {
     if (entries.length === 0) return io.info(`no entries${opts.blocked ? ' refused' : ''} for ${ref} yet`);
     return io.table(LOG_HEAD, entries.map((e) => logRow(e, io.color)));
   }
-  // Until Ctrl-C (then exit 0), or until the sandbox is removed.
+  // Until Ctrl-C (then exit 0), or until the sandbox is removed. `on`, not `once`: a library's
+  // signal-exit handler re-raises the signal when it finds itself the only listener left.
   const stop = new AbortController();
-  process.once('SIGINT', () => stop.abort());
-  if (io.isTTY && !opts.json) io.out(io.color.bold(LOG_HEAD.join('  ')));
-  for await (const e of sbx.networkLog(ref, { ...options, follow: true, signal: stop.signal })) print([e]);
+  const onSignal = () => stop.abort();
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    if (io.isTTY && !opts.json) io.out(io.color.bold(LOG_HEAD.join('  ')));
+    for await (const e of sbx.networkLog(ref, { ...options, follow: true, signal: stop.signal })) print([e]);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
 }
