@@ -2,6 +2,7 @@
 //  - connection + request latency from inside a sandbox to a fake internet host, against a plain
 //    `docker run` container on Docker's default bridge (no sbx rules at all);
 //  - DNS through sbx's forwarder against the same query straight to the upstream;
+//  - the same paths with the network log on against off (SBX_NETWORK_LOG=0), in one run;
 //  - `sbx network update` with 10 to 10,000 entries against `sbx network show`.
 import { execFileSync } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -61,6 +62,34 @@ try {
   const direct = inContainer(box, 'dns', '198.18.0.53', 'allowed.test', String(N));
   row('DNS query through sbx (allowed name:port: opens its address)', inContainer(box, 'dns', gw, 'allowed.test', String(N)), direct, 'straight to the upstream');
   row('DNS query through sbx (no name rule)', inContainer(box, 'dns', gw, 'other.test', String(N)), direct, 'straight to the upstream');
+
+  // The network log on against off (SBX_NETWORK_LOG=0: no log rules, no entries from the worker),
+  // alternated twice, each from a gateway started for it: the kernel path (an address entry, so
+  // the proxy is not in the way), the proxy (Host checked) and DNS.
+  const paths: Array<[string, string[], () => Sample]> = [
+    ['HTTP connect + GET by address (the kernel logs it)', ['--mode', 'block-all', '--allow-out', '198.18.0.1'], () => inContainer(box, 'http', '198.18.0.1', '80', 'allowed.test', String(N))],
+    ['HTTP connect + GET, Host checked by the proxy (it logs it)', ['--mode', 'block-all', '--allow-out', 'allowed.test'], () => inContainer(box, 'http', '198.18.0.1', '80', 'allowed.test', String(N))],
+    ['DNS query through sbx (the forwarder logs it)', ['--mode', 'block-all', '--allow-out', 'allowed.test'], () => inContainer(box, 'dns', gw, 'allowed.test', String(N))],
+  ];
+  const runs: Record<'on' | 'off', Sample[][]> = { on: [], off: [] };
+  for (const mode of ['on', 'off', 'on', 'off'] as const) {
+    sbx('gateway', 'stop');
+    execFileSync(SBX, ['gateway', 'start'], { env: { ...process.env, SBX_NETWORK_LOG: mode === 'on' ? '1' : '0' }, stdio: ['ignore', 'ignore', 'inherit'] });
+    runs[mode].push(paths.map(([, policy, measure]) => {
+      sbx('network', 'update', 'bench-egress', ...policy);
+      docker('exec', box, 'getent', 'hosts', 'allowed.test');
+      return measure();
+    }));
+  }
+  const best = (samples: Sample[]) => samples.reduce((a, b) => (a.median_ms <= b.median_ms ? a : b));
+  paths.forEach(([what], i) => {
+    const on = best(runs.on.map((r) => r[i]!));
+    const off = best(runs.off.map((r) => r[i]!));
+    const ratio = on.median_ms / off.median_ms;
+    console.log(`| ${what}, network log on | ${fmt(on)} | off: ${fmt(off)} | ${ratio.toFixed(3)}x median | within 5% | ${ratio <= 1.05 ? 'met' : 'MISSED'} |`);
+  });
+  sbx('gateway', 'stop');
+  sbx('gateway', 'start');
 
   const show = time(() => sbx('network', 'show', 'bench-egress'));
   for (const count of [10, 1000, 10000]) {

@@ -122,6 +122,8 @@ export interface GatewayStatus {
   dnsUpstream?: string;
   /** The user the DNS forwarder and the egress proxy run as. */
   egressUser?: string;
+  /** What `sbx network log` gets: "kernel, dns, proxy", or less and why ("dns, proxy (no kernel entries: ...)", "off (SBX_NETWORK_LOG=0)"). */
+  networkLog?: string;
   log: string;
   /** Agent mode: the agent container that runs it. */
   agent?: string;

@@ -50,6 +50,8 @@ export interface WorkerConfig {
   upstream: DnsUpstream;
   /** Drop to this user once the listeners are bound, before a byte is read (absent: stay as started). */
   drop?: { uid: number; gid: number; name: string };
+  /** Send the network log's entries (`events`); false with SBX_NETWORK_LOG=0. */
+  log?: boolean;
 }
 
 export type Message =

@@ -165,7 +165,7 @@ export class EgressSupervisor {
 
   #spawn(): Promise<Worker> {
     const { user } = this.#o;
-    const config: WorkerConfig = { home: this.#o.home, upstream: this.#o.upstream, ...(user.drop ? { drop: { uid: user.uid, gid: NO_GROUP, name: user.name } } : {}) };
+    const config: WorkerConfig = { home: this.#o.home, upstream: this.#o.upstream, log: !!this.#o.events, ...(user.drop ? { drop: { uid: user.uid, gid: NO_GROUP, name: user.name } } : {}) };
     let child: ChildProcess;
     try {
       child = fork(this.#o.entry, [JSON.stringify(config)], {

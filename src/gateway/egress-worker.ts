@@ -98,7 +98,7 @@ export async function runEgressWorker(endpoint: Endpoint, config: WorkerConfig, 
     isHost,
     isSandbox,
     log,
-    record: recorder('dns'),
+    ...(config.log !== false ? { record: recorder('dns') } : {}),
   });
   proxy = new EgressProxy({
     sandboxOf,
@@ -107,7 +107,7 @@ export async function runEgressWorker(endpoint: Endpoint, config: WorkerConfig, 
     isHost,
     isSandbox,
     log,
-    record: recorder('proxy'),
+    ...(config.log !== false ? { record: recorder('proxy') } : {}),
     destination: async (client, clientPort, localPort) => (await peer.ask('conntrack', { client, clientPort, localPort }, 10_000)) ?? undefined,
   });
   // As root (before the drop), on ports below 1024: see low-ports.ts.

@@ -132,8 +132,9 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
       return egress.learn(id, name, answers, () => policyOf(id));
     },
     networks: () => runtime.listSandboxNetworks(home),
+    // The DNS forwarder's and the proxy's decisions, for the network log.
+    ...(netlog.enabled ? { events: (events: unknown) => netlog.fromWorker(events) } : {}),
     // A new worker after one died: new ports, so the guard and every sandbox's redirects follow.
-    events: (events) => netlog.fromWorker(events),
     restarted: async (found) => {
       const listeners = logged(found);
       egress.useListeners(listeners);
@@ -342,7 +343,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   // pool is refilled in the background.
   const reconciled = sbx.reconcileStale((line) => log(`reconcile: ${line}`));
   const stopRefill = startPoolRefill(sbx, reconciled, log);
-  state = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, control, dockerHost: process.env.DOCKER_HOST ?? '', egress: workers.listeners ? logged(workers.listeners) : egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}`, egressUser: user.name, protocol: PROTOCOL_VERSION, version: VERSION };
+  state = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, control, dockerHost: process.env.DOCKER_HOST ?? '', egress: workers.listeners ? logged(workers.listeners) : egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}`, egressUser: user.name, networkLog: netlog.describe(), protocol: PROTOCOL_VERSION, version: VERSION };
   mkdirSync(home, { recursive: true });
   writeAtomic(files.state, JSON.stringify(state, null, 2) + '\n');
   writeAtomic(files.pid, `${process.pid}\n`);

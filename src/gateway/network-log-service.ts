@@ -33,12 +33,21 @@ export interface NetworkLogOptions {
 
 export interface NetworkLogService {
   readonly book: NetworkLogBook;
+  /** False with SBX_NETWORK_LOG=0: nothing is logged, by the kernel or the egress worker. */
+  readonly enabled: boolean;
   /** The nflog group the rules log to; undefined: the kernel's part is off (`why`). */
   readonly group?: number;
   readonly why?: string;
   /** A batch of the egress worker's entries (checked here). */
   fromWorker(events: unknown): void;
+  describe(): string;
   close(): void;
+}
+
+/** What a network log service records, for `sbx gateway status`. */
+export function describeNetworkLog(s: Pick<NetworkLogService, 'enabled' | 'group' | 'why'>): string {
+  if (!s.enabled) return `off (${s.why})`;
+  return s.group !== undefined ? `kernel, dns, proxy (nflog group ${s.group})` : `dns, proxy (no kernel entries: ${s.why})`;
 }
 
 export async function startNetworkLog(o: NetworkLogOptions): Promise<NetworkLogService> {
@@ -60,17 +69,18 @@ export async function startNetworkLog(o: NetworkLogOptions): Promise<NetworkLogS
     if (!id || !policy || !gate.take(id)) return;
     book.add(id, kernelEntry(p, m![2] === 'a', policy, book.nameOf(id, p.destination), o));
   };
-  if (process.env.SBX_NETWORK_LOG === '0') return { book, why: 'SBX_NETWORK_LOG=0', fromWorker, close() {} };
-  if (process.getuid?.() !== 0) return { book, why: 'the gateway does not run as root', fromWorker, close() {} };
+  const done = (status: { enabled: boolean; group?: number; why?: string }, close = () => {}): NetworkLogService => ({ book, ...status, fromWorker, describe: () => describeNetworkLog(status), close });
+  if (process.env.SBX_NETWORK_LOG === '0') return done({ enabled: false, why: 'SBX_NETWORK_LOG=0' });
+  if (process.getuid?.() !== 0) return done({ enabled: true, why: 'the gateway does not run as root' });
   const group = logGroupOf(o.home);
   const { openNflog } = await import('../net/nflog.ts');
   const reader = await openNflog(group, onPacket, (err) => o.log(`network log: the kernel's entries stopped: ${err.message}`));
   if ('why' in reader) {
     o.log(`network log: no kernel entries: ${reader.why}`);
-    return { book, why: reader.why, fromWorker, close() {} };
+    return done({ enabled: true, why: reader.why });
   }
   o.log(`network log: kernel entries from nflog group ${group}`);
-  return { book, group, fromWorker, close: () => reader.close() };
+  return done({ enabled: true, group }, () => reader.close());
 }
 
 /** A kernel packet as an entry: the verdict is the kernel's, the rule the decision's that matches it. */

@@ -81,6 +81,8 @@ export interface GatewayState {
   dnsUpstream?: string;
   /** The user the DNS forwarder and the egress proxy (the parsers of sandbox traffic) run as. */
   egressUser?: string;
+  /** What the network log records (GatewayStatus.networkLog). */
+  networkLog?: string;
   /** The control protocol it speaks (src/daemon-client/protocol.ts); absent: 1. */
   protocol?: number;
   /** sbx's version. */

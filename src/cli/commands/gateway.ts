@@ -51,6 +51,7 @@ export async function run(input: CommandInput): Promise<number | void> {
     ['urls', `http://<port>-<sandbox>.${status.domain}:${status.port}/`],
     ...(status.dnsUpstream ? [['dns upstream', status.dnsUpstream] as [string, string]] : []),
     ...(status.egressUser ? [['egress user', status.egressUser] as [string, string]] : []),
+    ...(status.networkLog ? [['network log', status.networkLog] as [string, string]] : []),
     ['log', status.agent ? `${status.log} (in the agent: docker logs ${status.agent})` : status.log],
     ...(status.agent ? [['agent', status.agent] as [string, string]] : []),
   ]);

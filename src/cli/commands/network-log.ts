@@ -30,6 +30,9 @@ export async function run(input: CommandInput): Promise<void> {
     else if (!io.isTTY) for (const e of entries) io.out(logRow(e, io.color).join('\t'));
     else for (const e of entries) io.out(logRow(e, io.color).join('  '));
   };
+  // On a terminal, say what the log cannot show (no kernel entries, or no log at all).
+  const recorded = io.isTTY && !opts.json ? (await sbx.gatewayStatus()).networkLog : undefined;
+  if (recorded && !recorded.startsWith('kernel')) io.info(`note: the network log records ${recorded}`);
   if (!opts.follow) {
     const entries = await sbx.networkLog(ref, options);
     if (opts.json || !io.isTTY) return print(entries);
