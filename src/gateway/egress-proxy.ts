@@ -133,7 +133,7 @@ export class EgressProxy {
 
   /** Listens on every address, IPv4 and IPv6 (dual-stack; IPv4 alone when the host has no IPv6). */
   /** `privileged`: on ports below 1024 (the process is root until it drops; see low-ports.ts). */
-  async listen(privileged = false): Promise<{ http: number; tls: number }> {
+  async listen(privileged = false, prefer: { http?: number; tls?: number } = {}): Promise<{ http: number; tls: number }> {
     const http = createHttpServer(
       {
         requestTimeout: 0,
@@ -150,7 +150,7 @@ export class EgressProxy {
     });
     http.on('clientError', (_err, socket) => reset(socket as Socket));
     const tls = createServer((socket) => void this.#tlsConnection(socket));
-    const port = (server: Server | HttpServer) => bindLowPort((wanted) => listenOn(server, wanted), privileged);
+    const port = (server: Server | HttpServer, wanted?: number) => bindLowPort((p) => listenOn(server, p), privileged, wanted);
     const listenOn = async (server: Server | HttpServer, wanted: number) => {
       for (const host of ['::', '0.0.0.0']) {
         try {
@@ -170,7 +170,7 @@ export class EgressProxy {
     };
     this.#http = http;
     this.#tls = tls;
-    return { http: await port(http), tls: await port(tls) };
+    return { http: await port(http, prefer.http), tls: await port(tls, prefer.tls) };
   }
 
   close(): void {

@@ -7,7 +7,7 @@
 // - which sandbox an address belongs to: the subnets come from the gateway (Docker), re-read on
 //   the same schedule as before (sandbox-sources.ts);
 // - learning a DNS answer into the kernel, and conntrack's original destinations: the gateway's.
-import { bindLowPort } from './low-ports.ts';
+import { bindLowPort, preferredLowPorts } from './low-ports.ts';
 import { compilePolicy, type CompiledPolicy, type NetworkPolicy } from '../core/network-policy.ts';
 import type { EgressListeners } from '../net/nft-rules.ts';
 import { DnsForwarder } from './dns-forwarder.ts';
@@ -112,7 +112,8 @@ export async function runEgressWorker(endpoint: Endpoint, config: WorkerConfig, 
   });
   // As root (before the drop), on ports below 1024: see low-ports.ts.
   const privileged = !!config.drop;
-  const listeners = { dns: await bindLowPort((port) => dns.listen(port), privileged), ...(await proxy.listen(privileged)) };
+  const prefer = preferredLowPorts(config.home);
+  const listeners = { dns: await bindLowPort((port) => dns.listen(port), privileged, prefer.dns), ...(await proxy.listen(privileged, prefer)) };
   const running = proxy;
   return {
     listeners,

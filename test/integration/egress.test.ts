@@ -364,6 +364,25 @@ describe('live changes, restarts and bad input', () => {
     assert.equal(await get('live', 'http://other.test/', '--resolve', 'other.test:80:198.18.0.3'), undefined);
   });
 
+  it('DNS from a source port used just before a gateway restart is answered (the listeners keep their ports)', async () => {
+    // The kernel keeps a redirected flow's translation for 30 s after its last packet: a resolver
+    // that reuses its source port then goes where the gateway before listened.
+    const query = `import socket,struct
+q=struct.pack(">HHHHHH",4242,0x0100,1,0,0,0)+b"".join(bytes([len(p)])+p.encode() for p in "allowed.test".split("."))+b"\\0"+struct.pack(">HH",1,1)
+ns=[l.split()[1] for l in open("/etc/resolv.conf") if l.startswith("nameserver")][0]
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(("0.0.0.0",5300));s.settimeout(3)
+try:
+  s.sendto(q,(ns,53));r=s.recv(4096);print("ok",r[3]&15)
+except OSError as e: print("fail",e)`;
+    const fromPort5300 = () => sh('live', `python3 -c '${query}'`);
+    assert.equal(await fromPort5300(), 'ok 0', 'control: before');
+    const before = (await world.gatewayState()).egress;
+    await world.sbx(['gateway', 'stop']);
+    await world.json(['gateway', 'start']);
+    assert.equal(await fromPort5300(), 'ok 0', 'the same flow right after the restart');
+    assert.deepEqual((await world.gatewayState()).egress, before, 'the same listeners');
+  });
+
   it('inbound to exposed ports works in every mode', async (t) => {
     if (onlyAs(t, ['root', 'user'], 'URLs of a remote engine answer on its host (remote-agent.test.ts)')) return;
     const url = (await world.json(['port', 'ls', 'live']))[0].url;

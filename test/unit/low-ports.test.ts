@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
-import { bindLowPort, lowPortCandidates, LOW_PORT_MAX, LOW_PORT_MIN } from '../../src/gateway/low-ports.ts';
+import { bindLowPort, lowPortCandidates, preferredLowPorts, LOW_PORT_MAX, LOW_PORT_MIN } from '../../src/gateway/low-ports.ts';
 
 describe('egress listener ports below 1024', () => {
   it('candidates are distinct, in 600-1023', () => {
@@ -20,6 +20,21 @@ describe('egress listener ports below 1024', () => {
     assert.equal(tried.length, 3);
     assert.equal(port, tried[2]);
     await assert.rejects(bindLowPort(async () => Promise.reject(Object.assign(new Error('x'), { code: 'EINVAL' })), true), /x/);
+  });
+
+  it("a home's preferred ports: the same at every start, three distinct ones in range, tried first", async () => {
+    const a = preferredLowPorts('/home/a/.config/sbx');
+    assert.deepEqual(a, preferredLowPorts('/home/a/.config/sbx'));
+    assert.notDeepEqual(a, preferredLowPorts('/home/b/.config/sbx'));
+    const ports = Object.values(a);
+    assert.equal(new Set(ports).size, 3);
+    assert.ok(ports.every((p) => p >= LOW_PORT_MIN && p <= LOW_PORT_MAX));
+    assert.equal(await bindLowPort(async (p) => p, true, a.dns), a.dns);
+    const taken = await bindLowPort(async (p) => {
+      if (p === a.dns) throw Object.assign(new Error('in use'), { code: 'EADDRINUSE' });
+      return p;
+    }, true, a.dns);
+    assert.notEqual(taken, a.dns, 'another when it is taken');
   });
 
   it('unprivileged: any free port (0)', async () => {
