@@ -1,14 +1,16 @@
 // The agent's build id: which bundles an agent runs. Light (fs and crypto only): every agent-mode
 // command computes it to know whether the running agent is its own.
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { arch } from 'node:os';
 import { dirname, join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
 import { VERSION } from '../core/version.ts';
 import { cliEntry } from '../core/bundle.ts';
 
 /** The agent image's recipe version (agent-image.ts packContext). */
-const RECIPE = 2;
+const RECIPE = 3;
 
 export const AGENT_FILES = ['cli.cjs', 'relay.cjs', 'egress-worker.cjs'] as const;
 
@@ -16,6 +18,35 @@ export interface AgentBundle {
   version: string;
   build: string;
   files: Array<{ name: string; bytes: Buffer }>;
+  /** koffi's files, to copy under /opt/sbx (read when the image is built): none when koffi is not installed here. */
+  native: NativeFile[];
+}
+
+export interface NativeFile {
+  /** Where it goes under /opt/sbx: node_modules/... */
+  name: string;
+  path: string;
+  size: number;
+}
+
+/**
+ * The files of koffi that the agent needs to load it (libnftables and nflog in its process: the
+ * network log's kernel entries), from where this sbx finds koffi: its loader, and the native
+ * module of this machine's architecture (the agent image runs this machine's Node binary too).
+ * All of them or none.
+ */
+export function koffiFiles(distDir: string): NativeFile[] {
+  try {
+    const dir = dirname(createRequire(join(distDir, 'cli.cjs')).resolve('koffi'));
+    const native = join(dirname(dir), '@koromix', `koffi-linux-${arch()}`);
+    const wanted: Array<[string, string]> = [
+      ...['package.json', 'index.cjs', 'src/koffi/index.cjs', 'src/koffi/src/static.cjs', 'src/koffi/src/trampolines.cjs'].map((f): [string, string] => [`node_modules/koffi/${f}`, join(dir, f)]),
+      ...['package.json', 'index.js', `linux_${arch()}/koffi.node`].map((f): [string, string] => [`node_modules/@koromix/koffi-linux-${arch()}/${f}`, join(native, f)]),
+    ];
+    return wanted.map(([name, path]) => ({ name, path, size: statSync(path).size }));
+  } catch {
+    return [];
+  }
 }
 const bundles = new Map<string, AgentBundle>();
 
@@ -35,7 +66,10 @@ export function agentBundle(distDir = dirname(cliEntry())): AgentBundle {
   // RECIPE: bumped when the image's Dockerfile changes, so that agents of the old recipe are replaced.
   const hash = createHash('sha256').update(`${version}\0${process.version}\0${RECIPE}\0`);
   for (const f of files) hash.update(`${f.name}\0${f.bytes.length}\0`).update(f.bytes);
-  const bundle = { version, build: hash.digest('hex').slice(0, 12), files };
+  // koffi by its small files' bytes (its version among them) and its native module's size.
+  const native = koffiFiles(distDir);
+  for (const f of native) hash.update(`${f.name}\0${f.size}\0`).update(f.size < 65_536 ? readFileSync(f.path) : '');
+  const bundle = { version, build: hash.digest('hex').slice(0, 12), files, native };
   bundles.set(distDir, bundle);
   return bundle;
 }

@@ -2,7 +2,7 @@
 // registry in two layers: a root image made by debootstrap (`sbx image build`, slow, rarely) and on
 // top of it this machine's Node binary and dist bundles, through the engine's classic builder
 // (seconds). The top image's tag carries a build id, so a new build of sbx gets a new agent image.
-import { createReadStream, realpathSync, statSync } from 'node:fs';
+import { createReadStream, readFileSync, realpathSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { execa } from 'execa';
@@ -97,6 +97,9 @@ async function packContext(pack: tarStream.Pack, root: string, bundle: AgentBund
     `RUN groupmod -g ${AGENT_GATEWAY_ID} ${GATEWAY_USER} && usermod -u ${AGENT_GATEWAY_ID} -g ${AGENT_GATEWAY_ID} ${GATEWAY_USER}`,
     'COPY node /usr/local/bin/node',
     `COPY ${AGENT_FILES.join(' ')} /opt/sbx/`,
+    // koffi, found by the bundles' require beside them: the agent runs nft through libnftables and
+    // reads the network log's kernel entries (nflog) in its process.
+    ...(bundle.native.length ? ['COPY node_modules /opt/sbx/node_modules'] : []),
     'ENTRYPOINT ["/usr/local/bin/node", "/opt/sbx/cli.cjs"]',
     'CMD ["agent", "run"]',
     '',
@@ -105,6 +108,7 @@ async function packContext(pack: tarStream.Pack, root: string, bundle: AgentBund
     new Promise<void>((resolve, reject) => pack.entry({ name, mode }, bytes, (err) => (err ? reject(err) : resolve())));
   await add('Dockerfile', Buffer.from(dockerfile));
   for (const f of bundle.files) await add(f.name, f.bytes);
+  for (const f of bundle.native) await add(f.name, readFileSync(f.path));
   const node = realpathSync(process.execPath);
   const entry = pack.entry({ name: 'node', mode: 0o755, size: statSync(node).size });
   await pipeline(createReadStream(node), entry);

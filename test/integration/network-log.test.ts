@@ -1,14 +1,15 @@
 // `sbx network log` and `sbx network check`, proven by packets: real sandboxes talk to the fake
 // internet (test/fake-internet.ts), and every decision they meet (the kernel's rules, sbx's DNS
 // forwarder, its Host/SNI proxy) must show in the log with the rule that made it; `check` must say
-// what the packets then do. Host mode only: the kernel's entries need the gateway on the engine's
-// host, as root (the agent does not read nflog: README, "Network log").
+// what the packets then do. Runs three ways (SBX_TEST_AS, test/test-mode.ts): the agent reads the
+// kernel's entries as the host-mode gateway does.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { createInterface } from 'node:readline';
 import { Sbx } from '../../src/index.ts';
-import { sleep, World } from '../helpers.ts';
+import { sleep, type World } from '../helpers.ts';
+import { closeMode, modeWorld, onlyAs, TEST_AS } from '../test-mode.ts';
 import { startFakeInternet, FAKE_HOST_LINK_IP, FAKE_VHOST_IP, type FakeInternet } from '../fake-internet.ts';
 import type { NetworkLogEntry } from '../../src/core/network-log.ts';
 
@@ -17,10 +18,11 @@ let world: World;
 
 before(async () => {
   fi = await startFakeInternet();
-  world = new World({ SBX_DNS_UPSTREAM: fi.dnsUpstream });
+  world = await modeWorld({ SBX_DNS_UPSTREAM: fi.dnsUpstream });
 });
 after(async () => {
   await world?.cleanup();
+  await closeMode();
   await fi?.stop();
 });
 
@@ -110,7 +112,12 @@ describe('every kind of decision is in the log, with its rule', () => {
     await logged('logged', { source: 'proxy', name: 'vhost-b.test', port: 443, verdict: 'blocked', rule: 'mode block-all' });
   });
 
-  it('a host address, refused by default (allow-all)', async () => {
+  it('gateway status says the log has the kernel\'s entries', async () => {
+    assert.match((await world.json(['gateway', 'status'])).networkLog, /^kernel, dns, proxy \(nflog group \d+\)$/);
+  });
+
+  it('a host address, refused by default (allow-all)', async (t) => {
+    if (onlyAs(t, ['root', 'user'], "the fake internet's link is this namespace's, not the remote engine's host")) return;
     assert.match(await probe('open', 'connect', FAKE_HOST_LINK_IP, '22'), /^fail /);
     await logged('open', { source: 'kernel', address: FAKE_HOST_LINK_IP, port: 22, verdict: 'blocked', rule: 'default: host address' });
   });
@@ -153,7 +160,8 @@ describe('--follow', () => {
     assert.equal(code, 0);
   });
 
-  it('the library: Sbx.networkLog follows as an async iterator; checkNetwork decides', async () => {
+  it('the library: Sbx.networkLog follows as an async iterator; checkNetwork decides', async (t) => {
+    if (onlyAs(t, ['root'], 'the library in this (root) process, host mode')) return;
     Object.assign(process.env, world.env); // the gateway's settings, as the CLI calls had them
     const sbx = new Sbx({ home: world.home, mode: 'host' });
     const stop = new AbortController();
@@ -197,9 +205,14 @@ describe('network check agrees with packets, for every example of the README rul
     { policy: ['--mode', 'block-all', '--allow-out', 'allowed.test', '--allow-out', 'allowed.test:8080'], cases: [['allowed.test', 80, true], ['allowed.test', 8080, true], ['allowed.test', 7000, false]] },
     { policy: ['--mode', 'block-all', '--allow-out', '*.wild.test:8080'], cases: [['a.wild.test', 8080, true], ['a.wild.test', 80, false], ['wild.test', 8080, false]] },
     { policy: ['--deny-out', 'denied.test'], cases: [['denied.test', 80, false], ['denied.test', 8080, false], ['198.18.0.2', 80, false], ['other.test', 80, true]] },
-    { policy: [], cases: [['198.18.0.3', 8080, true], [gatewayIp, hostPort, false], [FAKE_HOST_LINK_IP, 80, false], ['10.203.77.1', 8080, false], ['169.254.77.1', 80, false]] },
-    { policy: ['--allow-out', `host:${hostPort}`], cases: [[gatewayIp, hostPort, true], [gatewayIp, 22, false]] },
-    { policy: ['--allow-out', '10.203.77.0/24'], cases: [['10.203.77.1', 8080, true], ['198.18.0.3', 8080, true], [gatewayIp, hostPort, false]] },
+    // The host's own service and addresses: this namespace's, so not in the remote run.
+    ...(TEST_AS === 'remote'
+      ? [{ policy: [], cases: [['198.18.0.3', 8080, true], ['10.203.77.1', 8080, false], ['169.254.77.1', 80, false]] as Array<[string, number, boolean]> }, { policy: ['--allow-out', '10.203.77.0/24'], cases: [['10.203.77.1', 8080, true], ['198.18.0.3', 8080, true]] as Array<[string, number, boolean]> }]
+      : [
+          { policy: [], cases: [['198.18.0.3', 8080, true], [gatewayIp, hostPort, false], [FAKE_HOST_LINK_IP, 80, false], ['10.203.77.1', 8080, false], ['169.254.77.1', 80, false]] as Array<[string, number, boolean]> },
+          { policy: ['--allow-out', `host:${hostPort}`], cases: [[gatewayIp, hostPort, true], [gatewayIp, 22, false]] as Array<[string, number, boolean]> },
+          { policy: ['--allow-out', '10.203.77.0/24'], cases: [['10.203.77.1', 8080, true], ['198.18.0.3', 8080, true], [gatewayIp, hostPort, false]] as Array<[string, number, boolean]> },
+        ]),
   ];
 
   it('each destination: the verdict of check is what the packets do, and the log says the same rule', async () => {
