@@ -236,9 +236,9 @@ export class AgentBackend implements SbxBackend {
   gatewayAddress = (): Promise<GatewayAddress> => this.call('gatewayAddress', []);
   setPool = (size: number | string): Promise<PoolStatus> => this.call('setPool', [size]);
   checkNetwork = (ref: string, destination: string, options?: { udp?: boolean }): Promise<NetworkCheck> => this.call('checkNetwork', [ref, destination, options ?? {}]);
-  networkLog = async (ref: string, query: NetworkLogQuery = {}): Promise<NetworkLogEntry[]> => (await this.client()).request('netlog', { ref, ...query });
-  followNetworkLog = async (ref: string, query: NetworkLogQuery = {}, signal?: AbortSignal) =>
-    (await this.client()).follow<NetworkLogEntry[], NetworkLogEntry>('netlog', { ref, ...query, follow: true }, signal);
+  networkLog = async (ref: string, query: NetworkLogQuery = {}): Promise<NetworkLogEntry[]> => (await import('../daemon-client/network-log.ts')).readNetworkLog(await this.client(), ref, query);
+  followNetworkLog = async (ref: string, query: NetworkLogQuery = {}, signal?: AbortSignal): Promise<AsyncIterable<NetworkLogEntry>> =>
+    (await import('../daemon-client/network-log.ts')).followNetworkLog(await this.client(), ref, query, signal);
   poolStatus = (): Promise<PoolStatus> => this.call('poolStatus', []);
 
   /** Asks the agent when it runs; a stopped (or absent) agent is not started to say it is stopped. */

@@ -56,7 +56,8 @@ export interface SbxBackend {
   ensureGateway(): Promise<GatewayRoute>;
   stopGateway(): Promise<boolean>;
   networkLog(ref: string, query?: NetworkLogQuery): Promise<NetworkLogEntry[]>;
-  followNetworkLog(ref: string, query?: NetworkLogQuery, signal?: AbortSignal): Promise<{ value: NetworkLogEntry[]; lines: AsyncIterable<NetworkLogEntry> }>;
+  /** The log as it stands, then each new entry, until `signal` aborts or the sandbox is removed. */
+  followNetworkLog(ref: string, query?: NetworkLogQuery, signal?: AbortSignal): Promise<AsyncIterable<NetworkLogEntry>>;
   checkNetwork(ref: string, destination: string, options?: { udp?: boolean }): Promise<NetworkCheck>;
   setPool(size: number | string): Promise<PoolStatus>;
   poolStatus(): Promise<PoolStatus>;

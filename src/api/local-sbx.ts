@@ -663,19 +663,24 @@ export class LocalSbx {
    * gateway is started when it does not run: its log then starts empty.
    */
   async networkLog(ref: string, query: NetworkLogQuery = {}): Promise<NetworkLogEntry[]> {
-    this.resolve(ref);
-    await this.ensureGateway();
-    return this.#viaDaemon('netlog', { ref, ...query }, undefined, async () => []);
+    const client = await this.#logClient(ref);
+    return (await import('../daemon-client/network-log.ts')).readNetworkLog(client, ref, query);
   }
 
   /** The log as it stands, then each new entry as it comes, until `signal` aborts or the sandbox goes. */
-  async followNetworkLog(ref: string, query: NetworkLogQuery = {}, signal?: AbortSignal): Promise<{ value: NetworkLogEntry[]; lines: AsyncIterable<NetworkLogEntry> }> {
+  async followNetworkLog(ref: string, query: NetworkLogQuery = {}, signal?: AbortSignal): Promise<AsyncIterable<NetworkLogEntry>> {
+    const client = await this.#logClient(ref);
+    return (await import('../daemon-client/network-log.ts')).followNetworkLog(client, ref, query, signal);
+  }
+
+  /** The gateway keeps the log: it is started when it does not run (its log then starts empty). */
+  async #logClient(ref: string) {
     this.resolve(ref);
     await this.ensureGateway();
     const control = this.#daemon();
     if (!control) throw new RuntimeError(`the gateway of ${this.home} does not run, so nothing is logged (sbx gateway start)`);
     const { DaemonClient, unixTransport } = await import('../daemon-client/client.ts');
-    return new DaemonClient(unixTransport(control)).follow('netlog', { ref, ...query, follow: true }, signal);
+    return new DaemonClient(unixTransport(control));
   }
 
   /** A dry run of one connection out of the sandbox (network-check.ts). */
@@ -692,7 +697,7 @@ export class LocalSbx {
     const policy = compilePolicy(record.network ?? DEFAULT_POLICY);
     const resolver = new UpstreamResolver(dnsUpstream());
     const host = new HostAddresses();
-    const decided = await checkConnection(policy, { ...dest, udp: options.udp }, { resolve: (n) => resolver.addresses(n), isHost: (a) => host.has(a), isSandbox: (a) => host.onSandboxBridge(a) });
+    const decided = await checkConnection(policy, { ...dest, udp: options.udp }, { resolve: (n) => resolver.addresses(n), isHost: (a) => host.has(a), isSandbox: (a) => host.onSandboxBridge(a), ipv6: !!record.ipv6 });
     return { sandbox: record.name, destination, protocol: options.udp ? 'udp' : 'tcp', port: dest.port, ...(dest.name ? { name: dest.name } : {}), ...decided };
   }
 

@@ -10,6 +10,12 @@ import { answerMayGive, kernelDecision } from '../core/kernel-decision.ts';
 import type { NetworkVerdict } from '../core/network-log.ts';
 import { judgeAddress, judgeName, parseHost, RULE, type Candidate } from '../gateway/egress-judge.ts';
 import { canonicalAddress } from '../gateway/host-addresses.ts';
+import { servesDns } from '../net/nft-rules.ts';
+
+/** The rules send DNS to any of the host's addresses to sbx's forwarder (nft-rules.ts: dnat). */
+export const FORWARDER_RULE = "default: sbx's DNS forwarder";
+/** A sandbox made without --ipv6 has no IPv6 route. */
+export const NO_IPV6_RULE = 'default: no IPv6 (the sandbox was created without --ipv6)';
 
 export interface NetworkCheck {
   sandbox: string;
@@ -47,6 +53,8 @@ export interface CheckWorld {
   resolve(name: string): Promise<string[]>;
   isHost(address: string): boolean;
   isSandbox(address: string): boolean;
+  /** The sandbox has IPv6 (create --ipv6). */
+  ipv6?: boolean;
 }
 
 type Decided = Pick<NetworkCheck, 'path' | 'verdict' | 'rule' | 'address' | 'addresses'>;
@@ -63,6 +71,8 @@ export async function checkConnection(p: CompiledPolicy, dest: { name?: string; 
   const kernel = (c: Candidate, name?: string) => kernelDecision(p, { address: c.address, port: dest.port, toHost: c.host, sandbox: c.sandbox, name });
   if (dest.address) {
     const c = classify(dest.address);
+    if (isIP(c.address) === 6 && !world.ipv6) return { path: 'kernel', verdict: 'blocked', rule: NO_IPV6_RULE, address: c.address };
+    if (c.host && dest.port === 53 && servesDns(p)) return { path: 'dns', verdict: 'allowed', rule: FORWARDER_RULE, address: c.address };
     if (viaProxy) {
       // As the proxy does: in allow-all, the addresses of denied names stay denied by address.
       const denied = p.mode === 'allow-all' && deniedNames(p).length > 0 ? new Set((await Promise.all(deniedNames(p).map((n) => world.resolve(n)))).flat().map((a) => canonicalAddress(a) ?? a)) : undefined;
@@ -81,8 +91,8 @@ export async function checkConnection(p: CompiledPolicy, dest: { name?: string; 
     const v = judgeName(p, name, dest.port, candidates);
     return { path: 'proxy', verdict: verdictOf(v.ok), rule: v.rule, addresses, ...(v.ok ? { address: v.address } : {}) };
   }
-  // The kernel sees only the addresses the forwarder gave the sandbox.
-  const given = candidates.filter((c) => answerMayGive(p, c.address, c));
+  // The kernel sees only the addresses the forwarder gave the sandbox (and no IPv6 without --ipv6).
+  const given = candidates.filter((c) => answerMayGive(p, c.address, c) && (world.ipv6 || isIP(c.address) !== 6));
   if (given.length === 0) {
     const first = candidates[0];
     return { path: first ? 'dns' : 'kernel', verdict: 'blocked', rule: first ? kernel(first).rule : RULE.unresolved, addresses };

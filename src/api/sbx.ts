@@ -202,9 +202,8 @@ export class Sbx {
     if (!options.follow) return this.backend().then((b) => b.networkLog(ref, query));
     const backend = this.backend();
     return (async function* () {
-      const { value, lines } = await (await backend).followNetworkLog(ref, query, options.signal);
-      yield* value;
-      yield* lines;
+      // One iterator, backlog included: a consumer that stops early ends it (and its connection).
+      yield* await (await backend).followNetworkLog(ref, query, options.signal);
     })();
   }
 

@@ -36,6 +36,9 @@ export interface LogFilter {
   blocked?: boolean;
 }
 
+/** Why a followed log ended: its sandbox was removed, or the gateway stopped. */
+export type LogEnd = 'removed' | 'stopped';
+
 /** What a client asks of the log: `since` in ms since the epoch. */
 export type NetworkLogQuery = LogFilter;
 
@@ -48,7 +51,7 @@ export function matches(e: NetworkLogEntry, f: LogFilter): boolean {
 /** A fixed-size ring of entries, oldest first: never more than `capacity` held. */
 export class LogRing {
   readonly capacity: number;
-  readonly #items: NetworkLogEntry[] = [];
+  #items: NetworkLogEntry[] = [];
   #start = 0;
 
   constructor(capacity = LOG_CAPACITY) {
@@ -59,12 +62,24 @@ export class LogRing {
     return this.#items.length;
   }
 
-  push(e: NetworkLogEntry): void {
-    if (this.#items.length < this.capacity) this.#items.push(e);
-    else {
-      this.#items[this.#start] = e;
-      this.#start = (this.#start + 1) % this.capacity;
+  /** Adds an entry; true when the ring grew (false: its oldest went). */
+  push(e: NetworkLogEntry): boolean {
+    if (this.#items.length < this.capacity) {
+      this.#items.push(e);
+      return true;
     }
+    this.#items[this.#start] = e;
+    this.#start = (this.#start + 1) % this.capacity;
+    return false;
+  }
+
+  /** Drops the oldest `n` entries: how many went. */
+  dropOldest(n: number): number {
+    const kept = this.list().slice(n);
+    const dropped = this.#items.length - kept.length;
+    this.#items = kept;
+    this.#start = 0;
+    return dropped;
   }
 
   list(f: LogFilter = {}): NetworkLogEntry[] {

@@ -394,26 +394,52 @@ const fixed = (allowed: boolean, rule: string): Judged => verdict(allowed, () =>
 const ALLOW_ALL_ENTRY = fixed(true, 'allowOut all');
 const BLOCK_ALL = fixed(false, 'mode block-all');
 const ALLOW_ALL = fixed(true, 'mode allow-all');
-const named = (j: Judged): Verdict => ({ allowed: j.allowed, rule: j.why() });
+/** The rule is worked out when it is read (the network log reads it after its rate limit), once. */
+const named = (j: Judged): Verdict => {
+  let rule: string | undefined;
+  return {
+    allowed: j.allowed,
+    get rule() {
+      return (rule ??= j.why());
+    },
+  };
+};
+
+/**
+ * A policy's entries parsed once (naming a rule scans them: with thousands of entries, parsing
+ * each again at every decision cost milliseconds, and a sandbox chooses how often it asks).
+ */
+const parsedLists = new WeakMap<CompiledPolicy, { allowOut?: Destination[]; denyOut?: Destination[]; allowPorts?: PortRange[]; denyPorts?: PortRange[] }>();
+function parsedList<L extends 'allowOut' | 'denyOut' | 'allowPorts' | 'denyPorts'>(p: CompiledPolicy, list: L): L extends 'allowOut' | 'denyOut' ? Destination[] : PortRange[] {
+  let lists = parsedLists.get(p);
+  if (!lists) parsedLists.set(p, (lists = {}));
+  if (list === 'allowOut' || list === 'denyOut') lists[list as 'allowOut'] ??= p.policy[list].map((e) => parseDestination(e, list as 'allowOut'));
+  else lists[list as 'allowPorts'] ??= p.policy[list].map((e) => parsePortRange(e, list as 'allowPorts'));
+  return lists[list] as never;
+}
 
 /** The first entry of a list whose destination `match` accepts, as `list entry`. */
 function entryOf(p: CompiledPolicy, list: 'allowOut' | 'denyOut', match: (d: Destination) => boolean): string {
-  for (const entry of p.policy[list]) {
-    if (match(parseDestination(entry, list))) return `${list} ${entry}`;
-  }
+  const parsed = parsedList(p, list);
+  for (let i = 0; i < parsed.length; i++) if (match(parsed[i]!)) return `${list} ${p.policy[list][i]}`;
   return list; // not reached: the compiled side was made of these entries
 }
 
 function portEntryOf(p: CompiledPolicy, list: 'allowPorts' | 'denyPorts', port: number): string {
-  const entry = p.policy[list].find((e) => inRanges([parsePortRange(e, list)], port));
-  return entry ? `${list} ${entry}` : list;
+  const i = parsedList(p, list).findIndex((r) => inRanges([r], port));
+  return i >= 0 ? `${list} ${p.policy[list][i]}` : list;
 }
 
-function cidrHas(d: Destination, address: string): boolean {
-  if (d.kind !== 'cidr') return false;
+const cidrRanges = new WeakMap<Destination, ReturnType<typeof ipaddr.parseCIDR>>();
+/** A matcher of CIDR entries that contain `address` (parsed once, each entry's range once). */
+function cidrHas(address: string): (d: Destination) => boolean {
   const addr = parse(address);
-  const range = ipaddr.parseCIDR(d.cidr);
-  return !!addr && addr.kind() === range[0].kind() && addr.match(range);
+  return (d) => {
+    if (d.kind !== 'cidr' || !addr) return false;
+    let range = cidrRanges.get(d);
+    if (!range) cidrRanges.set(d, (range = ipaddr.parseCIDR(d.cidr)));
+    return addr.kind() === range[0].kind() && addr.match(range);
+  };
 }
 
 /** Whether a name entry names `name` (any ports), or opens it on `port` when `opens` is set. */
@@ -467,8 +493,8 @@ function guarded(p: CompiledPolicy, c: Connection): Judged | undefined {
 /** Only an address entry opens a guarded address; refused otherwise, by a deny entry that covers it too (what its user wrote) or by the default. */
 function guardedByAddress(p: CompiledPolicy, c: Connection, byDefault: string): Judged {
   const address = c.address;
-  if (address !== undefined && addressIn(p.allow, address)) return verdict(true, () => entryOf(p, 'allowOut', (d) => cidrHas(d, address)));
-  return verdict(false, () => (address !== undefined && addressIn(p.deny, address) ? entryOf(p, 'denyOut', (d) => cidrHas(d, address)) : byDefault));
+  if (address !== undefined && addressIn(p.allow, address)) return verdict(true, () => entryOf(p, 'allowOut', cidrHas(address)));
+  return verdict(false, () => (address !== undefined && addressIn(p.deny, address) ? entryOf(p, 'denyOut', cidrHas(address)) : byDefault));
 }
 
 /** The allow entry that matches (allow beats every deny), if one does. */
@@ -482,7 +508,7 @@ function allowedBy(p: CompiledPolicy, c: Connection): Judged | undefined {
 function listAllows(p: CompiledPolicy, c: Connection, name: string | undefined): Judged | undefined {
   if (p.allow.all) return ALLOW_ALL_ENTRY;
   if (name && nameOpens(p.allow, name, c.port)) return verdict(true, () => entryOf(p, 'allowOut', (d) => nameEntryHas(d, name, { port: c.port })));
-  if (c.address && addressIn(p.allow, c.address)) return verdict(true, () => entryOf(p, 'allowOut', (d) => cidrHas(d, c.address!)));
+  if (c.address && addressIn(p.allow, c.address)) return verdict(true, () => entryOf(p, 'allowOut', cidrHas(c.address!)));
   if (c.port !== undefined && portIn(p.allow, c.port)) return verdict(true, () => portEntryOf(p, 'allowPorts', c.port!));
   return undefined;
 }
@@ -505,7 +531,7 @@ function judgeConnection(p: CompiledPolicy, c: Connection): Judged {
   if (allowed) return allowed;
   if (p.mode === 'block-all') return BLOCK_ALL;
   if (name && nameIn(p.deny, name)) return verdict(false, () => entryOf(p, 'denyOut', (d) => nameEntryHas(d, name)));
-  if (c.address && addressIn(p.deny, c.address)) return verdict(false, () => entryOf(p, 'denyOut', (d) => cidrHas(d, c.address!)));
+  if (c.address && addressIn(p.deny, c.address)) return verdict(false, () => entryOf(p, 'denyOut', cidrHas(c.address!)));
   if (c.port !== undefined && portIn(p.deny, c.port)) return verdict(false, () => portEntryOf(p, 'denyPorts', c.port!));
   return ALLOW_ALL;
 }

@@ -119,6 +119,7 @@ export class DaemonClient {
       end();
     };
     signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) onAbort(); // aborted before it was asked: it stops at once
     const value = await new Promise<T>((resolve, reject) => {
       let first = true;
       onLines(conn, (line) => {

@@ -10,7 +10,10 @@ import type { CreateSandboxOptions } from '../api/local-sbx.ts';
 import type { NetworkPolicyInput } from '../core/network-policy.ts';
 import { onLines, PROTOCOL_VERSION, REMOTE_METHODS, type ControlAnswer, type ControlRequest, type DaemonHello, type RemoteMethod } from '../daemon-client/protocol.ts';
 import { splice } from '../core/splice.ts';
-import type { LogFilter, NetworkLogEntry } from '../core/network-log.ts';
+import type { LogEnd, LogFilter, NetworkLogEntry } from '../core/network-log.ts';
+
+/** How far (bytes not yet sent) a `network log --follow` reader may fall behind before it is cut off. */
+const FOLLOW_BACKLOG = 4 * 1024 * 1024;
 
 /** What the gateway itself answers on the socket. */
 export interface GatewayOps {
@@ -29,7 +32,7 @@ export interface GatewayOps {
   listener(): { host: string; port: number };
   /** A sandbox's network log (by id), and its new entries as they come until the returned function is called. */
   networkLog(id: string, filter: LogFilter): NetworkLogEntry[];
-  followLog(id: string, filter: LogFilter, onEntry: (e: NetworkLogEntry) => void, onEnd: () => void): () => void;
+  followLog(id: string, filter: LogFilter, onEntry: (e: NetworkLogEntry) => void, onEnd: (why: LogEnd) => void): () => void;
 }
 
 type Payload = { since?: unknown; blocked?: unknown; follow?: unknown; changed?: unknown; policiesOnly?: unknown; options?: CreateSandboxOptions; ref?: string; force?: boolean; ports?: number[]; public?: boolean; policy?: NetworkPolicyInput; method?: string; args?: unknown[] };
@@ -137,8 +140,10 @@ export function createControlServer(sbx: LocalSbx, gateway: GatewayOps, log: (li
         return;
       }
       if (req.op === 'netlog') {
-        // The sandbox's log as it stands; with `follow`, its new entries after the answer, one
-        // JSON line each, until the client goes (or the sandbox does).
+        // The answer says how many entries follow, one JSON line each (a line holds one entry:
+        // the whole ring in one answer would outgrow a line); with `follow`, new entries come
+        // after them until the client goes, and a last line `{"end": why}` when the sandbox or
+        // the gateway goes. A reader that falls FOLLOW_BACKLOG behind is cut off.
         let record;
         try {
           record = sbx.resolve(p.ref ?? '');
@@ -148,12 +153,18 @@ export function createControlServer(sbx: LocalSbx, gateway: GatewayOps, log: (li
         }
         const filter: LogFilter = { ...(typeof p.since === 'number' ? { since: p.since } : {}), ...(p.blocked === true ? { blocked: true } : {}) };
         const named = (e: NetworkLogEntry) => ({ ...e, sandbox: record.name });
-        const backlog = gateway.networkLog(record.id, filter).map(named);
-        if (p.follow !== true) return answer({ value: backlog });
+        const backlog = gateway.networkLog(record.id, filter);
         stop();
         answered = true;
-        conn.write(JSON.stringify({ value: backlog }) + '\n');
-        const unfollow = gateway.followLog(record.id, filter, (e) => conn.write(JSON.stringify(named(e)) + '\n'), () => conn.end());
+        conn.write(JSON.stringify({ value: { entries: backlog.length } }) + '\n');
+        for (const e of backlog) conn.write(JSON.stringify(named(e)) + '\n');
+        if (p.follow !== true) return void conn.end();
+        const unfollow = gateway.followLog(
+          record.id,
+          filter,
+          (e) => (conn.writableLength > FOLLOW_BACKLOG ? conn.destroy() : conn.write(JSON.stringify(named(e)) + '\n')),
+          (why) => conn.end(JSON.stringify({ end: why }) + '\n'),
+        );
         conn.on('close', unfollow);
         conn.resume();
         return;

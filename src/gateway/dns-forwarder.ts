@@ -48,7 +48,8 @@ export interface DnsForwarderOptions {
   isSandbox?(address: string): Promise<boolean>;
   log?: (line: string) => void;
   /** Each query judged, for the sandbox's network log (its answers: the addresses the sandbox got). */
-  record?: (id: string, entry: Omit<NetworkLogEntry, 'time' | 'source'>) => void;
+  /** A decision for the network log, made into an entry only if the log keeps it (its rate limit). */
+  record?: (id: string, entry: () => Omit<NetworkLogEntry, 'time' | 'source'>) => void;
 }
 
 function errorAnswer(query: dnsPacket.DecodedPacket, rcode: number): Buffer {
@@ -178,7 +179,7 @@ export class DnsForwarder {
     if (!name) return errorAnswer(query, FORMERR);
     const decided = decideName(policy, name);
     const record = (verdict: 'allowed' | 'blocked', answers?: string[]) =>
-      this.#o.record?.(id, { protocol: 'dns', name: normalizeName(name), type: String(question.type ?? ''), verdict, rule: decided.rule, ...(answers ? { answers } : {}) });
+      this.#o.record?.(id, () => ({ protocol: 'dns', name: normalizeName(name), type: String(question.type ?? ''), verdict, rule: decided.rule, ...(answers ? { answers } : {}) }));
     if (!decided.allowed) {
       record('blocked');
       return errorAnswer(query, NXDOMAIN);

@@ -30,13 +30,20 @@ export const RULE = {
   unknown: 'default: unknown destination',
 } as const;
 
-const ruleOf = (policy: CompiledPolicy, c: Connection) => decideConnection(policy, c).rule;
-const pass = (policy: CompiledPolicy, c: Connection & { address: string; toHost: boolean }): Verdict => ({ ok: true, address: c.address, toHost: c.toHost, rule: ruleOf(policy, c) });
+/** A rule named only when read (the network log reads it after its rate limit): the hot path never names one. */
+type LazyRule = string | { readonly rule: string };
+function withRule<T extends object>(o: T, rule: LazyRule): T & { rule: string } {
+  if (typeof rule === 'string') return Object.assign(o, { rule });
+  return Object.defineProperty(o, 'rule', { enumerable: true, get: () => rule.rule }) as T & { rule: string };
+}
+/** The decision that names the rule (network-policy.ts: decideConnection names it when asked). */
+const ruleOf = (policy: CompiledPolicy, c: Connection) => decideConnection(policy, c);
+const pass = (policy: CompiledPolicy, c: Connection & { address: string; toHost: boolean }): Verdict => withRule({ ok: true as const, address: c.address, toHost: c.toHost }, ruleOf(policy, c));
 
 const PROTECTED = 'a protected address (host, loopback or private network)';
 
-function refuse(reason: string, rule: string, status: 403 | 502 = 403): Verdict {
-  return { ok: false, status, reason: `sbx: ${reason}`, rule };
+function refuse(reason: string, rule: LazyRule, status: 403 | 502 = 403): Verdict {
+  return withRule({ ok: false as const, status, reason: `sbx: ${reason}` }, rule);
 }
 
 /**
@@ -73,8 +80,8 @@ export function judgeName(policy: CompiledPolicy, rawName: string, port: number,
   const first = judgeNameAlone(policy, name, port);
   if (first) return first;
   if (candidates.length === 0) return refuse(`${name} does not resolve`, RULE.unresolved, 502);
-  let denied: string | undefined;
-  let guardedBy: string | undefined;
+  let denied: LazyRule | undefined;
+  let guardedBy: LazyRule | undefined;
   for (const c of candidates) {
     if (c.sandbox) {
       guardedBy ??= RULE.sandbox;

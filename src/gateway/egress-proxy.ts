@@ -51,7 +51,8 @@ export interface EgressProxyOptions {
   /** Tests only: where a judged upstream address and port are really dialled. */
   dial?: (address: string, port: number) => { host: string; port: number };
   /** Each decision (an HTTP request, a TLS connection), for the sandbox's network log. */
-  record?: (id: string, entry: Omit<NetworkLogEntry, 'time' | 'source'>) => void;
+  /** A decision for the network log, made into an entry only if the log keeps it (its rate limit). */
+  record?: (id: string, entry: () => Omit<NetworkLogEntry, 'time' | 'source'>) => void;
 }
 
 /** A connection the proxy carries, re-judged whenever a policy changes. */
@@ -258,7 +259,7 @@ export class EgressProxy {
   /** One decision into the sandbox's network log: the name judged, and the address it went to. */
   #record(client: Client, port: number, target: { name?: string; address?: string }, verdict: { ok: boolean; rule: string; address?: string }): void {
     const address = verdict.address ?? target.address;
-    this.#o.record?.(client.id, { protocol: 'tcp', ...(address ? { address } : {}), port, ...(target.name ? { name: target.name } : {}), verdict: verdict.ok ? 'allowed' : 'blocked', rule: verdict.rule });
+    this.#o.record?.(client.id, () => ({ protocol: 'tcp', ...(address ? { address } : {}), port, ...(target.name ? { name: target.name } : {}), verdict: verdict.ok ? 'allowed' : 'blocked', rule: verdict.rule }));
   }
 
   /** The decision for one HTTP request (Host and target checked first), or why it is refused. */
@@ -268,7 +269,8 @@ export class EgressProxy {
     const verdict = await this.#decide(client, check.target, 80, () => this.#destination(req.socket)).catch(
       (err: Error): Verdict => ({ ok: false, status: 502, reason: `sbx: ${err.message}`, rule: RULE.unresolved }),
     );
-    if (!verdict.ok) return { ...verdict, ...check.target };
+    // (Not spread: that would name the rule, which the log names only when it keeps the entry.)
+    if (!verdict.ok) return Object.defineProperties({ ok: false as const, status: verdict.status, reason: verdict.reason, ...check.target }, { rule: { enumerable: true, get: () => verdict.rule } }) as HttpDecision;
     return { ok: true, verdict, name: check.target.name, path: check.path };
   }
 

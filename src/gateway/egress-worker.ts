@@ -74,8 +74,9 @@ export async function runEgressWorker(endpoint: Endpoint, config: WorkerConfig, 
   const flusher = setInterval(flush, EVENTS_EVERY_MS);
   flusher.unref();
   let soon = false;
-  const recorder = (source: NetworkLogSource) => (id: string, entry: Omit<NetworkLogEntry, 'time' | 'source'>) => {
+  const recorder = (source: NetworkLogSource) => (id: string, make: () => Omit<NetworkLogEntry, 'time' | 'source'>) => {
     if (!gate.take(id)) return;
+    const entry = make();
     batch.push({ id, entry: { time: new Date().toISOString(), source, ...entry } });
     // A DNS answer goes at once: the kernel's entries for the connections it leads to name it.
     if (entry.answers?.length && !soon) {

@@ -116,7 +116,12 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   // The network log: its book, and the nflog group the rules log to (the listeners carry it, so
   // every writer of this home's rules writes the same).
   const hostAddresses = new HostAddresses();
-  const netlog = await startNetworkLog({ home, policyOf, isHost: (a) => hostAddresses.has(a), isSandbox: (a) => hostAddresses.onSandboxBridge(a), log });
+  // The log judges by what is in memory: a packet or an entry never makes it read the store.
+  const loggedPolicyOf = (id: string) => {
+    const r = routes.find(id);
+    return r?.id === id ? egress.judgedBy(id, r.network) : undefined;
+  };
+  const netlog = await startNetworkLog({ home, policyOf: loggedPolicyOf, isHost: (a) => hostAddresses.has(a), isSandbox: (a) => hostAddresses.onSandboxBridge(a), log });
   const logged = (l: EgressListeners): EgressListeners => (netlog.group !== undefined ? { ...l, log: netlog.group } : l);
   const workers: EgressSupervisor = new EgressSupervisor({
     entry: join(dirname(cliEntry()), 'egress-worker.cjs'),
@@ -399,6 +404,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     (closing ??= (async () => {
       // No new requests first: nothing may start on a gateway that is going away.
       controlServer.close();
+      netlog.book.endAll(); // followers' connections would keep the control server open
       clearInterval(reaper);
       stopRefill();
       routes.close();

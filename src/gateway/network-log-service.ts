@@ -25,6 +25,7 @@ export function logGroupOf(home: string): number {
 
 export interface NetworkLogOptions {
   home: string;
+  /** A sandbox's policy as judged now, from memory (undefined: not a sandbox of this home). */
   policyOf(id: string): CompiledPolicy | undefined;
   isHost(address: string): boolean;
   isSandbox(address: string): boolean;
@@ -54,10 +55,12 @@ export async function startNetworkLog(o: NetworkLogOptions): Promise<NetworkLogS
   const book = new NetworkLogBook();
   // A second guard behind the kernel's own limit: one sandbox's flood never fills the others' time.
   const gate = new RateGate();
+  // The worker's entries get their own (it parses what sandboxes send: its word is not trusted).
+  const workerGate = new RateGate();
   const fromWorker = (events: unknown) => {
     if (!Array.isArray(events)) return;
     for (const ev of events.slice(0, 10_000) as Array<{ id?: unknown; entry?: unknown }>) {
-      if (typeof ev?.id !== 'string' || !/^[a-z0-9]{1,64}$/.test(ev.id) || !o.policyOf(ev.id)) continue;
+      if (typeof ev?.id !== 'string' || !/^[a-z0-9]{1,64}$/.test(ev.id) || !o.policyOf(ev.id) || !workerGate.take(ev.id)) continue;
       const entry = checkedEntry(ev.entry);
       if (entry) book.add(ev.id, entry);
     }
@@ -74,7 +77,13 @@ export async function startNetworkLog(o: NetworkLogOptions): Promise<NetworkLogS
   if (process.getuid?.() !== 0) return done({ enabled: true, why: 'the gateway does not run as root' });
   const group = logGroupOf(o.home);
   const { openNflog } = await import('../net/nflog.ts');
-  const reader = await openNflog(group, onPacket, (err) => o.log(`network log: the kernel's entries stopped: ${err.message}`));
+  // A gateway that just stopped lets go of the group within about 500 ms (its reader's receive
+  // timeout): a bind refused meanwhile is tried again.
+  let reader = await openNflog(group, onPacket, (err) => o.log(`network log: the kernel's entries stopped: ${err.message}`));
+  for (let i = 0; i < 6 && 'why' in reader && /EPERM/.test(reader.why); i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    reader = await openNflog(group, onPacket, (err) => o.log(`network log: the kernel's entries stopped: ${err.message}`));
+  }
   if ('why' in reader) {
     o.log(`network log: no kernel entries: ${reader.why}`);
     return done({ enabled: true, why: reader.why });

@@ -47,7 +47,12 @@ describe('the agent image', () => {
     assert.equal((await inAgent('/usr/local/bin/node', '/opt/sbx/cli.cjs', '--version')).trim(), version);
     const r = await docker('image', 'inspect', '-f', '{{json .Config.Entrypoint}} {{json .Config.Cmd}}', tag);
     assert.equal(r.stdout.trim(), '["/usr/local/bin/node","/opt/sbx/cli.cjs"] ["agent","run"]');
-    assert.deepEqual((await inAgent('ls', '/opt/sbx')).split('\n').filter(Boolean), [...AGENT_FILES].sort());
+    assert.deepEqual((await inAgent('ls', '/opt/sbx')).split('\n').filter(Boolean), [...AGENT_FILES, 'node_modules'].sort());
+  });
+
+  it('loads koffi and libnftables (nft rules and the network log in its own process)', async () => {
+    const script = "const k = require('module').createRequire('/opt/sbx/cli.cjs')('koffi'); console.log(typeof k.load('libnftables.so.1').func)";
+    assert.equal((await inAgent('/usr/local/bin/node', '-e', script)).trim(), 'function');
   });
 
   for (const [tool, args, shows] of [

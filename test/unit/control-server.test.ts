@@ -10,6 +10,10 @@ import { join } from 'node:path';
 import { createControlServer, parseRequest } from '../../src/gateway/control.ts';
 import { PROTOCOL_VERSION } from '../../src/daemon-client/protocol.ts';
 import type { LocalSbx } from '../../src/api/local-sbx.ts';
+import { DaemonClient, unixTransport } from '../../src/daemon-client/client.ts';
+import { followNetworkLog, readNetworkLog } from '../../src/daemon-client/network-log.ts';
+import { NotFoundError } from '../../src/core/errors.ts';
+import type { LogEnd, NetworkLogEntry } from '../../src/core/network-log.ts';
 
 function ask(path: string, text: string | Buffer): Promise<string> {
   return new Promise((resolve) => {
@@ -76,5 +80,82 @@ describe('control server', () => {
 
   it('parseRequest: control', () => {
     assert.deepEqual(parseRequest(line({ v: 2, op: 'hello', payload: {} })), { v: 2, op: 'hello', payload: {} });
+  });
+});
+
+describe('control server: the network log (netlog)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sbx-ctl-log-'));
+  const path = join(dir, 'c.sock');
+  let server: Server;
+  // A full ring of fat entries: about 3 MB, more than one control line may hold (1 MiB).
+  const entry = (i: number): NetworkLogEntry => ({ time: new Date().toISOString(), source: 'dns', protocol: 'dns', name: `n${i}.${'x'.repeat(200)}.test`, verdict: 'allowed', rule: 'mode allow-all', type: 'A', answers: ['198.18.0.1'] });
+  const ring = Array.from({ length: 10_000 }, (_, i) => entry(i));
+  const followers = new Set<{ onEntry: (e: NetworkLogEntry) => void; onEnd: (why: LogEnd) => void }>();
+  const sbx = {
+    resolve: (ref: string) => {
+      if (ref !== 'box') throw new NotFoundError(`no sandbox named ${ref}`);
+      return { id: 'abc1234567', name: 'box' };
+    },
+  } as unknown as LocalSbx;
+  before(async () => {
+    server = createControlServer(sbx, {
+      reload: async () => {},
+      health: () => ({ ok: true }),
+      hello: () => ({ protocol: PROTOCOL_VERSION, version: 'x', pid: 1 }),
+      listener: () => ({ host: '127.0.0.1', port: 1 }),
+      networkLog: () => ring,
+      followLog: (_id, _filter, onEntry, onEnd) => {
+        const f = { onEntry, onEnd };
+        followers.add(f);
+        return () => followers.delete(f);
+      },
+    });
+    await new Promise<void>((r) => server.listen(path, () => r()));
+  });
+  after(() => {
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const client = () => new DaemonClient(unixTransport(path));
+
+  it('a full ring comes whole, an entry a line, named with its sandbox', async () => {
+    const got = await readNetworkLog(client(), 'box', {});
+    assert.equal(got.length, 10_000);
+    assert.equal(got[9_999]!.name, ring[9_999]!.name);
+    assert.equal(got[0]!.sandbox, 'box');
+  });
+
+  it('no such sandbox: exit 3', async () => {
+    await assert.rejects(readNetworkLog(client(), 'nope', {}), (err: { exitCode?: number }) => err.exitCode === 3);
+  });
+
+  it('following: the backlog, new entries, and the end when the sandbox goes; an abort ends it quietly', async () => {
+    const seen: string[] = [];
+    const stop = new AbortController();
+    const reading = (async () => {
+      for await (const e of followNetworkLog(client(), 'box', {}, stop.signal)) seen.push(e.name!);
+    })();
+    while (followers.size === 0) await new Promise((r) => setTimeout(r, 10));
+    for (const f of followers) f.onEntry(entry(-1));
+    for (const f of followers) f.onEnd('removed');
+    await reading;
+    assert.equal(seen.length, 10_001);
+    assert.equal(seen.at(-1), entry(-1).name);
+    const aborted = (async () => {
+      for await (const _ of followNetworkLog(client(), 'box', {}, stop.signal)) void _;
+    })();
+    stop.abort();
+    await aborted;
+  });
+
+  it('a gateway that stops ends a follower with an error', async () => {
+    await new Promise((r) => setTimeout(r, 100)); // the followers before are gone
+    followers.clear();
+    const reading = (async () => {
+      for await (const _ of followNetworkLog(client(), 'box', {})) void _;
+    })();
+    while (followers.size === 0) await new Promise((r) => setTimeout(r, 10));
+    for (const f of followers) f.onEnd('stopped');
+    await assert.rejects(reading, /the gateway stopped/);
   });
 });

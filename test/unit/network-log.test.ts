@@ -56,6 +56,16 @@ describe('RateGate: a flood in one sandbox costs the others nothing', () => {
 });
 
 describe('NetworkLogBook', () => {
+  it('holds at most its total: the fullest ring loses its oldest first', () => {
+    const book = new NetworkLogBook(1000, 300);
+    for (let i = 1; i <= 250; i++) book.add('big', entry(i));
+    for (let i = 1; i <= 100; i++) book.add('small', entry(i));
+    assert.ok(book.size <= 300, String(book.size));
+    assert.equal(book.list('small').length, 100, 'the quieter sandbox keeps its entries');
+    assert.equal(book.list('big').at(-1)!.port, 250, 'the fullest keeps its newest');
+    book.drop('big');
+    assert.equal(book.size, 100);
+  });
   it('names an address from a DNS answer; forgets a removed sandbox and ends its followers', () => {
     const book = new NetworkLogBook(3);
     const seen: number[] = [];
@@ -96,11 +106,17 @@ describe("checkedEntry: the egress worker's entries are checked, field by field"
       { ...good, address: 'not-an-ip' },
       { ...good, port: 0 },
       { ...good, port: 70000 },
-      { ...good, name: 'x'.repeat(300) },
-      { ...good, name: 'evil\u001b[31m' },
+      { ...good, name: '' },
       { ...good, answers: ['1.2.3.4', 'nope'] },
-      { ...good, type: 'a; rm' },
     ]) assert.equal(checkedEntry(bad), undefined, JSON.stringify(bad));
+  });
+  it('shows what a sandbox made hard to show, rather than drop it', () => {
+    assert.equal(checkedEntry({ ...good, name: 'evil\u001b[31m.test' })!.name, 'evil\\x1b[31m.test', 'escapes, so a terminal sees no escape sequence');
+    assert.equal(checkedEntry({ ...good, name: 'x'.repeat(300) })!.name, `${'x'.repeat(252)}...`);
+    assert.equal(checkedEntry({ ...good, source: 'dns', protocol: 'dns', type: 'UNKNOWN_65' })!.type, 'TYPE65');
+    assert.equal(checkedEntry({ ...good, source: 'dns', protocol: 'dns', type: 'a; rm' })!.type, undefined);
+    const many = Array.from({ length: 100 }, (_, i) => `2001:db8::${i.toString(16)}`);
+    assert.equal(checkedEntry({ ...good, source: 'dns', protocol: 'dns', answers: many })!.answers!.length, 16);
   });
   it("the gateway's time when the worker's is far off", () => {
     const e = checkedEntry({ ...good, time: '1999-01-01T00:00:00.000Z' })!;
@@ -197,6 +213,13 @@ describe('network check: DEST[:PORT] and the decision along the path packets tak
     assert.deepEqual(await checkConnection(p, { name: 'rebind.test', port: 22 }, world({ 'rebind.test': ['10.0.0.1'] })), { path: 'dns', verdict: 'blocked', rule: 'default: protected address', addresses: ['10.0.0.1'] });
     assert.equal((await checkConnection(p, { address: '198.19.255.1', port: 22 }, world({}))).rule, 'default: host address');
     assert.equal((await checkConnection(p, { address: '172.30.0.9', port: 22 }, world({}))).rule, SANDBOX_RULE);
+  });
+  it("DNS to a host address is sbx's forwarder's; IPv6 only with --ipv6", async () => {
+    assert.deepEqual(await checkConnection(compilePolicy({ mode: 'allow-all' }), { address: '198.19.255.1', port: 53, udp: true }, world({})), { path: 'dns', verdict: 'allowed', rule: "default: sbx's DNS forwarder", address: '198.19.255.1' });
+    assert.equal((await checkConnection(compilePolicy({ mode: 'block-all' }), { address: '198.19.255.1', port: 53, udp: true }, world({}))).verdict, 'blocked', 'block-all without names: no DNS at all');
+    const p = compilePolicy({ mode: 'allow-all' });
+    assert.equal((await checkConnection(p, { address: '2001:2::3', port: 22 }, world({}))).rule, 'default: no IPv6 (the sandbox was created without --ipv6)');
+    assert.equal((await checkConnection(p, { address: '2001:2::3', port: 22 }, { ...world({}), ipv6: true })).verdict, 'allowed');
   });
 });
 
