@@ -17,7 +17,7 @@ import type { NetworkPolicy } from '../core/network-policy.ts';
 import type { GatewayStatus } from '../daemon-client/protocol.ts';
 import type { Runtime } from '../runtime/docker.ts';
 import { DaemonClient, MismatchError, unixTransport, type CallOptions, type Transport } from '../daemon-client/client.ts';
-import { PROTOCOL_VERSION, type RemoteMethod } from '../daemon-client/protocol.ts';
+import { GATEWAY_THREADPOOL, PROTOCOL_VERSION, type RemoteMethod } from '../daemon-client/protocol.ts';
 import type { ExecTarget, GatewayRoute, SbxBackend } from './backend.ts';
 import type { CreateSandboxOptions, RemoveResult } from './local-sbx.ts';
 
@@ -160,7 +160,7 @@ export class AgentBackend implements SbxBackend {
               // engine), or the usual places. The agent checks that it reached this very engine.
               engineSockets: process.env.SBX_AGENT_ENGINE_SOCKET ? [process.env.SBX_AGENT_ENGINE_SOCKET] : [...(localEngineSocket() ? [localEngineSocket()!] : []), '/var/run/docker.sock', '/run/docker.sock'],
               socketDir,
-              env: { ...config.env, SBX_HOME: home, SBX_AGENT_CONFIG: config.hash, SBX_AGENT_ENGINE_ID: await runtime.engineId(), ...(socketDir ? { SBX_CONTROL_SOCKET: '/run/sbx-agent/control.sock' } : {}) },
+              env: { ...config.env, UV_THREADPOOL_SIZE: GATEWAY_THREADPOOL, SBX_HOME: home, SBX_AGENT_CONFIG: config.hash, SBX_AGENT_ENGINE_ID: await runtime.engineId(), ...(socketDir ? { SBX_CONTROL_SOCKET: '/run/sbx-agent/control.sock' } : {}) },
               labels: { 'sbx.agent.config': config.hash, 'sbx.agent.home': this.home, 'sbx.agent.client': `${hostname()}:${process.getuid?.() ?? 0}` },
             },
             home,

@@ -128,3 +128,9 @@ export interface GatewayStatus {
   /** Agent mode: the agent container that runs it. */
   agent?: string;
 }
+
+/**
+ * libuv's thread pool in the daemon (UV_THREADPOOL_SIZE): the network log's nflog reader keeps one
+ * of its threads waiting on the kernel, beside libnftables runs and file reads (Node's default is 4).
+ */
+export const GATEWAY_THREADPOOL = '8';

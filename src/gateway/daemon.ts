@@ -9,6 +9,7 @@ export { cliEntry };
 import { gatewayFiles, gatewaySettings, type GatewayState } from './settings.ts';
 import { alive, runningGateway } from './state.ts';
 import { DaemonClient, unixTransport } from '../daemon-client/client.ts';
+import { GATEWAY_THREADPOOL } from '../daemon-client/protocol.ts';
 
 /** `health` on the gateway's control socket: resolves true when it answers ok. */
 export async function probeGateway(s: Pick<GatewayState, 'control'>, timeoutMs = 1000): Promise<boolean> {
@@ -65,7 +66,7 @@ export async function ensureGateway(home: string, timeoutMs?: number): Promise<G
     const child = spawn(process.execPath, [cliEntry(), 'gateway', 'run'], {
       detached: true,
       stdio: ['ignore', out, out],
-      env: { ...process.env, SBX_HOME: home },
+      env: { ...process.env, SBX_HOME: home, UV_THREADPOOL_SIZE: GATEWAY_THREADPOOL },
     });
     closeSync(out);
     child.unref();
