@@ -26,7 +26,10 @@ export interface KernelConnection {
 export function kernelDecision(p: CompiledPolicy, c: KernelConnection): Verdict {
   if (c.sandbox && !c.toHost) return { allowed: false, rule: SANDBOX_RULE };
   const learned = c.name && c.port !== undefined && learnedPorts(p, c.name).some((r) => c.port! >= r.from && c.port! <= r.to);
-  return decideConnection(p, { address: c.address, port: c.port, toHost: c.toHost, ...(learned ? { name: c.name } : {}) });
+  // A packet without ports (ICMP) to the host: the rules let only a bare `host` entry open it, so
+  // it is judged as a port no `host:PORT` entry names.
+  const port = c.port ?? (c.toHost ? 0 : undefined);
+  return decideConnection(p, { address: c.address, port, toHost: c.toHost, ...(learned ? { name: c.name } : {}) });
 }
 
 /**

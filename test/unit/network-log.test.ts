@@ -132,6 +132,8 @@ describe('kernelDecision: what the rules decide, named in the words of the polic
   it('a default-denied host address, and a host entry that opens it', () => {
     assert.deepEqual(kernelDecision(compilePolicy({ mode: 'allow-all' }), { address: '198.19.255.1', port: 22, toHost: true }), { allowed: false, rule: 'default: host address' });
     assert.deepEqual(kernelDecision(compilePolicy({ mode: 'allow-all', allowOut: ['host:22'] }), { address: '198.19.255.1', port: 22, toHost: true }), { allowed: true, rule: 'allowOut host:22' });
+    assert.deepEqual(kernelDecision(compilePolicy({ mode: 'allow-all', allowOut: ['host:22'] }), { address: '198.19.255.1', toHost: true }), { allowed: false, rule: 'default: host address' }, 'ICMP: only a bare host entry opens it');
+    assert.deepEqual(kernelDecision(compilePolicy({ mode: 'allow-all', allowOut: ['host'] }), { address: '198.19.255.1', toHost: true }), { allowed: true, rule: 'allowOut host' });
   });
   it('address, CIDR, port and mode', () => {
     assert.deepEqual(kernelDecision(compilePolicy({ mode: 'allow-all', denyOut: ['198.18.0.0/24'] }), { address: '198.18.0.9', port: 80 }), { allowed: false, rule: 'denyOut 198.18.0.0/24' });
