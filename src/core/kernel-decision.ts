@@ -1,7 +1,7 @@
 // What the kernel's rules decide for one new connection out of a sandbox (nft-rules.ts), in the
 // words of the policy: the same decision as decideConnection, with the two things only the kernel
 // path has. Pure. Used by the network log (a kernel entry's rule) and by `network check`.
-import { addressAllowed, decideConnection, hostAllowed, isProtectedAddress, learnedPorts, type CompiledPolicy, type Verdict } from './network-policy.ts';
+import { addressAllowed, decideConnection, hostAllowed, inRanges, isProtectedAddress, learnedPorts, type CompiledPolicy, type Verdict } from './network-policy.ts';
 
 /** Another sandbox's address: the kernel refuses it before any policy entry. */
 export const SANDBOX_RULE = 'default: sandbox address';
@@ -25,7 +25,7 @@ export interface KernelConnection {
  */
 export function kernelDecision(p: CompiledPolicy, c: KernelConnection): Verdict {
   if (c.sandbox && !c.toHost) return { allowed: false, rule: SANDBOX_RULE };
-  const learned = c.name && c.port !== undefined && learnedPorts(p, c.name).some((r) => c.port! >= r.from && c.port! <= r.to);
+  const learned = c.name && c.port !== undefined && inRanges(learnedPorts(p, c.name), c.port);
   // A packet without ports (ICMP) to the host: the rules let only a bare `host` entry open it, so
   // it is judged as a port no `host:PORT` entry names.
   const port = c.port ?? (c.toHost ? 0 : undefined);

@@ -129,8 +129,4 @@ export class RateGate {
     if (b) b.dropped = 0;
     return n;
   }
-
-  forget(key: string): void {
-    this.#buckets.delete(key);
-  }
 }

@@ -328,7 +328,7 @@ function addressIn(s: Side, address: string): boolean {
   return addr ? spansContain(addr.kind() === 'ipv4' ? s.v4 : s.v6, addressToBigInt(addr)) : false;
 }
 
-function inRanges(ranges: readonly PortRange[], port: number): boolean {
+export function inRanges(ranges: readonly PortRange[], port: number): boolean {
   return ranges.some((r) => port >= r.from && port <= r.to);
 }
 

@@ -41,6 +41,19 @@ export class MismatchError extends RuntimeError {
   }
 }
 
+/** The value of a daemon's answer line, or the error it carries (exit code kept; another protocol: MismatchError). */
+function answerValue<T>(line: string): T {
+  let a: ControlAnswer;
+  try {
+    a = JSON.parse(line) as ControlAnswer;
+  } catch {
+    throw new RuntimeError('the sbx daemon gave an answer that is not JSON');
+  }
+  if (a.error?.mismatch) throw new MismatchError(a.error.mismatch.daemon);
+  if (a.error) throw errorForExitCode(a.error.exitCode, a.error.message, a.error.warnings);
+  return a.value as T;
+}
+
 export class DaemonClient {
   readonly #transport: Transport;
   constructor(transport: Transport) {
@@ -72,15 +85,11 @@ export class DaemonClient {
       onLines(conn, (line) => {
         settle(() => {
           conn.end();
-          let a: ControlAnswer;
           try {
-            a = JSON.parse(line) as ControlAnswer;
-          } catch {
-            return reject(new RuntimeError('the sbx daemon gave an answer that is not JSON'));
+            resolve(answerValue<T>(line));
+          } catch (err) {
+            reject(err);
           }
-          if (a.error?.mismatch) return reject(new MismatchError(a.error.mismatch.daemon));
-          if (a.error) return reject(errorForExitCode(a.error.exitCode, a.error.message, a.error.warnings));
-          resolve(a.value as T);
         });
       });
       conn.on('error', (err) => settle(() => reject(new RuntimeError(`the sbx daemon did not answer: ${err.message}`))));
@@ -123,25 +132,21 @@ export class DaemonClient {
     const value = await new Promise<T>((resolve, reject) => {
       let first = true;
       onLines(conn, (line) => {
-        let parsed: unknown;
+        if (first) {
+          first = false;
+          try {
+            return resolve(answerValue<T>(line));
+          } catch (err) {
+            conn.destroy();
+            return reject(err);
+          }
+        }
         try {
-          parsed = JSON.parse(line);
-        } catch {
-          if (first) reject(new RuntimeError('the sbx daemon gave an answer that is not JSON'));
-          return conn.destroy();
-        }
-        if (!first) {
-          queue.push(parsed as L);
+          queue.push(JSON.parse(line) as L);
           wake?.();
-          return;
+        } catch {
+          conn.destroy(); // not JSON: the stream ends here
         }
-        first = false;
-        const a = parsed as ControlAnswer;
-        if (a.error) {
-          conn.destroy();
-          return reject(a.error.mismatch ? new MismatchError(a.error.mismatch.daemon) : errorForExitCode(a.error.exitCode, a.error.message));
-        }
-        resolve(a.value as T);
       });
       conn.once('error', (err) => {
         if (first) reject(new RuntimeError(`the sbx daemon did not answer: ${err.message}`));
@@ -175,16 +180,11 @@ export class DaemonClient {
     return new Promise((resolve, reject) => {
       const stop = onLines(conn, (line) => {
         stop();
-        let a: ControlAnswer;
         try {
-          a = JSON.parse(line) as ControlAnswer;
-        } catch {
+          answerValue(line);
+        } catch (err) {
           conn.destroy();
-          return reject(new RuntimeError('the sbx daemon gave an answer that is not JSON'));
-        }
-        if (a.error) {
-          conn.destroy();
-          return reject(a.error.mismatch ? new MismatchError(a.error.mismatch.daemon) : errorForExitCode(a.error.exitCode, a.error.message));
+          return reject(err);
         }
         resolve(conn);
       });

@@ -47,8 +47,7 @@ export interface DnsForwarderOptions {
   /** Whether an address is in a sandbox's subnet (its records are removed from answers). */
   isSandbox?(address: string): Promise<boolean>;
   log?: (line: string) => void;
-  /** Each query judged, for the sandbox's network log (its answers: the addresses the sandbox got). */
-  /** A decision for the network log, made into an entry only if the log keeps it (its rate limit). */
+  /** Each query judged, for the sandbox's network log (its answers: the addresses the sandbox got): made into an entry only if the log keeps it (its rate limit). */
   record?: (id: string, entry: () => Omit<NetworkLogEntry, 'time' | 'source'>) => void;
 }
 

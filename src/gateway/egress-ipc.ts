@@ -54,6 +54,10 @@ export interface WorkerConfig {
   log?: boolean;
 }
 
+/** A sandbox id as the worker may name one (its words are checked, never trusted). */
+export const isId = (v: unknown): v is string => typeof v === 'string' && /^[a-z0-9]{1,64}$/.test(v);
+export const isPort = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 1 && (v as number) <= 65535;
+
 export type Message =
   | { kind: 'ask'; seq: number; op: string; args: unknown }
   | { kind: 'answer'; seq: number; value?: unknown; error?: string }

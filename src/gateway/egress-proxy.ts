@@ -50,8 +50,7 @@ export interface EgressProxyOptions {
   destination?(client: string, clientPort: number, localPort: number): Promise<{ address: string } | undefined>;
   /** Tests only: where a judged upstream address and port are really dialled. */
   dial?: (address: string, port: number) => { host: string; port: number };
-  /** Each decision (an HTTP request, a TLS connection), for the sandbox's network log. */
-  /** A decision for the network log, made into an entry only if the log keeps it (its rate limit). */
+  /** Each decision (an HTTP request, a TLS connection) for the sandbox's network log: made into an entry only if the log keeps it (its rate limit). */
   record?: (id: string, entry: () => Omit<NetworkLogEntry, 'time' | 'source'>) => void;
 }
 
@@ -103,7 +102,8 @@ function refuseRaw(socket: Socket, status: 403 | 502, reason: string): void {
   socket.setTimeout(LINGER_MS, () => socket.destroy());
 }
 
-type HttpDecision = { ok: true; verdict: Extract<Verdict, { ok: true }>; name?: string; path: string } | { ok: false; status: 403 | 502; reason: string; rule: string; name?: string; address?: string };
+/** The verdict whole on both sides: its rule stays unnamed until the network log keeps the entry. */
+type HttpDecision = { ok: true; verdict: Extract<Verdict, { ok: true }>; name?: string; path: string } | { ok: false; verdict: Extract<Verdict, { ok: false }>; target: HostTarget };
 
 const hasBody = (req: IncomingMessage) => req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
 
@@ -265,12 +265,11 @@ export class EgressProxy {
   /** The decision for one HTTP request (Host and target checked first), or why it is refused. */
   async #decideHttp(client: Client, req: IncomingMessage): Promise<HttpDecision> {
     const check = checkRequest(req.url ?? '', req.rawHeaders);
-    if (!check.ok) return { ok: false, status: 403, reason: check.reason, rule: RULE.badRequest };
+    if (!check.ok) return { ok: false, verdict: { ok: false, status: 403, reason: check.reason, rule: RULE.badRequest }, target: {} };
     const verdict = await this.#decide(client, check.target, 80, () => this.#destination(req.socket)).catch(
       (err: Error): Verdict => ({ ok: false, status: 502, reason: `sbx: ${err.message}`, rule: RULE.unresolved }),
     );
-    // (Not spread: that would name the rule, which the log names only when it keeps the entry.)
-    if (!verdict.ok) return Object.defineProperties({ ok: false as const, status: verdict.status, reason: verdict.reason, ...check.target }, { rule: { enumerable: true, get: () => verdict.rule } }) as HttpDecision;
+    if (!verdict.ok) return { ok: false, verdict, target: check.target };
     return { ok: true, verdict, name: check.target.name, path: check.path };
   }
 
@@ -295,11 +294,12 @@ export class EgressProxy {
       return false;
     }
     const d = await this.#decideHttp(client, req);
-    this.#record(client, 80, d.ok ? { name: d.name } : d, d.ok ? d.verdict : d);
+    this.#record(client, 80, d.ok ? { name: d.name } : d.target, d.verdict);
     if (!d.ok) {
-      this.#refused(client, `http ${req.headers.host ?? '(no host)'}`, d.reason);
-      const { head, body } = refusalResponse(d.status, d.reason);
-      res.writeHead(d.status, head);
+      const { status, reason } = d.verdict;
+      this.#refused(client, `http ${req.headers.host ?? '(no host)'}`, reason);
+      const { head, body } = refusalResponse(status, reason);
+      res.writeHead(status, head);
       res.end(body);
       return false;
     }
@@ -355,12 +355,12 @@ export class EgressProxy {
     const client = await this.#client(socket).catch(() => undefined);
     if (!client) return reset(socket);
     const d: HttpDecision = hasBody(req)
-      ? { ok: false, status: 403, reason: 'sbx: an Upgrade request with a body is not served', rule: RULE.badRequest }
+      ? { ok: false, verdict: { ok: false, status: 403, reason: 'sbx: an Upgrade request with a body is not served', rule: RULE.badRequest }, target: {} }
       : await this.#decideHttp(client, req);
-    this.#record(client, 80, d.ok ? { name: d.name } : d, d.ok ? d.verdict : d);
+    this.#record(client, 80, d.ok ? { name: d.name } : d.target, d.verdict);
     if (!d.ok) {
-      this.#refused(client, `http upgrade ${req.headers.host ?? '(no host)'}`, d.reason);
-      return refuseRaw(socket, d.status, d.reason);
+      this.#refused(client, `http upgrade ${req.headers.host ?? '(no host)'}`, d.verdict.reason);
+      return refuseRaw(socket, d.verdict.status, d.verdict.reason);
     }
     const headers = [...withoutHopByHop(req.rawHeaders), 'Connection', 'Upgrade', 'Upgrade', String(req.headers.upgrade ?? '')];
     const to = this.#dial(d.verdict.address, 80);

@@ -12,7 +12,7 @@ import type { CompiledPolicy, NetworkPolicy } from '../core/network-policy.ts';
 import { originalDestination } from '../net/conntrack.ts';
 import type { EgressListeners } from '../net/nft-rules.ts';
 import type { NetworkSummary } from '../runtime/docker.ts';
-import { Peer, type GatewayAsks, type LearnedAnswer, type Message, type WorkerAsks, type WorkerConfig } from './egress-ipc.ts';
+import { isId, isPort, Peer, type GatewayAsks, type LearnedAnswer, type Message, type WorkerAsks, type WorkerConfig } from './egress-ipc.ts';
 import { NO_GROUP, type ParserUser } from './egress-user.ts';
 import type { DnsUpstream } from './settings.ts';
 
@@ -57,8 +57,6 @@ function bad(what: string): never {
   throw new Error(`refused: ${what}`);
 }
 
-const isId = (v: unknown): v is string => typeof v === 'string' && /^[a-z0-9]{1,64}$/.test(v);
-const isPort = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 1 && (v as number) <= 65535;
 /** An address as it may go into an nft script: plain IPv4 or IPv6 text, nothing else (no zone). */
 const isAddress = (v: unknown, family?: number): v is string =>
   typeof v === 'string' && v.length <= 45 && /^[0-9a-fA-F:.]+$/.test(v) && isIP(v) !== 0 && (family === undefined || isIP(v) === family);

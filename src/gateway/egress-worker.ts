@@ -87,6 +87,7 @@ export async function runEgressWorker(endpoint: Endpoint, config: WorkerConfig, 
       });
     }
   };
+  const recording = (source: NetworkLogSource) => (config.log !== false ? { record: recorder(source) } : {});
   const hostAddresses = new HostAddresses();
   const isHost = (a: string) => hostAddresses.has(a);
   const isSandbox = async (a: string) => hostAddresses.onSandboxBridge(a) || (await known.owner(a)) !== undefined;
@@ -99,7 +100,7 @@ export async function runEgressWorker(endpoint: Endpoint, config: WorkerConfig, 
     isHost,
     isSandbox,
     log,
-    ...(config.log !== false ? { record: recorder('dns') } : {}),
+    ...recording('dns'),
   });
   proxy = new EgressProxy({
     sandboxOf,
@@ -108,7 +109,7 @@ export async function runEgressWorker(endpoint: Endpoint, config: WorkerConfig, 
     isHost,
     isSandbox,
     log,
-    ...(config.log !== false ? { record: recorder('proxy') } : {}),
+    ...recording('proxy'),
     destination: async (client, clientPort, localPort) => (await peer.ask('conntrack', { client, clientPort, localPort }, 10_000)) ?? undefined,
   });
   // As root (before the drop), on ports below 1024: see low-ports.ts.

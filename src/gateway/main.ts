@@ -25,6 +25,7 @@ import { TABLE, type EgressListeners } from '../net/nft-rules.ts';
 import { keepNftReady } from '../net/nft.ts';
 import { watchTables } from '../net/table-watch.ts';
 import type { NetworkPolicy } from '../core/network-policy.ts';
+import type { SandboxRecord } from '../core/sandbox.ts';
 import { dnsUpstream } from './settings.ts';
 import { PROTOCOL_VERSION } from '../daemon-client/protocol.ts';
 import { VERSION } from '../core/version.ts';
@@ -101,10 +102,8 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   // The one writer that lasts: it remembers the shape of each sandbox's rules, and fills them.
   egress.fillWhenUnchanged();
   /** A sandbox's policy as judged now, by its id only (the worker names sandboxes by id). */
-  const policyOf = (id: string) => {
-    const r = routes.findOrRead(id);
-    return r?.id === id ? egress.judgedBy(id, r.network) : undefined;
-  };
+  const judgedFrom = (id: string, r: SandboxRecord | undefined) => (r?.id === id ? egress.judgedBy(id, r.network) : undefined);
+  const policyOf = (id: string) => judgedFrom(id, routes.findOrRead(id));
   const judged = () => new Map<string, NetworkPolicy>(routes.all().map((r) => [r.id, egress.judgedBy(r.id, r.network).policy]));
   const upstream = dnsUpstream();
   const user = parserUser();
@@ -117,11 +116,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   // every writer of this home's rules writes the same).
   const hostAddresses = new HostAddresses();
   // The log judges by what is in memory: a packet or an entry never makes it read the store.
-  const loggedPolicyOf = (id: string) => {
-    const r = routes.find(id);
-    return r?.id === id ? egress.judgedBy(id, r.network) : undefined;
-  };
-  const netlog = await startNetworkLog({ home, policyOf: loggedPolicyOf, isHost: (a) => hostAddresses.has(a), isSandbox: (a) => hostAddresses.onSandboxBridge(a), log });
+  const netlog = await startNetworkLog({ home, policyOf: (id) => judgedFrom(id, routes.find(id)), isSandbox: (a) => hostAddresses.onSandboxBridge(a), log });
   const logged = (l: EgressListeners): EgressListeners => (netlog.group !== undefined ? { ...l, log: netlog.group } : l);
   const workers: EgressSupervisor = new EgressSupervisor({
     entry: join(dirname(cliEntry()), 'egress-worker.cjs'),

@@ -3,6 +3,7 @@
 // `sbx network log` and followed live. Rings live in memory only: they go with the sandbox, and a
 // gateway that restarts starts them empty.
 import { isIP } from 'node:net';
+import { isPort } from './egress-ipc.ts';
 import { LogRing, matches, type LogEnd, type LogFilter, type NetworkLogEntry } from '../core/network-log.ts';
 
 interface Follower {
@@ -142,7 +143,7 @@ export function checkedEntry(raw: unknown): NetworkLogEntry | undefined {
   if (r.verdict !== 'allowed' && r.verdict !== 'blocked') return undefined;
   if (!printable(r.rule, 300)) return undefined;
   if (r.address !== undefined && (typeof r.address !== 'string' || r.address.length > 45 || isIP(r.address) === 0)) return undefined;
-  if (r.port !== undefined && !(Number.isSafeInteger(r.port) && (r.port as number) >= 1 && (r.port as number) <= 65535)) return undefined;
+  if (r.port !== undefined && !isPort(r.port)) return undefined;
   if (r.name !== undefined && (typeof r.name !== 'string' || r.name.length === 0 || r.name.length > 4096)) return undefined;
   if (r.answers !== undefined && !(Array.isArray(r.answers) && r.answers.length <= 1024 && r.answers.every((a) => typeof a === 'string' && a.length <= 45 && isIP(a) !== 0))) return undefined;
   const type = shownType(r.type);

@@ -8,6 +8,7 @@ import type { CompiledPolicy } from '../core/network-policy.ts';
 import { RateGate, type NetworkLogEntry } from '../core/network-log.ts';
 import { kernelDecision } from '../core/kernel-decision.ts';
 import { NetworkLogBook, checkedEntry } from './network-log-book.ts';
+import { isId } from './egress-ipc.ts';
 import type { NflogPacket } from '../net/nflog.ts';
 import { fnv1a } from '../net/nft-rules.ts';
 
@@ -27,7 +28,6 @@ export interface NetworkLogOptions {
   home: string;
   /** A sandbox's policy as judged now, from memory (undefined: not a sandbox of this home). */
   policyOf(id: string): CompiledPolicy | undefined;
-  isHost(address: string): boolean;
   isSandbox(address: string): boolean;
   log(line: string): void;
 }
@@ -60,7 +60,7 @@ export async function startNetworkLog(o: NetworkLogOptions): Promise<NetworkLogS
   const fromWorker = (events: unknown) => {
     if (!Array.isArray(events)) return;
     for (const ev of events.slice(0, 10_000) as Array<{ id?: unknown; entry?: unknown }>) {
-      if (typeof ev?.id !== 'string' || !/^[a-z0-9]{1,64}$/.test(ev.id) || !o.policyOf(ev.id) || !workerGate.take(ev.id)) continue;
+      if (!isId(ev?.id) || !o.policyOf(ev.id) || !workerGate.take(ev.id)) continue;
       const entry = checkedEntry(ev.entry);
       if (entry) book.add(ev.id, entry);
     }
