@@ -28,9 +28,9 @@ function procHex(address: string): string {
  * the other engine's; both hold the same subnet only when both engines picked the same one. The
  * subnet is read from the kernel's routes (/proc/net/route, a connected route per address): the
  * interface list Node gives (getifaddrs) leaves out a bridge without carrier, as a sandbox's is
- * until its container starts.
+ * until its container starts. `routes`: that file's text, when the caller read it once for many.
  */
-export function bridgeHere(bridge: string, subnet: string): boolean {
+export function bridgeHere(bridge: string, subnet: string, routes?: string): boolean {
   if (!interfaceHere(bridge)) return false; // the cheap answer for the common refusal
   const [address, bits] = subnet.split('/');
   const mask = Number(bits);
@@ -38,17 +38,22 @@ export function bridgeHere(bridge: string, subnet: string): boolean {
   const dest = procHex(address);
   const m = mask === 0 ? 0 : (0xffffffff << (32 - mask)) >>> 0;
   const netmask = procHex([24, 16, 8, 0].map((shift) => (m >>> shift) & 0xff).join('.'));
-  let routes: string;
-  try {
-    routes = readFileSync('/proc/net/route', 'utf8');
-  } catch {
-    return false; // a check that cannot be made refuses
-  }
+  routes ??= kernelRoutes();
+  if (routes === undefined) return false; // a check that cannot be made refuses
   for (const line of routes.split('\n')) {
     const f = line.split('\t');
     if (f[0] === bridge && f[1] === dest && f[7] === netmask) return true;
   }
   return false;
+}
+
+/** /proc/net/route, or undefined when it cannot be read. */
+function kernelRoutes(): string | undefined {
+  try {
+    return readFileSync('/proc/net/route', 'utf8');
+  } catch {
+    return undefined;
+  }
 }
 
 /** The refusal: `what` (e.g. "sandbox web") was not started. */
@@ -88,8 +93,12 @@ export function assertNoStrayBridge(id: string, name: string): void {
  */
 export async function assertEngineHere(runtime: Runtime, home: string, what: string): Promise<void> {
   const [docker0, networks] = await Promise.all([runtime.defaultBridge(), runtime.listSandboxNetworks(home)]);
-  if (docker0 && !bridgeHere(docker0.bridge, docker0.subnet)) throw engineElsewhere(what);
+  // Read once for all of them: a thousand sandboxes have a thousand routes (read per network, the
+  // start took 2 s of CPU for this alone).
+  const routes = kernelRoutes();
+  if (routes === undefined) throw engineElsewhere(what);
+  if (docker0 && !bridgeHere(docker0.bridge, docker0.subnet, routes)) throw engineElsewhere(what);
   for (const [id, network] of networks) {
-    if (!bridgeHere(objectNames(id).bridge, network.subnet)) throw engineElsewhere(what);
+    if (!bridgeHere(objectNames(id).bridge, network.subnet, routes)) throw engineElsewhere(what);
   }
 }

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FastPath } from '../../src/gateway/fastpath.ts';
+import { ADD_QUIET_MS, FastPath } from '../../src/gateway/fastpath.ts';
 import { ContainerView } from '../../src/gateway/container-view.ts';
 import { findNginx } from '../../src/gateway/nginx.ts';
 import { objectNames } from '../../src/core/sandbox.ts';
@@ -75,7 +75,10 @@ test('fast-path sync: with Docker events heard, only containers reported changed
     states.set(objectNames('id3').container, { state: 'running', ip: '10.1.2.9' });
     await fp.sync();
     assert.deepEqual(calls, { inspect: 2, list: 2 }, 'a new sandbox: its container alone');
+    assert.doesNotMatch(conf(), /server 10\.1\.2\.9:3000/, 'an added route waits for the quiet time (the Node gateway serves it)');
+    await new Promise((r) => setTimeout(r, ADD_QUIET_MS + 100));
     assert.match(conf(), /server 10\.1\.2\.9:3000/);
+    assert.deepEqual(calls, { inspect: 2, list: 2 });
     view.forget();
     await fp.sync();
     assert.deepEqual(calls, { inspect: 2, list: 3 }, 'any container may have changed: one list');
@@ -122,4 +125,49 @@ test('container view: a failed list is thrown and nothing is kept; an answer ask
   assert.deepEqual(calls, { inspect: 0, list: 3 }, 'the list that crossed a change was not kept: listed again');
   assert.equal((await view.states([name])).get(name)?.state, 'running', 'kept now');
   assert.deepEqual(calls, { inspect: 0, list: 3 });
+});
+
+test('fast-path sync: added routes wait for the quiet time and go in one reload; a removal is in force at once and takes them along', { skip: !findNginx() && 'no nginx' }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sbx-fastpath-'));
+  const records: { id: string; name: string; ports: { port: number; public: boolean }[] }[] = [{ id: 'id0', name: 'box0', ports: [{ port: 3000, public: true }] }];
+  const runtime = {
+    inspectContainer: async () => undefined,
+    listSandboxContainers: async () => new Map(records.map((r, i) => [objectNames(r.id).container, { state: 'running', ip: `10.1.2.${i + 2}` }])),
+  };
+  const view = new ContainerView(runtime as never, dir);
+  const conf = () => readFileSync(join(dir, 'run', 'nginx.conf'), 'utf8');
+  const version = () => Number(/version (\d+)/.exec(conf())![1]);
+  const fp = await FastPath.start({ nginxBin: findNginx()!, runDir: join(dir, 'run'), home: dir, host: '127.0.0.1', port: 0, domain: 'sbx.localhost', nodeSocket: join(dir, 'node.sock'), upstreamTimeoutMs: 1000, routes: { all: () => records } as never, containers: view });
+  try {
+    const v0 = version();
+    // Three sandboxes come, one after another (a burst of creates): one reload for all of them.
+    for (const i of [1, 2, 3]) {
+      records.push({ id: `id${i}`, name: `box${i}`, ports: [{ port: 3000, public: true }] });
+      await fp.sync();
+    }
+    assert.equal(version(), v0, 'nothing reloaded yet');
+    assert.equal(fp.routesDirectly('id1', 3000), false);
+    await new Promise((r) => setTimeout(r, ADD_QUIET_MS + 150));
+    assert.equal(version(), v0 + 1, 'one reload for the three');
+    for (const i of [1, 2, 3]) assert.match(conf(), new RegExp(`server 10\\.1\\.2\\.${i + 2}:3000`));
+    assert.equal(fp.routesDirectly('id3', 3000), true);
+    // Added then taken back within the quiet time: nothing to reload.
+    records.push({ id: 'id4', name: 'box4', ports: [{ port: 3000, public: true }] });
+    await fp.sync();
+    records.pop();
+    await fp.sync();
+    await new Promise((r) => setTimeout(r, ADD_QUIET_MS + 150));
+    assert.equal(version(), v0 + 1, 'an add taken back costs no reload');
+    // An add waiting when a removal comes: the removal is in force when sync resolves, the add with it.
+    records.push({ id: 'id5', name: 'box5', ports: [{ port: 3000, public: true }] });
+    await fp.sync();
+    records.splice(0, 1); // id0 goes
+    await fp.sync();
+    assert.equal(version(), v0 + 2);
+    assert.doesNotMatch(conf(), /sbx_id0_3000/, 'the removed route is gone');
+    assert.match(conf(), /sbx_id5_3000/, 'the waiting add went with it');
+  } finally {
+    await fp.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
