@@ -29,7 +29,7 @@ import {
 } from '../../src/core/network-policy.ts';
 import { mergedIntervals, mergedPorts } from '../../src/net/ranges.ts';
 import { learnScript, learnScript as learnRules, policyMark, policyScripts, removeScript, removeScript as removeRules, rulesScript as compileRules, servesDns, sharedScript, TABLE, type LearnedAddress, type SandboxLink } from '../../src/net/nft-rules.ts';
-import { dropIdleSharedTable } from '../helpers.ts';
+import { dropIdleSharedTable, ruleIds } from '../helpers.ts';
 import { parseClientHello } from '../../src/gateway/sni.ts';
 import { originalDestination } from '../../src/net/conntrack.ts';
 import { dnsUpstream } from '../../src/gateway/settings.ts';
@@ -979,7 +979,7 @@ describe('nft rules in the kernel', { skip: !nftUsable() && 'needs root and a wo
   };
   const sbxUtestTables = () => nft(['list', 'tables']).split('\n').filter((l) => l.includes(T));
 
-  after(async () => {
+  const cleanUp = () => {
     // Its own table, and the stand-in for an older sbx's table (left when that test fails).
     for (const table of [T, `sbx_${id}`]) {
       try {
@@ -989,6 +989,24 @@ describe('nft rules in the kernel', { skip: !nftUsable() && 'needs root and a wo
     try {
       nft(['-f', '-'], removeRules(id)); // the legacy test's objects in sbx's own table, if it failed midway
     } catch {}
+  };
+  // Killed midway (a runner's timeout): its table refuses every packet of an `sbx-*` interface it
+  // has no entry for, so left behind it would cut real sandboxes on this machine off from the host.
+  const onSignal = () => {
+    cleanUp();
+    try {
+      // sbx's shared table, when no sandbox has rules in it (what dropIdleSharedTable does, at once).
+      if (ruleIds(nft(['list', 'table', 'inet', TABLE])).length === 0) nft(['delete', 'table', 'inet', TABLE]);
+    } catch {}
+    process.exit(143);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+
+  after(async () => {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+    cleanUp();
     await dropIdleSharedTable();
     assert.deepEqual(sbxUtestTables(), [], 'no test table is left');
   });
