@@ -520,13 +520,16 @@ export class LocalSbx {
    * After a change that affects routing: the running gateway has it in force when this resolves.
    * `changed`: sandboxes whose containers this started, stopped or made (Docker is asked again).
    */
-  async #routesChanged(changed: string[] = [], options: { policiesOnly?: boolean } = {}): Promise<void> {
+  async #routesChanged(changed: string[] = [], options: { policiesOnly?: boolean; portsOnly?: boolean } = {}): Promise<void> {
     const running = runningGateway(this.home);
     if (!running) return;
     const { reloadGateway } = await import('../gateway/daemon.ts');
     // Only policies changed, in the gateway itself: its egress worker has them already (apply).
-    // From another process, the gateway re-reads the store first.
-    await reloadGateway(running, changed, { policiesOnly: options.policiesOnly && running.pid === process.pid });
+    // Only ports changed, in the gateway itself: no sandbox, address or policy did, so only the
+    // routes are read again (with a thousand sandboxes, the egress worker's re-judging of every
+    // policy is work for nothing). From another process, the gateway re-reads everything.
+    const here = running.pid === process.pid;
+    await reloadGateway(running, changed, { policiesOnly: options.policiesOnly && here, portsOnly: options.portsOnly && here });
   }
 
   /** Whether this SBX_HOME's gateway runs, and where (no network call). */
@@ -579,7 +582,7 @@ export class LocalSbx {
       r.token ??= newToken();
       return r;
     });
-    await this.#routesChanged();
+    await this.#routesChanged([], { portsOnly: true });
     return portInfos(record.name, wanted.map((port) => ({ port, public: isPublic })), this.gatewayAddress());
   }
 
@@ -601,7 +604,7 @@ export class LocalSbx {
       r.ports = before.filter((p) => !gone.includes(p.port));
       return before.filter((p) => gone.includes(p.port)).map((p) => p.port);
     });
-    await this.#routesChanged();
+    await this.#routesChanged([], { portsOnly: true });
     return removed;
   }
 

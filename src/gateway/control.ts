@@ -22,9 +22,9 @@ export interface GatewayOps {
    * `changed`: the sandboxes whose containers the change started, stopped or made (none: only the
    * store changed); when not given, any container may have. `policiesOnly`: only policies changed
    * (their rules are in force, the egress worker has them): open connections are judged again,
-   * nothing is re-routed.
+   * nothing is re-routed. `portsOnly`: only exposed ports changed: routes are re-read, nothing else.
    */
-  reload(changed?: string[], policiesOnly?: boolean): Promise<void>;
+  reload(changed?: string[], policiesOnly?: boolean, portsOnly?: boolean): Promise<void>;
   /** Liveness and a few facts (pid, engine...): how ensureGateway knows the gateway is up. */
   health(): object;
   hello(): DaemonHello;
@@ -35,7 +35,7 @@ export interface GatewayOps {
   followLog(id: string, filter: LogFilter, onEntry: (e: NetworkLogEntry) => void, onEnd: (why: LogEnd) => void): () => void;
 }
 
-type Payload = { since?: unknown; blocked?: unknown; follow?: unknown; changed?: unknown; policiesOnly?: unknown; options?: CreateSandboxOptions; ref?: string; force?: boolean; ports?: number[]; public?: boolean; policy?: NetworkPolicyInput; method?: string; args?: unknown[] };
+type Payload = { since?: unknown; blocked?: unknown; follow?: unknown; changed?: unknown; policiesOnly?: unknown; portsOnly?: unknown; options?: CreateSandboxOptions; ref?: string; force?: boolean; ports?: number[]; public?: boolean; policy?: NetworkPolicyInput; method?: string; args?: unknown[] };
 
 /** A library call made by a client (agent mode); `signal` is the client's abort. */
 /** A request line as JSON of the expected shape, or an error naming what is wrong. */
@@ -178,7 +178,7 @@ export function createControlServer(sbx: LocalSbx, gateway: GatewayOps, log: (li
         : req.op === 'expose' ? sbx.exposePorts(p.ref ?? '', p.ports ?? [], { public: p.public })
         : req.op === 'unexpose' ? sbx.unexposePorts(p.ref ?? '', p.ports ?? [])
         : req.op === 'network' ? sbx.updateNetwork(p.ref ?? '', p.policy ?? {})
-        : req.op === 'reload' ? gateway.reload(Array.isArray(p.changed) ? p.changed.filter((id): id is string => typeof id === 'string') : undefined, p.policiesOnly === true)
+        : req.op === 'reload' ? gateway.reload(Array.isArray(p.changed) ? p.changed.filter((id): id is string => typeof id === 'string') : undefined, p.policiesOnly === true, p.portsOnly === true)
         : req.op === 'health' ? Promise.resolve(gateway.health())
         : req.op === 'hello' ? Promise.resolve(gateway.hello())
         : Promise.reject(new UsageError(`unknown control operation ${JSON.stringify(req.op).slice(0, 40)}`));

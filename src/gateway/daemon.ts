@@ -27,9 +27,9 @@ export async function probeGateway(s: Pick<GatewayState, 'control'>, timeoutMs =
  * has, or when none runs (the next one reads the store). A gateway that could not apply the
  * change stops and says so: that error is the caller's, whose change is saved but was not in force.
  */
-export async function reloadGateway(s: GatewayState | undefined, changed?: string[], options: { policiesOnly?: boolean } = {}): Promise<void> {
+export async function reloadGateway(s: GatewayState | undefined, changed?: string[], options: { policiesOnly?: boolean; portsOnly?: boolean } = {}): Promise<void> {
   if (!s?.control) return;
-  await new DaemonClient(unixTransport(s.control)).request('reload', { ...(changed ? { changed } : {}), ...(options.policiesOnly ? { policiesOnly: true } : {}) }, { timeoutMs: 30_000 }).catch((err: { unreachable?: boolean }) => {
+  await new DaemonClient(unixTransport(s.control)).request('reload', { ...(changed ? { changed } : {}), ...(options.policiesOnly ? { policiesOnly: true } : {}), ...(options.portsOnly ? { portsOnly: true } : {}) }, { timeoutMs: 30_000 }).catch((err: { unreachable?: boolean }) => {
     if (!err.unreachable) throw err;
   });
 }

@@ -177,11 +177,17 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     listener: () => ({ host: settings.host, port: state?.port ?? settings.port }),
     networkLog: (id, filter) => netlog.book.list(id, filter),
     followLog: (id, filter, onEntry, onEnd) => netlog.book.follow(id, filter, onEntry, onEnd),
-    reload: async (changed, policiesOnly) => {
+    reload: async (changed, policiesOnly, portsOnly) => {
       try {
         // A policy update: its rules and the worker's copy are in force already (Egress.apply);
         // open connections are judged again. The store is re-read by the file watch meanwhile.
         if (policiesOnly) return await workers.update({ recheck: true });
+        // Ports exposed or removed: the routes are read again and nginx follows (a removed one is
+        // out of force when this resolves). No container, address or policy changed.
+        if (portsOnly) {
+          await routes.refresh();
+          return await syncRoutes();
+        }
         if (changed) for (const id of changed) containers.changed(id);
         else containers.forget();
         targets.invalidateAll();
