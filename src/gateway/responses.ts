@@ -1,6 +1,7 @@
 // The gateway's own answers (404, 403, 502, 504...): short, and in the form the client asked for:
 // JSON for APIs, HTML for browsers, plain text otherwise.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerResponse } from 'node:http2';
 import type { Duplex } from 'node:stream';
 
 export interface GatewayError {
@@ -26,9 +27,26 @@ function render(accept: string, e: GatewayError): { type: string; body: string }
   return { type: 'text/plain; charset=utf-8', body: `${e.status} ${REASONS[e.status] ?? ''}: ${e.message}\n` };
 }
 
+/**
+ * gRPC clients read a status, not an HTTP page: the gateway's answers to a gRPC call (HTTP/2,
+ * application/grpc) are trailers-only responses. 403 is UNAUTHENTICATED (no or a wrong token).
+ */
+const GRPC_STATUS: Record<number, number> = { 400: 3, 403: 16, 404: 5, 502: 14, 503: 14, 504: 4 };
+const GRPC_INTERNAL = 13;
+
+function isGrpc(req: IncomingMessage): boolean {
+  return req.httpVersionMajor === 2 && /^application\/grpc/.test(String(req.headers['content-type'] ?? ''));
+}
+
 export function sendError(req: IncomingMessage, res: ServerResponse, e: GatewayError): void {
   if (res.headersSent) {
     res.destroy();
+    return;
+  }
+  if (isGrpc(req)) {
+    // On the stream itself: the compatibility layer would add a frame of (empty) trailers after it.
+    const { stream } = res as unknown as Http2ServerResponse;
+    stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(GRPC_STATUS[e.status] ?? GRPC_INTERNAL), 'grpc-message': encodeURIComponent(e.message), 'x-sbx-error': e.code }, { endStream: true });
     return;
   }
   const { type, body } = render(String(req.headers.accept ?? ''), e);

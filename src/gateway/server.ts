@@ -3,6 +3,7 @@
 // bodies pass unchanged; X-Forwarded-* added), carries upgrades (WebSocket) and raw TCP tunnels
 // (`sbx port forward`), checks the token of private ports before anything else happens.
 import { Agent, createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { constants as h2constants, createServer as createHttp2Server, type ClientHttp2Session, type Http2ServerRequest, type Http2ServerResponse, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { maskHost, routeHost, routePath } from '../core/ports.ts';
@@ -15,6 +16,8 @@ import type { RouteTable } from './routes.ts';
 import { GatewayFailure, type Targets } from './targets.ts';
 import { splice } from '../core/splice.ts';
 import { HOP_BY_HOP, relayResponse, spliceUpgrade } from './http-relay.ts';
+import { acceptHttp2PriorKnowledge } from './h2c-sniff.ts';
+import { H2Upstreams } from './h2-upstream.ts';
 const TUNNEL_PATH = /^\/_sbx\/tunnel\/([a-z0-9][a-z0-9-]{0,62})\/(\d{1,5})$/;
 
 export interface ProxyOptions {
@@ -36,10 +39,28 @@ function isInternal(req: IncomingMessage): boolean {
   return req.socket.remoteAddress === undefined;
 }
 
-/** The Host the client asked for (behind nginx: X-Forwarded-Host). */
+/** The Host the client asked for (behind nginx: X-Forwarded-Host; in HTTP/2: :authority). */
 function clientHost(req: IncomingMessage): string | undefined {
   const forwarded = req.headers['x-forwarded-host'];
-  return isInternal(req) && typeof forwarded === 'string' && forwarded ? forwarded : req.headers.host;
+  if (isInternal(req) && typeof forwarded === 'string' && forwarded) return forwarded;
+  return req.headers.host ?? (req.headers[':authority'] as string | undefined);
+}
+
+/** A request that came as HTTP/2 (h2c on the gateway's own listener). */
+function isHttp2(req: IncomingMessage): boolean {
+  return req.httpVersionMajor === 2;
+}
+
+/** Headers HTTP/2 forbids (RFC 9113 8.2.2), and pseudo-headers: not copied from one hop to the next. */
+function h2Headers(headers: IncomingHttpHeaders): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  const connectionTokens = new Set(String(headers.connection ?? '').toLowerCase().split(',').map((t) => t.trim()));
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || name.startsWith(':') || connectionTokens.has(name)) continue;
+    if (HOP_BY_HOP.has(name) && !(name === 'te' && value === 'trailers')) continue;
+    out[name] = value;
+  }
+  return out;
 }
 
 interface Resolved {
@@ -133,7 +154,7 @@ export function createGatewayServer(opts: ProxyOptions): Server {
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i]!;
       const lower = name.toLowerCase();
-      if (lower === 'host' || lower === 'x-forwarded-host' || lower === 'x-sbx-gateway-error') continue;
+      if (lower.startsWith(':') || lower === 'host' || lower === 'x-forwarded-host' || lower === 'x-sbx-gateway-error') continue;
       if (lower === 'x-forwarded-for') {
         forwardedFor = raw[i + 1];
         continue;
@@ -188,6 +209,15 @@ export function createGatewayServer(opts: ProxyOptions): Server {
     } catch (err) {
       return fail(req, res, err, r);
     }
+    if (isHttp2(req)) {
+      let session: ClientHttp2Session | undefined;
+      try {
+        session = await h2.session(r.record, r.port);
+      } catch (err) {
+        return fail(req, res, err, r);
+      }
+      if (session) return proxyHttp2(req as unknown as Http2ServerRequest, res as unknown as Http2ServerResponse, r, session);
+    }
     const up = request({
       // A port nginx routes itself came here because nginx's connect failed (the server was not
       // up yet): no connection is kept, or a server that serves one connection at a time would
@@ -208,7 +238,12 @@ export function createGatewayServer(opts: ProxyOptions): Server {
     });
     up.on('response', (ur) => {
       clearTimeout(timer);
-      relayResponse(ur, res);
+      if (isHttp2(req)) {
+        // HTTP/1.1 upstream, HTTP/2 client: its connection headers stay on its hop.
+        res.writeHead(ur.statusCode ?? 502, h2Headers(ur.headers) as Record<string, string>);
+        ur.pipe(res);
+        ur.on('error', () => res.destroy());
+      } else relayResponse(ur, res);
     });
     up.on('error', (err) => {
       clearTimeout(timer);
@@ -216,6 +251,67 @@ export function createGatewayServer(opts: ProxyOptions): Server {
     });
     res.on('close', () => {
       if (!res.writableFinished) up.destroy();
+    });
+    req.pipe(up);
+  }
+
+  /** HTTP/2 on both sides (gRPC: trailers, streams both ways, resets carried across). */
+  function proxyHttp2(req: Http2ServerRequest, res: Http2ServerResponse, r: Resolved, session: ClientHttp2Session): void {
+    const asH1 = req as unknown as IncomingMessage;
+    // The token goes as it does for HTTP/1.1 (stripToken): its header, a bearer that is it, the cookie.
+    const raw: string[] = [];
+    for (const [name, value] of Object.entries(req.headers)) {
+      if (value === undefined || name.startsWith(':') || name === 'host') continue;
+      for (const v of Array.isArray(value) ? value : [value]) raw.push(name, v);
+    }
+    const kept = stripToken(raw, r.token);
+    const plain: IncomingHttpHeaders = {};
+    for (let i = 0; i < kept.length; i += 2) plain[kept[i]!] = kept[i + 1];
+    const headers = h2Headers(plain);
+    const host = clientHost(asH1) ?? '';
+    const client = req.socket.remoteAddress ?? '';
+    const forwardedFor = req.headers['x-forwarded-for'];
+    Object.assign(headers, {
+      ':method': req.method,
+      ':path': r.path,
+      ':scheme': 'http',
+      ':authority': r.record.maskHost ? maskHost(r.record.maskHost, r.port) : host,
+      'x-forwarded-for': forwardedFor ? `${forwardedFor}, ${client}` : client,
+      'x-forwarded-host': host,
+      'x-forwarded-proto': 'http',
+    });
+    delete headers['x-sbx-gateway-error'];
+    let up;
+    try {
+      up = session.request(headers);
+    } catch (err) {
+      return fail(asH1, res as unknown as ServerResponse, err, r);
+    }
+    let timer: NodeJS.Timeout | undefined;
+    up.on('finish', () => {
+      timer = setTimeout(() => {
+        sendError(asH1, res as unknown as ServerResponse, { status: 504, code: 'upstream_timeout', message: `sandbox ${r.record.name} port ${r.port} did not answer within ${Math.round(opts.upstreamTimeoutMs / 1000)}s` });
+        up.close(h2constants.NGHTTP2_CANCEL);
+      }, opts.upstreamTimeoutMs);
+    });
+    up.on('response', (upHeaders) => {
+      clearTimeout(timer);
+      res.writeHead(Number(upHeaders[':status'] ?? 502), h2Headers(upHeaders) as Record<string, string>);
+      up.pipe(res);
+    });
+    up.on('trailers', (trailers) => res.addTrailers(h2Headers(trailers) as Record<string, string>));
+    up.on('error', (err) => {
+      clearTimeout(timer);
+      if (res.headersSent) res.stream.close(h2constants.NGHTTP2_INTERNAL_ERROR);
+      else fail(asH1, res as unknown as ServerResponse, err, r);
+    });
+    // A reset from the sandbox's side reaches the client as a reset (gRPC: its status), and back.
+    up.on('close', () => {
+      clearTimeout(timer);
+      if (up.rstCode && up.rstCode !== h2constants.NGHTTP2_NO_ERROR && !res.stream.closed) res.stream.close(up.rstCode);
+    });
+    res.on('close', () => {
+      if (!up.closed) up.close(res.stream.rstCode || h2constants.NGHTTP2_CANCEL);
     });
     req.pipe(up);
   }
@@ -268,15 +364,23 @@ export function createGatewayServer(opts: ProxyOptions): Server {
     splice(socket, upstream);
   }
 
-  const server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
+  const h2 = new H2Upstreams((record, port) => opts.targets.connect(record, port));
+  opts.targets.onStateChange((id) => h2.forget(id));
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     handle(req, res).catch((err) => sendError(req, res, { status: 500, code: 'gateway_error', message: (err as Error).message }));
-  });
+  };
+  const server = createServer({ keepAliveTimeout: 65_000 }, onRequest);
+  // HTTP/2 with prior knowledge (h2c) on the same listener: gRPC clients and curl --http2-prior-knowledge.
+  const http2 = createHttp2Server({}, onRequest as unknown as (req: Http2ServerRequest, res: Http2ServerResponse) => void);
+  acceptHttp2PriorKnowledge(server, http2);
   server.on('upgrade', (req, socket, head) => {
     upgrade(req, socket, head).catch((err) => sendUpgradeError(req, socket, { status: 500, code: 'gateway_error', message: (err as Error).message }));
   });
   server.on('clientError', (_err, socket) => socket.destroy());
   server.on('close', () => {
     for (const a of agents.values()) a.destroy();
+    h2.close();
+    http2.close();
   });
   return server;
 }
