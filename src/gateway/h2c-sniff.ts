@@ -8,6 +8,9 @@ import type { Socket } from 'node:net';
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
+/** A connection that has not said which protocol it speaks by then is closed (as Node's headersTimeout would). */
+export const SNIFF_TIMEOUT_MS = 60_000;
+
 /** What the first bytes of a connection say: 'h2', 'h1', or 'more' (a prefix of the preface). */
 export function protocolOf(first: Buffer): 'h2' | 'h1' | 'more' {
   const n = Math.min(first.length, PREFACE.length);
@@ -21,10 +24,12 @@ export function acceptHttp2PriorKnowledge(h1: HttpServer, h2: Http2Server): void
   h1.removeAllListeners('connection');
   h1.on('connection', (socket: Socket) => {
     let seen: Buffer = Buffer.alloc(0);
+    const silent = setTimeout(() => socket.destroy(), SNIFF_TIMEOUT_MS);
     const decide = (chunk: Buffer): void => {
       seen = seen.length ? Buffer.concat([seen, chunk]) : chunk;
       const kind = protocolOf(seen);
       if (kind === 'more') return;
+      clearTimeout(silent);
       socket.off('data', decide);
       socket.off('end', early);
       socket.pause();
@@ -34,7 +39,11 @@ export function acceptHttp2PriorKnowledge(h1: HttpServer, h2: Http2Server): void
       process.nextTick(() => socket.resume());
     };
     // A connection closed before it said anything is simply gone.
-    const early = (): void => void socket.destroy();
+    const early = (): void => {
+      clearTimeout(silent);
+      socket.destroy();
+    };
+    socket.once('close', () => clearTimeout(silent));
     socket.on('data', decide);
     socket.once('end', early);
     socket.on('error', () => {});
