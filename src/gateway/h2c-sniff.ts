@@ -18,11 +18,13 @@ export function protocolOf(first: Buffer): 'h2' | 'h1' | 'more' {
   return n === PREFACE.length ? 'h2' : 'more';
 }
 
-/** Makes `h1`'s listener hand connections that start with the preface to `h2`. */
-export function acceptHttp2PriorKnowledge(h1: HttpServer, h2: Http2Server): void {
+/** Makes `h1`'s listener hand connections that start with the preface to `h2`; `destroyAll` ends those not yet handed on. */
+export function acceptHttp2PriorKnowledge(h1: HttpServer, h2: Http2Server): { destroyAll(): void } {
   const http1 = h1.listeners('connection') as Array<(socket: Socket) => void>;
+  const undecided = new Set<Socket>();
   h1.removeAllListeners('connection');
   h1.on('connection', (socket: Socket) => {
+    undecided.add(socket);
     let seen: Buffer = Buffer.alloc(0);
     const silent = setTimeout(() => socket.destroy(), SNIFF_TIMEOUT_MS);
     const decide = (chunk: Buffer): void => {
@@ -30,6 +32,7 @@ export function acceptHttp2PriorKnowledge(h1: HttpServer, h2: Http2Server): void
       const kind = protocolOf(seen);
       if (kind === 'more') return;
       clearTimeout(silent);
+      undecided.delete(socket);
       socket.off('data', decide);
       socket.off('end', early);
       socket.pause();
@@ -43,9 +46,13 @@ export function acceptHttp2PriorKnowledge(h1: HttpServer, h2: Http2Server): void
       clearTimeout(silent);
       socket.destroy();
     };
-    socket.once('close', () => clearTimeout(silent));
+    socket.once('close', () => {
+      clearTimeout(silent);
+      undecided.delete(socket);
+    });
     socket.on('data', decide);
     socket.once('end', early);
     socket.on('error', () => {});
   });
+  return { destroyAll: () => undecided.forEach((s) => s.destroy()) };
 }

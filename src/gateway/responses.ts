@@ -43,10 +43,22 @@ export function sendError(req: IncomingMessage, res: ServerResponse, e: GatewayE
     res.destroy();
     return;
   }
-  if (isGrpc(req)) {
-    // On the stream itself: the compatibility layer would add a frame of (empty) trailers after it.
+  if (req.httpVersionMajor === 2) {
+    // The client may have reset the stream meanwhile: Node throws on a closed one.
     const { stream } = res as unknown as Http2ServerResponse;
-    stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(GRPC_STATUS[e.status] ?? GRPC_INTERNAL), 'grpc-message': encodeURIComponent(e.message), 'x-sbx-error': e.code }, { endStream: true });
+    if (stream.destroyed || stream.closed) return;
+    try {
+      if (isGrpc(req)) {
+        // On the stream itself: the compatibility layer would add a frame of (empty) trailers after it.
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(GRPC_STATUS[e.status] ?? GRPC_INTERNAL), 'grpc-message': encodeURIComponent(e.message), 'x-sbx-error': e.code }, { endStream: true });
+        return;
+      }
+      const { type, body } = render(String(req.headers.accept ?? ''), e);
+      res.writeHead(e.status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'x-sbx-error': e.code, 'cache-control': 'no-store' });
+      res.end(body);
+    } catch {
+      stream.destroy();
+    }
     return;
   }
   const { type, body } = render(String(req.headers.accept ?? ''), e);

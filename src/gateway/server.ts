@@ -36,7 +36,16 @@ export interface ProxyOptions {
  * added X-Forwarded-* and may have rewritten Host, so those are taken as nginx set them.
  */
 function isInternal(req: IncomingMessage): boolean {
-  return req.socket.remoteAddress === undefined;
+  // Never HTTP/2 (nginx speaks HTTP/1.1 to the socket), whose socket reads as undefined once reset.
+  return !isHttp2(req) && req.socket.remoteAddress === undefined;
+}
+
+/** The client's address, read before anything is awaited (a reset stream no longer has one). */
+const clientAddresses = new WeakMap<IncomingMessage, string>();
+function clientAddress(req: IncomingMessage): string {
+  let a = clientAddresses.get(req);
+  if (a === undefined) clientAddresses.set(req, (a = req.socket.remoteAddress ?? ''));
+  return a;
 }
 
 /** The Host the client asked for (behind nginx: X-Forwarded-Host; in HTTP/2: :authority). */
@@ -51,12 +60,15 @@ function isHttp2(req: IncomingMessage): boolean {
   return req.httpVersionMajor === 2;
 }
 
-/** Headers HTTP/2 forbids (RFC 9113 8.2.2), and pseudo-headers: not copied from one hop to the next. */
+/** Names HTTP/2 forbids besides the hop-by-hop ones (RFC 9113 8.2.2; Node throws on them). */
+const NOT_IN_HTTP2 = new Set(['host', 'http2-settings']);
+
+/** Headers HTTP/2 forbids, and pseudo-headers: not copied from one hop to the next. */
 function h2Headers(headers: IncomingHttpHeaders): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
   const connectionTokens = new Set(String(headers.connection ?? '').toLowerCase().split(',').map((t) => t.trim()));
   for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || name.startsWith(':') || connectionTokens.has(name)) continue;
+    if (value === undefined || name.startsWith(':') || NOT_IN_HTTP2.has(name) || connectionTokens.has(name)) continue;
     if (HOP_BY_HOP.has(name) && !(name === 'te' && value === 'trailers')) continue;
     out[name] = value;
   }
@@ -168,7 +180,7 @@ export function createGatewayServer(opts: ProxyOptions): Server {
     }
     const host = clientHost(req) ?? '';
     out.push('Host', r.record.maskHost ? maskHost(r.record.maskHost, r.port) : host);
-    const client = req.socket.remoteAddress ?? '';
+    const client = clientAddress(req);
     // Behind nginx the chain is complete already; on its own, the gateway appends the client.
     out.push('X-Forwarded-For', internal ? (forwardedFor ?? '') : forwardedFor ? `${forwardedFor}, ${client}` : client);
     out.push('X-Forwarded-Host', host);
@@ -184,6 +196,7 @@ export function createGatewayServer(opts: ProxyOptions): Server {
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    clientAddress(req);
     const resolution = resolve(req);
     if ('gateway' in resolution) return gatewayEndpoint(req, res);
     if (!resolution.ok) {
@@ -210,12 +223,14 @@ export function createGatewayServer(opts: ProxyOptions): Server {
       return fail(req, res, err, r);
     }
     if (isHttp2(req)) {
+      if (res.closed) return; // the client reset the stream meanwhile
       let session: ClientHttp2Session | undefined;
       try {
         session = await h2.session(r.record, r.port);
       } catch (err) {
         return fail(req, res, err, r);
       }
+      if (res.closed) return;
       if (session) return proxyHttp2(req as unknown as Http2ServerRequest, res as unknown as Http2ServerResponse, r, session);
     }
     const up = request({
@@ -240,9 +255,9 @@ export function createGatewayServer(opts: ProxyOptions): Server {
       clearTimeout(timer);
       if (isHttp2(req)) {
         // HTTP/1.1 upstream, HTTP/2 client: its connection headers stay on its hop.
-        res.writeHead(ur.statusCode ?? 502, h2Headers(ur.headers) as Record<string, string>);
-        ur.pipe(res);
         ur.on('error', () => res.destroy());
+        if (!writeHttp2Head(res as unknown as Http2ServerResponse, ur.statusCode, h2Headers(ur.headers))) return void ur.destroy();
+        ur.pipe(res);
       } else relayResponse(ur, res);
     });
     up.on('error', (err) => {
@@ -253,6 +268,25 @@ export function createGatewayServer(opts: ProxyOptions): Server {
       if (!res.writableFinished) up.destroy();
     });
     req.pipe(up);
+  }
+
+  /**
+   * The head of an answer from the sandbox to an HTTP/2 client; false when it cannot be sent (a
+   * status HTTP/2 cannot carry gets 502; a header Node refuses, or a stream gone, ends the stream).
+   */
+  function writeHttp2Head(res: Http2ServerResponse, status: number | undefined, headers: OutgoingHttpHeaders): boolean {
+    if (res.stream.destroyed || res.stream.closed) return false;
+    try {
+      if (status === undefined || !(status >= 200 && status <= 599)) {
+        sendError(res.req as unknown as IncomingMessage, res as unknown as ServerResponse, { status: 502, code: 'upstream_error', message: `the sandbox answered with status ${status}` });
+        return false;
+      }
+      res.writeHead(status, headers as Record<string, string>);
+      return true;
+    } catch {
+      res.stream.close(h2constants.NGHTTP2_INTERNAL_ERROR);
+      return false;
+    }
   }
 
   /** HTTP/2 on both sides (gRPC: trailers, streams both ways, resets carried across). */
@@ -269,7 +303,7 @@ export function createGatewayServer(opts: ProxyOptions): Server {
     for (let i = 0; i < kept.length; i += 2) plain[kept[i]!] = kept[i + 1];
     const headers = h2Headers(plain);
     const host = clientHost(asH1) ?? '';
-    const client = req.socket.remoteAddress ?? '';
+    const client = clientAddress(asH1);
     const forwardedFor = req.headers['x-forwarded-for'];
     Object.assign(headers, {
       ':method': req.method,
@@ -296,10 +330,16 @@ export function createGatewayServer(opts: ProxyOptions): Server {
     });
     up.on('response', (upHeaders) => {
       clearTimeout(timer);
-      res.writeHead(Number(upHeaders[':status'] ?? 502), h2Headers(upHeaders) as Record<string, string>);
+      if (!writeHttp2Head(res, Number(upHeaders[':status']), h2Headers(upHeaders))) return void up.close(h2constants.NGHTTP2_CANCEL);
       up.pipe(res);
     });
-    up.on('trailers', (trailers) => res.addTrailers(h2Headers(trailers) as Record<string, string>));
+    up.on('trailers', (trailers) => {
+      try {
+        res.addTrailers(h2Headers(trailers) as Record<string, string>);
+      } catch {
+        res.stream.close(h2constants.NGHTTP2_INTERNAL_ERROR);
+      }
+    });
     up.on('error', (err) => {
       clearTimeout(timer);
       if (res.headersSent) res.stream.close(h2constants.NGHTTP2_INTERNAL_ERROR);
@@ -371,8 +411,25 @@ export function createGatewayServer(opts: ProxyOptions): Server {
   };
   const server = createServer({ keepAliveTimeout: 65_000 }, onRequest);
   // HTTP/2 with prior knowledge (h2c) on the same listener: gRPC clients and curl --http2-prior-knowledge.
-  const http2 = createHttp2Server({}, onRequest as unknown as (req: Http2ServerRequest, res: Http2ServerResponse) => void);
-  acceptHttp2PriorKnowledge(server, http2);
+  // At most 100 streams at once per connection: each may be a connection into a sandbox.
+  const http2 = createHttp2Server({ settings: { maxConcurrentStreams: 100 } }, onRequest as unknown as (req: Http2ServerRequest, res: Http2ServerResponse) => void);
+  const sessions = new Set<import('node:http2').ServerHttp2Session>();
+  http2.on('session', (session) => {
+    sessions.add(session);
+    session.on('error', () => {});
+    // As HTTP/1.1's keep-alive: an idle connection goes (a graceful close: streams under way end first).
+    session.setTimeout(65_000, () => session.close());
+    session.once('close', () => sessions.delete(session));
+  });
+  const sniffing = acceptHttp2PriorKnowledge(server, http2);
+  // The gateway's stop ends every connection: HTTP/2 ones and those still being told apart too.
+  const closeHttp1 = server.closeAllConnections.bind(server);
+  server.closeAllConnections = () => {
+    closeHttp1();
+    for (const session of sessions) session.destroy();
+    sniffing.destroyAll();
+    h2.close();
+  };
   server.on('upgrade', (req, socket, head) => {
     upgrade(req, socket, head).catch((err) => sendUpgradeError(req, socket, { status: 500, code: 'gateway_error', message: (err as Error).message }));
   });

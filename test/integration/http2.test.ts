@@ -5,7 +5,9 @@
 // cannot tell h2c from HTTP/1.1 on one plaintext port (README, "HTTP/2 and gRPC").
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { connect, constants } from 'node:http2';
+import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { ensureAgentImage } from '../../src/api/agent-image.ts';
 import { Runtime } from '../../src/runtime/docker.ts';
@@ -43,6 +45,9 @@ before(async () => {
     assert.equal(r.code, 0, r.stderr);
   }
   await world.json(['port', 'expose', 'rpc', '50051', '--public']);
+  await world.json(['port', 'expose', 'web', '8100']);
+  await world.put('web', 'bad_h1.py', '/tmp/bad_h1.py');
+  assert.equal((await world.sbx(['exec', '-d', 'web', '--', 'python3', '/tmp/bad_h1.py', '8100'])).code, 0);
   token = (await world.json(['inspect', 'rpc', '--show-token'])).token;
   gw = world.gatewayPort();
   await eventually(async () => (await curl([world.url(8000, 'web')])).status === 200, 'the HTTP/1.1 server');
@@ -115,5 +120,92 @@ describe('gRPC through a sandbox URL (h2c to the sandbox)', () => {
   it('a port not exposed is NOT_FOUND, a sandbox that does not exist too', async () => {
     assert.equal((await grpc('50099-rpc.sbx.localhost', 'unary')).code, 'NOT_FOUND');
     assert.equal((await grpc('50051-nosuch.sbx.localhost', 'unary')).code, 'NOT_FOUND');
+  });
+});
+
+/** One HTTP/2 request with Node's client: status (0 when reset) and body. */
+function h2get(authority: string, path: string): Promise<{ status: number; body: string; error?: string }> {
+  return new Promise((resolve) => {
+    const session = connect(`http://127.0.0.1:${gw}`);
+    session.on('error', (err) => resolve({ status: 0, body: '', error: err.message }));
+    const s = session.request({ ':path': path, ':authority': authority });
+    let status = 0;
+    let body = '';
+    s.on('response', (h) => (status = Number(h[':status'])));
+    s.on('data', (d) => (body += d));
+    s.on('error', (err) => resolve({ status, body, error: err.message }));
+    s.on('close', () => {
+      session.close();
+      resolve({ status, body });
+    });
+  });
+}
+
+const gatewayPid = () => JSON.parse(readFileSync(join(world.home, 'gateway.json'), 'utf8')).pid as number;
+
+describe('attacks on the HTTP/2 path: the gateway stays up and refuses', () => {
+  it('a sandbox answering what HTTP/2 cannot carry (status 999, an HTTP2-Settings header) gets its client a 502 or a reset, not a crash', async () => {
+    const pid = gatewayPid();
+    await eventually(async () => (await h2get(`8100-web.sbx.localhost:${gw}`, '/')).status === 200, 'the odd server');
+    const odd = await h2get(`8100-web.sbx.localhost:${gw}`, '/status999');
+    assert.equal(odd.status, 502, JSON.stringify(odd));
+    const settings = await h2get(`8100-web.sbx.localhost:${gw}`, '/h2settings');
+    assert.ok(settings.status === 200 || settings.status === 0, JSON.stringify(settings));
+    assert.equal(gatewayPid(), pid);
+    assert.equal((await h2get(`8000-web.sbx.localhost:${gw}`, '/')).status, 200, 'control: the gateway still serves');
+  });
+
+  it('a sandbox that pushes and then ends its session with an error: refused, and the next call works', async () => {
+    const pid = gatewayPid();
+    const r = await run(PYTHON, ['-c', `import grpc; ch = grpc.insecure_channel('127.0.0.1:${gw}', options=[('grpc.default_authority', '50051-rpc.sbx.localhost:${gw}')]);\ntry:\n  print(ch.unary_unary('/sbx.test.Echo/Push')(b'', timeout=5))\nexcept grpc.RpcError as e:\n  print(e.code().name)`]);
+    assert.equal(r.code, 0, r.stderr);
+    await new Promise((res) => setTimeout(res, 300));
+    assert.equal((await grpc('50051-rpc.sbx.localhost', 'unary')).ok, true, 'control: a new session to the sandbox');
+    assert.equal(gatewayPid(), pid);
+  });
+
+  it('clients resetting their streams at once (CANCEL and INTERNAL_ERROR), to HTTP/2 and HTTP/1.1 ports, 200 times: no crash', async () => {
+    const pid = gatewayPid();
+    const session = connect(`http://127.0.0.1:${gw}`);
+    session.on('error', () => {});
+    for (let i = 0; i < 200; i++) {
+      const authority = i % 2 ? `50051-rpc.sbx.localhost:${gw}` : `8000-web.sbx.localhost:${gw}`;
+      const s = session.request({ ':method': 'POST', ':path': i % 2 ? '/sbx.test.Echo/Wait' : '/', ':authority': authority, 'content-type': 'application/grpc', te: 'trailers' });
+      s.on('error', () => {});
+      if (i % 3) setImmediate(() => s.close(i % 4 ? constants.NGHTTP2_CANCEL : constants.NGHTTP2_INTERNAL_ERROR));
+      else s.close(constants.NGHTTP2_INTERNAL_ERROR);
+    }
+    await new Promise((res) => setTimeout(res, 1500));
+    session.destroy();
+    assert.equal(gatewayPid(), pid);
+    assert.equal((await grpc('50051-rpc.sbx.localhost', 'unary')).ok, true, 'control');
+  });
+
+  it('one connection may have 100 streams at once (each may be a connection into a sandbox)', async () => {
+    const session = connect(`http://127.0.0.1:${gw}`);
+    const settings = await new Promise<any>((resolve, reject) => {
+      session.once('remoteSettings', resolve);
+      session.once('error', reject);
+    });
+    session.destroy();
+    assert.equal(settings.maxConcurrentStreams, 100);
+  });
+});
+
+describe('the gateway stops with HTTP/2 connections open', () => {
+  it('an idle h2c connection and one that sent half a preface do not hold up gateway stop', async () => {
+    const idle = connect(`http://127.0.0.1:${gw}`);
+    idle.on('error', () => {});
+    await new Promise((r) => idle.once('remoteSettings', r));
+    const half = createConnection(gw, '127.0.0.1');
+    half.on('error', () => {});
+    await new Promise((r) => half.once('connect', r));
+    half.write('PRI * HTTP/2.0\r\n');
+    const started = Date.now();
+    const r = await world.sbx(['gateway', 'stop']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(Date.now() - started < 8000, `stopped in ${Date.now() - started} ms`);
+    idle.destroy();
+    half.destroy();
   });
 });
