@@ -511,9 +511,9 @@ export class LocalSbx {
   /** Where URLs point: the running gateway, else the configured one. */
   gatewayAddress(): GatewayAddress {
     const running = runningGateway(this.home);
-    if (running) return { domain: running.domain, port: running.port };
+    if (running) return { domain: running.domain, port: running.port, ...(running.tls ? { tls: true } : {}) };
     const s = gatewaySettings();
-    return { domain: s.domain, port: s.port };
+    return { domain: s.domain, port: s.port, ...(s.tls ? { tls: true } : {}) };
   }
 
   /**

@@ -14,6 +14,7 @@ import type { NetworkCheck } from './network-check.ts';
 import { parsePoolSize, type PoolStatus } from '../core/pool.ts';
 import type { Runtime } from '../runtime/docker.ts';
 import { sbxHome } from '../store/home.ts';
+import type { CaInfo } from './ca.ts';
 import { applyDockerContext } from '../runtime/docker-context.ts';
 import type { GatewayRoute, SbxBackend } from './backend.ts';
 import { checkCommand, execInSandbox, type ExecSandboxOptions } from './exec.ts';
@@ -149,6 +150,16 @@ export class Sbx {
   async gatewayAddress(): Promise<GatewayAddress> {
     return (await this.backend()).gatewayAddress();
   }
+  /**
+   * sbx's certificate authority for HTTPS URLs (SBX_GATEWAY_TLS=1), made in this home on first
+   * use: where it is, and how to trust it per client. Nothing is installed anywhere.
+   */
+  async ca(): Promise<CaInfo & { trust: Record<string, string> }> {
+    const { ensureCa, trustSteps } = await import('./ca.ts');
+    const info = await ensureCa(this.home);
+    return { ...info, trust: trustSteps(info.path) };
+  }
+
   async gatewayStatus(): Promise<GatewayStatus> {
     return (await this.backend()).gatewayStatus();
   }

@@ -22,6 +22,7 @@ const loaders: Record<string, () => Promise<CommandModule>> = {
   'port-rm': () => import('./commands/port-rm.ts'),
   'port-forward': () => import('./commands/port-forward.ts'),
   token: () => import('./commands/token.ts'),
+  ca: () => import('./commands/ca.ts'),
   network: () => import('./commands/network.ts'),
   'network-log': () => import('./commands/network-log.ts'),
   'network-check': () => import('./commands/network-check.ts'),

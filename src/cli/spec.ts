@@ -191,6 +191,7 @@ export const COMMANDS: CommandSpec[] = [
       { name: 'status', summary: 'is the gateway running, and where', module: 'gateway', options: [json] },
     ],
   },
+  { name: 'ca', summary: "print the path of sbx's certificate authority (HTTPS URLs) and how to trust it; installs nothing", module: 'ca', options: [json] },
   {
     name: 'pool',
     summary: 'the warm pool of running sandboxes that create claims',

@@ -27,13 +27,16 @@ export function parsePorts(values: ReadonlyArray<string | number>): number[] {
 export interface GatewayAddress {
   /** Domain the sandbox hosts live under, e.g. sbx.localhost. */
   domain: string;
-  /** The port the gateway listens on (omitted from URLs when 80). */
+  /** The port the gateway listens on (omitted from URLs when it is the scheme's default). */
   port: number;
+  /** The gateway serves HTTPS (SBX_GATEWAY_TLS). */
+  tls?: boolean;
 }
 
-/** http://<port>-<sandbox>.<domain>:<gateway-port>/ */
+/** http(s)://<port>-<sandbox>.<domain>:<gateway-port>/ */
 export function portUrl(port: number, sandbox: string, gw: GatewayAddress): string {
-  return `http://${port}-${sandbox}.${gw.domain}${gw.port === 80 ? '' : `:${gw.port}`}/`;
+  const scheme = gw.tls ? 'https' : 'http';
+  return `${scheme}://${port}-${sandbox}.${gw.domain}${gw.port === (gw.tls ? 443 : 80) ? '' : `:${gw.port}`}/`;
 }
 
 /** The user-facing form of a sandbox's exposed ports. */

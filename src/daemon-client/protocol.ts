@@ -118,6 +118,8 @@ export interface GatewayStatus {
   url?: string;
   startedAt?: string;
   engine?: string;
+  /** Present (true) when it serves HTTPS (SBX_GATEWAY_TLS=1). */
+  tls?: boolean;
   /** The resolver behind sbx's DNS forwarder. */
   dnsUpstream?: string;
   /** The user the DNS forwarder and the egress proxy run as. */

@@ -6,9 +6,9 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { GatewayError } from './responses.ts';
 
-/** `http://host[:port]` in lower case, the default port left out (as browsers write Origin). */
-function originOf(host: string): string {
-  return `http://${host.toLowerCase().replace(/:80$/, '')}`;
+/** `scheme://host[:port]` in lower case, the default port left out (as browsers write Origin). */
+function originOf(host: string, tls: boolean): string {
+  return tls ? `https://${host.toLowerCase().replace(/:443$/, '')}` : `http://${host.toLowerCase().replace(/:80$/, '')}`;
 }
 
 /**
@@ -16,11 +16,11 @@ function originOf(host: string): string {
  * go on. `host` is the Host the client sent. Clients that send neither Sec-Fetch-Site nor Origin
  * (curl, scripts) pass: the rule is about what a browser does on a page's behalf.
  */
-export function crossSiteRefusal(headers: IncomingHttpHeaders, host: string | undefined): GatewayError | undefined {
+export function crossSiteRefusal(headers: IncomingHttpHeaders, host: string | undefined, tls = false): GatewayError | undefined {
   const site = headers['sec-fetch-site'];
   const origin = headers.origin;
   const fromPage = site !== undefined && site !== 'same-origin' && site !== 'none';
-  const foreignOrigin = origin !== undefined && (host === undefined || origin.toLowerCase().replace(/:80$/, '') !== originOf(host));
+  const foreignOrigin = origin !== undefined && (host === undefined || origin.toLowerCase().replace(tls ? /:443$/ : /:80$/, '') !== originOf(host, tls));
   if (!fromPage && !foreignOrigin) return undefined;
   return {
     status: 403,

@@ -60,7 +60,8 @@ export async function ensureGateway(home: string, timeoutMs?: number): Promise<G
   try {
     const again = runningGateway(home);
     if (again) return again;
-    gatewaySettings(); // validate the environment before forking
+    // Validate the environment before forking: a bad setting is a usage error here, not a daemon that dies.
+    if (gatewaySettings().tls && (process.env.SBX_TLS_CERT || process.env.SBX_TLS_KEY)) (await import('../api/ca.ts')).checkUserCertificate(process.env);
     const logStart = existsSync(files.log) ? statSync(files.log).size : 0;
     const out = openSync(files.log, 'a');
     const child = spawn(process.execPath, [cliEntry(), 'gateway', 'run'], {

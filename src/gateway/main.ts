@@ -11,6 +11,9 @@ import { Relays } from './relays.ts';
 import { RouteTable } from './routes.ts';
 import { ContainerView } from './container-view.ts';
 import { createGatewayServer } from './server.ts';
+import { createTlsFront } from './tls-front.ts';
+import type { Server } from 'node:http';
+import type { Server as TlsServer } from 'node:tls';
 import { gatewayFiles, gatewaySettings, type GatewayState } from './settings.ts';
 import { Targets } from './targets.ts';
 import { createControlServer, type GatewayOps } from './control.ts';
@@ -84,7 +87,11 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   const upstreamTimeoutMs = msFromEnv('SBX_UPSTREAM_TIMEOUT_MS', 60_000);
   // nginx carries the public ports of running sandboxes when it is installed (the fast path);
   // SBX_GATEWAY_ENGINE=node keeps everything in this process.
-  const nginxBin = process.env.SBX_GATEWAY_ENGINE === 'node' ? undefined : findNginx();
+  // HTTPS (SBX_GATEWAY_TLS=1) is served by this process for now (issue 14: nginx next).
+  const nginxBin = process.env.SBX_GATEWAY_ENGINE === 'node' || settings.tls ? undefined : findNginx();
+  // The certificate first: a gateway that cannot serve the HTTPS it announces does not start.
+  const ca = settings.tls ? await import('../api/ca.ts') : undefined;
+  const credentials = ca ? await ca.serverCertificate(home, ca.certificateNames(settings.domain)) : undefined;
   const engine = nginxBin ? 'nginx' : 'node';
   let fastPath: FastPath | undefined;
   const syncRoutes = () => fastPath?.sync() ?? Promise.resolve();
@@ -169,7 +176,9 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     throw err;
   };
 
-  const server = createGatewayServer({ domain: settings.domain, routes, targets, upstreamTimeoutMs, log, routedDirectly: (id, port) => fastPath?.routesDirectly(id, port) ?? false });
+  const server = createGatewayServer({ domain: settings.domain, routes, targets, upstreamTimeoutMs, log, tls: settings.tls, routedDirectly: (id, port) => fastPath?.routesDirectly(id, port) ?? false });
+  // What listens on the gateway's port in the Node engine: the HTTP server itself, or a TLS front for it.
+  const front = credentials ? createTlsFront(server, credentials) : server;
   // On the control socket only (see control.ts): web pages cannot reach it.
   const gatewayOps: GatewayOps = {
     health: () => ({ ok: true, pid: process.pid, engine, domain: settings.domain, startedAt, sandboxes: routes.all().length, egressPid: workers.pid }),
@@ -214,12 +223,13 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
       }
     },
   };
-  const listen = (...args: unknown[]) =>
+  const listen = (...args: unknown[]) => listenOn(server, ...args);
+  const listenOn = (on: Server | TlsServer, ...args: unknown[]) =>
     new Promise<void>((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) =>
+      on.once('error', (err: NodeJS.ErrnoException) =>
         reject(new RuntimeError(err.code === 'EADDRINUSE' ? portInUse(settings.host, settings.port) : `the gateway cannot listen: ${err.message}`)),
       );
-      (server.listen as (...a: unknown[]) => void)(...args, () => resolve());
+      (on.listen as (...a: unknown[]) => void)(...args, () => resolve());
     });
 
   let port: number;
@@ -256,8 +266,8 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     log(`nginx: workers run as ${group ? `${user.name} (socket and temp files in ${workerDir})` : process.getuid?.() === 0 ? 'root' : 'the gateway\'s user'}`);
     port = fastPath.port;
   } else {
-    await listen(settings.port, settings.host).catch(unguard);
-    const address = server.address();
+    await listenOn(front, settings.port, settings.host).catch(unguard);
+    const address = front.address();
     port = typeof address === 'object' && address ? address.port : settings.port;
   }
   const egressListeners: EgressListeners = logged(await egressStarting.catch(async (err) => {
@@ -349,11 +359,11 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   // pool is refilled in the background.
   const reconciled = sbx.reconcileStale((line) => log(`reconcile: ${line}`));
   const stopRefill = startPoolRefill(sbx, reconciled, log);
-  state = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, control, dockerHost: process.env.DOCKER_HOST ?? '', egress: workers.listeners ? logged(workers.listeners) : egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}`, egressUser: user.name, networkLog: netlog.describe(), protocol: PROTOCOL_VERSION, version: VERSION };
+  state = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, ...(settings.tls ? { tls: true } : {}), control, dockerHost: process.env.DOCKER_HOST ?? '', egress: workers.listeners ? logged(workers.listeners) : egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}`, egressUser: user.name, networkLog: netlog.describe(), protocol: PROTOCOL_VERSION, version: VERSION };
   mkdirSync(home, { recursive: true });
   writeAtomic(files.state, JSON.stringify(state, null, 2) + '\n');
   writeAtomic(files.pid, `${process.pid}\n`);
-  log(`gateway listening on http://${settings.host}:${port} for *.${settings.domain} (pid ${process.pid}, ${engine})`);
+  log(`gateway listening on ${settings.tls ? 'https' : 'http'}://${settings.host}:${port} for *.${settings.domain} (pid ${process.pid}, ${engine}${credentials ? `; certificate ${credentials.certPath}, ${credentials.source === 'user' ? 'from SBX_TLS_CERT' : 'from the sbx CA (sbx ca)'}` : ''})`);
   log(`egress: dns on :${egressListeners.dns} (upstream ${upstream.host}:${upstream.port}), proxy on :${egressListeners.http} (http) and :${egressListeners.tls} (tls)`);
 
 

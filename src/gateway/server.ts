@@ -28,6 +28,8 @@ export interface ProxyOptions {
   upstreamTimeoutMs: number;
   /** Does nginx (the fast path) route this port of this sandbox itself now? */
   routedDirectly?: (id: string, port: number) => boolean;
+  /** Clients reach it over HTTPS (SBX_GATEWAY_TLS): X-Forwarded-Proto, Origin and cookies say so. */
+  tls?: boolean;
   log: (line: string) => void;
 }
 
@@ -86,11 +88,11 @@ interface Resolved {
 type Resolution = { ok: true; value: Resolved } | { ok: false; error: GatewayError } | { ok: false; redirect: { location: string; token: string } };
 
 /** The token check shared by ports and tunnels: the token when `found` opens `record`. */
-function checkToken(req: IncomingMessage, found: FoundToken, record: SandboxRecord, missing: string): { ok: true; token: string } | { ok: false; error: GatewayError } {
+function checkToken(req: IncomingMessage, found: FoundToken, record: SandboxRecord, missing: string, tls: boolean): { ok: true; token: string } | { ok: false; error: GatewayError } {
   if (found.token === undefined) return { ok: false, error: { status: 403, code: 'token_missing', message: missing } };
   // Before the comparison: a page of another sandbox learns nothing, not even if the cookie is good.
   if (found.fromCookie) {
-    const refused = crossSiteRefusal(req.headers, clientHost(req));
+    const refused = crossSiteRefusal(req.headers, clientHost(req), tls && !isInternal(req));
     if (refused) return { ok: false, error: refused };
   }
   if (!record.token || !tokensEqual(found.token, record.token)) {
@@ -100,6 +102,7 @@ function checkToken(req: IncomingMessage, found: FoundToken, record: SandboxReco
 }
 
 export function createGatewayServer(opts: ProxyOptions): Server {
+  const scheme = opts.tls ? 'https' : 'http';
   // One keep-alive pool per sandbox port; connections come from Targets (direct or relay).
   const agents = new Map<string, Agent>();
   const agentFor = (record: SandboxRecord, port: number, keepAlive = true): Agent => {
@@ -148,7 +151,7 @@ export function createGatewayServer(opts: ProxyOptions): Server {
     let token: string | undefined;
     if (!exposed.public) {
       const found = findToken(req);
-      const checked = checkToken(req, found, record, `port ${port} of sandbox ${record.name} is private: send its traffic token (x-sbx-traffic-token header, Authorization: Bearer, or ?sbx_token=)`);
+      const checked = checkToken(req, found, record, `port ${port} of sandbox ${record.name} is private: send its traffic token (x-sbx-traffic-token header, Authorization: Bearer, or ?sbx_token=)`, !!opts.tls);
       if (!checked.ok) return checked;
       if (found.fromQuery) return { ok: false, redirect: { location: withoutQueryToken(req.url ?? '/'), token: checked.token } };
       token = checked.token;
@@ -184,7 +187,7 @@ export function createGatewayServer(opts: ProxyOptions): Server {
     // Behind nginx the chain is complete already; on its own, the gateway appends the client.
     out.push('X-Forwarded-For', internal ? (forwardedFor ?? '') : forwardedFor ? `${forwardedFor}, ${client}` : client);
     out.push('X-Forwarded-Host', host);
-    out.push('X-Forwarded-Proto', internal ? (forwardedProto ?? 'http') : 'http');
+    out.push('X-Forwarded-Proto', internal ? (forwardedProto ?? 'http') : scheme);
     return out;
   }
 
@@ -204,7 +207,7 @@ export function createGatewayServer(opts: ProxyOptions): Server {
         // Browsers: ?sbx_token= sets a cookie for this host and comes back without the token.
         res.writeHead(302, {
           location: resolution.redirect.location,
-          'set-cookie': `${TOKEN_COOKIE}=${encodeURIComponent(resolution.redirect.token)}; Path=/; Max-Age=604800; HttpOnly; SameSite=Lax`,
+          'set-cookie': `${TOKEN_COOKIE}=${encodeURIComponent(resolution.redirect.token)}; Path=/; Max-Age=604800; HttpOnly; SameSite=Lax${opts.tls ? '; Secure' : ''}`,
           'cache-control': 'no-store',
           'content-length': 0,
         });
@@ -308,11 +311,11 @@ export function createGatewayServer(opts: ProxyOptions): Server {
     Object.assign(headers, {
       ':method': req.method,
       ':path': r.path,
-      ':scheme': 'http',
+      ':scheme': 'http', // to the sandbox: h2c
       ':authority': r.record.maskHost ? maskHost(r.record.maskHost, r.port) : host,
       'x-forwarded-for': forwardedFor ? `${forwardedFor}, ${client}` : client,
       'x-forwarded-host': host,
-      'x-forwarded-proto': 'http',
+      'x-forwarded-proto': scheme,
     });
     delete headers['x-sbx-gateway-error'];
     let up;
@@ -389,7 +392,7 @@ export function createGatewayServer(opts: ProxyOptions): Server {
   async function openTunnel(req: IncomingMessage, socket: Duplex, head: Buffer, ref: string, port: number): Promise<void> {
     const record = opts.routes.find(ref);
     if (!record) return sendUpgradeError(req, socket, { status: 404, code: 'no_sandbox', message: `no sandbox named ${ref}` });
-    const checked = checkToken(req, findToken(req), record, 'tunnels need the sandbox traffic token');
+    const checked = checkToken(req, findToken(req), record, 'tunnels need the sandbox traffic token', !!opts.tls);
     if (!checked.ok) return sendUpgradeError(req, socket, checked.error);
     if (!(port >= 1 && port <= 65535)) return sendUpgradeError(req, socket, { status: 400, code: 'bad_port', message: `invalid port ${port}` });
     let upstream: Socket;

@@ -14,6 +14,16 @@ export interface GatewaySettings {
   /** 0 picks a free port (the running gateway records the one it got). */
   port: number;
   domain: string;
+  /** SBX_GATEWAY_TLS: serve HTTPS (HTTP/2 by ALPN, and HTTP/1.1) with a certificate from sbx's CA. */
+  tls: boolean;
+}
+
+/** SBX_GATEWAY_TLS: on or off, or a usage error naming what is accepted. */
+function tlsSetting(text: string | undefined): boolean {
+  const v = (text ?? '').trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+  if (['', '0', 'false', 'no', 'off'].includes(v)) return false;
+  throw new UsageError(`invalid SBX_GATEWAY_TLS "${text}": use 1 (serve HTTPS) or 0`);
 }
 
 export function gatewaySettings(env: NodeJS.ProcessEnv = process.env): GatewaySettings {
@@ -24,7 +34,7 @@ export function gatewaySettings(env: NodeJS.ProcessEnv = process.env): GatewaySe
   if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(domain)) {
     throw new UsageError(`invalid SBX_DOMAIN "${env.SBX_DOMAIN}": use a DNS name such as sbx.localhost`);
   }
-  return { host: env.SBX_GATEWAY_HOST || '127.0.0.1', port, domain };
+  return { host: env.SBX_GATEWAY_HOST || '127.0.0.1', port, domain, tls: tlsSetting(env.SBX_GATEWAY_TLS) };
 }
 
 export interface DnsUpstream {
@@ -71,6 +81,8 @@ export interface GatewayState {
   startedAt: string;
   /** "nginx" when nginx carries the fast path, "node" when this process does everything. */
   engine?: 'nginx' | 'node';
+  /** It serves HTTPS (SBX_GATEWAY_TLS): its URLs start with https://. */
+  tls?: boolean;
   /** The control socket that carries out create and rm (see control.ts). */
   control?: string;
   /** The engine this daemon talks to: a client with another DOCKER_HOST does its own work. */

@@ -17,7 +17,7 @@ export async function run(input: CommandInput): Promise<number | void> {
       setTimeout(() => process.exit(exitCodeOf(err)), 200).unref();
       throw err;
     });
-    io.info(`sbx gateway on http://${gw.state.host}:${gw.state.port} (*.${gw.state.domain}); Ctrl-C stops it`);
+    io.info(`sbx gateway on ${gw.state.tls ? 'https' : 'http'}://${gw.state.host}:${gw.state.port} (*.${gw.state.domain}); Ctrl-C stops it`);
     await new Promise<void>((resolve) => {
       // Not once(): the store's atomic writes hook the same signals and raise them again after
       // their own cleanup, which would kill the process before close() is done (nginx and the
@@ -48,7 +48,7 @@ export async function run(input: CommandInput): Promise<number | void> {
     ['listen', `${status.host}:${status.port}`],
     ['engine', status.engine ?? 'node'],
     ['domain', status.domain!],
-    ['urls', `http://<port>-<sandbox>.${status.domain}:${status.port}/`],
+    ['urls', `${status.tls ? 'https' : 'http'}://<port>-<sandbox>.${status.domain}:${status.port}/`],
     ...(status.dnsUpstream ? [['dns upstream', status.dnsUpstream] as [string, string]] : []),
     ...(status.egressUser ? [['egress user', status.egressUser] as [string, string]] : []),
     ...(status.networkLog ? [['network log', status.networkLog] as [string, string]] : []),

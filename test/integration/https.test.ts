@@ -1,0 +1,204 @@
+// HTTPS URLs (SBX_GATEWAY_TLS=1) with sbx's own CA, driven with real clients that check
+// certificates: curl --cacert (HTTP/2 by ALPN and HTTP/1.1), Node's WebSocket (wss://, trusting the
+// CA through NODE_EXTRA_CA_CERTS), a real gRPC client over TLS; and refused: no CA, another CA,
+// another name, an expired certificate.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import forge from 'node-forge';
+import { ensureAgentImage } from '../../src/api/agent-image.ts';
+import { Runtime } from '../../src/runtime/docker.ts';
+import { curl, eventually, ROOT, run, World } from '../helpers.ts';
+
+const PYTHON = '/usr/bin/python3'; // Debian's, with python3-grpcio (scripts/test installs it)
+const IMAGE = 'sbx-test/node-h2-tls:latest';
+const world = new World({ SBX_GATEWAY_TLS: '1', SBX_UPSTREAM_TIMEOUT_MS: '3000' });
+const scratch = mkdtempSync(join(tmpdir(), 'sbx-https-'));
+let ca = '';
+let gw = 0;
+const others: World[] = [];
+
+after(async () => {
+  await world.cleanup();
+  for (const w of others) await w.cleanup();
+  await run('docker', ['image', 'rm', '-f', IMAGE]);
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+const url = (port: number, sandbox: string, path = '/') => `https://${port}-${sandbox}.sbx.localhost:${gw}${path}`;
+
+before(async () => {
+  const agent = await ensureAgentImage(new Runtime());
+  const built = await run('docker', ['build', '-q', '-t', IMAGE, '-'], { input: `FROM ${agent}\nENTRYPOINT []\nCMD ["sleep", "infinity"]\n` });
+  assert.equal(built.code, 0, built.stderr);
+  await world.json(['create', '--name', 'web', '-p', '8000', '-p', '9000']);
+  await world.json(['create', '--name', 'priv', '--private', '-p', '8000', '--', 'python3', '-m', 'http.server', '8000']);
+  await world.json(['create', '--name', 'rpc', '--image', IMAGE, '-p', '50051']);
+  await world.put('web', 'echo_server.py', '/srv/echo.py');
+  await world.sbx(['exec', '-d', 'web', '--', 'python3', '/srv/echo.py', '8000']);
+  await world.put('web', 'ws_echo.py', '/srv/ws.py');
+  await world.sbx(['exec', '-d', 'web', '--', 'python3', '/srv/ws.py', '9000']);
+  await world.put('rpc', 'grpc_server.js', '/tmp/grpc_server.js');
+  await world.sbx(['exec', '-d', 'rpc', '--', 'node', '/tmp/grpc_server.js', '50051']);
+  ca = (await world.sbx(['ca'])).stdout.trim();
+  gw = world.gatewayPort();
+  await eventually(async () => (await curl(['--cacert', ca, url(8000, 'web')])).status === 200, 'the echo server');
+});
+
+describe('sbx ca', () => {
+  it('prints the path of a CA made in this home, its key 0600, and how to trust it; installs nothing', async () => {
+    const r = await world.sbx(['ca']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), join(world.home, 'tls', 'ca', 'ca.pem'));
+    assert.match(readFileSync(r.stdout.trim(), 'utf8'), /^-----BEGIN CERTIFICATE-----/);
+    assert.equal(statSync(join(world.home, 'tls', 'ca', 'ca-key.pem')).mode & 0o777, 0o600);
+    for (const word of ['update-ca-certificates', 'certutil', 'Certificates.Install', 'NODE_EXTRA_CA_CERTS', 'REQUESTS_CA_BUNDLE', '--cacert']) assert.ok(r.stderr.includes(word), word);
+    const j = await world.json(['ca']);
+    assert.deepEqual(Object.keys(j).sort(), ['created', 'notAfter', 'path', 'sha256', 'subject', 'trust']);
+    assert.equal(j.created, false, 'made once, then the same');
+    assert.deepEqual(Object.keys(j.trust).sort(), ['chromium', 'curl', 'firefox', 'node', 'python', 'system']);
+    const system = existsSync('/usr/local/share/ca-certificates') ? readdirSync('/usr/local/share/ca-certificates') : [];
+    assert.ok(!system.some((f) => f.startsWith('sbx')), 'nothing in the system store');
+  });
+});
+
+describe('HTTPS URLs', () => {
+  it('URLs start with https://, and gateway status says tls', async () => {
+    const ports = await world.json(['port', 'ls', 'web']);
+    assert.equal(ports[0].url, url(8000, 'web'));
+    const s = await world.json(['gateway', 'status']);
+    assert.equal(s.tls, true);
+    assert.equal(s.url, `https://sbx.localhost:${gw}/`);
+  });
+
+  it('curl trusting the CA: HTTP/2 by ALPN and HTTP/1.1 on the same URL; the sandbox is told https', async () => {
+    const h2 = await run('curl', ['-sS', '--cacert', ca, '-o', '/dev/null', '-w', '%{http_code} %{http_version}', url(8000, 'web')]);
+    const h1 = await run('curl', ['-sS', '--cacert', ca, '--http1.1', '-o', '/dev/null', '-w', '%{http_code} %{http_version}', url(8000, 'web')]);
+    assert.equal(h2.stdout, '200 2', h2.stderr);
+    assert.equal(h1.stdout, '200 1.1', h1.stderr);
+    const seen = JSON.parse((await curl(['--cacert', ca, url(8000, 'web', '/x')])).body);
+    const proto = (seen.headers as [string, string][]).filter(([k]) => k.toLowerCase() === 'x-forwarded-proto').map(([, v]) => v);
+    assert.deepEqual(proto, ['https']);
+  });
+
+  it('refused by the client: without the CA, with another home\'s CA, for a name the certificate does not cover', async () => {
+    const none = await run('curl', ['-sS', '-o', '/dev/null', url(8000, 'web')]);
+    assert.equal(none.code, 60, none.stderr);
+    const other = new World();
+    others.push(other);
+    const otherCa = (await other.sbx(['ca'])).stdout.trim();
+    const wrongCa = await run('curl', ['-sS', '--cacert', otherCa, '-o', '/dev/null', url(8000, 'web')]);
+    assert.equal(wrongCa.code, 60, wrongCa.stderr);
+    const wrongName = await run('curl', ['-sS', '--cacert', ca, '--resolve', `gateway.example.test:${gw}:127.0.0.1`, '-o', '/dev/null', `https://gateway.example.test:${gw}/`]);
+    assert.equal(wrongName.code, 60, wrongName.stderr);
+    assert.match(wrongName.stderr, /subject name|does not match/);
+  });
+
+  it('a private port: ?sbx_token= sets a Secure cookie; the header works; no token is 403', async () => {
+    const token = (await world.json(['inspect', 'priv', '--show-token'])).token;
+    await eventually(async () => (await curl(['--cacert', ca, '-H', `x-sbx-traffic-token: ${token}`, url(8000, 'priv')])).status === 200, 'the private port');
+    const redirect = await curl(['--cacert', ca, url(8000, 'priv', `/?sbx_token=${token}`)]);
+    assert.equal(redirect.status, 302);
+    assert.match(redirect.headers['set-cookie'] ?? '', /^sbx_token=.*; HttpOnly; SameSite=Lax; Secure$/);
+    assert.equal((await curl(['--cacert', ca, url(8000, 'priv')])).status, 403);
+  });
+
+  it('WebSocket over HTTPS (wss://), with Node trusting the CA through NODE_EXTRA_CA_CERTS', async () => {
+    const script = `const ws = new WebSocket(${JSON.stringify(url(9000, 'web', '/chat').replace('https:', 'wss:'))}); const got = [];
+ws.onopen = () => { ws.send('hello'); ws.send('world'); };
+ws.onmessage = (e) => { got.push(String(e.data)); if (got.length === 2) { console.log(JSON.stringify(got)); ws.close(); } };
+ws.onerror = (e) => { console.log('error ' + (e.message ?? e.error?.message)); process.exit(1); };`;
+    let r = { code: 1, stdout: '', stderr: '' };
+    for (let i = 0; i < 30 && r.code !== 0; i++) r = await run(process.execPath, ['-e', script], { env: { NODE_EXTRA_CA_CERTS: ca }, timeoutMs: 10_000 });
+    assert.equal(r.stdout.trim(), '["echo: hello","echo: world"]', r.stdout + r.stderr);
+    const untrusted = await run(process.execPath, ['-e', script], { env: { NODE_EXTRA_CA_CERTS: '' }, timeoutMs: 10_000 });
+    assert.notEqual(untrusted.code, 0, 'control: without the CA the handshake is refused');
+  });
+
+  it('gRPC over TLS (HTTP/2 by ALPN) with a real client trusting the CA: unary and a bidirectional stream', async () => {
+    const call = async (name: string) => {
+      const r = await run(PYTHON, [join(ROOT, 'test', 'fixtures', 'grpc_client.py'), `127.0.0.1:${gw}`, `50051-rpc.sbx.localhost:${gw}`, name], { env: { SBX_CA: ca }, timeoutMs: 30_000 });
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(r.stdout);
+    };
+    await eventually(async () => (await call('unary')).ok === true, 'the gRPC server over TLS');
+    assert.equal((await call('unary')).reply, 'hello');
+    assert.deepEqual((await call('bidi')).replies, ['echo:x', 'echo:y', 'echo:z']);
+  });
+});
+
+/** A certificate for *.sbx.localhost signed by a CA of the test's own, valid from `from` to `to`. */
+function userCertificate(from: Date, to: Date): { caPath: string; cert: string; key: string } {
+  const pair = () => {
+    const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048, privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } });
+    return { pem: privateKey, key: forge.pki.privateKeyFromPem(privateKey) };
+  };
+  const caKey = pair();
+  const caCert = forge.pki.createCertificate();
+  caCert.publicKey = forge.pki.setRsaPublicKey(caKey.key.n, caKey.key.e);
+  caCert.serialNumber = '01';
+  caCert.validity.notBefore = new Date(Date.now() - 86_400_000 * 30);
+  caCert.validity.notAfter = new Date(Date.now() + 86_400_000 * 30);
+  const caName = [{ name: 'commonName', value: 'sbx test user CA' }];
+  caCert.setSubject(caName);
+  caCert.setIssuer(caName);
+  caCert.setExtensions([{ name: 'basicConstraints', cA: true, critical: true }, { name: 'keyUsage', keyCertSign: true, critical: true }]);
+  caCert.sign(caKey.key, forge.md.sha256.create());
+  const leafKey = pair();
+  const leaf = forge.pki.createCertificate();
+  leaf.publicKey = forge.pki.setRsaPublicKey(leafKey.key.n, leafKey.key.e);
+  leaf.serialNumber = '02';
+  leaf.validity.notBefore = from;
+  leaf.validity.notAfter = to;
+  leaf.setSubject([{ name: 'commonName', value: '*.sbx.localhost' }]);
+  leaf.setIssuer(caName);
+  leaf.setExtensions([{ name: 'subjectAltName', altNames: [{ type: 2, value: '*.sbx.localhost' }] }, { name: 'extKeyUsage', serverAuth: true }]);
+  leaf.sign(caKey.key, forge.md.sha256.create());
+  const dir = mkdtempSync(join(scratch, 'user-'));
+  const caPath = join(dir, 'ca.pem');
+  writeFileSync(caPath, forge.pki.certificateToPem(caCert));
+  writeFileSync(join(dir, 'cert.pem'), forge.pki.certificateToPem(leaf));
+  writeFileSync(join(dir, 'key.pem'), leafKey.pem, { mode: 0o600 });
+  return { caPath, cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem') };
+}
+
+describe('a certificate of the user\'s own (SBX_TLS_CERT, SBX_TLS_KEY)', () => {
+  it('is served and trusted through its own CA; an expired one is refused by the client', async () => {
+    const day = 86_400_000;
+    for (const [what, from, to, expect] of [
+      ['valid', new Date(Date.now() - day), new Date(Date.now() + 30 * day), 0],
+      ['expired', new Date(Date.now() - 30 * day), new Date(Date.now() - day), 60],
+    ] as const) {
+      const user = userCertificate(from, to);
+      const w = new World({ SBX_GATEWAY_TLS: '1', SBX_TLS_CERT: user.cert, SBX_TLS_KEY: user.key });
+      others.push(w);
+      await w.json(['create', '--name', 'web', '-p', '8000', '--', 'python3', '-m', 'http.server', '8000']);
+      const target = `https://8000-web.sbx.localhost:${w.gatewayPort()}/`;
+      if (expect === 0) await eventually(async () => (await curl(['--cacert', user.caPath, target])).status === 200, 'the server');
+      const r = await run('curl', ['-sS', '--cacert', user.caPath, '-o', '/dev/null', target]);
+      assert.equal(r.code, expect, `${what}: ${r.stderr}`);
+      if (expect) assert.match(r.stderr, /expired/);
+      assert.match(readFileSync(join(w.home, 'gateway.log'), 'utf8'), /from SBX_TLS_CERT/);
+      await w.sbx(['rm', '-f', 'web']);
+      await w.sbx(['gateway', 'stop']);
+    }
+  });
+
+  it('bad settings are refused with exit 2 and nothing made: a TLS switch that is not on/off, a certificate without its key', async () => {
+    const w = new World({ SBX_GATEWAY_TLS: 'maybe' });
+    others.push(w);
+    const bad = await w.sbx(['create', '--name', 'nope', '-p', '8000']);
+    assert.equal(bad.code, 2, bad.stderr);
+    assert.match(bad.stderr, /invalid SBX_GATEWAY_TLS "maybe": use 1/);
+    assert.deepEqual(await w.json(['ls']), [], 'nothing made');
+    const alone = await w.sbx(['gateway', 'start'], { env: { SBX_GATEWAY_TLS: '1', SBX_TLS_CERT: join(scratch, 'nothing.pem') } });
+    assert.equal(alone.code, 2, alone.stderr);
+    assert.match(alone.stderr, /SBX_TLS_CERT and SBX_TLS_KEY go together/);
+    const unreadable = await w.sbx(['gateway', 'start'], { env: { SBX_GATEWAY_TLS: '1', SBX_TLS_CERT: join(scratch, 'nothing.pem'), SBX_TLS_KEY: join(scratch, 'nothing.key') } });
+    assert.equal(unreadable.code, 2, unreadable.stderr);
+    assert.match(unreadable.stderr, /SBX_TLS_CERT\/SBX_TLS_KEY cannot be read/);
+  });
+});
