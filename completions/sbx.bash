@@ -34,6 +34,7 @@ _sbx() {
       "gateway start") cmd="gateway start" ;;
       "gateway stop") cmd="gateway stop" ;;
       "gateway status") cmd="gateway status" ;;
+      "ca") cmd="ca" ;;
       "pool") cmd="pool" ;;
       "pool set") cmd="pool set" ;;
       "pool status") cmd="pool status" ;;
@@ -43,7 +44,7 @@ _sbx() {
     esac
   done
   case "$cmd" in
-    "") flags="-h --help -v --version"; subs="create ls inspect start stop pause resume rm exec port network token fetch gateway pool image completion" ;;
+    "") flags="-h --help -v --version"; subs="create ls inspect start stop pause resume rm exec port network token fetch gateway ca pool image completion" ;;
     "create")
       flags="--name --image -e --env --memory --cpus --pids-limit -p --port --private --mask-host --ttl --ipv6 --block-network --no-internet --allow-out --deny-out --allow-port --deny-port --json -h --help"; subs=""; pos=""
       case "$prev" in
@@ -163,6 +164,9 @@ _sbx() {
       flags="--json -h --help"; subs=""; pos=""
       ;;
     "gateway status")
+      flags="--json -h --help"; subs=""; pos=""
+      ;;
+    "ca")
       flags="--json -h --help"; subs=""; pos=""
       ;;
     "pool")

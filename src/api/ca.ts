@@ -53,6 +53,17 @@ function rsaKey(f: Forge) {
   return { pem: privateKey, key: f.pki.privateKeyFromPem(privateKey) };
 }
 
+/** A new key and a certificate for it, valid from a minute ago (clocks differ) for `days`; unsigned. */
+function newCertificate(f: Forge, days: number) {
+  const { pem, key } = rsaKey(f);
+  const cert = f.pki.createCertificate();
+  cert.publicKey = f.pki.setRsaPublicKey(key.n, key.e);
+  cert.serialNumber = serial();
+  cert.validity.notBefore = new Date(Date.now() - 60_000);
+  cert.validity.notAfter = new Date(Date.now() + days * DAY_MS);
+  return { pem, key, cert };
+}
+
 function serial(): string {
   // Positive, 16 bytes of randomness (RFC 5280: at most 20 octets).
   return `01${randomBytes(15).toString('hex')}`;
@@ -93,12 +104,7 @@ export async function ensureCa(home: string): Promise<CaInfo> {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new RuntimeError(`the sbx CA at ${path} cannot be read: ${(err as Error).message}`, { cause: err });
   }
   const f = await forge();
-  const { pem, key } = rsaKey(f);
-  const cert = f.pki.createCertificate();
-  cert.publicKey = f.pki.setRsaPublicKey(key.n, key.e);
-  cert.serialNumber = serial();
-  cert.validity.notBefore = new Date(Date.now() - 60_000);
-  cert.validity.notAfter = new Date(Date.now() + CA_DAYS * DAY_MS);
+  const { pem, key, cert } = newCertificate(f, CA_DAYS);
   const name = [
     { name: 'commonName', value: `sbx local CA ${randomBytes(4).toString('hex')}` },
     { name: 'organizationName', value: 'sbx (this machine only)' },
@@ -138,12 +144,7 @@ export async function serverCertificate(home: string, names: string[], env: Node
   const f = await forge();
   const caCert = f.pki.certificateFromPem(readFileSync(ca.path, 'utf8'));
   const caKey = f.pki.privateKeyFromPem(readFileSync(join(caDir(home), 'ca-key.pem'), 'utf8'));
-  const { pem, key } = rsaKey(f);
-  const cert = f.pki.createCertificate();
-  cert.publicKey = f.pki.setRsaPublicKey(key.n, key.e);
-  cert.serialNumber = serial();
-  cert.validity.notBefore = new Date(Date.now() - 60_000);
-  cert.validity.notAfter = new Date(Date.now() + SERVER_DAYS * DAY_MS);
+  const { pem, cert } = newCertificate(f, SERVER_DAYS);
   cert.setSubject([{ name: 'commonName', value: names[0]! }]);
   cert.setIssuer(caCert.subject.attributes);
   cert.setExtensions([
