@@ -144,7 +144,7 @@ _sbx() {
       flags="--rotate --json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
       ;;
     "fetch")
-      flags="-X --method -H --header -d --data -i --include -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
+      flags="-X --method -H --header -d --data -i --include --http2 -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
       case "$prev" in
         -X|--method) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
         -H|--header) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;

@@ -101,6 +101,7 @@ complete -c sbx -n '__fish_seen_subcommand_from fetch' -s X -l method -x -d 'HTT
 complete -c sbx -n '__fish_seen_subcommand_from fetch' -s H -l header -x -d 'request header (repeatable)'
 complete -c sbx -n '__fish_seen_subcommand_from fetch' -s d -l data -x -d 'request body (@file reads a file, @- stdin)'
 complete -c sbx -n '__fish_seen_subcommand_from fetch' -s i -l include -d 'print the status line and headers too'
+complete -c sbx -n '__fish_seen_subcommand_from fetch' -l http2 -d 'send it as HTTP/2 (prior knowledge; by ALPN on an HTTPS gateway)'
 complete -c sbx -n '__fish_seen_subcommand_from fetch' -a '(sbx __complete sandboxes 2>/dev/null)'
 complete -c sbx -n 'not __fish_seen_subcommand_from create ls inspect start stop pause resume rm exec port network token fetch gateway ca pool image completion' -a gateway -d 'the gateway that serves sandbox URLs'
 complete -c sbx -n '__fish_seen_subcommand_from gateway; and not __fish_seen_subcommand_from run start stop status' -a run -d 'run the gateway in the foreground'

@@ -20,6 +20,8 @@ export interface GatewayRoute {
   domain: string;
   /** A byte stream to the listener through the daemon (the engine is elsewhere). */
   connect?: () => Promise<Duplex>;
+  /** It serves HTTPS; `ca`: the CA to trust for it (sbx's own), else the system's and NODE_EXTRA_CA_CERTS. */
+  tls?: { ca?: string };
 }
 
 export interface ExecTarget {

@@ -28,6 +28,8 @@ export interface ServerCertificate {
   names: string[];
   /** Where it came from: sbx's CA, or SBX_TLS_CERT/SBX_TLS_KEY. */
   source: 'sbx-ca' | 'user';
+  /** sbx's CA certificate (source sbx-ca). */
+  caPath?: string;
 }
 
 const CA_DAYS = 3650;
@@ -138,7 +140,7 @@ export async function serverCertificate(home: string, names: string[], env: Node
     const meta = JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')) as { names: string[]; ca: string };
     const current = new X509Certificate(readFileSync(certPath));
     if (meta.ca === ca.sha256 && meta.names.join(',') === names.join(',') && Date.parse(current.validTo) - Date.now() > RENEW_BEFORE_DAYS * DAY_MS) {
-      return { cert: readFileSync(certPath, 'utf8'), key: readFileSync(keyPath, 'utf8'), certPath, keyPath, names, source: 'sbx-ca' };
+      return { cert: readFileSync(certPath, 'utf8'), key: readFileSync(keyPath, 'utf8'), certPath, keyPath, names, source: 'sbx-ca', caPath: ca.path };
     }
   } catch {}
   const f = await forge();
@@ -159,7 +161,7 @@ export async function serverCertificate(home: string, names: string[], env: Node
   // Replaced whole: the old directory goes first (the gateway that asks is the only writer).
   rmSync(dir, { recursive: true, force: true });
   publishPair(dir, { 'cert.pem': { text, mode: 0o644 }, 'key.pem': { text: pem, mode: 0o600 }, 'meta.json': { text: JSON.stringify({ names, ca: ca.sha256 }), mode: 0o644 } });
-  return { cert: readFileSync(certPath, 'utf8'), key: readFileSync(keyPath, 'utf8'), certPath, keyPath, names, source: 'sbx-ca' };
+  return { cert: readFileSync(certPath, 'utf8'), key: readFileSync(keyPath, 'utf8'), certPath, keyPath, names, source: 'sbx-ca', caPath: ca.path };
 }
 
 /** SBX_TLS_CERT and SBX_TLS_KEY: both readable, a certificate and its key, or a usage error naming what is wrong. */

@@ -28,7 +28,7 @@ export function hostBackend(local: LocalSbx): SbxBackend {
     gatewayStatus: () => local.gatewayStatus(),
     ensureGateway: async () => {
       const s = await local.ensureGateway();
-      return { host: s.host === '0.0.0.0' ? '127.0.0.1' : s.host === '::' ? '::1' : s.host, port: s.port, domain: s.domain };
+      return { host: s.host === '0.0.0.0' ? '127.0.0.1' : s.host === '::' ? '::1' : s.host, port: s.port, domain: s.domain, ...(s.tls ? { tls: { ...(s.tlsCa ? { ca: s.tlsCa } : {}) } } : {}) };
     },
     stopGateway: () => local.stopGateway(),
     networkLog: (ref, q) => local.networkLog(ref, q),

@@ -1,8 +1,12 @@
 // Talking to a sandbox's ports through the gateway from this machine: one HTTP request
 // (`sbx fetch`, Blaxel's sandbox.fetch) and a local TCP port forwarded to a sandbox port
 // (`sbx port forward`, like kubectl port-forward), both with the sandbox's token.
-import { request, type IncomingMessage, type RequestOptions } from 'node:http';
-import { createServer, type Server, type Socket } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { request as httpRequest, type ClientRequest, type IncomingMessage, type RequestOptions } from 'node:http';
+import { connect as connectHttp2, type IncomingHttpHeaders } from 'node:http2';
+import { request as httpsRequest } from 'node:https';
+import { connect as connectTcp, createServer, type Server, type Socket } from 'node:net';
+import { connect as connectTls } from 'node:tls';
 import type { Duplex, Readable } from 'node:stream';
 import { RuntimeError } from '../core/errors.ts';
 import { parsePort } from '../core/ports.ts';
@@ -24,18 +28,34 @@ function via(gw: GatewayRoute): RequestOptions {
     : { host: gw.host, port: gw.port };
 }
 
+/** TLS to an HTTPS gateway: the certificate checked for `host` against its CA (sbx's), or the system's. */
+function tlsFor(gw: GatewayRoute, host: string, alpn: string[]) {
+  return { servername: host, ALPNProtocols: alpn, ...(gw.tls?.ca ? { ca: [readFileSync(gw.tls.ca)] } : {}) };
+}
+
+/** An HTTP/1.1 request to the gateway, over TLS when it serves HTTPS. */
+function requestTo(gw: GatewayRoute, host: string, options: RequestOptions, onResponse?: (res: IncomingMessage) => void): ClientRequest {
+  if (!gw.tls) return httpRequest({ ...via(gw), ...options }, onResponse);
+  if (gw.connect) throw new RuntimeError('an HTTPS gateway behind the agent is not supported yet: unset SBX_GATEWAY_TLS');
+  return httpsRequest({ ...via(gw), ...tlsFor(gw, host, ['http/1.1']), ...options }, onResponse);
+}
+
 export interface FetchOptions {
   path?: string;
   method?: string;
   headers?: Record<string, string>;
   body?: string | Buffer | Readable;
+  /** HTTP/2: with prior knowledge (h2c), or by ALPN on an HTTPS gateway. */
+  http2?: boolean;
 }
 
 export interface FetchResponse {
   status: number;
   statusText: string;
   rawHeaders: string[];
-  body: IncomingMessage;
+  body: Readable;
+  /** "1.1" or "2". */
+  httpVersion: string;
 }
 
 export async function fetchThroughGateway(sbx: Sbx, ref: string, portValue: number | string, options: FetchOptions = {}): Promise<FetchResponse> {
@@ -44,21 +64,52 @@ export async function fetchThroughGateway(sbx: Sbx, ref: string, portValue: numb
   const gw = await sbx.ensureGateway();
   let path = options.path ?? '/';
   if (!path.startsWith('/')) path = `/${path}`;
+  const host = `${port}-${record.name}.${gw.domain}`;
+  if (options.http2) return fetchHttp2(gw, host, path, options, record.token ?? '');
   return new Promise((resolve, reject) => {
-    const req = request(
+    const req = requestTo(
+      gw,
+      host,
       {
-        ...via(gw),
         method: options.method ?? 'GET',
         path,
-        headers: { ...options.headers, host: `${port}-${record.name}.${gw.domain}:${gw.port}`, [TOKEN_HEADER]: record.token ?? '' },
+        headers: { ...options.headers, host: `${host}:${gw.port}`, [TOKEN_HEADER]: record.token ?? '' },
       },
-      (res) => resolve({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', rawHeaders: res.rawHeaders, body: res }),
+      (res) => resolve({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', rawHeaders: res.rawHeaders, body: res, httpVersion: res.httpVersion }),
     );
     req.on('error', (err) => reject(new RuntimeError(`the gateway did not answer: ${err.message}`)));
-    const body = options.body;
-    if (body === undefined) req.end();
-    else if (typeof body === 'string' || Buffer.isBuffer(body)) req.end(body);
-    else body.pipe(req);
+    sendBody(req, options.body);
+  });
+}
+
+function sendBody(req: NodeJS.WritableStream & { end(b?: string | Buffer): unknown }, body: FetchOptions['body']): void {
+  if (body === undefined) req.end();
+  else if (typeof body === 'string' || Buffer.isBuffer(body)) req.end(body);
+  else body.pipe(req);
+}
+
+/** The same request as HTTP/2 (sbx fetch --http2): one session, closed with the response. */
+function fetchHttp2(gw: GatewayRoute, host: string, path: string, options: FetchOptions, token: string): Promise<FetchResponse> {
+  return new Promise((resolve, reject) => {
+    const hint = gw.tls ? '' : ' (without TLS only the Node gateway speaks HTTP/2: SBX_GATEWAY_ENGINE=node, or SBX_GATEWAY_TLS=1)';
+    const failed = (err: Error) => reject(new RuntimeError(`the gateway did not answer over HTTP/2: ${err.message}${hint}`));
+    const opened = gw.connect ? gw.connect() : Promise.resolve(gw.tls ? connectTls({ host: gw.host, port: gw.port, ...tlsFor(gw, host, ['h2']) }) : connectTcp(gw.port, gw.host));
+    opened.then((s) => {
+      (s as Duplex & { resume(): void }).resume();
+      const session = connectHttp2(`${gw.tls ? 'https' : 'http'}://${host}:${gw.port}`, { createConnection: () => s });
+      session.on('error', failed);
+      const headers: Record<string, string> = { ':method': options.method ?? 'GET', ':path': path, ':authority': `${host}:${gw.port}`, [TOKEN_HEADER]: token };
+      for (const [k, v] of Object.entries(options.headers ?? {})) if (k.toLowerCase() !== 'host') headers[k.toLowerCase()] = v;
+      const stream = session.request(headers);
+      stream.on('error', failed);
+      stream.on('response', (h: IncomingHttpHeaders) => {
+        const raw: string[] = [];
+        for (const [k, v] of Object.entries(h)) if (!k.startsWith(':') && v !== undefined) for (const one of Array.isArray(v) ? v : [v]) raw.push(k, String(one));
+        resolve({ status: Number(h[':status']), statusText: '', rawHeaders: raw, body: stream, httpVersion: '2' });
+      });
+      stream.on('close', () => session.close());
+      sendBody(stream, options.body);
+    }, failed);
   });
 }
 
@@ -81,8 +132,7 @@ export async function forwardPort(sbx: Sbx, ref: string, portValue: number | str
     void sbx.resolve(record.id).then((current) => tunnel(client, current.token ?? ''), () => tunnel(client, record.token ?? ''));
   });
   const tunnel = (client: Socket, token: string) => {
-    const req = request({
-      ...via(gw),
+    const req = requestTo(gw, gw.domain, {
       path: `/_sbx/tunnel/${record.id}/${port}`,
       headers: { host: gw.domain, connection: 'Upgrade', upgrade: 'sbx-tunnel', [TOKEN_HEADER]: token },
     });

@@ -179,6 +179,7 @@ export const COMMANDS: CommandSpec[] = [
       { flags: '-H, --header <K: V>', description: 'request header (repeatable)', repeatable: true },
       { flags: '-d, --data <data>', description: 'request body (@file reads a file, @- stdin)' },
       { flags: '-i, --include', description: 'print the status line and headers too' },
+      { flags: '--http2', description: 'send it as HTTP/2 (prior knowledge; by ALPN on an HTTPS gateway)' },
     ],
   },
   {

@@ -83,6 +83,8 @@ export interface GatewayState {
   engine?: 'nginx' | 'node';
   /** It serves HTTPS (SBX_GATEWAY_TLS): its URLs start with https://. */
   tls?: boolean;
+  /** The CA its certificate chains to, when it is sbx's own (clients of this machine trust it). */
+  tlsCa?: string;
   /** The control socket that carries out create and rm (see control.ts). */
   control?: string;
   /** The engine this daemon talks to: a client with another DOCKER_HOST does its own work. */

@@ -64,6 +64,13 @@ describe('HTTP/1.1 and HTTP/2 on one listener', () => {
     assert.match((await curl(['--http2-prior-knowledge', url])).body, /Directory listing/);
   });
 
+  it('sbx fetch --http2 sends its request as HTTP/2 (to a private port, with the token)', async () => {
+    const r = await world.sbx(['fetch', 'rpc', '50052', '/sbx.test.Echo/Nope', '-i', '--http2', '-X', 'POST', '-H', 'content-type: application/grpc']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^HTTP\/2 200\n/);
+    assert.match(r.stdout, /grpc-status: 12/, 'the sandbox answered (UNIMPLEMENTED): the token passed');
+  });
+
   it('the gateway answers HTTP/2 as it answers HTTP/1.1: 404 for a port not exposed, 403 without the token', async () => {
     const r = await curl(['--http2-prior-knowledge', '-H', 'Accept: application/json', world.url(9999, 'web')]);
     assert.equal(r.status, 404);

@@ -106,6 +106,24 @@ describe('HTTPS URLs', () => {
     assert.equal((await curl(['--cacert', ca, url(8000, 'priv')])).status, 403);
   });
 
+  it('sbx fetch (HTTP/1.1 and --http2) and sbx port forward reach a private port through the HTTPS gateway, checking its certificate', async () => {
+    const h1 = await world.sbx(['fetch', 'priv', '8000', '/', '-i']);
+    assert.equal(h1.code, 0, h1.stderr);
+    assert.match(h1.stdout, /^HTTP\/1\.1 200 /);
+    const h2 = await world.sbx(['fetch', 'priv', '8000', '/', '-i', '--http2']);
+    assert.equal(h2.code, 0, h2.stderr);
+    assert.match(h2.stdout, /^HTTP\/2 200\n/);
+    assert.match(h2.stdout, /Directory listing/);
+    const { child, localPort } = await world.forward('priv', 8000);
+    try {
+      const r = await curl([`http://127.0.0.1:${localPort}/`]);
+      assert.equal(r.status, 200);
+      assert.match(r.body, /Directory listing/);
+    } finally {
+      child.kill();
+    }
+  });
+
   it('WebSocket over HTTPS (wss://), with Node trusting the CA through NODE_EXTRA_CA_CERTS', async () => {
     const script = `const ws = new WebSocket(${JSON.stringify(url(9000, 'web', '/chat').replace('https:', 'wss:'))}); const got = [];
 ws.onopen = () => { ws.send('hello'); ws.send('world'); };

@@ -33,9 +33,10 @@ export async function run(input: CommandInput): Promise<number> {
     method: (opts.method as string | undefined)?.toUpperCase() ?? (body !== undefined ? 'POST' : 'GET'),
     headers: parseHeaders(opts.header as string[] | undefined),
     body,
+    http2: !!opts.http2,
   });
   if (opts.include) {
-    let head = `HTTP/1.1 ${res.status} ${res.statusText}\n`;
+    let head = res.httpVersion === '2' ? `HTTP/2 ${res.status}\n` : `HTTP/1.1 ${res.status} ${res.statusText}\n`;
     for (let i = 0; i < res.rawHeaders.length; i += 2) head += `${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}\n`;
     io.stdout.write(head + '\n');
   }
