@@ -148,6 +148,29 @@ ws.onerror = (e) => { console.log('error ' + (e.message ?? e.error?.message)); p
   });
 });
 
+/** Headless Chromium with a fresh profile and a fresh NSS store (HOME), trusting `caPath` when given: the page's DOM, and what it logged. */
+async function chromium(target: string, caPath?: string): Promise<{ dom: string; log: string }> {
+  const home = mkdtempSync(join(scratch, 'chromium-'));
+  const nssdb = join(home, '.pki', 'nssdb');
+  await run('mkdir', ['-p', nssdb]);
+  assert.equal((await run('certutil', ['-d', `sql:${nssdb}`, '-N', '--empty-password'])).code, 0, 'certutil (libnss3-tools) makes the store');
+  if (caPath) assert.equal((await run('certutil', ['-d', `sql:${nssdb}`, '-A', '-t', 'C,,', '-n', 'sbx-local-ca', '-i', caPath])).code, 0);
+  const r = await run('chromium', ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', `--user-data-dir=${join(home, 'profile')}`, '--dump-dom', target], { env: { HOME: home }, timeoutMs: 60_000 });
+  return { dom: r.stdout, log: r.stderr };
+}
+
+describe('headless Chromium', () => {
+  it('loads an https sandbox URL when its profile trusts the CA (certutil, as sbx ca says), and refuses it otherwise', async () => {
+    await world.json(['create', '--name', 'page', '-p', '3000', '--', 'python3', '-m', 'http.server', '3000']);
+    const target = url(3000, 'page');
+    await eventually(async () => (await curl(['--cacert', ca, target])).status === 200, 'the page');
+    assert.match((await chromium(target, ca)).dom, /Directory listing for \//);
+    const untrusted = await chromium(target);
+    assert.doesNotMatch(untrusted.dom, /Directory listing/);
+    assert.match(untrusted.log, /ERR_CERT_AUTHORITY_INVALID/);
+  });
+});
+
 /** A certificate for *.sbx.localhost signed by a CA of the test's own, valid from `from` to `to`. */
 function userCertificate(from: Date, to: Date): { caPath: string; cert: string; key: string } {
   const pair = () => {
