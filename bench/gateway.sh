@@ -62,8 +62,10 @@ rss_rest=$(awk '/VmRSS/ {print $2}' "/proc/$gw_pid/status")
 
 # nginx on the host proxying to the same upstream, one worker like the one gateway process.
 nginx_port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+# Its workers run as root: sbx lets only root and the gateway's own user open connections into a
+# sandbox (as nobody, nginx's default, every request would be a fast 502 and no baseline at all).
 cat > "$NGINX_DIR/nginx.conf" <<CONF
-worker_processes 1; pid $NGINX_DIR/nginx.pid; error_log $NGINX_DIR/error.log;
+user root; worker_processes 1; pid $NGINX_DIR/nginx.pid; error_log $NGINX_DIR/error.log;
 events { worker_connections 4096; }
 http { access_log off; client_body_temp_path $NGINX_DIR; proxy_temp_path $NGINX_DIR; fastcgi_temp_path $NGINX_DIR; uwsgi_temp_path $NGINX_DIR; scgi_temp_path $NGINX_DIR;
   upstream up { server $ip:8080; keepalive 64; }
@@ -76,6 +78,8 @@ run_wrk() { # name url [host] [connections]
   local out c=${4:-$CONNS}
   if [ -n "${3:-}" ]; then out=$(wrk -t1 -c"$c" -d"${DURATION}s" --latency -H "Host: $3" "$2"); else out=$(wrk -t1 -c"$c" -d"${DURATION}s" --latency "$2"); fi
   echo "$out" >&2
+  # Errors answered fast are not throughput: a run with any gives no figure.
+  if echo "$out" | grep -q 'Non-2xx'; then echo "wrk got errors from $2: no figure" >&2; exit 1; fi
   local rps p99
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}')

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# HTTP/2 and HTTPS through the gateway (issue 14), each against its baseline in one run:
+# - h2c RPS with h2load (Debian's nghttp2-client): through the gateway (Node engine, the one that
+#   serves h2c) against straight to the sandbox; target at least 0.8x;
+# - HTTPS RPS (wrk, HTTP/1.1 over TLS; and h2load, HTTP/2 by ALPN): through the gateway with
+#   SBX_GATEWAY_TLS=1 against nginx on this host ending TLS with the same certificate and key and
+#   proxying to the same upstream; target at least 0.8x;
+# - port expose to the first 200 over HTTPS (curl --cacert, median of 5); target under 150 ms.
+# The upstream is nginx copied into a sandbox: HTTP/1.1 on 8080, h2c on 8081.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+for pkg in wrk nginx-light nghttp2-client; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || { step "installing $pkg"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >&2; service nginx stop >/dev/null 2>&1 || true; }
+done
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-32}
+export SBX_GATEWAY_PORT=0 SBX_GATEWAY_ENGINE=node
+NGINX_DIR=$(mktemp -d /tmp/sbx-bench-nginx-XXXXXX)
+cleanup_nginx() { [ -f "$NGINX_DIR/nginx.pid" ] && kill "$(cat "$NGINX_DIR/nginx.pid")" 2>/dev/null; cp "$NGINX_DIR/error.log" "$OUT/http2-nginx-error.log" 2>/dev/null || true; rm -rf "$NGINX_DIR"; bench_cleanup; }
+trap cleanup_nginx EXIT
+
+box=$(sbx create --name bench-up --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).container')
+docker cp /usr/sbin/nginx "$box:/usr/sbin/nginx" >/dev/null
+sbx exec -i bench-up -- sh -c 'cat > /tmp/up.conf' <<'CONF'
+user root; worker_processes 1; pid /tmp/up.pid; error_log stderr;
+events { worker_connections 4096; }
+http { access_log off; client_body_temp_path /tmp; proxy_temp_path /tmp; fastcgi_temp_path /tmp; uwsgi_temp_path /tmp; scgi_temp_path /tmp;
+  server { listen 8080 backlog=4096; keepalive_requests 1000000; location / { return 200 "hello\n"; } }
+  server { listen 8081 http2 backlog=4096; keepalive_requests 1000000; location / { return 200 "hello\n"; } } }
+CONF
+sbx exec -d bench-up -- /usr/sbin/nginx -c /tmp/up.conf -g 'daemon off;'
+ip=$(sbx inspect bench-up --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).ip')
+for _ in $(seq 1 50); do curl -sf "http://$ip:8080/" >/dev/null && break; sleep 0.1; done
+
+h2rps() { # url [connect-to host:port]: successful requests/s of h2load, 1 thread, CONNS connections, 10 streams each
+  local out
+  if [ -n "${2:-}" ]; then out=$(h2load -t1 -c"$CONNS" -m10 -D"$DURATION" --connect-to="$2" "$1" 2>&1); else out=$(h2load -t1 -c"$CONNS" -m10 -D"$DURATION" "$1" 2>&1); fi
+  echo "$out" >&2
+  # Only answers that succeeded (2xx) count: a baseline that answers 421 or 400 fast is no baseline.
+  echo "$out" | awk '/^finished in/ {gsub(/s,/,""); t=$3} /^requests:/ {for (i=1;i<=NF;i++) if ($(i+1) ~ /^succeeded/) ok=$i} END {printf "%.0f\n", ok/t}'
+}
+wrkrps() { # url host
+  local out
+  out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "Host: $2" "$1")
+  echo "$out" >&2
+  # Errors answered fast are not throughput: a run with any is refused.
+  if echo "$out" | grep -q 'Non-2xx'; then echo "wrk got errors from $1: no figure" >&2; exit 1; fi
+  echo "$out" | awk '/Requests\/sec/ {print $2}'
+}
+
+step "h2c: straight to the sandbox, then through the gateway (Node engine)"
+sbx port expose bench-up 8081 >/dev/null
+gw_port=$(sbx gateway status --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).port')
+for _ in $(seq 1 50); do curl -sf --http2-prior-knowledge "http://8081-bench-up.sbx.localhost:$gw_port/" >/dev/null && break; sleep 0.1; done
+h2c_direct=$(h2rps "http://$ip:8081/")
+h2c_gateway=$(h2rps "http://8081-bench-up.sbx.localhost:$gw_port/" "127.0.0.1:$gw_port")
+
+step "HTTPS: the gateway with SBX_GATEWAY_TLS=1, and nginx ending TLS with the same certificate"
+sbx gateway stop >/dev/null
+export SBX_GATEWAY_TLS=1
+sbx port expose bench-up 8080 >/dev/null
+gw_port=$(sbx gateway status --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).port')
+ca=$(sbx ca 2>/dev/null)
+cert="$SBX_HOME/tls/server/cert.pem" key="$SBX_HOME/tls/server/key.pem"
+url="https://8080-bench-up.sbx.localhost:$gw_port/"
+for _ in $(seq 1 50); do curl -sf --cacert "$ca" "$url" >/dev/null && break; sleep 0.1; done
+nginx_port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+# Its workers run as root: sbx lets only root and the gateway's own user open connections into a
+# sandbox (as nobody, nginx's default, every request would be a fast 502).
+cat > "$NGINX_DIR/nginx.conf" <<CONF
+user root; worker_processes 1; pid $NGINX_DIR/nginx.pid; error_log $NGINX_DIR/error.log;
+events { worker_connections 4096; }
+http { access_log off; client_body_temp_path $NGINX_DIR; proxy_temp_path $NGINX_DIR; fastcgi_temp_path $NGINX_DIR; uwsgi_temp_path $NGINX_DIR; scgi_temp_path $NGINX_DIR;
+  upstream up { server $ip:8080; keepalive 64; }
+  server { listen 127.0.0.1:$nginx_port ssl http2; ssl_certificate $cert; ssl_certificate_key $key; keepalive_requests 1000000;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; } } }
+CONF
+nginx -c "$NGINX_DIR/nginx.conf"
+https_nginx=$(wrkrps "https://127.0.0.1:$nginx_port/" "8080-bench-up.sbx.localhost")
+https_gateway=$(wrkrps "https://127.0.0.1:$gw_port/" "8080-bench-up.sbx.localhost:$gw_port")
+h2tls_nginx=$(h2rps "https://8080-bench-up.sbx.localhost:$nginx_port/" "127.0.0.1:$nginx_port")
+h2tls_gateway=$(h2rps "https://8080-bench-up.sbx.localhost:$gw_port/" "127.0.0.1:$gw_port")
+
+step "port expose to the first 200 over HTTPS (median of 5)"
+expose_ms=$(node -e '
+const { execFileSync } = require("child_process");
+const [sbx, url, ca] = process.argv.slice(1);
+const runs = [];
+for (let i = 0; i < 5; i++) {
+  execFileSync(sbx, ["port", "rm", "bench-up", "8080"], { stdio: "ignore" });
+  const t0 = process.hrtime.bigint();
+  execFileSync(sbx, ["port", "expose", "bench-up", "8080"], { stdio: "ignore" });
+  for (;;) { try { execFileSync("curl", ["-sf", "--cacert", ca, "-o", "/dev/null", url]); break; } catch {} }
+  runs.push(Number(process.hrtime.bigint() - t0) / 1e6);
+}
+console.log(runs.sort((a, b) => a - b)[2].toFixed(0));
+' "$ROOT/bin/sbx" "$url" "$ca")
+
+node -e '
+const [h2cD, h2cG, hN, hG, h2N, h2G, expose] = process.argv.slice(1).map(Number);
+const f0 = (x) => x.toFixed(0), f2 = (x) => x.toFixed(2);
+const row = (what, m, base, baseName, target = 0.8) => console.log(`| ${what} | ${f0(m)} | ${baseName}: ${f0(base)} | ${f2(m / base)}x | at least ${target}x | ${m / base >= target ? "met" : "MISSED"} |`);
+row("h2c RPS through the gateway (h2load, Node engine)", h2cG, h2cD, "straight to the sandbox (h2c)");
+row("HTTPS RPS through the gateway (wrk, HTTP/1.1 over TLS)", hG, hN, "nginx ending TLS, same certificate");
+row("HTTPS RPS through the gateway (h2load, HTTP/2 by ALPN)", h2G, h2N, "nginx ending TLS, same certificate");
+console.log(`| port expose to first 200 over HTTPS | ${f0(expose)} ms | | | under 150 ms | ${expose < 150 ? "met" : "MISSED"} |`);
+' "$h2c_direct" "$h2c_gateway" "$https_nginx" "$https_gateway" "$h2tls_nginx" "$h2tls_gateway" "$expose_ms"
