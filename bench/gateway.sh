@@ -17,23 +17,13 @@ NGINX_DIR=$(mktemp -d /tmp/sbx-bench-nginx-XXXXXX)
 cleanup_nginx() { [ -f "$NGINX_DIR/nginx.pid" ] && kill "$(cat "$NGINX_DIR/nginx.pid")" 2>/dev/null; rm -rf "$NGINX_DIR"; sbx gateway stop >/dev/null 2>&1 || true; bench_cleanup; }
 trap cleanup_nginx EXIT
 
-# The upstream: nginx answering "hello" on 8080 inside a sandbox.
-box=$(sbx create --name bench-up --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).container')
-docker cp /usr/sbin/nginx "$box:/usr/sbin/nginx" >/dev/null
-sbx exec -i bench-up -- sh -c 'cat > /tmp/up.conf' <<'CONF'
-user root; worker_processes 1; pid /tmp/up.pid; error_log stderr;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path /tmp; proxy_temp_path /tmp; fastcgi_temp_path /tmp; uwsgi_temp_path /tmp; scgi_temp_path /tmp;
-  server { listen 8080 backlog=4096; keepalive_requests 1000000; location / { return 200 "hello\n"; } } }
-CONF
-sbx exec -d bench-up -- /usr/sbin/nginx -c /tmp/up.conf -g 'daemon off;'
-ip=$(sbx inspect bench-up --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).ip')
+source "$(dirname "$0")/nginx-upstream.sh"
+bench_upstream
 
 # Expose-to-first-200 (the gateway already runs, as it does once any port is exposed).
 sbx gateway start >/dev/null
 gw_port=$(sbx gateway status --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).port')
 gw_pid=$(sbx gateway status --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).pid')
-for _ in $(seq 1 50); do curl -sf "http://$ip:8080/" >/dev/null && break; sleep 0.1; done
 # Median of 5 rounds of `port rm` then `port expose` to the first 200.
 measure_expose() {
   node -e '

@@ -19,18 +19,8 @@ NGINX_DIR=$(mktemp -d /tmp/sbx-bench-nginx-XXXXXX)
 cleanup_nginx() { [ -f "$NGINX_DIR/nginx.pid" ] && kill "$(cat "$NGINX_DIR/nginx.pid")" 2>/dev/null; cp "$NGINX_DIR/error.log" "$OUT/http2-nginx-error.log" 2>/dev/null || true; rm -rf "$NGINX_DIR"; bench_cleanup; }
 trap cleanup_nginx EXIT
 
-box=$(sbx create --name bench-up --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).container')
-docker cp /usr/sbin/nginx "$box:/usr/sbin/nginx" >/dev/null
-sbx exec -i bench-up -- sh -c 'cat > /tmp/up.conf' <<'CONF'
-user root; worker_processes 1; pid /tmp/up.pid; error_log stderr;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path /tmp; proxy_temp_path /tmp; fastcgi_temp_path /tmp; uwsgi_temp_path /tmp; scgi_temp_path /tmp;
-  server { listen 8080 backlog=4096; keepalive_requests 1000000; location / { return 200 "hello\n"; } }
-  server { listen 8081 http2 backlog=4096; keepalive_requests 1000000; location / { return 200 "hello\n"; } } }
-CONF
-sbx exec -d bench-up -- /usr/sbin/nginx -c /tmp/up.conf -g 'daemon off;'
-ip=$(sbx inspect bench-up --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).ip')
-for _ in $(seq 1 50); do curl -sf "http://$ip:8080/" >/dev/null && break; sleep 0.1; done
+source "$(dirname "$0")/nginx-upstream.sh"
+H2C=1 bench_upstream
 
 h2rps() { # url [connect-to host:port]: successful requests/s of h2load, 1 thread, CONNS connections, 10 streams each
   local out
