@@ -3,8 +3,8 @@
 # - h2c RPS with h2load (Debian's nghttp2-client): through the gateway (Node engine, the one that
 #   serves h2c) against straight to the sandbox; target at least 0.8x;
 # - HTTPS RPS (wrk, HTTP/1.1 over TLS; and h2load, HTTP/2 by ALPN): through the gateway with
-#   SBX_GATEWAY_TLS=1 against nginx on this host ending TLS with the same certificate and key and
-#   proxying to the same upstream; target at least 0.8x;
+#   SBX_GATEWAY_TLS=1 (its nginx ends TLS) against nginx on this host ending TLS with the same
+#   certificate and key and proxying to the same upstream; target at least 0.8x;
 # - port expose to the first 200 over HTTPS (curl --cacert, median of 5); target under 150 ms.
 # The upstream is nginx copied into a sandbox: HTTP/1.1 on 8080, h2c on 8081.
 set -euo pipefail
@@ -45,8 +45,9 @@ for _ in $(seq 1 50); do curl -sf --http2-prior-knowledge "http://8081-bench-up.
 h2c_direct=$(h2rps "http://$ip:8081/")
 h2c_gateway=$(h2rps "http://8081-bench-up.sbx.localhost:$gw_port/" "127.0.0.1:$gw_port")
 
-step "HTTPS: the gateway with SBX_GATEWAY_TLS=1, and nginx ending TLS with the same certificate"
+step "HTTPS: the gateway with SBX_GATEWAY_TLS=1 (nginx engine), and nginx ending TLS with the same certificate"
 sbx gateway stop >/dev/null
+unset SBX_GATEWAY_ENGINE
 export SBX_GATEWAY_TLS=1
 sbx port expose bench-up 8080 >/dev/null
 gw_port=$(sbx gateway status --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).port')
@@ -91,7 +92,7 @@ const [h2cD, h2cG, hN, hG, h2N, h2G, expose] = process.argv.slice(1).map(Number)
 const f0 = (x) => x.toFixed(0), f2 = (x) => x.toFixed(2);
 const row = (what, m, base, baseName, target = 0.8) => console.log(`| ${what} | ${f0(m)} | ${baseName}: ${f0(base)} | ${f2(m / base)}x | at least ${target}x | ${m / base >= target ? "met" : "MISSED"} |`);
 row("h2c RPS through the gateway (h2load, Node engine)", h2cG, h2cD, "straight to the sandbox (h2c)");
-row("HTTPS RPS through the gateway (wrk, HTTP/1.1 over TLS)", hG, hN, "nginx ending TLS, same certificate");
-row("HTTPS RPS through the gateway (h2load, HTTP/2 by ALPN)", h2G, h2N, "nginx ending TLS, same certificate");
+row("HTTPS RPS through the gateway (wrk, HTTP/1.1 over TLS, nginx engine)", hG, hN, "nginx ending TLS, same certificate");
+row("HTTPS RPS through the gateway (h2load, HTTP/2 by ALPN, nginx engine)", h2G, h2N, "nginx ending TLS, same certificate");
 console.log(`| port expose to first 200 over HTTPS | ${f0(expose)} ms | | | under 150 ms | ${expose < 150 ? "met" : "MISSED"} |`);
 ' "$h2c_direct" "$h2c_gateway" "$https_nginx" "$https_gateway" "$h2tls_nginx" "$h2tls_gateway" "$expose_ms"

@@ -1,11 +1,15 @@
-// sbx's own certificate authority, one per SBX_HOME, made on first use: it signs the gateway's
-// certificate for `*.<domain>` when the gateway serves HTTPS (SBX_GATEWAY_TLS=1). Its key never
-// leaves SBX_HOME/tls (0600); the user trusts ca.pem where they want (sbx ca says how, and never
+// sbx's own certificate authority, one per SBX_HOME and domain, made on first use: it signs the
+// gateway's certificate for `*.<domain>` when the gateway serves HTTPS (SBX_GATEWAY_TLS=1). It can
+// sign for nothing else: a critical name constraint permits only names under the domain and no IP
+// address, so trusting it (even system-wide) trusts nothing outside sbx's URLs; and a domain that
+// could be a public suffix (co.uk, github.io) is refused. Its key never leaves SBX_HOME/tls (0600,
+// in directories sbx made and owns, checked before every use: no symlink, no other owner, nothing
+// group- or world-writable); the user trusts ca.pem where they want (sbx ca says how, and never
 // installs it anywhere). A pair (certificate and key) is written into a new directory that is
 // then renamed into place, so two processes making it at once cannot mix one's key with the
 // other's certificate: the second rename fails, and that process uses the first one's.
 import { X509Certificate, createPrivateKey, generateKeyPairSync, randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RuntimeError, UsageError } from '../core/errors.ts';
 
@@ -40,7 +44,45 @@ const RENEW_BEFORE_DAYS = 30;
 const DAY_MS = 86_400_000;
 
 const tlsDir = (home: string) => join(home, 'tls');
-const caDir = (home: string) => join(tlsDir(home), 'ca');
+const caDir = (home: string, domain: string) => join(tlsDir(home), 'ca', domain);
+
+/** Top-level names for local use only (RFC 6761, 6762, 8375; ICANN's .internal): no public suffix below them. */
+const LOCAL_TLDS = new Set(['localhost', 'test', 'internal', 'local', 'lan', 'home.arpa', 'invalid', 'example']);
+
+/**
+ * Whether sbx's CA may be made for `domain`: a name under a local-only top-level domain, or one of
+ * three labels or more (sbx.example.com). A two-label public name may be a public suffix (co.uk,
+ * github.io), under which a CA, even a name-constrained one, could sign for other people's sites.
+ */
+export function caDomainProblem(domain: string): string | undefined {
+  const labels = domain.split('.');
+  const local = LOCAL_TLDS.has(labels.at(-1)!) || domain.endsWith('.home.arpa');
+  if (labels.length >= 3 || (labels.length === 2 && local)) return undefined;
+  return `SBX_DOMAIN "${domain}" cannot have sbx's CA: use a name under .localhost, .test or .internal (sbx.localhost), or one of three labels or more (sbx.example.com), since a CA for a name that may be a public suffix (co.uk, github.io) could sign for every site under it; or bring a certificate with SBX_TLS_CERT and SBX_TLS_KEY`;
+}
+
+/**
+ * A directory of SBX_HOME/tls, made when missing: refused unless it is a real directory (no
+ * symlink) of this user that no one else may write, so that no one else can plant a CA or a key
+ * in it, or point the removal of an old certificate elsewhere.
+ */
+function ownedDir(path: string, mode: number): void {
+  mkdirSync(path, { recursive: true, mode });
+  const st = lstatSync(path);
+  const uid = process.getuid?.() ?? st.uid;
+  if (!st.isDirectory() || st.isSymbolicLink() || st.uid !== uid || (st.mode & 0o022) !== 0) {
+    throw new RuntimeError(`${path} is not a directory of this user that only it may write (a symlink, another owner, or group/world-writable): sbx keeps its CA's key there, so it refuses to use it; remove it, and sbx makes it again`);
+  }
+  chmodSync(path, mode);
+}
+
+/** A key file: a real file of this user that no one else may read. */
+function readKey(path: string): string {
+  const st = lstatSync(path);
+  const uid = process.getuid?.() ?? st.uid;
+  if (!st.isFile() || st.uid !== uid || (st.mode & 0o077) !== 0) throw new RuntimeError(`${path} is not a key file of this user that only it may read: sbx refuses to use it; remove it, and sbx makes it again`);
+  return readFileSync(path, 'utf8');
+}
 
 type Forge = typeof import('node-forge');
 // node-forge is loaded only when a certificate is made (it is large, and most commands never need it).
@@ -74,7 +116,7 @@ function serial(): string {
 /** Writes files into a fresh directory, then renames it to `dir`; false when `dir` exists (another process was first). */
 function publishPair(dir: string, files: Record<string, { text: string; mode: number }>): boolean {
   const parent = join(dir, '..');
-  mkdirSync(parent, { recursive: true, mode: 0o700 });
+  ownedDir(parent, 0o700);
   const tmp = join(parent, `.new-${randomBytes(6).toString('hex')}`);
   mkdirSync(tmp, { mode: 0o755 });
   try {
@@ -92,19 +134,45 @@ function publishPair(dir: string, files: Record<string, { text: string; mode: nu
   }
 }
 
+/** NameConstraints (RFC 5280 4.2.1.10), DER: permitted DNS names under `domain`, no IPv4 or IPv6 address. */
+function nameConstraints(f: Forge, domain: string): string {
+  const { asn1 } = f;
+  const seq = (items: ReturnType<typeof asn1.create>[]) => asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, items);
+  const tagged = (tag: number, value: string) => asn1.create(asn1.Class.CONTEXT_SPECIFIC, tag, false, value);
+  const permitted = asn1.create(asn1.Class.CONTEXT_SPECIFIC, 0, true, [seq([tagged(2, domain)])]);
+  // iPAddress with an all-zero address and mask: every IPv4 (8 bytes) and every IPv6 (32 bytes) address.
+  const excluded = asn1.create(asn1.Class.CONTEXT_SPECIFIC, 1, true, [seq([tagged(7, '\0'.repeat(8))]), seq([tagged(7, '\0'.repeat(32))])]);
+  return asn1.toDer(seq([permitted, excluded])).getBytes();
+}
+
 function describeCa(path: string, created: boolean): CaInfo {
   const cert = new X509Certificate(readFileSync(path));
   return { path, created, subject: cert.subject.replace(/\n/g, ', '), notAfter: new Date(cert.validTo).toISOString(), sha256: cert.fingerprint256 };
 }
 
-/** The CA of this home, made on first use. */
-export async function ensureCa(home: string): Promise<CaInfo> {
-  const path = join(caDir(home), 'ca.pem');
+/** The CA's certificate and key as found, checked to belong together; undefined when there is none yet. */
+function existingCa(home: string, domain: string): { cert: string; key: string } | undefined {
+  const dir = caDir(home, domain);
+  let cert: string;
   try {
-    return describeCa(path, false);
+    cert = readFileSync(join(dir, 'ca.pem'), 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new RuntimeError(`the sbx CA at ${path} cannot be read: ${(err as Error).message}`, { cause: err });
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new RuntimeError(`the sbx CA at ${dir} cannot be read: ${(err as Error).message}`, { cause: err });
   }
+  ownedDir(dir, 0o755);
+  const key = readKey(join(dir, 'ca-key.pem'));
+  if (!new X509Certificate(cert).checkPrivateKey(createPrivateKey(key))) throw new RuntimeError(`the sbx CA at ${dir}: ca-key.pem is not the key of ca.pem; remove the directory, and sbx makes a new CA`);
+  return { cert, key };
+}
+
+/** This home's CA for `domain` (name-constrained to it), made on first use. */
+export async function ensureCa(home: string, domain: string): Promise<CaInfo> {
+  const problem = caDomainProblem(domain);
+  if (problem) throw new UsageError(problem);
+  ownedDir(tlsDir(home), 0o700);
+  const path = join(caDir(home, domain), 'ca.pem');
+  if (existingCa(home, domain)) return describeCa(path, false);
   const f = await forge();
   const { pem, key, cert } = newCertificate(f, CA_DAYS);
   const name = [
@@ -113,10 +181,11 @@ export async function ensureCa(home: string): Promise<CaInfo> {
   ];
   cert.setSubject(name);
   cert.setIssuer(name);
-  // pathLen 0: it signs server certificates only, never another CA.
-  cert.setExtensions([{ name: 'basicConstraints', cA: true, pathLenConstraint: 0, critical: true }, { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true }, { name: 'subjectKeyIdentifier' }]);
+  // pathLen 0: it signs server certificates only, never another CA; and only for names under the domain.
+  cert.setExtensions([{ name: 'basicConstraints', cA: true, pathLenConstraint: 0, critical: true }, { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true }, { name: 'subjectKeyIdentifier' }, { id: '2.5.29.30', critical: true, value: nameConstraints(f, domain) }]);
   cert.sign(key, f.md.sha256.create());
-  const created = publishPair(caDir(home), { 'ca.pem': { text: f.pki.certificateToPem(cert), mode: 0o644 }, 'ca-key.pem': { text: pem, mode: 0o600 } });
+  ownedDir(join(tlsDir(home), 'ca'), 0o700);
+  const created = publishPair(caDir(home, domain), { 'ca.pem': { text: f.pki.certificateToPem(cert), mode: 0o644 }, 'ca-key.pem': { text: pem, mode: 0o600 } });
   return describeCa(path, created);
 }
 
@@ -130,22 +199,19 @@ export function certificateNames(domain: string): string[] {
  * one for `names` from this home's CA, made again when the names or the CA changed or when it ends
  * within 30 days.
  */
-export async function serverCertificate(home: string, names: string[], env: NodeJS.ProcessEnv = process.env): Promise<ServerCertificate> {
+export async function serverCertificate(home: string, domain: string, env: NodeJS.ProcessEnv = process.env): Promise<ServerCertificate> {
+  const names = certificateNames(domain);
   if (env.SBX_TLS_CERT || env.SBX_TLS_KEY) return userCertificate(env, names);
-  const ca = await ensureCa(home);
+  const ca = await ensureCa(home, domain);
   const dir = join(tlsDir(home), 'server');
   const certPath = join(dir, 'cert.pem');
   const keyPath = join(dir, 'key.pem');
-  try {
-    const meta = JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')) as { names: string[]; ca: string };
-    const current = new X509Certificate(readFileSync(certPath));
-    if (meta.ca === ca.sha256 && meta.names.join(',') === names.join(',') && Date.parse(current.validTo) - Date.now() > RENEW_BEFORE_DAYS * DAY_MS) {
-      return { cert: readFileSync(certPath, 'utf8'), key: readFileSync(keyPath, 'utf8'), certPath, keyPath, names, source: 'sbx-ca', caPath: ca.path };
-    }
-  } catch {}
+  const caCertificate = new X509Certificate(readFileSync(ca.path));
+  const kept = keptCertificate(dir, names, caCertificate);
+  if (kept) return { ...kept, certPath, keyPath, names, source: 'sbx-ca', caPath: ca.path };
   const f = await forge();
   const caCert = f.pki.certificateFromPem(readFileSync(ca.path, 'utf8'));
-  const caKey = f.pki.privateKeyFromPem(readFileSync(join(caDir(home), 'ca-key.pem'), 'utf8'));
+  const caKey = f.pki.privateKeyFromPem(readKey(join(caDir(home, domain), 'ca-key.pem')));
   const { pem, cert } = newCertificate(f, SERVER_DAYS);
   cert.setSubject([{ name: 'commonName', value: names[0]! }]);
   cert.setIssuer(caCert.subject.attributes);
@@ -158,10 +224,29 @@ export async function serverCertificate(home: string, names: string[], env: Node
   ]);
   cert.sign(caKey, f.md.sha256.create());
   const text = f.pki.certificateToPem(cert);
-  // Replaced whole: the old directory goes first (the gateway that asks is the only writer).
+  // Replaced whole (tls/ is this user's own, checked): the old directory goes first.
+  ownedDir(tlsDir(home), 0o700);
   rmSync(dir, { recursive: true, force: true });
-  publishPair(dir, { 'cert.pem': { text, mode: 0o644 }, 'key.pem': { text: pem, mode: 0o600 }, 'meta.json': { text: JSON.stringify({ names, ca: ca.sha256 }), mode: 0o644 } });
-  return { cert: readFileSync(certPath, 'utf8'), key: readFileSync(keyPath, 'utf8'), certPath, keyPath, names, source: 'sbx-ca', caPath: ca.path };
+  publishPair(dir, { 'cert.pem': { text, mode: 0o644 }, 'key.pem': { text: pem, mode: 0o600 } });
+  return { cert: text, key: pem, certPath, keyPath, names, source: 'sbx-ca', caPath: ca.path };
+}
+
+/**
+ * The certificate made before, when it is still right: issued by this CA, its key with it, every
+ * name covered, and more than 30 days left. Anything else (a copy gone wrong, another domain, a
+ * new CA) is made again rather than served or crashed on.
+ */
+function keptCertificate(dir: string, names: string[], ca: X509Certificate): { cert: string; key: string } | undefined {
+  try {
+    ownedDir(dir, 0o755);
+    const cert = readFileSync(join(dir, 'cert.pem'), 'utf8');
+    const key = readKey(join(dir, 'key.pem'));
+    const x509 = new X509Certificate(cert);
+    const right = x509.checkIssued(ca) && x509.verify(ca.publicKey) && x509.checkPrivateKey(createPrivateKey(key)) && names.every((n) => x509.checkHost(n.replace(/^\*\./, 'x.')) !== undefined) && Date.parse(x509.validTo) - Date.now() > RENEW_BEFORE_DAYS * DAY_MS;
+    return right ? { cert, key } : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** SBX_TLS_CERT and SBX_TLS_KEY: both readable, a certificate and its key, or a usage error naming what is wrong. */
@@ -201,12 +286,13 @@ function createKeyOrThrow(pem: string, path: string) {
 
 /** How to trust the CA, per client (sbx ca prints these; it installs nothing). */
 export function trustSteps(path: string): Record<string, string> {
+  // One program first; the whole system last (the CA can sign only for SBX_DOMAIN, but still).
   return {
-    system: `sudo cp ${path} /usr/local/share/ca-certificates/sbx-local-ca.crt && sudo update-ca-certificates   # Debian, Ubuntu`,
-    chromium: `certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n sbx-local-ca -i ${path}   # Chromium and Chrome on Linux (libnss3-tools)`,
-    firefox: `Settings > Privacy & Security > Certificates > View Certificates > Authorities > Import ${path}, or the Certificates.Install policy`,
+    curl: `curl --cacert ${path} https://...`,
     node: `NODE_EXTRA_CA_CERTS=${path}`,
     python: `REQUESTS_CA_BUNDLE=${path}   # requests; SSL_CERT_FILE for other clients`,
-    curl: `curl --cacert ${path} https://...`,
+    chromium: `certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n sbx-local-ca -i ${path}   # Chromium and Chrome on Linux (libnss3-tools)`,
+    firefox: `Settings > Privacy & Security > Certificates > View Certificates > Authorities > Import ${path}, or the Certificates.Install policy`,
+    system: `sudo cp ${path} /usr/local/share/ca-certificates/sbx-local-ca.crt && sudo update-ca-certificates   # Debian, Ubuntu`,
   };
 }

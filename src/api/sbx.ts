@@ -14,6 +14,7 @@ import type { NetworkCheck } from './network-check.ts';
 import { parsePoolSize, type PoolStatus } from '../core/pool.ts';
 import type { Runtime } from '../runtime/docker.ts';
 import { sbxHome } from '../store/home.ts';
+import { UsageError } from '../core/errors.ts';
 import type { CaInfo } from './ca.ts';
 import { applyDockerContext } from '../runtime/docker-context.ts';
 import type { GatewayRoute, SbxBackend } from './backend.ts';
@@ -75,6 +76,10 @@ export class Sbx {
   backend(): Promise<SbxBackend> {
     this.#backend ??= (async () => {
       if (this.mode === 'agent') {
+        // The agent's gateway serves plain HTTP: an HTTPS setting is refused, not silently dropped.
+        if (/^(1|true|yes|on)$/i.test(process.env.SBX_GATEWAY_TLS?.trim() ?? '')) {
+          throw new UsageError('SBX_GATEWAY_TLS=1 is not served behind the agent yet (a user in the docker group, or a remote engine): run sbx as root on the engine\'s host, or unset SBX_GATEWAY_TLS');
+        }
         const { AgentBackend } = await import('./agent-backend.ts');
         return new AgentBackend(this.home);
       }
@@ -155,8 +160,8 @@ export class Sbx {
    * use: where it is, and how to trust it per client. Nothing is installed anywhere.
    */
   async ca(): Promise<CaInfo & { trust: Record<string, string> }> {
-    const { ensureCa, trustSteps } = await import('./ca.ts');
-    const info = await ensureCa(this.home);
+    const [{ ensureCa, trustSteps }, { gatewaySettings }] = await Promise.all([import('./ca.ts'), import('../gateway/settings.ts')]);
+    const info = await ensureCa(this.home, gatewaySettings().domain);
     return { ...info, trust: trustSteps(info.path) };
   }
 

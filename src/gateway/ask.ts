@@ -1,6 +1,7 @@
 // One small HTTP request to nginx's own endpoint (the configuration version its workers serve):
 // a fresh connection each time, a time limit, and no answer rather than an error when it fails.
-import { request } from 'node:http';
+import { request, type ClientRequest, type IncomingMessage, type RequestOptions } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 
 export interface Ask {
   host: string;
@@ -10,11 +11,14 @@ export interface Ask {
   path: string;
   method?: string;
   timeoutMs: number;
+  /** nginx serves HTTPS: asked over TLS (its own listener on loopback: the certificate is not checked). */
+  tls?: boolean;
 }
 
 export function askGateway(a: Ask): Promise<{ status: number; body: string } | undefined> {
   return new Promise((resolve) => {
-    const req = request({ host: a.host, port: a.port, method: a.method ?? 'GET', path: a.path, headers: { host: a.hostHeader }, agent: false, timeout: a.timeoutMs }, (res) => {
+    const send: (o: RequestOptions, cb: (res: IncomingMessage) => void) => ClientRequest = a.tls ? (o, cb) => httpsRequest({ ...o, rejectUnauthorized: false }, cb) : request;
+    const req = send({ host: a.host, port: a.port, method: a.method ?? 'GET', path: a.path, headers: { host: a.hostHeader }, agent: false, timeout: a.timeoutMs }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => (body += d));

@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { RuntimeError } from '../core/errors.ts';
+import { RuntimeError, UsageError } from '../core/errors.ts';
 import { cliEntry } from '../core/bundle.ts';
 export { cliEntry };
 import { gatewayFiles, gatewaySettings, type GatewayState } from './settings.ts';
@@ -61,7 +61,12 @@ export async function ensureGateway(home: string, timeoutMs?: number): Promise<G
     const again = runningGateway(home);
     if (again) return again;
     // Validate the environment before forking: a bad setting is a usage error here, not a daemon that dies.
-    if (gatewaySettings().tls && (process.env.SBX_TLS_CERT || process.env.SBX_TLS_KEY)) (await import('../api/ca.ts')).checkUserCertificate(process.env);
+    const settings = gatewaySettings();
+    if (settings.tls) {
+      const ca = await import('../api/ca.ts');
+      if (process.env.SBX_TLS_CERT || process.env.SBX_TLS_KEY) ca.checkUserCertificate(process.env);
+      else if (ca.caDomainProblem(settings.domain)) throw new UsageError(ca.caDomainProblem(settings.domain)!);
+    }
     const logStart = existsSync(files.log) ? statSync(files.log).size : 0;
     const out = openSync(files.log, 'a');
     const child = spawn(process.execPath, [cliEntry(), 'gateway', 'run'], {

@@ -32,6 +32,8 @@ export interface FastPathOptions {
   routes: RouteTable;
   /** Docker's view of the home's containers, kept between syncs. */
   containers: ContainerView;
+  /** Serve HTTPS with this certificate and key (PEM files): SBX_GATEWAY_TLS. */
+  tls?: { cert: string; key: string };
 }
 
 /** Resolves false when `port` on `host` is taken (by anyone, on any address that covers it). */
@@ -91,7 +93,7 @@ export class FastPath {
   private constructor(o: FastPathOptions, port: number) {
     this.#o = o;
     this.port = port;
-    this.#nginx = new NginxFrontend(o.nginxBin, o.runDir, o.host, port, o.tempDir);
+    this.#nginx = new NginxFrontend(o.nginxBin, o.runDir, o.host, port, o.tempDir, !!o.tls);
   }
 
   /** Called when nginx exits on its own: the gateway cannot serve any more. */
@@ -203,7 +205,7 @@ export class FastPath {
     const user = o.workerUser ?? (process.getuid?.() === 0 ? 'root' : undefined);
     const routes = new Map(direct.map((d) => [d.name, `${d.address} ${d.hostHeader ?? ''} ${d.hosts.join(',')}`]));
     const make = (version: number) =>
-      renderNginxConfig({ listenHost: o.host, listenPort: this.port, nodeSocket: o.nodeSocket, runDir: o.runDir, tempDir: o.tempDir, routes: direct, version, instance: this.#nginx.instance, upstreamTimeoutMs: o.upstreamTimeoutMs, user });
+      renderNginxConfig({ listenHost: o.host, listenPort: this.port, nodeSocket: o.nodeSocket, runDir: o.runDir, tempDir: o.tempDir, routes: direct, version, instance: this.#nginx.instance, upstreamTimeoutMs: o.upstreamTimeoutMs, user, ...(o.tls ? { tls: o.tls } : {}) });
     return { routes, make };
   }
 }

@@ -87,11 +87,10 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   const upstreamTimeoutMs = msFromEnv('SBX_UPSTREAM_TIMEOUT_MS', 60_000);
   // nginx carries the public ports of running sandboxes when it is installed (the fast path);
   // SBX_GATEWAY_ENGINE=node keeps everything in this process.
-  // HTTPS (SBX_GATEWAY_TLS=1) is served by this process for now (issue 14: nginx next).
-  const nginxBin = process.env.SBX_GATEWAY_ENGINE === 'node' || settings.tls ? undefined : findNginx();
+  const nginxBin = process.env.SBX_GATEWAY_ENGINE === 'node' ? undefined : findNginx();
   // The certificate first: a gateway that cannot serve the HTTPS it announces does not start.
   const ca = settings.tls ? await import('../api/ca.ts') : undefined;
-  const credentials = ca ? await ca.serverCertificate(home, ca.certificateNames(settings.domain)) : undefined;
+  const credentials = ca ? await ca.serverCertificate(home, settings.domain) : undefined;
   const engine = nginxBin ? 'nginx' : 'node';
   let fastPath: FastPath | undefined;
   const syncRoutes = () => fastPath?.sync() ?? Promise.resolve();
@@ -258,7 +257,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
       }
     }
     try {
-      fastPath = await FastPath.start({ nginxBin, runDir: files.run, home, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, containers }, log);
+      fastPath = await FastPath.start({ nginxBin, runDir: files.run, home, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, containers, ...(credentials ? { tls: { cert: credentials.certPath, key: credentials.keyPath } } : {}) }, log);
     } catch (err) {
       server.close();
       return unguard(err);

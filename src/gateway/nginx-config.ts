@@ -38,6 +38,8 @@ export interface NginxConfigInput {
   upstreamTimeoutMs: number;
   /** Run workers as this user (and group), when started as root: `root`, or `sbx-gateway sbx-gateway`. */
   user?: string;
+  /** Serve HTTPS (SBX_GATEWAY_TLS): HTTP/2 by ALPN and HTTP/1.1, with this certificate and key (PEM files). */
+  tls?: { cert: string; key: string };
 }
 
 /**
@@ -101,8 +103,39 @@ const PROXIED = `      proxy_http_version 1.1;
       proxy_buffering off;
       proxy_request_buffering off;`;
 
+/**
+ * HTTPS: TLS ends in nginx, and HTTP/2 comes by ALPN. A gRPC call (HTTP/2, application/grpc) goes
+ * on as HTTP/2 with grpc_pass, to the sandbox for a direct route and to the Node gateway (h2c on
+ * its socket) for the rest: proxy_pass would carry it as HTTP/1.1, which gRPC cannot use.
+ */
+function tlsSettings(tls: NonNullable<NginxConfigInput['tls']>): string {
+  return `  ssl_certificate ${q(tls.cert)};
+  ssl_certificate_key ${q(tls.key)};
+  ssl_protocols TLSv1.2 TLSv1.3;
+  ssl_session_cache shared:sbx_tls:1m;
+  map $http_content_type $sbx_grpc { default 0; "~^application/grpc" 1; }`;
+}
+
+/** In `location /`: a gRPC call goes to @sbx_grpc before anything else decides. */
+const GRPC_DIVERT = `
+      error_page 419 = @sbx_grpc;
+      if ($sbx_grpc) { return 419; }`;
+
+const GRPC_LOCATION = `    location @sbx_grpc {
+      grpc_pass grpc://$sbx_upstream;
+      grpc_set_header Host $sbx_host_header;
+      grpc_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      grpc_set_header X-Forwarded-Host $http_host;
+      grpc_set_header X-Forwarded-Proto $scheme;
+      grpc_set_header Cookie $sbx_cookie;
+      grpc_set_header X-Sbx-Traffic-Token $sbx_token_header;
+      grpc_read_timeout 1d;
+      grpc_send_timeout 1d;
+    }
+`;
+
 export function renderNginxConfig(c: NginxConfigInput): string {
-  const listen = c.listenHost.includes(':') ? `[${c.listenHost}]:${c.listenPort}` : `${c.listenHost}:${c.listenPort}`;
+  const listen = (c.listenHost.includes(':') ? `[${c.listenHost}]:${c.listenPort}` : `${c.listenHost}:${c.listenPort}`) + (c.tls ? ' ssl http2' : '');
   const seconds = Math.max(1, Math.ceil(c.upstreamTimeoutMs / 1000));
   const temp = c.tempDir ?? c.runDir;
   const hostMap = c.routes.flatMap((r) => r.hosts.map((h) => `    ${q(h)} ${upstreamName(r.name)};`)).join('\n');
@@ -140,7 +173,7 @@ http {
   map_hash_max_size ${mapHashMax};
   server_names_hash_bucket_size 128;
   geo $dollar { default "$"; }
-
+${c.tls ? `${tlsSettings(c.tls)}\n` : ''}
   map $http_upgrade $sbx_connection { default upgrade; "" ""; }
   map $host $sbx_upstream {
     default sbx_node;
@@ -173,7 +206,7 @@ ${upstreams}
     location / {
       # Everything that is not a direct route goes to the Node gateway, which keeps its own
       # timeouts (it may first wake or start the sandbox, which must not count against nginx's).
-      error_page 418 = @sbx_node;
+      error_page 418 = @sbx_node;${c.tls ? GRPC_DIVERT : ''}
       if ($sbx_upstream = sbx_node) { return 418; }
       proxy_pass http://$sbx_upstream;
 ${PROXIED}
@@ -187,7 +220,7 @@ ${PROXIED}
       error_page 504 = @sbx_timeout;
     }
 
-    location @sbx_node {
+${c.tls ? GRPC_LOCATION : ''}    location @sbx_node {
       proxy_pass http://sbx_node;
 ${PROXIED}
       proxy_set_header Host $http_host;

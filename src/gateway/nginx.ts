@@ -46,11 +46,13 @@ export class NginxFrontend {
   readonly #runDir: string;
   readonly #host: string;
   readonly #port: number;
+  readonly #tls: boolean;
   #child?: ChildProcess;
   #stderr = '';
 
   /** `tempDir`: where the temp directories go (nginx, started as root, hands them to its workers' user). */
-  constructor(bin: string, runDir: string, host: string, port: number, tempDir = runDir) {
+  constructor(bin: string, runDir: string, host: string, port: number, tempDir = runDir, tls = false) {
+    this.#tls = tls;
     this.#bin = bin;
     this.#runDir = runDir;
     this.#host = host;
@@ -137,7 +139,7 @@ export class NginxFrontend {
   }
 
   async #probe(): Promise<string | undefined> {
-    const answer = await askGateway({ host: this.#host, port: this.#port, hostHeader: CONTROL_HOST, path: '/_sbx/config-version', timeoutMs: 1000 });
+    const answer = await askGateway({ host: this.#host, port: this.#port, hostHeader: CONTROL_HOST, path: '/_sbx/config-version', timeoutMs: 1000, tls: this.#tls });
     return answer?.status === 200 ? answer.body.trim() : undefined;
   }
 }

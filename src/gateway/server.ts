@@ -37,9 +37,18 @@ export interface ProxyOptions {
  * A request that came from nginx (the fast path) over the gateway's unix socket: nginx already
  * added X-Forwarded-* and may have rewritten Host, so those are taken as nginx set them.
  */
+/** HTTP/2 sessions that came in on the unix socket: nginx's gRPC calls (grpc_pass, HTTPS only). */
+const internalSessions = new WeakSet<object>();
+const internalRequests = new WeakMap<IncomingMessage, boolean>();
 function isInternal(req: IncomingMessage): boolean {
-  // Never HTTP/2 (nginx speaks HTTP/1.1 to the socket), whose socket reads as undefined once reset.
-  return !isHttp2(req) && req.socket.remoteAddress === undefined;
+  let internal = internalRequests.get(req);
+  if (internal === undefined) {
+    // HTTP/2: by the session, marked when it began (a reset stream's socket reads as undefined,
+    // and a request taken for nginx's would have its X-Forwarded-* believed). Decided once, early.
+    internal = isHttp2(req) ? internalSessions.has((req as unknown as Http2ServerRequest).stream?.session ?? {}) : req.socket.remoteAddress === undefined;
+    internalRequests.set(req, internal);
+  }
+  return internal;
 }
 
 /** The client's address, read before anything is awaited (a reset stream no longer has one). */
@@ -92,7 +101,7 @@ function checkToken(req: IncomingMessage, found: FoundToken, record: SandboxReco
   if (found.token === undefined) return { ok: false, error: { status: 403, code: 'token_missing', message: missing } };
   // Before the comparison: a page of another sandbox learns nothing, not even if the cookie is good.
   if (found.fromCookie) {
-    const refused = crossSiteRefusal(req.headers, clientHost(req), tls && !isInternal(req));
+    const refused = crossSiteRefusal(req.headers, clientHost(req), tls);
     if (refused) return { ok: false, error: refused };
   }
   if (!record.token || !tokensEqual(found.token, record.token)) {
@@ -200,6 +209,7 @@ export function createGatewayServer(opts: ProxyOptions): Server {
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     clientAddress(req);
+    isInternal(req);
     const resolution = resolve(req);
     if ('gateway' in resolution) return gatewayEndpoint(req, res);
     if (!resolution.ok) {
@@ -308,14 +318,16 @@ export function createGatewayServer(opts: ProxyOptions): Server {
     const host = clientHost(asH1) ?? '';
     const client = clientAddress(asH1);
     const forwardedFor = req.headers['x-forwarded-for'];
+    const internal = isInternal(asH1);
     Object.assign(headers, {
       ':method': req.method,
       ':path': r.path,
       ':scheme': 'http', // to the sandbox: h2c
       ':authority': r.record.maskHost ? maskHost(r.record.maskHost, r.port) : host,
-      'x-forwarded-for': forwardedFor ? `${forwardedFor}, ${client}` : client,
+      // Behind nginx the chain is complete already; on its own, the gateway appends the client.
+      'x-forwarded-for': internal ? (forwardedFor ?? '') : forwardedFor ? `${forwardedFor}, ${client}` : client,
       'x-forwarded-host': host,
-      'x-forwarded-proto': scheme,
+      'x-forwarded-proto': internal ? (req.headers['x-forwarded-proto'] ?? scheme) : scheme,
     });
     delete headers['x-sbx-gateway-error'];
     let up;
@@ -419,6 +431,7 @@ export function createGatewayServer(opts: ProxyOptions): Server {
   const sessions = new Set<import('node:http2').ServerHttp2Session>();
   http2.on('session', (session) => {
     sessions.add(session);
+    if (session.socket?.remoteAddress === undefined) internalSessions.add(session);
     session.on('error', () => {});
     // As HTTP/1.1's keep-alive: an idle connection goes (a graceful close: streams under way end first).
     session.setTimeout(65_000, () => session.close());

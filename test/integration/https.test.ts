@@ -1,7 +1,8 @@
 // HTTPS URLs (SBX_GATEWAY_TLS=1) with sbx's own CA, driven with real clients that check
 // certificates: curl --cacert (HTTP/2 by ALPN and HTTP/1.1), Node's WebSocket (wss://, trusting the
 // CA through NODE_EXTRA_CA_CERTS), a real gRPC client over TLS; and refused: no CA, another CA,
-// another name, an expired certificate.
+// another name, an expired certificate. It runs with nginx ending TLS (the default engine) and
+// again with SBX_GATEWAY_ENGINE=node (scripts/test), as the ingress tests do.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -16,6 +17,7 @@ import { curl, eventually, ROOT, run, World } from '../helpers.ts';
 const PYTHON = '/usr/bin/python3'; // Debian's, with python3-grpcio (scripts/test installs it)
 const IMAGE = 'sbx-test/node-h2-tls:latest';
 const world = new World({ SBX_GATEWAY_TLS: '1', SBX_UPSTREAM_TIMEOUT_MS: '3000' });
+const engine = process.env.SBX_GATEWAY_ENGINE === 'node' ? 'node' : 'nginx';
 const scratch = mkdtempSync(join(tmpdir(), 'sbx-https-'));
 let ca = '';
 let gw = 0;
@@ -36,13 +38,15 @@ before(async () => {
   assert.equal(built.code, 0, built.stderr);
   await world.json(['create', '--name', 'web', '-p', '8000', '-p', '9000']);
   await world.json(['create', '--name', 'priv', '--private', '-p', '8000', '--', 'python3', '-m', 'http.server', '8000']);
-  await world.json(['create', '--name', 'rpc', '--image', IMAGE, '-p', '50051']);
+  await world.json(['create', '--name', 'rpc', '--image', IMAGE, '-p', '50051', '-p', '50052']);
+  await world.json(['port', 'expose', 'rpc', '50052', '--private']);
   await world.put('web', 'echo_server.py', '/srv/echo.py');
   await world.sbx(['exec', '-d', 'web', '--', 'python3', '/srv/echo.py', '8000']);
   await world.put('web', 'ws_echo.py', '/srv/ws.py');
   await world.sbx(['exec', '-d', 'web', '--', 'python3', '/srv/ws.py', '9000']);
   await world.put('rpc', 'grpc_server.js', '/tmp/grpc_server.js');
   await world.sbx(['exec', '-d', 'rpc', '--', 'node', '/tmp/grpc_server.js', '50051']);
+  await world.sbx(['exec', '-d', 'rpc', '--', 'node', '/tmp/grpc_server.js', '50052']);
   ca = (await world.sbx(['ca'])).stdout.trim();
   gw = world.gatewayPort();
   await eventually(async () => (await curl(['--cacert', ca, url(8000, 'web')])).status === 200, 'the echo server');
@@ -52,9 +56,9 @@ describe('sbx ca', () => {
   it('prints the path of a CA made in this home, its key 0600, and how to trust it; installs nothing', async () => {
     const r = await world.sbx(['ca']);
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout.trim(), join(world.home, 'tls', 'ca', 'ca.pem'));
+    assert.equal(r.stdout.trim(), join(world.home, 'tls', 'ca', 'sbx.localhost', 'ca.pem'));
     assert.match(readFileSync(r.stdout.trim(), 'utf8'), /^-----BEGIN CERTIFICATE-----/);
-    assert.equal(statSync(join(world.home, 'tls', 'ca', 'ca-key.pem')).mode & 0o777, 0o600);
+    assert.equal(statSync(join(world.home, 'tls', 'ca', 'sbx.localhost', 'ca-key.pem')).mode & 0o777, 0o600);
     for (const word of ['update-ca-certificates', 'certutil', 'Certificates.Install', 'NODE_EXTRA_CA_CERTS', 'REQUESTS_CA_BUNDLE', '--cacert']) assert.ok(r.stderr.includes(word), word);
     const j = await world.json(['ca']);
     assert.deepEqual(Object.keys(j).sort(), ['created', 'notAfter', 'path', 'sha256', 'subject', 'trust']);
@@ -71,6 +75,11 @@ describe('HTTPS URLs', () => {
     assert.equal(ports[0].url, url(8000, 'web'));
     const s = await world.json(['gateway', 'status']);
     assert.equal(s.tls, true);
+    assert.equal(s.engine, engine);
+    if (engine === 'nginx') {
+      // nginx itself ends TLS and carries the public ports (the fast path), once it has the route.
+      await eventually(async () => /listen \S+ ssl http2 default_server/.test(readFileSync(join(world.home, 'run', 'nginx.conf'), 'utf8')) && readFileSync(join(world.home, 'run', 'nginx.conf'), 'utf8').includes('"8000-web.sbx.localhost"'), 'nginx to carry the route over TLS', 5000);
+    }
     assert.equal(s.url, `https://sbx.localhost:${gw}/`);
   });
 
@@ -136,15 +145,26 @@ ws.onerror = (e) => { console.log('error ' + (e.message ?? e.error?.message)); p
     assert.notEqual(untrusted.code, 0, 'control: without the CA the handshake is refused');
   });
 
-  it('gRPC over TLS (HTTP/2 by ALPN) with a real client trusting the CA: unary and a bidirectional stream', async () => {
-    const call = async (name: string) => {
-      const r = await run(PYTHON, [join(ROOT, 'test', 'fixtures', 'grpc_client.py'), `127.0.0.1:${gw}`, `50051-rpc.sbx.localhost:${gw}`, name], { env: { SBX_CA: ca }, timeoutMs: 30_000 });
+  it('gRPC over TLS (HTTP/2 by ALPN) with a real client trusting the CA: public and private ports, unary, streams, deadline', async () => {
+    const call = async (port: number, name: string, token = '') => {
+      const r = await run(PYTHON, [join(ROOT, 'test', 'fixtures', 'grpc_client.py'), `127.0.0.1:${gw}`, `${port}-rpc.sbx.localhost:${gw}`, name, token], { env: { SBX_CA: ca }, timeoutMs: 30_000 });
       assert.equal(r.code, 0, r.stderr);
       return JSON.parse(r.stdout);
     };
-    await eventually(async () => (await call('unary')).ok === true, 'the gRPC server over TLS');
-    assert.equal((await call('unary')).reply, 'hello');
-    assert.deepEqual((await call('bidi')).replies, ['echo:x', 'echo:y', 'echo:z']);
+    await eventually(async () => (await call(50051, 'unary')).ok === true, 'the gRPC server over TLS');
+    const unary = await call(50051, 'unary');
+    assert.equal(unary.reply, 'hello');
+    assert.equal(unary.trailer, 'kept');
+    assert.deepEqual((await call(50051, 'bidi')).replies, ['echo:x', 'echo:y', 'echo:z']);
+    assert.deepEqual((await call(50051, 'server-stream')).replies, ['0', '1', '2', '3', '4']);
+    assert.equal((await call(50051, 'deadline')).code, 'DEADLINE_EXCEEDED');
+    // A private port goes through the Node gateway (nginx hands it on as HTTP/2 on its socket).
+    const token = (await world.json(['inspect', 'rpc', '--show-token'])).token;
+    assert.equal((await call(50052, 'unary')).code, 'UNAUTHENTICATED');
+    const ok = await call(50052, 'unary', token);
+    assert.equal(ok.ok, true, JSON.stringify(ok));
+    assert.equal(ok.seen.token, null, 'the token stays at the gateway');
+    assert.deepEqual((await call(50052, 'bidi', token)).replies, ['echo:x', 'echo:y', 'echo:z']);
   });
 });
 
@@ -241,5 +261,9 @@ describe('a certificate of the user\'s own (SBX_TLS_CERT, SBX_TLS_KEY)', () => {
     const unreadable = await w.sbx(['gateway', 'start'], { env: { SBX_GATEWAY_TLS: '1', SBX_TLS_CERT: join(scratch, 'nothing.pem'), SBX_TLS_KEY: join(scratch, 'nothing.key') } });
     assert.equal(unreadable.code, 2, unreadable.stderr);
     assert.match(unreadable.stderr, /SBX_TLS_CERT\/SBX_TLS_KEY cannot be read/);
+    const suffix = await w.sbx(['gateway', 'start'], { env: { SBX_GATEWAY_TLS: '1', SBX_DOMAIN: 'co.uk' } });
+    assert.equal(suffix.code, 2, suffix.stderr);
+    assert.match(suffix.stderr, /SBX_DOMAIN "co\.uk" cannot have sbx's CA/);
+    assert.equal(existsSync(join(w.home, 'tls', 'ca', 'co.uk')), false, 'no CA made for it');
   });
 });

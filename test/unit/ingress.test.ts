@@ -138,6 +138,25 @@ describe('the nginx fast path configuration', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+  it('HTTPS: TLS on both listeners, gRPC calls sent on with grpc_pass (the token stripped for direct routes); nginx -t accepts it', { skip: !existsSync('/usr/sbin/nginx') && 'no nginx' }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sbx-nginx-'));
+    try {
+      const { serverCertificate } = await import('../../src/api/ca.ts');
+      const cert = await serverCertificate(dir, 'sbx.localhost', {});
+      const conf = renderNginxConfig({ ...base, runDir: dir, nodeSocket: join(dir, 'node.sock'), routes: [{ hosts: ['8000-w.sbx.localhost'], name: 'sbx_w_8000', address: '172.18.0.3:8000' }], tls: { cert: cert.certPath, key: cert.keyPath } });
+      assert.equal(conf.match(/listen \S+ ssl http2/g)?.length, 2, 'the control server and the default server');
+      assert.match(conf, /if \(\$sbx_grpc\) \{ return 419; \}/);
+      assert.match(conf, /grpc_pass grpc:\/\/\$sbx_upstream;/);
+      assert.match(conf, /grpc_set_header X-Sbx-Traffic-Token \$sbx_token_header;/);
+      assert.match(conf, /grpc_set_header Cookie \$sbx_cookie;/);
+      assert.doesNotMatch(renderNginxConfig({ ...base, routes: [] }), /ssl|grpc/, 'nothing of it without TLS');
+      writeFileSync(join(dir, 'nginx.conf'), conf);
+      const r = spawnSync('/usr/sbin/nginx', ['-t', '-p', `${dir}/`, '-e', join(dir, 'error.log'), '-c', join(dir, 'nginx.conf')], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
   it('upstream names of one length are spread over many lengths (nginx compares a route with every block of its length on each request)', () => {
     const names = Array.from({ length: 1000 }, (_, i) => upstreamName(`sbx_${(i * 7919).toString(36).padStart(10, 'a')}_8080`));
     const byLength = new Map<number, number>();
