@@ -2,7 +2,7 @@
 // also when several processes ask at once; name-constrained to the domain (openssl refuses what it
 // would sign for another name); refused for a domain that may be a public suffix; and never taken
 // from a directory someone else could have planted.
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
@@ -12,7 +12,15 @@ import { join } from 'node:path';
 import forge from 'node-forge';
 import { caDomainProblem, certificateNames, ensureCa, serverCertificate } from '../../src/api/ca.ts';
 
-const scratch = () => mkdtempSync(join(tmpdir(), 'sbx-ca-'));
+const made: string[] = [];
+const scratch = () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sbx-ca-'));
+  made.push(dir);
+  return dir;
+};
+after(() => {
+  for (const dir of made) rmSync(dir, { recursive: true, force: true });
+});
 
 test('ensureCa: made on first use (key 0600), the same after; four at once agree on one', async () => {
   const home = scratch();
