@@ -24,25 +24,8 @@ bench_upstream
 sbx gateway start >/dev/null
 gw_port=$(sbx gateway status --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).port')
 gw_pid=$(sbx gateway status --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).pid')
-# Median of 5 rounds of `port rm` then `port expose` to the first 200.
-measure_expose() {
-  node -e '
-const { execFileSync } = require("child_process");
-const [sbx, url] = process.argv.slice(1);
-const runs = [];
-for (let i = 0; i < 5; i++) {
-  execFileSync(sbx, ["port", "rm", "bench-up", "8080"], { stdio: "ignore" });
-  const t0 = process.hrtime.bigint();
-  execFileSync(sbx, ["port", "expose", "bench-up", "8080"], { stdio: "ignore" });
-  for (;;) { try { execFileSync("curl", ["-sf", "-o", "/dev/null", url]); break; } catch {} }
-  runs.push(Number(process.hrtime.bigint() - t0) / 1e6);
-}
-runs.sort((a, b) => a - b);
-console.log(runs[2].toFixed(0));
-' "$ROOT/bin/sbx" "http://8080-bench-up.sbx.localhost:$gw_port/"
-}
 sbx port expose bench-up 8080 >/dev/null
-expose_ms=$(measure_expose)
+expose_ms=$(measure_expose "http://8080-bench-up.sbx.localhost:$gw_port/")
 # Context for the expose figure: a CLI run costs at least Node's own start.
 node_ms=$(node -e '
 const { execFileSync } = require("child_process"); const runs = [];
@@ -50,19 +33,7 @@ for (let i = 0; i < 5; i++) { const t0 = process.hrtime.bigint(); execFileSync(p
 console.log(runs.sort((a, b) => a - b)[2].toFixed(0));')
 rss_rest=$(awk '/VmRSS/ {print $2}' "/proc/$gw_pid/status")
 
-# nginx on the host proxying to the same upstream, one worker like the one gateway process.
-nginx_port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
-# Its workers run as root: sbx lets only root and the gateway's own user open connections into a
-# sandbox (as nobody, nginx's default, every request would be a fast 502 and no baseline at all).
-cat > "$NGINX_DIR/nginx.conf" <<CONF
-user root; worker_processes 1; pid $NGINX_DIR/nginx.pid; error_log $NGINX_DIR/error.log;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path $NGINX_DIR; proxy_temp_path $NGINX_DIR; fastcgi_temp_path $NGINX_DIR; uwsgi_temp_path $NGINX_DIR; scgi_temp_path $NGINX_DIR;
-  upstream up { server $ip:8080; keepalive 64; }
-  server { listen 127.0.0.1:$nginx_port; keepalive_requests 1000000;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
-CONF
-nginx -c "$NGINX_DIR/nginx.conf"
+bench_baseline_nginx
 
 run_wrk() { # name url [host] [connections]
   local out c=${4:-$CONNS}
@@ -96,7 +67,7 @@ seq 1 "$FILL" | xargs -P 8 -I{} "$ROOT/bin/sbx" create --name "bench-fill-{}" -p
 # Idle sandboxes are the case: let the engine finish the new containers' start-up work first
 # (measured right after the creates, RPS dips to about 0.6x for some seconds, then recovers).
 sleep "${SETTLE:-10}"
-expose25_ms=$(measure_expose)
+expose25_ms=$(measure_expose "http://8080-bench-up.sbx.localhost:$gw_port/")
 step "wrk: gateway with $((FILL + 1)) sandboxes with ports (${DURATION}s, $CONNS connections)"
 gateway25=$(run_wrk gateway "http://127.0.0.1:$gw_port/" "8080-bench-up.sbx.localhost:$gw_port")
 

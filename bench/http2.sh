@@ -55,37 +55,14 @@ ca=$(sbx ca 2>/dev/null)
 cert="$SBX_HOME/tls/server/cert.pem" key="$SBX_HOME/tls/server/key.pem"
 url="https://8080-bench-up.sbx.localhost:$gw_port/"
 for _ in $(seq 1 50); do curl -sf --cacert "$ca" "$url" >/dev/null && break; sleep 0.1; done
-nginx_port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
-# Its workers run as root: sbx lets only root and the gateway's own user open connections into a
-# sandbox (as nobody, nginx's default, every request would be a fast 502).
-cat > "$NGINX_DIR/nginx.conf" <<CONF
-user root; worker_processes 1; pid $NGINX_DIR/nginx.pid; error_log $NGINX_DIR/error.log;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path $NGINX_DIR; proxy_temp_path $NGINX_DIR; fastcgi_temp_path $NGINX_DIR; uwsgi_temp_path $NGINX_DIR; scgi_temp_path $NGINX_DIR;
-  upstream up { server $ip:8080; keepalive 64; }
-  server { listen 127.0.0.1:$nginx_port ssl http2; ssl_certificate $cert; ssl_certificate_key $key; keepalive_requests 1000000;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; } } }
-CONF
-nginx -c "$NGINX_DIR/nginx.conf"
+LISTEN_EXTRA=" ssl http2" SERVER_EXTRA="ssl_certificate $cert; ssl_certificate_key $key; " bench_baseline_nginx
 https_nginx=$(wrkrps "https://127.0.0.1:$nginx_port/" "8080-bench-up.sbx.localhost")
 https_gateway=$(wrkrps "https://127.0.0.1:$gw_port/" "8080-bench-up.sbx.localhost:$gw_port")
 h2tls_nginx=$(h2rps "https://8080-bench-up.sbx.localhost:$nginx_port/" "127.0.0.1:$nginx_port")
 h2tls_gateway=$(h2rps "https://8080-bench-up.sbx.localhost:$gw_port/" "127.0.0.1:$gw_port")
 
 step "port expose to the first 200 over HTTPS (median of 5)"
-expose_ms=$(node -e '
-const { execFileSync } = require("child_process");
-const [sbx, url, ca] = process.argv.slice(1);
-const runs = [];
-for (let i = 0; i < 5; i++) {
-  execFileSync(sbx, ["port", "rm", "bench-up", "8080"], { stdio: "ignore" });
-  const t0 = process.hrtime.bigint();
-  execFileSync(sbx, ["port", "expose", "bench-up", "8080"], { stdio: "ignore" });
-  for (;;) { try { execFileSync("curl", ["-sf", "--cacert", ca, "-o", "/dev/null", url]); break; } catch {} }
-  runs.push(Number(process.hrtime.bigint() - t0) / 1e6);
-}
-console.log(runs.sort((a, b) => a - b)[2].toFixed(0));
-' "$ROOT/bin/sbx" "$url" "$ca")
+expose_ms=$(measure_expose "$url" --cacert "$ca")
 
 node -e '
 const [h2cD, h2cG, hN, hG, h2N, h2G, expose] = process.argv.slice(1).map(Number);

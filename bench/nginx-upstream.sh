@@ -1,4 +1,4 @@
-# Sourced by the gateway benches: the upstream is nginx itself, copied into a sandbox named
+# Sourced by the gateway benches (what they share). The upstream is nginx itself, copied into a sandbox named
 # bench-up (same Debian release, same libraries), so that it is not the bottleneck. It answers
 # "hello" with HTTP/1.1 on 8080 and, with H2C=1, with HTTP/2 (prior knowledge) on 8081.
 # Sets `ip`, the sandbox's address.
@@ -17,4 +17,39 @@ CONF
   sbx exec -d bench-up -- /usr/sbin/nginx -c /tmp/up.conf -g 'daemon off;'
   ip=$(sbx inspect bench-up --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).ip')
   for _ in $(seq 1 50); do curl -sf "http://$ip:8080/" >/dev/null && break; sleep 0.1; done
+}
+
+# Median of 5 rounds of `port rm` then `port expose` of bench-up 8080 to the first 200 at URL
+# (curl's extra options after it: --cacert for HTTPS), in ms.
+measure_expose() {
+  node -e '
+const { execFileSync } = require("child_process");
+const [sbx, url, ...curlOpts] = process.argv.slice(1);
+const runs = [];
+for (let i = 0; i < 5; i++) {
+  execFileSync(sbx, ["port", "rm", "bench-up", "8080"], { stdio: "ignore" });
+  const t0 = process.hrtime.bigint();
+  execFileSync(sbx, ["port", "expose", "bench-up", "8080"], { stdio: "ignore" });
+  for (;;) { try { execFileSync("curl", ["-sf", ...curlOpts, "-o", "/dev/null", url]); break; } catch {} }
+  runs.push(Number(process.hrtime.bigint() - t0) / 1e6);
+}
+console.log(runs.sort((a, b) => a - b)[2].toFixed(0));
+' "$ROOT/bin/sbx" "$@"
+}
+
+# nginx on this host proxying to bench-up's 8080 (the baseline), one worker like the one gateway
+# process, in NGINX_DIR; LISTEN_EXTRA and SERVER_EXTRA add to its listen and server lines (TLS).
+# Sets `nginx_port`. Its workers run as root: sbx lets only root and the gateway's own user open
+# connections into a sandbox (as nobody, nginx's default, every request would be a fast 502).
+bench_baseline_nginx() {
+  nginx_port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+  cat > "$NGINX_DIR/nginx.conf" <<CONF
+user root; worker_processes 1; pid $NGINX_DIR/nginx.pid; error_log $NGINX_DIR/error.log;
+events { worker_connections 4096; }
+http { access_log off; client_body_temp_path $NGINX_DIR; proxy_temp_path $NGINX_DIR; fastcgi_temp_path $NGINX_DIR; uwsgi_temp_path $NGINX_DIR; scgi_temp_path $NGINX_DIR;
+  upstream up { server $ip:8080; keepalive 64; }
+  server { listen 127.0.0.1:$nginx_port${LISTEN_EXTRA:-}; ${SERVER_EXTRA:-}keepalive_requests 1000000;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
+CONF
+  nginx -c "$NGINX_DIR/nginx.conf"
 }

@@ -77,7 +77,7 @@ export class Sbx {
     this.#backend ??= (async () => {
       if (this.mode === 'agent') {
         // The agent's gateway serves plain HTTP: an HTTPS setting is refused, not silently dropped.
-        if (/^(1|true|yes|on)$/i.test(process.env.SBX_GATEWAY_TLS?.trim() ?? '')) {
+        if ((await import('../gateway/settings.ts')).tlsSetting(process.env.SBX_GATEWAY_TLS)) {
           throw new UsageError('SBX_GATEWAY_TLS=1 is not served behind the agent yet (a user in the docker group, or a remote engine): run sbx as root on the engine\'s host, or unset SBX_GATEWAY_TLS');
         }
         const { AgentBackend } = await import('./agent-backend.ts');

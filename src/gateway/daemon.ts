@@ -65,7 +65,10 @@ export async function ensureGateway(home: string, timeoutMs?: number): Promise<G
     if (settings.tls) {
       const ca = await import('../api/ca.ts');
       if (process.env.SBX_TLS_CERT || process.env.SBX_TLS_KEY) ca.checkUserCertificate(process.env);
-      else if (ca.caDomainProblem(settings.domain)) throw new UsageError(ca.caDomainProblem(settings.domain)!);
+      else {
+        const problem = ca.caDomainProblem(settings.domain);
+        if (problem) throw new UsageError(problem);
+      }
     }
     const logStart = existsSync(files.log) ? statSync(files.log).size : 0;
     const out = openSync(files.log, 'a');

@@ -19,7 +19,7 @@ export interface GatewaySettings {
 }
 
 /** SBX_GATEWAY_TLS: on or off, or a usage error naming what is accepted. */
-function tlsSetting(text: string | undefined): boolean {
+export function tlsSetting(text: string | undefined): boolean {
   const v = (text ?? '').trim().toLowerCase();
   if (['1', 'true', 'yes', 'on'].includes(v)) return true;
   if (['', '0', 'false', 'no', 'off'].includes(v)) return false;

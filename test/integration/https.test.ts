@@ -164,6 +164,8 @@ ws.onerror = (e) => { console.log('error ' + (e.message ?? e.error?.message)); p
     const ok = await call(50052, 'unary', token);
     assert.equal(ok.ok, true, JSON.stringify(ok));
     assert.equal(ok.seen.token, null, 'the token stays at the gateway');
+    // A public port (nginx's grpc_pass straight to the sandbox) strips the token as well.
+    assert.equal((await call(50051, 'unary', token)).seen.token, null, 'no token reaches a public port');
     assert.deepEqual((await call(50052, 'bidi', token)).replies, ['echo:x', 'echo:y', 'echo:z']);
   });
 });
