@@ -22,6 +22,7 @@ export interface RunOptions {
   input?: string;
   env?: Record<string, string | undefined>;
   timeoutMs?: number;
+  cwd?: string;
 }
 
 export function run(file: string, args: string[], opts: RunOptions = {}): Promise<Result> {
@@ -29,7 +30,7 @@ export function run(file: string, args: string[], opts: RunOptions = {}): Promis
     const child = execFile(
       file,
       args,
-      { env: { ...process.env, NO_COLOR: undefined, FORCE_COLOR: undefined, ...opts.env }, timeout: opts.timeoutMs ?? 120_000, maxBuffer: 64 * 1024 * 1024 },
+      { cwd: opts.cwd, env: { ...process.env, NO_COLOR: undefined, FORCE_COLOR: undefined, ...opts.env }, timeout: opts.timeoutMs ?? 120_000, maxBuffer: 64 * 1024 * 1024 },
       (err, stdout, stderr) => {
         const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
         done({ code, stdout: String(stdout), stderr: String(stderr) });

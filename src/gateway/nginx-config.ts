@@ -48,6 +48,14 @@ export interface NginxConfigInput {
  * occurrence, so a few are chained; a header with more than that loses all its cookies.
  */
 const COOKIE_PASSES = 3;
+/**
+ * Idle connections each worker keeps open to one sandbox's port. HTTP/2 clients multiplex hundreds
+ * of requests on a few connections, and each is one upstream connection: with a small cache nginx
+ * closes most after each request, and at a few thousand a second the TIME_WAIT sockets to that one
+ * ip:port use up the local ports (measured: 27,000 in 20 s of h2load), after which connects fail
+ * and requests fall to the slow backup.
+ */
+export const UPSTREAM_KEEPALIVE = 512;
 function cookieMaps(): string {
   const passes: string[] = [];
   for (let i = 1; i <= COOKIE_PASSES; i++) {
@@ -93,14 +101,25 @@ function q(value: string): string {
   return `"${value.replace(/[\\"$]/g, (c) => (c === '$' ? '${dollar}' : `\\${c}`))}"`;
 }
 
-/** What every proxied location sends on (both the direct routes and the Node gateway's). */
+/**
+ * What every proxied location sends on (both the direct routes and the Node gateway's).
+ * Responses are buffered in memory only (never spooled to disk): nginx still passes each piece on
+ * as it arrives (an event stream's events are not held back), but it writes a small answer's head
+ * and body together, which HTTP/2 clients feel most (bench/http2.sh: 0.72x -> see RESULTS). What a
+ * slow client has not taken holds the sandbox back (flow control), within proxy_buffers.
+ * Requests are not buffered: an upload streams to the sandbox as it comes.
+ * X-Accel-* headers from a sandbox are nobody's orders: an X-Accel-Redirect would send the
+ * request on inside the gateway, so they are ignored (X-Accel-Buffering: no is still heard).
+ */
 const PROXIED = `      proxy_http_version 1.1;
       proxy_set_header Upgrade $http_upgrade;
       proxy_set_header Connection $sbx_connection;
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Host $http_host;
       proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_buffering off;
+      proxy_buffering on;
+      proxy_max_temp_file_size 0;
+      proxy_ignore_headers X-Accel-Redirect X-Accel-Expires X-Accel-Limit-Rate X-Accel-Charset;
       proxy_request_buffering off;`;
 
 /**
@@ -151,7 +170,7 @@ export function renderNginxConfig(c: NginxConfigInput): string {
   const hosts = c.routes.reduce((n, r) => n + r.hosts.length, 0);
   const mapHashMax = Math.max(2048, 2 ** Math.ceil(Math.log2(hosts * 2 || 1)));
   const upstreams = c.routes
-    .map((r) => `  upstream ${upstreamName(r.name)} {\n    server ${r.address} max_fails=0;\n    server unix:${c.nodeSocket} backup;\n    keepalive 64;\n  }`)
+    .map((r) => `  upstream ${upstreamName(r.name)} {\n    server ${r.address} max_fails=0;\n    server unix:${c.nodeSocket} backup;\n    keepalive ${UPSTREAM_KEEPALIVE};\n  }`)
     .join('\n');
   return `# Written by the sbx gateway (version ${c.version}); do not edit: it is rewritten on every change.
 ${c.user ? `user ${c.user};\n` : ''}worker_processes 1;
