@@ -4,7 +4,8 @@
 #   serves h2c) against straight to the sandbox; target at least 0.8x;
 # - HTTPS RPS (wrk, HTTP/1.1 over TLS; and h2load, HTTP/2 by ALPN): through the gateway with
 #   SBX_GATEWAY_TLS=1 (its nginx ends TLS) against nginx on this host ending TLS with the same
-#   certificate and key and proxying to the same upstream (both keep 512 idle connections to it);
+#   certificate and key and proxying to the same upstream (both keep 128 idle connections to it, and
+#   h2load keeps 128 requests in flight: 32 connections, 4 streams each);
 #   ROUNDS (3) rounds taking turns, medians; target at least 0.8x;
 # - port expose to the first 200 over HTTPS (curl --cacert, median of 5); target under 150 ms.
 # The upstream is nginx copied into a sandbox: HTTP/1.1 on 8080, h2c on 8081.
@@ -23,9 +24,9 @@ trap cleanup_nginx EXIT
 source "$(dirname "$0")/nginx-upstream.sh"
 H2C=1 bench_upstream
 
-h2rps() { # url [connect-to host:port]: successful requests/s of h2load, 1 thread, CONNS connections, 10 streams each
+h2rps() { # url [connect-to host:port]: successful requests/s of h2load, 1 thread, CONNS connections, 4 streams each
   local out
-  if [ -n "${2:-}" ]; then out=$(h2load -t1 -c"$CONNS" -m10 -D"$DURATION" --connect-to="$2" "$1" 2>&1); else out=$(h2load -t1 -c"$CONNS" -m10 -D"$DURATION" "$1" 2>&1); fi
+  if [ -n "${2:-}" ]; then out=$(h2load -t1 -c"$CONNS" -m4 -D"$DURATION" --connect-to="$2" "$1" 2>&1); else out=$(h2load -t1 -c"$CONNS" -m4 -D"$DURATION" "$1" 2>&1); fi
   echo "$out" >&2
   # Only answers that succeeded (2xx) count: a baseline that answers 421 or 400 fast is no baseline.
   echo "$out" | awk '/^finished in/ {gsub(/s,/,""); t=$3} /^requests:/ {for (i=1;i<=NF;i++) if ($(i+1) ~ /^succeeded/) ok=$i} END {printf "%.0f\n", ok/t}'

@@ -47,7 +47,7 @@ bench_baseline_nginx() {
 user root; worker_processes 1; pid $NGINX_DIR/nginx.pid; error_log $NGINX_DIR/error.log;
 events { worker_connections 4096; }
 http { access_log off; client_body_temp_path $NGINX_DIR; proxy_temp_path $NGINX_DIR; fastcgi_temp_path $NGINX_DIR; uwsgi_temp_path $NGINX_DIR; scgi_temp_path $NGINX_DIR;
-  upstream up { server $ip:8080; keepalive 512; }
+  upstream up { server $ip:8080; keepalive 128; keepalive_timeout 15s; }
   server { listen 127.0.0.1:$nginx_port${LISTEN_EXTRA:-}; ${SERVER_EXTRA:-}keepalive_requests 1000000;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
 CONF

@@ -23,7 +23,7 @@ export async function buildDebImage(tag: string, base: string, packages: string[
     rmSync(join(dir, 'debs', 'partial'), { recursive: true, force: true });
     rmSync(join(dir, 'debs', 'lock'), { force: true });
     writeFileSync(join(dir, 'Dockerfile'), `FROM ${base}\nCOPY debs/ /tmp/debs/\nRUN dpkg -i /tmp/debs/*.deb && rm -rf /tmp/debs\n`);
-    const built = await run('docker', ['build', '-q', '--network', 'none', '-t', tag, dir], { timeoutMs: 300_000 });
+    const built = await run('docker', ['build', '-q', '--force-rm', '--network', 'none', '-t', tag, dir], { timeoutMs: 300_000 });
     assert.equal(built.code, 0, built.stderr);
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -49,13 +49,18 @@ export interface NginxConfigInput {
  */
 const COOKIE_PASSES = 3;
 /**
- * Idle connections each worker keeps open to one sandbox's port. HTTP/2 clients multiplex hundreds
- * of requests on a few connections, and each is one upstream connection: with a small cache nginx
- * closes most after each request, and at a few thousand a second the TIME_WAIT sockets to that one
- * ip:port use up the local ports (measured: 27,000 in 20 s of h2load), after which connects fail
- * and requests fall to the slow backup.
+ * Idle connections the worker keeps open to one sandbox's port, and how long. HTTP/2 clients
+ * multiplex many requests on few connections, each one upstream connection: past this many at
+ * once nginx closes the extra ones after each request, and at thousands a second the TIME_WAIT
+ * sockets to that one ip:port use up the local ports (measured: 27,000 in 20 s with 320 requests
+ * in flight against 64), after which connects fail and requests fall to the slow backup. Idle
+ * ones count against worker_connections until they time out (nginx never reclaims them), so the
+ * cache stays small and short-lived: 128 busy routes would be needed to fill WORKER_CONNECTIONS.
  */
-export const UPSTREAM_KEEPALIVE = 512;
+export const UPSTREAM_KEEPALIVE = 128;
+const WORKER_CONNECTIONS = 16384;
+/** Headers nginx would obey from an upstream (ignored from sandboxes on every path). */
+const ACCEL_HEADERS = 'X-Accel-Redirect X-Accel-Expires X-Accel-Limit-Rate X-Accel-Charset X-Accel-Buffering';
 function cookieMaps(): string {
   const passes: string[] = [];
   for (let i = 1; i <= COOKIE_PASSES; i++) {
@@ -103,13 +108,12 @@ function q(value: string): string {
 
 /**
  * What every proxied location sends on (both the direct routes and the Node gateway's).
- * Responses are buffered in memory only (never spooled to disk): nginx still passes each piece on
- * as it arrives (an event stream's events are not held back), but it writes a small answer's head
- * and body together, which HTTP/2 clients feel most (bench/http2.sh: 0.72x -> see RESULTS). What a
- * slow client has not taken holds the sandbox back (flow control), within proxy_buffers.
- * Requests are not buffered: an upload streams to the sandbox as it comes.
- * X-Accel-* headers from a sandbox are nobody's orders: an X-Accel-Redirect would send the
- * request on inside the gateway, so they are ignored (X-Accel-Buffering: no is still heard).
+ * Unbuffered both ways: an upload streams to the sandbox as it comes, and each piece of an answer
+ * goes to the client at once. Buffered answers are faster for small HTTP/2 answers (bench/RESULTS.md)
+ * but hold a lone event of a stream until more follows or the stream ends (measured: 3 s, the
+ * length of the pause; ingress.test.ts "a lone piece"), and each unread chunk costs memory.
+ * X-Accel-* headers from a sandbox are nobody's orders: an X-Accel-Redirect would send the request
+ * on inside the gateway, so they are ignored.
  */
 const PROXIED = `      proxy_http_version 1.1;
       proxy_set_header Upgrade $http_upgrade;
@@ -117,9 +121,8 @@ const PROXIED = `      proxy_http_version 1.1;
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Host $http_host;
       proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_buffering on;
-      proxy_max_temp_file_size 0;
-      proxy_ignore_headers X-Accel-Redirect X-Accel-Expires X-Accel-Limit-Rate X-Accel-Charset;
+      proxy_buffering off;
+      proxy_ignore_headers ${ACCEL_HEADERS};
       proxy_request_buffering off;`;
 
 /**
@@ -142,6 +145,7 @@ const GRPC_DIVERT = `
 
 const GRPC_LOCATION = `    location @sbx_grpc {
       grpc_pass grpc://$sbx_upstream;
+      grpc_ignore_headers ${ACCEL_HEADERS};
       grpc_set_header Host $sbx_host_header;
       grpc_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       grpc_set_header X-Forwarded-Host $http_host;
@@ -170,7 +174,7 @@ export function renderNginxConfig(c: NginxConfigInput): string {
   const hosts = c.routes.reduce((n, r) => n + r.hosts.length, 0);
   const mapHashMax = Math.max(2048, 2 ** Math.ceil(Math.log2(hosts * 2 || 1)));
   const upstreams = c.routes
-    .map((r) => `  upstream ${upstreamName(r.name)} {\n    server ${r.address} max_fails=0;\n    server unix:${c.nodeSocket} backup;\n    keepalive ${UPSTREAM_KEEPALIVE};\n  }`)
+    .map((r) => `  upstream ${upstreamName(r.name)} {\n    server ${r.address} max_fails=0;\n    server unix:${c.nodeSocket} backup;\n    keepalive ${UPSTREAM_KEEPALIVE};\n    keepalive_timeout 15s;\n  }`)
     .join('\n');
   return `# Written by the sbx gateway (version ${c.version}); do not edit: it is rewritten on every change.
 ${c.user ? `user ${c.user};\n` : ''}worker_processes 1;
@@ -178,7 +182,8 @@ worker_shutdown_timeout ${WORKER_SHUTDOWN_S}s;
 pid ${c.runDir}/nginx.pid;
 error_log ${c.runDir}/nginx-error.log error;
 daemon off;
-events { worker_connections 8192; }
+events { worker_connections ${WORKER_CONNECTIONS}; }
+worker_rlimit_nofile ${WORKER_CONNECTIONS * 2};
 http {
   access_log off;
   server_tokens off;

@@ -107,6 +107,13 @@ for (const path of paths) {
       assert.deepEqual((await grpc(priv, 'bidi', token)).replies, ['echo:x', 'echo:y', 'echo:z']);
     });
 
+    it('a sandbox\'s X-Accel-Redirect and X-Accel-Limit-Rate in a gRPC answer are not obeyed', async () => {
+      const r = await grpc(pub, 'accel');
+      assert.equal(r.ok, true, JSON.stringify(r));
+      assert.equal(r.size, 20000, 'the answer itself, not an internal redirect');
+      assert.ok(r.seconds < 3, `${r.seconds} s: slowed to 1 byte/s`);
+    });
+
     it('a port not exposed and a sandbox that does not exist are NOT_FOUND', async () => {
       assert.equal((await grpc('50099-rpc.sbx.localhost', 'unary')).code, 'NOT_FOUND');
       assert.equal((await grpc('50051-nosuch.sbx.localhost', 'unary')).code, 'NOT_FOUND');

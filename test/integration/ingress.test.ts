@@ -112,6 +112,19 @@ describe('proxying', () => {
     assert.ok(arrivals[0]![1] < last - 500, `chunk 0 came at ${arrivals[0]![1]} ms, the end at ${last} ms: held back`);
   });
 
+  it('a lone piece of a stream (then a pause) reaches the client at once, chunked or ended by close', async () => {
+    for (const path of ['/lone', '/lone-close']) {
+      const started = Date.now();
+      const res = await fetch(url(path));
+      const reader = res.body!.getReader();
+      const first = await reader.read();
+      const at = Date.now() - started;
+      assert.equal(Buffer.from(first.value!).toString(), 'data: 1\n\n');
+      assert.ok(at < 1500, `${path}: the first piece came at ${at} ms, with the pause (3 s): held back`);
+      await reader.cancel();
+    }
+  });
+
   it('a sandbox\'s X-Accel-Redirect and X-Accel-Limit-Rate are not obeyed by the gateway', async () => {
     const started = Date.now();
     const r = await curl([url('/accel')]);
