@@ -95,7 +95,10 @@ _sbx() {
       flags="-h --help"; subs="expose ls rm forward"; pos=""
       ;;
     "port expose")
-      flags="--public --private --json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
+      flags="--public --private --domain --json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"
+      case "$prev" in
+        --domain) COMPREPLY=($(compgen -W "" -- "$cur")); return ;;
+      esac
       ;;
     "port ls")
       flags="--json -h --help"; subs=""; pos="$(sbx __complete sandboxes 2>/dev/null)"

@@ -53,6 +53,7 @@ complete -c sbx -n 'not __fish_seen_subcommand_from create ls inspect start stop
 complete -c sbx -n '__fish_seen_subcommand_from port; and not __fish_seen_subcommand_from expose ls rm forward' -a expose -d 'route ports of a sandbox through the gateway and print their URLs'
 complete -c sbx -n '__fish_seen_subcommand_from port; and __fish_seen_subcommand_from expose' -l public -d 'anyone with the URL may connect (default)'
 complete -c sbx -n '__fish_seen_subcommand_from port; and __fish_seen_subcommand_from expose' -l private -d 'require the traffic token'
+complete -c sbx -n '__fish_seen_subcommand_from port; and __fish_seen_subcommand_from expose' -l domain -x -d 'also route a name of your own (one port; it must resolve to the gateway)'
 complete -c sbx -n '__fish_seen_subcommand_from port; and __fish_seen_subcommand_from expose' -l json -d 'print JSON for scripts'
 complete -c sbx -n '__fish_seen_subcommand_from port; and __fish_seen_subcommand_from expose' -a '(sbx __complete sandboxes 2>/dev/null)'
 complete -c sbx -n '__fish_seen_subcommand_from port; and not __fish_seen_subcommand_from expose ls rm forward' -a ls -d 'list the exposed ports of a sandbox'

@@ -227,7 +227,7 @@ export class AgentBackend implements SbxBackend {
   pause = (ref: string): Promise<SandboxInfo> => this.call('pause', [ref]);
   resume = (ref: string): Promise<SandboxInfo> => this.call('resume', [ref]);
   remove = (ref: string, options?: { force?: boolean }): Promise<RemoveResult> => this.call('remove', [ref, options ?? {}]);
-  exposePorts = (ref: string, ports: ReadonlyArray<number | string>, options?: { public?: boolean }): Promise<PortInfo[]> => this.call('exposePorts', [ref, ports, options ?? {}]);
+  exposePorts = (ref: string, ports: ReadonlyArray<number | string>, options?: { public?: boolean; domain?: string }): Promise<PortInfo[]> => this.call('exposePorts', [ref, ports, options ?? {}]);
   listPorts = (ref: string): Promise<PortInfo[]> => this.call('listPorts', [ref]);
   unexposePorts = (ref: string, ports: ReadonlyArray<number | string>): Promise<number[]> => this.call('unexposePorts', [ref, ports]);
   token = (ref: string, options?: { rotate?: boolean }): Promise<string> => this.call('token', [ref, options ?? {}]);

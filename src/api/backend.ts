@@ -47,7 +47,7 @@ export interface SbxBackend {
   pause(ref: string): Promise<SandboxInfo>;
   resume(ref: string): Promise<SandboxInfo>;
   remove(ref: string, options?: { force?: boolean }): Promise<RemoveResult>;
-  exposePorts(ref: string, ports: ReadonlyArray<number | string>, options?: { public?: boolean }): Promise<PortInfo[]>;
+  exposePorts(ref: string, ports: ReadonlyArray<number | string>, options?: { public?: boolean; domain?: string }): Promise<PortInfo[]>;
   listPorts(ref: string): Promise<PortInfo[]>;
   unexposePorts(ref: string, ports: ReadonlyArray<number | string>): Promise<number[]>;
   token(ref: string, options?: { rotate?: boolean }): Promise<string>;

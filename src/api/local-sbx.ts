@@ -2,6 +2,8 @@
 // the reconciler to make the world match. It runs where the privileged work is done: in the
 // daemon (the gateway on the host, or the agent container), and in host mode in the CLI itself
 // (which hands changes to the running daemon). The public facade is Sbx (sbx.ts).
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import type { GatewayStatus } from '../gateway/state.ts';
 import { InterruptedError, NotFoundError, RemovalError, RuntimeError, SbxError, UsageError, withWarning } from '../core/errors.ts';
@@ -14,7 +16,7 @@ import { Store } from '../store/store.ts';
 import { sbxHome } from '../store/home.ts';
 import { beingRemoved, claimStale, reconcileSandbox, reconcileStale, recordState, removeSandbox } from './reconcile.ts';
 import { thisProcess } from '../store/process-ref.ts';
-import { parsePorts, portInfos, validateMaskHost, type GatewayAddress, type PortInfo } from '../core/ports.ts';
+import { parseCustomDomain, parsePorts, portInfos, validateMaskHost, type GatewayAddress, type PortInfo } from '../core/ports.ts';
 import { parseDuration } from '../core/duration.ts';
 import { newToken } from '../core/token.ts';
 import { gatewaySettings } from '../gateway/settings.ts';
@@ -564,26 +566,67 @@ export class LocalSbx {
     return `${wanted.host}:${wanted.port}` !== running.dnsUpstream;
   }
 
-  /** Exposes ports (idempotent; changes public/private of ports already exposed). */
-  async exposePorts(ref: string, ports: ReadonlyArray<number | string>, options: { public?: boolean } = {}): Promise<PortInfo[]> {
+  /**
+   * Exposes ports (idempotent; changes public/private of ports already exposed). `domain`: a name
+   * of the user's own that routes to the one port given, too (kept when the port is exposed again
+   * without one).
+   */
+  async exposePorts(ref: string, ports: ReadonlyArray<number | string>, options: { public?: boolean; domain?: string } = {}): Promise<PortInfo[]> {
     const wanted = parsePorts(ports);
     if (wanted.length === 0) throw new UsageError('no port given: sbx port expose SANDBOX PORT...');
-    return this.#viaDaemon('expose', { ref, ports: wanted, public: options.public }, undefined, () => this.#exposePorts(ref, wanted, options));
+    if (options.domain !== undefined && typeof options.domain !== 'string') throw new UsageError('invalid domain: give a DNS name as a string');
+    const domain = options.domain === undefined ? undefined : parseCustomDomain(options.domain, this.gatewayAddress().domain);
+    if (domain && wanted.length > 1) throw new UsageError(`--domain names one port: got ${wanted.length} (${wanted.join(', ')})`);
+    return this.#viaDaemon('expose', { ref, ports: wanted, public: options.public, ...(domain ? { domain } : {}) }, undefined, () => this.#exposePorts(ref, wanted, { ...options, domain }));
   }
 
-  async #exposePorts(ref: string, wanted: number[], options: { public?: boolean }): Promise<PortInfo[]> {
+  async #exposePorts(ref: string, wanted: number[], options: { public?: boolean; domain?: string }): Promise<PortInfo[]> {
     const isPublic = options.public ?? true;
+    const { domain } = options;
     this.#existsBeforeStart(ref);
     await this.ensureGateway();
-    const record = await this.#updateSandbox(ref, (r) => {
+    if (domain) {
+      this.resolve(ref); // no such sandbox: exit 3 before anything else is said
+      this.#servedOverTls(domain);
+    }
+    const record = await this.store.update((data) => {
+      const r = this.#notRemoving(resolveSandbox(ref, Object.values(data.sandboxes)));
+      if (domain) {
+        const holder = Object.values(data.sandboxes).find((o) => o.ports?.some((p) => p.domain === domain && !(o.id === r.id && p.port === wanted[0])));
+        if (holder) {
+          const port = holder.ports!.find((p) => p.domain === domain)!.port;
+          throw new UsageError(`domain ${domain} already routes to port ${port} of sandbox ${holder.name}: ${holder.removing ? `that sandbox is being removed (sbx rm --force ${holder.name})` : `sbx port rm ${holder.name} ${port} first`}`);
+        }
+      }
       const current = new Map((r.ports ?? []).map((p) => [p.port, p]));
-      for (const port of wanted) current.set(port, { port, public: isPublic });
+      for (const port of wanted) {
+        const kept = domain ?? current.get(port)?.domain;
+        current.set(port, { port, public: isPublic, ...(kept ? { domain: kept } : {}) });
+      }
       r.ports = [...current.values()].sort((a, b) => a.port - b.port);
       r.token ??= newToken();
       return r;
     });
     await this.#routesChanged([], { portsOnly: true });
-    return portInfos(record.name, wanted.map((port) => ({ port, public: isPublic })), this.gatewayAddress());
+    return portInfos(record.name, wanted.map((port) => record.ports!.find((p) => p.port === port)!), this.gatewayAddress());
+  }
+
+  /** On an HTTPS gateway, a name its certificate does not cover would only ever fail the handshake. */
+  #servedOverTls(domain: string): void {
+    const gw = runningGateway(this.home);
+    if (!gw?.tls) return;
+    let covered = false;
+    try {
+      covered = !!gw.tlsCert && !!new X509Certificate(readFileSync(gw.tlsCert)).checkHost(domain);
+    } catch (err) {
+      throw new RuntimeError(`domain ${domain}: cannot read the gateway's certificate ${gw.tlsCert}: ${(err as Error).message}`);
+    }
+    if (covered) return;
+    throw new UsageError(
+      gw.tlsCa
+        ? `domain ${domain}: the gateway serves HTTPS with sbx's CA, which signs only for names under ${gw.domain} (its name constraint); give the gateway a certificate that covers ${domain} (SBX_TLS_CERT, SBX_TLS_KEY)`
+        : `domain ${domain}: the gateway's certificate (SBX_TLS_CERT) does not cover it; give one that does`,
+    );
   }
 
   listPorts(ref: string): PortInfo[] {

@@ -138,7 +138,7 @@ export class Sbx {
 
   // ---- ports and the gateway ------------------------------------------------------------
 
-  async exposePorts(ref: string, ports: ReadonlyArray<number | string>, options: { public?: boolean } = {}): Promise<PortInfo[]> {
+  async exposePorts(ref: string, ports: ReadonlyArray<number | string>, options: { public?: boolean; domain?: string } = {}): Promise<PortInfo[]> {
     return (await this.backend()).exposePorts(ref, ports, options);
   }
   async listPorts(ref: string): Promise<PortInfo[]> {

@@ -113,6 +113,7 @@ export const COMMANDS: CommandSpec[] = [
         options: [
           { flags: '--public', description: 'anyone with the URL may connect (default)' },
           { flags: '--private', description: 'require the traffic token' },
+          { flags: '--domain <name>', description: 'also route a name of your own (one port; it must resolve to the gateway)' },
           json,
         ],
       },

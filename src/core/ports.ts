@@ -4,9 +4,11 @@ import { UsageError } from './errors.ts';
 export interface ExposedPort {
   port: number;
   public: boolean;
+  /** A name of the user's own that routes to this port too (`port expose --domain`). */
+  domain?: string;
 }
 
-/** What users see for a port: `{ port, url, public }`. */
+/** What users see for a port: `{ port, url, public }`, and `domain` when it has one (then `url` is on it). */
 export interface PortInfo extends ExposedPort {
   url: string;
 }
@@ -39,9 +41,45 @@ export function portUrl(port: number, sandbox: string, gw: GatewayAddress): stri
   return `${scheme}://${port}-${sandbox}.${gw.domain}${gw.port === (gw.tls ? 443 : 80) ? '' : `:${gw.port}`}/`;
 }
 
+/** http(s)://<domain>:<gateway-port>/ for a port's name of the user's own. */
+export function domainUrl(domain: string, gw: GatewayAddress): string {
+  return `${gw.tls ? 'https' : 'http'}://${domain}${gw.port === (gw.tls ? 443 : 80) ? '' : `:${gw.port}`}/`;
+}
+
 /** The user-facing form of a sandbox's exposed ports. */
 export function portInfos(sandbox: string, ports: readonly ExposedPort[], gw: GatewayAddress): PortInfo[] {
-  return ports.map((p) => ({ port: p.port, url: portUrl(p.port, sandbox, gw), public: p.public }));
+  return ports.map((p) =>
+    p.domain
+      ? { port: p.port, url: domainUrl(p.domain, gw), public: p.public, domain: p.domain }
+      : { port: p.port, url: portUrl(p.port, sandbox, gw), public: p.public },
+  );
+}
+
+const LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/** `name` is sbx's domain or under it (names sbx gives out itself): never a name of the user's own. */
+export function isOwnHost(name: string, sbxDomain: string): boolean {
+  const own = sbxDomain.toLowerCase();
+  return name === own || name.endsWith(`.${own}`);
+}
+
+/**
+ * A name for `port expose --domain`: a DNS name of two labels or more (lower-cased, a final dot
+ * dropped), not an address, and outside sbx's own domain, whose names sbx gives out itself
+ * (`<port>-<sandbox>.<domain>`, and `<sandbox>.<domain>` for any sandbox made later).
+ */
+export function parseCustomDomain(value: string, sbxDomain: string): string {
+  const name = value.trim().toLowerCase().replace(/\.$/, '');
+  const accepted = 'a DNS name such as app.example.test (letters, digits and hyphens, two labels or more)';
+  const labels = name.split('.');
+  if (name.length > 253 || labels.length < 2 || !labels.every((l) => LABEL.test(l)) || /^\d+$/.test(labels.at(-1)!)) {
+    throw new UsageError(`invalid domain "${value}": use ${accepted}`);
+  }
+  if (name.endsWith('.invalid')) throw new UsageError(`invalid domain "${value}": .invalid names never resolve (RFC 6761); use ${accepted}`);
+  if (isOwnHost(name, sbxDomain)) {
+    throw new UsageError(`invalid domain "${value}": names under ${sbxDomain} are sbx's own (<port>-<sandbox>.${sbxDomain}); use a name outside it`);
+  }
+  return name;
 }
 
 export type HostRoute =

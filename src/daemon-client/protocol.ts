@@ -7,7 +7,7 @@
 // `mismatch`, so a client never hands its work to a daemon that would misread it.
 
 /** Bumped on every change that an older daemon or client would misread. */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 
 export type Operation = 'hello' | 'call' | 'tunnel' | 'create' | 'remove' | 'expose' | 'unexpose' | 'network' | 'reload' | 'health' | 'netlog';
 

@@ -35,7 +35,7 @@ export interface GatewayOps {
   followLog(id: string, filter: LogFilter, onEntry: (e: NetworkLogEntry) => void, onEnd: (why: LogEnd) => void): () => void;
 }
 
-type Payload = { since?: unknown; blocked?: unknown; follow?: unknown; changed?: unknown; policiesOnly?: unknown; portsOnly?: unknown; options?: CreateSandboxOptions; ref?: string; force?: boolean; ports?: number[]; public?: boolean; policy?: NetworkPolicyInput; method?: string; args?: unknown[] };
+type Payload = { since?: unknown; blocked?: unknown; follow?: unknown; changed?: unknown; policiesOnly?: unknown; portsOnly?: unknown; options?: CreateSandboxOptions; ref?: string; force?: boolean; ports?: number[]; public?: boolean; domain?: unknown; policy?: NetworkPolicyInput; method?: string; args?: unknown[] };
 
 /** A library call made by a client (agent mode); `signal` is the client's abort. */
 /** A request line as JSON of the expected shape, or an error naming what is wrong. */
@@ -175,7 +175,7 @@ export function createControlServer(sbx: LocalSbx, gateway: GatewayOps, log: (li
         req.op === 'call' ? callMethod(sbx, p.method, Array.isArray(p.args) ? p.args : [], abort.signal)
         : req.op === 'create' ? sbx.create({ ...p.options, signal: abort.signal })
         : req.op === 'remove' ? sbx.remove(p.ref ?? '', { force: p.force })
-        : req.op === 'expose' ? sbx.exposePorts(p.ref ?? '', p.ports ?? [], { public: p.public })
+        : req.op === 'expose' ? sbx.exposePorts(p.ref ?? '', p.ports ?? [], { public: p.public, ...(typeof p.domain === 'string' ? { domain: p.domain } : {}) })
         : req.op === 'unexpose' ? sbx.unexposePorts(p.ref ?? '', p.ports ?? [])
         : req.op === 'network' ? sbx.updateNetwork(p.ref ?? '', p.policy ?? {})
         : req.op === 'reload' ? gateway.reload(Array.isArray(p.changed) ? p.changed.filter((id): id is string => typeof id === 'string') : undefined, p.policiesOnly === true, p.portsOnly === true)

@@ -6,7 +6,7 @@
 import { createServer } from 'node:net';
 import { RuntimeError } from '../core/errors.ts';
 import { objectNames } from '../core/sandbox.ts';
-import { maskHost } from '../core/ports.ts';
+import { isOwnHost, maskHost } from '../core/ports.ts';
 import type { ContainerView } from './container-view.ts';
 import { renderNginxConfig, type DirectRoute } from './nginx-config.ts';
 import { NginxFrontend } from './nginx.ts';
@@ -187,13 +187,19 @@ export class FastPath {
     // Docker not answering now: no direct routes, everything goes to the Node gateway (which reads
     // the store and asks Docker itself), rather than a failed sync.
     const containers = records.length ? await o.containers.states(records.map((r) => objectNames(r.id).container)).catch(() => new Map()) : new Map();
+    // A name of the user's own is routed once (nginx refuses a map with a key twice): the first
+    // sandbox port in the store with it holds it, as in the Node gateway (RouteTable). Never one
+    // under SBX_DOMAIN (stored under another domain): the Node gateway routes those as sbx's own.
+    const holder = new Map<string, string>();
+    for (const r of o.routes.all()) for (const p of r.ports ?? []) if (p.domain && !holder.has(p.domain)) holder.set(p.domain, `${r.id}:${p.port}`);
+    const ownName = (id: string, port: number, domain: string | undefined) => (domain && !isOwnHost(domain, o.domain) && holder.get(domain) === `${id}:${port}` ? [domain] : []);
     for (const r of records) {
       const open = (r.ports ?? []).filter((p) => p.public);
       const c = containers.get(objectNames(r.id).container);
       if (!c || c.state !== 'running' || !c.ip) continue;
       for (const p of open) {
         direct.push({
-          hosts: [`${p.port}-${r.name}.${o.domain}`, `${p.port}-${r.id}.${o.domain}`],
+          hosts: [`${p.port}-${r.name}.${o.domain}`, `${p.port}-${r.id}.${o.domain}`, ...ownName(r.id, p.port, p.domain)],
           name: `sbx_${r.id}_${p.port}`,
           address: `${c.ip}:${p.port}`,
           ...(r.maskHost ? { hostHeader: maskHost(r.maskHost, p.port) } : {}),

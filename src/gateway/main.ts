@@ -358,7 +358,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   // pool is refilled in the background.
   const reconciled = sbx.reconcileStale((line) => log(`reconcile: ${line}`));
   const stopRefill = startPoolRefill(sbx, reconciled, log);
-  state = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, ...(settings.tls ? { tls: true } : {}), ...(credentials?.source === 'sbx-ca' ? { tlsCa: credentials.caPath } : {}), control, dockerHost: process.env.DOCKER_HOST ?? '', egress: workers.listeners ? logged(workers.listeners) : egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}`, egressUser: user.name, networkLog: netlog.describe(), protocol: PROTOCOL_VERSION, version: VERSION };
+  state = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, ...(settings.tls ? { tls: true } : {}), ...(credentials?.source === 'sbx-ca' ? { tlsCa: credentials.caPath } : {}), ...(credentials ? { tlsCert: credentials.certPath } : {}), control, dockerHost: process.env.DOCKER_HOST ?? '', egress: workers.listeners ? logged(workers.listeners) : egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}`, egressUser: user.name, networkLog: netlog.describe(), protocol: PROTOCOL_VERSION, version: VERSION };
   mkdirSync(home, { recursive: true });
   writeAtomic(files.state, JSON.stringify(state, null, 2) + '\n');
   writeAtomic(files.pid, `${process.pid}\n`);

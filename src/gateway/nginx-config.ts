@@ -173,6 +173,10 @@ export function renderNginxConfig(c: NginxConfigInput): string {
   // thousand sandboxes with a port have two thousand hosts) it warns and builds a slower one.
   const hosts = c.routes.reduce((n, r) => n + r.hosts.length, 0);
   const mapHashMax = Math.max(2048, 2 ** Math.ceil(Math.log2(hosts * 2 || 1)));
+  // A bucket holds at least one key: a pointer, the key (plus 2, aligned to 8) and the end
+  // pointer (ngx_hash_init). Names of one's own may be 253 characters long.
+  const longest = c.routes.reduce((n, r) => Math.max(n, ...r.hosts.map((h) => h.length)), 0);
+  const mapBucket = Math.max(128, 2 ** Math.ceil(Math.log2(16 + Math.ceil((longest + 2) / 8) * 8)));
   const upstreams = c.routes
     .map((r) => `  upstream ${upstreamName(r.name)} {\n    server ${r.address} max_fails=0;\n    server unix:${c.nodeSocket} backup;\n    keepalive ${UPSTREAM_KEEPALIVE};\n    keepalive_timeout 15s;\n  }`)
     .join('\n');
@@ -193,7 +197,7 @@ http {
   uwsgi_temp_path ${temp}/nginx-uwsgi;
   scgi_temp_path ${temp}/nginx-scgi;
   client_max_body_size 0;
-  map_hash_bucket_size 128;
+  map_hash_bucket_size ${mapBucket};
   map_hash_max_size ${mapHashMax};
   server_names_hash_bucket_size 128;
   geo $dollar { default "$"; }

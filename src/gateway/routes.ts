@@ -15,6 +15,8 @@ const REREAD_MS = 10_000;
 export class RouteTable {
   readonly #store: Pick<Store, 'path' | 'sandboxes' | 'signature'>;
   #byRef = new Map<string, SandboxRecord>();
+  /** `port expose --domain` names: the sandbox and port each routes to. */
+  #byDomain = new Map<string, { record: SandboxRecord; port: number }>();
   #all: SandboxRecord[] = [];
   readonly #watcher?: FSWatcher;
   readonly #timer: NodeJS.Timeout;
@@ -88,12 +90,21 @@ export class RouteTable {
   #use(records: SandboxRecord[]): void {
     const all = records.filter((r) => !r.creating);
     const byRef = new Map<string, SandboxRecord>();
+    const byDomain = new Map<string, { record: SandboxRecord; port: number }>();
     for (const r of all) {
       byRef.set(r.id, r);
       byRef.set(r.name, r);
+      // The first holder wins, as in nginx's map (fastpath.ts); sbx lets one port hold a name.
+      for (const p of r.ports ?? []) if (p.domain && !byDomain.has(p.domain)) byDomain.set(p.domain, { record: r, port: p.port });
     }
     this.#all = all;
     this.#byRef = byRef;
+    this.#byDomain = byDomain;
+  }
+
+  /** The sandbox port a name of the user's own routes to (lower-case host, no port). */
+  findDomain(host: string): { record: SandboxRecord; port: number } | undefined {
+    return this.#byDomain.get(host);
   }
 
   /** A sandbox by exact name or id. */

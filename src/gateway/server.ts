@@ -139,21 +139,29 @@ export function createGatewayServer(opts: ProxyOptions): Server {
     }
   });
 
+  /** A name of the user's own (`port expose --domain`): the sandbox port it routes to. */
+  function domainRoute(host: string | undefined): { kind: 'domain'; record: SandboxRecord; port: number; sandbox: string } | undefined {
+    const name = host?.toLowerCase().replace(/:\d+$/, '').replace(/\.$/, '');
+    const found = name ? opts.routes.findDomain(name) : undefined;
+    return found ? { kind: 'domain', ...found, sandbox: found.record.name } : undefined;
+  }
+
   /** Routing and the token: everything that must pass before the sandbox is touched. */
   function resolve(req: IncomingMessage): Resolution | { ok: true; gateway: true } {
     const host = clientHost(req);
-    const route = routeHost(host, opts.domain);
+    const route = routeHost(host, opts.domain) ?? domainRoute(host);
     if (!route) return { ok: false, error: { status: 404, code: 'unknown_host', message: `${host} is not a sandbox host under ${opts.domain}` } };
     if (route.kind === 'gateway') return { ok: true, gateway: true };
     let port: number;
     let path = req.url ?? '/';
-    if (route.kind === 'sandbox') {
+    if (route.kind === 'domain') port = route.port;
+    else if (route.kind === 'sandbox') {
       const p = routePath(path);
       if (!p) return { ok: false, error: { status: 404, code: 'no_port', message: `use http://<port>-${route.sandbox}.${opts.domain}/ or the path /port/<port>/ on this host` } };
       port = p.port;
       path = p.path;
     } else port = route.port;
-    const record = opts.routes.find(route.sandbox);
+    const record = route.kind === 'domain' ? route.record : opts.routes.find(route.sandbox);
     if (!record) return { ok: false, error: { status: 404, code: 'no_sandbox', message: `no sandbox named ${route.sandbox}` } };
     const exposed = record.ports?.find((p) => p.port === port);
     if (!exposed) return { ok: false, error: { status: 404, code: 'port_not_exposed', message: `port ${port} of sandbox ${record.name} is not exposed (sbx port expose ${record.name} ${port})` } };

@@ -85,6 +85,8 @@ export interface GatewayState {
   tls?: boolean;
   /** The CA its certificate chains to, when it is sbx's own (clients of this machine trust it). */
   tlsCa?: string;
+  /** The certificate it serves (sbx's or SBX_TLS_CERT): `port expose --domain` checks it covers the name. */
+  tlsCert?: string;
   /** The control socket that carries out create and rm (see control.ts). */
   control?: string;
   /** The engine this daemon talks to: a client with another DOCKER_HOST does its own work. */

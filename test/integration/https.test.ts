@@ -6,13 +6,12 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { generateKeyPairSync } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import forge from 'node-forge';
 import { ensureAgentImage } from '../../src/api/agent-image.ts';
 import { Runtime } from '../../src/runtime/docker.ts';
 import { curl, eventually, ROOT, run, World } from '../helpers.ts';
+import { userCertificate } from '../user-cert.ts';
 
 const PYTHON = '/usr/bin/python3'; // Debian's, with python3-grpcio (scripts/test installs it)
 const IMAGE = 'sbx-test/node-h2-tls:latest';
@@ -193,41 +192,6 @@ describe('headless Chromium', () => {
   });
 });
 
-/** A certificate for *.sbx.localhost signed by a CA of the test's own, valid from `from` to `to`. */
-function userCertificate(from: Date, to: Date): { caPath: string; cert: string; key: string } {
-  const pair = () => {
-    const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048, privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } });
-    return { pem: privateKey, key: forge.pki.privateKeyFromPem(privateKey) };
-  };
-  const caKey = pair();
-  const caCert = forge.pki.createCertificate();
-  caCert.publicKey = forge.pki.setRsaPublicKey(caKey.key.n, caKey.key.e);
-  caCert.serialNumber = '01';
-  caCert.validity.notBefore = new Date(Date.now() - 86_400_000 * 30);
-  caCert.validity.notAfter = new Date(Date.now() + 86_400_000 * 30);
-  const caName = [{ name: 'commonName', value: 'sbx test user CA' }];
-  caCert.setSubject(caName);
-  caCert.setIssuer(caName);
-  caCert.setExtensions([{ name: 'basicConstraints', cA: true, critical: true }, { name: 'keyUsage', keyCertSign: true, critical: true }]);
-  caCert.sign(caKey.key, forge.md.sha256.create());
-  const leafKey = pair();
-  const leaf = forge.pki.createCertificate();
-  leaf.publicKey = forge.pki.setRsaPublicKey(leafKey.key.n, leafKey.key.e);
-  leaf.serialNumber = '02';
-  leaf.validity.notBefore = from;
-  leaf.validity.notAfter = to;
-  leaf.setSubject([{ name: 'commonName', value: '*.sbx.localhost' }]);
-  leaf.setIssuer(caName);
-  leaf.setExtensions([{ name: 'subjectAltName', altNames: [{ type: 2, value: '*.sbx.localhost' }] }, { name: 'extKeyUsage', serverAuth: true }]);
-  leaf.sign(caKey.key, forge.md.sha256.create());
-  const dir = mkdtempSync(join(scratch, 'user-'));
-  const caPath = join(dir, 'ca.pem');
-  writeFileSync(caPath, forge.pki.certificateToPem(caCert));
-  writeFileSync(join(dir, 'cert.pem'), forge.pki.certificateToPem(leaf));
-  writeFileSync(join(dir, 'key.pem'), leafKey.pem, { mode: 0o600 });
-  return { caPath, cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem') };
-}
-
 describe('a certificate of the user\'s own (SBX_TLS_CERT, SBX_TLS_KEY)', () => {
   it('is served and trusted through its own CA; an expired one is refused by the client', async () => {
     const day = 86_400_000;
@@ -235,7 +199,7 @@ describe('a certificate of the user\'s own (SBX_TLS_CERT, SBX_TLS_KEY)', () => {
       ['valid', new Date(Date.now() - day), new Date(Date.now() + 30 * day), 0],
       ['expired', new Date(Date.now() - 30 * day), new Date(Date.now() - day), 60],
     ] as const) {
-      const user = userCertificate(from, to);
+      const user = userCertificate(scratch, from, to);
       const w = new World({ SBX_GATEWAY_TLS: '1', SBX_TLS_CERT: user.cert, SBX_TLS_KEY: user.key });
       others.push(w);
       await w.json(['create', '--name', 'web', '-p', '8000', '--', 'python3', '-m', 'http.server', '8000']);

@@ -130,7 +130,16 @@ describe('the parsers of untrusted traffic run as sbx-gateway', () => {
     assert.match(readFileSync(join(world.home, 'gateway.log'), 'utf8'), /egress rules: libnftables in this process\n/);
     // Netfilter netlink sockets (protocol 12) by inode, and the sockets a process holds.
     const nfnetlink = new Set(readFileSync('/proc/net/netlink', 'utf8').trim().split('\n').slice(1).map((l) => l.trim().split(/\s+/)).filter((f) => f[1] === '12').map((f) => f.at(-1)!));
-    const held = (pid: number) => readdirSync(`/proc/${pid}/fd`).map((fd) => /^socket:\[(\d+)\]$/.exec(readlinkOr(`/proc/${pid}/fd/${fd}`))?.[1]).filter((i): i is string => !!i && nfnetlink.has(i));
+    // An old nginx worker may end (after a reload) between the listing and this look: it holds nothing then.
+    const fds = (pid: number) => {
+      try {
+        return readdirSync(`/proc/${pid}/fd`);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+        throw err;
+      }
+    };
+    const held = (pid: number) => fds(pid).map((fd) => /^socket:\[(\d+)\]$/.exec(readlinkOr(`/proc/${pid}/fd/${fd}`))?.[1]).filter((i): i is string => !!i && nfnetlink.has(i));
     assert.ok(held(s.pid).length >= 1, 'the gateway holds one (control: the check sees it)');
     const master = Number(readFileSync(join(world.home, 'run', 'nginx.pid'), 'utf8'));
     const nginxWorkers = readFileSync(`/proc/${master}/task/${master}/children`, 'utf8').trim().split(/\s+/).map(Number);

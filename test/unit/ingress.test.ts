@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { maskHost, parsePort, portUrl, routeHost, routePath, validateMaskHost } from '../../src/core/ports.ts';
+import { maskHost, parseCustomDomain, parsePort, portInfos, portUrl, routeHost, routePath, validateMaskHost } from '../../src/core/ports.ts';
 import { parseDuration } from '../../src/core/duration.ts';
 import { newToken, tokensEqual } from '../../src/core/token.ts';
 import { findToken, stripToken, withoutQueryToken } from '../../src/gateway/auth.ts';
@@ -49,6 +49,31 @@ describe('routing a Host header', () => {
   it('masks the host', () => {
     assert.equal(maskHost('localhost:${PORT}', 3000), 'localhost:3000');
     assert.throws(() => validateMaskHost('bad host'), /invalid --mask-host/);
+  });
+});
+
+describe('names of the user\'s own (port expose --domain)', () => {
+  it('takes DNS names of two labels or more, lower-cased, without a final dot', () => {
+    assert.equal(parseCustomDomain('App.Example.TEST.', 'sbx.localhost'), 'app.example.test');
+    assert.equal(parseCustomDomain('a-b.c1.io', 'sbx.localhost'), 'a-b.c1.io');
+    assert.equal(parseCustomDomain('app.localhost', 'sbx.localhost'), 'app.localhost', 'outside sbx.localhost');
+  });
+  for (const bad of ['single', 'bad_name.test', '1.2.3.4', '*.example.test', '-a.test', 'a-.test', 'a..test', `${'a'.repeat(64)}.test`, `${'a.'.repeat(127)}test`, '[::1]', ''])
+    it(`refuses ${JSON.stringify(bad).slice(0, 40)}`, () => assert.throws(() => parseCustomDomain(bad, 'sbx.localhost'), /invalid domain .*: use a DNS name such as app\.example\.test/));
+  it('refuses sbx\'s own domain and names under it', () => {
+    for (const own of ['sbx.localhost', 'x.sbx.localhost', '8000-web.sbx.localhost', 'a.b.sbx.localhost'])
+      assert.throws(() => parseCustomDomain(own, 'sbx.localhost'), /names under sbx\.localhost are sbx's own/);
+  });
+  it('refuses .invalid names (the gateway\'s own control host is one)', () => {
+    assert.throws(() => parseCustomDomain('sbx-gateway-control.invalid', 'sbx.localhost'), /\.invalid names never resolve/);
+  });
+  it('puts the port\'s URL on the name and shows it', () => {
+    const gw = { domain: 'sbx.localhost', port: 7070 };
+    assert.deepEqual(portInfos('web', [{ port: 8000, public: true, domain: 'app.example.test' }, { port: 9000, public: false }], gw), [
+      { port: 8000, url: 'http://app.example.test:7070/', public: true, domain: 'app.example.test' },
+      { port: 9000, url: 'http://9000-web.sbx.localhost:7070/', public: false },
+    ]);
+    assert.equal(portInfos('web', [{ port: 8000, public: true, domain: 'app.example.test' }], { ...gw, port: 443, tls: true })[0]!.url, 'https://app.example.test/');
   });
 });
 
@@ -134,6 +159,21 @@ describe('the nginx fast path configuration', () => {
       const r = spawnSync('/usr/sbin/nginx', ['-t', '-p', `${dir}/`, '-e', join(dir, 'error.log'), '-c', join(dir, 'nginx.conf')], { encoding: 'utf8' });
       assert.equal(r.status, 0, r.stderr);
       assert.doesNotMatch(r.stderr, /could not build optimal/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  it('a name of one\'s own of 253 characters: nginx -t accepts the map (its bucket grows to hold it)', { skip: !existsSync('/usr/sbin/nginx') && 'no nginx' }, () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sbx-nginx-'));
+    try {
+      const long = `${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(61)}`;
+      assert.equal(long.length, 253);
+      const conf = renderNginxConfig({ ...base, runDir: dir, nodeSocket: join(dir, 'node.sock'), routes: [{ hosts: ['8000-w.sbx.localhost', long], name: 'sbx_w_8000', address: '172.18.0.3:8000' }] });
+      assert.match(conf, /map_hash_bucket_size 512;/);
+      assert.match(renderNginxConfig({ ...base, routes: [] }), /map_hash_bucket_size 128;/, 'the usual size otherwise');
+      writeFileSync(join(dir, 'nginx.conf'), conf);
+      const r = spawnSync('/usr/sbin/nginx', ['-t', '-p', `${dir}/`, '-e', join(dir, 'error.log'), '-c', join(dir, 'nginx.conf')], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
