@@ -35,22 +35,21 @@ export interface GatewayAddress {
   tls?: boolean;
 }
 
-/** http(s)://<port>-<sandbox>.<domain>:<gateway-port>/ */
-export function portUrl(port: number, sandbox: string, gw: GatewayAddress): string {
-  const scheme = gw.tls ? 'https' : 'http';
-  return `${scheme}://${port}-${sandbox}.${gw.domain}${gw.port === (gw.tls ? 443 : 80) ? '' : `:${gw.port}`}/`;
+/** http(s)://<host>:<gateway-port>/ (the port left out when it is the scheme's default). */
+function gatewayUrl(host: string, gw: GatewayAddress): string {
+  return `${gw.tls ? 'https' : 'http'}://${host}${gw.port === (gw.tls ? 443 : 80) ? '' : `:${gw.port}`}/`;
 }
 
-/** http(s)://<domain>:<gateway-port>/ for a port's name of the user's own. */
-export function domainUrl(domain: string, gw: GatewayAddress): string {
-  return `${gw.tls ? 'https' : 'http'}://${domain}${gw.port === (gw.tls ? 443 : 80) ? '' : `:${gw.port}`}/`;
+/** http(s)://<port>-<sandbox>.<domain>:<gateway-port>/ */
+export function portUrl(port: number, sandbox: string, gw: GatewayAddress): string {
+  return gatewayUrl(`${port}-${sandbox}.${gw.domain}`, gw);
 }
 
 /** The user-facing form of a sandbox's exposed ports. */
 export function portInfos(sandbox: string, ports: readonly ExposedPort[], gw: GatewayAddress): PortInfo[] {
   return ports.map((p) =>
     p.domain
-      ? { port: p.port, url: domainUrl(p.domain, gw), public: p.public, domain: p.domain }
+      ? { port: p.port, url: gatewayUrl(p.domain, gw), public: p.public, domain: p.domain }
       : { port: p.port, url: portUrl(p.port, sandbox, gw), public: p.public },
   );
 }
@@ -87,6 +86,11 @@ export type HostRoute =
   | { kind: 'sandbox'; sandbox: string }
   | { kind: 'gateway' };
 
+/** A Host header's name as routes know it: lower case, without its port or a final dot. */
+export function hostName(hostHeader: string): string {
+  return hostHeader.toLowerCase().replace(/:\d+$/, '').replace(/\.$/, '');
+}
+
 /**
  * Where a Host header points: `<port>-<sandbox>.<domain>` (a port), `<sandbox>.<domain>` (the
  * sandbox's own host, routed by `/port/<port>/` paths), or the gateway itself; undefined when the
@@ -94,9 +98,8 @@ export type HostRoute =
  */
 export function routeHost(hostHeader: string | undefined, domain: string): HostRoute | undefined {
   if (!hostHeader) return { kind: 'gateway' };
-  let host = hostHeader.toLowerCase();
-  if (host.startsWith('[')) return { kind: 'gateway' }; // an IPv6 literal: the gateway itself
-  host = host.replace(/:\d+$/, '').replace(/\.$/, '');
+  if (hostHeader.startsWith('[')) return { kind: 'gateway' }; // an IPv6 literal: the gateway itself
+  const host = hostName(hostHeader);
   const d = domain.toLowerCase();
   if (host === d || /^[\d.]+$/.test(host) || host === 'localhost') return { kind: 'gateway' };
   if (!host.endsWith(`.${d}`)) return undefined;

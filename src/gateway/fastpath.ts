@@ -187,12 +187,13 @@ export class FastPath {
     // Docker not answering now: no direct routes, everything goes to the Node gateway (which reads
     // the store and asks Docker itself), rather than a failed sync.
     const containers = records.length ? await o.containers.states(records.map((r) => objectNames(r.id).container)).catch(() => new Map()) : new Map();
-    // A name of the user's own is routed once (nginx refuses a map with a key twice): the first
-    // sandbox port in the store with it holds it, as in the Node gateway (RouteTable). Never one
-    // under SBX_DOMAIN (stored under another domain): the Node gateway routes those as sbx's own.
-    const holder = new Map<string, string>();
-    for (const r of o.routes.all()) for (const p of r.ports ?? []) if (p.domain && !holder.has(p.domain)) holder.set(p.domain, `${r.id}:${p.port}`);
-    const ownName = (id: string, port: number, domain: string | undefined) => (domain && !isOwnHost(domain, o.domain) && holder.get(domain) === `${id}:${port}` ? [domain] : []);
+    // A name of the user's own goes to the port the route table says holds it (nginx refuses a map
+    // with a key twice), and never one under SBX_DOMAIN (stored under another domain): the Node
+    // gateway routes those as sbx's own.
+    const ownName = (id: string, port: number, domain: string | undefined) => {
+      const held = domain && !isOwnHost(domain, o.domain) ? o.routes.findDomain(domain) : undefined;
+      return held?.record.id === id && held.port === port ? [domain!] : [];
+    };
     for (const r of records) {
       const open = (r.ports ?? []).filter((p) => p.public);
       const c = containers.get(objectNames(r.id).container);

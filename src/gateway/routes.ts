@@ -94,7 +94,7 @@ export class RouteTable {
     for (const r of all) {
       byRef.set(r.id, r);
       byRef.set(r.name, r);
-      // The first holder wins, as in nginx's map (fastpath.ts); sbx lets one port hold a name.
+      // The first holder wins (sbx lets one port hold a name); nginx's map asks here too (fastpath.ts).
       for (const p of r.ports ?? []) if (p.domain && !byDomain.has(p.domain)) byDomain.set(p.domain, { record: r, port: p.port });
     }
     this.#all = all;

@@ -6,7 +6,7 @@ import { Agent, createServer, request, type IncomingMessage, type Server, type S
 import { constants as h2constants, createServer as createHttp2Server, type ClientHttp2Session, type Http2ServerRequest, type Http2ServerResponse, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { maskHost, routeHost, routePath } from '../core/ports.ts';
+import { hostName, maskHost, routeHost, routePath } from '../core/ports.ts';
 import type { SandboxRecord } from '../core/sandbox.ts';
 import { tokensEqual } from '../core/token.ts';
 import { findToken, stripToken, TOKEN_COOKIE, withoutQueryToken, type FoundToken } from './auth.ts';
@@ -141,8 +141,7 @@ export function createGatewayServer(opts: ProxyOptions): Server {
 
   /** A name of the user's own (`port expose --domain`): the sandbox port it routes to. */
   function domainRoute(host: string | undefined): { kind: 'domain'; record: SandboxRecord; port: number; sandbox: string } | undefined {
-    const name = host?.toLowerCase().replace(/:\d+$/, '').replace(/\.$/, '');
-    const found = name ? opts.routes.findDomain(name) : undefined;
+    const found = host ? opts.routes.findDomain(hostName(host)) : undefined;
     return found ? { kind: 'domain', ...found, sandbox: found.record.name } : undefined;
   }
 
