@@ -80,10 +80,11 @@ describe('the pool is clear of the host and of Docker', () => {
   it('an exhausted pool: exit 1, one line naming the pool and SBX_SUBNET_POOL, and nothing of the sandbox is left', async () => {
     const w = worlds[worlds.length - 1]!;
     const before = await w.leftovers();
-    const r = await w.sbx(['create', '--name', 'c']);
+    // The name has a '-', which no id holds: a one-letter name could be a live sandbox's id prefix.
+    const r = await w.sbx(['create', '--name', 'the-c']);
     assert.equal(r.code, 1);
     assert.match(oneErrorLine(r), /^error: no free \/28 subnet left in sbx's address pool 10\.212\.77\.0\/26 \(4 in all; Docker networks and the host's routes take the rest\): remove sandboxes, or set SBX_SUBNET_POOL to a larger or another range$/);
-    assert.equal((await w.sbx(['inspect', 'c'])).code, 3, 'no store entry');
+    assert.equal((await w.sbx(['inspect', 'the-c'])).code, 3, 'no store entry');
     assert.deepEqual(await w.leftovers(), before, 'no container or network');
     // Control: an rm frees its subnet for the next create, which waits while it rests (only that
     // one is free; address-reuse.test.ts shows why it rests).
@@ -91,8 +92,8 @@ describe('the pool is clear of the host and of Docker', () => {
     await w.json(['rm', '-f', 'a']);
     const resting = JSON.parse(readFileSync(join(w.home, 'state.json'), 'utf8')).resting;
     assert.deepEqual(Object.keys(resting), [freed]);
-    await w.json(['create', '--name', 'c']);
-    assert.equal(await subnetOf(w, 'c'), freed);
+    await w.json(['create', '--name', 'the-c']);
+    assert.equal(await subnetOf(w, 'the-c'), freed);
   });
 
   for (const bad of ['10.0.0.0/29', 'fd00::/64', '10.0.0.1/24', 'nonsense']) {
