@@ -5,7 +5,6 @@
 import { createReadStream, readFileSync, realpathSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { execa } from 'execa';
 import tarStream from 'tar-stream';
 import { RuntimeError } from '../core/errors.ts';
 import { GATEWAY_USER } from '../net/gateway-account.ts';
@@ -44,6 +43,7 @@ export async function buildAgentRootImage(runtime: Runtime, options: AgentImageO
     changes: ['ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'ENV LANG=C.UTF-8', 'LABEL sbx.image=agent-root'],
     prepare: async (root) => {
       options.onProgress?.(`adding the system user ${GATEWAY_USER}`);
+      const { execa } = await import('execa');
       await execa('chroot', [root, 'useradd', '--system', '--user-group', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', GATEWAY_USER]);
     },
   });

@@ -4,7 +4,6 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import { parseAptSources, pickMirror, type AptSource } from '../core/apt-sources.ts';
 import { RuntimeError } from '../core/errors.ts';
 import type { Runtime } from '../runtime/docker.ts';
@@ -67,6 +66,8 @@ export async function bootstrapImage(runtime: Runtime, options: BootstrapOptions
   if (!debootstrap) throw new RuntimeError('debootstrap is not installed: apt-get install debootstrap (./scripts/setup does this)');
   const mirror = options.mirror ?? systemMirror();
   const progress = options.onProgress ?? (() => {});
+  // Loaded here, not with the CLI: an image build is rare, and execa is a tenth of the bundle.
+  const { execa } = await import('execa');
   const root = await mkdtemp(join(tmpdir(), 'sbx-rootfs-'));
   try {
     progress(`debootstrap ${BASE_SUITE} (minbase + ${options.packages.join(', ')}) from ${mirror}`);

@@ -20,7 +20,7 @@ export async function main(argv: string[] = process.argv): Promise<number> {
   // "--" ends sbx's own arguments: what follows is the command to run in the sandbox.
   const dd = argv.indexOf('--', 2);
   const rest = dd < 0 ? [] : argv.slice(dd + 1);
-  const program = buildProgram({ onExit: (code) => (exitCode = code), rest });
+  const program = buildProgram({ onExit: (code) => (exitCode = code), rest }, argv[2]);
   // A command whose work can no longer finish (it waits on something that will never answer,
   // and nothing is left to wait on) must not end as a silent success.
   const stranded = () => {
