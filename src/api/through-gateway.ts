@@ -91,7 +91,7 @@ function sendBody(req: NodeJS.WritableStream & { end(b?: string | Buffer): unkno
 /** The same request as HTTP/2 (sbx fetch --http2): one session, closed with the response. */
 function fetchHttp2(gw: GatewayRoute, host: string, path: string, options: FetchOptions, token: string): Promise<FetchResponse> {
   return new Promise((resolve, reject) => {
-    const hint = gw.tls ? '' : ' (without TLS only the Node gateway speaks HTTP/2: SBX_GATEWAY_ENGINE=node, or SBX_GATEWAY_TLS=1)';
+    const hint = gw.tls ? '' : ' (without TLS, HTTP/2 needs the Node engine or HAProxy in front of nginx: gateway status --json says "h2c")';
     const failed = (err: Error) => reject(new RuntimeError(`the gateway did not answer over HTTP/2: ${err.message}${hint}`));
     const opened = gw.connect ? gw.connect() : Promise.resolve(gw.tls ? connectTls({ host: gw.host, port: gw.port, ...tlsFor(gw, host, ['h2']) }) : connectTcp(gw.port, gw.host));
     opened.then((s) => {

@@ -120,6 +120,8 @@ export interface GatewayStatus {
   engine?: string;
   /** Present (true) when it serves HTTPS (SBX_GATEWAY_TLS=1). */
   tls?: boolean;
+  /** Its port takes HTTP/2 with prior knowledge (h2c) beside HTTP/1.1: the Node engine, or nginx behind HAProxy. */
+  h2c?: boolean;
   /** The resolver behind sbx's DNS forwarder. */
   dnsUpstream?: string;
   /** The user the DNS forwarder and the egress proxy run as. */

@@ -13,12 +13,14 @@ export interface Ask {
   timeoutMs: number;
   /** nginx serves HTTPS: asked over TLS (its own listener on loopback: the certificate is not checked). */
   tls?: boolean;
+  /** A unix socket to ask on instead of host and port (nginx's control socket behind the h2c front). */
+  socketPath?: string;
 }
 
 export function askGateway(a: Ask): Promise<{ status: number; body: string } | undefined> {
   return new Promise((resolve) => {
     const send: (o: RequestOptions, cb: (res: IncomingMessage) => void) => ClientRequest = a.tls ? (o, cb) => httpsRequest({ ...o, rejectUnauthorized: false }, cb) : request;
-    const req = send({ host: a.host, port: a.port, method: a.method ?? 'GET', path: a.path, headers: { host: a.hostHeader }, agent: false, timeout: a.timeoutMs }, (res) => {
+    const req = send({ ...(a.socketPath ? { socketPath: a.socketPath } : { host: a.host, port: a.port }), method: a.method ?? 'GET', path: a.path, headers: { host: a.hostHeader }, agent: false, timeout: a.timeoutMs }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => (body += d));

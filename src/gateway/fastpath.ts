@@ -3,15 +3,19 @@
 // state, and keeps nginx in step: one sync at a time, and a change that removes or alters a route
 // is in force before sync() resolves. A change that only adds routes is applied after a short quiet
 // time instead (ADD_QUIET_MS): the Node gateway serves new routes meanwhile.
+import { rmSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
 import { objectNames } from '../core/sandbox.ts';
 import { isOwnHost, maskHost } from '../core/ports.ts';
 import type { ContainerView } from './container-view.ts';
 import { renderNginxConfig, type DirectRoute } from './nginx-config.ts';
-import { NginxFrontend } from './nginx.ts';
+import { NginxFrontend, probeVersion, versionAnswer } from './nginx.ts';
 import type { RouteTable } from './routes.ts';
-import { endStaleNginx, portInUse } from './port-owner.ts';
+import { endStaleHaproxy, endStaleNginx, portInUse } from './port-owner.ts';
+import { H2cFront } from './h2c-front.ts';
+import { renderH2cFrontConfig } from './haproxy-config.ts';
 
 export interface FastPathOptions {
   nginxBin: string;
@@ -34,7 +38,18 @@ export interface FastPathOptions {
   containers: ContainerView;
   /** Serve HTTPS with this certificate and key (PEM files): SBX_GATEWAY_TLS. */
   tls?: { cert: string; key: string };
+  /**
+   * Plain HTTP with h2c: HAProxy (this binary) owns the port and nginx listens on unix sockets in
+   * tempDir behind it (haproxy-config.ts); it runs as `user` after binding, when given.
+   */
+  h2cFront?: { bin: string; user?: { name: string; group: string } };
 }
+
+/**
+ * Connections the h2c front carries at once: each takes two descriptors in HAProxy, and nginx's
+ * worker must take each one (WORKER_CONNECTIONS in nginx-config.ts, shared with its upstreams).
+ */
+const FRONT_MAXCONN = 8000;
 
 /** Resolves false when `port` on `host` is taken (by anyone, on any address that covers it). */
 function canBind(host: string, port: number): Promise<boolean> {
@@ -77,6 +92,9 @@ export class FastPath {
   readonly port: number;
   readonly #o: FastPathOptions;
   readonly #nginx: NginxFrontend;
+  readonly #front?: H2cFront;
+  /** nginx's sockets behind the h2c front. */
+  readonly #sockets?: { h1Socket: string; h2cSocket: string; controlSocket: string };
   #version = 1;
   /** upstream name -> "address host-header hosts" of what nginx was last given. */
   #lastRoutes = new Map<string, string>();
@@ -93,18 +111,32 @@ export class FastPath {
   private constructor(o: FastPathOptions, port: number) {
     this.#o = o;
     this.port = port;
-    this.#nginx = new NginxFrontend(o.nginxBin, o.runDir, o.host, port, o.tempDir, !!o.tls);
+    if (o.h2cFront && !o.tls) {
+      const shared = o.tempDir ?? o.runDir; // where HAProxy, as the workers' user, reaches them
+      this.#sockets = { h1Socket: join(shared, 'nginx-h1.sock'), h2cSocket: join(shared, 'nginx-h2c.sock'), controlSocket: join(o.runDir, 'nginx-control.sock') };
+      for (const f of Object.values(this.#sockets)) rmSync(f, { force: true });
+      this.#front = new H2cFront(o.h2cFront.bin, o.runDir);
+    }
+    this.#nginx = new NginxFrontend(o.nginxBin, o.runDir, o.host, port, o.tempDir, !!o.tls, this.#sockets?.controlSocket);
   }
 
-  /** Called when nginx exits on its own: the gateway cannot serve any more. */
+  /** Called when nginx (or the h2c front) exits on its own: the gateway cannot serve any more. */
   set onExit(fn: (why: string) => void) {
     this.#nginx.onExit = fn;
+    if (this.#front) this.#front.onExit = fn;
+  }
+
+  /** Its port takes HTTP/2 with prior knowledge too (the h2c front runs). */
+  get h2c(): boolean {
+    return !!this.#front;
   }
 
   static async start(o: FastPathOptions, log?: (line: string) => void): Promise<FastPath> {
     // An nginx this home's gateway left behind (killed outright) would hold the port: ended first.
     const stale = await endStaleNginx(o.runDir);
     if (stale) log?.(`nginx: ended a stale nginx (pid ${stale}) left by an earlier gateway of this home`);
+    const staleFront = await endStaleHaproxy(o.runDir);
+    if (staleFront) log?.(`h2c front: ended a stale haproxy (pid ${staleFront}) left by an earlier gateway of this home`);
     if (o.port && !(await canBind(o.host, o.port))) throw new RuntimeError(portInUse(o.host, o.port));
     const fp = new FastPath(o, o.port || (await freePort(o.host)));
     fp.#log = log;
@@ -115,6 +147,18 @@ export class FastPath {
     } catch (err) {
       const msg = (err as Error).message;
       throw new RuntimeError(/in use|bind/.test(msg) ? portInUse(o.host, fp.port) : `the gateway's nginx did not start: ${msg}`);
+    }
+    if (fp.#front) {
+      // Ready once nginx's own answer (this start's token) comes back through the port.
+      const answer = versionAnswer(fp.#version, fp.#nginx.instance);
+      const config = renderH2cFrontConfig({ listenHost: o.host, listenPort: fp.port, h1Socket: fp.#sockets!.h1Socket, h2cSocket: fp.#sockets!.h2cSocket, maxconn: FRONT_MAXCONN, ...(o.h2cFront!.user ? { user: o.h2cFront!.user } : {}) });
+      try {
+        await fp.#front.start(config, async () => (await probeVersion({ host: o.host, port: fp.port })) === answer);
+      } catch (err) {
+        await fp.#nginx.stop();
+        const msg = (err as Error).message;
+        throw new RuntimeError(/in use|cannot bind/.test(msg) ? portInUse(o.host, fp.port) : `the gateway's h2c front (haproxy) did not start: ${msg}; SBX_GATEWAY_H2C=0 runs without it (HTTP/1.1 only on plain HTTP)`);
+      }
     }
     return fp;
   }
@@ -138,9 +182,10 @@ export class FastPath {
     return this.#running;
   }
 
-  stop(): Promise<void> {
+  async stop(): Promise<void> {
     clearTimeout(this.#quiet);
-    return this.#nginx.stop();
+    await this.#front?.stop();
+    await this.#nginx.stop();
   }
 
   /** Does nginx route this port of this sandbox straight to it (as of the last sync)? */
@@ -212,7 +257,7 @@ export class FastPath {
     const user = o.workerUser ?? (process.getuid?.() === 0 ? 'root' : undefined);
     const routes = new Map(direct.map((d) => [d.name, `${d.address} ${d.hostHeader ?? ''} ${d.hosts.join(',')}`]));
     const make = (version: number) =>
-      renderNginxConfig({ listenHost: o.host, listenPort: this.port, nodeSocket: o.nodeSocket, runDir: o.runDir, tempDir: o.tempDir, routes: direct, version, instance: this.#nginx.instance, upstreamTimeoutMs: o.upstreamTimeoutMs, user, ...(o.tls ? { tls: o.tls } : {}) });
+      renderNginxConfig({ listenHost: o.host, listenPort: this.port, nodeSocket: o.nodeSocket, runDir: o.runDir, tempDir: o.tempDir, routes: direct, version, instance: this.#nginx.instance, upstreamTimeoutMs: o.upstreamTimeoutMs, user, ...(o.tls ? { tls: o.tls } : {}), ...(this.#sockets ? { front: this.#sockets } : {}) });
     return { routes, make };
   }
 }

@@ -3,7 +3,7 @@
 import { chmodSync, chownSync, existsSync, mkdirSync, rmSync, writeFileSync, renameSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { RuntimeError } from '../core/errors.ts';
+import { RuntimeError, UsageError } from '../core/errors.ts';
 import type { LocalSbx } from '../api/local-sbx.ts';
 import { cliEntry } from './daemon.ts';
 import { runningGateway } from './state.ts';
@@ -19,6 +19,7 @@ import { Targets } from './targets.ts';
 import { createControlServer, type GatewayOps } from './control.ts';
 import { FastPath } from './fastpath.ts';
 import { findNginx, workerRunDir } from './nginx.ts';
+import { findHaproxy, h2cFrontMissing, H2C_NEEDS_HAPROXY } from './h2c-front.ts';
 import { portInUse } from './port-owner.ts';
 import { groupName } from '../net/gateway-account.ts';
 import { EgressSupervisor } from './egress-supervisor.ts';
@@ -88,6 +89,9 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   // nginx carries the public ports of running sandboxes when it is installed (the fast path);
   // SBX_GATEWAY_ENGINE=node keeps everything in this process.
   const nginxBin = process.env.SBX_GATEWAY_ENGINE === 'node' ? undefined : findNginx();
+  // nginx cannot tell h2c from HTTP/1.1 on one plaintext port: HAProxy in front does (h2c-front.ts).
+  const haproxyBin = nginxBin && !settings.tls && settings.h2c !== false ? findHaproxy() : undefined;
+  if (h2cFrontMissing(settings, !!nginxBin)) throw new UsageError(H2C_NEEDS_HAPROXY);
   // The certificate first: a gateway that cannot serve the HTTPS it announces does not start.
   const ca = settings.tls ? await import('../api/ca.ts') : undefined;
   const credentials = ca ? await ca.serverCertificate(home, settings.domain) : undefined;
@@ -257,12 +261,13 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
       }
     }
     try {
-      fastPath = await FastPath.start({ nginxBin, runDir: files.run, home, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, containers, ...(credentials ? { tls: { cert: credentials.certPath, key: credentials.keyPath } } : {}) }, log);
+      fastPath = await FastPath.start({ nginxBin, runDir: files.run, home, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, containers, ...(credentials ? { tls: { cert: credentials.certPath, key: credentials.keyPath } } : {}), ...(haproxyBin ? { h2cFront: { bin: haproxyBin, ...(group ? { user: { name: user.name, group } } : {}) } } : {}) }, log);
     } catch (err) {
       server.close();
       return unguard(err);
     }
     log(`nginx: workers run as ${group ? `${user.name} (socket and temp files in ${workerDir})` : process.getuid?.() === 0 ? 'root' : 'the gateway\'s user'}`);
+    log(fastPath.h2c ? `h2c: HAProxy (${haproxyBin}) owns the port and hands HTTP/2 with prior knowledge to nginx's http2 listener${group ? `, as ${user.name}` : ''}` : `h2c: not served on this port (${settings.tls ? 'HTTPS: HTTP/2 comes by ALPN' : settings.h2c === false ? 'SBX_GATEWAY_H2C=0' : 'HAProxy is not installed: apt-get install haproxy, or ./scripts/setup'})`);
     port = fastPath.port;
   } else {
     await listenOn(front, settings.port, settings.host).catch(unguard);
@@ -358,7 +363,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   // pool is refilled in the background.
   const reconciled = sbx.reconcileStale((line) => log(`reconcile: ${line}`));
   const stopRefill = startPoolRefill(sbx, reconciled, log);
-  state = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, ...(settings.tls ? { tls: true } : {}), ...(credentials?.source === 'sbx-ca' ? { tlsCa: credentials.caPath } : {}), ...(credentials ? { tlsCert: credentials.certPath } : {}), control, dockerHost: process.env.DOCKER_HOST ?? '', egress: workers.listeners ? logged(workers.listeners) : egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}`, egressUser: user.name, networkLog: netlog.describe(), protocol: PROTOCOL_VERSION, version: VERSION };
+  state = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, ...(settings.tls ? { tls: true } : {}), h2c: !settings.tls && (fastPath ? fastPath.h2c : true), ...(credentials?.source === 'sbx-ca' ? { tlsCa: credentials.caPath } : {}), ...(credentials ? { tlsCert: credentials.certPath } : {}), control, dockerHost: process.env.DOCKER_HOST ?? '', egress: workers.listeners ? logged(workers.listeners) : egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}`, egressUser: user.name, networkLog: netlog.describe(), protocol: PROTOCOL_VERSION, version: VERSION };
   mkdirSync(home, { recursive: true });
   writeAtomic(files.state, JSON.stringify(state, null, 2) + '\n');
   writeAtomic(files.pid, `${process.pid}\n`);

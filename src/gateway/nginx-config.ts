@@ -40,6 +40,12 @@ export interface NginxConfigInput {
   user?: string;
   /** Serve HTTPS (SBX_GATEWAY_TLS): HTTP/2 by ALPN and HTTP/1.1, with this certificate and key (PEM files). */
   tls?: { cert: string; key: string };
+  /**
+   * Behind the h2c front (haproxy-config.ts): no TCP listener, but unix sockets that take a PROXY
+   * protocol line first, one for HTTP/1.1 and one for HTTP/2 with prior knowledge; and one without
+   * it, for the gateway's own probes.
+   */
+  front?: { h1Socket: string; h2cSocket: string; controlSocket: string };
 }
 
 /**
@@ -134,9 +140,15 @@ function tlsSettings(tls: NonNullable<NginxConfigInput['tls']>): string {
   return `  ssl_certificate ${q(tls.cert)};
   ssl_certificate_key ${q(tls.key)};
   ssl_protocols TLSv1.2 TLSv1.3;
-  ssl_session_cache shared:sbx_tls:1m;
-  map $http_content_type $sbx_grpc { default 0; "~^application/grpc" 1; }`;
+  ssl_session_cache shared:sbx_tls:1m;`;
 }
+
+/** Where HTTP/2 arrives (TLS, or the h2c front): gRPC calls are told by their content type. */
+const GRPC_MAP = '  map $http_content_type $sbx_grpc { default 0; "~^application/grpc" 1; }';
+
+/** Behind the h2c front: the client's address is the one in the PROXY line (only HAProxy reaches the sockets). */
+const FRONT_SETTINGS = `  set_real_ip_from unix:;
+  real_ip_header proxy_protocol;`;
 
 /** In `location /`: a gRPC call goes to @sbx_grpc before anything else decides. */
 const GRPC_DIVERT = `
@@ -157,8 +169,23 @@ const GRPC_LOCATION = `    location @sbx_grpc {
     }
 `;
 
-export function renderNginxConfig(c: NginxConfigInput): string {
+/** The `listen` lines of the control server and of the main one. */
+function listenLines(c: NginxConfigInput): { control: string; main: string } {
+  if (c.front) {
+    const h1 = `unix:${c.front.h1Socket} proxy_protocol`;
+    const h2c = `unix:${c.front.h2cSocket} proxy_protocol http2`;
+    return {
+      control: `    listen ${h1};\n    listen ${h2c};\n    listen unix:${c.front.controlSocket};`,
+      main: `    listen ${h1} default_server backlog=4096;\n    listen ${h2c} default_server backlog=4096;`,
+    };
+  }
   const listen = (c.listenHost.includes(':') ? `[${c.listenHost}]:${c.listenPort}` : `${c.listenHost}:${c.listenPort}`) + (c.tls ? ' ssl http2' : '');
+  return { control: `    listen ${listen};`, main: `    listen ${listen} default_server backlog=4096;` };
+}
+
+export function renderNginxConfig(c: NginxConfigInput): string {
+  const listen = listenLines(c);
+  const http2 = !!(c.tls || c.front);
   const seconds = Math.max(1, Math.ceil(c.upstreamTimeoutMs / 1000));
   const temp = c.tempDir ?? c.runDir;
   const hostMap = c.routes.flatMap((r) => r.hosts.map((h) => `    ${q(h)} ${upstreamName(r.name)};`)).join('\n');
@@ -201,7 +228,7 @@ http {
   map_hash_max_size ${mapHashMax};
   server_names_hash_bucket_size 128;
   geo $dollar { default "$"; }
-${c.tls ? `${tlsSettings(c.tls)}\n` : ''}
+${c.tls ? `${tlsSettings(c.tls)}\n` : ''}${http2 ? `${GRPC_MAP}\n` : ''}${c.front ? `${FRONT_SETTINGS}\n` : ''}
   map $http_upgrade $sbx_connection { default upgrade; "" ""; }
   map $host $sbx_upstream {
     default sbx_node;
@@ -221,20 +248,20 @@ ${upstreams}
 
   # Only for the Node gateway: which configuration the workers serve (to await a reload).
   server {
-    listen ${listen};
+${listen.control}
     server_name ${CONTROL_HOST};
     location = /_sbx/config-version { return 200 "${c.version}${c.instance ? ` ${c.instance}` : ''}"; }
   }
 
   server {
-    listen ${listen} default_server backlog=4096;
+${listen.main}
     keepalive_requests 1000000;
     keepalive_timeout 65s;
 
     location / {
       # Everything that is not a direct route goes to the Node gateway, which keeps its own
       # timeouts (it may first wake or start the sandbox, which must not count against nginx's).
-      error_page 418 = @sbx_node;${c.tls ? GRPC_DIVERT : ''}
+      error_page 418 = @sbx_node;${http2 ? GRPC_DIVERT : ''}
       if ($sbx_upstream = sbx_node) { return 418; }
       proxy_pass http://$sbx_upstream;
 ${PROXIED}
@@ -248,7 +275,7 @@ ${PROXIED}
       error_page 504 = @sbx_timeout;
     }
 
-${c.tls ? GRPC_LOCATION : ''}    location @sbx_node {
+${http2 ? GRPC_LOCATION : ''}    location @sbx_node {
       proxy_pass http://sbx_node;
 ${PROXIED}
       proxy_set_header Host $http_host;

@@ -47,12 +47,15 @@ export class NginxFrontend {
   readonly #host: string;
   readonly #port: number;
   readonly #tls: boolean;
+  /** Where the probes ask (behind the h2c front: nginx's control socket), else host and port. */
+  readonly #probeSocket?: string;
   #child?: ChildProcess;
   #stderr = '';
 
   /** `tempDir`: where the temp directories go (nginx, started as root, hands them to its workers' user). */
-  constructor(bin: string, runDir: string, host: string, port: number, tempDir = runDir, tls = false) {
+  constructor(bin: string, runDir: string, host: string, port: number, tempDir = runDir, tls = false, probeSocket?: string) {
     this.#tls = tls;
+    this.#probeSocket = probeSocket;
     this.#bin = bin;
     this.#runDir = runDir;
     this.#host = host;
@@ -131,7 +134,7 @@ export class NginxFrontend {
     // Often at first, then less: with a thousand routes nginx needs tens of ms to load them, and a
     // probe every 5 ms meanwhile takes CPU from it.
     for (let pause = 5; Date.now() < deadline; pause = Math.min(pause * 1.5, 40)) {
-      if ((await this.#probe()) === `${version} ${this.instance}`) return;
+      if ((await this.#probe()) === versionAnswer(version, this.instance)) return;
       await new Promise((r) => setTimeout(r, pause));
     }
     const last = this.#stderr.trim().split('\n').pop();
@@ -139,9 +142,19 @@ export class NginxFrontend {
   }
 
   async #probe(): Promise<string | undefined> {
-    const answer = await askGateway({ host: this.#host, port: this.#port, hostHeader: CONTROL_HOST, path: '/_sbx/config-version', timeoutMs: 1000, tls: this.#tls });
-    return answer?.status === 200 ? answer.body.trim() : undefined;
+    return probeVersion({ host: this.#host, port: this.#port, tls: this.#tls, ...(this.#probeSocket ? { socketPath: this.#probeSocket } : {}) });
   }
+}
+
+/** What nginx's control endpoint answers ("<version> <instance>"), through whatever is asked. */
+export async function probeVersion(where: { host: string; port: number; tls?: boolean; socketPath?: string }): Promise<string | undefined> {
+  const answer = await askGateway({ ...where, hostHeader: CONTROL_HOST, path: '/_sbx/config-version', timeoutMs: 1000 });
+  return answer?.status === 200 ? answer.body.trim() : undefined;
+}
+
+/** The configuration version and start token nginx answers with. */
+export function versionAnswer(version: number, instance: string): string {
+  return `${version} ${instance}`;
 }
 
 function killGroup(pgid: number): void {

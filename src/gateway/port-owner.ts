@@ -72,6 +72,21 @@ function nginxRunDir(cmd: string): string | undefined {
   return m ? m[1]!.replace(/\/+$/, '') : undefined;
 }
 
+/** The run directory of an sbx gateway's h2c front, from its command line (`-f <home>/run/haproxy.cfg`). */
+function haproxyRunDir(cmd: string): string | undefined {
+  if (!/\bhaproxy\b/.test(cmd)) return undefined;
+  const m = /(?:^|\s)-f\s+(\S+)\/haproxy\.cfg(?:\s|$)/.exec(cmd);
+  return m ? m[1]!.replace(/\/+$/, '') : undefined;
+}
+
+/** Which of an sbx gateway's helpers this command line is, and its run directory. */
+function gatewayHelper(cmd: string): { name: string; runDir: string } | undefined {
+  const nginx = nginxRunDir(cmd);
+  if (nginx) return { name: 'nginx', runDir: nginx };
+  const haproxy = haproxyRunDir(cmd);
+  return haproxy ? { name: 'haproxy', runDir: haproxy } : undefined;
+}
+
 /** Words for whoever holds `port`, e.g. "the gateway of SBX_HOME=/h (pid 12) holds it". */
 export function describePortHolder(port: number): string | undefined {
   let pids: number[];
@@ -84,12 +99,12 @@ export function describePortHolder(port: number): string | undefined {
   // nginx: the master (whose parent is not an nginx holding the port too) speaks for its workers.
   const pid = pids.find((p) => !pids.includes(ppid(p) ?? -1)) ?? pids[0]!;
   const cmd = cmdline(pid) ?? '';
-  const runDir = nginxRunDir(cmd);
-  if (runDir && basename(runDir) === 'run') {
-    const home = dirname(runDir);
+  const helper = gatewayHelper(cmd);
+  if (helper && basename(helper.runDir) === 'run') {
+    const home = dirname(helper.runDir);
     const gw = runningGateway(home);
-    if (gw && ppid(pid) === gw.pid) return `the sbx gateway of SBX_HOME=${home} (pid ${gw.pid}, its nginx pid ${pid}) holds it: stop it with SBX_HOME=${home} sbx gateway stop`;
-    return `a stale nginx (pid ${pid}) of the sbx gateway of SBX_HOME=${home} holds it; that gateway is gone: stop it with kill ${pid}`;
+    if (gw && ppid(pid) === gw.pid) return `the sbx gateway of SBX_HOME=${home} (pid ${gw.pid}, its ${helper.name} pid ${pid}) holds it: stop it with SBX_HOME=${home} sbx gateway stop`;
+    return `a stale ${helper.name} (pid ${pid}) of the sbx gateway of SBX_HOME=${home} holds it; that gateway is gone: stop it with kill ${pid}`;
   }
   if (/\bgateway run\b/.test(cmd)) {
     const home = /(?:^|\0)SBX_HOME=([^\0]*)/.exec(read(`/proc/${pid}/environ`) ?? '')?.[1];
@@ -137,6 +152,20 @@ export async function endStaleNginx(runDir: string): Promise<number | undefined>
     return undefined;
   }
   if (nginxRunDir(cmd) !== runDir.replace(/\/+$/, '')) return undefined;
+  return endProcess(pid);
+}
+
+/** Ends the h2c front (HAProxy) this home's gateway left running, once its command line shows it is that one. */
+export async function endStaleHaproxy(runDir: string): Promise<number | undefined> {
+  const pid = Number((read(`${runDir}/haproxy.pid`) ?? '').trim());
+  if (!(pid > 1)) return undefined;
+  const cmd = cmdline(pid);
+  if (!cmd || haproxyRunDir(cmd) !== runDir.replace(/\/+$/, '')) return undefined;
+  return endProcess(pid);
+}
+
+/** SIGTERM, then SIGKILL after 3 s; resolves with the pid once it is gone. */
+async function endProcess(pid: number): Promise<number | undefined> {
   const gone = () => {
     const stat = read(`/proc/${pid}/stat`);
     return !stat || stat.slice(stat.lastIndexOf(')') + 2)[0] === 'Z';

@@ -16,6 +16,11 @@ export interface GatewaySettings {
   domain: string;
   /** SBX_GATEWAY_TLS: serve HTTPS (HTTP/2 by ALPN, and HTTP/1.1) with a certificate from sbx's CA. */
   tls: boolean;
+  /**
+   * SBX_GATEWAY_H2C, for the nginx engine on plain HTTP: h2c through the HAProxy front. 'auto' (the
+   * default): when HAProxy is installed; true: required; false: never (nginx alone, HTTP/1.1 only).
+   */
+  h2c: boolean | 'auto';
 }
 
 /** SBX_GATEWAY_TLS: on or off, or a usage error naming what is accepted. */
@@ -26,6 +31,15 @@ export function tlsSetting(text: string | undefined): boolean {
   throw new UsageError(`invalid SBX_GATEWAY_TLS "${text}": use 1 (serve HTTPS) or 0`);
 }
 
+/** SBX_GATEWAY_H2C: on, off or auto, or a usage error naming what is accepted. */
+export function h2cSetting(text: string | undefined): boolean | 'auto' {
+  const v = (text ?? '').trim().toLowerCase();
+  if (['', 'auto'].includes(v)) return 'auto';
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+  if (['0', 'false', 'no', 'off'].includes(v)) return false;
+  throw new UsageError(`invalid SBX_GATEWAY_H2C "${text}": use 1 (h2c through HAProxy, required), 0 (none) or auto (when HAProxy is installed)`);
+}
+
 export function gatewaySettings(env: NodeJS.ProcessEnv = process.env): GatewaySettings {
   const portText = env.SBX_GATEWAY_PORT ?? String(DEFAULT_GATEWAY_PORT);
   const port = /^\d+$/.test(portText) ? Number(portText) : NaN;
@@ -34,7 +48,7 @@ export function gatewaySettings(env: NodeJS.ProcessEnv = process.env): GatewaySe
   if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(domain)) {
     throw new UsageError(`invalid SBX_DOMAIN "${env.SBX_DOMAIN}": use a DNS name such as sbx.localhost`);
   }
-  return { host: env.SBX_GATEWAY_HOST || '127.0.0.1', port, domain, tls: tlsSetting(env.SBX_GATEWAY_TLS) };
+  return { host: env.SBX_GATEWAY_HOST || '127.0.0.1', port, domain, tls: tlsSetting(env.SBX_GATEWAY_TLS), h2c: h2cSetting(env.SBX_GATEWAY_H2C) };
 }
 
 export interface DnsUpstream {
@@ -83,6 +97,8 @@ export interface GatewayState {
   engine?: 'nginx' | 'node';
   /** It serves HTTPS (SBX_GATEWAY_TLS): its URLs start with https://. */
   tls?: boolean;
+  /** Its port takes HTTP/2 with prior knowledge (h2c) beside HTTP/1.1 (always with the Node engine). */
+  h2c?: boolean;
   /** The CA its certificate chains to, when it is sbx's own (clients of this machine trust it). */
   tlsCa?: string;
   /** The certificate it serves (sbx's or SBX_TLS_CERT): `port expose --domain` checks it covers the name. */

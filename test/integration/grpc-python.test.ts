@@ -1,6 +1,7 @@
 // A Python gRPC server (Debian's python3-grpcio, installed offline into a test image built from
-// sbx's default image) in a sandbox, called by a real gRPC client on the host through both gateway
-// paths: the Node gateway over plaintext h2c, and the gateway's nginx ending TLS (grpc_pass). Public
+// sbx's default image) in a sandbox, called by a real gRPC client on the host through every gateway
+// path: the Node gateway over plaintext h2c, the gateway's nginx over plaintext h2c behind its
+// HAProxy front (the default), and nginx ending TLS (grpc_pass in both nginx paths). Public
 // and private ports, the four kinds of call, deadlines and cancellation.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -24,6 +25,7 @@ after(async () => {
 
 const paths = [
   { name: 'the Node gateway, plaintext h2c', env: { SBX_GATEWAY_ENGINE: 'node' } },
+  { name: 'the gateway\'s nginx behind its h2c front (HAProxy), plaintext h2c (grpc_pass)', env: { SBX_GATEWAY_H2C: '1' } },
   { name: 'the gateway\'s nginx ending TLS (grpc_pass)', env: { SBX_GATEWAY_TLS: '1' } },
 ];
 

@@ -1,8 +1,8 @@
 // HTTP/2 and gRPC through sandbox URLs, driven with real clients: curl (HTTP/1.1 and
 // --http2-prior-knowledge on one port) and a real gRPC client (Debian's python3-grpcio) against a
 // gRPC server over h2c in a sandbox (test/fixtures/grpc_server.js, on the agent image's Node).
-// The Node gateway owns the listener here (SBX_GATEWAY_ENGINE=node): nginx 1.22, the fast path,
-// cannot tell h2c from HTTP/1.1 on one plaintext port (README, "HTTP/2 and gRPC").
+// The Node gateway owns the listener here (SBX_GATEWAY_ENGINE=node); h2c-front.test.ts has the
+// nginx engine, whose HAProxy front tells h2c from HTTP/1.1 (README, "HTTP/2 and gRPC").
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';

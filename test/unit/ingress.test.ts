@@ -10,7 +10,14 @@ import { parseDuration } from '../../src/core/duration.ts';
 import { newToken, tokensEqual } from '../../src/core/token.ts';
 import { findToken, stripToken, withoutQueryToken } from '../../src/gateway/auth.ts';
 import { renderNginxConfig, upstreamName } from '../../src/gateway/nginx-config.ts';
+import { H2_PREFACE_HEX, renderH2cFrontConfig } from '../../src/gateway/haproxy-config.ts';
 import { crossSiteRefusal } from '../../src/gateway/cookie-guard.ts';
+
+/** `nginx -t` of this configuration, written into dir. */
+function nginxTest(dir: string, conf: string) {
+  writeFileSync(join(dir, 'nginx.conf'), conf);
+  return spawnSync('/usr/sbin/nginx', ['-t', '-p', `${dir}/`, '-e', join(dir, 'error.log'), '-c', join(dir, 'nginx.conf')], { encoding: 'utf8' });
+}
 
 describe('ports', () => {
   for (const good of ['1', '80', '65535', ' 8080 ']) it(`accepts port "${good}"`, () => assert.equal(parsePort(good), Number(good)));
@@ -155,8 +162,7 @@ describe('the nginx fast path configuration', () => {
     const dir = mkdtempSync(join(tmpdir(), 'sbx-nginx-'));
     try {
       const routes = Array.from({ length: 1000 }, (_, i) => ({ hosts: [`8080-bench-s${i}.sbx.localhost`, `8080-id${i}xxxxxx.sbx.localhost`], name: `sbx_id${i}_8080`, address: `10.1.${i >> 4}.${(i & 15) * 16 + 2}:8080` }));
-      writeFileSync(join(dir, 'nginx.conf'), renderNginxConfig({ ...base, runDir: dir, nodeSocket: join(dir, 'node.sock'), routes }));
-      const r = spawnSync('/usr/sbin/nginx', ['-t', '-p', `${dir}/`, '-e', join(dir, 'error.log'), '-c', join(dir, 'nginx.conf')], { encoding: 'utf8' });
+      const r = nginxTest(dir, renderNginxConfig({ ...base, runDir: dir, nodeSocket: join(dir, 'node.sock'), routes }));
       assert.equal(r.status, 0, r.stderr);
       assert.doesNotMatch(r.stderr, /could not build optimal/);
     } finally {
@@ -171,8 +177,7 @@ describe('the nginx fast path configuration', () => {
       const conf = renderNginxConfig({ ...base, runDir: dir, nodeSocket: join(dir, 'node.sock'), routes: [{ hosts: ['8000-w.sbx.localhost', long], name: 'sbx_w_8000', address: '172.18.0.3:8000' }] });
       assert.match(conf, /map_hash_bucket_size 512;/);
       assert.match(renderNginxConfig({ ...base, routes: [] }), /map_hash_bucket_size 128;/, 'the usual size otherwise');
-      writeFileSync(join(dir, 'nginx.conf'), conf);
-      const r = spawnSync('/usr/sbin/nginx', ['-t', '-p', `${dir}/`, '-e', join(dir, 'error.log'), '-c', join(dir, 'nginx.conf')], { encoding: 'utf8' });
+      const r = nginxTest(dir, conf);
       assert.equal(r.status, 0, r.stderr);
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -190,9 +195,47 @@ describe('the nginx fast path configuration', () => {
       assert.match(conf, /grpc_set_header X-Sbx-Traffic-Token \$sbx_token_header;/);
       assert.match(conf, /grpc_set_header Cookie \$sbx_cookie;/);
       assert.doesNotMatch(renderNginxConfig({ ...base, routes: [] }), /ssl|grpc/, 'nothing of it without TLS');
-      writeFileSync(join(dir, 'nginx.conf'), conf);
-      const r = spawnSync('/usr/sbin/nginx', ['-t', '-p', `${dir}/`, '-e', join(dir, 'error.log'), '-c', join(dir, 'nginx.conf')], { encoding: 'utf8' });
+      const r = nginxTest(dir, conf);
       assert.equal(r.status, 0, r.stderr);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  it('behind the h2c front: unix sockets with PROXY lines (HTTP/1.1 and http2), the client address from them, gRPC by grpc_pass; nginx -t accepts it', { skip: !existsSync('/usr/sbin/nginx') && 'no nginx' }, () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sbx-nginx-'));
+    try {
+      const front = { h1Socket: join(dir, 'h1.sock'), h2cSocket: join(dir, 'h2c.sock'), controlSocket: join(dir, 'control.sock') };
+      const conf = renderNginxConfig({ ...base, runDir: dir, nodeSocket: join(dir, 'node.sock'), routes: [{ hosts: ['8000-w.sbx.localhost'], name: 'sbx_w_8000', address: '172.18.0.3:8000' }], front });
+      assert.match(conf, new RegExp(`listen unix:${front.h1Socket} proxy_protocol default_server`));
+      assert.match(conf, new RegExp(`listen unix:${front.h2cSocket} proxy_protocol http2 default_server`));
+      assert.match(conf, new RegExp(`listen unix:${front.controlSocket};`), 'the probes\' socket takes no PROXY line');
+      assert.doesNotMatch(conf, /listen 127\.0\.0\.1/, 'no TCP listener: HAProxy owns the port');
+      assert.match(conf, /set_real_ip_from unix:;\n\s+real_ip_header proxy_protocol;/);
+      assert.match(conf, /grpc_pass grpc:\/\/\$sbx_upstream;/);
+      assert.doesNotMatch(renderNginxConfig({ ...base, routes: [] }), /proxy_protocol|real_ip/, 'nothing of it without the front');
+      const r = nginxTest(dir, conf);
+      assert.equal(r.status, 0, r.stderr);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  it('the h2c front: the preface sends a connection to the http2 socket, a whole request or 24 bytes end the wait (that rule first), PROXY lines to nginx; haproxy -c accepts it', { skip: !existsSync('/usr/sbin/haproxy') && 'no haproxy' }, () => {
+    assert.equal(Buffer.from(H2_PREFACE_HEX, 'hex').toString('latin1'), 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+    const dir = mkdtempSync(join(tmpdir(), 'sbx-haproxy-'));
+    try {
+      const conf = renderH2cFrontConfig({ listenHost: '127.0.0.1', listenPort: 7070, h1Socket: join(dir, 'h1.sock'), h2cSocket: join(dir, 'h2c.sock'), maxconn: 8000, user: { name: 'nobody', group: 'nogroup' } });
+      assert.match(conf, /bind ipv4@127\.0\.0\.1:7070 /);
+      assert.match(renderH2cFrontConfig({ listenHost: '::1', listenPort: 7070, h1Socket: '/a', h2cSocket: '/b', maxconn: 10 }), /bind ipv6@::1:7070 /);
+      // A rule that waits for 24 bytes before the one for a whole request held short requests 2 s.
+      const rules = conf.split('\n').filter((l) => l.includes('tcp-request content'));
+      assert.deepEqual(rules.map((l) => l.trim()), ['tcp-request content accept if HTTP', 'tcp-request content accept if { req.len ge 24 }']);
+      assert.match(conf, new RegExp(`use_backend sbx_h2c if \\{ req\\.payload\\(0,24\\) -m bin ${H2_PREFACE_HEX} \\}`));
+      assert.match(conf, new RegExp(`server nginx ${join(dir, 'h2c.sock')} send-proxy`));
+      assert.match(conf, /^\s+user nobody\n\s+group nogroup$/m);
+      assert.throws(() => renderH2cFrontConfig({ listenHost: '127.0.0.1', listenPort: 1, h1Socket: '/a b', h2cSocket: '/b', maxconn: 1 }), /cannot go into/);
+      writeFileSync(join(dir, 'haproxy.cfg'), conf);
+      const r = spawnSync('/usr/sbin/haproxy', ['-c', '-f', join(dir, 'haproxy.cfg')], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr + r.stdout);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -1,0 +1,99 @@
+// Runs HAProxy as the gateway's h2c front (haproxy-config.ts) for the nginx engine on plain HTTP:
+// it owns the gateway port and passes each connection to nginx's HTTP/1.1 or HTTP/2 listener.
+// Started after nginx, stopped before it; it dies with the gateway, and the gateway stops when it
+// exits, as with nginx.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { RuntimeError } from '../core/errors.ts';
+import { diesWithParent } from '../net/dies-with-parent.ts';
+
+/** The HAProxy binary: $SBX_HAPROXY when set (only that), else Debian's. Undefined when there is none. */
+export function findHaproxy(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (env.SBX_HAPROXY) return existsSync(env.SBX_HAPROXY) ? env.SBX_HAPROXY : undefined;
+  return ['/usr/sbin/haproxy', '/usr/local/sbin/haproxy'].find((p) => existsSync(p));
+}
+
+export const H2C_NEEDS_HAPROXY = 'SBX_GATEWAY_H2C=1 needs HAProxy in front of nginx for h2c on plain HTTP, and it is not installed: apt-get install haproxy (./scripts/setup does), or use SBX_GATEWAY_ENGINE=node or SBX_GATEWAY_TLS=1';
+
+/** Whether a gateway started with this environment needs HAProxy and does not find it. */
+export function h2cFrontMissing(settings: { tls: boolean; h2c: boolean | 'auto' }, nginx: boolean, env: NodeJS.ProcessEnv = process.env): boolean {
+  return nginx && !settings.tls && settings.h2c === true && !findHaproxy(env);
+}
+
+export class H2cFront {
+  /** Called when HAProxy exits on its own after it started (not by stop()). */
+  onExit?: (why: string) => void;
+  readonly #bin: string;
+  readonly #runDir: string;
+  #child?: ChildProcess;
+  #stderr = '';
+  #stopping = false;
+
+  constructor(bin: string, runDir: string) {
+    this.#bin = bin;
+    this.#runDir = runDir;
+  }
+
+  get pidFile(): string {
+    return join(this.#runDir, 'haproxy.pid');
+  }
+
+  /**
+   * Starts HAProxy with `config`, then waits until `ready()` says the port answers through it
+   * (HAProxy prints nothing once it listens). Rejects with HAProxy's own last words when it exits.
+   */
+  async start(config: string, ready: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+    const configPath = join(this.#runDir, 'haproxy.cfg');
+    writeFileSync(configPath, config, { mode: 0o600 });
+    // -db: in the foreground, so that it is this child (and gets the parent-death signal).
+    const child = spawn(...diesWithParent(this.#bin, ['-f', configPath, '-db']), { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+    this.#child = child;
+    if (child.pid) writeFileSync(this.pidFile, `${child.pid}\n`);
+    child.stderr!.on('data', (d) => (this.#stderr = (this.#stderr + d).slice(-2000)));
+    let started = false;
+    const exited = new Promise<never>((_, reject) =>
+      child.once('exit', (code, signal) => {
+        rmSync(this.pidFile, { force: true });
+        const why = `haproxy exited (${code ?? signal}): ${this.#lastWords()}`;
+        if (started && !this.#stopping) this.onExit?.(why);
+        reject(new RuntimeError(why));
+      }),
+    );
+    exited.catch(() => {});
+    const deadline = Date.now() + timeoutMs;
+    try {
+      await Promise.race([
+        exited,
+        (async () => {
+          for (let pause = 5; !(await ready()); pause = Math.min(pause * 1.5, 50)) {
+            if (Date.now() > deadline) throw new RuntimeError(`haproxy did not answer on the gateway port within ${timeoutMs / 1000}s${this.#stderr ? `: ${this.#lastWords()}` : ''}`);
+            await new Promise((r) => setTimeout(r, pause));
+          }
+        })(),
+      ]);
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+    started = true;
+  }
+
+  /** Its last line on stderr, without HAProxy's "[ALERT] (pid) :" prefix. */
+  #lastWords(): string {
+    const lines = this.#stderr.trim().split('\n').filter((l) => !/\[NOTICE\]/.test(l));
+    return (lines.pop() ?? '').replace(/^\[\w+\]\s+\(\d+\)\s*:\s*/, '');
+  }
+
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    const child = this.#child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const gone = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM'); // HAProxy's hard stop: it closes what it carries at once
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([gone, new Promise((r) => (timer = setTimeout(r, 3000)))]);
+    clearTimeout(timer);
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+}
