@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # HTTP/2 and HTTPS through the gateway (issue 14), each against its baseline in one run:
-# - h2c RPS with h2load (Debian's nghttp2-client): through the gateway (Node engine, the one that
-#   serves h2c) against straight to the sandbox; target at least 0.8x;
+# - h2c RPS with h2load (Debian's nghttp2-client): through the gateway against straight to the
+#   sandbox; target at least 0.8x. Both engines: Node (one run each), and nginx behind its HAProxy
+#   front (the default; ROUNDS rounds taking turns, medians);
 # - HTTPS RPS (wrk, HTTP/1.1 over TLS; and h2load, HTTP/2 by ALPN): through the gateway with
 #   SBX_GATEWAY_TLS=1 (its nginx ends TLS) against nginx on this host ending TLS with the same
 #   certificate and key and proxying to the same upstream (both keep 128 idle connections to it, and
@@ -11,7 +12,7 @@
 # The upstream is nginx copied into a sandbox: HTTP/1.1 on 8080, h2c on 8081.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-for pkg in wrk nginx-light nghttp2-client; do
+for pkg in wrk nginx-light nghttp2-client haproxy; do
   dpkg -s "$pkg" >/dev/null 2>&1 || { step "installing $pkg"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >&2; service nginx stop >/dev/null 2>&1 || true; }
 done
 DURATION=${DURATION:-10}
@@ -47,9 +48,33 @@ for _ in $(seq 1 50); do curl -sf --http2-prior-knowledge "http://8081-bench-up.
 h2c_direct=$(h2rps "http://$ip:8081/")
 h2c_gateway=$(h2rps "http://8081-bench-up.sbx.localhost:$gw_port/" "127.0.0.1:$gw_port")
 
-step "HTTPS: the gateway with SBX_GATEWAY_TLS=1 (nginx engine), and nginx ending TLS with the same certificate"
+# ROUNDS rounds, the two sides taking turns to go first (what one run leaves behind, such as
+# TIME_WAIT sockets to the upstream, then weighs on both alike); each figure is the median.
+median() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+
+step "h2c: the nginx engine behind its HAProxy front (the default), against straight to the sandbox"
 sbx gateway stop >/dev/null
 unset SBX_GATEWAY_ENGINE
+SBX_GATEWAY_H2C=1 sbx gateway start >/dev/null
+gw_port=$(sbx gateway status --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).port')
+for _ in $(seq 1 50); do curl -sf --http2-prior-knowledge "http://8081-bench-up.sbx.localhost:$gw_port/" >/dev/null && break; sleep 0.1; done
+sleep 1 # nginx takes the route 300 ms after it is added (the Node gateway serves it until then)
+fd=() fg=()
+for round in $(seq 1 "${ROUNDS:-3}"); do
+  step "h2c round $round of ${ROUNDS:-3}"
+  if [ $((round % 2)) = 1 ]; then
+    fd+=("$(h2rps "http://$ip:8081/")")
+    fg+=("$(h2rps "http://8081-bench-up.sbx.localhost:$gw_port/" "127.0.0.1:$gw_port")")
+  else
+    fg+=("$(h2rps "http://8081-bench-up.sbx.localhost:$gw_port/" "127.0.0.1:$gw_port")")
+    fd+=("$(h2rps "http://$ip:8081/")")
+  fi
+done
+echo "h2c direct: ${fd[*]}; through nginx behind HAProxy: ${fg[*]}" >&2
+h2c_front_direct=$(median "${fd[@]}") h2c_front=$(median "${fg[@]}")
+
+step "HTTPS: the gateway with SBX_GATEWAY_TLS=1 (nginx engine), and nginx ending TLS with the same certificate"
+sbx gateway stop >/dev/null
 export SBX_GATEWAY_TLS=1
 sbx port expose bench-up 8080 >/dev/null
 gw_port=$(sbx gateway status --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).port')
@@ -58,9 +83,6 @@ cert="$SBX_HOME/tls/server/cert.pem" key="$SBX_HOME/tls/server/key.pem"
 url="https://8080-bench-up.sbx.localhost:$gw_port/"
 for _ in $(seq 1 50); do curl -sf --cacert "$ca" "$url" >/dev/null && break; sleep 0.1; done
 LISTEN_EXTRA=" ssl http2" SERVER_EXTRA="ssl_certificate $cert; ssl_certificate_key $key; " bench_baseline_nginx
-# ROUNDS rounds, the two sides taking turns to go first (what one run leaves behind, such as
-# TIME_WAIT sockets to the upstream, then weighs on both alike); each figure is the median.
-median() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 hn=() hg=() h2n=() h2g=()
 for round in $(seq 1 "${ROUNDS:-3}"); do
   step "HTTPS round $round of ${ROUNDS:-3}"
@@ -84,11 +106,12 @@ step "port expose to the first 200 over HTTPS (median of 5)"
 expose_ms=$(measure_expose "$url" --cacert "$ca")
 
 node -e '
-const [h2cD, h2cG, hN, hG, h2N, h2G, expose] = process.argv.slice(1).map(Number);
+const [h2cD, h2cG, hN, hG, h2N, h2G, expose, fD, fG] = process.argv.slice(1).map(Number);
 const f0 = (x) => x.toFixed(0), f2 = (x) => x.toFixed(2);
 const row = (what, m, base, baseName, target = 0.8) => console.log(`| ${what} | ${f0(m)} | ${baseName}: ${f0(base)} | ${f2(m / base)}x | at least ${target}x | ${m / base >= target ? "met" : "MISSED"} |`);
 row("h2c RPS through the gateway (h2load, Node engine)", h2cG, h2cD, "straight to the sandbox (h2c)");
+row("h2c RPS through the gateway (h2load, nginx behind its HAProxy front, the default)", fG, fD, "straight to the sandbox (h2c)");
 row("HTTPS RPS through the gateway (wrk, HTTP/1.1 over TLS, nginx engine)", hG, hN, "nginx ending TLS, same certificate");
 row("HTTPS RPS through the gateway (h2load, HTTP/2 by ALPN, nginx engine)", h2G, h2N, "nginx ending TLS, same certificate");
 console.log(`| port expose to first 200 over HTTPS | ${f0(expose)} ms | | | under 150 ms | ${expose < 150 ? "met" : "MISSED"} |`);
-' "$h2c_direct" "$h2c_gateway" "$https_nginx" "$https_gateway" "$h2tls_nginx" "$h2tls_gateway" "$expose_ms"
+' "$h2c_direct" "$h2c_gateway" "$https_nginx" "$https_gateway" "$h2tls_nginx" "$h2tls_gateway" "$expose_ms" "$h2c_front_direct" "$h2c_front"

@@ -77,8 +77,13 @@ export class Sbx {
     this.#backend ??= (async () => {
       if (this.mode === 'agent') {
         // The agent's gateway serves plain HTTP: an HTTPS setting is refused, not silently dropped.
-        if ((await import('../gateway/settings.ts')).tlsSetting(process.env.SBX_GATEWAY_TLS)) {
+        const { tlsSetting, h2cSetting } = await import('../gateway/settings.ts');
+        if (tlsSetting(process.env.SBX_GATEWAY_TLS)) {
           throw new UsageError('SBX_GATEWAY_TLS=1 is not served behind the agent yet (a user in the docker group, or a remote engine): run sbx as root on the engine\'s host, or unset SBX_GATEWAY_TLS');
+        }
+        // Its image has no HAProxy: h2c there is the Node engine's.
+        if (h2cSetting(process.env.SBX_GATEWAY_H2C) === true && process.env.SBX_GATEWAY_ENGINE !== 'node') {
+          throw new UsageError('SBX_GATEWAY_H2C=1 is not served behind the agent yet (its image has no HAProxy): use SBX_GATEWAY_ENGINE=node for h2c there, or unset SBX_GATEWAY_H2C');
         }
         const { AgentBackend } = await import('./agent-backend.ts');
         return new AgentBackend(this.home);

@@ -14,7 +14,7 @@ import { renderNginxConfig, type DirectRoute } from './nginx-config.ts';
 import { NginxFrontend, probeVersion, versionAnswer } from './nginx.ts';
 import type { RouteTable } from './routes.ts';
 import { endStaleHaproxy, endStaleNginx, portInUse } from './port-owner.ts';
-import { H2cFront } from './h2c-front.ts';
+import { frontMaxconn, H2cFront } from './h2c-front.ts';
 import { renderH2cFrontConfig } from './haproxy-config.ts';
 
 export interface FastPathOptions {
@@ -113,7 +113,7 @@ export class FastPath {
     this.port = port;
     if (o.h2cFront && !o.tls) {
       const shared = o.tempDir ?? o.runDir; // where HAProxy, as the workers' user, reaches them
-      this.#sockets = { h1Socket: join(shared, 'nginx-h1.sock'), h2cSocket: join(shared, 'nginx-h2c.sock'), controlSocket: join(o.runDir, 'nginx-control.sock') };
+      this.#sockets = { h1Socket: join(shared, 'nginx-h1.sock'), h2cSocket: join(shared, 'nginx-h2c.sock'), controlSocket: join(o.runDir, 'probe.sock') };
       for (const f of Object.values(this.#sockets)) rmSync(f, { force: true });
       this.#front = new H2cFront(o.h2cFront.bin, o.runDir);
     }
@@ -151,8 +151,8 @@ export class FastPath {
     if (fp.#front) {
       // Ready once nginx's own answer (this start's token) comes back through the port.
       const answer = versionAnswer(fp.#version, fp.#nginx.instance);
-      const config = renderH2cFrontConfig({ listenHost: o.host, listenPort: fp.port, h1Socket: fp.#sockets!.h1Socket, h2cSocket: fp.#sockets!.h2cSocket, maxconn: FRONT_MAXCONN, ...(o.h2cFront!.user ? { user: o.h2cFront!.user } : {}) });
       try {
+        const config = renderH2cFrontConfig({ listenHost: o.host, listenPort: fp.port, h1Socket: fp.#sockets!.h1Socket, h2cSocket: fp.#sockets!.h2cSocket, maxconn: frontMaxconn(FRONT_MAXCONN), ...(o.h2cFront!.user ? { user: o.h2cFront!.user } : {}) });
         await fp.#front.start(config, async () => (await probeVersion({ host: o.host, port: fp.port })) === answer);
       } catch (err) {
         await fp.#nginx.stop();

@@ -3,7 +3,7 @@
 // Started after nginx, stopped before it; it dies with the gateway, and the gateway stops when it
 // exits, as with nginx.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
 import { diesWithParent } from '../net/dies-with-parent.ts';
@@ -12,6 +12,25 @@ import { diesWithParent } from '../net/dies-with-parent.ts';
 export function findHaproxy(env: NodeJS.ProcessEnv = process.env): string | undefined {
   if (env.SBX_HAPROXY) return existsSync(env.SBX_HAPROXY) ? env.SBX_HAPROXY : undefined;
   return ['/usr/sbin/haproxy', '/usr/local/sbin/haproxy'].find((p) => existsSync(p));
+}
+
+/**
+ * Connections the front may carry at once: `wanted`, or fewer when the hard limit on open files
+ * (which HAProxy, two descriptors per connection, cannot raise) is lower; HAProxy refuses to
+ * start with a maxconn it cannot hold.
+ */
+export function frontMaxconn(wanted: number, limits = readLimits()): number {
+  const hard = /^Max open files\s+\S+\s+(\S+)/m.exec(limits)?.[1];
+  if (!hard || hard === 'unlimited') return wanted;
+  return Math.max(64, Math.min(wanted, Math.floor((Number(hard) - 200) / 2)));
+}
+
+function readLimits(): string {
+  try {
+    return readFileSync('/proc/self/limits', 'utf8');
+  } catch {
+    return '';
+  }
 }
 
 export const H2C_NEEDS_HAPROXY = 'SBX_GATEWAY_H2C=1 needs HAProxy in front of nginx for h2c on plain HTTP, and it is not installed: apt-get install haproxy (./scripts/setup does), or use SBX_GATEWAY_ENGINE=node or SBX_GATEWAY_TLS=1';
@@ -46,8 +65,10 @@ export class H2cFront {
   async start(config: string, ready: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
     const configPath = join(this.#runDir, 'haproxy.cfg');
     writeFileSync(configPath, config, { mode: 0o600 });
-    // -db: in the foreground, so that it is this child (and gets the parent-death signal).
-    const child = spawn(...diesWithParent(this.#bin, ['-f', configPath, '-db']), { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+    // -db: in the foreground, so that it is this child. -W: a master that stays root (a change of
+    // user would clear its parent-death signal) and ends its worker, which runs as the
+    // configuration's user, when it gets that signal or the worker dies.
+    const child = spawn(...diesWithParent(this.#bin, ['-W', '-f', configPath, '-db']), { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
     this.#child = child;
     if (child.pid) writeFileSync(this.pidFile, `${child.pid}\n`);
     child.stderr!.on('data', (d) => (this.#stderr = (this.#stderr + d).slice(-2000)));
@@ -55,7 +76,7 @@ export class H2cFront {
     const exited = new Promise<never>((_, reject) =>
       child.once('exit', (code, signal) => {
         rmSync(this.pidFile, { force: true });
-        const why = `haproxy exited (${code ?? signal}): ${this.#lastWords()}`;
+        const why = `haproxy exited (${code ?? signal}): ${this.#lastWords()}${/Address already in use/.test(this.#stderr) ? ' (address in use)' : ''}`;
         if (started && !this.#stopping) this.onExit?.(why);
         reject(new RuntimeError(why));
       }),
@@ -81,7 +102,7 @@ export class H2cFront {
 
   /** Its last line on stderr, without HAProxy's "[ALERT] (pid) :" prefix. */
   #lastWords(): string {
-    const lines = this.#stderr.trim().split('\n').filter((l) => !/\[NOTICE\]/.test(l));
+    const lines = this.#stderr.trim().split('\n').filter((l) => !/\[(NOTICE|WARNING)\]/.test(l));
     return (lines.pop() ?? '').replace(/^\[\w+\]\s+\(\d+\)\s*:\s*/, '');
   }
 

@@ -24,7 +24,8 @@ export interface H2cFrontInput {
 
 /** The bind address, IPv6 in HAProxy's `ipv6@` form. */
 function bindAddress(host: string, port: number): string {
-  return host.includes(':') ? `ipv6@${host}:${port}` : `ipv4@${host}:${port}`;
+  // v6only: as nginx's `listen [::]`, an IPv6 address takes IPv6 only.
+  return host.includes(':') ? `ipv6@${host}:${port} v6only` : `ipv4@${host}:${port}`;
 }
 
 /** HAProxy paths are unquoted words: refuse anything that could end one. */
@@ -38,6 +39,8 @@ export function renderH2cFrontConfig(c: H2cFrontInput): string {
   return `# Written by the sbx gateway; do not edit: it is rewritten at every start.
 global
   maxconn ${c.maxconn}
+  # No SO_REUSEPORT: a second gateway on this port must fail to bind, not share its connections.
+  noreuseport
 ${c.user ? `  user ${word(c.user.name, 'user')}\n  group ${word(c.user.group, 'group')}\n` : ''}
 defaults
   mode tcp
@@ -49,13 +52,13 @@ defaults
   timeout server-fin 30s
 
 frontend sbx_gateway
-  bind ${word(bindAddress(c.listenHost, c.listenPort), 'address')} backlog 4096
+  bind ${bindAddress(word(c.listenHost, 'address'), c.listenPort)} backlog 4096
   maxconn ${c.maxconn}
-  # A connection is passed on once it is a whole HTTP request or has sent 24 bytes (an HTTP/1.x
-  # request shorter than the preface must not wait for more); it waits at most ${inspect} ms.
+  # A connection is passed on once it has sent 24 bytes, or a whole HTTP/1.x request (one shorter
+  # than the preface must not wait for more) that is not the preface's first part ("PRI * HTTP/2.0"
+  # then a blank line parses as one); it waits at most ${inspect} ms.
   tcp-request inspect-delay ${inspect}ms
-  tcp-request content accept if HTTP
-  tcp-request content accept if { req.len ge 24 }
+  tcp-request content accept if { req.len ge 24 } || HTTP !{ req.payload(0,4) -m bin 50524920 }
   use_backend sbx_h2c if { req.payload(0,24) -m bin ${H2_PREFACE_HEX} }
   default_backend sbx_h1
 

@@ -143,8 +143,11 @@ function tlsSettings(tls: NonNullable<NginxConfigInput['tls']>): string {
   ssl_session_cache shared:sbx_tls:1m;`;
 }
 
-/** Where HTTP/2 arrives (TLS, or the h2c front): gRPC calls are told by their content type. */
-const GRPC_MAP = '  map $http_content_type $sbx_grpc { default 0; "~^application/grpc" 1; }';
+/**
+ * Where HTTP/2 arrives (TLS, or the h2c front): gRPC calls are told by their content type, over
+ * HTTP/2 only; gRPC-Web (application/grpc-web...) is HTTP/1.1-friendly and goes as any request.
+ */
+const GRPC_MAP = '  map "$server_protocol:$http_content_type" $sbx_grpc { default 0; "~^HTTP/2\\.0:application/grpc($|[+;])" 1; }';
 
 /** Behind the h2c front: the client's address is the one in the PROXY line (only HAProxy reaches the sockets). */
 const FRONT_SETTINGS = `  set_real_ip_from unix:;

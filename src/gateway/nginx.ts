@@ -61,6 +61,8 @@ export class NginxFrontend {
     this.#host = host;
     this.#port = port;
     mkdirSync(runDir, { recursive: true, mode: 0o700 });
+    // Private whatever made it before: it holds nginx's probe socket (and, without sbx-gateway, the sockets behind the h2c front).
+    chmodSync(runDir, 0o700);
     for (const d of ['nginx-body', 'nginx-proxy', 'nginx-fastcgi', 'nginx-uwsgi', 'nginx-scgi']) mkdirSync(join(tempDir, d), { recursive: true, mode: 0o700 });
   }
 

@@ -97,9 +97,15 @@ export function describePortHolder(port: number): string | undefined {
   }
   if (pids.length === 0) return undefined;
   // nginx: the master (whose parent is not an nginx holding the port too) speaks for its workers.
-  const pid = pids.find((p) => !pids.includes(ppid(p) ?? -1)) ?? pids[0]!;
-  const cmd = cmdline(pid) ?? '';
+  let pid = pids.find((p) => !pids.includes(ppid(p) ?? -1)) ?? pids[0]!;
+  let cmd = cmdline(pid) ?? '';
   const helper = gatewayHelper(cmd);
+  // HAProxy's worker holds the port; its master (started by the gateway) speaks for it.
+  const parent = ppid(pid);
+  if (helper?.name === 'haproxy' && parent && gatewayHelper(cmdline(parent) ?? '')?.name === 'haproxy') {
+    pid = parent;
+    cmd = cmdline(pid) ?? cmd;
+  }
   if (helper && basename(helper.runDir) === 'run') {
     const home = dirname(helper.runDir);
     const gw = runningGateway(home);

@@ -37,7 +37,7 @@ export interface ProxyOptions {
  * A request that came from nginx (the fast path) over the gateway's unix socket: nginx already
  * added X-Forwarded-* and may have rewritten Host, so those are taken as nginx set them.
  */
-/** HTTP/2 sessions that came in on the unix socket: nginx's gRPC calls (grpc_pass, HTTPS only). */
+/** HTTP/2 sessions that came in on the unix socket: nginx's gRPC calls (grpc_pass: over HTTPS, or h2c behind HAProxy). */
 const internalSessions = new WeakSet<object>();
 const internalRequests = new WeakMap<IncomingMessage, boolean>();
 function isInternal(req: IncomingMessage): boolean {

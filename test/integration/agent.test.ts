@@ -17,7 +17,7 @@ import { runAgent } from '../../src/runtime/agent.ts';
 import { Runtime } from '../../src/runtime/docker.ts';
 import { AgentWorld, type WorldUser } from '../agent-world.ts';
 import { FAKE_HOST_LINK_IP, startFakeInternet, type FakeInternet } from '../fake-internet.ts';
-import { chainOf, curl, docker, eventually, ROOT, run, SBX, sleep, type Result } from '../helpers.ts';
+import { chainOf, curl, docker, eventually, oneErrorLine, ROOT, run, SBX, sleep, type Result } from '../helpers.ts';
 import { addUser as makeUser, removeUser, sweepUsers } from '../test-users.ts';
 
 /** A user made by this file, removed after it. */
@@ -361,6 +361,15 @@ describe('root with SBX_AGENT=1: the CLI needs only the Docker API', () => {
     assert.equal((await inspect(w.names.container)).State.Running, false, 'gateway status did not start it');
     assert.equal((await w.sbx(['ls'])).code, 0);
     assert.equal((await inspect(w.names.container)).State.Running, true);
+  });
+
+  it('h2c: the agent\'s gateway (nginx, no HAProxy in its image) says h2c false; SBX_GATEWAY_H2C=1 and SBX_GATEWAY_TLS=1 exit 2 in one line, before any agent work', async () => {
+    assert.equal((await w.json(['gateway', 'status'])).h2c, false);
+    for (const [env, what] of [[{ SBX_GATEWAY_H2C: '1' }, /^error: SBX_GATEWAY_H2C=1 is not served behind the agent yet \(its image has no HAProxy\): use SBX_GATEWAY_ENGINE=node/], [{ SBX_GATEWAY_TLS: '1' }, /^error: SBX_GATEWAY_TLS=1 is not served behind the agent yet/]] as const) {
+      const r = await w.sbx(['ls'], { env });
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(oneErrorLine(r), what);
+    }
   });
 
   it('this CLI process ran no nft: everything kernel-side was the agent\'s', () => {

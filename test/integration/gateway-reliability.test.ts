@@ -58,10 +58,10 @@ after(async () => {
   }
 });
 
-async function twoWorlds(): Promise<[World, World, number]> {
+async function twoWorlds(env: Record<string, string> = {}): Promise<[World, World, number]> {
   const port = await freePort();
-  const a = new World({ SBX_GATEWAY_PORT: String(port) });
-  const b = new World({ SBX_GATEWAY_PORT: String(port) });
+  const a = new World({ ...env, SBX_GATEWAY_PORT: String(port) });
+  const b = new World({ ...env, SBX_GATEWAY_PORT: String(port) });
   worlds.push(a, b);
   return [a, b, port];
 }
@@ -87,13 +87,15 @@ describe('a gateway that cannot serve its port', () => {
 });
 
 describe('nginx does not outlive its gateway', () => {
-  test('kill -9 of the gateway: its nginx goes too, and the next start works at once', async () => {
+  test('kill -9 of the gateway: its nginx and its h2c front go too, and the next start works at once', async () => {
     const [a] = await twoWorlds();
     assert.equal((await a.sbx(['gateway', 'start'])).code, 0);
     const gw = JSON.parse(readFileSync(join(a.home, 'gateway.json'), 'utf8')).pid;
     const nginx = Number(readFileSync(join(a.home, 'run', 'nginx.pid'), 'utf8'));
+    const haproxy = Number(readFileSync(join(a.home, 'run', 'haproxy.pid'), 'utf8'));
     process.kill(gw, 'SIGKILL');
     await eventually(async () => !alive(nginx), 'nginx to end with its gateway', 5000);
+    await eventually(async () => !alive(haproxy), 'haproxy to end with its gateway', 5000);
     const r = await a.sbx(['gateway', 'start']);
     assert.equal(r.code, 0, r.stderr);
     const masters = await nginxOf(a.home);
@@ -114,7 +116,8 @@ describe('nginx does not outlive its gateway', () => {
   });
 
   test("a stale nginx of a home: that home's next gateway ends it; another home's names it", async () => {
-    const [a, b, port] = await twoWorlds();
+    // nginx on the port itself: without the h2c front (with it, nginx listens on unix sockets).
+    const [a, b, port] = await twoWorlds({ SBX_GATEWAY_H2C: '0' });
     assert.equal((await a.sbx(['gateway', 'start'])).code, 0);
     const conf = readFileSync(join(a.home, 'run', 'nginx.conf'), 'utf8');
     assert.equal((await a.sbx(['gateway', 'stop'])).code, 0);
@@ -125,18 +128,37 @@ describe('nginx does not outlive its gateway', () => {
     child.unref();
     stale.push(child.pid!);
     await eventually(async () => existsSync(join(a.home, 'run', 'nginx.pid')) && (await run('ss', ['-ltnH', `sport = :${port}`])).stdout.includes(String(port)), 'the stale nginx to listen', 5000);
-    const r = await b.sbx(['gateway', 'start']);
-    assert.equal(r.code, 1, r.stderr);
-    const line = r.stderr.trim();
-    assert.equal(line.split('\n').length, 1, line);
-    assert.match(line, new RegExp(`^error: .*port ${port}\\b.*in use.*stale nginx \\(pid ${child.pid}\\).*${a.home.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}.*kill ${child.pid}`));
-    // a's own gateway finds it in its run directory and ends it.
-    const again = await a.sbx(['gateway', 'start']);
-    assert.equal(again.code, 0, again.stderr);
-    await sleep(100);
-    assert.equal(alive(child.pid!), false, 'the stale nginx was ended');
+    await staleIsNamedThenEnded(a, b, port, 'nginx', child.pid!);
+  });
+
+  test("a stale h2c front (HAProxy) of a home: that home's next gateway ends it; another home's names it", async () => {
+    const [a, b, port] = await twoWorlds();
+    assert.equal((await a.sbx(['gateway', 'start'])).code, 0);
+    assert.equal((await a.json(['gateway', 'status'])).h2c, true);
+    const cfg = join(a.home, 'run', 'haproxy.cfg');
+    assert.equal((await a.sbx(['gateway', 'stop'])).code, 0);
+    // As one left by a gateway killed outright (without the parent-death signal): its pid file too.
+    const child = spawn('/usr/sbin/haproxy', ['-W', '-f', cfg, '-db'], { detached: true, stdio: 'ignore' });
+    child.unref();
+    stale.push(child.pid!);
+    writeFileSync(join(a.home, 'run', 'haproxy.pid'), `${child.pid}\n`);
+    await eventually(async () => (await run('ss', ['-ltnH', `sport = :${port}`])).stdout.includes(String(port)), 'the stale haproxy to listen', 5000);
+    await staleIsNamedThenEnded(a, b, port, 'haproxy', child.pid!);
   });
 });
+
+/** b's start fails naming a's stale helper (one line: which, its pid, a's home, how to end it); a's own start ends it. */
+async function staleIsNamedThenEnded(a: World, b: World, port: number, helper: string, pid: number): Promise<void> {
+  const r = await b.sbx(['gateway', 'start']);
+  assert.equal(r.code, 1, r.stderr);
+  const line = r.stderr.trim();
+  assert.equal(line.split('\n').length, 1, line);
+  assert.match(line, new RegExp(`^error: .*port ${port}\\b.*in use.*stale ${helper} \\(pid ${pid}\\).*${a.home.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}.*kill ${pid}`));
+  const again = await a.sbx(['gateway', 'start']);
+  assert.equal(again.code, 0, again.stderr);
+  await sleep(100);
+  assert.equal(alive(pid), false, `the stale ${helper} was ended`);
+}
 
 describe('a change the gateway cannot apply', () => {
   test('a public port made private while nginx cannot take it: exit 1, the gateway stops and the old public route is not served; control: a gateway started again serves it private', async () => {

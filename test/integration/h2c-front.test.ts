@@ -17,7 +17,7 @@ let token = '';
 after(() => world.cleanup());
 
 /** Bytes on a fresh connection to the gateway port: what came back, and how long the first byte took. */
-function raw(send: string | Buffer, waitMs = 5000): Promise<{ text: string; firstMs: number }> {
+function raw(send: string | Buffer | Array<string | Buffer>, waitMs = 5000): Promise<{ text: string; firstMs: number }> {
   return new Promise((resolve) => {
     const s = createConnection(gw, '127.0.0.1');
     const began = Date.now();
@@ -30,14 +30,16 @@ function raw(send: string | Buffer, waitMs = 5000): Promise<{ text: string; firs
     });
     s.on('error', () => {});
     s.on('close', () => resolve({ text, firstMs }));
-    s.write(send);
+    // Pieces are sent 300 ms apart (as separate segments).
+    const pieces = Array.isArray(send) ? send : [send];
+    pieces.forEach((piece, i) => setTimeout(() => s.write(piece), i * 300));
   });
 }
 
 /** A header the echo server (test/fixtures/echo_server.py) received. */
 const seen = (body: string, name: string) => (JSON.parse(body).headers as [string, string][]).find(([k]) => k.toLowerCase() === name.toLowerCase())?.[1];
 
-const haproxyPids = async () => (await run('pgrep', ['-f', `haproxy -f ${join(world.home, 'run')}/haproxy.cfg`])).stdout.split('\n').filter(Boolean).map(Number);
+const haproxyPids = async () => (await run('pgrep', ['-f', `haproxy -W -f ${join(world.home, 'run')}/haproxy.cfg`])).stdout.split('\n').filter(Boolean).map(Number);
 
 before(async () => {
   assert.ok(existsSync('/usr/sbin/haproxy'), 'HAProxy (scripts/setup installs it)');
@@ -107,6 +109,15 @@ describe('attacks on the front', () => {
     assert.ok(r.firstMs >= 0 && r.firstMs < 1000, `first byte after ${r.firstMs} ms`);
   });
 
+  it('the preface in two pieces, split where its start parses as a whole HTTP/1 request ("PRI * HTTP/2.0" and a blank line), still reaches HTTP/2', async () => {
+    const preface = 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n';
+    const settings = Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]); // an empty SETTINGS frame
+    const r = await raw([preface.slice(0, 18), Buffer.concat([Buffer.from(preface.slice(18)), settings])], 2000);
+    assert.ok(r.text.length >= 9, 'an answer');
+    assert.doesNotMatch(r.text, /^HTTP\/1/, 'not an HTTP/1.1 answer');
+    assert.equal(r.text.charCodeAt(3), 4, 'a SETTINGS frame first (HTTP/2)');
+  });
+
   it('half a preface, then nothing: the connection is handed on after 2 s and closed by nginx, not held by the front forever', async () => {
     const r = await raw('PRI * HTTP/2.0\r\n', 15_000);
     assert.ok(r.firstMs === -1 || r.text.startsWith('HTTP/1.1 400'), r.text.slice(0, 100));
@@ -122,24 +133,29 @@ describe('attacks on the front', () => {
       assert.notEqual(r.code, 0, `nobody connected to ${sock}`);
       assert.match(r.stderr, /PermissionError/);
     }
+    // The worker carries the connections; the master, which only starts and ends it, stays root
+    // (a change of user would clear the parent-death signal that ends it with the gateway).
     const pids = await haproxyPids();
-    assert.equal(pids.length, 1);
-    const uid = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pids[0]}/status`, 'utf8'))![1];
-    assert.notEqual(uid, '0', 'HAProxy does not run as root');
-    assert.equal((await run('id', ['-un', uid!])).stdout.trim(), 'sbx-gateway');
+    assert.equal(pids.length, 2, 'a master and one worker');
+    const field = (pid: number, name: string) => new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]!;
+    const worker = pids.find((p) => pids.includes(Number(field(p, 'PPid'))))!;
+    const uid = field(worker, 'Uid');
+    assert.notEqual(uid, '0', 'the worker does not run as root');
+    assert.equal((await run('id', ['-un', uid])).stdout.trim(), 'sbx-gateway');
   });
 
   it('HAProxy killed: the gateway stops rather than serve half, and the next command starts it again with a new front', async () => {
-    const [pid] = await haproxyPids();
+    const pid = Number(readFileSync(join(world.home, 'run', 'haproxy.pid'), 'utf8')); // the master
     const gwPid = (await world.gatewayState()).pid;
     process.kill(pid!, 'SIGKILL');
     await eventually(async () => !existsSync(`/proc/${gwPid}`), 'the gateway to stop');
     assert.match(await world.gatewayLog(), /haproxy exited \(SIGKILL\)[^\n]*: the gateway stops/);
+    await eventually(async () => (await haproxyPids()).length === 0, 'its worker to end with its master');
     await world.json(['gateway', 'start']);
     gw = world.gatewayPort();
     const h2 = await run('curl', ['-sS', '--http2-prior-knowledge', '-o', '/dev/null', '-w', '%{http_version} %{http_code}', world.url(8000, 'web')]);
     assert.equal(h2.stdout, '2 200', h2.stderr);
-    assert.equal((await haproxyPids()).length, 1);
+    assert.equal((await haproxyPids()).length, 2);
   });
 
   it('gateway stop leaves no HAProxy and no nginx socket behind', async () => {

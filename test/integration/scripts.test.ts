@@ -2,7 +2,7 @@
 // other steps are not run here: they install and build, and the quickstart gets a no-op setup).
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ROOT, run, World } from '../helpers.ts';
@@ -103,6 +103,27 @@ describe('quickstart', () => {
     const again = await run('bash', ['-c', `${ours} create --name qs-check >/dev/null && ${ours} exec qs-check -- python3 -c 'print("hello from the sandbox")'; ${ours} rm -f qs-check >/dev/null`], { env: { ...world.env, SBX_HOME: world.home } });
     assert.equal(again.stdout, 'hello from the sandbox\n', again.stderr);
     assert.ok(!existsSync(join(world.home, 'sandboxes', name)));
+  });
+});
+
+describe('bin/sbx and Node\'s compile cache', () => {
+  it('keeps it in a directory of the user\'s own (HOME/.cache/sbx), never in the shared temp directory, and without a home of its own uses none', async () => {
+    const home = join(scratch, 'cache-home');
+    const shared = join(scratch, 'shared-tmp');
+    mkdirSync(home, { recursive: true });
+    mkdirSync(shared, { recursive: true, mode: 0o1777 });
+    const env = { HOME: home, TMPDIR: shared, NODE_COMPILE_CACHE: '' };
+    assert.equal((await run(ours, ['--version'], { env })).code, 0);
+    assert.ok(existsSync(join(home, '.cache', 'sbx', 'node-compile-cache')), 'the cache in HOME');
+    assert.deepEqual(readdirSync(shared), [], 'nothing in the temp directory');
+    // A HOME that is not this user's (another user's, or a shared one): no cache at all.
+    chmodSync(home, 0o755);
+    const notOurs = join(scratch, 'not-ours');
+    mkdirSync(notOurs, { recursive: true });
+    await run('chown', ['65534:65534', notOurs]);
+    assert.equal((await run(ours, ['--version'], { env: { ...env, HOME: notOurs } })).code, 0);
+    assert.deepEqual(readdirSync(notOurs), [], 'nothing written in a home of another user');
+    assert.deepEqual(readdirSync(shared), []);
   });
 });
 

@@ -11,6 +11,7 @@ import { newToken, tokensEqual } from '../../src/core/token.ts';
 import { findToken, stripToken, withoutQueryToken } from '../../src/gateway/auth.ts';
 import { renderNginxConfig, upstreamName } from '../../src/gateway/nginx-config.ts';
 import { H2_PREFACE_HEX, renderH2cFrontConfig } from '../../src/gateway/haproxy-config.ts';
+import { frontMaxconn } from '../../src/gateway/h2c-front.ts';
 import { crossSiteRefusal } from '../../src/gateway/cookie-guard.ts';
 
 /** `nginx -t` of this configuration, written into dir. */
@@ -211,6 +212,8 @@ describe('the nginx fast path configuration', () => {
       assert.match(conf, new RegExp(`listen unix:${front.controlSocket};`), 'the probes\' socket takes no PROXY line');
       assert.doesNotMatch(conf, /listen 127\.0\.0\.1/, 'no TCP listener: HAProxy owns the port');
       assert.match(conf, /set_real_ip_from unix:;\n\s+real_ip_header proxy_protocol;/);
+      // gRPC by grpc_pass over HTTP/2 only: gRPC-Web comes as HTTP/1.1 and goes as any request.
+      assert.match(conf, /map "\$server_protocol:\$http_content_type" \$sbx_grpc \{ default 0; "~\^HTTP\/2\\\.0:application\/grpc\(\$\|\[\+;\]\)" 1; \}/);
       assert.match(conf, /grpc_pass grpc:\/\/\$sbx_upstream;/);
       assert.doesNotMatch(renderNginxConfig({ ...base, routes: [] }), /proxy_protocol|real_ip/, 'nothing of it without the front');
       const r = nginxTest(dir, conf);
@@ -219,16 +222,27 @@ describe('the nginx fast path configuration', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+  it('the h2c front\'s maxconn fits the hard limit on open files (two per connection), which HAProxy cannot raise', () => {
+    const limits = (soft: string, hard: string) => `Limit                     Soft Limit           Hard Limit           Units\nMax open files            ${soft}                ${hard}                files\n`;
+    assert.equal(frontMaxconn(8000, limits('1024', '1048576')), 8000);
+    assert.equal(frontMaxconn(8000, limits('20000', '20000')), 8000);
+    assert.equal(frontMaxconn(8000, limits('1024', '4096')), 1948);
+    assert.equal(frontMaxconn(8000, limits('unlimited', 'unlimited')), 8000);
+    assert.equal(frontMaxconn(8000, ''), 8000, 'no /proc: as wanted');
+  });
   it('the h2c front: the preface sends a connection to the http2 socket, a whole request or 24 bytes end the wait (that rule first), PROXY lines to nginx; haproxy -c accepts it', { skip: !existsSync('/usr/sbin/haproxy') && 'no haproxy' }, () => {
     assert.equal(Buffer.from(H2_PREFACE_HEX, 'hex').toString('latin1'), 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
     const dir = mkdtempSync(join(tmpdir(), 'sbx-haproxy-'));
     try {
       const conf = renderH2cFrontConfig({ listenHost: '127.0.0.1', listenPort: 7070, h1Socket: join(dir, 'h1.sock'), h2cSocket: join(dir, 'h2c.sock'), maxconn: 8000, user: { name: 'nobody', group: 'nogroup' } });
       assert.match(conf, /bind ipv4@127\.0\.0\.1:7070 /);
-      assert.match(renderH2cFrontConfig({ listenHost: '::1', listenPort: 7070, h1Socket: '/a', h2cSocket: '/b', maxconn: 10 }), /bind ipv6@::1:7070 /);
-      // A rule that waits for 24 bytes before the one for a whole request held short requests 2 s.
+      assert.match(renderH2cFrontConfig({ listenHost: '::1', listenPort: 7070, h1Socket: '/a', h2cSocket: '/b', maxconn: 10 }), /bind ipv6@::1:7070 v6only /);
+      assert.match(conf, /^\s+noreuseport$/m, 'a second gateway on the port fails to bind');
+      // One rule: a rule waiting for 24 bytes before the one for a whole request held short
+      // requests 2 s; and the preface's first 18 bytes parse as a whole HTTP/1 request.
       const rules = conf.split('\n').filter((l) => l.includes('tcp-request content'));
-      assert.deepEqual(rules.map((l) => l.trim()), ['tcp-request content accept if HTTP', 'tcp-request content accept if { req.len ge 24 }']);
+      assert.deepEqual(rules.map((l) => l.trim()), ['tcp-request content accept if { req.len ge 24 } || HTTP !{ req.payload(0,4) -m bin 50524920 }']);
+      assert.equal(Buffer.from('50524920', 'hex').toString(), 'PRI ');
       assert.match(conf, new RegExp(`use_backend sbx_h2c if \\{ req\\.payload\\(0,24\\) -m bin ${H2_PREFACE_HEX} \\}`));
       assert.match(conf, new RegExp(`server nginx ${join(dir, 'h2c.sock')} send-proxy`));
       assert.match(conf, /^\s+user nobody\n\s+group nogroup$/m);
