@@ -61,6 +61,21 @@ nginx1=$(run_wrk nginx "http://127.0.0.1:$nginx_port/" "8080-bench-up.sbx.localh
 gateway1=$(run_wrk gateway "http://127.0.0.1:$gw_port/" "8080-bench-up.sbx.localhost:$gw_port" 1)
 
 
+# The cost of the h2c front (HAProxy before nginx, the default when installed): the same gateway
+# with SBX_GATEWAY_H2C=0 (nginx alone on the port, HTTP/1.1 only), then the default again.
+gateway_alone=""
+if [ "$gw_h2c" = true ]; then
+  step "wrk: the gateway with SBX_GATEWAY_H2C=0 (nginx alone on the port)"
+  sbx gateway stop >/dev/null
+  SBX_GATEWAY_H2C=0 sbx gateway start >/dev/null
+  alone_port=$(sbx gateway status --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).port')
+  for _ in $(seq 1 50); do curl -sf -H "Host: 8080-bench-up.sbx.localhost" "http://127.0.0.1:$alone_port/" >/dev/null && break; sleep 0.1; done
+  gateway_alone=$(run_wrk gateway-alone "http://127.0.0.1:$alone_port/" "8080-bench-up.sbx.localhost:$alone_port")
+  sbx gateway stop >/dev/null
+  sbx gateway start >/dev/null
+  gw_port=$(sbx gateway status --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).port')
+fi
+
 # The same with 25 sandboxes that have ports (24 more, each with an exposed port, idle).
 FILL=${FILL:-24}
 step "creating $FILL more sandboxes with exposed ports"
@@ -81,8 +96,12 @@ const nodeMs = Number(process.argv[13]);
 const n25 = Number(process.env.FILL || 24) + 1;
 const f0 = (x) => x.toFixed(0), f2 = (x) => x.toFixed(2);
 const ratio = g.rps / n.rps, added = g.p99 - d.p99;
-const front = process.argv[14] === "true" ? " (nginx behind its HAProxy h2c front)" : "";
+const front = process.argv[14] === "true" ? " (nginx behind its HAProxy h2c front, the default)" : "";
 console.log(`| RPS through the gateway${front} | ${f0(g.rps)} | nginx proxy: ${f0(n.rps)} (direct: ${f0(d.rps)}) | ${f2(ratio)}x nginx | at least 0.8x | ${ratio >= 0.8 ? "met" : "MISSED"} |`);
+if (process.argv[15]) {
+  const a = parse(process.argv[15]), r = a.rps / n.rps;
+  console.log(`| RPS through the gateway, SBX_GATEWAY_H2C=0 (nginx alone on the port, HTTP/1.1 only) | ${f0(a.rps)} | nginx proxy: ${f0(n.rps)} | ${f2(r)}x nginx | at least 0.8x | ${r >= 0.8 ? "met" : "MISSED"} |`);
+}
 const added1 = g1.p99 - d1.p99;
 console.log(`| p99 latency, 1 connection | ${f2(g1.p99)} ms | direct: ${f2(d1.p99)} ms (nginx: ${f2(n1.p99)} ms) | +${f2(added1)} ms | under +2 ms | ${added1 < 2 ? "met" : "MISSED"} |`);
 console.log(`| p99 latency, ${process.env.CONNS || 32} connections (saturated) | ${f2(g.p99)} ms | direct: ${f2(d.p99)} ms (nginx: ${f2(n.p99)} ms) | +${f2(added)} ms | (context: queueing) | |`);
@@ -91,4 +110,4 @@ const rpsRatio = g25.rps / g.rps, exposeRatio = expose25 / expose;
 console.log(`| RPS through the gateway, ${n25} sandboxes with ports | ${f0(g25.rps)} | 1 sandbox: ${f0(g.rps)} | ${f2(rpsRatio)}x | within 20% | ${rpsRatio >= 0.8 ? "met" : "MISSED"} |`);
 console.log(`| port expose to first 200, ${n25} sandboxes with ports | ${f0(expose25)} ms | 1 sandbox: ${f0(expose)} ms | ${f2(exposeRatio)}x | within 20% | ${exposeRatio <= 1.2 ? "met" : "MISSED"} |`);
 console.log(`| gateway memory: Node process at rest / peak; its nginx under load | ${f0(rest / 1024)} / ${f0(peak / 1024)} MiB; ${f0(ngx / 1024)} MiB | | | | |`);
-' "$direct" "$nginx" "$gateway" "$direct1" "$nginx1" "$gateway1" "$expose_ms" "$rss_rest" "$rss_peak" "$nginx_kb" "$expose25_ms" "$gateway25" "$node_ms" "$gw_h2c"
+' "$direct" "$nginx" "$gateway" "$direct1" "$nginx1" "$gateway1" "$expose_ms" "$rss_rest" "$rss_peak" "$nginx_kb" "$expose25_ms" "$gateway25" "$node_ms" "$gw_h2c" "$gateway_alone"
