@@ -3,8 +3,8 @@
 # - h2c RPS with h2load (Debian's nghttp2-client): through the gateway against straight to the
 #   sandbox's h2c server; target at least 0.8x. Both engines: Node (one run each; it carries HTTP/2
 #   to the h2c server as HTTP/2), and nginx behind its HAProxy front (the default; ROUNDS rounds
-#   taking turns, medians; nginx carries HTTP/2 that is not gRPC as HTTP/1.1, so to the sandbox's
-#   HTTP/1.1 server: an h2c-only one would get HTTP/1.1 it cannot answer);
+#   taking turns, medians), to the sandbox's HTTP/1.1 server: nginx sends a port's HTTP/2 as HTTP/2
+#   or HTTP/1.1 as the port speaks, once the Node gateway has asked it (README, HTTP/2 and gRPC);
 # - HTTPS RPS (wrk, HTTP/1.1 over TLS; and h2load, HTTP/2 by ALPN): through the gateway with
 #   SBX_GATEWAY_TLS=1 (its nginx ends TLS) against nginx on this host ending TLS with the same
 #   certificate and key and proxying to the same upstream (both keep 128 idle connections to it, and

@@ -43,6 +43,8 @@ export interface FastPathOptions {
    * tempDir behind it (haproxy-config.ts); it runs as `user` after binding, when given.
    */
   h2cFront?: { bin: string; user?: { name: string; group: string } };
+  /** What the Node gateway learnt of sandbox ports ("id:port"): HTTP/2 or HTTP/1.1 (nginx-config.ts DirectRoute.h2). */
+  h2Modes?: ReadonlyMap<string, 'h1' | 'h2'>;
 }
 
 /**
@@ -249,13 +251,14 @@ export class FastPath {
           name: `sbx_${r.id}_${p.port}`,
           address: `${c.ip}:${p.port}`,
           ...(r.maskHost ? { hostHeader: maskHost(r.maskHost, p.port) } : {}),
+          ...(o.h2Modes?.get(`${r.id}:${p.port}`) ? { h2: o.h2Modes.get(`${r.id}:${p.port}`) } : {}),
         });
       }
     }
     // Workers run as sbx-gateway when the gateway says so (the socket is then where they reach
     // it), else as the gateway's own user: SBX_HOME (with the socket) is private to it.
     const user = o.workerUser ?? (process.getuid?.() === 0 ? 'root' : undefined);
-    const routes = new Map(direct.map((d) => [d.name, `${d.address} ${d.hostHeader ?? ''} ${d.hosts.join(',')}`]));
+    const routes = new Map(direct.map((d) => [d.name, `${d.address} ${d.hostHeader ?? ''} ${d.hosts.join(',')} ${d.h2 ?? ''}`]));
     const make = (version: number) =>
       renderNginxConfig({ listenHost: o.host, listenPort: this.port, nodeSocket: o.nodeSocket, runDir: o.runDir, tempDir: o.tempDir, routes: direct, version, instance: this.#nginx.instance, upstreamTimeoutMs: o.upstreamTimeoutMs, user, ...(o.tls ? { tls: o.tls } : {}), ...(this.#sockets ? { front: this.#sockets } : {}) });
     return { routes, make };

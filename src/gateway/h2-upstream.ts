@@ -20,8 +20,12 @@ export class H2Upstreams {
   /** Bumped by forget(): a probe begun before it does not record what it learnt. */
   readonly #generation = new Map<string, number>();
 
-  constructor(connectTo: (record: SandboxRecord, port: number) => Promise<Socket>) {
+  /** Told what a port answered the preface with (HTTP/2 or HTTP/1.1): nginx routes it by that (fastpath.ts). */
+  readonly #learnt?: (id: string, port: number, h2: boolean) => void;
+
+  constructor(connectTo: (record: SandboxRecord, port: number) => Promise<Socket>, learnt?: (id: string, port: number, h2: boolean) => void) {
     this.#connect = connectTo;
+    this.#learnt = learnt;
   }
 
   /** A ready session to this port, or undefined when the request goes as HTTP/1.1. Rejects when the port cannot be reached. */
@@ -84,9 +88,11 @@ export class H2Upstreams {
       session.once('close', done('none'));
     });
     session.on('error', () => {});
+    const current = (this.#generation.get(record.id) ?? 0) === generation;
+    if (answer !== 'none' && current) this.#learnt?.(record.id, port, answer === 'h2');
     if (answer !== 'h2') {
       session.destroy();
-      if (answer === 'h1' && (this.#generation.get(record.id) ?? 0) === generation) this.#http1.set(key, Date.now() + H2_NO_MS);
+      if (answer === 'h1' && current) this.#http1.set(key, Date.now() + H2_NO_MS);
       return undefined;
     }
     // An idle session costs the sandbox nothing; it is not held open for the gateway's sake.

@@ -19,6 +19,12 @@ export interface DirectRoute {
   address: string;
   /** Host header to send instead of the client's (--mask-host). */
   hostHeader?: string;
+  /**
+   * What the port answered HTTP/2's preface with, once the Node gateway has asked (h2-upstream.ts):
+   * HTTP/2 requests then go straight to it as HTTP/2 (grpc_pass) or HTTP/1.1 (proxy_pass); until
+   * then, through the Node gateway, which asks.
+   */
+  h2?: 'h1' | 'h2';
 }
 
 export interface NginxConfigInput {
@@ -65,6 +71,8 @@ const COOKIE_PASSES = 3;
  */
 export const UPSTREAM_KEEPALIVE = 128;
 const WORKER_CONNECTIONS = 16384;
+/** The same for HTTP/2 to a sandbox port (grpc_pass): one connection carries many streams. */
+const H2_UPSTREAM_KEEPALIVE = 16;
 /** Headers nginx would obey from an upstream (ignored from sandboxes on every path). */
 const ACCEL_HEADERS = 'X-Accel-Redirect X-Accel-Expires X-Accel-Limit-Rate X-Accel-Charset X-Accel-Buffering';
 function cookieMaps(): string {
@@ -148,18 +156,44 @@ function tlsSettings(tls: NonNullable<NginxConfigInput['tls']>): string {
  * HTTP/2 only; gRPC-Web (application/grpc-web...) is HTTP/1.1-friendly and goes as any request.
  */
 const GRPC_MAP = '  map "$server_protocol:$http_content_type" $sbx_grpc { default 0; "~^HTTP/2\\.0:application/grpc($|[+;])" 1; }';
+/**
+ * How an HTTP/2 request that is not a gRPC call goes on: to a direct route that speaks HTTP/2 as
+ * HTTP/2 (grpc_pass, a plain HTTP/2 proxy), to one that speaks HTTP/1.1 as HTTP/1.1, and otherwise
+ * (a port not asked yet, or not a direct route) to the Node gateway as HTTP/2, which asks the port
+ * and serves it either way (proxy_pass would carry it as HTTP/1.1, which an h2c-only server, such
+ * as Node's http2.createServer(), cannot answer).
+ */
+const H2_WAY_MAP = `  map "$server_protocol:$sbx_h2_route" $sbx_h2_way {
+    default "";
+    "HTTP/2.0:node" node;
+    "HTTP/2.0:unknown" node;
+    "HTTP/2.0:h2" grpc;
+  }`;
 
 /** Behind the h2c front: the client's address is the one in the PROXY line (only HAProxy reaches the sockets). */
 const FRONT_SETTINGS = `  set_real_ip_from unix:;
   real_ip_header proxy_protocol;`;
 
-/** In `location /`: a gRPC call goes to @sbx_grpc before anything else decides. */
+/** In `location /`: a gRPC call goes to @sbx_grpc before anything else decides; other HTTP/2 by $sbx_h2_way. */
 const GRPC_DIVERT = `
       error_page 419 = @sbx_grpc;
-      if ($sbx_grpc) { return 419; }`;
+      error_page 420 = @sbx_h2_node;
+      if ($sbx_grpc) { return 419; }
+      if ($sbx_h2_way = grpc) { return 419; }
+      if ($sbx_h2_way = node) { return 420; }`;
 
-const GRPC_LOCATION = `    location @sbx_grpc {
-      grpc_pass grpc://$sbx_upstream;
+const GRPC_LOCATION = `    location @sbx_h2_node {
+      grpc_pass grpc://sbx_node_h2;
+      grpc_ignore_headers ${ACCEL_HEADERS};
+      grpc_set_header Host $http_host;
+      grpc_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      grpc_set_header X-Forwarded-Host $http_host;
+      grpc_set_header X-Forwarded-Proto $scheme;
+      grpc_read_timeout 1d;
+      grpc_send_timeout 1d;
+    }
+    location @sbx_grpc {
+      grpc_pass grpc://$sbx_upstream_h2;
       grpc_ignore_headers ${ACCEL_HEADERS};
       grpc_set_header Host $sbx_host_header;
       grpc_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
@@ -192,6 +226,7 @@ export function renderNginxConfig(c: NginxConfigInput): string {
   const seconds = Math.max(1, Math.ceil(c.upstreamTimeoutMs / 1000));
   const temp = c.tempDir ?? c.runDir;
   const hostMap = c.routes.flatMap((r) => r.hosts.map((h) => `    ${q(h)} ${upstreamName(r.name)};`)).join('\n');
+  const h2RouteMap = c.routes.flatMap((r) => r.hosts.map((h) => `    ${q(h)} ${r.h2 ?? 'unknown'};`)).join('\n');
   const hostHeaderMap = c.routes
     .filter((r) => r.hostHeader)
     .flatMap((r) => r.hosts.map((h) => `    ${q(h)} ${q(r.hostHeader!)};`))
@@ -207,9 +242,15 @@ export function renderNginxConfig(c: NginxConfigInput): string {
   // pointer (ngx_hash_init). Names of one's own may be 253 characters long.
   const longest = c.routes.reduce((n, r) => Math.max(n, ...r.hosts.map((h) => h.length)), 0);
   const mapBucket = Math.max(128, 2 ** Math.ceil(Math.log2(16 + Math.ceil((longest + 2) / 8) * 8)));
+  // Where HTTP/2 arrives, each route has a second block for grpc_pass: nginx keeps idle
+  // connections per block, and an HTTP/2 one that proxy_pass took up again would send HTTP/1.1 on
+  // it (and the other way round): the answer would be garbage.
+  const block = (name: string, address: string, keepalive: number) =>
+    `  upstream ${name} {\n    server ${address} max_fails=0;\n    server unix:${c.nodeSocket} backup;\n    keepalive ${keepalive};\n    keepalive_timeout 15s;\n  }`;
   const upstreams = c.routes
-    .map((r) => `  upstream ${upstreamName(r.name)} {\n    server ${r.address} max_fails=0;\n    server unix:${c.nodeSocket} backup;\n    keepalive ${UPSTREAM_KEEPALIVE};\n    keepalive_timeout 15s;\n  }`)
+    .flatMap((r) => [block(upstreamName(r.name), r.address, UPSTREAM_KEEPALIVE), ...(http2 ? [block(upstreamName(`${r.name}_h2`), r.address, H2_UPSTREAM_KEEPALIVE)] : [])])
     .join('\n');
+  const h2UpstreamMap = c.routes.flatMap((r) => r.hosts.map((h) => `    ${q(h)} ${upstreamName(`${r.name}_h2`)};`)).join('\n');
   return `# Written by the sbx gateway (version ${c.version}); do not edit: it is rewritten on every change.
 ${c.user ? `user ${c.user};\n` : ''}worker_processes 1;
 worker_shutdown_timeout ${WORKER_SHUTDOWN_S}s;
@@ -240,13 +281,26 @@ ${hostMap}
   map $host $sbx_host_header {
     default $http_host;
 ${hostHeaderMap}
+  }${http2 ? `
+  map $host $sbx_h2_route {
+    default node;
+${h2RouteMap}
   }
+${H2_WAY_MAP}` : ''}
 ${cookieMaps()}
 
   upstream sbx_node {
     server unix:${c.nodeSocket};
     keepalive 64;
+  }${http2 ? `
+  upstream sbx_node_h2 {
+    server unix:${c.nodeSocket};
+    keepalive 64;
   }
+  map $host $sbx_upstream_h2 {
+    default sbx_node_h2;
+${h2UpstreamMap}
+  }` : ''}
 ${upstreams}
 
   # Only for the Node gateway: which configuration the workers serve (to await a reload).

@@ -47,6 +47,14 @@ before(async () => {
   await world.put('web', 'echo_server.py', '/tmp/echo_server.py');
   for (const port of ['8000', '8001']) assert.equal((await world.sbx(['exec', '-d', 'web', '--', 'python3', '/tmp/echo_server.py', port])).code, 0);
   await world.json(['port', 'expose', 'web', '8001', '--private']);
+  // An h2c-only server (nginx with `listen ... http2` and no TLS, as Node's http2.createServer()):
+  // this host's nginx copied in (the image is the same Debian release).
+  const box = await world.json(['inspect', 'web']);
+  assert.equal((await run('docker', ['cp', '/usr/sbin/nginx', `${box.container}:/usr/sbin/nginx`])).code, 0);
+  const conf = 'user root; worker_processes 1; pid /tmp/h2.pid; error_log stderr; events {} http { access_log off; client_body_temp_path /tmp; proxy_temp_path /tmp; fastcgi_temp_path /tmp; uwsgi_temp_path /tmp; scgi_temp_path /tmp; server { listen 8002 http2; location / { return 200 "h2c only\\n"; } } }';
+  assert.equal((await world.sbx(['exec', 'web', '--', 'sh', '-c', `printf '%s' '${conf}' > /tmp/h2.conf`])).code, 0);
+  assert.equal((await world.sbx(['exec', '-d', 'web', '--', '/usr/sbin/nginx', '-c', '/tmp/h2.conf', '-g', 'daemon off;'])).code, 0);
+  await world.json(['port', 'expose', 'web', '8002']);
   token = (await world.json(['inspect', 'web', '--show-token'])).token;
   gw = world.gatewayPort();
   await eventually(async () => (await curl([world.url(8000, 'web')])).status === 200, 'the echo server');
@@ -73,6 +81,31 @@ describe('h2c and HTTP/1.1 on one plaintext port, with nginx', () => {
       const priv = await curl([...extra, '-H', `x-sbx-traffic-token: ${token}`, world.url(8001, 'web')]);
       assert.equal(priv.status, 200, priv.body);
       assert.match(seen(priv.body, 'X-Forwarded-For'), /^127\.0\.0\.1(, 127\.0\.0\.1)?$/, `private, ${extra.join(' ') || 'HTTP/1.1'}`);
+    }
+  });
+
+  it('an h2c-only server gets HTTP/2: through the Node gateway while its port is not known, then straight from nginx (grpc_pass); an HTTP/1.1 server\'s port is learnt as such', async () => {
+    const h2 = ['-sS', '--http2-prior-knowledge', '-w', ' %{http_version} %{http_code}'];
+    const conf = () => readFileSync(join(world.home, 'run', 'nginx.conf'), 'utf8');
+    await eventually(async () => (await run('curl', [...h2, world.url(8002, 'web')])).stdout === 'h2c only\n 2 200', 'the h2c-only server');
+    await eventually(async () => conf().includes('"8002-web.sbx.localhost" h2;'), 'nginx to route the port as HTTP/2');
+    const direct = await run('curl', [...h2, world.url(8002, 'web')]);
+    assert.equal(direct.stdout, 'h2c only\n 2 200', direct.stderr);
+    // Control: plain HTTP/1.1 to an h2c-only server is not something anyone can serve; HTTP/2 to the
+    // HTTP/1.1 server still works, and its port is learnt as HTTP/1.1 (straight from nginx again).
+    assert.equal((await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_version} %{http_code}', '--http2-prior-knowledge', world.url(8000, 'web')])).stdout, '2 200');
+    await eventually(async () => conf().includes('"8000-web.sbx.localhost" h1;'), 'nginx to route the HTTP/1.1 port as HTTP/1.1');
+    assert.equal((await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_version} %{http_code}', '--http2-prior-knowledge', world.url(8000, 'web')])).stdout, '2 200');
+  });
+
+  it('HTTP/2 and HTTP/1.1 in turn to a private port (both through the Node gateway\'s socket): each gets its own protocol back, never the other\'s idle connection', async () => {
+    // nginx keeps idle connections per upstream block: an HTTP/2 one (grpc_pass) taken up again by
+    // proxy_pass for an HTTP/1.1 request answered it with HTTP/2 frames (found while building this).
+    for (let i = 0; i < 5; i++) {
+      for (const extra of [['--http2-prior-knowledge'], []]) {
+        const r = await run('curl', ['-sS', ...extra, '-H', `x-sbx-traffic-token: ${token}`, '-o', '/dev/null', '-w', '%{http_version} %{http_code}', world.url(8001, 'web')]);
+        assert.equal(r.stdout, `${extra.length ? '2' : '1.1'} 200`, `round ${i}, ${extra.join(' ') || 'HTTP/1.1'}: ${r.stderr}`);
+      }
     }
   });
 

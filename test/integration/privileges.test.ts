@@ -151,11 +151,22 @@ describe('the parsers of untrusted traffic run as sbx-gateway', () => {
     assert.equal(s.engine, 'nginx');
     const master = Number(readFileSync(join(world.home, 'run', 'nginx.pid'), 'utf8'));
     assert.deepEqual(status(master).uid, [0, 0, 0, 0], 'the master stays root (it binds the port, reads the configuration)');
-    const workers = readFileSync(`/proc/${master}/task/${master}/children`, 'utf8').trim().split(/\s+/).map(Number);
-    assert.ok(workers.length >= 1);
-    for (const w of workers) {
-      assert.deepEqual(status(w).uid, [uid, uid, uid, uid], `worker ${w}`);
-      assert.deepEqual(status(w).gid, [gid, gid, gid, gid], `worker ${w}`);
+    // A worker forked by a reload (routes are added 300 ms after a change) is root for the moment
+    // before it drops to its user: the workers are looked at until none is in that moment.
+    const ids = () => {
+      const workers = readFileSync(`/proc/${master}/task/${master}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+      return workers.map((w) => {
+        try {
+          return { w, uid: status(w).uid, gid: status(w).gid };
+        } catch {
+          return { w, uid: [uid, uid, uid, uid], gid: [gid, gid, gid, gid] }; // ended meanwhile
+        }
+      });
+    };
+    await eventually(async () => ids().length >= 1 && ids().every((x) => x.uid.every((u) => u === uid) && x.gid.every((g) => g === gid)), 'the workers to run as sbx-gateway', 5000);
+    for (const x of ids()) {
+      assert.deepEqual(x.uid, [uid, uid, uid, uid], `worker ${x.w}`);
+      assert.deepEqual(x.gid, [gid, gid, gid, gid], `worker ${x.w}`);
     }
     const dir = /socket and temp files in (\/run\/sbx\/[0-9a-f]+)\)/.exec(readFileSync(join(world.home, 'gateway.log'), 'utf8'))?.[1];
     assert.ok(dir, 'the log names the workers\' directory');

@@ -192,7 +192,7 @@ describe('the nginx fast path configuration', () => {
       const conf = renderNginxConfig({ ...base, runDir: dir, nodeSocket: join(dir, 'node.sock'), routes: [{ hosts: ['8000-w.sbx.localhost'], name: 'sbx_w_8000', address: '172.18.0.3:8000' }], tls: { cert: cert.certPath, key: cert.keyPath } });
       assert.equal(conf.match(/listen \S+ ssl http2/g)?.length, 2, 'the control server and the default server');
       assert.match(conf, /if \(\$sbx_grpc\) \{ return 419; \}/);
-      assert.match(conf, /grpc_pass grpc:\/\/\$sbx_upstream;/);
+      assert.match(conf, /grpc_pass grpc:\/\/\$sbx_upstream_h2;/);
       assert.match(conf, /grpc_set_header X-Sbx-Traffic-Token \$sbx_token_header;/);
       assert.match(conf, /grpc_set_header Cookie \$sbx_cookie;/);
       assert.doesNotMatch(renderNginxConfig({ ...base, routes: [] }), /ssl|grpc/, 'nothing of it without TLS');
@@ -214,8 +214,23 @@ describe('the nginx fast path configuration', () => {
       assert.match(conf, /set_real_ip_from unix:;\n\s+real_ip_header proxy_protocol;/);
       // gRPC by grpc_pass over HTTP/2 only: gRPC-Web comes as HTTP/1.1 and goes as any request.
       assert.match(conf, /map "\$server_protocol:\$http_content_type" \$sbx_grpc \{ default 0; "~\^HTTP\/2\\\.0:application\/grpc\(\$\|\[\+;\]\)" 1; \}/);
-      assert.match(conf, /grpc_pass grpc:\/\/\$sbx_upstream;/);
+      assert.match(conf, /grpc_pass grpc:\/\/\$sbx_upstream_h2;/);
       assert.doesNotMatch(renderNginxConfig({ ...base, routes: [] }), /proxy_protocol|real_ip/, 'nothing of it without the front');
+      // HTTP/2 that is not gRPC: to the Node gateway as HTTP/2 until the port has answered the
+      // preface, then straight to it as HTTP/2 (grpc_pass) or HTTP/1.1 (proxy_pass).
+      assert.match(conf, /map \$host \$sbx_h2_route \{\n\s+default node;\n\s+"8000-w\.sbx\.localhost" unknown;\n\s+\}/);
+      assert.match(conf, /"HTTP\/2\.0:unknown" node;/);
+      assert.match(conf, /"HTTP\/2\.0:h2" grpc;/);
+      assert.match(conf, /if \(\$sbx_h2_way = node\) \{ return 420; \}/);
+      assert.match(conf, /location @sbx_h2_node \{\n\s+grpc_pass grpc:\/\/sbx_node_h2;/);
+      // HTTP/2 upstream connections in blocks of their own (an idle one reused by proxy_pass was garbage).
+      assert.match(conf, /upstream sbx_node_h2 \{/);
+      assert.match(conf, new RegExp(`"8000-w\\.sbx\\.localhost" ${upstreamName('sbx_w_8000_h2')};`));
+      assert.match(conf, new RegExp(`upstream ${upstreamName('sbx_w_8000_h2')} \\{`));
+      const learnt = renderNginxConfig({ ...base, runDir: dir, nodeSocket: join(dir, 'node.sock'), front, routes: [{ hosts: ['8000-w.sbx.localhost'], name: 'sbx_w_8000', address: '172.18.0.3:8000', h2: 'h2' }, { hosts: ['8001-w.sbx.localhost'], name: 'sbx_w_8001', address: '172.18.0.3:8001', h2: 'h1' }] });
+      assert.match(learnt, /"8000-w\.sbx\.localhost" h2;/);
+      assert.match(learnt, /"8001-w\.sbx\.localhost" h1;/);
+      assert.equal(nginxTest(dir, learnt).status, 0);
       const r = nginxTest(dir, conf);
       assert.equal(r.status, 0, r.stderr);
     } finally {
