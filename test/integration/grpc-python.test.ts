@@ -70,6 +70,12 @@ for (const path of paths) {
       assert.equal(r.trailer, 'kept', 'trailers reach the client');
     });
 
+    it('attack: the sandbox behind a public port never sees the token a client sends it (it would open the private ports)', async () => {
+      const r = await grpc(pub, 'unary', token);
+      assert.equal(r.ok, true, JSON.stringify(r));
+      assert.equal(r.seen.token, null, 'the token stays at the gateway');
+    });
+
     it('a server stream, a client stream and a bidirectional stream (each reply before the next message)', async () => {
       assert.deepEqual((await grpc(pub, 'server-stream')).replies, ['0', '1', '2', '3', '4']);
       assert.equal((await grpc(pub, 'client-stream')).reply, 'a,b,c');
