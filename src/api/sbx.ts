@@ -77,7 +77,8 @@ export class Sbx {
     this.#backend ??= (async () => {
       if (this.mode === 'agent') {
         // The agent's gateway serves plain HTTP: an HTTPS setting is refused, not silently dropped.
-        const { tlsSetting, h2cSetting } = await import('../gateway/settings.ts');
+        const { tlsSetting, h2cSetting, sourceLimitSetting } = await import('../gateway/settings.ts');
+        sourceLimitSetting(process.env.SBX_GATEWAY_SOURCE_LIMIT); // a bad value: refused here, not in the agent
         if (tlsSetting(process.env.SBX_GATEWAY_TLS)) {
           throw new UsageError('SBX_GATEWAY_TLS=1 is not served behind the agent yet (a user in the docker group, or a remote engine): run sbx as root on the engine\'s host, or unset SBX_GATEWAY_TLS');
         }

@@ -45,13 +45,16 @@ export interface FastPathOptions {
   h2cFront?: { bin: string; user?: { name: string; group: string } };
   /** What the Node gateway learnt of sandbox ports ("id:port"): HTTP/2 or HTTP/1.1 (nginx-config.ts DirectRoute.h2). */
   h2Modes?: ReadonlyMap<string, 'h1' | 'h2'>;
+  /** SBX_GATEWAY_SOURCE_LIMIT: connections (HAProxy) and requests in flight (nginx) per client address; 0: none. */
+  sourceLimit?: number;
 }
 
 /**
- * Connections the h2c front carries at once: each takes two descriptors in HAProxy, and nginx's
- * worker must take each one (WORKER_CONNECTIONS in nginx-config.ts, shared with its upstreams).
+ * Connections the h2c front carries at once: each takes two descriptors in HAProxy, and in nginx's
+ * worker (WORKER_CONNECTIONS in nginx-config.ts, 16,384) the connection and at least one upstream
+ * one: 6,000 of them leave about 4,000 for idle upstream connections and HTTP/2's extra streams.
  */
-const FRONT_MAXCONN = 8000;
+const FRONT_MAXCONN = 6000;
 
 /** Resolves false when `port` on `host` is taken (by anyone, on any address that covers it). */
 function canBind(host: string, port: number): Promise<boolean> {
@@ -154,7 +157,7 @@ export class FastPath {
       // Ready once nginx's own answer (this start's token) comes back through the port.
       const answer = versionAnswer(fp.#version, fp.#nginx.instance);
       try {
-        const config = renderH2cFrontConfig({ listenHost: o.host, listenPort: fp.port, h1Socket: fp.#sockets!.h1Socket, h2cSocket: fp.#sockets!.h2cSocket, maxconn: frontMaxconn(FRONT_MAXCONN), ...(o.h2cFront!.user ? { user: o.h2cFront!.user } : {}) });
+        const config = renderH2cFrontConfig({ listenHost: o.host, listenPort: fp.port, h1Socket: fp.#sockets!.h1Socket, h2cSocket: fp.#sockets!.h2cSocket, maxconn: frontMaxconn(FRONT_MAXCONN), sourceLimit: o.sourceLimit ?? 0, ...(o.h2cFront!.user ? { user: o.h2cFront!.user } : {}) });
         await fp.#front.start(config, async () => (await probeVersion({ host: o.host, port: fp.port })) === answer);
       } catch (err) {
         await fp.#nginx.stop();
@@ -260,7 +263,7 @@ export class FastPath {
     const user = o.workerUser ?? (process.getuid?.() === 0 ? 'root' : undefined);
     const routes = new Map(direct.map((d) => [d.name, `${d.address} ${d.hostHeader ?? ''} ${d.hosts.join(',')} ${d.h2 ?? ''}`]));
     const make = (version: number) =>
-      renderNginxConfig({ listenHost: o.host, listenPort: this.port, nodeSocket: o.nodeSocket, runDir: o.runDir, tempDir: o.tempDir, routes: direct, version, instance: this.#nginx.instance, upstreamTimeoutMs: o.upstreamTimeoutMs, user, ...(o.tls ? { tls: o.tls } : {}), ...(this.#sockets ? { front: this.#sockets } : {}) });
+      renderNginxConfig({ listenHost: o.host, listenPort: this.port, nodeSocket: o.nodeSocket, runDir: o.runDir, tempDir: o.tempDir, routes: direct, version, instance: this.#nginx.instance, upstreamTimeoutMs: o.upstreamTimeoutMs, user, ...(o.tls ? { tls: o.tls } : {}), ...(this.#sockets ? { front: this.#sockets } : {}), sourceLimit: o.sourceLimit ?? 0 });
     return { routes, make };
   }
 }

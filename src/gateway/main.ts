@@ -18,6 +18,7 @@ import { gatewayFiles, gatewaySettings, type GatewayState } from './settings.ts'
 import { Targets } from './targets.ts';
 import { createControlServer, type GatewayOps } from './control.ts';
 import { FastPath } from './fastpath.ts';
+import { limitPerSource } from './source-limit.ts';
 import { findNginx, workerRunDir } from './nginx.ts';
 import { findHaproxy, h2cFrontMissing, H2C_NEEDS_HAPROXY } from './h2c-front.ts';
 import { portInUse } from './port-owner.ts';
@@ -196,6 +197,8 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   const server = createGatewayServer({ domain: settings.domain, routes, targets, upstreamTimeoutMs, log, tls: settings.tls, routedDirectly: (id, port) => fastPath?.routesDirectly(id, port) ?? false, h2Learnt });
   // What listens on the gateway's port in the Node engine: the HTTP server itself, or a TLS front for it.
   const front = credentials ? createTlsFront(server, credentials) : server;
+  // (Only the Node engine listens with `front`: nginx's own limits are in its configuration.)
+  if (!nginxBin) limitPerSource(front, settings.sourceLimit);
   // On the control socket only (see control.ts): web pages cannot reach it.
   const gatewayOps: GatewayOps = {
     health: () => ({ ok: true, pid: process.pid, engine, domain: settings.domain, startedAt, sandboxes: routes.all().length, egressPid: workers.pid }),
@@ -277,7 +280,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
       }
     }
     try {
-      fastPath = await FastPath.start({ nginxBin, runDir: files.run, home, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, containers, ...(credentials ? { tls: { cert: credentials.certPath, key: credentials.keyPath } } : {}), ...(haproxyBin ? { h2cFront: { bin: haproxyBin, ...(group ? { user: { name: user.name, group } } : {}) } } : {}), h2Modes }, log);
+      fastPath = await FastPath.start({ nginxBin, runDir: files.run, home, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, containers, ...(credentials ? { tls: { cert: credentials.certPath, key: credentials.keyPath } } : {}), ...(haproxyBin ? { h2cFront: { bin: haproxyBin, ...(group ? { user: { name: user.name, group } } : {}) } } : {}), h2Modes, sourceLimit: settings.sourceLimit }, log);
     } catch (err) {
       server.close();
       return unguard(err);

@@ -52,6 +52,8 @@ export interface NginxConfigInput {
    * it, for the gateway's own probes.
    */
   front?: { h1Socket: string; h2cSocket: string; controlSocket: string };
+  /** Requests in flight (HTTP/2: streams) one client address may have at once; loopback ones are not counted. 0: no limit. */
+  sourceLimit?: number;
 }
 
 /**
@@ -171,6 +173,23 @@ const H2_WAY_MAP = `  map "$server_protocol:$sbx_h2_route" $sbx_h2_way {
   }`;
 
 /** Behind the h2c front: the client's address is the one in the PROXY line (only HAProxy reaches the sockets). */
+/**
+ * The per-source limit (SBX_GATEWAY_SOURCE_LIMIT) on requests in flight: each may hold an upstream
+ * connection, so one client address cannot take every connection the worker has. The address is
+ * the client's (from the PROXY line behind the front); loopback clients are not counted.
+ */
+const SOURCE_LIMIT_ZONE = `  geo $sbx_loopback { default 0; 127.0.0.0/8 1; ::1 1; }
+  map $sbx_loopback $sbx_source { 1 ""; default $binary_remote_addr; }
+  limit_conn_zone $sbx_source zone=sbx_sources:10m;
+  limit_conn_status 429;
+  limit_conn_log_level info;`;
+/**
+ * Slow clients: a request's headers must come within this (Slowloris), and one HTTP/2 connection
+ * may carry at most this many streams at once, each of which may hold an upstream connection.
+ */
+const CLIENT_LIMITS = `    client_header_timeout 15s;
+    http2_max_concurrent_streams 64;`;
+
 const FRONT_SETTINGS = `  set_real_ip_from unix:;
   real_ip_header proxy_protocol;`;
 
@@ -272,7 +291,7 @@ http {
   map_hash_max_size ${mapHashMax};
   server_names_hash_bucket_size 128;
   geo $dollar { default "$"; }
-${c.tls ? `${tlsSettings(c.tls)}\n` : ''}${http2 ? `${GRPC_MAP}\n` : ''}${c.front ? `${FRONT_SETTINGS}\n` : ''}
+${c.tls ? `${tlsSettings(c.tls)}\n` : ''}${http2 ? `${GRPC_MAP}\n` : ''}${c.front ? `${FRONT_SETTINGS}\n` : ''}${c.sourceLimit ? `${SOURCE_LIMIT_ZONE}\n` : ''}
   map $http_upgrade $sbx_connection { default upgrade; "" ""; }
   map $host $sbx_upstream {
     default sbx_node;
@@ -314,6 +333,7 @@ ${listen.control}
 ${listen.main}
     keepalive_requests 1000000;
     keepalive_timeout 65s;
+${CLIENT_LIMITS}${c.sourceLimit ? `\n    limit_conn sbx_sources ${c.sourceLimit};` : ''}
 
     location / {
       # Everything that is not a direct route goes to the Node gateway, which keeps its own

@@ -21,6 +21,21 @@ export interface GatewaySettings {
    * default): when HAProxy is installed; true: required; false: never (nginx alone, HTTP/1.1 only).
    */
   h2c: boolean | 'auto';
+  /**
+   * SBX_GATEWAY_SOURCE_LIMIT: connections, and requests in flight, that one client address may
+   * hold on the gateway port at once (loopback clients are not limited); 0 for no limit.
+   */
+  sourceLimit: number;
+}
+
+export const DEFAULT_SOURCE_LIMIT = 512;
+
+/** SBX_GATEWAY_SOURCE_LIMIT: a whole number, or a usage error naming what is accepted. */
+export function sourceLimitSetting(text: string | undefined): number {
+  const v = (text ?? '').trim();
+  if (v === '') return DEFAULT_SOURCE_LIMIT;
+  if (/^\d{1,6}$/.test(v) && Number(v) <= 100_000) return Number(v);
+  throw new UsageError(`invalid SBX_GATEWAY_SOURCE_LIMIT "${text}": use 0 (no limit) to 100000 (connections and requests in flight per client address; default ${DEFAULT_SOURCE_LIMIT})`);
 }
 
 /** SBX_GATEWAY_TLS: on or off, or a usage error naming what is accepted. */
@@ -48,7 +63,7 @@ export function gatewaySettings(env: NodeJS.ProcessEnv = process.env): GatewaySe
   if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(domain)) {
     throw new UsageError(`invalid SBX_DOMAIN "${env.SBX_DOMAIN}": use a DNS name such as sbx.localhost`);
   }
-  return { host: env.SBX_GATEWAY_HOST || '127.0.0.1', port, domain, tls: tlsSetting(env.SBX_GATEWAY_TLS), h2c: h2cSetting(env.SBX_GATEWAY_H2C) };
+  return { host: env.SBX_GATEWAY_HOST || '127.0.0.1', port, domain, tls: tlsSetting(env.SBX_GATEWAY_TLS), h2c: h2cSetting(env.SBX_GATEWAY_H2C), sourceLimit: sourceLimitSetting(env.SBX_GATEWAY_SOURCE_LIMIT) };
 }
 
 export interface DnsUpstream {

@@ -363,9 +363,9 @@ describe('root with SBX_AGENT=1: the CLI needs only the Docker API', () => {
     assert.equal((await inspect(w.names.container)).State.Running, true);
   });
 
-  it('h2c: the agent\'s gateway (nginx, no HAProxy in its image) says h2c false; SBX_GATEWAY_H2C=1 and SBX_GATEWAY_TLS=1 exit 2 in one line, before any agent work', async () => {
+  it('h2c: the agent\'s gateway (nginx, no HAProxy in its image) says h2c false; SBX_GATEWAY_H2C=1, SBX_GATEWAY_TLS=1 and a bad SBX_GATEWAY_SOURCE_LIMIT exit 2 in one line, before any agent work', async () => {
     assert.equal((await w.json(['gateway', 'status'])).h2c, false);
-    for (const [env, what] of [[{ SBX_GATEWAY_H2C: '1' }, /^error: SBX_GATEWAY_H2C=1 is not served behind the agent yet \(its image has no HAProxy\): use SBX_GATEWAY_ENGINE=node/], [{ SBX_GATEWAY_TLS: '1' }, /^error: SBX_GATEWAY_TLS=1 is not served behind the agent yet/]] as const) {
+    for (const [env, what] of [[{ SBX_GATEWAY_H2C: '1' }, /^error: SBX_GATEWAY_H2C=1 is not served behind the agent yet \(its image has no HAProxy\): use SBX_GATEWAY_ENGINE=node/], [{ SBX_GATEWAY_TLS: '1' }, /^error: SBX_GATEWAY_TLS=1 is not served behind the agent yet/], [{ SBX_GATEWAY_SOURCE_LIMIT: 'lots' }, /^error: invalid SBX_GATEWAY_SOURCE_LIMIT "lots": use 0 \(no limit\) to 100000/]] as const) {
       const r = await w.sbx(['ls'], { env });
       assert.equal(r.code, 2, r.stderr);
       assert.match(oneErrorLine(r), what);
