@@ -4,7 +4,8 @@
 #   sandbox's h2c server; target at least 0.8x. Both engines: Node (one run each; it carries HTTP/2
 #   to the h2c server as HTTP/2), and nginx behind its HAProxy front (the default; ROUNDS rounds
 #   taking turns, medians), to the sandbox's HTTP/1.1 server: nginx sends a port's HTTP/2 as HTTP/2
-#   or HTTP/1.1 as the port speaks, once the Node gateway has asked it (README, HTTP/2 and gRPC);
+#   or HTTP/1.1 as the port speaks, once the Node gateway has asked it (README, HTTP/2 and gRPC),
+#   and to the h2c server (carried as HTTP/2, grpc_pass);
 # - HTTPS RPS (wrk, HTTP/1.1 over TLS; and h2load, HTTP/2 by ALPN): through the gateway with
 #   SBX_GATEWAY_TLS=1 (its nginx ends TLS) against nginx on this host ending TLS with the same
 #   certificate and key and proxying to the same upstream (both keep 128 idle connections to it, and
@@ -62,20 +63,26 @@ SBX_GATEWAY_H2C=1 sbx gateway start >/dev/null
 gw_port=$(sbx gateway status --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).port')
 sbx port expose bench-up 8080 >/dev/null
 for _ in $(seq 1 50); do curl -sf --http2-prior-knowledge "http://8080-bench-up.sbx.localhost:$gw_port/" >/dev/null && break; sleep 0.1; done
+# The h2c-only server too: its first HTTP/2 request goes through the Node gateway, which asks the
+# port; nginx then sends its HTTP/2 as HTTP/2 itself (grpc_pass), once its routes say "h2".
+for _ in $(seq 1 50); do curl -sf --http2-prior-knowledge "http://8081-bench-up.sbx.localhost:$gw_port/" >/dev/null && grep -q '"8081-bench-up\.[^"]*" h2;' "$SBX_HOME/run/nginx.conf" && break; sleep 0.1; done
+grep -q '"8081-bench-up\.[^"]*" h2;' "$SBX_HOME/run/nginx.conf" || { echo "nginx never learnt that 8081 speaks HTTP/2" >&2; exit 1; }
 sleep 1 # nginx takes the route 300 ms after it is added (the Node gateway serves it until then)
-fd=() fg=()
+fd=() fg=() fg2=()
 for round in $(seq 1 "${ROUNDS:-3}"); do
   step "h2c round $round of ${ROUNDS:-3}"
   if [ $((round % 2)) = 1 ]; then
     fd+=("$(h2rps "http://$ip:8081/")")
     fg+=("$(h2rps "http://8080-bench-up.sbx.localhost:$gw_port/" "127.0.0.1:$gw_port")")
+    fg2+=("$(h2rps "http://8081-bench-up.sbx.localhost:$gw_port/" "127.0.0.1:$gw_port")")
   else
+    fg2+=("$(h2rps "http://8081-bench-up.sbx.localhost:$gw_port/" "127.0.0.1:$gw_port")")
     fg+=("$(h2rps "http://8080-bench-up.sbx.localhost:$gw_port/" "127.0.0.1:$gw_port")")
     fd+=("$(h2rps "http://$ip:8081/")")
   fi
 done
-echo "h2c direct: ${fd[*]}; through nginx behind HAProxy: ${fg[*]}" >&2
-h2c_front_direct=$(median "${fd[@]}") h2c_front=$(median "${fg[@]}")
+echo "h2c direct: ${fd[*]}; through nginx behind HAProxy, to HTTP/1.1: ${fg[*]}; to h2c: ${fg2[*]}" >&2
+h2c_front_direct=$(median "${fd[@]}") h2c_front=$(median "${fg[@]}") h2c_front_h2=$(median "${fg2[@]}")
 
 step "HTTPS: the gateway with SBX_GATEWAY_TLS=1 (nginx engine), and nginx ending TLS with the same certificate"
 sbx gateway stop >/dev/null
@@ -110,12 +117,13 @@ step "port expose to the first 200 over HTTPS (median of 5)"
 expose_ms=$(measure_expose "$url" --cacert "$ca")
 
 node -e '
-const [h2cD, h2cG, hN, hG, h2N, h2G, expose, fD, fG] = process.argv.slice(1).map(Number);
+const [h2cD, h2cG, hN, hG, h2N, h2G, expose, fD, fG, fG2] = process.argv.slice(1).map(Number);
 const f0 = (x) => x.toFixed(0), f2 = (x) => x.toFixed(2);
 const row = (what, m, base, baseName, target = 0.8) => console.log(`| ${what} | ${f0(m)} | ${baseName}: ${f0(base)} | ${f2(m / base)}x | at least ${target}x | ${m / base >= target ? "met" : "MISSED"} |`);
 row("h2c RPS through the gateway (h2load, Node engine)", h2cG, h2cD, "straight to the sandbox (h2c)");
 row("h2c RPS through the gateway (h2load, nginx behind its HAProxy front, the default; to the HTTP/1.1 server)", fG, fD, "straight to the sandbox (h2c)");
+row("h2c RPS through the gateway (h2load, nginx behind its HAProxy front, the default; to the h2c server, as HTTP/2)", fG2, fD, "straight to the sandbox (h2c)");
 row("HTTPS RPS through the gateway (wrk, HTTP/1.1 over TLS, nginx engine)", hG, hN, "nginx ending TLS, same certificate");
 row("HTTPS RPS through the gateway (h2load, HTTP/2 by ALPN, nginx engine)", h2G, h2N, "nginx ending TLS, same certificate");
 console.log(`| port expose to first 200 over HTTPS | ${f0(expose)} ms | | | under 150 ms | ${expose < 150 ? "met" : "MISSED"} |`);
-' "$h2c_direct" "$h2c_gateway" "$https_nginx" "$https_gateway" "$h2tls_nginx" "$h2tls_gateway" "$expose_ms" "$h2c_front_direct" "$h2c_front"
+' "$h2c_direct" "$h2c_gateway" "$https_nginx" "$https_gateway" "$h2tls_nginx" "$h2tls_gateway" "$expose_ms" "$h2c_front_direct" "$h2c_front" "$h2c_front_h2"

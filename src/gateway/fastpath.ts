@@ -43,8 +43,8 @@ export interface FastPathOptions {
    * tempDir behind it (haproxy-config.ts); it runs as `user` after binding, when given.
    */
   h2cFront?: { bin: string; user?: { name: string; group: string } };
-  /** What the Node gateway learnt of sandbox ports ("id:port"): HTTP/2 or HTTP/1.1 (nginx-config.ts DirectRoute.h2). */
-  h2Modes?: ReadonlyMap<string, 'h1' | 'h2'>;
+  /** What the Node gateway learnt a sandbox port speaks: HTTP/2 or HTTP/1.1 (nginx-config.ts DirectRoute.h2). */
+  h2Mode?: (id: string, port: number) => 'h1' | 'h2' | undefined;
   /** SBX_GATEWAY_SOURCE_LIMIT: connections (HAProxy) and requests in flight (nginx) per client address; 0: none. */
   sourceLimit?: number;
 }
@@ -55,6 +55,9 @@ export interface FastPathOptions {
  * one: 6,000 of them leave about 4,000 for idle upstream connections and HTTP/2's extra streams.
  */
 const FRONT_MAXCONN = 6000;
+
+/** A route's `h2` when the port's protocol is known. */
+const withH2 = (h2: 'h1' | 'h2' | undefined) => (h2 ? { h2 } : {});
 
 /** Resolves false when `port` on `host` is taken (by anyone, on any address that covers it). */
 function canBind(host: string, port: number): Promise<boolean> {
@@ -254,7 +257,7 @@ export class FastPath {
           name: `sbx_${r.id}_${p.port}`,
           address: `${c.ip}:${p.port}`,
           ...(r.maskHost ? { hostHeader: maskHost(r.maskHost, p.port) } : {}),
-          ...(o.h2Modes?.get(`${r.id}:${p.port}`) ? { h2: o.h2Modes.get(`${r.id}:${p.port}`) } : {}),
+          ...withH2(o.h2Mode?.(r.id, p.port)),
         });
       }
     }

@@ -20,12 +20,27 @@ export class H2Upstreams {
   /** Bumped by forget(): a probe begun before it does not record what it learnt. */
   readonly #generation = new Map<string, number>();
 
-  /** Told what a port answered the preface with (HTTP/2 or HTTP/1.1): nginx routes it by that (fastpath.ts). */
-  readonly #learnt?: (id: string, port: number, h2: boolean) => void;
+  /**
+   * What each port answered the preface with, kept until its sandbox changes state (unlike #http1,
+   * which only spares a port the question for a while): nginx routes a port's HTTP/2 by it
+   * (fastpath.ts), and `changed` hears when it grows or changes.
+   */
+  readonly #modes = new Map<string, 'h1' | 'h2'>();
+  readonly #changed?: () => void;
 
-  constructor(connectTo: (record: SandboxRecord, port: number) => Promise<Socket>, learnt?: (id: string, port: number, h2: boolean) => void) {
+  constructor(connectTo: (record: SandboxRecord, port: number) => Promise<Socket>, changed?: () => void) {
     this.#connect = connectTo;
-    this.#learnt = learnt;
+    this.#changed = changed;
+  }
+
+  /** What this port answered the preface with, if it was asked since its sandbox last changed state. */
+  mode(id: string, port: number): 'h1' | 'h2' | undefined {
+    return this.#modes.get(`${id}:${port}`);
+  }
+
+  /** Forgets the ports of sandboxes not in `ids` (removed ones). */
+  keepOnly(ids: ReadonlySet<string>): void {
+    for (const key of [...this.#modes.keys()]) if (!ids.has(key.slice(0, key.indexOf(':')))) this.#modes.delete(key);
   }
 
   /** A ready session to this port, or undefined when the request goes as HTTP/1.1. Rejects when the port cannot be reached. */
@@ -55,6 +70,7 @@ export class H2Upstreams {
   forget(id: string): void {
     this.#generation.set(id, (this.#generation.get(id) ?? 0) + 1);
     for (const key of [...this.#http1.keys()]) if (key.startsWith(`${id}:`)) this.#http1.delete(key);
+    for (const key of [...this.#modes.keys()]) if (key.startsWith(`${id}:`)) this.#modes.delete(key);
     for (const [key, pending] of this.#sessions) {
       if (!key.startsWith(`${id}:`)) continue;
       this.#sessions.delete(key);
@@ -89,7 +105,10 @@ export class H2Upstreams {
     });
     session.on('error', () => {});
     const current = (this.#generation.get(record.id) ?? 0) === generation;
-    if (answer !== 'none' && current) this.#learnt?.(record.id, port, answer === 'h2');
+    if (answer !== 'none' && current && this.#modes.get(key) !== answer) {
+      this.#modes.set(key, answer);
+      this.#changed?.();
+    }
     if (answer !== 'h2') {
       session.destroy();
       if (answer === 'h1' && current) this.#http1.set(key, Date.now() + H2_NO_MS);

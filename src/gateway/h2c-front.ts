@@ -7,6 +7,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
 import { diesWithParent } from '../net/dies-with-parent.ts';
+import { pollUntil } from './poll.ts';
 
 /** The HAProxy binary: $SBX_HAPROXY when set (only that), else Debian's. Undefined when there is none. */
 export function findHaproxy(env: NodeJS.ProcessEnv = process.env): string | undefined {
@@ -87,10 +88,7 @@ export class H2cFront {
       await Promise.race([
         exited,
         (async () => {
-          for (let pause = 5; !(await ready()); pause = Math.min(pause * 1.5, 50)) {
-            if (Date.now() > deadline) throw new RuntimeError(`haproxy did not answer on the gateway port within ${timeoutMs / 1000}s${this.#stderr ? `: ${this.#lastWords()}` : ''}`);
-            await new Promise((r) => setTimeout(r, pause));
-          }
+          if (!(await pollUntil(ready, deadline, 50))) throw new RuntimeError(`haproxy did not answer on the gateway port within ${timeoutMs / 1000}s${this.#stderr ? `: ${this.#lastWords()}` : ''}`);
         })(),
       ]);
     } catch (err) {

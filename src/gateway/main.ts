@@ -19,6 +19,7 @@ import { Targets } from './targets.ts';
 import { createControlServer, type GatewayOps } from './control.ts';
 import { FastPath } from './fastpath.ts';
 import { limitPerSource } from './source-limit.ts';
+import { H2Upstreams } from './h2-upstream.ts';
 import { findNginx, workerRunDir } from './nginx.ts';
 import { findHaproxy, h2cFrontMissing, H2C_NEEDS_HAPROXY } from './h2c-front.ts';
 import { portInUse } from './port-owner.ts';
@@ -180,21 +181,10 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     throw err;
   };
 
-  // Which sandbox ports answered HTTP/2's preface with HTTP/2 or HTTP/1.1 ("id:port"), learnt by
-  // the Node gateway on a port's first HTTP/2 request: nginx then sends that port's HTTP/2
-  // requests itself, as HTTP/2 or HTTP/1.1 (until then, through this process). Forgotten when the
-  // sandbox changes state, as the Node gateway's own knowledge is.
-  const h2Modes = new Map<string, 'h1' | 'h2'>();
-  const h2Learnt = (id: string, port: number, h2: boolean) => {
-    const key = `${id}:${port}`;
-    if (h2Modes.get(key) === (h2 ? 'h2' : 'h1')) return;
-    h2Modes.set(key, h2 ? 'h2' : 'h1');
-    resyncRoutes();
-  };
-  targets.onStateChange((id) => {
-    for (const key of [...h2Modes.keys()]) if (key.startsWith(`${id}:`)) h2Modes.delete(key);
-  });
-  const server = createGatewayServer({ domain: settings.domain, routes, targets, upstreamTimeoutMs, log, tls: settings.tls, routedDirectly: (id, port) => fastPath?.routesDirectly(id, port) ?? false, h2Learnt });
+  // HTTP/2 to the sandboxes. What a port answered HTTP/2's preface with (learnt by this process on
+  // its first HTTP/2 request) lets nginx send that port's HTTP/2 itself, as HTTP/2 or HTTP/1.1.
+  const h2 = new H2Upstreams((record, port) => targets.connect(record, port), () => resyncRoutes());
+  const server = createGatewayServer({ domain: settings.domain, routes, targets, upstreamTimeoutMs, log, tls: settings.tls, routedDirectly: (id, port) => fastPath?.routesDirectly(id, port) ?? false, h2 });
   // What listens on the gateway's port in the Node engine: the HTTP server itself, or a TLS front for it.
   const front = credentials ? createTlsFront(server, credentials) : server;
   // (Only the Node engine listens with `front`: nginx's own limits are in its configuration.)
@@ -224,7 +214,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
         // A removed sandbox's log goes with it (and its followers end), and what was learnt of its ports.
         const kept = new Set(routes.all().map((r) => r.id));
         netlog.book.keepOnly(kept);
-        for (const key of [...h2Modes.keys()]) if (!kept.has(key.slice(0, key.indexOf(':')))) h2Modes.delete(key);
+        h2.keepOnly(kept);
         // The worker judges by the new policies and has cut what they deny before this resolves.
         await workers.update({ invalidate: true, recheck: true });
         await syncRoutes();
@@ -280,7 +270,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
       }
     }
     try {
-      fastPath = await FastPath.start({ nginxBin, runDir: files.run, home, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, containers, ...(credentials ? { tls: { cert: credentials.certPath, key: credentials.keyPath } } : {}), ...(haproxyBin ? { h2cFront: { bin: haproxyBin, ...(group ? { user: { name: user.name, group } } : {}) } } : {}), h2Modes, sourceLimit: settings.sourceLimit }, log);
+      fastPath = await FastPath.start({ nginxBin, runDir: files.run, home, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, containers, ...(credentials ? { tls: { cert: credentials.certPath, key: credentials.keyPath } } : {}), ...(haproxyBin ? { h2cFront: { bin: haproxyBin, ...(group ? { user: { name: user.name, group } } : {}) } } : {}), h2Mode: (id, port) => h2.mode(id, port), sourceLimit: settings.sourceLimit }, log);
     } catch (err) {
       server.close();
       return unguard(err);

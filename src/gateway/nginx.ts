@@ -8,6 +8,7 @@ import { RuntimeError } from '../core/errors.ts';
 import { CONTROL_HOST } from './nginx-config.ts';
 import { askGateway } from './ask.ts';
 import { diesWithParent } from '../net/dies-with-parent.ts';
+import { pollUntil } from './poll.ts';
 
 /** The nginx binary: $SBX_NGINX, else Debian's. Undefined when there is none. */
 export function findNginx(): string | undefined {
@@ -132,13 +133,8 @@ export class NginxFrontend {
   }
 
   async #awaitVersion(version: number, timeoutMs = 10_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    // Often at first, then less: with a thousand routes nginx needs tens of ms to load them, and a
-    // probe every 5 ms meanwhile takes CPU from it.
-    for (let pause = 5; Date.now() < deadline; pause = Math.min(pause * 1.5, 40)) {
-      if ((await this.#probe()) === versionAnswer(version, this.instance)) return;
-      await new Promise((r) => setTimeout(r, pause));
-    }
+    // With a thousand routes nginx needs tens of ms to load them: probed often at first, then less.
+    if (await pollUntil(async () => (await this.#probe()) === versionAnswer(version, this.instance), Date.now() + timeoutMs, 40)) return;
     const last = this.#stderr.trim().split('\n').pop();
     throw new RuntimeError(`nginx did not take configuration ${version} within ${timeoutMs / 1000}s${last ? `: ${last}` : ''}`);
   }

@@ -28,8 +28,8 @@ export interface ProxyOptions {
   upstreamTimeoutMs: number;
   /** Does nginx (the fast path) route this port of this sandbox itself now? */
   routedDirectly?: (id: string, port: number) => boolean;
-  /** A port answered HTTP/2's preface with HTTP/2 (true) or HTTP/1.1 (false). */
-  h2Learnt?: (id: string, port: number, h2: boolean) => void;
+  /** HTTP/2 to the sandboxes, and what their ports speak (shared with the fast path); one of its own when not given. */
+  h2?: H2Upstreams;
   /** Clients reach it over HTTPS (SBX_GATEWAY_TLS): X-Forwarded-Proto, Origin and cookies say so. */
   tls?: boolean;
   log: (line: string) => void;
@@ -428,7 +428,7 @@ export function createGatewayServer(opts: ProxyOptions): Server {
     splice(socket, upstream);
   }
 
-  const h2 = new H2Upstreams((record, port) => opts.targets.connect(record, port), opts.h2Learnt);
+  const h2 = opts.h2 ?? new H2Upstreams((record, port) => opts.targets.connect(record, port));
   opts.targets.onStateChange((id) => h2.forget(id));
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     handle(req, res).catch((err) => sendError(req, res, { status: 500, code: 'gateway_error', message: (err as Error).message }));
