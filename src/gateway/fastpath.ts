@@ -45,7 +45,7 @@ export interface FastPathOptions {
   h2cFront?: { bin: string; user?: { name: string; group: string } };
   /** What the Node gateway learnt a sandbox port speaks: HTTP/2 or HTTP/1.1 (nginx-config.ts DirectRoute.h2). */
   h2Mode?: (id: string, port: number) => 'h1' | 'h2' | undefined;
-  /** SBX_GATEWAY_SOURCE_LIMIT: connections (HAProxy) and requests in flight (nginx) per client address; 0: none. */
+  /** SBX_GATEWAY_SOURCE_LIMIT: requests in flight per client address, in nginx (connections: listener-guard.ts); 0: none. */
   sourceLimit?: number;
 }
 
@@ -160,7 +160,7 @@ export class FastPath {
       // Ready once nginx's own answer (this start's token) comes back through the port.
       const answer = versionAnswer(fp.#version, fp.#nginx.instance);
       try {
-        const config = renderH2cFrontConfig({ listenHost: o.host, listenPort: fp.port, h1Socket: fp.#sockets!.h1Socket, h2cSocket: fp.#sockets!.h2cSocket, maxconn: frontMaxconn(FRONT_MAXCONN), sourceLimit: o.sourceLimit ?? 0, ...(o.h2cFront!.user ? { user: o.h2cFront!.user } : {}) });
+        const config = renderH2cFrontConfig({ listenHost: o.host, listenPort: fp.port, h1Socket: fp.#sockets!.h1Socket, h2cSocket: fp.#sockets!.h2cSocket, maxconn: frontMaxconn(FRONT_MAXCONN), ...(o.h2cFront!.user ? { user: o.h2cFront!.user } : {}) });
         await fp.#front.start(config, async () => (await probeVersion({ host: o.host, port: fp.port })) === answer);
       } catch (err) {
         await fp.#nginx.stop();

@@ -20,22 +20,6 @@ export interface H2cFrontInput {
   user?: { name: string; group: string };
   /** How long a connection may take to send enough to be told apart (ms). */
   inspectMs?: number;
-  /** Connections one client address may hold at once (loopback ones are not counted); 0: no limit. */
-  sourceLimit?: number;
-}
-
-/** Loopback sources: local clients (and the gateway's own probes) are never limited. */
-const LOOPBACK_SOURCES = '127.0.0.0/8 ::1';
-
-/** The per-source connection limit: a table of the connections each address holds, and refusal past it. */
-function sourceLimitRules(limit: number | undefined): string {
-  if (!limit) return '';
-  return `  # At most ${limit} connections at once from one client address (SBX_GATEWAY_SOURCE_LIMIT): one
-  # client cannot take every connection the gateway has. Refused at accept, before any byte is read.
-  stick-table type ipv6 size 100k expire 10m store conn_cur
-  tcp-request connection track-sc0 src unless { src ${LOOPBACK_SOURCES} }
-  tcp-request connection reject if { sc0_conn_cur gt ${limit} }
-`;
 }
 
 /** The bind address, IPv6 in HAProxy's `ipv6@` form. */
@@ -70,7 +54,7 @@ defaults
 frontend sbx_gateway
   bind ${bindAddress(word(c.listenHost, 'address'), c.listenPort)} backlog 4096
   maxconn ${c.maxconn}
-${sourceLimitRules(c.sourceLimit)}  # A connection is passed on once it has sent 24 bytes, or a whole HTTP/1.x request (one shorter
+  # A connection is passed on once it has sent 24 bytes, or a whole HTTP/1.x request (one shorter
   # than the preface must not wait for more) that is not the preface's first part ("PRI * HTTP/2.0"
   # then a blank line parses as one); it waits at most ${inspect} ms.
   tcp-request inspect-delay ${inspect}ms

@@ -18,7 +18,6 @@ import { gatewayFiles, gatewaySettings, type GatewayState } from './settings.ts'
 import { Targets } from './targets.ts';
 import { createControlServer, type GatewayOps } from './control.ts';
 import { FastPath } from './fastpath.ts';
-import { limitPerSource } from './source-limit.ts';
 import { H2Upstreams } from './h2-upstream.ts';
 import { findNginx, workerRunDir } from './nginx.ts';
 import { findHaproxy, h2cFrontMissing, H2C_NEEDS_HAPROXY } from './h2c-front.ts';
@@ -150,7 +149,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     restarted: async (found) => {
       const listeners = logged(found);
       egress.useListeners(listeners);
-      await applyListenerGuard(home, listeners);
+      await applyListenerGuard(home, listeners, sourceLimit());
       await Promise.all(routes.all().map((r) => enforce(r.id, 'redirect')));
       if (state && runningGateway(home)?.pid === process.pid) {
         state.egress = listeners;
@@ -187,8 +186,6 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   const server = createGatewayServer({ domain: settings.domain, routes, targets, upstreamTimeoutMs, log, tls: settings.tls, routedDirectly: (id, port) => fastPath?.routesDirectly(id, port) ?? false, h2 });
   // What listens on the gateway's port in the Node engine: the HTTP server itself, or a TLS front for it.
   const front = credentials ? createTlsFront(server, credentials) : server;
-  // (Only the Node engine listens with `front`: nginx's own limits are in its configuration.)
-  if (!nginxBin) limitPerSource(front, settings.sourceLimit);
   // On the control socket only (see control.ts): web pages cannot reach it.
   const gatewayOps: GatewayOps = {
     health: () => ({ ok: true, pid: process.pid, engine, domain: settings.domain, startedAt, sandboxes: routes.all().length, egressPid: workers.pid }),
@@ -245,6 +242,8 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     });
 
   let port: number;
+  // The gateway port's connections per client address, kept in the kernel (listener-guard.ts).
+  const sourceLimit = () => ({ port, limit: settings.sourceLimit });
   if (nginxBin) {
     // nginx listens on the gateway port; this process behind it, on a unix socket. nginx parses
     // what the URLs' users send: its workers run as sbx-gateway too when the parsers do, and then
@@ -297,7 +296,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   );
   // The listeners bind every host address; only connections the kernel redirected from a
   // sandbox's bridge may reach them. Without that guard the gateway does not start.
-  await applyListenerGuard(home, egressListeners).catch(async (err) => {
+  await applyListenerGuard(home, egressListeners, sourceLimit()).catch(async (err) => {
     await fastPath?.stop();
     server.close();
     return unguard(err);
@@ -330,7 +329,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
         const step = (what: string, p: Promise<unknown>) => p.catch((err: Error) => failed.set(what, err));
         // Nothing to protect, nothing to write (a cleanup that dropped an idle table stays done).
         if (ruled().length) await step('the shared part', egress.restoreSkeleton());
-        await step('the listener guard', applyListenerGuard(home, workers.listeners ?? egressListeners));
+        await step('the listener guard', applyListenerGuard(home, workers.listeners ?? egressListeners, sourceLimit()));
         egress.forgetLearned();
         await step('every sandbox', egress.restoreAll(ruled, { creating: true }).then((errors) => errors.forEach((err, id) => failed.set(id, err))));
         for (const [what, err] of failed) log(`egress: could not restore the rules of ${what}: ${err.message}`);

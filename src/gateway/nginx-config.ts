@@ -73,8 +73,14 @@ const COOKIE_PASSES = 3;
  */
 export const UPSTREAM_KEEPALIVE = 128;
 const WORKER_CONNECTIONS = 16384;
-/** The same for HTTP/2 to a sandbox port (grpc_pass): one connection carries many streams. */
-const H2_UPSTREAM_KEEPALIVE = 16;
+/**
+ * The same for HTTP/2 to a sandbox port (grpc_pass). nginx sends one stream per upstream connection
+ * (it does not multiplex them), so the same number: with 16, h2load's 128 streams at once against
+ * an h2c-only server made nginx close about 112 connections a round, TIME_WAIT used up the local
+ * ports to that ip:port within seconds, and the rate fell from 5,954 to 246 requests/s over three
+ * runs of bench/http2.sh (straight connections to the sandbox failed too).
+ */
+const H2_UPSTREAM_KEEPALIVE = UPSTREAM_KEEPALIVE;
 /** Headers nginx would obey from an upstream (ignored from sandboxes on every path). */
 const ACCEL_HEADERS = 'X-Accel-Redirect X-Accel-Expires X-Accel-Limit-Rate X-Accel-Charset X-Accel-Buffering';
 function cookieMaps(): string {

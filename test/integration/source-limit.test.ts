@@ -1,18 +1,20 @@
 // The per-source limit (SBX_GATEWAY_SOURCE_LIMIT) on a gateway that listens beyond loopback: one
 // client address cannot hold every connection the gateway can take. Attacked from a client in a
 // network namespace of the test's own (the fake internet's, 198.19.255.2) against the gateway on
-// the host's address on that link, on each engine: HAProxy's front (connections), nginx alone
-// (requests in flight, HTTP/1.1 and HTTP/2 streams) and the Node engine (connections). Controls:
-// the held connections stay held, another address is served meanwhile, and loopback clients are
-// not counted.
+// the host's address on that link, on each engine: connections are counted in the kernel (the
+// listener guard resets the SYN past the limit) whatever serves the port (HAProxy + nginx, nginx
+// alone, the Node engine), and nginx counts requests in flight (HTTP/2 streams). Controls: the
+// held connections stay held, another address of the namespace (198.18.0.1) is served meanwhile,
+// the address is served again once it lets go, and local clients are not counted.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { curl, eventually, oneErrorLine, ROOT, run, World } from '../helpers.ts';
+import { eventually, oneErrorLine, ROOT, run, World } from '../helpers.ts';
 import { FAKE_HOST_LINK_IP, startFakeInternet, type FakeInternet } from '../fake-internet.ts';
 
 const LIMIT = 4;
+const OTHER_SOURCE = '198.18.0.1';
 const HOST = 'web';
 const world = new World({ SBX_GATEWAY_HOST: FAKE_HOST_LINK_IP, SBX_GATEWAY_SOURCE_LIMIT: String(LIMIT) });
 let fi: FakeInternet;
@@ -23,16 +25,23 @@ before(async () => {
   await world.json(['create', '--name', HOST, '-p', '8000', '--', 'python3', '-c', 'import time; time.sleep(1e9)']);
   await world.put(HOST, 'echo_server.py', '/tmp/echo_server.py');
   assert.equal((await world.sbx(['exec', '-d', HOST, '--', 'python3', '/tmp/echo_server.py', '8000'])).code, 0);
-  await eventually(async () => (await fromHost()).status === 200, 'the echo server');
+  await eventually(async () => (await fromOther()) === 200, 'the echo server');
 });
 after(async () => {
   await world.cleanup();
   await fi?.stop();
 });
 
-/** A request from the host itself (its address on the link: another source than the namespace's). */
-function fromHost(path = '/', host = FAKE_HOST_LINK_IP) {
-  return curl(['--max-time', '5', '--connect-to', `::${host}:${world.gatewayPort()}`, `http://${name()}${path}`]);
+/** The status a request from the namespace gets (`from`: another of its addresses, another client). */
+async function statusFromNs(from?: string): Promise<number> {
+  const r = await run('ip', ['netns', 'exec', fi.ns, 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5', ...(from ? ['--interface', from] : []), '--connect-to', `::${FAKE_HOST_LINK_IP}:${world.gatewayPort()}`, `http://${name()}/`]);
+  return Number(r.stdout);
+}
+const fromOther = () => statusFromNs(OTHER_SOURCE);
+
+/** The namespace's own address is served again (the held connections closed). */
+async function servedAgain(): Promise<void> {
+  await eventually(async () => (await statusFromNs()) === 200, 'the namespace served again', 10_000);
 }
 
 /**
@@ -69,19 +78,22 @@ async function restart(env: Record<string, string>): Promise<void> {
 }
 
 describe('one client address cannot hold every connection of a gateway that listens beyond loopback', () => {
-  it(`HAProxy's front: the ${LIMIT + 1}th connection from one address is closed at accept; the ${LIMIT} held stay held, another address is served meanwhile, and the first is served again once it lets go`, async () => {
-    const status = await world.json(['gateway', 'status']);
-    assert.equal(status.h2c, true, 'HAProxy owns the port');
+  /** The attack on the engine now serving the port: LIMIT held, the next connection reset at its SYN; the controls. */
+  async function connectionsLimited(): Promise<void> {
     const h = await hold(LIMIT);
     try {
       assert.deepEqual(h.held, Array(LIMIT).fill('held'));
-      assert.match(h.extra, /^(closed|reset)$/, `the extra connection got ${h.extra}`);
-      const other = await fromHost();
-      assert.equal(other.status, 200, 'control: another address is served');
+      assert.equal(h.extra, 'refused', `the extra connection got ${h.extra}`);
+      assert.equal(await fromOther(), 200, 'control: another address is served meanwhile');
     } finally {
       await h.release();
     }
-    await eventually(async () => (await run('ip', ['netns', 'exec', fi.ns, 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5', '--connect-to', `::${FAKE_HOST_LINK_IP}:${world.gatewayPort()}`, `http://${name()}/`])).stdout === '200', 'the namespace served again');
+    await servedAgain();
+  }
+
+  it(`HAProxy + nginx (the default): the ${LIMIT + 1}th connection from one address is reset at its SYN; the ${LIMIT} held stay held, another address is served meanwhile, and the first is served again once it lets go`, async () => {
+    assert.equal((await world.json(['gateway', 'status'])).h2c, true, 'HAProxy owns the port');
+    await connectionsLimited();
   });
 
   it(`nginx: HTTP/2 streams from one address count as requests in flight: the ${LIMIT + 1}th at once on one connection gets 429 at once; another address is served meanwhile`, async () => {
@@ -89,40 +101,37 @@ describe('one client address cannot hold every connection of a gateway that list
     const script = join(ROOT, 'test', 'fixtures', 'h2_streams.mjs');
     const streams = run('ip', ['netns', 'exec', fi.ns, process.execPath, script, FAKE_HOST_LINK_IP, String(world.gatewayPort()), name(), String(LIMIT + 1), '/slow', '2500']);
     await new Promise((r) => setTimeout(r, 1000));
-    assert.equal((await fromHost()).status, 200, 'control: another address is served');
+    assert.equal(await fromOther(), 200, 'control: another address is served');
     const done = await streams;
     const { statuses } = JSON.parse(done.stdout) as { statuses: Array<number | null> };
     assert.deepEqual([...statuses].sort(), [429, null, null, null, null], `four held, the fifth refused (${done.stdout}${done.stderr})`);
   });
 
-  it(`nginx alone (SBX_GATEWAY_H2C=0): the ${LIMIT + 1}th request in flight from one address gets 429, the ${LIMIT} held stay held; another address is served meanwhile`, async () => {
+  it(`nginx alone (SBX_GATEWAY_H2C=0): the same (connections limited in the kernel, whatever holds the port)`, async () => {
     await restart({ SBX_GATEWAY_H2C: '0' });
     assert.equal((await world.json(['gateway', 'status'])).h2c, false);
-    const h = await hold(LIMIT);
-    try {
-      assert.deepEqual(h.held, Array(LIMIT).fill('held'));
-      assert.match(h.extra, /^HTTP\/1\.1 429 /);
-      assert.equal((await fromHost()).status, 200, 'control: another address is served');
-    } finally {
-      await h.release();
-    }
+    await connectionsLimited();
   });
 
-  it(`the Node engine: the ${LIMIT + 1}th connection from one address is closed at accept; the ${LIMIT} held stay held; another address is served meanwhile`, async () => {
+  it(`the Node engine: the same`, async () => {
     await restart({ SBX_GATEWAY_ENGINE: 'node' });
     assert.equal((await world.json(['gateway', 'status'], { env: { SBX_GATEWAY_ENGINE: 'node' } })).engine, 'node');
-    const h = await hold(LIMIT);
+    await connectionsLimited();
+  });
+
+  it('0: no limit (control for the attacks: the same client holds more and is served)', async () => {
+    await restart({ SBX_GATEWAY_SOURCE_LIMIT: '0' });
+    const h = await hold(LIMIT * 2);
     try {
-      assert.deepEqual(h.held, Array(LIMIT).fill('held'));
-      assert.match(h.extra, /^(closed|reset)$/, `the extra connection got ${h.extra}`);
-      assert.equal((await fromHost()).status, 200, 'control: another address is served');
+      assert.deepEqual(h.held, Array(LIMIT * 2).fill('held'));
+      assert.match(h.extra, /^HTTP\/1\.1 200 /);
     } finally {
       await h.release();
     }
   });
 
   for (const [label, env] of [['HAProxy + nginx', {}], ['the Node engine', { SBX_GATEWAY_ENGINE: 'node' }]] as const) {
-    it(`control, ${label}: loopback clients are not counted (${LIMIT * 2} held and one more served, on 127.0.0.1)`, async () => {
+    it(`control, ${label}: local clients are not counted (${LIMIT * 2} held and one more served, on 127.0.0.1)`, async () => {
       await restart({ ...env, SBX_GATEWAY_HOST: '127.0.0.1' });
       const h = await hold(LIMIT * 2, 'host', '127.0.0.1');
       try {
