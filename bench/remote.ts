@@ -28,7 +28,7 @@ function time(fn: () => void): number {
 }
 
 try {
-  await loadImages(engine, ['sbx/base:bookworm', 'sbx/agent-root:bookworm']);
+  await loadImages(engine, ['sbx/base:bookworm', 'sbx/agent-root:bookworm-2']);
   sbx(['ls']); // starts the agent (building its image on that engine)
   const raw = time(() => {
     docker(['network', 'create', '-o', 'com.docker.network.bridge.name=sbx-bench-raw', '-o', 'com.docker.network.bridge.enable_icc=false', 'sbx-bench-raw']);

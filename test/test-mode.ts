@@ -43,7 +43,7 @@ async function makeWorld(env: Record<string, string>): Promise<World> {
   }
   const engine: RemoteEngine = await startRemoteEngine();
   undo.push(() => engine.close());
-  await loadImages(engine, ['sbx/base:bookworm', 'sbx/agent-root:bookworm']);
+  await loadImages(engine, ['sbx/base:bookworm', 'sbx/agent-root:bookworm-2']);
   return new AgentWorld(env, { dockerHost: engine.dockerHost });
 }
 

@@ -22,7 +22,7 @@ import type { ExecTarget, GatewayRoute, SbxBackend } from './backend.ts';
 import type { CreateSandboxOptions, RemoveResult } from './local-sbx.ts';
 
 /** Settings the agent's daemon reads at start: an agent started with others is replaced. */
-const PASSED_ENV = ['SBX_GATEWAY_HOST', 'SBX_GATEWAY_PORT', 'SBX_DOMAIN', 'SBX_DNS_UPSTREAM', 'SBX_GATEWAY_ENGINE', 'SBX_START_TIMEOUT_MS', 'SBX_UPSTREAM_TIMEOUT_MS', 'SBX_SUBNET_POOL', 'SBX_GATEWAY_SOURCE_LIMIT'];
+const PASSED_ENV = ['SBX_GATEWAY_HOST', 'SBX_GATEWAY_PORT', 'SBX_DOMAIN', 'SBX_DNS_UPSTREAM', 'SBX_GATEWAY_ENGINE', 'SBX_START_TIMEOUT_MS', 'SBX_UPSTREAM_TIMEOUT_MS', 'SBX_SUBNET_POOL', 'SBX_GATEWAY_SOURCE_LIMIT', 'SBX_GATEWAY_H2C'];
 
 /** How long a client waits for an agent to answer after starting it. */
 const START_TIMEOUT_MS = Number(process.env.SBX_AGENT_START_TIMEOUT_MS) || 60_000;

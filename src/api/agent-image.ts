@@ -14,15 +14,19 @@ import { bootstrapImage } from './image.ts';
 import { agentBundle, AGENT_FILES, type AgentBundle } from './agent-build.ts';
 export { agentBuildId, AGENT_FILES } from './agent-build.ts';
 
-export const AGENT_ROOT_IMAGE = 'sbx/agent-root:bookworm';
+/**
+ * Its tag names what is in it: a new one whenever AGENT_PACKAGES change, so that setup (which
+ * builds only missing images) and `sbx image build` make it again. 2: HAProxy (the h2c front).
+ */
+export const AGENT_ROOT_IMAGE = 'sbx/agent-root:bookworm-2';
 
 /**
  * What the daemon runs besides Node: nft (egress rules), conntrack (inspecting tracked
- * connections), nginx (the gateway's fast path), nsenter (relays into sandboxes' namespaces) and
+ * connections), nginx (the gateway's fast path), HAProxy (its h2c front), nsenter (relays into sandboxes' namespaces) and
  * setpriv (nginx's parent-death signal) from util-linux, ip/ss (iproute2), ps/pgrep (procps); and
  * libstdc++6, which the copied Node binary links against.
  */
-export const AGENT_PACKAGES = ['nftables', 'conntrack', 'nginx-light', 'util-linux', 'iproute2', 'procps', 'ca-certificates', 'libstdc++6'];
+export const AGENT_PACKAGES = ['nftables', 'conntrack', 'nginx-light', 'haproxy', 'util-linux', 'iproute2', 'procps', 'ca-certificates', 'libstdc++6'];
 
 /** The bundles the agent runs, copied from dist/ into /opt/sbx. */
 

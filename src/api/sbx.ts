@@ -78,13 +78,11 @@ export class Sbx {
       if (this.mode === 'agent') {
         // The agent's gateway serves plain HTTP: an HTTPS setting is refused, not silently dropped.
         const { tlsSetting, h2cSetting, sourceLimitSetting } = await import('../gateway/settings.ts');
-        sourceLimitSetting(process.env.SBX_GATEWAY_SOURCE_LIMIT); // a bad value: refused here, not in the agent
+        // Bad values are refused here, not in the agent.
+        sourceLimitSetting(process.env.SBX_GATEWAY_SOURCE_LIMIT);
+        h2cSetting(process.env.SBX_GATEWAY_H2C);
         if (tlsSetting(process.env.SBX_GATEWAY_TLS)) {
           throw new UsageError('SBX_GATEWAY_TLS=1 is not served behind the agent yet (a user in the docker group, or a remote engine): run sbx as root on the engine\'s host, or unset SBX_GATEWAY_TLS');
-        }
-        // Its image has no HAProxy: h2c there is the Node engine's.
-        if (h2cSetting(process.env.SBX_GATEWAY_H2C) === true && process.env.SBX_GATEWAY_ENGINE !== 'node') {
-          throw new UsageError('SBX_GATEWAY_H2C=1 is not served behind the agent yet (its image has no HAProxy): use SBX_GATEWAY_ENGINE=node for h2c there, or unset SBX_GATEWAY_H2C');
         }
         const { AgentBackend } = await import('./agent-backend.ts');
         return new AgentBackend(this.home);

@@ -242,8 +242,9 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     });
 
   let port: number;
-  // The gateway port's connections per client address, kept in the kernel (listener-guard.ts).
-  const sourceLimit = () => ({ port, limit: settings.sourceLimit });
+  // The gateway port's connections per client address, kept in the kernel (listener-guard.ts),
+  // once the port is known (the egress worker may restart while the gateway still starts).
+  const sourceLimit = () => (port ? { host: settings.host, port, limit: settings.sourceLimit } : undefined);
   if (nginxBin) {
     // nginx listens on the gateway port; this process behind it, on a unix socket. nginx parses
     // what the URLs' users send: its workers run as sbx-gateway too when the parsers do, and then

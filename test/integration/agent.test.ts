@@ -203,6 +203,9 @@ describe('root with SBX_AGENT=1: the CLI needs only the Docker API', () => {
     const url = web.ports[0].url;
     await eventually(async () => (await curl([url])).status === 200, 'the server behind the URL');
     assert.match((await curl([url])).body, /Directory listing/);
+    // h2c on the same URL: the agent's gateway has HAProxy's front before its nginx too.
+    const h2 = await run('curl', ['-sS', '--http2-prior-knowledge', '-o', '/dev/null', '-w', '%{http_version} %{http_code}', url]);
+    assert.equal(h2.stdout, '2 200', h2.stderr);
     await w.sbx(['exec', '-d', 'web', '--', 'python3', '-m', 'http.server', '9000']);
     [priv] = await w.json<any[]>(['port', 'expose', 'web', '9000', '--private']);
     assert.equal(priv.public, false);
@@ -363,9 +366,11 @@ describe('root with SBX_AGENT=1: the CLI needs only the Docker API', () => {
     assert.equal((await inspect(w.names.container)).State.Running, true);
   });
 
-  it('h2c: the agent\'s gateway (nginx, no HAProxy in its image) says h2c false; SBX_GATEWAY_H2C=1, SBX_GATEWAY_TLS=1 and a bad SBX_GATEWAY_SOURCE_LIMIT exit 2 in one line, before any agent work', async () => {
-    assert.equal((await w.json(['gateway', 'status'])).h2c, false);
-    for (const [env, what] of [[{ SBX_GATEWAY_H2C: '1' }, /^error: SBX_GATEWAY_H2C=1 is not served behind the agent yet \(its image has no HAProxy\): use SBX_GATEWAY_ENGINE=node/], [{ SBX_GATEWAY_TLS: '1' }, /^error: SBX_GATEWAY_TLS=1 is not served behind the agent yet/], [{ SBX_GATEWAY_SOURCE_LIMIT: 'lots' }, /^error: invalid SBX_GATEWAY_SOURCE_LIMIT "lots": use 0 \(no limit\) to 100000/]] as const) {
+  it('h2c: the agent\'s gateway (nginx behind HAProxy, as on a host) says h2c true, and false with SBX_GATEWAY_H2C=0 (a setting of the agent: it is replaced); SBX_GATEWAY_TLS=1 and a bad SBX_GATEWAY_SOURCE_LIMIT exit 2 in one line, before any agent work', async () => {
+    assert.equal((await w.json(['gateway', 'status'])).h2c, true);
+    assert.equal((await w.json(['gateway', 'status'], { env: { SBX_GATEWAY_H2C: '0' } })).h2c, false);
+    assert.equal((await w.json(['gateway', 'status'])).h2c, true);
+    for (const [env, what] of [[{ SBX_GATEWAY_TLS: '1' }, /^error: SBX_GATEWAY_TLS=1 is not served behind the agent yet/], [{ SBX_GATEWAY_SOURCE_LIMIT: 'lots' }, /^error: invalid SBX_GATEWAY_SOURCE_LIMIT "lots": use 0 \(no limit\) to 100000/]] as const) {
       const r = await w.sbx(['ls'], { env });
       assert.equal(r.code, 2, r.stderr);
       assert.match(oneErrorLine(r), what);

@@ -150,8 +150,8 @@ describe('fail closed: a fresh engine without the agent images', () => {
     const r = await world.sbx(['create', '--block-network', '--name', 'nope']);
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const line = oneErrorLine(r);
-    assert.match(line, /has no agent base image sbx\/agent-root:bookworm: run `sbx image build` on the engine's host/);
-    assert.ok(line.includes(`docker save sbx/agent-root:bookworm | docker -H ${engine.dockerHost} load`), line);
+    assert.match(line, /has no agent base image sbx\/agent-root:bookworm-2: run `sbx image build` on the engine's host/);
+    assert.ok(line.includes(`docker save sbx/agent-root:bookworm-2 | docker -H ${engine.dockerHost} load`), line);
     assert.equal(r.stdout, '');
     assert.deepEqual(await sandboxObjects(), { containers: [], networks: [] });
     assert.deepEqual(lines((await onEngine('ps', '-aq')).stdout), [], 'no agent container either');
@@ -161,8 +161,8 @@ describe('fail closed: a fresh engine without the agent images', () => {
 
   it('control: with the root image loaded, the same create works (the agent image is built on the engine)', async (t) => {
     const loading = performance.now();
-    await loadImages(engine, ['sbx/agent-root:bookworm']);
-    t.diagnostic(`loadImages sbx/agent-root:bookworm: ${Math.round(performance.now() - loading)} ms`);
+    await loadImages(engine, ['sbx/agent-root:bookworm-2']);
+    t.diagnostic(`loadImages sbx/agent-root:bookworm-2: ${Math.round(performance.now() - loading)} ms`);
     const began = performance.now();
     const box = await world.json(['create', '--name', 'locked', '--block-network']);
     t.diagnostic(`first create (agent image built and started on the engine): ${Math.round(performance.now() - began)} ms`);

@@ -67,7 +67,7 @@ describe('DOCKER_HOST=ssh://', { skip: missing ? `cannot run an sshd: ${missing}
   before(async () => {
     fi = await startFakeInternet();
     engine = await startRemoteEngine();
-    await loadImages(engine, ['sbx/base:bookworm', 'sbx/agent-root:bookworm']);
+    await loadImages(engine, ['sbx/base:bookworm', 'sbx/agent-root:bookworm-2']);
     ssh = await startSshServer(engine);
     // The client's ssh, for sbx and the docker CLI alike: the run's key and known_hosts only.
     process.env.PATH = `${ssh.binDir}:${pathBefore}`;

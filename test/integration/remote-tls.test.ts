@@ -49,7 +49,7 @@ function worldOn(engine: RemoteEngine, env: Record<string, string> = {}): AgentW
 before(async () => {
   fi = await startFakeInternet();
   [tls, plain] = await Promise.all([startRemoteEngine({ tcp: { tls: true } }), startRemoteEngine({ tcp: { tls: false } })]);
-  await Promise.all([tls, plain].map((e) => loadImages(e, ['sbx/base:bookworm', 'sbx/agent-root:bookworm'])));
+  await Promise.all([tls, plain].map((e) => loadImages(e, ['sbx/base:bookworm', 'sbx/agent-root:bookworm-2'])));
   world = worldOn(tls, { DOCKER_TLS_VERIFY: '1', DOCKER_CERT_PATH: tls.certPath! });
   plainWorld = worldOn(plain);
 });

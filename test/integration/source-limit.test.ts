@@ -9,7 +9,9 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { guardScript } from '../../src/net/listener-guard.ts';
 import { eventually, oneErrorLine, ROOT, run, World } from '../helpers.ts';
 import { FAKE_HOST_LINK_IP, startFakeInternet, type FakeInternet } from '../fake-internet.ts';
 
@@ -142,6 +144,34 @@ describe('one client address cannot hold every connection of a gateway that list
       }
     });
   }
+
+  it('the kernel\'s table of clients full (a flood of spoofed SYNs): a client not in it is refused, not let through uncounted; the ones in it keep their counts', async () => {
+    // The guard's own rules, with a table of 2 clients and a limit of 1, before a listener of this
+    // test on the link address; clients from three addresses of the namespace.
+    const table = 'sbxgw_fulltest';
+    const server = createServer((socket) => socket.on('error', () => {}));
+    await new Promise<void>((r) => server.listen(0, FAKE_HOST_LINK_IP, r));
+    const port = (server.address() as { port: number }).port;
+    const apply = await run('nft', ['-f', '-'], { input: guardScript(table, { dns: 1, http: 2, tls: 3 }, { host: FAKE_HOST_LINK_IP, port, limit: 1, size: 2 }) });
+    assert.equal(apply.code, 0, apply.stderr);
+    try {
+      // Each line: connect from SRC, print ok or refused, and hold every connection until the end.
+      const py = `import socket, sys, time
+held = []
+for src in sys.argv[1:]:
+    s = socket.socket(); s.bind((src, 0)); s.settimeout(3)
+    try:
+        s.connect(("${FAKE_HOST_LINK_IP}", ${port})); held.append(s); print("ok", flush=True)
+    except OSError as e:
+        print("refused" if isinstance(e, ConnectionRefusedError) else f"error {e}", flush=True)
+`;
+      const r = await run('ip', ['netns', 'exec', fi.ns, 'python3', '-c', py, '198.18.0.1', '198.18.0.1', '198.18.0.2', '198.18.0.3']);
+      assert.deepEqual(r.stdout.trim().split('\n'), ['ok', 'refused', 'ok', 'refused'], r.stderr);
+    } finally {
+      await run('nft', ['delete', 'table', 'inet', table]);
+      server.close();
+    }
+  });
 
   it('a bad SBX_GATEWAY_SOURCE_LIMIT is a usage error (exit 2) naming what is accepted, and no gateway starts', async () => {
     assert.equal((await world.sbx(['gateway', 'stop'])).code, 0);

@@ -274,14 +274,24 @@ describe('the nginx fast path configuration', () => {
   });
   it('the per-source limit (SBX_GATEWAY_SOURCE_LIMIT): connections in the kernel (the listener guard: a reset past the limit, local clients not counted), requests in flight in nginx (loopback not counted); slow headers and streams bounded; nft -c and nginx -t accept them', { skip: !existsSync('/usr/sbin/nginx') && 'no nginx' }, () => {
     const listeners = { dns: 53, http: 80, tls: 443 };
-    const guard = guardScript('sbxgw_test', listeners, { port: 7070, limit: 40 });
+    const guard = guardScript('sbxgw_test', listeners, { host: '0.0.0.0', port: 7070, limit: 40 });
     assert.match(guard, /add rule inet sbxgw_test input tcp dport 7070 iif != lo ct state new add @sources4 \{ ip saddr ct count over 40 \} reject with tcp reset/);
-    assert.match(guard, /add rule inet sbxgw_test input tcp dport 7070 iif != lo ct state new add @sources6 \{ ip6 saddr ct count over 40 \} reject with tcp reset/);
-    assert.doesNotMatch(guardScript('sbxgw_test', listeners, { port: 7070, limit: 0 }), /ct count/, '0: no limit');
+    assert.match(guard, /add rule inet sbxgw_test input tcp dport 7070 iif != lo ct state new ip saddr != @sources4 reject with tcp reset/, 'a full table refuses clients not in it');
+    assert.match(guard, /add rule inet sbxgw_test input tcp dport 7070 iif != lo ct state new add @sources6 \{ ip6 saddr and ffff:ffff:ffff:ffff:: ct count over 40 \} reject with tcp reset/, 'IPv6 clients by /64');
+    assert.match(guard, /ip6 saddr and ffff:ffff:ffff:ffff:: != @sources6 reject with tcp reset/);
+    const one = guardScript('sbxgw_test', listeners, { host: '10.1.2.3', port: 7070, limit: 40 });
+    assert.match(one, /tcp dport 7070 ip daddr 10\.1\.2\.3 iif != lo ct state new add @sources4/, 'only the gateway\'s own address');
+    assert.doesNotMatch(one, /sources6/);
+    assert.match(guardScript('sbxgw_test', listeners, { host: 'fd00::1', port: 7070, limit: 40 }), /tcp dport 7070 ip6 daddr fd00::1 iif != lo ct state new add @sources6/);
+    for (const quiet of [{ host: '127.0.0.1', limit: 40 }, { host: '::1', limit: 40 }, { host: '0.0.0.0', limit: 0 }]) {
+      assert.doesNotMatch(guardScript('sbxgw_test', listeners, { port: 7070, ...quiet }), /ct count/, `${quiet.host} ${quiet.limit}: no rule`);
+    }
     assert.doesNotMatch(guardScript('sbxgw_test', listeners), /ct count/);
     if (process.getuid?.() === 0) {
-      const r = spawnSync('nft', ['-c', '-f', '-'], { input: guard, encoding: 'utf8' });
-      assert.equal(r.status, 0, r.stderr);
+      for (const script of [guard, one]) {
+        const r = spawnSync('nft', ['-c', '-f', '-'], { input: script, encoding: 'utf8' });
+        assert.equal(r.status, 0, r.stderr);
+      }
     }
     const dir = mkdtempSync(join(tmpdir(), 'sbx-limit-'));
     try {
