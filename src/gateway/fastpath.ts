@@ -196,6 +196,12 @@ export class FastPath {
     await this.#nginx.stop();
   }
 
+  /** nginx reads its certificate files again: resolves once workers that serve the new one answer. */
+  reloadCertificate(): Promise<void> {
+    this.#unsure = true;
+    return this.sync();
+  }
+
   /** Does nginx route this port of this sandbox straight to it (as of the last sync)? */
   routesDirectly(id: string, port: number): boolean {
     return this.#lastRoutes.has(`sbx_${id}_${port}`);

@@ -19,6 +19,7 @@ import { Targets } from './targets.ts';
 import { createControlServer, type GatewayOps } from './control.ts';
 import { FastPath } from './fastpath.ts';
 import { H2Upstreams } from './h2-upstream.ts';
+import { refreshCertificate } from './cert-refresh.ts';
 import { findNginx, workerRunDir } from './nginx.ts';
 import { findHaproxy, h2cFrontMissing, H2C_NEEDS_HAPROXY } from './h2c-front.ts';
 import { portInUse } from './port-owner.ts';
@@ -372,6 +373,19 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   // pool is refilled in the background.
   const reconciled = sbx.reconcileStale((line) => log(`reconcile: ${line}`));
   const stopRefill = startPoolRefill(sbx, reconciled, log);
+  // HTTPS: a certificate renewed (sbx's own, near its end) or replaced on disk (SBX_TLS_CERT) is
+  // served without a restart, by nginx or by the Node engine's TLS front.
+  const stopCertRefresh = credentials && ca
+    ? refreshCertificate({
+        served: credentials,
+        load: () => ca.serverCertificate(home, settings.domain),
+        apply: async (next) => {
+          if (fastPath) await fastPath.reloadCertificate();
+          else (front as TlsServer).setSecureContext({ cert: next.cert, key: next.key, minVersion: 'TLSv1.2' });
+        },
+        log,
+      })
+    : () => {};
   state = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, ...(settings.tls ? { tls: true } : {}), h2c: !settings.tls && (fastPath ? fastPath.h2c : true), ...(credentials?.source === 'sbx-ca' ? { tlsCa: credentials.caPath } : {}), ...(credentials ? { tlsCert: credentials.certPath } : {}), control, dockerHost: process.env.DOCKER_HOST ?? '', egress: workers.listeners ? logged(workers.listeners) : egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}`, egressUser: user.name, networkLog: netlog.describe(), protocol: PROTOCOL_VERSION, version: VERSION };
   mkdirSync(home, { recursive: true });
   writeAtomic(files.state, JSON.stringify(state, null, 2) + '\n');
@@ -431,6 +445,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
       netlog.book.endAll(); // followers' connections would keep the control server open
       clearInterval(reaper);
       stopRefill();
+      stopCertRefresh();
       routes.close();
       stopEvents();
       tableWatch.stop(); // before the guard goes: that deletion is this gateway's own

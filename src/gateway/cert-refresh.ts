@@ -1,0 +1,48 @@
+// HTTPS for longer than a certificate lives, and certificates renewed by other tools (certbot
+// replacing SBX_TLS_CERT's files): every `intervalMs` the gateway loads the certificate it should
+// serve now (ca.ts serverCertificate: the user's files as they are on disk, or sbx's own, made
+// again within 30 days of its end) and, when it is not the one served, has nginx and the Node TLS
+// front take it. A pair that does not fit (files half replaced) is logged once and the served
+// one kept: a broken file never takes HTTPS down.
+
+export interface CertificatePair {
+  cert: string;
+  key: string;
+}
+
+/** How often the gateway looks (SBX_TLS_CHECK_MS, for tests; a minute by default). */
+export const CERT_CHECK_MS = Number(process.env.SBX_TLS_CHECK_MS) || 60_000;
+
+export function refreshCertificate(o: {
+  served: CertificatePair;
+  load: () => Promise<CertificatePair>;
+  apply: (next: CertificatePair) => Promise<void>;
+  log: (line: string) => void;
+  intervalMs?: number;
+}): () => void {
+  let served = o.served;
+  let busy = false;
+  let lastProblem = '';
+  const timer = setInterval(() => {
+    if (busy) return;
+    busy = true;
+    void (async () => {
+      try {
+        const next = await o.load();
+        if (next.cert === served.cert && next.key === served.key) return;
+        await o.apply(next);
+        served = next;
+        lastProblem = '';
+        o.log('tls: serving a new certificate (renewed, or its files replaced)');
+      } catch (err) {
+        const problem = (err as Error).message;
+        if (problem !== lastProblem) o.log(`tls: keeping the certificate served: ${problem}`);
+        lastProblem = problem;
+      } finally {
+        busy = false;
+      }
+    })();
+  }, o.intervalMs ?? CERT_CHECK_MS);
+  timer.unref();
+  return () => clearInterval(timer);
+}

@@ -1,0 +1,107 @@
+// HTTPS certificates renewed while the gateway runs, on both engines (nginx, and the Node
+// engine's TLS front): a certificate of the user's own replaced on disk (as certbot does) is
+// served within seconds, without a restart; a half-replaced pair (a certificate without its key)
+// is not taken (the served one stays, and a real client keeps working); sbx's own certificate near
+// its end is made again and served. SBX_TLS_CHECK_MS makes the gateway look every 300 ms.
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect } from 'node:tls';
+import { eventually, run, sleep, World } from '../helpers.ts';
+import { userCertificate } from '../user-cert.ts';
+
+const scratch = mkdtempSync(join(tmpdir(), 'sbx-cert-refresh-'));
+after(() => rmSync(scratch, { recursive: true, force: true }));
+const DAY = 86_400_000;
+
+/** The SHA-256 fingerprint of the certificate the gateway presents. */
+function served(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port, servername: 'x.sbx.localhost', rejectUnauthorized: false }, () => {
+      resolve(s.getPeerCertificate().fingerprint256);
+      s.end();
+    });
+    s.on('error', reject);
+  });
+}
+const fingerprint = (path: string) => run('openssl', ['x509', '-noout', '-fingerprint', '-sha256', '-in', path]).then((r) => r.stdout.trim().split('=')[1]!);
+
+/** curl with this CA: the HTTP status (0: TLS refused). */
+async function curlStatus(port: number, ca: string): Promise<number> {
+  const r = await run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5', '--cacert', ca, '--resolve', `x.sbx.localhost:${port}:127.0.0.1`, `https://x.sbx.localhost:${port}/`]);
+  return Number(r.stdout);
+}
+
+for (const engine of ['nginx', 'node'] as const) {
+  describe(`certificates renewed while the gateway runs (${engine} engine)`, () => {
+    const engineEnv: Record<string, string> = engine === 'node' ? { SBX_GATEWAY_ENGINE: 'node' } : {};
+    const live = mkdtempSync(join(scratch, 'live-'));
+    const a = userCertificate(scratch, new Date(Date.now() - DAY), new Date(Date.now() + 60 * DAY));
+    const b = userCertificate(scratch, new Date(Date.now() - DAY), new Date(Date.now() + 60 * DAY));
+    const certPath = join(live, 'cert.pem');
+    const keyPath = join(live, 'key.pem');
+    copyFileSync(a.cert, certPath);
+    copyFileSync(a.key, keyPath);
+    const user = new World({ ...engineEnv, SBX_GATEWAY_TLS: '1', SBX_TLS_CERT: certPath, SBX_TLS_KEY: keyPath, SBX_TLS_CHECK_MS: '300' });
+    after(() => user.cleanup());
+    let port = 0;
+
+    it('SBX_TLS_CERT replaced on disk: the new certificate is served within seconds, without a restart; clients that trust only the new CA get through, the old CA\'s are refused', async () => {
+      const started = await user.json(['gateway', 'start']);
+      port = user.gatewayPort();
+      assert.equal(await served(port), await fingerprint(a.cert));
+      assert.notEqual(await curlStatus(port, a.caPath), 0, 'control: the first CA is trusted');
+      copyFileSync(b.key, keyPath);
+      copyFileSync(b.cert, certPath);
+      await eventually(async () => (await served(port)) === (await fingerprint(b.cert)), 'the new certificate served', 10_000);
+      assert.notEqual(await curlStatus(port, b.caPath), 0);
+      assert.equal(await curlStatus(port, a.caPath), 0, 'the old CA no longer verifies it');
+      assert.equal(user.gatewayPort(), port);
+      assert.equal((await user.json(['gateway', 'status'])).pid, started.pid, 'the same gateway process');
+      assert.match(await user.gatewayLog(), /tls: serving a new certificate/);
+    });
+
+    it('attack on the swap: a certificate whose key is not there yet (half replaced) is not taken: the served one stays and clients keep working; once the key follows, it is served', async () => {
+      const c = userCertificate(scratch, new Date(Date.now() - DAY), new Date(Date.now() + 60 * DAY));
+      copyFileSync(c.cert, certPath); // the key is still b's
+      await sleep(1500);
+      assert.equal(await served(port), await fingerprint(b.cert), 'b is still served');
+      assert.notEqual(await curlStatus(port, b.caPath), 0);
+      assert.match(await user.gatewayLog(), /tls: keeping the certificate served: /);
+      copyFileSync(c.key, keyPath);
+      await eventually(async () => (await served(port)) === (await fingerprint(c.cert)), 'c served once its key is there', 10_000);
+    });
+
+    it('sbx\'s own certificate near its end (10 days left) is made again and served, signed by the same CA', async () => {
+      const own = new World({ ...engineEnv, SBX_GATEWAY_TLS: '1', SBX_TLS_CHECK_MS: '300' });
+      try {
+        await own.json(['gateway', 'start']);
+        const p = own.gatewayPort();
+        const dir = join(own.home, 'tls');
+        const ca = join(dir, 'ca', 'sbx.localhost', 'ca.pem');
+        const first = await served(p);
+        // The same key, a certificate of the same CA for the same names, with 10 days left.
+        const ext = join(scratch, `ext-${engine}`);
+        writeFileSync(ext, 'subjectAltName=DNS:*.sbx.localhost,DNS:sbx.localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n');
+        const csr = join(scratch, `csr-${engine}`);
+        const short = join(scratch, `short-${engine}.pem`);
+        assert.equal((await run('openssl', ['req', '-new', '-key', join(dir, 'server', 'key.pem'), '-subj', '/CN=*.sbx.localhost', '-out', csr])).code, 0);
+        const signed = await run('openssl', ['x509', '-req', '-in', csr, '-CA', ca, '-CAkey', join(dir, 'ca', 'sbx.localhost', 'ca-key.pem'), '-days', '10', '-set_serial', '77', '-extfile', ext, '-out', short]);
+        assert.equal(signed.code, 0, signed.stderr);
+        writeFileSync(join(dir, 'server', 'cert.pem'), readFileSync(short));
+        // The gateway makes a new one (397 days), replacing the short one, and serves it.
+        await eventually(async () => {
+          const now = await served(p);
+          return now !== first && now !== (await fingerprint(short)) && now === (await fingerprint(join(dir, 'server', 'cert.pem')));
+        }, 'a new certificate served', 10_000);
+        const days = await run('openssl', ['x509', '-noout', '-checkend', String(300 * 86_400), '-in', join(dir, 'server', 'cert.pem')]);
+        assert.equal(days.code, 0, 'the new one lasts more than 300 days');
+        assert.notEqual(await curlStatus(p, ca), 0, 'a client trusting sbx\'s CA gets through');
+      } finally {
+        await own.cleanup();
+      }
+    });
+  });
+}
