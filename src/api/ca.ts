@@ -269,6 +269,11 @@ function userCertificate(env: NodeJS.ProcessEnv, names: string[]): ServerCertifi
   let x509: X509Certificate;
   try {
     x509 = new X509Certificate(cert);
+    // The chain too, every block of it whole: X509Certificate reads the first only, and nginx
+    // refuses a file whose chain was cut (a copy still being written).
+    const blocks = cert.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+    if (blocks.length !== (cert.match(/-----BEGIN /g) ?? []).length) throw new Error('a PEM block is not whole');
+    for (const block of blocks.slice(1)) new X509Certificate(block);
   } catch (err) {
     throw new UsageError(`SBX_TLS_CERT ${certPath} is not a PEM certificate: ${(err as Error).message}`);
   }

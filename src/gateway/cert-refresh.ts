@@ -10,8 +10,8 @@ export interface CertificatePair {
   key: string;
 }
 
-/** How often the gateway looks (SBX_TLS_CHECK_MS, for tests; a minute by default). */
-export const CERT_CHECK_MS = Number(process.env.SBX_TLS_CHECK_MS) || 60_000;
+/** How often the gateway looks (SBX_TLS_CHECK_MS, for tests; a minute by default; 100 ms at least). */
+export const CERT_CHECK_MS = Math.min(Math.max(Number(process.env.SBX_TLS_CHECK_MS) || 60_000, 100), 2 ** 31 - 1);
 
 export function refreshCertificate(o: {
   served: CertificatePair;

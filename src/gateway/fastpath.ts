@@ -115,9 +115,12 @@ export class FastPath {
   #log?: (line: string) => void;
   /** A failed apply: what nginx serves is unknown, so the next one is applied and waited for. */
   #unsure = false;
+  /** The certificate files nginx is given (HTTPS); they change when the certificate does. */
+  #tls?: { cert: string; key: string };
 
   private constructor(o: FastPathOptions, port: number) {
     this.#o = o;
+    this.#tls = o.tls;
     this.port = port;
     if (o.h2cFront && !o.tls) {
       const shared = o.tempDir ?? o.runDir; // where HAProxy, as the workers' user, reaches them
@@ -196,10 +199,20 @@ export class FastPath {
     await this.#nginx.stop();
   }
 
-  /** nginx reads its certificate files again: resolves once workers that serve the new one answer. */
-  reloadCertificate(): Promise<void> {
+  /**
+   * nginx serves the certificate in these files (new ones: see served-certificate.ts): resolves once
+   * workers that serve it answer. On failure the old files stay in its configuration.
+   */
+  async reloadCertificate(files: { cert: string; key: string }): Promise<void> {
+    const before = this.#tls;
+    this.#tls = files;
     this.#unsure = true;
-    return this.sync();
+    try {
+      await this.sync();
+    } catch (err) {
+      this.#tls = before;
+      throw err;
+    }
   }
 
   /** Does nginx route this port of this sandbox straight to it (as of the last sync)? */
@@ -272,7 +285,7 @@ export class FastPath {
     const user = o.workerUser ?? (process.getuid?.() === 0 ? 'root' : undefined);
     const routes = new Map(direct.map((d) => [d.name, `${d.address} ${d.hostHeader ?? ''} ${d.hosts.join(',')} ${d.h2 ?? ''}`]));
     const make = (version: number) =>
-      renderNginxConfig({ listenHost: o.host, listenPort: this.port, nodeSocket: o.nodeSocket, runDir: o.runDir, tempDir: o.tempDir, routes: direct, version, instance: this.#nginx.instance, upstreamTimeoutMs: o.upstreamTimeoutMs, user, ...(o.tls ? { tls: o.tls } : {}), ...(this.#sockets ? { front: this.#sockets } : {}), sourceLimit: o.sourceLimit ?? 0 });
+      renderNginxConfig({ listenHost: o.host, listenPort: this.port, nodeSocket: o.nodeSocket, runDir: o.runDir, tempDir: o.tempDir, routes: direct, version, instance: this.#nginx.instance, upstreamTimeoutMs: o.upstreamTimeoutMs, user, ...(this.#tls ? { tls: this.#tls } : {}), ...(this.#sockets ? { front: this.#sockets } : {}), sourceLimit: o.sourceLimit ?? 0 });
     return { routes, make };
   }
 }

@@ -1,6 +1,6 @@
 // `sbx gateway run`: the long-running gateway. It keeps no state of its own: routes come from the
 // store, so a restart loses nothing. It also removes sandboxes whose --ttl is up.
-import { chmodSync, chownSync, existsSync, mkdirSync, rmSync, writeFileSync, renameSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, rmSync, renameSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { RuntimeError, UsageError } from '../core/errors.ts';
@@ -20,6 +20,8 @@ import { createControlServer, type GatewayOps } from './control.ts';
 import { FastPath } from './fastpath.ts';
 import { H2Upstreams } from './h2-upstream.ts';
 import { refreshCertificate } from './cert-refresh.ts';
+import { ServedCertificate } from './served-certificate.ts';
+import { writeAtomic } from './write-atomic.ts';
 import { findNginx, workerRunDir } from './nginx.ts';
 import { findHaproxy, h2cFrontMissing, H2C_NEEDS_HAPROXY } from './h2c-front.ts';
 import { portInUse } from './port-owner.ts';
@@ -42,12 +44,6 @@ import { HostAddresses } from './host-addresses.ts';
 export interface RunningGateway {
   state: GatewayState;
   close(): Promise<void>;
-}
-
-function writeAtomic(path: string, text: string): void {
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, text, { mode: 0o600 });
-  renameSync(tmp, path);
 }
 
 /** Docker events that change whether a sandbox runs (its pooled connections are dropped then). */
@@ -97,6 +93,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   // The certificate first: a gateway that cannot serve the HTTPS it announces does not start.
   const ca = settings.tls ? await import('../api/ca.ts') : undefined;
   const credentials = ca ? await ca.serverCertificate(home, settings.domain) : undefined;
+  const served = credentials && nginxBin ? new ServedCertificate(files.run) : undefined;
   const engine = nginxBin ? 'nginx' : 'node';
   let fastPath: FastPath | undefined;
   const syncRoutes = () => fastPath?.sync() ?? Promise.resolve();
@@ -271,7 +268,10 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
       }
     }
     try {
-      fastPath = await FastPath.start({ nginxBin, runDir: files.run, home, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, containers, ...(credentials ? { tls: { cert: credentials.certPath, key: credentials.keyPath } } : {}), ...(haproxyBin ? { h2cFront: { bin: haproxyBin, ...(group ? { user: { name: user.name, group } } : {}) } } : {}), h2Mode: (id, port) => h2.mode(id, port), sourceLimit: settings.sourceLimit }, log);
+      // HTTPS: nginx gets checked copies of the certificate, never the files others may replace.
+      const servedTls = credentials ? served!.publish(credentials) : undefined;
+      if (servedTls) served!.keepOnly(servedTls);
+      fastPath = await FastPath.start({ nginxBin, runDir: files.run, home, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, containers, ...(servedTls ? { tls: servedTls } : {}), ...(haproxyBin ? { h2cFront: { bin: haproxyBin, ...(group ? { user: { name: user.name, group } } : {}) } } : {}), h2Mode: (id, port) => h2.mode(id, port), sourceLimit: settings.sourceLimit }, log);
     } catch (err) {
       server.close();
       return unguard(err);
@@ -380,7 +380,11 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
         served: credentials,
         load: () => ca.serverCertificate(home, settings.domain),
         apply: async (next) => {
-          if (fastPath) await fastPath.reloadCertificate();
+          if (fastPath) {
+            const files = served!.publish(next);
+            await fastPath.reloadCertificate(files);
+            served!.keepOnly(files);
+          }
           else (front as TlsServer).setSecureContext({ cert: next.cert, key: next.key, minVersion: 'TLSv1.2' });
         },
         log,

@@ -4,6 +4,8 @@
 // that connects to the listener's port directly. The same table keeps the gateway port's limit per
 // client address (SBX_GATEWAY_SOURCE_LIMIT), whichever engine serves the port.
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { isIPv4, isIPv6 } from 'node:net';
 import type { EgressListeners } from './nft-rules.ts';
 import { runNft } from './nft.ts';
 
@@ -15,7 +17,7 @@ export interface SourceLimit {
   host: string;
   port: number;
   limit: number;
-  /** Addresses the kernel keeps counts for at once (one per client; IPv6 clients by /64). */
+  /** Clients the kernel keeps counts for at once (IPv6 ones by /64); by default as many as conntrack tracks connections. */
   size?: number;
 }
 
@@ -26,26 +28,42 @@ const IPV6_CLIENT = 'ip6 saddr and ffff:ffff:ffff:ffff::';
  * New connections to the gateway port past `limit` from one client are reset at the SYN, in the
  * kernel (conntrack counts the open ones): one client cannot take every connection the gateway's
  * nginx, HAProxy or Node can hold. Local clients (on `lo`: the host's loopback and its own
- * addresses) are not counted, so a gateway on loopback needs no rule. When the table of clients is
- * full (a flood of spoofed SYNs, say), a client not in it is refused, not let through uncounted.
+ * addresses) are not counted, so a gateway on loopback needs no rule. The table of clients holds
+ * as many as conntrack holds connections (each client in it has one at least): when it is full,
+ * so is conntrack, which then drops new connections anyway; a client not in it is refused rather
+ * than let through uncounted.
  */
 function sourceLimitRules(table: string, s: SourceLimit | undefined): string[] {
-  if (!s?.limit || /^(127\.|::1$|localhost$)/.test(s.host)) return [];
-  const wildcard = s.host === '0.0.0.0' || s.host === '::';
-  const v6 = s.host.includes(':');
+  const to = s?.limit ? gatewayAddress(s.host) : 'loopback';
+  if (!s || to === 'loopback') return [];
   const families: Array<['ip' | 'ip6', string, string]> = [];
-  if (wildcard || !v6) families.push(['ip', 'sources4', 'ip saddr']);
-  if (wildcard || v6) families.push(['ip6', 'sources6', IPV6_CLIENT]);
+  if (to.family !== 'ip6') families.push(['ip', 'sources4', 'ip saddr']);
+  if (to.family !== 'ip') families.push(['ip6', 'sources6', IPV6_CLIENT]);
   const lines: string[] = [];
   for (const [family, set, client] of families) {
-    const to = `tcp dport ${s.port}${wildcard ? '' : ` ${family} daddr ${s.host}`} iif != lo ct state new`;
+    const match = `tcp dport ${s.port}${to.address ? ` ${family} daddr ${to.address}` : ''} iif != lo ct state new`;
     lines.push(
       `add set inet ${table} ${set} { type ${family === 'ip' ? 'ipv4_addr' : 'ipv6_addr'}; size ${s.size ?? 65535}; flags dynamic; }`,
-      `add rule inet ${table} input ${to} add @${set} { ${client} ct count over ${s.limit} } reject with tcp reset`,
-      `add rule inet ${table} input ${to} ${client} != @${set} reject with tcp reset`,
+      `add rule inet ${table} input ${match} add @${set} { ${client} ct count over ${s.limit} } reject with tcp reset`,
+      `add rule inet ${table} input ${match} ${client} != @${set} reject with tcp reset`,
     );
   }
   return lines;
+}
+
+/**
+ * Which packets reach the gateway's listener (SBX_GATEWAY_HOST): none but local ones (loopback),
+ * or those to one address of one family, or (a wildcard, or a name nft must not resolve) to any.
+ */
+export function gatewayAddress(host: string): 'loopback' | { family?: 'ip' | 'ip6'; address?: string } {
+  if (host === 'localhost') return 'loopback';
+  const v4 = isIPv6(host) ? /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(host)?.[1] : isIPv4(host) ? host : undefined;
+  if (v4) return v4.startsWith('127.') ? 'loopback' : v4 === '0.0.0.0' ? {} : { family: 'ip', address: v4 };
+  if (!isIPv6(host)) return {};
+  const zeros = new URL(`http://[${host}]/`).hostname;
+  if (zeros === '[::]') return {};
+  if (zeros === '[::1]') return 'loopback';
+  return { family: 'ip6', address: zeros.slice(1, -1) };
 }
 
 export function guardScript(table: string, l: EgressListeners, sources?: SourceLimit): string {
@@ -65,7 +83,17 @@ export function guardScript(table: string, l: EgressListeners, sources?: SourceL
 }
 
 export function applyListenerGuard(home: string, listeners: EgressListeners, sources?: SourceLimit): Promise<void> {
-  return runNft(guardScript(guardTable(home), listeners, sources), 'could not guard the egress listeners');
+  const withSize = sources && { ...sources, size: sources.size ?? conntrackMax() };
+  return runNft(guardScript(guardTable(home), listeners, withSize), 'could not guard the egress listeners');
+}
+
+/** How many connections conntrack tracks at most (at least 65,535). */
+function conntrackMax(): number {
+  try {
+    return Math.max(65_535, Number(readFileSync('/proc/sys/net/netfilter/nf_conntrack_max', 'utf8')) || 0);
+  } catch {
+    return 65_535;
+  }
 }
 
 export function removeListenerGuard(home: string): Promise<void> {

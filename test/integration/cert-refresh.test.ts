@@ -63,13 +63,22 @@ for (const engine of ['nginx', 'node'] as const) {
       assert.match(await user.gatewayLog(), /tls: serving a new certificate/);
     });
 
-    it('attack on the swap: a certificate whose key is not there yet (half replaced) is not taken: the served one stays and clients keep working; once the key follows, it is served', async () => {
+    it('attack on the swap: a certificate whose key is not there yet (half replaced) is not taken, also when nginx reloads for a route meanwhile: the served one stays and clients keep working; once the key follows, it is served', async () => {
       const c = userCertificate(scratch, new Date(Date.now() - DAY), new Date(Date.now() + 60 * DAY));
       copyFileSync(c.cert, certPath); // the key is still b's
       await sleep(1500);
       assert.equal(await served(port), await fingerprint(b.cert), 'b is still served');
       assert.notEqual(await curlStatus(port, b.caPath), 0);
       assert.match(await user.gatewayLog(), /tls: keeping the certificate served: /);
+      // Routes change meanwhile (a sandbox with a port comes and goes: nginx reloads): nginx reads
+      // the gateway's checked copies, not these files, so HTTPS stays up on the same gateway.
+      const pid = (await user.json(['gateway', 'status'])).pid;
+      await user.json(['create', '--name', 'web', '-p', '8000']);
+      await sleep(800);
+      assert.equal((await user.sbx(['rm', '-f', 'web'])).code, 0);
+      assert.equal((await user.json(['gateway', 'status'])).pid, pid, 'the gateway did not stop');
+      assert.equal(await served(port), await fingerprint(b.cert), 'b is still served after the reload');
+      assert.notEqual(await curlStatus(port, b.caPath), 0);
       copyFileSync(c.key, keyPath);
       await eventually(async () => (await served(port)) === (await fingerprint(c.cert)), 'c served once its key is there', 10_000);
     });

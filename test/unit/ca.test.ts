@@ -121,3 +121,18 @@ test('attack: a planted tls directory (a symlink elsewhere, or writable by other
     rmSync(victim, { recursive: true, force: true });
   }
 });
+
+test('SBX_TLS_CERT with a chain cut short (a copy still being written) is refused, though its first block is whole; the whole chain is taken', async () => {
+  const home = scratch();
+  const mine = await serverCertificate(home, 'sbx.localhost', {});
+  const caPem = readFileSync(mine.caPath!, 'utf8');
+  const dir = scratch();
+  const certPath = join(dir, 'cert.pem');
+  const keyPath = join(dir, 'key.pem');
+  writeFileSync(keyPath, mine.key, { mode: 0o600 });
+  writeFileSync(certPath, mine.cert + caPem);
+  const whole = await serverCertificate(home, 'sbx.localhost', { SBX_TLS_CERT: certPath, SBX_TLS_KEY: keyPath });
+  assert.equal(whole.cert, mine.cert + caPem, 'control: leaf and chain');
+  writeFileSync(certPath, mine.cert + caPem.slice(0, Math.floor(caPem.length / 2)));
+  await assert.rejects(serverCertificate(home, 'sbx.localhost', { SBX_TLS_CERT: certPath, SBX_TLS_KEY: keyPath }), /is not a PEM certificate: a PEM block is not whole/);
+});

@@ -14,7 +14,7 @@ import { H2_PREFACE_HEX, renderH2cFrontConfig } from '../../src/gateway/haproxy-
 import { frontMaxconn } from '../../src/gateway/h2c-front.ts';
 import { sourceLimitSetting } from '../../src/gateway/settings.ts';
 import { UsageError } from '../../src/core/errors.ts';
-import { guardScript } from '../../src/net/listener-guard.ts';
+import { gatewayAddress, guardScript } from '../../src/net/listener-guard.ts';
 import { crossSiteRefusal } from '../../src/gateway/cookie-guard.ts';
 
 /** `nginx -t` of this configuration, written into dir. */
@@ -308,6 +308,14 @@ describe('the nginx fast path configuration', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+  it('the kernel\'s per-client rule matches where the gateway listens: one address of one family, any (a wildcard or a name), or nothing (loopback)', () => {
+    assert.deepEqual(gatewayAddress('10.1.2.3'), { family: 'ip', address: '10.1.2.3' });
+    assert.deepEqual(gatewayAddress('::ffff:10.1.2.3'), { family: 'ip', address: '10.1.2.3' }, 'IPv4-mapped: IPv4 packets');
+    assert.deepEqual(gatewayAddress('fd00:0:0::1'), { family: 'ip6', address: 'fd00::1' });
+    for (const any of ['0.0.0.0', '::', '0:0:0:0:0:0:0:0', 'gw.example.test', '127.example.test']) assert.deepEqual(gatewayAddress(any), {}, any);
+    for (const local of ['127.0.0.1', '127.9.9.9', '::1', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1', 'localhost']) assert.equal(gatewayAddress(local), 'loopback', local);
+    assert.doesNotMatch(guardScript('sbxgw_test', { dns: 53, http: 80, tls: 443 }, { host: 'gw.example.test', port: 7070, limit: 4 }), /daddr/, 'a name is never given to nft to resolve');
   });
   it('SBX_GATEWAY_SOURCE_LIMIT: a whole number from 0 to 100000, 512 when unset; anything else is a usage error naming what is accepted', () => {
     assert.equal(sourceLimitSetting(undefined), 512);
