@@ -16,6 +16,10 @@ import type { RouteTable } from './routes.ts';
 import { endStaleHaproxy, endStaleNginx, portInUse } from './port-owner.ts';
 import { frontMaxconn, H2cFront } from './h2c-front.ts';
 import { renderH2cFrontConfig } from './haproxy-config.ts';
+import { hardOpenFiles } from './open-files.ts';
+
+/** nginx's workers may raise their open files up to this process's hard limit, not past it. */
+const openFiles = hardOpenFiles();
 
 export interface FastPathOptions {
   nginxBin: string;
@@ -285,7 +289,7 @@ export class FastPath {
     const user = o.workerUser ?? (process.getuid?.() === 0 ? 'root' : undefined);
     const routes = new Map(direct.map((d) => [d.name, `${d.address} ${d.hostHeader ?? ''} ${d.hosts.join(',')} ${d.h2 ?? ''}`]));
     const make = (version: number) =>
-      renderNginxConfig({ listenHost: o.host, listenPort: this.port, nodeSocket: o.nodeSocket, runDir: o.runDir, tempDir: o.tempDir, routes: direct, version, instance: this.#nginx.instance, upstreamTimeoutMs: o.upstreamTimeoutMs, user, ...(this.#tls ? { tls: this.#tls } : {}), ...(this.#sockets ? { front: this.#sockets } : {}), sourceLimit: o.sourceLimit ?? 0 });
+      renderNginxConfig({ listenHost: o.host, listenPort: this.port, nodeSocket: o.nodeSocket, runDir: o.runDir, tempDir: o.tempDir, routes: direct, version, instance: this.#nginx.instance, upstreamTimeoutMs: o.upstreamTimeoutMs, user, ...(this.#tls ? { tls: this.#tls } : {}), ...(this.#sockets ? { front: this.#sockets } : {}), sourceLimit: o.sourceLimit ?? 0, ...(openFiles ? { openFiles } : {}) });
     return { routes, make };
   }
 }

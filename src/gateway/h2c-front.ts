@@ -3,11 +3,12 @@
 // Started after nginx, stopped before it; it dies with the gateway, and the gateway stops when it
 // exits, as with nginx.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
 import { diesWithParent } from '../net/dies-with-parent.ts';
 import { pollUntil } from './poll.ts';
+import { hardOpenFiles } from './open-files.ts';
 
 /** The HAProxy binary: $SBX_HAPROXY when set (only that), else Debian's. Undefined when there is none. */
 export function findHaproxy(env: NodeJS.ProcessEnv = process.env): string | undefined {
@@ -20,19 +21,11 @@ export function findHaproxy(env: NodeJS.ProcessEnv = process.env): string | unde
  * (which HAProxy, two descriptors per connection, cannot raise) is lower; HAProxy refuses to
  * start with a maxconn it cannot hold.
  */
-export function frontMaxconn(wanted: number, limits = readLimits()): number {
-  const hard = /^Max open files\s+\S+\s+(\S+)/m.exec(limits)?.[1];
-  if (!hard || hard === 'unlimited') return wanted;
-  return Math.max(64, Math.min(wanted, Math.floor((Number(hard) - 200) / 2)));
+export function frontMaxconn(wanted: number, limits?: string): number {
+  const hard = hardOpenFiles(limits);
+  return hard === undefined ? wanted : Math.max(64, Math.min(wanted, Math.floor((hard - 200) / 2)));
 }
 
-function readLimits(): string {
-  try {
-    return readFileSync('/proc/self/limits', 'utf8');
-  } catch {
-    return '';
-  }
-}
 
 export const H2C_NEEDS_HAPROXY = 'SBX_GATEWAY_H2C=1 needs HAProxy in front of nginx for h2c on plain HTTP, and it is not installed: apt-get install haproxy (./scripts/setup does), or use SBX_GATEWAY_ENGINE=node or SBX_GATEWAY_TLS=1';
 

@@ -52,6 +52,8 @@ export interface NginxConfigInput {
    * it, for the gateway's own probes.
    */
   front?: { h1Socket: string; h2cSocket: string; controlSocket: string };
+  /** The hard limit on open files nginx may raise its workers' to (open-files.ts); none: as many as it wants. */
+  openFiles?: number;
   /** Requests in flight (HTTP/2: streams) one client address may have at once; loopback ones are not counted. 0: no limit. */
   sourceLimit?: number;
 }
@@ -282,8 +284,8 @@ worker_shutdown_timeout ${WORKER_SHUTDOWN_S}s;
 pid ${c.runDir}/nginx.pid;
 error_log ${c.runDir}/nginx-error.log error;
 daemon off;
-events { worker_connections ${WORKER_CONNECTIONS}; }
-worker_rlimit_nofile ${WORKER_CONNECTIONS * 2};
+events { worker_connections ${Math.min(WORKER_CONNECTIONS, (c.openFiles ?? Infinity) - 64)}; }
+worker_rlimit_nofile ${Math.min(WORKER_CONNECTIONS * 2, c.openFiles ?? Infinity)};
 http {
   access_log off;
   server_tokens off;

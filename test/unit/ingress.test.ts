@@ -248,6 +248,18 @@ describe('the nginx fast path configuration', () => {
     assert.equal(frontMaxconn(8000, limits('unlimited', 'unlimited')), 8000);
     assert.equal(frontMaxconn(8000, ''), 8000, 'no /proc: as wanted');
   });
+  it('nginx raises its workers\' open files up to the hard limit, not past it (setrlimit failed with 32,768 against 20,000); nginx -t accepts it', { skip: !existsSync('/usr/sbin/nginx') && 'no nginx' }, () => {
+    assert.match(renderNginxConfig({ ...base, routes: [] }), /worker_connections 16384; \}\nworker_rlimit_nofile 32768;/);
+    assert.match(renderNginxConfig({ ...base, routes: [], openFiles: 20000 }), /worker_connections 16384; \}\nworker_rlimit_nofile 20000;/);
+    assert.match(renderNginxConfig({ ...base, routes: [], openFiles: 4096 }), /worker_connections 4032; \}\nworker_rlimit_nofile 4096;/);
+    const dir = mkdtempSync(join(tmpdir(), 'sbx-nofile-'));
+    try {
+      const r = nginxTest(dir, renderNginxConfig({ ...base, runDir: dir, nodeSocket: join(dir, 'node.sock'), routes: [], openFiles: 4096 }));
+      assert.equal(r.status, 0, r.stderr);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
   it('the h2c front: the preface sends a connection to the http2 socket, a whole request or 24 bytes end the wait (that rule first), PROXY lines to nginx; haproxy -c accepts it', { skip: !existsSync('/usr/sbin/haproxy') && 'no haproxy' }, () => {
     assert.equal(Buffer.from(H2_PREFACE_HEX, 'hex').toString('latin1'), 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
     const dir = mkdtempSync(join(tmpdir(), 'sbx-haproxy-'));
