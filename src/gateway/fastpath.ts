@@ -17,6 +17,8 @@ import { endStaleHaproxy, endStaleNginx, portInUse } from './port-owner.ts';
 import { frontMaxconn, H2cFront } from './h2c-front.ts';
 import { renderH2cFrontConfig } from './haproxy-config.ts';
 import { hardOpenFiles } from './open-files.ts';
+import type { CertificateFiles } from './served-certificate.ts';
+import { gatewayAddress } from '../net/listener-guard.ts';
 
 /** nginx's workers may raise their open files up to this process's hard limit, not past it. */
 const openFiles = hardOpenFiles();
@@ -41,7 +43,7 @@ export interface FastPathOptions {
   /** Docker's view of the home's containers, kept between syncs. */
   containers: ContainerView;
   /** Serve HTTPS with this certificate and key (PEM files): SBX_GATEWAY_TLS. */
-  tls?: { cert: string; key: string };
+  tls?: CertificateFiles;
   /**
    * Plain HTTP with h2c: HAProxy (this binary) owns the port and nginx listens on unix sockets in
    * tempDir behind it (haproxy-config.ts); it runs as `user` after binding, when given.
@@ -120,11 +122,17 @@ export class FastPath {
   /** A failed apply: what nginx serves is unknown, so the next one is applied and waited for. */
   #unsure = false;
   /** The certificate files nginx is given (HTTPS); they change when the certificate does. */
-  #tls?: { cert: string; key: string };
+  #tls?: CertificateFiles;
+  /**
+   * Requests in flight per client address, where clients can be other than local: on a loopback
+   * gateway every client is exempt, and nginx would only look each request's address up for nothing.
+   */
+  readonly #sourceLimit: number;
 
   private constructor(o: FastPathOptions, port: number) {
     this.#o = o;
     this.#tls = o.tls;
+    this.#sourceLimit = gatewayAddress(o.host) === 'loopback' ? 0 : (o.sourceLimit ?? 0);
     this.port = port;
     if (o.h2cFront && !o.tls) {
       const shared = o.tempDir ?? o.runDir; // where HAProxy, as the workers' user, reaches them
@@ -207,7 +215,7 @@ export class FastPath {
    * nginx serves the certificate in these files (new ones: see served-certificate.ts): resolves once
    * workers that serve it answer. On failure the old files stay in its configuration.
    */
-  async reloadCertificate(files: { cert: string; key: string }): Promise<void> {
+  async reloadCertificate(files: CertificateFiles): Promise<void> {
     const before = this.#tls;
     this.#tls = files;
     this.#unsure = true;
@@ -289,7 +297,7 @@ export class FastPath {
     const user = o.workerUser ?? (process.getuid?.() === 0 ? 'root' : undefined);
     const routes = new Map(direct.map((d) => [d.name, `${d.address} ${d.hostHeader ?? ''} ${d.hosts.join(',')} ${d.h2 ?? ''}`]));
     const make = (version: number) =>
-      renderNginxConfig({ listenHost: o.host, listenPort: this.port, nodeSocket: o.nodeSocket, runDir: o.runDir, tempDir: o.tempDir, routes: direct, version, instance: this.#nginx.instance, upstreamTimeoutMs: o.upstreamTimeoutMs, user, ...(this.#tls ? { tls: this.#tls } : {}), ...(this.#sockets ? { front: this.#sockets } : {}), sourceLimit: o.sourceLimit ?? 0, ...(openFiles ? { openFiles } : {}) });
+      renderNginxConfig({ listenHost: o.host, listenPort: this.port, nodeSocket: o.nodeSocket, runDir: o.runDir, tempDir: o.tempDir, routes: direct, version, instance: this.#nginx.instance, upstreamTimeoutMs: o.upstreamTimeoutMs, user, ...(this.#tls ? { tls: this.#tls } : {}), ...(this.#sockets ? { front: this.#sockets } : {}), sourceLimit: this.#sourceLimit, ...(openFiles ? { openFiles } : {}) });
     return { routes, make };
   }
 }
