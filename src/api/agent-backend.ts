@@ -20,9 +20,10 @@ import { DaemonClient, MismatchError, unixTransport, type CallOptions, type Tran
 import { GATEWAY_THREADPOOL, PROTOCOL_VERSION, type RemoteMethod } from '../daemon-client/protocol.ts';
 import type { ExecTarget, GatewayRoute, SbxBackend } from './backend.ts';
 import type { CreateSandboxOptions, RemoveResult } from './local-sbx.ts';
+import type { CaInfo } from './ca.ts';
 
 /** Settings the agent's daemon reads at start: an agent started with others is replaced. */
-const PASSED_ENV = ['SBX_GATEWAY_HOST', 'SBX_GATEWAY_PORT', 'SBX_DOMAIN', 'SBX_DNS_UPSTREAM', 'SBX_GATEWAY_ENGINE', 'SBX_START_TIMEOUT_MS', 'SBX_UPSTREAM_TIMEOUT_MS', 'SBX_SUBNET_POOL', 'SBX_GATEWAY_SOURCE_LIMIT', 'SBX_GATEWAY_H2C'];
+const PASSED_ENV = ['SBX_GATEWAY_HOST', 'SBX_GATEWAY_PORT', 'SBX_DOMAIN', 'SBX_DNS_UPSTREAM', 'SBX_GATEWAY_ENGINE', 'SBX_START_TIMEOUT_MS', 'SBX_UPSTREAM_TIMEOUT_MS', 'SBX_SUBNET_POOL', 'SBX_GATEWAY_SOURCE_LIMIT', 'SBX_GATEWAY_H2C', 'SBX_GATEWAY_TLS'];
 
 /** How long a client waits for an agent to answer after starting it. */
 const START_TIMEOUT_MS = Number(process.env.SBX_AGENT_START_TIMEOUT_MS) || 60_000;
@@ -241,6 +242,13 @@ export class AgentBackend implements SbxBackend {
     (await import('../daemon-client/network-log.ts')).followNetworkLog(await this.client(), ref, query, signal);
   poolStatus = (): Promise<PoolStatus> => this.call('poolStatus', []);
 
+  /** The agent's sbx CA (made there on first use): its certificate, kept as a file of this home. */
+  async ca(): Promise<CaInfo> {
+    const remote = await this.call<CaInfo & { pem: string }>('ca', []);
+    const { keepCaCopy } = await import('./ca.ts');
+    return keepCaCopy(this.home, agentNames(this.home).container, String(remote.pem), remote.created === true);
+  }
+
   /** Asks the agent when it runs; a stopped (or absent) agent is not started to say it is stopped. */
   async gatewayStatus(): Promise<GatewayStatus> {
     const agent = agentNames(this.home).container;
@@ -255,7 +263,9 @@ export class AgentBackend implements SbxBackend {
     const client = await this.client();
     const hello = await client.hello();
     const gw = hello.gateway ?? { host: '127.0.0.1', port: 0, domain: 'sbx.localhost' };
-    return { ...gw, connect: () => client.tunnel() };
+    // HTTPS: checked against the agent's CA as it says (the tunnel is the Docker API's, which
+    // this client already trusts), never unchecked.
+    return { host: gw.host, port: gw.port, domain: gw.domain, connect: () => client.tunnel(), ...(gw.tls ? { tls: gw.tls.caPem ? { caPem: gw.tls.caPem } : {} } : {}) };
   }
 
   /** Stops the agent container (it stays stopped until the next command that needs it). */

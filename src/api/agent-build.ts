@@ -1,7 +1,7 @@
 // The agent's build id: which bundles an agent runs. Light (fs and crypto only): every agent-mode
 // command computes it to know whether the running agent is its own.
 import { createHash } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { arch } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -18,11 +18,14 @@ export interface AgentBundle {
   version: string;
   build: string;
   files: Array<{ name: string; bytes: Buffer }>;
-  /** koffi's files, to copy under /opt/sbx (read when the image is built): none when koffi is not installed here. */
-  native: NativeFile[];
+  /**
+   * Packages the bundles load from node_modules, to copy under /opt/sbx (read when the image is
+   * built): koffi (none when it is not installed here) and node-forge (sbx's CA, for HTTPS).
+   */
+  modules: ModuleFile[];
 }
 
-export interface NativeFile {
+export interface ModuleFile {
   /** Where it goes under /opt/sbx: node_modules/... */
   name: string;
   path: string;
@@ -35,7 +38,7 @@ export interface NativeFile {
  * module of this machine's architecture (the agent image runs this machine's Node binary too).
  * All of them or none.
  */
-export function koffiFiles(distDir: string): NativeFile[] {
+export function koffiFiles(distDir: string): ModuleFile[] {
   try {
     const dir = dirname(createRequire(join(distDir, 'cli.cjs')).resolve('koffi'));
     const native = join(dirname(dir), '@koromix', `koffi-linux-${arch()}`);
@@ -48,6 +51,23 @@ export function koffiFiles(distDir: string): NativeFile[] {
     return [];
   }
 }
+
+/**
+ * node-forge, which the bundle leaves out (it is loaded only where a certificate is made): its
+ * package.json and lib/, where its entry is. The agent's gateway makes its CA with it.
+ * None when it is not installed beside the bundles.
+ */
+export function forgeFiles(distDir: string): ModuleFile[] {
+  try {
+    const dir = dirname(createRequire(join(distDir, 'cli.cjs')).resolve('node-forge/package.json'));
+    const lib = readdirSync(join(dir, 'lib')).filter((f) => f.endsWith('.js'));
+    return [['package.json', join(dir, 'package.json')], ...lib.map((f) => [`lib/${f}`, join(dir, 'lib', f)])].map(([name, path]) => ({ name: `node_modules/node-forge/${name}`, path: path!, size: statSync(path!).size }));
+  } catch {
+    // Not installed beside these bundles: the agent's HTTPS then fails at its start, as it would here.
+    return [];
+  }
+}
+
 const bundles = new Map<string, AgentBundle>();
 
 /** The dist/ bundles and the version they carry, read once per process and directory. */
@@ -66,10 +86,11 @@ export function agentBundle(distDir = dirname(cliEntry())): AgentBundle {
   // RECIPE: bumped when the image's Dockerfile changes, so that agents of the old recipe are replaced.
   const hash = createHash('sha256').update(`${version}\0${process.version}\0${RECIPE}\0`);
   for (const f of files) hash.update(`${f.name}\0${f.bytes.length}\0`).update(f.bytes);
-  // koffi by its small files' bytes (its version among them) and its native module's size.
-  const native = koffiFiles(distDir);
-  for (const f of native) hash.update(`${f.name}\0${f.size}\0`).update(f.size < 65_536 ? readFileSync(f.path) : '');
-  const bundle = { version, build: hash.digest('hex').slice(0, 12), files, native };
+  // koffi by its small files' bytes (its version among them) and its native module's size;
+  // node-forge by its package.json (its version) and its files' sizes.
+  const modules = [...koffiFiles(distDir), ...forgeFiles(distDir)];
+  for (const f of modules) hash.update(`${f.name}\0${f.size}\0`).update(f.size < 65_536 && !f.name.startsWith('node_modules/node-forge/lib/') ? readFileSync(f.path) : '');
+  const bundle = { version, build: hash.digest('hex').slice(0, 12), files, modules };
   bundles.set(distDir, bundle);
   return bundle;
 }

@@ -103,7 +103,7 @@ async function packContext(pack: tarStream.Pack, root: string, bundle: AgentBund
     `COPY ${AGENT_FILES.join(' ')} /opt/sbx/`,
     // koffi, found by the bundles' require beside them: the agent runs nft through libnftables and
     // reads the network log's kernel entries (nflog) in its process.
-    ...(bundle.native.length ? ['COPY node_modules /opt/sbx/node_modules'] : []),
+    ...(bundle.modules.length ? ['COPY node_modules /opt/sbx/node_modules'] : []),
     'ENTRYPOINT ["/usr/local/bin/node", "/opt/sbx/cli.cjs"]',
     'CMD ["agent", "run"]',
     '',
@@ -112,7 +112,7 @@ async function packContext(pack: tarStream.Pack, root: string, bundle: AgentBund
     new Promise<void>((resolve, reject) => pack.entry({ name, mode }, bytes, (err) => (err ? reject(err) : resolve())));
   await add('Dockerfile', Buffer.from(dockerfile));
   for (const f of bundle.files) await add(f.name, f.bytes);
-  for (const f of bundle.native) await add(f.name, readFileSync(f.path));
+  for (const f of bundle.modules) await add(f.name, readFileSync(f.path));
   const node = realpathSync(process.execPath);
   const entry = pack.entry({ name: 'node', mode: 0o755, size: statSync(node).size });
   await pipeline(createReadStream(node), entry);

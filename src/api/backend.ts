@@ -12,6 +12,7 @@ import type { PoolStatus } from '../core/pool.ts';
 import type { NetworkLogEntry, NetworkLogQuery } from '../core/network-log.ts';
 import type { NetworkCheck } from './network-check.ts';
 import type { CreateSandboxOptions, RemoveResult } from './local-sbx.ts';
+import type { CaInfo } from './ca.ts';
 
 /** How to reach the gateway's HTTP listener from the client: TCP to host:port, or a tunnel. */
 export interface GatewayRoute {
@@ -20,8 +21,11 @@ export interface GatewayRoute {
   domain: string;
   /** A byte stream to the listener through the daemon (the engine is elsewhere). */
   connect?: () => Promise<Duplex>;
-  /** It serves HTTPS; `ca`: the CA to trust for it (sbx's own), else the system's and NODE_EXTRA_CA_CERTS. */
-  tls?: { ca?: string };
+  /**
+   * It serves HTTPS; the CA to trust for it (sbx's own) as a file (`ca`, host mode) or its text
+   * (`caPem`, from the agent), else the system's and NODE_EXTRA_CA_CERTS.
+   */
+  tls?: { ca?: string; caPem?: string };
 }
 
 export interface ExecTarget {
@@ -63,4 +67,6 @@ export interface SbxBackend {
   checkNetwork(ref: string, destination: string, options?: { udp?: boolean }): Promise<NetworkCheck>;
   setPool(size: number | string): Promise<PoolStatus>;
   poolStatus(): Promise<PoolStatus>;
+  /** The sbx CA that the gateway's HTTPS certificates chain to, as a file on this machine. */
+  ca(): Promise<CaInfo>;
 }

@@ -289,6 +289,28 @@ function createKeyOrThrow(pem: string, path: string) {
   }
 }
 
+/**
+ * Keeps, in this home, a copy of the CA certificate that an agent's gateway chains to (its key
+ * stays in the agent's volume), so that `sbx ca` names a file on this machine. Only one CA
+ * certificate, with no key beside it, is written; the file is replaced whole.
+ */
+export function keepCaCopy(home: string, name: string, pem: string, created: boolean): CaInfo {
+  const blocks = pem.match(/-----BEGIN [A-Z0-9 ]+-----/g) ?? [];
+  let ca: X509Certificate | undefined;
+  try {
+    ca = blocks.length === 1 && blocks[0] === '-----BEGIN CERTIFICATE-----' ? new X509Certificate(pem) : undefined;
+  } catch {}
+  if (!ca?.ca) throw new RuntimeError(`the sbx agent answered with something that is not one CA certificate: not kept`);
+  ownedDir(tlsDir(home), 0o700);
+  const dir = join(tlsDir(home), 'agent-ca');
+  ownedDir(dir, 0o700);
+  const path = join(dir, `${name}.pem`);
+  const tmp = `${path}.${randomBytes(6).toString('hex')}`;
+  writeFileSync(tmp, pem, { mode: 0o644 });
+  renameSync(tmp, path);
+  return describeCa(path, created);
+}
+
 /** How to trust the CA, per client (sbx ca prints these; it installs nothing). */
 export function trustSteps(path: string): Record<string, string> {
   // One program first; the whole system last (the CA can sign only for SBX_DOMAIN, but still).

@@ -36,5 +36,9 @@ export function hostBackend(local: LocalSbx): SbxBackend {
     checkNetwork: (ref, dest, o) => local.checkNetwork(ref, dest, o),
     setPool: (size) => local.setPool(size),
     poolStatus: async () => local.poolStatus(),
+    ca: async () => {
+      const { pem: _pem, ...info } = await local.ca();
+      return info;
+    },
   };
 }

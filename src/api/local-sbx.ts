@@ -25,6 +25,7 @@ import { sandboxLabels } from '../runtime/labels.ts';
 import type { NetworkPolicy, NetworkPolicyInput } from '../core/network-policy.ts';
 import type { NetworkLogEntry, NetworkLogQuery } from '../core/network-log.ts';
 import type { NetworkCheck } from './network-check.ts';
+import type { CaInfo } from './ca.ts';
 import { DEFAULT_POLICY } from '../core/sandbox.ts';
 
 /** The policy parser (and its address maths), loaded by the commands that take a policy only. */
@@ -531,6 +532,16 @@ export class LocalSbx {
     // policy is work for nothing). From another process, the gateway re-reads everything.
     const here = running.pid === process.pid;
     await reloadGateway(running, changed, { policiesOnly: options.policiesOnly && here, portsOnly: options.portsOnly && here });
+  }
+
+  /**
+   * This home's sbx CA for the gateway's domain, made on first use, with its certificate's text
+   * (an agent's client keeps a copy of it); its key stays where it is.
+   */
+  async ca(): Promise<CaInfo & { pem: string }> {
+    const { ensureCa } = await import('./ca.ts');
+    const info = await ensureCa(this.home, gatewaySettings().domain);
+    return { ...info, pem: readFileSync(info.path, 'utf8') };
   }
 
   /** Whether this SBX_HOME's gateway runs, and where (no network call). */

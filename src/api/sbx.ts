@@ -76,13 +76,14 @@ export class Sbx {
   backend(): Promise<SbxBackend> {
     this.#backend ??= (async () => {
       if (this.mode === 'agent') {
-        // The agent's gateway serves plain HTTP: an HTTPS setting is refused, not silently dropped.
         const { tlsSetting, h2cSetting, sourceLimitSetting } = await import('../gateway/settings.ts');
         // Bad values are refused here, not in the agent.
         sourceLimitSetting(process.env.SBX_GATEWAY_SOURCE_LIMIT);
         h2cSetting(process.env.SBX_GATEWAY_H2C);
-        if (tlsSetting(process.env.SBX_GATEWAY_TLS)) {
-          throw new UsageError('SBX_GATEWAY_TLS=1 is not served behind the agent yet (a user in the docker group, or a remote engine): run sbx as root on the engine\'s host, or unset SBX_GATEWAY_TLS');
+        // The agent serves HTTPS with its own sbx CA; a certificate named by files on this machine
+        // is not something it can read (nor renew from): refused, not silently replaced.
+        if (tlsSetting(process.env.SBX_GATEWAY_TLS) && (process.env.SBX_TLS_CERT || process.env.SBX_TLS_KEY)) {
+          throw new UsageError('SBX_TLS_CERT and SBX_TLS_KEY are not served behind the agent (a user in the docker group, or a remote engine): its gateway serves HTTPS with a certificate from its own sbx CA (sbx ca prints it); unset them, or run sbx as root on the engine\'s host');
         }
         const { AgentBackend } = await import('./agent-backend.ts');
         return new AgentBackend(this.home);
@@ -161,11 +162,12 @@ export class Sbx {
   }
   /**
    * sbx's certificate authority for HTTPS URLs (SBX_GATEWAY_TLS=1), made in this home on first
-   * use: where it is, and how to trust it per client. Nothing is installed anywhere.
+   * use (agent mode: in the agent's, with a copy of its certificate kept in this one): where it
+   * is, and how to trust it per client. Nothing is installed anywhere.
    */
   async ca(): Promise<CaInfo & { trust: Record<string, string> }> {
-    const [{ ensureCa, trustSteps }, { gatewaySettings }] = await Promise.all([import('./ca.ts'), import('../gateway/settings.ts')]);
-    const info = await ensureCa(this.home, gatewaySettings().domain);
+    const [{ trustSteps }, backend] = await Promise.all([import('./ca.ts'), this.backend()]);
+    const info = await backend.ca();
     return { ...info, trust: trustSteps(info.path) };
   }
 

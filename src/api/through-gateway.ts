@@ -15,29 +15,38 @@ import { splice } from '../core/splice.ts';
 import type { Sbx } from './sbx.ts';
 import type { GatewayRoute } from './backend.ts';
 
-/** Options for a request to the gateway: over TCP, or through the daemon's tunnel (agent mode). */
-function via(gw: GatewayRoute): RequestOptions {
-  return gw.connect
-    ? { createConnection: (_o: unknown, done: (err: Error | null, s: Duplex) => void) => void gw.connect!().then(
-        (s) => {
-          done(null, s);
-          s.resume(); // the tunnel hands its stream over paused (see DaemonClient.tunnel)
-        },
-        (err: Error) => done(err, undefined as never),
-      ) } as RequestOptions
-    : { host: gw.host, port: gw.port };
-}
-
 /** TLS to an HTTPS gateway: the certificate checked for `host` against its CA (sbx's), or the system's. */
 function tlsFor(gw: GatewayRoute, host: string, alpn: string[]) {
-  return { servername: host, ALPNProtocols: alpn, ...(gw.tls?.ca ? { ca: [readFileSync(gw.tls.ca)] } : {}) };
+  const ca = gw.tls?.caPem ?? (gw.tls?.ca ? readFileSync(gw.tls.ca) : undefined);
+  return { servername: host, ALPNProtocols: alpn, ...(ca ? { ca: [ca] } : {}) };
+}
+
+/**
+ * A stream to the gateway's listener: TCP to it, or the daemon's tunnel (agent mode), inside TLS,
+ * checked for `host`, when it serves HTTPS. A plain tunnel comes paused (see DaemonClient.tunnel):
+ * the caller resumes it once it listens.
+ */
+async function openGateway(gw: GatewayRoute, host: string, alpn: string[]): Promise<Duplex> {
+  if (!gw.connect) return gw.tls ? connectTls({ host: gw.host, port: gw.port, ...tlsFor(gw, host, alpn) }) : connectTcp(gw.port, gw.host);
+  const tunnel = await gw.connect();
+  if (!gw.tls) return tunnel;
+  const stream = connectTls({ socket: tunnel, ...tlsFor(gw, host, alpn) });
+  tunnel.resume();
+  return stream;
 }
 
 /** An HTTP/1.1 request to the gateway, over TLS when it serves HTTPS. */
 function requestTo(gw: GatewayRoute, host: string, options: RequestOptions, onResponse?: (res: IncomingMessage) => void): ClientRequest {
-  if (!gw.tls) return httpRequest({ ...via(gw), ...options }, onResponse);
-  if (gw.connect) throw new RuntimeError('an HTTPS gateway behind the agent is not supported yet: unset SBX_GATEWAY_TLS');
-  return httpsRequest({ ...via(gw), ...tlsFor(gw, host, ['http/1.1']), ...options }, onResponse);
+  if (!gw.connect) return gw.tls ? httpsRequest({ host: gw.host, port: gw.port, ...tlsFor(gw, host, ['http/1.1']), ...options }, onResponse) : httpRequest({ host: gw.host, port: gw.port, ...options }, onResponse);
+  const createConnection = (_o: unknown, done: (err: Error | null, s: Duplex) => void) =>
+    void openGateway(gw, host, ['http/1.1']).then(
+      (s) => {
+        done(null, s);
+        s.resume();
+      },
+      (err: Error) => done(err, undefined as never),
+    );
+  return httpRequest({ createConnection, ...options } as RequestOptions, onResponse);
 }
 
 export interface FetchOptions {
@@ -93,9 +102,8 @@ function fetchHttp2(gw: GatewayRoute, host: string, path: string, options: Fetch
   return new Promise((resolve, reject) => {
     const hint = gw.tls ? '' : ' (without TLS, HTTP/2 needs the Node engine or HAProxy in front of nginx: gateway status --json says "h2c")';
     const failed = (err: Error) => reject(new RuntimeError(`the gateway did not answer over HTTP/2: ${err.message}${hint}`));
-    const opened = gw.connect ? gw.connect() : Promise.resolve(gw.tls ? connectTls({ host: gw.host, port: gw.port, ...tlsFor(gw, host, ['h2']) }) : connectTcp(gw.port, gw.host));
-    opened.then((s) => {
-      (s as Duplex & { resume(): void }).resume();
+    openGateway(gw, host, ['h2']).then((s) => {
+      s.resume();
       const session = connectHttp2(`${gw.tls ? 'https' : 'http'}://${host}:${gw.port}`, { createConnection: () => s });
       session.on('error', failed);
       const headers: Record<string, string> = { ':method': options.method ?? 'GET', ':path': path, ':authority': `${host}:${gw.port}`, [TOKEN_HEADER]: token };

@@ -37,6 +37,7 @@ export const REMOTE_METHODS = [
   'setPool',
   'poolStatus',
   'checkNetwork',
+  'ca',
 ] as const;
 export type RemoteMethod = (typeof REMOTE_METHODS)[number];
 
@@ -59,8 +60,11 @@ export interface DaemonHello {
   build?: string;
   config?: string;
   pid: number;
-  /** Where the daemon's gateway listens, in its own network namespace. */
-  gateway?: { host: string; port: number; domain: string };
+  /**
+   * Where the daemon's gateway listens, in its own network namespace; `tls` when it serves HTTPS,
+   * with the certificate (never the key) of the sbx CA it chains to, for clients that check it.
+   */
+  gateway?: { host: string; port: number; domain: string; tls?: { caPem?: string } };
 }
 
 /** The longest control line accepted: a request is small; a line without end is an attack. */

@@ -1,6 +1,6 @@
 // `sbx gateway run`: the long-running gateway. It keeps no state of its own: routes come from the
 // store, so a restart loses nothing. It also removes sandboxes whose --ttl is up.
-import { chmodSync, chownSync, existsSync, mkdirSync, rmSync, renameSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, renameSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { RuntimeError, UsageError } from '../core/errors.ts';
@@ -93,6 +93,8 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   // The certificate first: a gateway that cannot serve the HTTPS it announces does not start.
   const ca = settings.tls ? await import('../api/ca.ts') : undefined;
   const credentials = ca ? await ca.serverCertificate(home, settings.domain) : undefined;
+  // What hello tells clients to check the certificate against (an agent's clients have no other way to it).
+  const caPem = credentials?.source === 'sbx-ca' && credentials.caPath ? readFileSync(credentials.caPath, 'utf8') : undefined;
   const served = credentials && nginxBin ? new ServedCertificate(files.run) : undefined;
   const engine = nginxBin ? 'nginx' : 'node';
   let fastPath: FastPath | undefined;
@@ -187,7 +189,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   // On the control socket only (see control.ts): web pages cannot reach it.
   const gatewayOps: GatewayOps = {
     health: () => ({ ok: true, pid: process.pid, engine, domain: settings.domain, startedAt, sandboxes: routes.all().length, egressPid: workers.pid }),
-    hello: () => ({ protocol: PROTOCOL_VERSION, version: VERSION, pid: process.pid, ...helloExtra, ...(state ? { gateway: { host: state.host, port: state.port, domain: state.domain } } : {}) }),
+    hello: () => ({ protocol: PROTOCOL_VERSION, version: VERSION, pid: process.pid, ...helloExtra, ...(state ? { gateway: { host: state.host, port: state.port, domain: state.domain, ...(state.tls ? { tls: caPem ? { caPem } : {} } : {}) } } : {}) }),
     listener: () => ({ host: settings.host, port: state?.port ?? settings.port }),
     networkLog: (id, filter) => netlog.book.list(id, filter),
     followLog: (id, filter, onEntry, onEnd) => netlog.book.follow(id, filter, onEntry, onEnd),

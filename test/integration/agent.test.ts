@@ -366,11 +366,12 @@ describe('root with SBX_AGENT=1: the CLI needs only the Docker API', () => {
     assert.equal((await inspect(w.names.container)).State.Running, true);
   });
 
-  it('h2c: the agent\'s gateway (nginx behind HAProxy, as on a host) says h2c true, and false with SBX_GATEWAY_H2C=0 (a setting of the agent: it is replaced); SBX_GATEWAY_TLS=1 and a bad SBX_GATEWAY_SOURCE_LIMIT exit 2 in one line, before any agent work', async () => {
+  it('h2c: the agent\'s gateway (nginx behind HAProxy, as on a host) says h2c true, and false with SBX_GATEWAY_H2C=0 (a setting of the agent: it is replaced); SBX_TLS_CERT with SBX_GATEWAY_TLS=1 and a bad SBX_GATEWAY_SOURCE_LIMIT exit 2 in one line, before any agent work', async () => {
     assert.equal((await w.json(['gateway', 'status'])).h2c, true);
     assert.equal((await w.json(['gateway', 'status'], { env: { SBX_GATEWAY_H2C: '0' } })).h2c, false);
     assert.equal((await w.json(['gateway', 'status'])).h2c, true);
-    for (const [env, what] of [[{ SBX_GATEWAY_TLS: '1' }, /^error: SBX_GATEWAY_TLS=1 is not served behind the agent yet/], [{ SBX_GATEWAY_SOURCE_LIMIT: 'lots' }, /^error: invalid SBX_GATEWAY_SOURCE_LIMIT "lots": use 0 \(no limit\) to 100000/]] as const) {
+    const tlsFiles = { SBX_GATEWAY_TLS: '1', SBX_TLS_CERT: '/etc/hostname', SBX_TLS_KEY: '/etc/hostname' };
+    for (const [env, what] of [[tlsFiles, /^error: SBX_TLS_CERT and SBX_TLS_KEY are not served behind the agent .*sbx ca prints it/], [{ SBX_GATEWAY_SOURCE_LIMIT: 'lots' }, /^error: invalid SBX_GATEWAY_SOURCE_LIMIT "lots": use 0 \(no limit\) to 100000/]] as const) {
       const r = await w.sbx(['ls'], { env });
       assert.equal(r.code, 2, r.stderr);
       assert.match(oneErrorLine(r), what);
@@ -435,6 +436,42 @@ describe('a user in the docker group (not root, no SBX_AGENT): agent mode by def
     assert.equal(await tcp(w, 'mine', '198.18.0.1', 8080), 'fail');
     // Inbound traffic to the exposed port works in every mode.
     assert.equal((await curl([box.ports[0].url])).status, 200);
+  });
+
+  it('HTTPS (SBX_GATEWAY_TLS=1): the agent makes its sbx CA, sbx ca hands the user its certificate (never its key), and the URL checks out against it', async () => {
+    const tls = { SBX_GATEWAY_TLS: '1' };
+    const status = await w.json(['gateway', 'status'], { env: tls });
+    assert.deepEqual([status.tls, status.h2c, status.url.startsWith('https://')], [true, false, true]);
+    const url = (await w.json(['port', 'ls', 'mine'], { env: tls }))[0].url as string;
+    assert.match(url, /^https:\/\/8000-mine\.sbx\.localhost:\d+\/$/);
+    const ca = await w.sbx(['ca'], { env: tls });
+    assert.equal(ca.code, 0, ca.stderr);
+    const path = ca.stdout.trim();
+    assert.ok(path.startsWith(`${w.home}/`), `a file of the user's SBX_HOME: ${path}`);
+    const pem = (await asUser(member, ['cat', path])).stdout;
+    assert.match(pem, /^-----BEGIN CERTIFICATE-----/);
+    assert.doesNotMatch(pem, /PRIVATE KEY/);
+    assert.equal(statSync(path).uid, member.uid);
+    // The key stays in the agent's volume, 0600, out of the user's reach.
+    const keyPath = join((await w.agentHome())!, 'tls', 'ca', 'sbx.localhost', 'ca-key.pem');
+    assert.equal(statSync(keyPath).mode & 0o777, 0o600);
+    assert.notEqual((await asUser(member, ['cat', keyPath])).code, 0);
+    // The user's curl trusts the copy; without it (the system's store only) the certificate is refused.
+    const get = (...extra: string[]) => asUser(member, ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code} %{http_version}', '-m', '5', ...extra, url]);
+    await eventually(async () => (await get('--cacert', path)).stdout === '200 2', 'the HTTPS URL, checked against the copy (HTTP/2 by ALPN)');
+    const unchecked = await get();
+    assert.equal(unchecked.code, 60, 'curl refuses a certificate it cannot check');
+    // sbx fetch checks it too, through the agent's tunnel, HTTP/1.1 and HTTP/2.
+    for (const [args, line] of [[[], /^HTTP\/1\.1 200 OK\n/], [['--http2'], /^HTTP\/2 200\n/]] as const) {
+      const r = await w.sbx(['fetch', 'mine', '8000', '/', '-i', ...args], { env: tls });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, line);
+    }
+    // Control: the plain-HTTP gateway again (the agent is replaced with it, on a port of its own).
+    assert.equal((await w.json(['gateway', 'status'])).tls, undefined);
+    const plain = (await w.json(['port', 'ls', 'mine']))[0].url as string;
+    assert.match(plain, /^http:\/\//);
+    await eventually(async () => (await asUser(member, ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '-m', '5', plain])).stdout === '200', 'the http URL again');
   });
 
   it("the control socket is 0660 with the docker socket's group; a user outside that group can use neither", async () => {

@@ -11,7 +11,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { AgentWorld } from '../agent-world.ts';
 import { curl, eventually, oneErrorLine, removeRules, ruleIds, run, SBX, sleep, World, type Result, talk } from '../helpers.ts';
 import { startFakeInternet, type FakeInternet } from '../fake-internet.ts';
@@ -357,6 +357,82 @@ describe('ingress through the agent', () => {
     assert.equal(bad.status, 403);
     const withToken = await curl([...via, '-H', `x-sbx-traffic-token: ${token}`, `http://8081-open.sbx.localhost:${GW_PORT}/`]);
     assert.equal(withToken.status, 200, withToken.body);
+  });
+});
+
+describe('HTTPS through the agent (SBX_GATEWAY_TLS=1): URLs that cross a network', () => {
+  const tls = { SBX_GATEWAY_TLS: '1' };
+  let ca = '';
+  let token = '';
+  const via = () => ['--connect-to', `::${engine.hostAddress}:${GW_PORT}`];
+
+  before(async () => {
+    // The agent is replaced with the setting; its gateway makes its sbx CA in its volume.
+    const status = await world.json(['gateway', 'status'], { env: tls });
+    assert.deepEqual([status.tls, status.url], [true, `https://sbx.localhost:${GW_PORT}/`]);
+    const r = await world.sbx(['ca'], { env: tls });
+    assert.equal(r.code, 0, r.stderr);
+    ca = r.stdout.trim();
+    token = (await world.sbx(['token', 'open'], { env: tls })).stdout.trim();
+  });
+
+  it("sbx ca: a copy of the agent's CA certificate on this side, never its key; port ls says https", async () => {
+    assert.ok(ca.startsWith(`${world.home}/`), ca);
+    const pem = readFileSync(ca, 'utf8');
+    assert.match(pem, /^-----BEGIN CERTIFICATE-----/);
+    assert.doesNotMatch(pem, /PRIVATE KEY/);
+    const info = await world.json(['ca'], { env: tls });
+    assert.deepEqual([info.path, Object.keys(info.trust).includes('node')], [ca, true]);
+    const ports = await world.json(['port', 'ls', 'open'], { env: tls });
+    assert.ok(ports.every((p: any) => p.url.startsWith('https://')), JSON.stringify(ports));
+  });
+
+  it("the URL through the engine host's address over HTTPS: 200 public, 403 private without the token, 200 with it; HTTP/2 by ALPN", async () => {
+    const url = (port: number) => `https://${port}-open.sbx.localhost:${GW_PORT}/`;
+    let pub = await curl([...via(), '--cacert', ca, url(8080)]);
+    await eventually(async () => (pub = await curl([...via(), '--cacert', ca, url(8080)])).status === 200, 'the public URL over HTTPS');
+    assert.match(pub.body, /Directory listing/);
+    assert.equal((await curl([...via(), '--cacert', ca, url(8081)])).status, 403);
+    const withToken = await curl([...via(), '--cacert', ca, '--http2', '-H', `x-sbx-traffic-token: ${token}`, url(8081)]);
+    assert.equal(withToken.status, 200, withToken.body);
+    const h2 = await run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_version}', ...via(), '--cacert', ca, url(8080)]);
+    assert.equal(h2.stdout, '2');
+  });
+
+  it('attack: a client that does not trust the CA is refused the connection (no token, no data crosses), and so is one that trusts another CA', async () => {
+    const unchecked = await curl([...via(), '-H', `x-sbx-traffic-token: ${token}`, `https://8081-open.sbx.localhost:${GW_PORT}/`]);
+    assert.equal(unchecked.code, 60);
+    assert.equal(unchecked.status, 0);
+    // Another home's CA (made here, host side): not the agent's.
+    const other = new World({ SBX_AGENT: '0' });
+    try {
+      const otherCa = (await other.sbx(['ca'])).stdout.trim();
+      assert.ok(existsSync(otherCa));
+      assert.equal((await curl([...via(), '--cacert', otherCa, `https://8080-open.sbx.localhost:${GW_PORT}/`])).code, 60);
+    } finally {
+      await other.cleanup();
+    }
+  });
+
+  for (const [transport, env] of [
+    ['the socket', tls],
+    ['docker exec (SBX_AGENT_VIA=exec)', { ...tls, SBX_AGENT_VIA: 'exec' }],
+  ] as const) {
+    it(`sbx fetch over HTTPS through ${transport}, checked against the agent's CA: HTTP/1.1 and HTTP/2, public and private`, async () => {
+      for (const [port, args, line] of [
+        ['8080', [], /^HTTP\/1\.1 200 OK\n[\s\S]*Directory listing/],
+        ['8081', ['--http2'], /^HTTP\/2 200\n/],
+      ] as const) {
+        const r = await world.sbx(['fetch', 'open', port, '/', '-i', ...args], { env });
+        assert.equal(r.code, 0, r.stderr);
+        assert.match(r.stdout, line);
+      }
+    });
+  }
+
+  it('control: the plain-HTTP gateway again once the setting is gone (the agent is replaced)', async () => {
+    assert.equal((await world.json(['gateway', 'status'])).tls, undefined);
+    await eventually(async () => (await curl([...via(), `http://8080-open.sbx.localhost:${GW_PORT}/`])).status === 200, 'the http URL');
   });
 });
 

@@ -6,6 +6,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AGENT_FILES, agentBuildId, agentImageTag } from '../../src/api/agent-image.ts';
+import { agentBundle } from '../../src/api/agent-build.ts';
 import { RuntimeError } from '../../src/core/errors.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'sbx-agent-id-'));
@@ -58,4 +59,10 @@ describe('agent build id', () => {
   });
 
   it('is found from the real dist/ without arguments', () => assert.match(agentBuildId(), /^[0-9a-f]{12}$/));
+
+  it("carries node-forge from the real dist/'s node_modules (the agent's gateway makes its sbx CA with it), its entry among its files", () => {
+    const names = agentBundle().modules.map((f) => f.name);
+    assert.ok(names.includes('node_modules/node-forge/package.json'));
+    assert.ok(names.includes('node_modules/node-forge/lib/index.js'));
+  });
 });

@@ -6,11 +6,11 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import forge from 'node-forge';
-import { caDomainProblem, certificateNames, ensureCa, serverCertificate } from '../../src/api/ca.ts';
+import { caDomainProblem, certificateNames, ensureCa, keepCaCopy, serverCertificate } from '../../src/api/ca.ts';
 
 const made: string[] = [];
 const scratch = () => {
@@ -135,4 +135,22 @@ test('SBX_TLS_CERT with a chain cut short (a copy still being written) is refuse
   assert.equal(whole.cert, mine.cert + caPem, 'control: leaf and chain');
   writeFileSync(certPath, mine.cert + caPem.slice(0, Math.floor(caPem.length / 2)));
   await assert.rejects(serverCertificate(home, 'sbx.localhost', { SBX_TLS_CERT: certPath, SBX_TLS_KEY: keyPath }), /is not a PEM certificate: a PEM block is not whole/);
+});
+
+test("keepCaCopy (an agent's CA, kept on the client's side): one CA certificate is written whole; a key, a server certificate, two blocks or junk are refused and write nothing", async () => {
+  const agentHome = scratch();
+  const home = scratch();
+  const ca = await ensureCa(agentHome, 'sbx.localhost');
+  const pem = readFileSync(ca.path, 'utf8');
+  const kept = keepCaCopy(home, 'sbx-agent-abc', pem, true);
+  assert.equal(kept.path, join(home, 'tls', 'agent-ca', 'sbx-agent-abc.pem'));
+  assert.deepEqual([kept.sha256, kept.created], [ca.sha256, true]);
+  assert.equal(readFileSync(kept.path, 'utf8'), pem);
+  const server = await serverCertificate(agentHome, 'sbx.localhost', {});
+  const key = readFileSync(join(agentHome, 'tls', 'ca', 'sbx.localhost', 'ca-key.pem'), 'utf8');
+  for (const [what, bad] of [['a key beside it', pem + key], ['a key', key], ['a server certificate', server.cert], ['two certificates', pem + pem], ['junk', 'hello']] as const) {
+    assert.throws(() => keepCaCopy(home, 'sbx-agent-xyz', bad, false), /not one CA certificate/, what);
+  }
+  assert.equal(existsSync(join(home, 'tls', 'agent-ca', 'sbx-agent-xyz.pem')), false);
+  assert.equal(readFileSync(kept.path, 'utf8'), pem, 'the good copy stays');
 });
