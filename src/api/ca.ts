@@ -9,7 +9,7 @@
 // then renamed into place, so two processes making it at once cannot mix one's key with the
 // other's certificate: the second rename fails, and that process uses the first one's.
 import { X509Certificate, createPrivateKey, generateKeyPairSync, randomBytes } from 'node:crypto';
-import { chmodSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RuntimeError, UsageError } from '../core/errors.ts';
 
@@ -261,9 +261,16 @@ function userCertificate(env: NodeJS.ProcessEnv, names: string[]): ServerCertifi
   let cert: string;
   let key: string;
   try {
+    // Files others may write could be swapped for a pair of theirs; a key anyone may read is not
+    // a secret (group-readable is Debian's ssl-cert convention, and allowed).
+    const open = [[certPath, 'SBX_TLS_CERT', statSync(certPath).mode & 0o022], [keyPath, 'SBX_TLS_KEY', statSync(keyPath).mode & 0o026]] as const;
+    for (const [path, name, loose] of open) {
+      if (loose) throw new UsageError(`${name} ${path} may be ${loose & 0o004 ? 'read by anyone' : 'written by its group or anyone'} (mode ${(statSync(path).mode & 0o777).toString(8)}): sbx refuses it; chmod ${name === 'SBX_TLS_KEY' ? '600' : '644'} ${path}`);
+    }
     cert = readFileSync(certPath, 'utf8');
     key = readFileSync(keyPath, 'utf8');
   } catch (err) {
+    if (err instanceof UsageError) throw err;
     throw new UsageError(`SBX_TLS_CERT/SBX_TLS_KEY cannot be read: ${(err as Error).message}`);
   }
   let x509: X509Certificate;

@@ -2,8 +2,10 @@
 // replacing SBX_TLS_CERT's files): every `intervalMs` the gateway loads the certificate it should
 // serve now (ca.ts serverCertificate: the user's files as they are on disk, or sbx's own, made
 // again within 30 days of its end) and, when it is not the one served, has nginx and the Node TLS
-// front take it. A pair that does not fit (files half replaced) is logged once and the served
-// one kept: a broken file never takes HTTPS down.
+// front take it. A pair that does not fit (files half replaced), or a certificate that no longer
+// covers a name the served one does (sandboxes' URLs, a `port expose --domain` name), is logged
+// once and the served one kept: a broken or wrong file never takes HTTPS down.
+import { X509Certificate } from 'node:crypto';
 
 export interface CertificatePair {
   cert: string;
@@ -17,6 +19,8 @@ export function refreshCertificate(o: {
   served: CertificatePair;
   load: () => Promise<CertificatePair>;
   apply: (next: CertificatePair) => Promise<void>;
+  /** Host names clients ask for now: a new certificate must cover each that the served one covers. */
+  names?: () => string[];
   log: (line: string) => void;
   intervalMs?: number;
 }): () => void {
@@ -30,6 +34,8 @@ export function refreshCertificate(o: {
       try {
         const next = await o.load();
         if (next.cert === served.cert && next.key === served.key) return;
+        const lost = lostNames(served.cert, next.cert, o.names?.() ?? []);
+        if (lost.length) throw new Error(`the new certificate does not cover ${lost.join(', ')}, which the one served does`);
         await o.apply(next);
         served = next;
         lastProblem = '';
@@ -45,4 +51,11 @@ export function refreshCertificate(o: {
   }, o.intervalMs ?? CERT_CHECK_MS);
   timer.unref();
   return () => clearInterval(timer);
+}
+
+/** The names `before` covers and `after` does not (the first certificate of each chain). */
+export function lostNames(before: string, after: string, names: string[]): string[] {
+  const old = new X509Certificate(before);
+  const next = new X509Certificate(after);
+  return names.filter((name) => old.checkHost(name) !== undefined && next.checkHost(name) === undefined);
 }

@@ -381,6 +381,8 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     ? refreshCertificate({
         served: credentials,
         load: () => ca.serverCertificate(home, settings.domain),
+        // A sandbox URL's name (any label under the domain), the domain (tunnels), and names of one's own.
+        names: () => [`sbx-url.${settings.domain}`, settings.domain, ...routes.customDomains()],
         apply: async (next) => {
           if (fastPath) {
             const files = served!.publish(next);

@@ -107,6 +107,11 @@ export class RouteTable {
     return this.#byDomain.get(host);
   }
 
+  /** Every name of the user's own that routes somewhere (`port expose --domain`). */
+  customDomains(): string[] {
+    return [...this.#byDomain.keys()];
+  }
+
   /** A sandbox by exact name or id. */
   find(ref: string): SandboxRecord | undefined {
     return this.#byRef.get(ref);

@@ -1,7 +1,8 @@
 // HTTPS certificates renewed while the gateway runs, on both engines (nginx, and the Node
 // engine's TLS front): a certificate of the user's own replaced on disk (as certbot does) is
 // served within seconds, without a restart; a half-replaced pair (a certificate without its key)
-// is not taken (the served one stays, and a real client keeps working); sbx's own certificate near
+// is not taken (the served one stays, and a real client keeps working), nor is one for other names;
+// sbx's own certificate near
 // its end is made again and served. SBX_TLS_CHECK_MS makes the gateway look every 300 ms.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -81,6 +82,20 @@ for (const engine of ['nginx', 'node'] as const) {
       assert.notEqual(await curlStatus(port, b.caPath), 0);
       copyFileSync(c.key, keyPath);
       await eventually(async () => (await served(port)) === (await fingerprint(c.cert)), 'c served once its key is there', 10_000);
+    });
+
+    it('attack on the swap: a certificate that does not cover the sandboxes\' names (another domain) is not taken: the served one stays, the log names what it would lose; one that covers them is taken (control)', async () => {
+      const current = await served(port);
+      const other = userCertificate(scratch, new Date(Date.now() - DAY), new Date(Date.now() + 60 * DAY), ['*.other.test']);
+      copyFileSync(other.key, keyPath);
+      copyFileSync(other.cert, certPath);
+      await eventually(async () => /tls: keeping the certificate served: the new certificate does not cover sbx-url\.sbx\.localhost, which the one served does/.test(await user.gatewayLog()), 'the refusal logged', 10_000);
+      assert.equal(await served(port), current, 'the covering certificate is still served');
+      const good = userCertificate(scratch, new Date(Date.now() - DAY), new Date(Date.now() + 60 * DAY), ['*.sbx.localhost', '*.other.test']);
+      copyFileSync(good.key, keyPath);
+      copyFileSync(good.cert, certPath);
+      await eventually(async () => (await served(port)) === (await fingerprint(good.cert)), 'the covering one served', 10_000);
+      assert.notEqual(await curlStatus(port, good.caPath), 0);
     });
 
     it('sbx\'s own certificate near its end (10 days left) is made again and served, signed by the same CA', async () => {

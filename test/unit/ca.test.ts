@@ -154,3 +154,28 @@ test("keepCaCopy (an agent's CA, kept on the client's side): one CA certificate 
   assert.equal(existsSync(join(home, 'tls', 'agent-ca', 'sbx-agent-xyz.pem')), false);
   assert.equal(readFileSync(kept.path, 'utf8'), pem, 'the good copy stays');
 });
+
+test('SBX_TLS_KEY that anyone may read, or SBX_TLS_CERT/SBX_TLS_KEY that others may write, is refused with the chmod to run; 0600 and 0640 keys (ssl-cert) are taken', async () => {
+  const home = scratch();
+  const mine = await serverCertificate(home, 'sbx.localhost', {});
+  const dir = scratch();
+  const certPath = join(dir, 'cert.pem');
+  const keyPath = join(dir, 'key.pem');
+  writeFileSync(keyPath, mine.key, { mode: 0o600 });
+  writeFileSync(certPath, mine.cert, { mode: 0o644 });
+  const env = { SBX_TLS_CERT: certPath, SBX_TLS_KEY: keyPath };
+  const cases = [
+    [keyPath, 0o644, /SBX_TLS_KEY \S+ may be read by anyone \(mode 644\): sbx refuses it; chmod 600 /],
+    [keyPath, 0o620, /SBX_TLS_KEY \S+ may be written by its group or anyone \(mode 620\)/],
+    [certPath, 0o666, /SBX_TLS_CERT \S+ may be written by its group or anyone \(mode 666\): sbx refuses it; chmod 644 /],
+  ] as const;
+  for (const [path, mode, why] of cases) {
+    chmodSync(path, mode);
+    await assert.rejects(serverCertificate(home, 'sbx.localhost', env), why);
+    chmodSync(path, path === keyPath ? 0o600 : 0o644);
+  }
+  for (const mode of [0o600, 0o640]) {
+    chmodSync(keyPath, mode);
+    assert.equal((await serverCertificate(home, 'sbx.localhost', env)).source, 'user');
+  }
+});
