@@ -89,6 +89,11 @@ export class AgentBackend implements SbxBackend {
   #config(): { env: Record<string, string>; hash: string } {
     const env: Record<string, string> = {};
     for (const k of PASSED_ENV) if (process.env[k] !== undefined) env[k] = process.env[k]!;
+    // On or off, however it is spelt (1, true, yes...): another spelling does not replace the agent.
+    if (env.SBX_GATEWAY_TLS !== undefined) {
+      if (['1', 'true', 'yes', 'on'].includes(env.SBX_GATEWAY_TLS.trim().toLowerCase())) env.SBX_GATEWAY_TLS = '1';
+      else delete env.SBX_GATEWAY_TLS;
+    }
     return { env, hash: createHash('sha256').update(JSON.stringify(env)).digest('hex').slice(0, 12) };
   }
 
@@ -245,8 +250,8 @@ export class AgentBackend implements SbxBackend {
   /** The agent's sbx CA (made there on first use): its certificate, kept as a file of this home. */
   async ca(): Promise<CaInfo> {
     const remote = await this.call<CaInfo & { pem: string }>('ca', []);
-    const { keepCaCopy } = await import('./ca.ts');
-    return keepCaCopy(this.home, agentNames(this.home).container, String(remote.pem), remote.created === true);
+    const [{ keepCaCopy }, { gatewaySettings }] = await Promise.all([import('./ca.ts'), import('../gateway/settings.ts')]);
+    return keepCaCopy(this.home, agentNames(this.home).container, String(remote.pem), remote.created === true, gatewaySettings().domain);
   }
 
   /** Asks the agent when it runs; a stopped (or absent) agent is not started to say it is stopped. */

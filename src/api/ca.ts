@@ -298,24 +298,55 @@ function createKeyOrThrow(pem: string, path: string) {
 
 /**
  * Keeps, in this home, a copy of the CA certificate that an agent's gateway chains to (its key
- * stays in the agent's volume), so that `sbx ca` names a file on this machine. Only one CA
- * certificate, with no key beside it, is written; the file is replaced whole.
+ * stays in the agent's volume), so that `sbx ca` names a file on this machine. Only a CA that sbx
+ * itself would make for `domain` is kept: one certificate, no key beside it, self-signed, pathLen
+ * 0, and the critical name constraint to `domain` (no IP address). An agent (or an engine's host)
+ * that sent anything else could otherwise have the user trust a CA for every site. The file is
+ * replaced whole.
  */
-export function keepCaCopy(home: string, name: string, pem: string, created: boolean): CaInfo {
-  const blocks = pem.match(/-----BEGIN [A-Z0-9 ]+-----/g) ?? [];
-  let ca: X509Certificate | undefined;
-  try {
-    ca = blocks.length === 1 && blocks[0] === '-----BEGIN CERTIFICATE-----' ? new X509Certificate(pem) : undefined;
-  } catch {}
-  if (!ca?.ca) throw new RuntimeError(`the sbx agent answered with something that is not one CA certificate: not kept`);
+export async function keepCaCopy(home: string, name: string, pem: string, created: boolean, domain: string): Promise<CaInfo> {
+  const problem = await agentCaProblem(pem, domain);
+  if (problem) throw new RuntimeError(`the sbx agent's CA certificate is not one sbx makes for ${domain} (${problem}): not kept; do not trust it`);
   ownedDir(tlsDir(home), 0o700);
   const dir = join(tlsDir(home), 'agent-ca');
   ownedDir(dir, 0o700);
   const path = join(dir, `${name}.pem`);
   const tmp = `${path}.${randomBytes(6).toString('hex')}`;
-  writeFileSync(tmp, pem, { mode: 0o644 });
-  renameSync(tmp, path);
+  try {
+    writeFileSync(tmp, pem, { mode: 0o644 });
+    renameSync(tmp, path);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
   return describeCa(path, created);
+}
+
+function selfSigned(cert: ReturnType<Forge['pki']['certificateFromPem']>): boolean {
+  try {
+    return cert.isIssuer(cert) && cert.verify(cert);
+  } catch {
+    return false; // forge's verify throws for a certificate another one issued
+  }
+}
+
+/** Why `pem` is not a CA certificate that ensureCa would make for `domain`, or undefined. */
+async function agentCaProblem(pem: string, domain: string): Promise<string | undefined> {
+  const blocks = pem.match(/-----BEGIN [A-Z0-9 ]+-----/g) ?? [];
+  if (blocks.length !== 1 || blocks[0] !== '-----BEGIN CERTIFICATE-----') return 'not one certificate alone';
+  const f = await forge();
+  let cert: ReturnType<Forge['pki']['certificateFromPem']>;
+  try {
+    cert = f.pki.certificateFromPem(pem);
+  } catch (err) {
+    return `unreadable: ${(err as Error).message}`;
+  }
+  if (!selfSigned(cert)) return 'not self-signed';
+  const basic = cert.getExtension('basicConstraints') as { cA?: boolean; pathLenConstraint?: number; critical?: boolean } | null;
+  if (!basic?.cA || basic.pathLenConstraint !== 0 || !basic.critical) return 'not a CA that signs server certificates only (pathLen 0)';
+  const constraint = cert.getExtension({ id: '2.5.29.30' } as unknown as string) as { critical?: boolean; value?: string } | null;
+  if (!constraint?.critical || constraint.value !== nameConstraints(f, domain)) return `not limited to names under ${domain}`;
+  return undefined;
 }
 
 /** How to trust the CA, per client (sbx ca prints these; it installs nothing). */

@@ -76,14 +76,21 @@ export class Sbx {
   backend(): Promise<SbxBackend> {
     this.#backend ??= (async () => {
       if (this.mode === 'agent') {
-        const { tlsSetting, h2cSetting, sourceLimitSetting } = await import('../gateway/settings.ts');
+        const { tlsSetting, h2cSetting, sourceLimitSetting, gatewaySettings } = await import('../gateway/settings.ts');
         // Bad values are refused here, not in the agent.
         sourceLimitSetting(process.env.SBX_GATEWAY_SOURCE_LIMIT);
         h2cSetting(process.env.SBX_GATEWAY_H2C);
         // The agent serves HTTPS with its own sbx CA; a certificate named by files on this machine
         // is not something it can read (nor renew from): refused, not silently replaced.
-        if (tlsSetting(process.env.SBX_GATEWAY_TLS) && (process.env.SBX_TLS_CERT || process.env.SBX_TLS_KEY)) {
-          throw new UsageError('SBX_TLS_CERT and SBX_TLS_KEY are not served behind the agent (a user in the docker group, or a remote engine): its gateway serves HTTPS with a certificate from its own sbx CA (sbx ca prints it); unset them, or run sbx as root on the engine\'s host');
+        if (tlsSetting(process.env.SBX_GATEWAY_TLS)) {
+          if (process.env.SBX_TLS_CERT || process.env.SBX_TLS_KEY) {
+            throw new UsageError('SBX_TLS_CERT and SBX_TLS_KEY are not served behind the agent (a user in the docker group, or a remote engine): its gateway serves HTTPS with a certificate from its own sbx CA (sbx ca prints it); unset them, or run sbx as root on the engine\'s host');
+          }
+          // A domain that cannot have sbx's CA is refused here, before the agent is replaced by one
+          // whose gateway could not start.
+          const { caDomainProblem } = await import('./ca.ts');
+          const problem = caDomainProblem(gatewaySettings().domain);
+          if (problem) throw new UsageError(problem);
         }
         const { AgentBackend } = await import('./agent-backend.ts');
         return new AgentBackend(this.home);

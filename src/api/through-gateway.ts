@@ -26,13 +26,18 @@ function tlsFor(gw: GatewayRoute, host: string, alpn: string[]) {
  * checked for `host`, when it serves HTTPS. A plain tunnel comes paused (see DaemonClient.tunnel):
  * the caller resumes it once it listens.
  */
-async function openGateway(gw: GatewayRoute, host: string, alpn: string[]): Promise<Duplex> {
+export async function openGateway(gw: GatewayRoute, host: string, alpn: string[]): Promise<Duplex> {
   if (!gw.connect) return gw.tls ? connectTls({ host: gw.host, port: gw.port, ...tlsFor(gw, host, alpn) }) : connectTcp(gw.port, gw.host);
   const tunnel = await gw.connect();
   if (!gw.tls) return tunnel;
-  const stream = connectTls({ socket: tunnel, ...tlsFor(gw, host, alpn) });
-  tunnel.resume();
-  return stream;
+  try {
+    const stream = connectTls({ socket: tunnel, ...tlsFor(gw, host, alpn) });
+    tunnel.resume();
+    return stream;
+  } catch (err) {
+    tunnel.destroy(); // a `docker exec` behind it, on a remote engine
+    throw err;
+  }
 }
 
 /** An HTTP/1.1 request to the gateway, over TLS when it serves HTTPS. */

@@ -366,16 +366,22 @@ describe('root with SBX_AGENT=1: the CLI needs only the Docker API', () => {
     assert.equal((await inspect(w.names.container)).State.Running, true);
   });
 
-  it('h2c: the agent\'s gateway (nginx behind HAProxy, as on a host) says h2c true, and false with SBX_GATEWAY_H2C=0 (a setting of the agent: it is replaced); SBX_TLS_CERT with SBX_GATEWAY_TLS=1 and a bad SBX_GATEWAY_SOURCE_LIMIT exit 2 in one line, before any agent work', async () => {
+  it('h2c: the agent\'s gateway (nginx behind HAProxy, as on a host) says h2c true, and false with SBX_GATEWAY_H2C=0 (a setting of the agent: it is replaced); SBX_TLS_CERT or a domain that cannot have sbx\'s CA with SBX_GATEWAY_TLS=1, and a bad SBX_GATEWAY_SOURCE_LIMIT, exit 2 in one line, before any agent work', async () => {
     assert.equal((await w.json(['gateway', 'status'])).h2c, true);
     assert.equal((await w.json(['gateway', 'status'], { env: { SBX_GATEWAY_H2C: '0' } })).h2c, false);
     assert.equal((await w.json(['gateway', 'status'])).h2c, true);
     const tlsFiles = { SBX_GATEWAY_TLS: '1', SBX_TLS_CERT: '/etc/hostname', SBX_TLS_KEY: '/etc/hostname' };
-    for (const [env, what] of [[tlsFiles, /^error: SBX_TLS_CERT and SBX_TLS_KEY are not served behind the agent .*sbx ca prints it/], [{ SBX_GATEWAY_SOURCE_LIMIT: 'lots' }, /^error: invalid SBX_GATEWAY_SOURCE_LIMIT "lots": use 0 \(no limit\) to 100000/]] as const) {
+    const agentId = (await inspect(w.names.container)).Id;
+    for (const [env, what] of [
+      [tlsFiles, /^error: SBX_TLS_CERT and SBX_TLS_KEY are not served behind the agent .*sbx ca prints it/],
+      [{ SBX_GATEWAY_TLS: '1', SBX_DOMAIN: 'example.com' }, /^error: SBX_DOMAIN "example\.com" cannot have sbx's CA/],
+      [{ SBX_GATEWAY_SOURCE_LIMIT: 'lots' }, /^error: invalid SBX_GATEWAY_SOURCE_LIMIT "lots": use 0 \(no limit\) to 100000/],
+    ] as const) {
       const r = await w.sbx(['ls'], { env });
       assert.equal(r.code, 2, r.stderr);
       assert.match(oneErrorLine(r), what);
     }
+    assert.equal((await inspect(w.names.container)).Id, agentId, 'the agent was not replaced');
   });
 
   it('this CLI process ran no nft: everything kernel-side was the agent\'s', () => {

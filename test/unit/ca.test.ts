@@ -6,11 +6,12 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import forge from 'node-forge';
 import { caDomainProblem, certificateNames, ensureCa, keepCaCopy, serverCertificate } from '../../src/api/ca.ts';
+import { userCertificate } from '../user-cert.ts';
 
 const made: string[] = [];
 const scratch = () => {
@@ -137,21 +138,31 @@ test('SBX_TLS_CERT with a chain cut short (a copy still being written) is refuse
   await assert.rejects(serverCertificate(home, 'sbx.localhost', { SBX_TLS_CERT: certPath, SBX_TLS_KEY: keyPath }), /is not a PEM certificate: a PEM block is not whole/);
 });
 
-test("keepCaCopy (an agent's CA, kept on the client's side): one CA certificate is written whole; a key, a server certificate, two blocks or junk are refused and write nothing", async () => {
+test("keepCaCopy (an agent's CA, kept on the client's side): only a CA sbx makes for the domain is written, whole; a key, a server certificate, two blocks, junk, a CA without the name constraint or for another domain are refused and write nothing", async () => {
   const agentHome = scratch();
   const home = scratch();
   const ca = await ensureCa(agentHome, 'sbx.localhost');
   const pem = readFileSync(ca.path, 'utf8');
-  const kept = keepCaCopy(home, 'sbx-agent-abc', pem, true);
+  const kept = await keepCaCopy(home, 'sbx-agent-abc', pem, true, 'sbx.localhost');
   assert.equal(kept.path, join(home, 'tls', 'agent-ca', 'sbx-agent-abc.pem'));
   assert.deepEqual([kept.sha256, kept.created], [ca.sha256, true]);
   assert.equal(readFileSync(kept.path, 'utf8'), pem);
   const server = await serverCertificate(agentHome, 'sbx.localhost', {});
   const key = readFileSync(join(agentHome, 'tls', 'ca', 'sbx.localhost', 'ca-key.pem'), 'utf8');
-  for (const [what, bad] of [['a key beside it', pem + key], ['a key', key], ['a server certificate', server.cert], ['two certificates', pem + pem], ['junk', 'hello']] as const) {
-    assert.throws(() => keepCaCopy(home, 'sbx-agent-xyz', bad, false), /not one CA certificate/, what);
+  const otherDomain = readFileSync((await ensureCa(agentHome, 'dev.test')).path, 'utf8');
+  const unconstrained = readFileSync(userCertificate(scratch(), new Date(Date.now() - 86_400_000), new Date(Date.now() + 86_400_000)).caPath, 'utf8');
+  for (const [what, bad, why] of [
+    ['a key beside it', pem + key, /not one certificate alone/],
+    ['a key', key, /not one certificate alone/],
+    ['two certificates', pem + pem, /not one certificate alone/],
+    ['junk', 'hello', /not one certificate alone/],
+    ['a server certificate', server.cert, /not self-signed/],
+    ['a CA that may sign for any name', unconstrained, /not a CA that signs server certificates only|not limited to names under sbx\.localhost/],
+    ['a CA for another domain', otherDomain, /not limited to names under sbx\.localhost/],
+  ] as const) {
+    await assert.rejects(keepCaCopy(home, 'sbx-agent-xyz', bad, false, 'sbx.localhost'), why, what);
   }
-  assert.equal(existsSync(join(home, 'tls', 'agent-ca', 'sbx-agent-xyz.pem')), false);
+  assert.deepEqual(readdirSync(join(home, 'tls', 'agent-ca')), ['sbx-agent-abc.pem'], 'nothing else written, no temporary file left');
   assert.equal(readFileSync(kept.path, 'utf8'), pem, 'the good copy stays');
 });
 
