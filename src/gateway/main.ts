@@ -149,7 +149,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     restarted: async (found) => {
       const listeners = logged(found);
       egress.useListeners(listeners);
-      await applyListenerGuard(home, listeners, sourceLimit());
+      await applyListenerGuard(home, listeners, sourceLimit(), true);
       await Promise.all(routes.all().map((r) => enforce(r.id, 'redirect')));
       if (state && runningGateway(home)?.pid === process.pid) {
         state.egress = listeners;
@@ -333,7 +333,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
         const step = (what: string, p: Promise<unknown>) => p.catch((err: Error) => failed.set(what, err));
         // Nothing to protect, nothing to write (a cleanup that dropped an idle table stays done).
         if (ruled().length) await step('the shared part', egress.restoreSkeleton());
-        await step('the listener guard', applyListenerGuard(home, workers.listeners ?? egressListeners, sourceLimit()));
+        await step('the listener guard', applyListenerGuard(home, workers.listeners ?? egressListeners, sourceLimit(), true));
         egress.forgetLearned();
         await step('every sandbox', egress.restoreAll(ruled, { creating: true }).then((errors) => errors.forEach((err, id) => failed.set(id, err))));
         for (const [what, err] of failed) log(`egress: could not restore the rules of ${what}: ${err.message}`);

@@ -66,13 +66,18 @@ export function gatewayAddress(host: string): 'loopback' | { family?: 'ip' | 'ip
   return { family: 'ip6', address: zeros.slice(1, -1) };
 }
 
-export function guardScript(table: string, l: EgressListeners, sources?: SourceLimit): string {
+/**
+ * The guard table's script. `keep`: the table's chain is rewritten, but its sets of clients (and
+ * so the kernel's count of each client's open connections) stay: for a rewrite while the gateway
+ * serves (new egress ports after a worker restart, rules put back after another program deleted a
+ * table). Without it, the table is made anew (a gateway's start: what an earlier one left goes).
+ */
+export function guardScript(table: string, l: EgressListeners, sources?: SourceLimit, keep = false): string {
   const ports = `{ ${l.dns}, ${l.http}, ${l.tls} }`;
+  const chain = `add chain inet ${table} input { type filter hook input priority -20; policy accept; }`;
   return [
     `add table inet ${table}`,
-    `delete table inet ${table}`,
-    `add table inet ${table}`,
-    `add chain inet ${table} input { type filter hook input priority -20; policy accept; }`,
+    ...(keep ? [chain, `flush chain inet ${table} input`] : [`delete table inet ${table}`, `add table inet ${table}`, chain]),
     `add rule inet ${table} input meta l4proto { tcp, udp } th dport ${ports} iifname "sbx-*" ct status dnat accept`,
     `add rule inet ${table} input meta l4proto { tcp, udp } th dport ${ports} ct direction reply accept`,
     `add rule inet ${table} input meta l4proto tcp th dport ${ports} reject with tcp reset`,
@@ -82,9 +87,18 @@ export function guardScript(table: string, l: EgressListeners, sources?: SourceL
   ].join('\n');
 }
 
-export function applyListenerGuard(home: string, listeners: EgressListeners, sources?: SourceLimit): Promise<void> {
+/**
+ * Puts the guard in force. `keep` (a rewrite while serving): the clients' counts stay, unless the
+ * kernel refuses the kept sets (their size changed with conntrack's): then the table is made anew.
+ */
+export async function applyListenerGuard(home: string, listeners: EgressListeners, sources?: SourceLimit, keep = false): Promise<void> {
   const withSize = sources && { ...sources, size: sources.size ?? conntrackMax() };
-  return runNft(guardScript(guardTable(home), listeners, withSize), 'could not guard the egress listeners');
+  const table = guardTable(home);
+  if (keep) {
+    const kept = await runNft(guardScript(table, listeners, withSize, true), 'could not guard the egress listeners').then(() => true, () => false);
+    if (kept) return;
+  }
+  return runNft(guardScript(table, listeners, withSize), 'could not guard the egress listeners');
 }
 
 /** How many connections conntrack tracks at most (at least 65,535). */

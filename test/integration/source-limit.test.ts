@@ -98,6 +98,23 @@ describe('one client address cannot hold every connection of a gateway that list
     await connectionsLimited();
   });
 
+  it('the counts survive a rewrite of the guard while the gateway serves (rules put back after another program deleted sbx\'s table): with LIMIT held, one more is still refused; another address is served (control)', async () => {
+    const h = await hold(LIMIT);
+    try {
+      assert.deepEqual([h.held, h.extra], [Array(LIMIT).fill('held'), 'refused']);
+      const before = (await world.gatewayLog()).split('\n').filter((l) => l.includes('the rules are back')).length;
+      assert.equal((await run('nft', ['delete', 'table', 'inet', 'sbx'])).code, 0);
+      await eventually(async () => (await world.gatewayLog()).split('\n').filter((l) => l.includes('the rules are back')).length > before, 'the rules put back (the guard rewritten)', 10_000);
+      const again = await hold(0);
+      await again.release();
+      assert.equal(again.extra, 'refused', `one more after the rewrite got ${again.extra}`);
+      assert.equal(await fromOther(), 200, 'control: another address is served');
+    } finally {
+      await h.release();
+    }
+    await servedAgain();
+  });
+
   it(`nginx: HTTP/2 streams from one address count as requests in flight: the ${LIMIT + 1}th at once on one connection gets 429 at once; another address is served meanwhile`, async () => {
     // Node's HTTP/2 client (curl 7.88's --parallel with prior knowledge sent only one stream).
     const script = join(ROOT, 'test', 'fixtures', 'h2_streams.mjs');

@@ -295,6 +295,11 @@ describe('the nginx fast path configuration', () => {
     assert.match(one, /tcp dport 7070 ip daddr 10\.1\.2\.3 iif != lo ct state new add @sources4/, 'only the gateway\'s own address');
     assert.doesNotMatch(one, /sources6/);
     assert.match(guardScript('sbxgw_test', listeners, { host: 'fd00::1', port: 7070, limit: 40 }), /tcp dport 7070 ip6 daddr fd00::1 iif != lo ct state new add @sources6/);
+    // A rewrite while serving keeps the sets (the clients' counts): the chain is flushed, the table is not deleted.
+    const kept = guardScript('sbxgw_test', listeners, { host: '0.0.0.0', port: 7070, limit: 40 }, true);
+    assert.match(kept, /flush chain inet sbxgw_test input/);
+    assert.doesNotMatch(kept, /delete table/);
+    assert.match(guard, /delete table inet sbxgw_test/, 'control: a start makes the table anew');
     for (const quiet of [{ host: '127.0.0.1', limit: 40 }, { host: '::1', limit: 40 }, { host: '0.0.0.0', limit: 0 }]) {
       assert.doesNotMatch(guardScript('sbxgw_test', listeners, { port: 7070, ...quiet }), /ct count/, `${quiet.host} ${quiet.limit}: no rule`);
     }
