@@ -9,7 +9,7 @@
 // then renamed into place, so two processes making it at once cannot mix one's key with the
 // other's certificate: the second rename fails, and that process uses the first one's.
 import { X509Certificate, createPrivateKey, generateKeyPairSync, randomBytes } from 'node:crypto';
-import { chmodSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RuntimeError, UsageError } from '../core/errors.ts';
 
@@ -261,14 +261,8 @@ function userCertificate(env: NodeJS.ProcessEnv, names: string[]): ServerCertifi
   let cert: string;
   let key: string;
   try {
-    // Files others may write could be swapped for a pair of theirs; a key anyone may read is not
-    // a secret (group-readable is Debian's ssl-cert convention, and allowed).
-    const open = [[certPath, 'SBX_TLS_CERT', statSync(certPath).mode & 0o022], [keyPath, 'SBX_TLS_KEY', statSync(keyPath).mode & 0o026]] as const;
-    for (const [path, name, loose] of open) {
-      if (loose) throw new UsageError(`${name} ${path} may be ${loose & 0o004 ? 'read by anyone' : 'written by its group or anyone'} (mode ${(statSync(path).mode & 0o777).toString(8)}): sbx refuses it; chmod ${name === 'SBX_TLS_KEY' ? '600' : '644'} ${path}`);
-    }
-    cert = readFileSync(certPath, 'utf8');
-    key = readFileSync(keyPath, 'utf8');
+    cert = readOwnFile(certPath, 'SBX_TLS_CERT', 0o002);
+    key = readOwnFile(keyPath, 'SBX_TLS_KEY', 0o006);
   } catch (err) {
     if (err instanceof UsageError) throw err;
     throw new UsageError(`SBX_TLS_CERT/SBX_TLS_KEY cannot be read: ${(err as Error).message}`);
@@ -286,6 +280,26 @@ function userCertificate(env: NodeJS.ProcessEnv, names: string[]): ServerCertifi
   }
   if (!x509.checkPrivateKey(createKeyOrThrow(key, keyPath))) throw new UsageError(`SBX_TLS_KEY ${keyPath} is not the key of SBX_TLS_CERT ${certPath}`);
   return { cert, key, certPath, keyPath, names, source: 'user' };
+}
+
+/**
+ * A certificate or key file of the user's: refused when someone else owns it (not root, not this
+ * user) or when its mode has any of `others` (anyone may write it, and for a key read it): then
+ * someone else could swap in a pair of theirs, or has the key. Checked and read through one
+ * descriptor, so the file read is the file checked; symlinks (certbot's live/) are followed.
+ */
+function readOwnFile(path: string, name: string, others: number): string {
+  const fd = openSync(path, 'r');
+  try {
+    const st = fstatSync(fd);
+    const uid = process.getuid?.() ?? st.uid;
+    if (st.uid !== 0 && st.uid !== uid) throw new UsageError(`${name} ${path} belongs to uid ${st.uid}, not to this user or root: sbx refuses it (its owner could swap it); chown it`);
+    const loose = st.mode & others;
+    if (loose) throw new UsageError(`${name} ${path} may be ${loose & 0o004 ? 'read' : 'written'} by anyone (mode ${(st.mode & 0o777).toString(8)}): sbx refuses it; chmod o-rwx ${path}`);
+    return readFileSync(fd, 'utf8');
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function createKeyOrThrow(pem: string, path: string) {

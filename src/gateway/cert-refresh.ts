@@ -4,13 +4,17 @@
 // again within 30 days of its end) and, when it is not the one served, has nginx and the Node TLS
 // front take it. A pair that does not fit (files half replaced), or a certificate that no longer
 // covers a name the served one does (sandboxes' URLs, a `port expose --domain` name), is logged
-// once and the served one kept: a broken or wrong file never takes HTTPS down.
+// once and the served one kept: a broken or wrong file never takes HTTPS down. A served
+// certificate within a week of its end gives way all the same (an expired one covers nothing).
 import { X509Certificate } from 'node:crypto';
 
 export interface CertificatePair {
   cert: string;
   key: string;
 }
+
+/** A served certificate this close to its end gives way to a new one, whatever that covers. */
+const ENDING_MS = 7 * 86_400_000;
 
 /** How often the gateway looks (SBX_TLS_CHECK_MS, for tests; a minute by default; 100 ms at least). */
 export const CERT_CHECK_MS = Math.min(Math.max(Number(process.env.SBX_TLS_CHECK_MS) || 60_000, 100), 2 ** 31 - 1);
@@ -35,7 +39,10 @@ export function refreshCertificate(o: {
         const next = await o.load();
         if (next.cert === served.cert && next.key === served.key) return;
         const lost = lostNames(served.cert, next.cert, o.names?.() ?? []);
-        if (lost.length) throw new Error(`the new certificate does not cover ${lost.join(', ')}, which the one served does`);
+        // Kept no longer than it serves: within a week of its end, the new one is taken all the same.
+        const ending = new Date(new X509Certificate(served.cert).validTo).getTime() - Date.now() < ENDING_MS;
+        if (lost.length && !ending) throw new Error(`the new certificate does not cover ${lost.join(', ')}, which the one served does`);
+        if (lost.length) o.log(`tls: the certificate served ends within a week: taking the new one, which does not cover ${lost.join(', ')}`);
         await o.apply(next);
         served = next;
         lastProblem = '';
@@ -57,5 +64,7 @@ export function refreshCertificate(o: {
 export function lostNames(before: string, after: string, names: string[]): string[] {
   const old = new X509Certificate(before);
   const next = new X509Certificate(after);
-  return names.filter((name) => old.checkHost(name) !== undefined && next.checkHost(name) === undefined);
+  // No partial wildcards (sbx-*.domain): the names clients ask for are whole labels.
+  const covers = (c: X509Certificate, name: string) => c.checkHost(name, { partialWildcards: false }) !== undefined;
+  return names.filter((name) => covers(old, name) && !covers(next, name));
 }

@@ -149,7 +149,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     restarted: async (found) => {
       const listeners = logged(found);
       egress.useListeners(listeners);
-      await applyListenerGuard(home, listeners, sourceLimit(), true);
+      await applyListenerGuard(home, listeners, sourceLimit(), true, (why) => log(`egress: ${why}`));
       await Promise.all(routes.all().map((r) => enforce(r.id, 'redirect')));
       if (state && runningGateway(home)?.pid === process.pid) {
         state.egress = listeners;
@@ -333,7 +333,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
         const step = (what: string, p: Promise<unknown>) => p.catch((err: Error) => failed.set(what, err));
         // Nothing to protect, nothing to write (a cleanup that dropped an idle table stays done).
         if (ruled().length) await step('the shared part', egress.restoreSkeleton());
-        await step('the listener guard', applyListenerGuard(home, workers.listeners ?? egressListeners, sourceLimit(), true));
+        await step('the listener guard', applyListenerGuard(home, workers.listeners ?? egressListeners, sourceLimit(), true, (why) => log(`egress: ${why}`)));
         egress.forgetLearned();
         await step('every sandbox', egress.restoreAll(ruled, { creating: true }).then((errors) => errors.forEach((err, id) => failed.set(id, err))));
         for (const [what, err] of failed) log(`egress: could not restore the rules of ${what}: ${err.message}`);
@@ -382,7 +382,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
         served: credentials,
         load: () => ca.serverCertificate(home, settings.domain),
         // A sandbox URL's name (any label under the domain), the domain (tunnels), and names of one's own.
-        names: () => [`sbx-url.${settings.domain}`, settings.domain, ...routes.customDomains()],
+        names: () => [`8000-sbx-url.${settings.domain}`, settings.domain, ...routes.customDomains()],
         apply: async (next) => {
           if (fastPath) {
             const files = served!.publish(next);

@@ -88,15 +88,17 @@ export function guardScript(table: string, l: EgressListeners, sources?: SourceL
 }
 
 /**
- * Puts the guard in force. `keep` (a rewrite while serving): the clients' counts stay, unless the
- * kernel refuses the kept sets (their size changed with conntrack's): then the table is made anew.
+ * Puts the guard in force. `keep` (a rewrite while serving): the clients' counts stay (an existing
+ * set is kept as it is; the kernel takes a new size for it). Should the kernel refuse that script,
+ * the table is made anew, and `onFallback` says why (the counts start again).
  */
-export async function applyListenerGuard(home: string, listeners: EgressListeners, sources?: SourceLimit, keep = false): Promise<void> {
+export async function applyListenerGuard(home: string, listeners: EgressListeners, sources?: SourceLimit, keep = false, onFallback: (why: string) => void = () => {}): Promise<void> {
   const withSize = sources && { ...sources, size: sources.size ?? conntrackMax() };
   const table = guardTable(home);
   if (keep) {
-    const kept = await runNft(guardScript(table, listeners, withSize, true), 'could not guard the egress listeners').then(() => true, () => false);
-    if (kept) return;
+    const refused = await runNft(guardScript(table, listeners, withSize, true), 'could not rewrite the listener guard in place').then(() => undefined, (err: Error) => err.message);
+    if (refused === undefined) return;
+    onFallback(`${refused}: the guard is made anew (per-client connection counts start again)`);
   }
   return runNft(guardScript(table, listeners, withSize), 'could not guard the egress listeners');
 }

@@ -89,7 +89,7 @@ for (const engine of ['nginx', 'node'] as const) {
       const other = userCertificate(scratch, new Date(Date.now() - DAY), new Date(Date.now() + 60 * DAY), ['*.other.test']);
       copyFileSync(other.key, keyPath);
       copyFileSync(other.cert, certPath);
-      await eventually(async () => /tls: keeping the certificate served: the new certificate does not cover sbx-url\.sbx\.localhost, which the one served does/.test(await user.gatewayLog()), 'the refusal logged', 10_000);
+      await eventually(async () => /tls: keeping the certificate served: the new certificate does not cover 8000-sbx-url\.sbx\.localhost, which the one served does/.test(await user.gatewayLog()), 'the refusal logged', 10_000);
       assert.equal(await served(port), current, 'the covering certificate is still served');
       const good = userCertificate(scratch, new Date(Date.now() - DAY), new Date(Date.now() + 60 * DAY), ['*.sbx.localhost', '*.other.test']);
       copyFileSync(good.key, keyPath);

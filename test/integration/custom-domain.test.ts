@@ -27,8 +27,11 @@ for (const engine of ['nginx', 'node'] as const) {
       world = await modeWorld(engine === 'node' ? { SBX_GATEWAY_ENGINE: 'node' } : {});
     });
     after(async () => {
-      await world?.cleanup();
-      await closeMode();
+      try {
+        await world?.cleanup();
+      } finally {
+        await closeMode();
+      }
     });
 
     it('routes the name to the port; the JSON has the name\'s URL and the domain; the sbx URL still works', async () => {
@@ -95,8 +98,11 @@ for (const engine of ['nginx', 'node'] as const) {
 describe('port expose --domain on an HTTPS gateway', () => {
   const worlds: World[] = [];
   after(async () => {
-    for (const w of worlds) await w.cleanup();
-    await closeMode();
+    try {
+      for (const w of worlds) await w.cleanup();
+    } finally {
+      await closeMode();
+    }
   });
 
   it('with sbx\'s CA (which signs only under SBX_DOMAIN) the name is refused, and no port is exposed', async () => {

@@ -105,6 +105,8 @@ describe('one client address cannot hold every connection of a gateway that list
       const before = (await world.gatewayLog()).split('\n').filter((l) => l.includes('the rules are back')).length;
       assert.equal((await run('nft', ['delete', 'table', 'inet', 'sbx'])).code, 0);
       await eventually(async () => (await world.gatewayLog()).split('\n').filter((l) => l.includes('the rules are back')).length > before, 'the rules put back (the guard rewritten)', 10_000);
+      const log = await world.gatewayLog();
+      assert.doesNotMatch(log, /the rules are back but for|the guard is made anew/, 'rewritten in place, not failed nor made anew');
       const again = await hold(0);
       await again.release();
       assert.equal(again.extra, 'refused', `one more after the rewrite got ${again.extra}`);

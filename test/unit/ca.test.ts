@@ -6,7 +6,7 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import forge from 'node-forge';
@@ -166,7 +166,7 @@ test("keepCaCopy (an agent's CA, kept on the client's side): only a CA sbx makes
   assert.equal(readFileSync(kept.path, 'utf8'), pem, 'the good copy stays');
 });
 
-test('SBX_TLS_KEY that anyone may read, or SBX_TLS_CERT/SBX_TLS_KEY that others may write, is refused with the chmod to run; 0600 and 0640 keys (ssl-cert) are taken', async () => {
+test('SBX_TLS_KEY that anyone may read or write, or SBX_TLS_CERT that anyone may write, or either owned by another user, is refused with the fix to run; 0600, 0640 (ssl-cert) and group-writable (a user-private group) files are taken', async () => {
   const home = scratch();
   const mine = await serverCertificate(home, 'sbx.localhost', {});
   const dir = scratch();
@@ -176,17 +176,22 @@ test('SBX_TLS_KEY that anyone may read, or SBX_TLS_CERT/SBX_TLS_KEY that others 
   writeFileSync(certPath, mine.cert, { mode: 0o644 });
   const env = { SBX_TLS_CERT: certPath, SBX_TLS_KEY: keyPath };
   const cases = [
-    [keyPath, 0o644, /SBX_TLS_KEY \S+ may be read by anyone \(mode 644\): sbx refuses it; chmod 600 /],
-    [keyPath, 0o620, /SBX_TLS_KEY \S+ may be written by its group or anyone \(mode 620\)/],
-    [certPath, 0o666, /SBX_TLS_CERT \S+ may be written by its group or anyone \(mode 666\): sbx refuses it; chmod 644 /],
+    [keyPath, 0o644, /SBX_TLS_KEY \S+ may be read by anyone \(mode 644\): sbx refuses it; chmod o-rwx /],
+    [keyPath, 0o602, /SBX_TLS_KEY \S+ may be written by anyone \(mode 602\)/],
+    [certPath, 0o646, /SBX_TLS_CERT \S+ may be written by anyone \(mode 646\): sbx refuses it; chmod o-rwx /],
   ] as const;
   for (const [path, mode, why] of cases) {
     chmodSync(path, mode);
     await assert.rejects(serverCertificate(home, 'sbx.localhost', env), why);
     chmodSync(path, path === keyPath ? 0o600 : 0o644);
   }
-  for (const mode of [0o600, 0o640]) {
-    chmodSync(keyPath, mode);
+  for (const [keyMode, certMode] of [[0o600, 0o644], [0o640, 0o644], [0o660, 0o664]]) {
+    chmodSync(keyPath, keyMode);
+    chmodSync(certPath, certMode);
     assert.equal((await serverCertificate(home, 'sbx.localhost', env)).source, 'user');
+  }
+  if (process.getuid?.() === 0) {
+    chownSync(keyPath, 65534, 65534);
+    await assert.rejects(serverCertificate(home, 'sbx.localhost', env), /SBX_TLS_KEY \S+ belongs to uid 65534, not to this user or root/);
   }
 });
