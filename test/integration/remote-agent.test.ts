@@ -428,6 +428,17 @@ describe('HTTPS through the agent (SBX_GATEWAY_TLS=1): URLs that cross a network
         assert.match(r.stdout, line);
       }
     });
+
+    it(`sbx port forward over HTTPS through ${transport}: a TCP service in the sandbox, through the agent's gateway`, async () => {
+      const { child: proc, localPort } = await world.forward('open', 5432, env);
+      try {
+        let answer = '';
+        await eventually(async () => (answer = await talk(localPort, 'over tls\n').catch(() => '')) !== '', 'the tunnel');
+        assert.equal(answer, 'OVER TLS\n');
+      } finally {
+        assert.equal(await stopForward(proc), 0);
+      }
+    });
   }
 
   it('control: the plain-HTTP gateway again once the setting is gone (the agent is replaced)', async () => {
