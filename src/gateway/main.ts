@@ -95,7 +95,12 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   const credentials = ca ? await ca.serverCertificate(home, settings.domain) : undefined;
   // What hello tells clients to check the certificate against (an agent's clients have no other way to it).
   const caPem = credentials?.source === 'sbx-ca' && credentials.caPath ? readFileSync(credentials.caPath, 'utf8') : undefined;
-  const served = credentials && nginxBin ? new ServedCertificate(files.run) : undefined;
+  // The pair served, as checked copies: nginx reads them (never files others may replace), and
+  // `port expose --domain` checks a name against the certificate served, not one on disk that the
+  // refresher refused (state.tlsCert).
+  const served = credentials ? new ServedCertificate(files.run) : undefined;
+  let servedFiles = credentials ? served!.publish(credentials) : undefined;
+  if (servedFiles) served!.keepOnly(servedFiles);
   const engine = nginxBin ? 'nginx' : 'node';
   let fastPath: FastPath | undefined;
   const syncRoutes = () => fastPath?.sync() ?? Promise.resolve();
@@ -270,10 +275,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
       }
     }
     try {
-      // HTTPS: nginx gets checked copies of the certificate, never the files others may replace.
-      const servedTls = credentials ? served!.publish(credentials) : undefined;
-      if (servedTls) served!.keepOnly(servedTls);
-      fastPath = await FastPath.start({ nginxBin, runDir: files.run, home, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, containers, ...(servedTls ? { tls: servedTls } : {}), ...(haproxyBin ? { h2cFront: { bin: haproxyBin, ...(group ? { user: { name: user.name, group } } : {}) } } : {}), h2Mode: (id, port) => h2.mode(id, port), sourceLimit: settings.sourceLimit }, log);
+      fastPath = await FastPath.start({ nginxBin, runDir: files.run, home, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, containers, ...(servedFiles ? { tls: servedFiles } : {}), ...(haproxyBin ? { h2cFront: { bin: haproxyBin, ...(group ? { user: { name: user.name, group } } : {}) } } : {}), h2Mode: (id, port) => h2.mode(id, port), sourceLimit: settings.sourceLimit }, log);
     } catch (err) {
       server.close();
       return unguard(err);
@@ -384,17 +386,20 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
         // A sandbox URL's name (any label under the domain), the domain (tunnels), and names of one's own.
         names: () => [`8000-sbx-url.${settings.domain}`, settings.domain, ...routes.customDomains()],
         apply: async (next) => {
-          if (fastPath) {
-            const files = served!.publish(next);
-            await fastPath.reloadCertificate(files);
-            served!.keepOnly(files);
-          }
+          const pair = served!.publish(next);
+          if (fastPath) await fastPath.reloadCertificate(pair);
           else (front as TlsServer).setSecureContext({ cert: next.cert, key: next.key, minVersion: 'TLSv1.2' });
+          servedFiles = pair;
+          if (state && runningGateway(home)?.pid === process.pid) {
+            state.tlsCert = pair.cert;
+            writeAtomic(files.state, JSON.stringify(state, null, 2) + '\n');
+          }
+          served!.keepOnly(pair);
         },
         log,
       })
     : () => {};
-  state = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, ...(settings.tls ? { tls: true } : {}), h2c: !settings.tls && (fastPath ? fastPath.h2c : true), ...(credentials?.source === 'sbx-ca' ? { tlsCa: credentials.caPath } : {}), ...(credentials ? { tlsCert: credentials.certPath } : {}), control, dockerHost: process.env.DOCKER_HOST ?? '', egress: workers.listeners ? logged(workers.listeners) : egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}`, egressUser: user.name, networkLog: netlog.describe(), protocol: PROTOCOL_VERSION, version: VERSION };
+  state = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, ...(settings.tls ? { tls: true } : {}), h2c: !settings.tls && (fastPath ? fastPath.h2c : true), ...(credentials?.source === 'sbx-ca' ? { tlsCa: credentials.caPath } : {}), ...(servedFiles ? { tlsCert: servedFiles.cert } : {}), control, dockerHost: process.env.DOCKER_HOST ?? '', egress: workers.listeners ? logged(workers.listeners) : egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}`, egressUser: user.name, networkLog: netlog.describe(), protocol: PROTOCOL_VERSION, version: VERSION };
   mkdirSync(home, { recursive: true });
   writeAtomic(files.state, JSON.stringify(state, null, 2) + '\n');
   writeAtomic(files.pid, `${process.pid}\n`);

@@ -116,7 +116,10 @@ export interface GatewayState {
   h2c?: boolean;
   /** The CA its certificate chains to, when it is sbx's own (clients of this machine trust it). */
   tlsCa?: string;
-  /** The certificate it serves (sbx's or SBX_TLS_CERT): `port expose --domain` checks it covers the name. */
+  /**
+   * A copy of the certificate it serves now (sbx's or SBX_TLS_CERT's, as the refresher last took
+   * it): `port expose --domain` checks that it covers the name.
+   */
   tlsCert?: string;
   /** The control socket that carries out create and rm (see control.ts). */
   control?: string;

@@ -98,6 +98,24 @@ for (const engine of ['nginx', 'node'] as const) {
       assert.notEqual(await curlStatus(port, good.caPath), 0);
     });
 
+    it('port expose --domain is judged against the certificate served, not one on disk that was refused: a name the served one covers is taken, one it does not is refused (exit 2)', async () => {
+      // Served now: *.sbx.localhost and *.other.test (the test above). A name under other.test routes here.
+      await user.json(['create', '--name', 'site', '--', 'python3', '-m', 'http.server', '8000']);
+      try {
+        await user.json(['port', 'expose', 'site', '8000', '--domain', 'app.other.test']);
+        const narrow = userCertificate(scratch, new Date(Date.now() - DAY), new Date(Date.now() + 60 * DAY), ['*.sbx.localhost']);
+        copyFileSync(narrow.key, keyPath);
+        copyFileSync(narrow.cert, certPath);
+        await eventually(async () => /does not cover app\.other\.test, which the one served does/.test(await user.gatewayLog()), 'the narrower certificate refused', 10_000);
+        const covered = await user.sbx(['port', 'expose', 'site', '8001', '--domain', 'more.other.test']);
+        assert.equal(covered.code, 0, covered.stderr);
+        const uncovered = await user.sbx(['port', 'expose', 'site', '8002', '--domain', 'app.elsewhere.test']);
+        assert.equal(uncovered.code, 2, 'control: a name the served certificate does not cover');
+      } finally {
+        await user.sbx(['rm', '-f', 'site']);
+      }
+    });
+
     it('sbx\'s own certificate near its end (10 days left) is made again and served, signed by the same CA', async () => {
       const own = new World({ ...engineEnv, SBX_GATEWAY_TLS: '1', SBX_TLS_CHECK_MS: '300' });
       try {
