@@ -637,7 +637,7 @@ export class LocalSbx {
     throw new UsageError(
       gw.tlsCa
         ? `domain ${domain}: the gateway serves HTTPS with sbx's CA, which signs only for names under ${gw.domain} (its name constraint); give the gateway a certificate that covers ${domain} (SBX_TLS_CERT, SBX_TLS_KEY)`
-        : `domain ${domain}: the gateway's certificate (SBX_TLS_CERT) does not cover it; give one that does`,
+        : `domain ${domain}: the gateway's certificate (SBX_TLS_CERT, as the gateway serves it now; its log says when it refused a renewal) does not cover it; give one that does`,
     );
   }
 

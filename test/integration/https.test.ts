@@ -185,7 +185,11 @@ describe('headless Chromium', () => {
     await world.json(['create', '--name', 'page', '-p', '3000', '--', 'python3', '-m', 'http.server', '3000']);
     const target = url(3000, 'page');
     await eventually(async () => (await curl(['--cacert', ca, target])).status === 200, 'the page');
-    assert.match((await chromium(target, ca)).dom, /Directory listing for \//);
+    // An empty DOM is a browser that did not get to load (seen once in CI on a busy machine), not a
+    // refusal: it gets one more try, and what Chromium logged goes with a failure.
+    let trusted = await chromium(target, ca);
+    if (trusted.dom.trim() === '') trusted = await chromium(target, ca);
+    assert.match(trusted.dom, /Directory listing for \//, trusted.log.slice(-3000));
     const untrusted = await chromium(target);
     assert.doesNotMatch(untrusted.dom, /Directory listing/);
     assert.match(untrusted.log, /ERR_CERT_AUTHORITY_INVALID/);
