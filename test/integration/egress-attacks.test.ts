@@ -14,7 +14,7 @@ import { createServer, type Server } from 'node:http';
 import { createSocket } from 'node:dgram';
 import { connect as tcpConnect } from 'node:net';
 import { join } from 'node:path';
-import { run, sleep, type World } from '../helpers.ts';
+import { eventually, run, sleep, type World } from '../helpers.ts';
 import { closeMode, modeWorld, TEST_AS } from '../test-mode.ts';
 import { FAKE_HOST_LINK_IP, FAKE_PRIVATE_IP, FAKE_VHOST_IP, startFakeInternet, type FakeInternet } from '../fake-internet.ts';
 import dnsPacket from 'dns-packet';
@@ -475,6 +475,16 @@ describe("the gateway's egress ports take only what the kernel redirects from a 
 
   it('attack: the sandbox itself, straight to the listener ports (not redirected), is refused', async () => {
     for (const port of [ports.http, ports.tls, ports.dns]) assert.equal(await tcp('guarded', bridge, port), 'fail');
+    assert.match(await probe('guarded', 'dns', bridge, 'allowed.test'), /^ok 0 198\.18\.0\.1$/, 'control: port 53 is redirected');
+  });
+
+  it('attack: the same, after the guard was rewritten in place (another program deleted sbx\'s table; the guard keeps its sets): still refused; DNS still redirected (control)', async () => {
+    const backs = async () => (await world.gatewayLog()).split('\n').filter((l) => l.includes('the rules are back')).length;
+    const before = await backs();
+    assert.equal((await run('nft', ['delete', 'table', 'inet', 'sbx'])).code, 0);
+    await eventually(async () => (await backs()) > before, 'the rules put back, the guard rewritten', 10_000);
+    assert.doesNotMatch(await world.gatewayLog(), /the guard is made anew/, 'rewritten in place');
+    for (const port of [ports.http, ports.tls, ports.dns]) assert.equal(await tcp('guarded', bridge, port), 'fail', `port ${port}`);
     assert.match(await probe('guarded', 'dns', bridge, 'allowed.test'), /^ok 0 198\.18\.0\.1$/, 'control: port 53 is redirected');
   });
 });
