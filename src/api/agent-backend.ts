@@ -21,6 +21,7 @@ import { GATEWAY_THREADPOOL, PROTOCOL_VERSION, type RemoteMethod } from '../daem
 import type { ExecTarget, GatewayRoute, SbxBackend } from './backend.ts';
 import type { CreateSandboxOptions, RemoveResult } from './local-sbx.ts';
 import type { CaInfo } from './ca.ts';
+import { gatewaySettings, tlsSetting } from '../gateway/settings.ts';
 
 /** Settings the agent's daemon reads at start: an agent started with others is replaced. */
 const PASSED_ENV = ['SBX_GATEWAY_HOST', 'SBX_GATEWAY_PORT', 'SBX_DOMAIN', 'SBX_DNS_UPSTREAM', 'SBX_GATEWAY_ENGINE', 'SBX_START_TIMEOUT_MS', 'SBX_UPSTREAM_TIMEOUT_MS', 'SBX_SUBNET_POOL', 'SBX_GATEWAY_SOURCE_LIMIT', 'SBX_GATEWAY_H2C', 'SBX_GATEWAY_TLS'];
@@ -90,10 +91,8 @@ export class AgentBackend implements SbxBackend {
     const env: Record<string, string> = {};
     for (const k of PASSED_ENV) if (process.env[k] !== undefined) env[k] = process.env[k]!;
     // On or off, however it is spelt (1, true, yes...): another spelling does not replace the agent.
-    if (env.SBX_GATEWAY_TLS !== undefined) {
-      if (['1', 'true', 'yes', 'on'].includes(env.SBX_GATEWAY_TLS.trim().toLowerCase())) env.SBX_GATEWAY_TLS = '1';
-      else delete env.SBX_GATEWAY_TLS;
-    }
+    if (tlsSetting(env.SBX_GATEWAY_TLS)) env.SBX_GATEWAY_TLS = '1';
+    else delete env.SBX_GATEWAY_TLS;
     return { env, hash: createHash('sha256').update(JSON.stringify(env)).digest('hex').slice(0, 12) };
   }
 
@@ -250,7 +249,7 @@ export class AgentBackend implements SbxBackend {
   /** The agent's sbx CA (made there on first use): its certificate, kept as a file of this home. */
   async ca(): Promise<CaInfo> {
     const remote = await this.call<CaInfo & { pem: string }>('ca', []);
-    const [{ keepCaCopy }, { gatewaySettings }] = await Promise.all([import('./ca.ts'), import('../gateway/settings.ts')]);
+    const { keepCaCopy } = await import('./ca.ts');
     return keepCaCopy(this.home, agentNames(this.home).container, String(remote.pem), remote.created === true, gatewaySettings().domain);
   }
 

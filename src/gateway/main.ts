@@ -99,7 +99,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   // `port expose --domain` checks a name against the certificate served, not one on disk that the
   // refresher refused (state.tlsCert).
   const served = credentials ? new ServedCertificate(files.run) : undefined;
-  let servedFiles = credentials ? served!.publish(credentials) : undefined;
+  const servedFiles = credentials ? served!.publish(credentials) : undefined;
   if (servedFiles) served!.keepOnly(servedFiles);
   const engine = nginxBin ? 'nginx' : 'node';
   let fastPath: FastPath | undefined;
@@ -389,7 +389,6 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
           const pair = served!.publish(next);
           if (fastPath) await fastPath.reloadCertificate(pair);
           else (front as TlsServer).setSecureContext({ cert: next.cert, key: next.key, minVersion: 'TLSv1.2' });
-          servedFiles = pair;
           if (state && runningGateway(home)?.pid === process.pid) {
             state.tlsCert = pair.cert;
             writeAtomic(files.state, JSON.stringify(state, null, 2) + '\n');
