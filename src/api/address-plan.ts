@@ -15,13 +15,13 @@ import type { Store } from '../store/store.ts';
 const ATTEMPTS = 16;
 
 /** `store`: where the resting subnets are (read at each try); none rest without one. `signal` ends a wait for one. */
-export async function createPlannedNetwork(runtime: Runtime, id: string, labels: Record<string, string>, ipv6: boolean, store?: Pick<Store, 'read'>, signal?: AbortSignal): Promise<void> {
+export async function createPlannedNetwork(runtime: Runtime, id: string, labels: Record<string, string>, ipv6: boolean, store?: Pick<Store, 'snapshot'>, signal?: AbortSignal): Promise<void> {
   const pool = subnetPool();
   const lost: string[] = [];
   const waitUntil = Date.now() + SUBNET_REST_MS + 1000;
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
     const taken = [...(await runtime.ipv4SubnetsInUse()), ...hostIPv4Routes(), ...lost];
-    const rest = stillResting(store?.read().resting);
+    const rest = stillResting(store?.snapshot().data.resting);
     // node:crypto takes ~15 ms to load: not at start-up of every command that imports this.
     const { randomInt } = process.getBuiltinModule('node:crypto') as typeof import('node:crypto');
     const from = randomInt(pool.count);

@@ -1,5 +1,7 @@
 // Host mode: sbx runs as root next to a local engine and does the privileged work in this
-// process or its daemon on the same host (LocalSbx).
+// process or its daemon on the same host (LocalSbx). What LocalSbx reads from the store is the
+// store's shared, frozen snapshot: a library user gets copies of their own to change, as through
+// the daemon or the agent (list and get make theirs).
 import type { SbxBackend } from './backend.ts';
 import type { LocalSbx } from './local-sbx.ts';
 
@@ -10,7 +12,7 @@ export function hostBackend(local: LocalSbx): SbxBackend {
     create: (o) => local.create(o),
     list: () => local.list(),
     get: (ref, o) => local.get(ref, o),
-    resolve: async (ref) => local.resolve(ref),
+    resolve: async (ref) => structuredClone(local.resolve(ref)),
     sandboxNames: async () => local.sandboxNames(),
     execTarget: (ref) => local.execTarget(ref),
     start: (ref) => local.start(ref),
@@ -22,7 +24,7 @@ export function hostBackend(local: LocalSbx): SbxBackend {
     listPorts: async (ref) => local.listPorts(ref),
     unexposePorts: (ref, ports) => local.unexposePorts(ref, ports),
     token: (ref, o) => local.token(ref, o),
-    getNetwork: async (ref) => local.getNetwork(ref),
+    getNetwork: async (ref) => structuredClone(local.getNetwork(ref)),
     updateNetwork: (ref, input) => local.updateNetwork(ref, input),
     gatewayAddress: async () => local.gatewayAddress(),
     gatewayStatus: () => local.gatewayStatus(),
@@ -35,7 +37,7 @@ export function hostBackend(local: LocalSbx): SbxBackend {
     followNetworkLog: (ref, q, signal) => local.followNetworkLog(ref, q, signal),
     checkNetwork: (ref, dest, o) => local.checkNetwork(ref, dest, o),
     setPool: (size) => local.setPool(size),
-    poolStatus: async () => local.poolStatus(),
+    poolStatus: async () => structuredClone(local.poolStatus()),
     ca: async () => {
       const { pem: _pem, ...info } = await local.ca();
       return info;

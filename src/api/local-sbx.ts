@@ -26,7 +26,7 @@ import type { NetworkPolicy, NetworkPolicyInput } from '../core/network-policy.t
 import type { NetworkLogEntry, NetworkLogQuery } from '../core/network-log.ts';
 import type { NetworkCheck } from './network-check.ts';
 import type { CaInfo } from './ca.ts';
-import { DEFAULT_POLICY } from '../core/sandbox.ts';
+import { copyPolicy, DEFAULT_POLICY } from '../core/sandbox.ts';
 
 /** The policy parser (and its address maths), loaded by the commands that take a policy only. */
 const policies = () => import('../core/network-policy.ts');
@@ -353,8 +353,9 @@ export class LocalSbx {
   async #reserveName(record: SandboxRecord, world: { runtime: Runtime; egress: Egress; home: string }): Promise<void> {
     const deadline = Date.now() + 30_000;
     for (;;) {
-      const other = await this.store.update((data) => {
-        const same = Object.values(data.sandboxes).filter((r) => r.name === record.name && r.id !== record.id);
+      const other = await this.store.update((data, view) => {
+        // Looked up in the frozen view: only the records of this name are copied to change.
+        const same = view.sandboxes.filter((r) => r.name === record.name && r.id !== record.id).map((r) => data.sandboxes[r.id]!);
         for (const r of same) {
           const state = recordState(r);
           if (state === 'ready') throw new UsageError(`a sandbox named "${record.name}" already exists: pick another --name or remove it first`);
@@ -470,7 +471,7 @@ export class LocalSbx {
 
   /** Read-modify-write of one sandbox's record under the store lock. */
   #updateSandbox<T>(ref: string, change: (r: SandboxRecord) => T): Promise<T> {
-    return this.store.update((data) => change(this.#notRemoving(resolveSandbox(ref, Object.values(data.sandboxes)))));
+    return this.store.update((data, view) => change(data.sandboxes[this.#notRemoving(resolveSandbox(ref, view.sandboxes)).id]!));
   }
 
   /** A sandbox whose removal began is not changed (nor brought back): sbx rm finishes it. */
@@ -488,8 +489,9 @@ export class LocalSbx {
       image: r.image,
       status,
       createdAt: r.createdAt,
-      command: r.command,
-      env: r.env,
+      // Copies: the record is the store's frozen snapshot; what is handed out is the caller's.
+      command: [...r.command],
+      env: { ...r.env },
       memory: r.memory,
       cpus: r.cpus,
       pidsLimit: r.pidsLimit ?? DEFAULT_PIDS_LIMIT,
@@ -499,7 +501,7 @@ export class LocalSbx {
       container: names.container,
       dockerNetwork: names.network,
       ports: portInfos(r.name, r.ports ?? [], gw),
-      network: r.network ?? DEFAULT_POLICY,
+      network: copyPolicy(r.network ?? DEFAULT_POLICY),
       ...(r.maskHost ? { maskHost: r.maskHost } : {}),
       ...(r.expiresAt ? { expiresAt: r.expiresAt } : {}),
       ...(showToken && r.token ? { token: r.token } : {}),
@@ -599,10 +601,10 @@ export class LocalSbx {
       this.resolve(ref); // no such sandbox: exit 3 before anything else is said
       this.#servedOverTls(domain);
     }
-    const record = await this.store.update((data) => {
-      const r = this.#notRemoving(resolveSandbox(ref, Object.values(data.sandboxes)));
+    const record = await this.store.update((data, view) => {
+      const r = data.sandboxes[this.#notRemoving(resolveSandbox(ref, view.sandboxes)).id]!;
       if (domain) {
-        const holder = Object.values(data.sandboxes).find((o) => o.ports?.some((p) => p.domain === domain && !(o.id === r.id && p.port === wanted[0])));
+        const holder = view.sandboxes.find((o) => o.ports?.some((p) => p.domain === domain && !(o.id === r.id && p.port === wanted[0])));
         if (holder) {
           const port = holder.ports!.find((p) => p.domain === domain)!.port;
           throw new UsageError(`domain ${domain} already routes to port ${port} of sandbox ${holder.name}: ${holder.removing ? `that sandbox is being removed (sbx rm --force ${holder.name})` : `sbx port rm ${holder.name} ${port} first`}`);

@@ -207,9 +207,9 @@ export class WarmPool {
    */
   async take(draft: SandboxRecord, skip: ReadonlySet<string>): Promise<SandboxRecord | undefined> {
     if (!pickReady(this.#store.pool(), skip)) return undefined; // no lock when there is nothing to take
-    const taken = await this.#store.update((data): SandboxRecord | undefined => {
+    const taken = await this.#store.update((data, view): SandboxRecord | undefined => {
       const pool = poolOf(data);
-      if (Object.values(data.sandboxes).some((r) => r.name === draft.name)) return undefined;
+      if (view.sandboxes.some((r) => r.name === draft.name)) return undefined;
       const entry = pickReady(pool, skip);
       if (!entry) return undefined;
       delete pool.entries[entry.id];

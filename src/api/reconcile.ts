@@ -26,7 +26,7 @@ export interface ReconcileContext {
   /** The egress rules were just put in force (create does it while the network is made). */
   rulesApplied?: boolean;
   /** The store, for the subnets that rest (address-plan.ts). */
-  store?: Pick<Store, 'read'>;
+  store?: Pick<Store, 'snapshot'>;
 }
 
 /** Runs `check`; when it throws, the rules' step settles first (nothing races what follows). */
@@ -236,7 +236,7 @@ export async function removeSandbox(record: SandboxRecord, ctx: RemovalContext, 
  * (the gateway calls this when it starts). `onLine` hears what was done, and what failed.
  */
 export async function reconcileStale(ctx: RemovalContext, onLine: (line: string) => void = () => {}): Promise<void> {
-  const claimed = await ctx.store.update((data) => Object.values(data.sandboxes).filter(claimStale).map((r) => structuredClone(r)));
+  const claimed = await ctx.store.update((data, view) => view.sandboxes.filter((r) => recordState(r) === 'stale').map((r) => data.sandboxes[r.id]!).filter(claimStale).map((r) => structuredClone(r)));
   for (const r of claimed) {
     const done = r.creating ? `rolled back the unfinished create of ${r.name} (${r.id})` : `finished removing ${r.name} (${r.id})`;
     await removeSandbox(r, ctx, { claimed: true }).then(

@@ -125,6 +125,11 @@ export function ipv6Subnet(id: string): string {
 /** allow-all with no lists: every sandbox's policy until it is given another. */
 export const DEFAULT_POLICY: NetworkPolicy = { mode: 'allow-all', allowOut: [], denyOut: [], allowPorts: [], denyPorts: [] };
 
+/** A policy of one's own to change (a stored one is frozen and shared; so is DEFAULT_POLICY's). */
+export function copyPolicy(p: NetworkPolicy): NetworkPolicy {
+  return { ...p, allowOut: [...p.allowOut], denyOut: [...p.denyOut], allowPorts: [...p.allowPorts], denyPorts: [...p.denyPorts] };
+}
+
 /** Oldest first, in place. ISO times compare as strings; localeCompare costs 7 ms per 1,000 records. */
 export function byCreation<T extends { createdAt: string }>(records: T[]): T[] {
   return records.sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : 0));

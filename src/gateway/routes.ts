@@ -1,34 +1,32 @@
 // The gateway's view of the store, so a restart loses nothing. It is read once at start, then
-// re-read in the background (asynchronously) when marked stale: by sbx itself after every change
-// that affects routing (reload on the control socket awaits refresh(), so `sbx port rm` stops
-// routing before it returns), by a watch on the file for other writers, and once a second as a
-// safety net. The request path only looks at what was read: no file system call on it.
+// again when marked stale: by sbx itself after every change that affects routing (reload on the
+// control socket awaits refresh(), so `sbx port rm` stops routing before it returns), by a watch
+// on the file for other writers, and once a second as a safety net. The request path only looks
+// at what was read: no file system call on it. A read is the store's snapshot, which the gateway's
+// other readers share: a file already parsed costs the few bytes that name its generation.
 import { watch, type FSWatcher } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
-import { byCreation, type SandboxRecord } from '../core/sandbox.ts';
-import { StoreMark, type Store } from '../store/store.ts';
+import type { SandboxRecord } from '../core/sandbox.ts';
+import { StoreMark, type Store, type StoreSnapshot } from '../store/store.ts';
 
 /** The once-a-second safety net reads the store at least this often even when it looks unchanged. */
 const REREAD_MS = 10_000;
 
 export class RouteTable {
-  readonly #store: Pick<Store, 'path' | 'sandboxes' | 'signature'>;
+  readonly #store: Pick<Store, 'path' | 'snapshot' | 'signature'>;
   #byRef = new Map<string, SandboxRecord>();
   /** `port expose --domain` names: the sandbox and port each routes to. */
   #byDomain = new Map<string, { record: SandboxRecord; port: number }>();
-  #all: SandboxRecord[] = [];
+  #all: readonly SandboxRecord[] = [];
   readonly #watcher?: FSWatcher;
   readonly #timer: NodeJS.Timeout;
-  #reading?: Promise<void>;
-  #again = false;
   readonly #read = new StoreMark(REREAD_MS);
-  /** The text last parsed: a read that finds the same text skips the parse. */
-  #text?: string;
+  /** The snapshot in use: a read that finds the same one keeps the maps made of it. */
+  #snapshot?: StoreSnapshot;
 
-  constructor(store: Pick<Store, 'path' | 'sandboxes' | 'signature'>) {
+  constructor(store: Pick<Store, 'path' | 'snapshot' | 'signature'>) {
     this.#store = store;
-    this.#use(store.sandboxes());
+    this.#sync();
     const file = basename(store.path);
     try {
       this.#watcher = watch(dirname(store.path), (_event, name) => {
@@ -48,38 +46,22 @@ export class RouteTable {
     void this.refresh().catch(() => {});
   }
 
-  /** Re-reads the store; resolves once what it holds now is in force (concurrent calls share a read, plus one). */
+  /** Re-reads the store; resolves once what it holds now is in force. */
   refresh(): Promise<void> {
-    if (this.#reading) {
-      this.#again = true;
-      return this.#reading.then(() => this.refresh());
+    try {
+      this.#sync();
+      return Promise.resolve();
+    } catch (err) {
+      return Promise.reject(err as Error);
     }
-    this.#reading = (async () => {
-      try {
-        do {
-          this.#again = false;
-          let text: string;
-          const signature = this.#store.signature();
-          try {
-            text = await readFile(this.#store.path, 'utf8');
-          } catch (err) {
-            if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-            text = '{}';
-          }
-          // sbx's own writes are read twice (the watch, then the reload that waits for the
-          // table): the second finds the same text, and a thousand records take ~5 ms to parse.
-          if (text !== this.#text) {
-            const data = JSON.parse(text) as { sandboxes?: Record<string, SandboxRecord> };
-            this.#use(byCreation(Object.values(data.sandboxes ?? {})));
-            this.#text = text;
-          }
-          this.#read.seen(signature);
-        } while (this.#again);
-      } finally {
-        this.#reading = undefined;
-      }
-    })();
-    return this.#reading;
+  }
+
+  #sync(): void {
+    const signature = this.#store.signature();
+    const snapshot = this.#store.snapshot();
+    if (snapshot !== this.#snapshot) this.#use(snapshot.sandboxes);
+    this.#snapshot = snapshot;
+    this.#read.seen(signature);
   }
 
   close(): void {
@@ -87,7 +69,7 @@ export class RouteTable {
     clearInterval(this.#timer);
   }
 
-  #use(records: SandboxRecord[]): void {
+  #use(records: readonly SandboxRecord[]): void {
     const all = records.filter((r) => !r.creating);
     const byRef = new Map<string, SandboxRecord>();
     const byDomain = new Map<string, { record: SandboxRecord; port: number }>();
@@ -121,12 +103,11 @@ export class RouteTable {
   findOrRead(ref: string): SandboxRecord | undefined {
     const hit = this.#byRef.get(ref);
     if (hit) return hit;
-    this.#use(this.#store.sandboxes());
-    this.#text = undefined;
+    this.#sync();
     return this.#byRef.get(ref);
   }
 
-  all(): SandboxRecord[] {
+  all(): readonly SandboxRecord[] {
     return this.#all;
   }
 }
