@@ -10,7 +10,6 @@
 // another process, and never its own (snapshot()). An update copies only the records its change
 // reads, and writes the others' JSON text as it was (thawed.ts): a command that changes one
 // sandbox of a thousand neither parses nor stringifies the other 999.
-import { randomBytes } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { byCreation, type SandboxRecord } from '../core/sandbox.ts';
@@ -54,6 +53,17 @@ interface Known {
   key: string;
   text: string;
   snapshot?: StoreSnapshot;
+}
+
+/** A parse (normalised) frozen all the way down, with its sandboxes oldest first. */
+function frozenSnapshot(data: StoreData): StoreSnapshot {
+  deepFreeze(data);
+  return Object.freeze({ data, sandboxes: Object.freeze(byCreation(Object.values(data.sandboxes))) });
+}
+
+/** A copy of one's own of all but the sandboxes (the pool, resting subnets: small), normalised. */
+function copyAllButSandboxes(data: StoreData): StoreData {
+  return normalise(JSON.parse(JSON.stringify({ ...data, sandboxes: {} })) as Partial<StoreData>);
 }
 
 /**
@@ -169,8 +179,7 @@ export class Store {
   snapshot(): StoreSnapshot {
     const loaded = this.#load();
     if (loaded && loaded === this.#known && this.#known.snapshot) return this.#known.snapshot;
-    const data = deepFreeze(loaded ? normalise(this.#parse(loaded.text)) : { ...EMPTY, sandboxes: {} });
-    const snapshot: StoreSnapshot = Object.freeze({ data, sandboxes: Object.freeze(byCreation(Object.values(data.sandboxes))) });
+    const snapshot = frozenSnapshot(loaded ? normalise(this.#parse(loaded.text)) : { ...EMPTY, sandboxes: {} });
     // Kept once it parsed: a file that did not is read again next time (it may be repaired).
     if (loaded?.key) this.#known = { key: loaded.key, text: loaded.text, snapshot };
     return snapshot;
@@ -266,8 +275,7 @@ export class Store {
     try {
       const view = this.snapshot();
       const thawed = new ThawedRecords(view.data.sandboxes);
-      const rest = JSON.parse(JSON.stringify({ ...view.data, sandboxes: {} })) as StoreData;
-      const data: StoreData = normalise({ ...rest, sandboxes: thawed.map });
+      const data: StoreData = { ...copyAllButSandboxes(view.data), sandboxes: thawed.map };
       const result = await change(data, view);
       const next = this.#serialise(data, thawed);
       try {
@@ -289,6 +297,9 @@ export class Store {
    * 1,000 sandboxes every write and every read of the file is a few ms shorter.
    */
   #serialise(data: StoreData, thawed: ThawedRecords): { generation: string; text: string; snapshot: StoreSnapshot } {
+    // node:crypto here, not at the top: every command reads the store, few write it (and loading
+    // it costs a command's start several ms).
+    const { randomBytes } = process.getBuiltinModule('node:crypto') as typeof import('node:crypto');
     const generation = randomBytes(8).toString('hex');
     let sandboxes: { json: string; records: Record<string, SandboxRecord> };
     if (data.sandboxes === thawed.map) sandboxes = thawed.serialise();
@@ -296,11 +307,10 @@ export class Store {
       const json = JSON.stringify(data.sandboxes ?? {}); // the change put a map of its own
       sandboxes = { json, records: deepFreeze(JSON.parse(json) as Record<string, SandboxRecord>) };
     }
-    const mark = JSON.stringify(`sbx-sandboxes-${generation}`);
-    const text = JSON.stringify({ generation, ...data, sandboxes: JSON.parse(mark) as string }).replace(mark, () => sandboxes.json) + '\n';
-    const rest = JSON.parse(JSON.stringify({ ...data, sandboxes: {} })) as StoreData;
-    const snapshotData = deepFreeze(normalise({ ...rest, sandboxes: sandboxes.records }));
-    const snapshot: StoreSnapshot = Object.freeze({ data: snapshotData, sandboxes: Object.freeze(byCreation(Object.values(snapshotData.sandboxes))) });
+    // JSON.stringify writes everything but the sandboxes, whose text is put in place of a mark.
+    const mark = `sbx-sandboxes-${generation}`;
+    const text = JSON.stringify({ generation, ...data, sandboxes: mark }).replace(JSON.stringify(mark), () => sandboxes.json) + '\n';
+    const snapshot = frozenSnapshot({ ...copyAllButSandboxes(data), sandboxes: sandboxes.records });
     return { generation, text, snapshot };
   }
 
