@@ -2,12 +2,15 @@
 // the gateway's view of the containers (container-view.ts) keeps the answers while Docker's events flow.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ADD_QUIET_MS, FastPath } from '../../src/gateway/fastpath.ts';
 import { ContainerView } from '../../src/gateway/container-view.ts';
-import { findNginx } from '../../src/gateway/nginx.ts';
+import { findNginx, NginxFrontend } from '../../src/gateway/nginx.ts';
+import { renderNginxConfig } from '../../src/gateway/nginx-config.ts';
+import { hardOpenFiles } from '../../src/gateway/open-files.ts';
 import { objectNames } from '../../src/core/sandbox.ts';
 
 test('fast-path sync: one container list call for all sandboxes, no inspect per sandbox', { skip: !findNginx() && 'no nginx' }, async () => {
@@ -168,6 +171,41 @@ test('fast-path sync: added routes wait for the quiet time and go in one reload;
     assert.match(conf(), /sbx_id5_3000/, 'the waiting add went with it');
   } finally {
     await fp.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('nginx reloads: a configuration written while nginx still reads the last one is never read half-written', { skip: !findNginx() && 'no nginx' }, async () => {
+  // A thousand sandboxes make a configuration of about 1.5 MB, which nginx takes tens of ms to
+  // read after each SIGHUP. Routes that are only added return at once (no wait for the reload), so
+  // the next change's file is written while nginx may still read the last one: written in place,
+  // nginx read a mix of both ("duplicate upstream", "pread() returned only 0 bytes" in its log,
+  // seen with 1,000 sandboxes) and a reload could even take the mix.
+  const dir = mkdtempSync(join(tmpdir(), 'sbx-fastpath-'));
+  const runDir = join(dir, 'run');
+  const port = await new Promise<number>((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+  const nginx = new NginxFrontend(findNginx()!, runDir, '127.0.0.1', port);
+  const config = (version: number, count: number) =>
+    renderNginxConfig({
+      listenHost: '127.0.0.1', listenPort: port, nodeSocket: join(dir, 'node.sock'), runDir, version, instance: nginx.instance, upstreamTimeoutMs: 1000, user: process.getuid?.() === 0 ? 'root' : undefined, ...(hardOpenFiles() ? { openFiles: hardOpenFiles() } : {}),
+      routes: Array.from({ length: count }, (_, i) => ({ name: `sbx_box${i}_${version}_3000`, address: `10.1.${i >> 8}.${i & 255}:3000`, hosts: [`3000-box${i}-${version}.sbx.localhost`] })),
+    });
+  try {
+    await nginx.start(config(1, 1000), 1);
+    // Changes that only add routes, one right after another (a burst of creates), then a removal
+    // that is waited for.
+    for (let v = 2; v <= 12; v++) await nginx.apply(config(v, 1000 + v), v, false);
+    await nginx.apply(config(13, 999), 13, true);
+    const log = readFileSync(join(runDir, 'nginx-error.log'), 'utf8');
+    assert.doesNotMatch(log, /\[emerg\]/, 'nginx never read a half-written configuration');
+    assert.deepEqual(readdirSync(runDir).filter((f) => f.includes('.tmp')), [], 'no temporary file is left');
+  } finally {
+    await nginx.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 });
