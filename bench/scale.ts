@@ -131,6 +131,19 @@ try {
   row('sbx network update', many.update, one.update, 'ms', 1.2);
   row('port expose to first 200', many.firstOk, one.firstOk, 'ms', 1.2);
   row('gateway RPS (wrk, 32 connections)', many.rps, one.rps, 'req/s', 1.2, true);
+  // The machine itself slows with N idle containers (their shims, the kernel): the same figures
+  // divided by what a bare `node -e 0` (each CLI command's start) and a direct connection (the
+  // gateway's RPS) lost in the same run are what sbx's own work grew by.
+  const node = many.nodeStart / one.nodeStart;
+  const own = (what: string, ratio: number, base: string, higherIsBetter = false) => {
+    const ok = higherIsBetter ? ratio >= 1 / 1.2 : ratio <= 1.2;
+    console.log(`| ${what}, divided by ${base}'s growth | | | ${ratio.toFixed(2)}x | within 20% (sbx's own share) | ${ok ? 'met' : 'MISSED'} |`);
+  };
+  own('sbx inspect', many.inspect / one.inspect / node, 'node -e 0');
+  own('sbx port expose', many.expose / one.expose / node, 'node -e 0');
+  own('sbx network update', many.update / one.update / node, 'node -e 0');
+  own('port expose to first 200', many.firstOk / one.firstOk / node, 'node -e 0');
+  own('gateway RPS', many.rps / one.rps / (many.rpsDirect / one.rpsDirect), 'the direct RPS', true);
   const context = (what: string, a: number, b: number) => console.log(`| ${what} | ${a.toFixed(0)} ms | 1 sandbox: ${b.toFixed(0)} ms | ${(a / b).toFixed(2)}x | (context: not sbx's) | |`);
   context(`docker inspect (the engine's CLI), ${N} sandboxes`, many.dockerInspect, one.dockerInspect);
   context('node -e 0', many.nodeStart, one.nodeStart);
