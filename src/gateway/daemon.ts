@@ -8,6 +8,7 @@ import { cliEntry } from '../core/bundle.ts';
 export { cliEntry };
 import { gatewayFiles, gatewaySettings, type GatewayState } from './settings.ts';
 import { alive, runningGateway } from './state.ts';
+import { servedCertificateDir } from './served-certificate.ts';
 import { DaemonClient, unixTransport } from '../daemon-client/client.ts';
 import { GATEWAY_THREADPOOL } from '../daemon-client/protocol.ts';
 
@@ -109,7 +110,11 @@ export async function stopGateway(home: string, timeoutMs = 5000): Promise<boole
   process.kill(s.pid, 'SIGTERM');
   const deadline = Date.now() + timeoutMs;
   while (alive(s.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
-  if (alive(s.pid)) process.kill(s.pid, 'SIGKILL');
+  if (alive(s.pid)) {
+    process.kill(s.pid, 'SIGKILL');
+    // It could not clean up after itself: its served key copies go too (its nginx dies with it).
+    rmSync(servedCertificateDir(gatewayFiles(home).run), { recursive: true, force: true });
+  }
   rmSync(gatewayFiles(home).state, { force: true });
   rmSync(gatewayFiles(home).pid, { force: true });
   return true;

@@ -475,6 +475,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
       if (runningGateway(home)?.pid === process.pid) {
         rmSync(files.state, { force: true });
         rmSync(files.pid, { force: true });
+        served?.clear(); // (not another gateway's of this home, which would still serve them)
       }
       log('gateway stopped');
     })());

@@ -11,12 +11,15 @@ export interface CertificateFiles {
   key: string;
 }
 
+/** Where a gateway with this run directory keeps the copies it serves. */
+export const servedCertificateDir = (runDir: string) => join(runDir, 'tls');
+
 export class ServedCertificate {
   readonly #dir: string;
   #n = 0;
 
   constructor(runDir: string) {
-    this.#dir = join(runDir, 'tls');
+    this.#dir = servedCertificateDir(runDir);
     mkdirSync(this.#dir, { recursive: true, mode: 0o700 });
   }
 
@@ -27,6 +30,11 @@ export class ServedCertificate {
     writeAtomic(files.key, pair.key);
     writeAtomic(files.cert, pair.cert);
     return files;
+  }
+
+  /** Removes every copy: the gateway stops, and its key is not left behind in its run directory. */
+  clear(): void {
+    rmSync(this.#dir, { recursive: true, force: true });
   }
 
   /** Removes every other pair (older ones, and those of an earlier run). */

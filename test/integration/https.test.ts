@@ -214,7 +214,9 @@ describe('a certificate of the user\'s own (SBX_TLS_CERT, SBX_TLS_KEY)', () => {
       if (expect) assert.match(r.stderr, /expired/);
       assert.match(readFileSync(join(w.home, 'gateway.log'), 'utf8'), /from SBX_TLS_CERT/);
       await w.sbx(['rm', '-f', 'web']);
+      assert.ok(readdirSync(join(w.home, 'run', 'tls')).some((f) => f.startsWith('key-')), 'the gateway serves a checked copy of the key');
       await w.sbx(['gateway', 'stop']);
+      assert.equal(existsSync(join(w.home, 'run', 'tls')), false, 'no copy of the key is left once the gateway stops');
     }
   });
 
