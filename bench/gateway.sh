@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The gateway against a direct connection and against nginx (Debian's nginx-light) proxying the
+# The gateway against a direct connection and against nginx (the binary the gateway uses: see nginx-upstream.sh) proxying the
 # same upstream, in one run with wrk: requests per second and p99 latency. The upstream is nginx
 # itself, copied into a sandbox (same Debian release, same libraries), so it is not the
 # bottleneck. Also: time from `sbx port expose` to the first 200 (median of 5), the gateway's memory, and
@@ -25,6 +25,7 @@ sbx gateway start >/dev/null
 gw_port=$(sbx gateway status --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).port')
 gw_pid=$(sbx gateway status --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).pid')
 gw_h2c=$(sbx gateway status --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).h2c')
+h2c_by=$(gateway_h2c_by)
 sbx port expose bench-up 8080 >/dev/null
 expose_ms=$(measure_expose "http://8080-bench-up.sbx.localhost:$gw_port/")
 # Context for the expose figure: a CLI run costs at least Node's own start.
@@ -118,13 +119,13 @@ const nodeMs = Number(process.argv[13]);
 const n25 = Number(process.env.FILL || 24) + 1;
 const f0 = (x) => x.toFixed(0), f2 = (x) => x.toFixed(2);
 const ratio = g.rps / n.rps, added = g.p99 - d.p99;
-const front = process.argv[14] === "true" ? " (nginx behind its HAProxy h2c front, the default)" : "";
+const front = process.argv[14] !== "true" ? "" : process.argv[16] === "nginx" ? " (nginx 1.26 alone, h2c on the same port: the default)" : " (nginx behind its HAProxy h2c front, the default)";
 console.log(`| RPS through the gateway${front}, median of ${gRuns.length} rounds (${each(gRuns)}) | ${f0(g.rps)} | nginx proxy: ${f0(n.rps)} (${each(nRuns)}; direct: ${f0(d.rps)}) | ${f2(ratio)}x nginx | at least 0.8x | ${ratio >= 0.8 ? "met" : "MISSED"} |`);
 if (aRuns.length) {
   const a = of(aRuns), r = a.rps / n.rps;
   console.log(`| RPS through the gateway, SBX_GATEWAY_H2C=0 (nginx alone on the port, HTTP/1.1 only), median of ${aRuns.length} rounds (${each(aRuns)}) | ${f0(a.rps)} | nginx proxy: ${f0(n.rps)} | ${f2(r)}x nginx | at least 0.8x | ${r >= 0.8 ? "met" : "MISSED"} |`);
   const paired = median(gRuns.map((x, i) => x.rps / aRuns[i].rps));
-  console.log(`| cost of the h2c front for HTTP/1.1: default gateway against SBX_GATEWAY_H2C=0, median of the ratio in each round | ${f2(paired)}x | | | (context) | |`);
+  console.log(`| cost of h2c on the port (${process.argv[16] === "nginx" ? "nginx's http2 on" : "the HAProxy front"}) for HTTP/1.1: default gateway against SBX_GATEWAY_H2C=0, median of the ratio in each round | ${f2(paired)}x | | | (context) | |`);
 }
 const added1 = g1.p99 - d1.p99;
 console.log(`| p99 latency, 1 connection | ${f2(g1.p99)} ms | direct: ${f2(d1.p99)} ms (nginx: ${f2(n1.p99)} ms) | +${f2(added1)} ms | under +2 ms | ${added1 < 2 ? "met" : "MISSED"} |`);
@@ -134,4 +135,4 @@ const rpsRatio = g25.rps / g.rps, exposeRatio = expose25 / expose;
 console.log(`| RPS through the gateway, ${n25} sandboxes with ports | ${f0(g25.rps)} | 1 sandbox: ${f0(g.rps)} | ${f2(rpsRatio)}x | within 20% | ${rpsRatio >= 0.8 ? "met" : "MISSED"} |`);
 console.log(`| port expose to first 200, ${n25} sandboxes with ports | ${f0(expose25)} ms | 1 sandbox: ${f0(expose)} ms | ${f2(exposeRatio)}x | within 20% | ${exposeRatio <= 1.2 ? "met" : "MISSED"} |`);
 console.log(`| gateway memory: Node process at rest / peak; its nginx under load | ${f0(rest / 1024)} / ${f0(peak / 1024)} MiB; ${f0(ngx / 1024)} MiB | | | | |`);
-' "$direct" "$nginx_runs" "$gateway_runs" "$direct1" "$nginx1" "$gateway1" "$expose_ms" "$rss_rest" "$rss_peak" "$nginx_kb" "$expose25_ms" "$gateway25" "$node_ms" "$gw_h2c" "$alone_runs"
+' "$direct" "$nginx_runs" "$gateway_runs" "$direct1" "$nginx1" "$gateway1" "$expose_ms" "$rss_rest" "$rss_peak" "$nginx_kb" "$expose25_ms" "$gateway25" "$node_ms" "$gw_h2c" "$alone_runs" "$h2c_by"

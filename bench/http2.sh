@@ -2,12 +2,13 @@
 # HTTP/2 and HTTPS through the gateway (issue 14), each against its baseline in one run:
 # - h2c RPS with h2load (Debian's nghttp2-client): through the gateway against straight to the
 #   sandbox's h2c server; target at least 0.8x. Both engines: Node (one run each; it carries HTTP/2
-#   to the h2c server as HTTP/2), and nginx behind its HAProxy front (the default; ROUNDS rounds
-#   taking turns, medians), to the sandbox's HTTP/1.1 server: nginx sends a port's HTTP/2 as HTTP/2
+#   to the h2c server as HTTP/2), and nginx (the default: nginx 1.26 alone on the port, or Debian's
+#   nginx behind the HAProxy front when that is what runs; ROUNDS rounds taking turns, medians), to
+#   the sandbox's HTTP/1.1 server: nginx sends a port's HTTP/2 as HTTP/2
 #   or HTTP/1.1 as the port speaks, once the Node gateway has asked it (README, HTTP/2 and gRPC),
 #   and to the h2c server (carried as HTTP/2, grpc_pass);
 # - HTTPS RPS (wrk, HTTP/1.1 over TLS; and h2load, HTTP/2 by ALPN): through the gateway with
-#   SBX_GATEWAY_TLS=1 (its nginx ends TLS) against nginx on this host ending TLS with the same
+#   SBX_GATEWAY_TLS=1 (its nginx ends TLS) against nginx on this host (the same binary) ending TLS with the same
 #   certificate and key and proxying to the same upstream (both keep 128 idle connections to it, and
 #   h2load keeps 128 requests in flight: 32 connections, 4 streams each);
 #   ROUNDS (3) rounds taking turns, medians; target at least 0.8x;
@@ -56,11 +57,12 @@ h2c_gateway=$(h2rps "http://8081-bench-up.sbx.localhost:$gw_port/" "127.0.0.1:$g
 # TIME_WAIT sockets to the upstream, then weighs on both alike); each figure is the median.
 median() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 
-step "h2c: the nginx engine behind its HAProxy front (the default), against straight to the sandbox"
+step "h2c: the nginx engine (the default), against straight to the sandbox"
 sbx gateway stop >/dev/null
 unset SBX_GATEWAY_ENGINE
 SBX_GATEWAY_H2C=1 sbx gateway start >/dev/null
 gw_port=$(sbx gateway status --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).port')
+h2c_by=$(gateway_h2c_by)
 sbx port expose bench-up 8080 >/dev/null
 for _ in $(seq 1 50); do curl -sf --http2-prior-knowledge "http://8080-bench-up.sbx.localhost:$gw_port/" >/dev/null && break; sleep 0.1; done
 # The h2c-only server too: its first HTTP/2 request goes through the Node gateway, which asks the
@@ -81,7 +83,7 @@ for round in $(seq 1 "${ROUNDS:-3}"); do
     fd+=("$(h2rps "http://$ip:8081/")")
   fi
 done
-echo "h2c direct: ${fd[*]}; through nginx behind HAProxy, to HTTP/1.1: ${fg[*]}; to h2c: ${fg2[*]}" >&2
+echo "h2c direct: ${fd[*]}; through the gateway (h2c told by $h2c_by), to HTTP/1.1: ${fg[*]}; to h2c: ${fg2[*]}" >&2
 h2c_front_direct=$(median "${fd[@]}") h2c_front=$(median "${fg[@]}") h2c_front_h2=$(median "${fg2[@]}")
 
 step "HTTPS: the gateway with SBX_GATEWAY_TLS=1 (nginx engine), and nginx ending TLS with the same certificate"
@@ -93,7 +95,11 @@ ca=$(sbx ca 2>/dev/null)
 cert="$SBX_HOME/tls/server/cert.pem" key="$SBX_HOME/tls/server/key.pem"
 url="https://8080-bench-up.sbx.localhost:$gw_port/"
 for _ in $(seq 1 50); do curl -sf --cacert "$ca" "$url" >/dev/null && break; sleep 0.1; done
-LISTEN_EXTRA=" ssl http2" SERVER_EXTRA="ssl_certificate $cert; ssl_certificate_key $key; " bench_baseline_nginx
+if baseline_http2_on; then
+  LISTEN_EXTRA=" ssl" SERVER_EXTRA="http2 on; ssl_certificate $cert; ssl_certificate_key $key; " bench_baseline_nginx
+else
+  LISTEN_EXTRA=" ssl http2" SERVER_EXTRA="ssl_certificate $cert; ssl_certificate_key $key; " bench_baseline_nginx
+fi
 hn=() hg=() h2n=() h2g=()
 for round in $(seq 1 "${ROUNDS:-3}"); do
   step "HTTPS round $round of ${ROUNDS:-3}"
@@ -118,12 +124,13 @@ expose_ms=$(measure_expose "$url" --cacert "$ca")
 
 node -e '
 const [h2cD, h2cG, hN, hG, h2N, h2G, expose, fD, fG, fG2] = process.argv.slice(1).map(Number);
+const by = process.argv[11] === "nginx" ? "nginx alone on the port, the default" : "nginx behind its HAProxy front, the default";
 const f0 = (x) => x.toFixed(0), f2 = (x) => x.toFixed(2);
 const row = (what, m, base, baseName, target = 0.8) => console.log(`| ${what} | ${f0(m)} | ${baseName}: ${f0(base)} | ${f2(m / base)}x | at least ${target}x | ${m / base >= target ? "met" : "MISSED"} |`);
 row("h2c RPS through the gateway (h2load, Node engine)", h2cG, h2cD, "straight to the sandbox (h2c)");
-row("h2c RPS through the gateway (h2load, nginx behind its HAProxy front, the default; to the HTTP/1.1 server)", fG, fD, "straight to the sandbox (h2c)");
-row("h2c RPS through the gateway (h2load, nginx behind its HAProxy front, the default; to the h2c server, as HTTP/2)", fG2, fD, "straight to the sandbox (h2c)");
+row(`h2c RPS through the gateway (h2load, ${by}; to the HTTP/1.1 server)`, fG, fD, "straight to the sandbox (h2c)");
+row(`h2c RPS through the gateway (h2load, ${by}; to the h2c server, as HTTP/2)`, fG2, fD, "straight to the sandbox (h2c)");
 row("HTTPS RPS through the gateway (wrk, HTTP/1.1 over TLS, nginx engine)", hG, hN, "nginx ending TLS, same certificate");
 row("HTTPS RPS through the gateway (h2load, HTTP/2 by ALPN, nginx engine)", h2G, h2N, "nginx ending TLS, same certificate");
 console.log(`| port expose to first 200 over HTTPS | ${f0(expose)} ms | | | under 150 ms | ${expose < 150 ? "met" : "MISSED"} |`);
-' "$h2c_direct" "$h2c_gateway" "$https_nginx" "$https_gateway" "$h2tls_nginx" "$h2tls_gateway" "$expose_ms" "$h2c_front_direct" "$h2c_front" "$h2c_front_h2"
+' "$h2c_direct" "$h2c_gateway" "$https_nginx" "$https_gateway" "$h2tls_nginx" "$h2tls_gateway" "$expose_ms" "$h2c_front_direct" "$h2c_front" "$h2c_front_h2" "$h2c_by"

@@ -37,6 +37,14 @@ console.log(runs.sort((a, b) => a - b)[2].toFixed(0));
 ' "$ROOT/bin/sbx" "$@"
 }
 
+# The baseline's nginx: the binary the gateway uses (the 1.26 that scripts/setup builds, else
+# Debian's), so that gateway and baseline differ in what sbx does, not in nginx's version.
+BASELINE_NGINX=${BASELINE_NGINX:-$([ -x /usr/local/lib/sbx/nginx/sbin/nginx ] && echo /usr/local/lib/sbx/nginx/sbin/nginx || echo nginx)}
+# Whether it switches HTTP/2 on with `http2 on;` (1.25.1 and later) rather than `listen ... http2`.
+baseline_http2_on() { "$BASELINE_NGINX" -v 2>&1 | grep -qE 'nginx/(1\.(2[6-9]|[3-9][0-9])\.|1\.25\.([1-9])|[2-9]\.)'; }
+# Which part tells h2c from HTTP/1.1 on the running gateway's port (its log): nginx or HAProxy.
+gateway_h2c_by() { grep -oE 'h2c: (nginx|HAProxy) ' "$SBX_HOME/gateway.log" 2>/dev/null | tail -1 | awk '{print $2}'; }
+
 # nginx on this host proxying to bench-up's 8080 (the baseline), one worker like the one gateway
 # process, in NGINX_DIR; LISTEN_EXTRA and SERVER_EXTRA add to its listen and server lines (TLS).
 # Sets `nginx_port`. Its workers run as root: sbx lets only root and the gateway's own user open
@@ -51,5 +59,6 @@ http { access_log off; client_body_temp_path $NGINX_DIR; proxy_temp_path $NGINX_
   server { listen 127.0.0.1:$nginx_port${LISTEN_EXTRA:-}; ${SERVER_EXTRA:-}keepalive_requests 1000000;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
 CONF
-  nginx -c "$NGINX_DIR/nginx.conf"
+  "$BASELINE_NGINX" -c "$NGINX_DIR/nginx.conf"
+  echo "baseline nginx: $("$BASELINE_NGINX" -v 2>&1)" >&2
 }

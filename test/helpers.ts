@@ -96,6 +96,23 @@ export class World {
     return JSON.parse(readFileSync(join(this.home, 'gateway.json'), 'utf8')).port;
   }
 
+  /**
+   * Whether the gateway's nginx serves `host` itself by now (plain HTTP): its configuration names
+   * the host, and its workers answer with that configuration's version (a route that is only
+   * written may still be served by the Node gateway until nginx reloads).
+   */
+  async nginxCarries(host: string): Promise<boolean> {
+    let text = '';
+    try {
+      text = readFileSync(join(this.home, 'run', 'nginx.conf'), 'utf8');
+    } catch {
+      return false;
+    }
+    const version = /version (\d+)\)/.exec(text)?.[1];
+    const served = await curl(['-H', 'Host: sbx-gateway-control.invalid', `http://127.0.0.1:${this.gatewayPort()}/_sbx/config-version`]);
+    return text.includes(`"${host}"`) && served.body.split(' ')[0] === version;
+  }
+
   url(port: number, sandbox: string, path = '/'): string {
     return `http://${port}-${sandbox}.sbx.localhost:${this.gatewayPort()}${path}`;
   }

@@ -105,7 +105,7 @@ function sendBody(req: NodeJS.WritableStream & { end(b?: string | Buffer): unkno
 /** The same request as HTTP/2 (sbx fetch --http2): one session, closed with the response. */
 function fetchHttp2(gw: GatewayRoute, host: string, path: string, options: FetchOptions, token: string): Promise<FetchResponse> {
   return new Promise((resolve, reject) => {
-    const hint = gw.tls ? '' : ' (without TLS, HTTP/2 needs the Node engine or HAProxy in front of nginx: gateway status --json says "h2c")';
+    const hint = gw.tls ? '' : ' (without TLS, HTTP/2 needs the Node engine, nginx 1.25.1 or later, or HAProxy in front of an older nginx: gateway status --json says "h2c")';
     const failed = (err: Error) => reject(new RuntimeError(`the gateway did not answer over HTTP/2: ${err.message}${hint}`));
     openGateway(gw, host, ['h2']).then((s) => {
       s.resume();

@@ -65,7 +65,7 @@ export async function ensureGateway(home: string, timeoutMs?: number): Promise<G
     const settings = gatewaySettings();
     const { findNginx } = await import('./nginx.ts');
     const { h2cFrontMissing, H2C_NEEDS_HAPROXY } = await import('./h2c-front.ts');
-    if (h2cFrontMissing(settings, process.env.SBX_GATEWAY_ENGINE !== 'node' && !!findNginx())) throw new UsageError(H2C_NEEDS_HAPROXY);
+    if (h2cFrontMissing(settings, process.env.SBX_GATEWAY_ENGINE !== 'node' ? findNginx() : undefined)) throw new UsageError(H2C_NEEDS_HAPROXY);
     if (settings.tls) {
       const ca = await import('../api/ca.ts');
       if (process.env.SBX_TLS_CERT || process.env.SBX_TLS_KEY) ca.checkUserCertificate(process.env);

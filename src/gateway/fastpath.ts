@@ -11,7 +11,7 @@ import { objectNames } from '../core/sandbox.ts';
 import { isOwnHost, maskHost } from '../core/ports.ts';
 import type { ContainerView } from './container-view.ts';
 import { renderNginxConfig, type DirectRoute } from './nginx-config.ts';
-import { NginxFrontend, probeVersion, versionAnswer } from './nginx.ts';
+import { NginxFrontend, nginxTakesH2c, probeVersion, versionAnswer } from './nginx.ts';
 import type { RouteTable } from './routes.ts';
 import { endStaleHaproxy, endStaleNginx, portInUse } from './port-owner.ts';
 import { frontMaxconn, H2cFront } from './h2c-front.ts';
@@ -49,6 +49,8 @@ export interface FastPathOptions {
    * tempDir behind it (haproxy-config.ts); it runs as `user` after binding, when given.
    */
   h2cFront?: { bin: string; user?: { name: string; group: string } };
+  /** Plain HTTP with h2c served by nginx itself on the port (nginx >= 1.25.1: nginx.ts nginxTakesH2c); no front. */
+  nativeH2c?: boolean;
   /** What the Node gateway learnt a sandbox port speaks: HTTP/2 or HTTP/1.1 (nginx-config.ts DirectRoute.h2). */
   h2Mode?: (id: string, port: number) => 'h1' | 'h2' | undefined;
   /** SBX_GATEWAY_SOURCE_LIMIT: requests in flight per client address, in nginx (connections: listener-guard.ts); 0: none. */
@@ -128,13 +130,19 @@ export class FastPath {
    * gateway every client is exempt, and nginx would only look each request's address up for nothing.
    */
   readonly #sourceLimit: number;
+  /** nginx takes h2c on its own TCP listener (no front). */
+  readonly #nativeH2c: boolean;
+  /** nginx >= 1.25.1: HTTP/2 is switched on with `http2 on;`. */
+  readonly #http2Directive: boolean;
 
   private constructor(o: FastPathOptions, port: number) {
     this.#o = o;
     this.#tls = o.tls;
     this.#sourceLimit = gatewayAddress(o.host) === 'loopback' ? 0 : (o.sourceLimit ?? 0);
     this.port = port;
-    if (o.h2cFront && !o.tls) {
+    this.#http2Directive = nginxTakesH2c(o.nginxBin);
+    this.#nativeH2c = !!o.nativeH2c && !o.tls && this.#http2Directive;
+    if (o.h2cFront && !o.tls && !this.#nativeH2c) {
       const shared = o.tempDir ?? o.runDir; // where HAProxy, as the workers' user, reaches them
       this.#sockets = { h1Socket: join(shared, 'nginx-h1.sock'), h2cSocket: join(shared, 'nginx-h2c.sock'), controlSocket: join(o.runDir, 'probe.sock') };
       for (const f of Object.values(this.#sockets)) rmSync(f, { force: true });
@@ -149,9 +157,14 @@ export class FastPath {
     if (this.#front) this.#front.onExit = fn;
   }
 
-  /** Its port takes HTTP/2 with prior knowledge too (the h2c front runs). */
+  /** Its port takes HTTP/2 with prior knowledge too (nginx's own listener, or the h2c front). */
   get h2c(): boolean {
-    return !!this.#front;
+    return this.#nativeH2c || !!this.#front;
+  }
+
+  /** Who tells h2c from HTTP/1.1 on the port: nginx itself, HAProxy's front, or nobody. */
+  get h2cBy(): 'nginx' | 'haproxy' | undefined {
+    return this.#nativeH2c ? 'nginx' : this.#front ? 'haproxy' : undefined;
   }
 
   static async start(o: FastPathOptions, log?: (line: string) => void): Promise<FastPath> {
@@ -297,7 +310,7 @@ export class FastPath {
     const user = o.workerUser ?? (process.getuid?.() === 0 ? 'root' : undefined);
     const routes = new Map(direct.map((d) => [d.name, `${d.address} ${d.hostHeader ?? ''} ${d.hosts.join(',')} ${d.h2 ?? ''}`]));
     const make = (version: number) =>
-      renderNginxConfig({ listenHost: o.host, listenPort: this.port, nodeSocket: o.nodeSocket, runDir: o.runDir, tempDir: o.tempDir, routes: direct, version, instance: this.#nginx.instance, upstreamTimeoutMs: o.upstreamTimeoutMs, user, ...(this.#tls ? { tls: this.#tls } : {}), ...(this.#sockets ? { front: this.#sockets } : {}), sourceLimit: this.#sourceLimit, ...(openFiles ? { openFiles } : {}) });
+      renderNginxConfig({ listenHost: o.host, listenPort: this.port, nodeSocket: o.nodeSocket, runDir: o.runDir, tempDir: o.tempDir, routes: direct, version, instance: this.#nginx.instance, upstreamTimeoutMs: o.upstreamTimeoutMs, user, ...(this.#tls ? { tls: this.#tls } : {}), ...(this.#sockets ? { front: this.#sockets } : {}), http2Directive: this.#http2Directive, h2c: this.#nativeH2c, sourceLimit: this.#sourceLimit, ...(openFiles ? { openFiles } : {}) });
     return { routes, make };
   }
 }

@@ -9,6 +9,7 @@ import { RuntimeError } from '../core/errors.ts';
 import { diesWithParent } from '../net/dies-with-parent.ts';
 import { pollUntil } from './poll.ts';
 import { hardOpenFiles } from './open-files.ts';
+import { nginxTakesH2c } from './nginx.ts';
 
 /** The HAProxy binary: $SBX_HAPROXY when set (only that), else Debian's. Undefined when there is none. */
 export function findHaproxy(env: NodeJS.ProcessEnv = process.env): string | undefined {
@@ -27,11 +28,14 @@ export function frontMaxconn(wanted: number, limits?: string): number {
 }
 
 
-export const H2C_NEEDS_HAPROXY = 'SBX_GATEWAY_H2C=1 needs HAProxy in front of nginx for h2c on plain HTTP, and it is not installed: apt-get install haproxy (./scripts/setup does), or use SBX_GATEWAY_ENGINE=node or SBX_GATEWAY_TLS=1';
+export const H2C_NEEDS_HAPROXY = 'SBX_GATEWAY_H2C=1 needs nginx 1.25.1 or later, or HAProxy in front of an older nginx, for h2c on plain HTTP, and neither is installed: ./scripts/setup builds nginx 1.26 (or apt-get install haproxy), or use SBX_GATEWAY_ENGINE=node or SBX_GATEWAY_TLS=1'
 
-/** Whether a gateway started with this environment needs HAProxy and does not find it. */
-export function h2cFrontMissing(settings: { tls: boolean; h2c: boolean | 'auto' }, nginx: boolean, env: NodeJS.ProcessEnv = process.env): boolean {
-  return nginx && !settings.tls && settings.h2c === true && !findHaproxy(env);
+/**
+ * Whether a gateway started with this environment needs HAProxy and does not find it: h2c is
+ * required, on plain HTTP, from an nginx (`nginxBin`, the engine's) older than 1.25.1.
+ */
+export function h2cFrontMissing(settings: { tls: boolean; h2c: boolean | 'auto' }, nginxBin: string | undefined, env: NodeJS.ProcessEnv = process.env): boolean {
+  return !!nginxBin && !settings.tls && settings.h2c === true && !nginxTakesH2c(nginxBin) && !findHaproxy(env);
 }
 
 export class H2cFront {

@@ -22,7 +22,7 @@ import { H2Upstreams } from './h2-upstream.ts';
 import { refreshCertificate } from './cert-refresh.ts';
 import { ServedCertificate } from './served-certificate.ts';
 import { writeAtomic } from './write-atomic.ts';
-import { findNginx, workerRunDir } from './nginx.ts';
+import { findNginx, nginxTakesH2c, workerRunDir } from './nginx.ts';
 import { findHaproxy, h2cFrontMissing, H2C_NEEDS_HAPROXY } from './h2c-front.ts';
 import { portInUse } from './port-owner.ts';
 import { groupName } from '../net/gateway-account.ts';
@@ -87,9 +87,11 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   // nginx carries the public ports of running sandboxes when it is installed (the fast path);
   // SBX_GATEWAY_ENGINE=node keeps everything in this process.
   const nginxBin = process.env.SBX_GATEWAY_ENGINE === 'node' ? undefined : findNginx();
-  // nginx cannot tell h2c from HTTP/1.1 on one plaintext port: HAProxy in front does (h2c-front.ts).
-  const haproxyBin = nginxBin && !settings.tls && settings.h2c !== false ? findHaproxy() : undefined;
-  if (h2cFrontMissing(settings, !!nginxBin)) throw new UsageError(H2C_NEEDS_HAPROXY);
+  // h2c beside HTTP/1.1 on one plaintext port: nginx 1.25.1 and later tell them apart themselves;
+  // for an older one (Debian's 1.22), HAProxy in front does (h2c-front.ts).
+  const nativeH2c = !!nginxBin && !settings.tls && settings.h2c !== false && nginxTakesH2c(nginxBin);
+  const haproxyBin = nginxBin && !nativeH2c && !settings.tls && settings.h2c !== false ? findHaproxy() : undefined;
+  if (h2cFrontMissing(settings, nginxBin)) throw new UsageError(H2C_NEEDS_HAPROXY);
   // The certificate first: a gateway that cannot serve the HTTPS it announces does not start.
   const ca = settings.tls ? await import('../api/ca.ts') : undefined;
   const credentials = ca ? await ca.serverCertificate(home, settings.domain) : undefined;
@@ -275,13 +277,13 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
       }
     }
     try {
-      fastPath = await FastPath.start({ nginxBin, runDir: files.run, home, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, containers, ...(servedFiles ? { tls: servedFiles } : {}), ...(haproxyBin ? { h2cFront: { bin: haproxyBin, ...(group ? { user: { name: user.name, group } } : {}) } } : {}), h2Mode: (id, port) => h2.mode(id, port), sourceLimit: settings.sourceLimit }, log);
+      fastPath = await FastPath.start({ nginxBin, runDir: files.run, home, tempDir: workerDir, workerUser: group ? `${user.name} ${group}` : undefined, host: settings.host, port: settings.port, domain: settings.domain, nodeSocket, upstreamTimeoutMs, routes, containers, ...(servedFiles ? { tls: servedFiles } : {}), nativeH2c, ...(haproxyBin ? { h2cFront: { bin: haproxyBin, ...(group ? { user: { name: user.name, group } } : {}) } } : {}), h2Mode: (id, port) => h2.mode(id, port), sourceLimit: settings.sourceLimit }, log);
     } catch (err) {
       server.close();
       return unguard(err);
     }
     log(`nginx: workers run as ${group ? `${user.name} (socket and temp files in ${workerDir})` : process.getuid?.() === 0 ? 'root' : 'the gateway\'s user'}`);
-    log(fastPath.h2c ? `h2c: HAProxy (${haproxyBin}) owns the port and hands HTTP/2 with prior knowledge to nginx's http2 listener${group ? `, as ${user.name}` : ''}` : `h2c: not served on this port (${settings.tls ? 'HTTPS: HTTP/2 comes by ALPN' : settings.h2c === false ? 'SBX_GATEWAY_H2C=0' : 'HAProxy is not installed: apt-get install haproxy, or ./scripts/setup'})`);
+    log(fastPath.h2cBy === 'nginx' ? `h2c: nginx (${nginxBin}) tells it from HTTP/1.1 on the port itself` : fastPath.h2c ? `h2c: HAProxy (${haproxyBin}) owns the port and hands HTTP/2 with prior knowledge to nginx's http2 listener${group ? `, as ${user.name}` : ''}` : `h2c: not served on this port (${settings.tls ? 'HTTPS: HTTP/2 comes by ALPN' : settings.h2c === false ? 'SBX_GATEWAY_H2C=0' : 'HAProxy is not installed: apt-get install haproxy, or ./scripts/setup'})`);
     port = fastPath.port;
   } else {
     await listenOn(front, settings.port, settings.host).catch(unguard);

@@ -52,6 +52,13 @@ export interface NginxConfigInput {
    * it, for the gateway's own probes.
    */
   front?: { h1Socket: string; h2cSocket: string; controlSocket: string };
+  /**
+   * nginx 1.25.1 or later (nginx.ts nginxTakesH2c): HTTP/2 is switched on per server (`http2 on;`),
+   * not by a `listen` parameter, and a plaintext listener with it takes h2c beside HTTP/1.1.
+   */
+  http2Directive?: boolean;
+  /** Plain HTTP with h2c on the TCP listener itself (needs http2Directive; no front). */
+  h2c?: boolean;
   /** The hard limit on open files nginx may raise its workers' to (open-files.ts); none: as many as it wants. */
   openFiles?: number;
   /** Requests in flight (HTTP/2: streams) one client address may have at once; loopback ones are not counted. 0: no limit. */
@@ -243,13 +250,16 @@ function listenLines(c: NginxConfigInput): { control: string; main: string } {
       main: `    listen ${h1} default_server backlog=4096;\n    listen ${h2c} default_server backlog=4096;`,
     };
   }
-  const listen = (c.listenHost.includes(':') ? `[${c.listenHost}]:${c.listenPort}` : `${c.listenHost}:${c.listenPort}`) + (c.tls ? ' ssl http2' : '');
+  const listen = (c.listenHost.includes(':') ? `[${c.listenHost}]:${c.listenPort}` : `${c.listenHost}:${c.listenPort}`) + (c.tls ? (c.http2Directive ? ' ssl' : ' ssl http2') : '');
   return { control: `    listen ${listen};`, main: `    listen ${listen} default_server backlog=4096;` };
 }
 
 export function renderNginxConfig(c: NginxConfigInput): string {
+  if (c.h2c && (!c.http2Directive || c.front || c.tls)) throw new Error('h2c on the listener needs nginx >= 1.25.1, plain HTTP and no front');
   const listen = listenLines(c);
-  const http2 = !!(c.tls || c.front);
+  const http2 = !!(c.tls || c.front || c.h2c);
+  // nginx >= 1.25.1: HTTP/2 by ALPN (TLS) or by the preface (h2c) is a server's setting.
+  const http2On = c.http2Directive && (c.tls || c.h2c) ? '\n    http2 on;' : '';
   const seconds = Math.max(1, Math.ceil(c.upstreamTimeoutMs / 1000));
   const temp = c.tempDir ?? c.runDir;
   const hostMap = c.routes.flatMap((r) => r.hosts.map((h) => `    ${q(h)} ${upstreamName(r.name)};`)).join('\n');
@@ -332,13 +342,13 @@ ${upstreams}
 
   # Only for the Node gateway: which configuration the workers serve (to await a reload).
   server {
-${listen.control}
+${listen.control}${http2On}
     server_name ${CONTROL_HOST};
     location = /_sbx/config-version { return 200 "${c.version}${c.instance ? ` ${c.instance}` : ''}"; }
   }
 
   server {
-${listen.main}
+${listen.main}${http2On}
     keepalive_requests 1000000;
     keepalive_timeout 65s;
 ${CLIENT_LIMITS}${c.sourceLimit ? `\n    limit_conn sbx_sources ${c.sourceLimit};` : ''}

@@ -1,6 +1,6 @@
 // Runs nginx as the gateway's fast path (see nginx-config.ts): started and reloaded by the Node
 // gateway, which waits after each reload until nginx's workers serve the new configuration.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,10 +11,36 @@ import { diesWithParent } from '../net/dies-with-parent.ts';
 import { pollUntil } from './poll.ts';
 import { writeAtomic } from './write-atomic.ts';
 
-/** The nginx binary: $SBX_NGINX, else Debian's. Undefined when there is none. */
-export function findNginx(): string | undefined {
-  const candidates = [process.env.SBX_NGINX, '/usr/sbin/nginx', '/usr/local/sbin/nginx'].filter(Boolean) as string[];
+/** Where ./scripts/setup builds nginx 1.26 (h2c beside HTTP/1.1 on one port). */
+export const BUILT_NGINX = '/usr/local/lib/sbx/nginx/sbin/nginx';
+
+/** The nginx binary: $SBX_NGINX, else the one setup built, else Debian's. Undefined when there is none. */
+export function findNginx(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const candidates = [env.SBX_NGINX, BUILT_NGINX, '/usr/sbin/nginx', '/usr/local/sbin/nginx'].filter(Boolean) as string[];
   return candidates.find((p) => existsSync(p));
+}
+
+const versions = new Map<string, [number, number, number] | undefined>();
+/** nginx's version from `nginx -v` ("nginx version: nginx/1.26.3"), or undefined when it says none. */
+function nginxVersion(bin: string): [number, number, number] | undefined {
+  if (!versions.has(bin)) {
+    const out = spawnSync(bin, ['-v'], { encoding: 'utf8', timeout: 5000 });
+    const m = /nginx\/(\d+)\.(\d+)\.(\d+)/.exec(`${out.stderr ?? ''}${out.stdout ?? ''}`);
+    versions.set(bin, m ? [Number(m[1]), Number(m[2]), Number(m[3])] : undefined);
+  }
+  return versions.get(bin);
+}
+
+/**
+ * nginx 1.25.1 and later take the `http2 on;` directive, and with it on a plaintext listener they
+ * tell HTTP/2 with prior knowledge (h2c) from HTTP/1.1 by the connection preface, on one port.
+ * Older ones (Debian bookworm's 1.22) need the h2c front (HAProxy) for that.
+ */
+export function nginxTakesH2c(bin: string): boolean {
+  const v = nginxVersion(bin);
+  if (!v) return false;
+  const [major, minor, patch] = v;
+  return major > 1 || (major === 1 && (minor > 25 || (minor === 25 && patch >= 1)));
 }
 
 /** Where the run directories of unprivileged nginx workers live (/run: a tmpfs, gone at boot). */

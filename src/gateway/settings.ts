@@ -17,8 +17,9 @@ export interface GatewaySettings {
   /** SBX_GATEWAY_TLS: serve HTTPS (HTTP/2 by ALPN, and HTTP/1.1) with a certificate from sbx's CA. */
   tls: boolean;
   /**
-   * SBX_GATEWAY_H2C, for the nginx engine on plain HTTP: h2c through the HAProxy front. 'auto' (the
-   * default): when HAProxy is installed; true: required; false: never (nginx alone, HTTP/1.1 only).
+   * SBX_GATEWAY_H2C, for the nginx engine on plain HTTP: h2c on the port, from nginx itself (1.25.1
+   * and later) or through the HAProxy front (older nginx). 'auto' (the default): when either can;
+   * true: required; false: never (HTTP/1.1 only).
    */
   h2c: boolean | 'auto';
   /**
@@ -52,7 +53,7 @@ export function h2cSetting(text: string | undefined): boolean | 'auto' {
   if (['', 'auto'].includes(v)) return 'auto';
   if (['1', 'true', 'yes', 'on'].includes(v)) return true;
   if (['0', 'false', 'no', 'off'].includes(v)) return false;
-  throw new UsageError(`invalid SBX_GATEWAY_H2C "${text}": use 1 (h2c through HAProxy, required), 0 (none) or auto (when HAProxy is installed)`);
+  throw new UsageError(`invalid SBX_GATEWAY_H2C "${text}": use 1 (h2c required: nginx 1.25.1+ or HAProxy in front), 0 (none) or auto (when either can)`);
 }
 
 export function gatewaySettings(env: NodeJS.ProcessEnv = process.env): GatewaySettings {

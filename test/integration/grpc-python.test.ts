@@ -1,7 +1,8 @@
 // A Python gRPC server (Debian's python3-grpcio, installed offline into a test image built from
 // sbx's default image) in a sandbox, called by a real gRPC client on the host through every gateway
-// path: the Node gateway over plaintext h2c, the gateway's nginx over plaintext h2c behind its
-// HAProxy front (the default), and nginx ending TLS (grpc_pass in both nginx paths). Public
+// path: the Node gateway over plaintext h2c, the gateway's nginx 1.26 taking plaintext h2c on its
+// own port (the default), Debian's nginx 1.22 behind the HAProxy front, and nginx ending TLS
+// (grpc_pass in every nginx path). Public
 // and private ports, the four kinds of call, deadlines and cancellation.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -25,7 +26,8 @@ after(async () => {
 
 const paths = [
   { name: 'the Node gateway, plaintext h2c', env: { SBX_GATEWAY_ENGINE: 'node' } },
-  { name: 'the gateway\'s nginx behind its h2c front (HAProxy), plaintext h2c (grpc_pass)', env: { SBX_GATEWAY_H2C: '1' } },
+  { name: 'the gateway\'s nginx 1.26 alone, plaintext h2c (grpc_pass)', env: { SBX_GATEWAY_H2C: '1', SBX_HAPROXY: '/nonexistent/haproxy' } },
+  { name: 'Debian\'s nginx behind the h2c front (HAProxy), plaintext h2c (grpc_pass)', env: { SBX_GATEWAY_H2C: '1', SBX_NGINX: '/usr/sbin/nginx' } },
   { name: 'the gateway\'s nginx ending TLS (grpc_pass)', env: { SBX_GATEWAY_TLS: '1' } },
 ];
 

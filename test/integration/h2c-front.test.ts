@@ -1,63 +1,31 @@
-// h2c on the default engine (nginx) over plain HTTP: HAProxy owns the gateway port and hands each
-// connection by its first bytes to nginx's HTTP/1.1 or HTTP/2 listener (unix sockets that take a
+// h2c on the nginx engine over plain HTTP with an nginx older than 1.25.1 (Debian's 1.22, forced
+// with SBX_NGINX): HAProxy owns the gateway port and hands each connection by its first bytes to nginx's HTTP/1.1 or HTTP/2 listener (unix sockets that take a
 // PROXY line with the client's address). Driven with curl on both protocols; attacked with a
 // forged PROXY line, a short request that must not wait, a local user at nginx's sockets, and a
 // killed HAProxy. (gRPC through this path: grpc-python.test.ts.)
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
-import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { curl, eventually, oneErrorLine, run, World } from '../helpers.ts';
+import { EMPTY_SETTINGS, forgedProxyLineRefused, H2_PREFACE, makeH2cWeb, rawExchange, seenHeader } from '../h2c-fixture.ts';
 
-const world = new World();
+// Debian's nginx (1.22): the gateway's nginx 1.26 (scripts/setup) takes h2c itself (h2c-native.test.ts).
+const world = new World({ SBX_NGINX: '/usr/sbin/nginx' });
 let gw = 0;
 let token = '';
 
 after(() => world.cleanup());
 
-/** Bytes on a fresh connection to the gateway port: what came back, and how long the first byte took. */
-function raw(send: string | Buffer | Array<string | Buffer>, waitMs = 5000): Promise<{ text: string; firstMs: number }> {
-  return new Promise((resolve) => {
-    const s = createConnection(gw, '127.0.0.1');
-    const began = Date.now();
-    let firstMs = -1;
-    let text = '';
-    s.setTimeout(waitMs, () => s.destroy());
-    s.on('data', (d) => {
-      if (firstMs < 0) firstMs = Date.now() - began;
-      text += d.toString('latin1');
-    });
-    s.on('error', () => {});
-    s.on('close', () => resolve({ text, firstMs }));
-    // Pieces are sent 300 ms apart (as separate segments).
-    const pieces = Array.isArray(send) ? send : [send];
-    pieces.forEach((piece, i) => setTimeout(() => s.write(piece), i * 300));
-  });
-}
-
-/** A header the echo server (test/fixtures/echo_server.py) received. */
-const seen = (body: string, name: string) => (JSON.parse(body).headers as [string, string][]).find(([k]) => k.toLowerCase() === name.toLowerCase())?.[1];
+const raw = (send: string | Buffer | Array<string | Buffer>, waitMs?: number) => rawExchange(gw, send, waitMs);
+const seen = seenHeader;
 
 const haproxyPids = async () => (await run('pgrep', ['-f', `haproxy -W -f ${join(world.home, 'run')}/haproxy.cfg`])).stdout.split('\n').filter(Boolean).map(Number);
 
 before(async () => {
   assert.ok(existsSync('/usr/sbin/haproxy'), 'HAProxy (scripts/setup installs it)');
-  await world.json(['create', '--name', 'web', '-p', '8000', '--', 'python3', '-c', 'import time; time.sleep(1e9)']);
-  await world.put('web', 'echo_server.py', '/tmp/echo_server.py');
-  for (const port of ['8000', '8001']) assert.equal((await world.sbx(['exec', '-d', 'web', '--', 'python3', '/tmp/echo_server.py', port])).code, 0);
-  await world.json(['port', 'expose', 'web', '8001', '--private']);
-  // An h2c-only server (nginx with `listen ... http2` and no TLS, as Node's http2.createServer()):
-  // this host's nginx copied in (the image is the same Debian release).
-  const box = await world.json(['inspect', 'web']);
-  assert.equal((await run('docker', ['cp', '/usr/sbin/nginx', `${box.container}:/usr/sbin/nginx`])).code, 0);
-  const conf = 'user root; worker_processes 1; pid /tmp/h2.pid; error_log stderr; events {} http { access_log off; client_body_temp_path /tmp; proxy_temp_path /tmp; fastcgi_temp_path /tmp; uwsgi_temp_path /tmp; scgi_temp_path /tmp; server { listen 8002 http2; location / { return 200 "h2c only\\n"; } } }';
-  assert.equal((await world.sbx(['exec', 'web', '--', 'sh', '-c', `printf '%s' '${conf}' > /tmp/h2.conf`])).code, 0);
-  assert.equal((await world.sbx(['exec', '-d', 'web', '--', '/usr/sbin/nginx', '-c', '/tmp/h2.conf', '-g', 'daemon off;'])).code, 0);
-  await world.json(['port', 'expose', 'web', '8002']);
-  token = (await world.json(['inspect', 'web', '--show-token'])).token;
+  token = await makeH2cWeb(world);
   gw = world.gatewayPort();
-  await eventually(async () => (await curl([world.url(8000, 'web')])).status === 200, 'the echo server');
 });
 
 describe('h2c and HTTP/1.1 on one plaintext port, with nginx', () => {
@@ -124,13 +92,7 @@ describe('h2c and HTTP/1.1 on one plaintext port, with nginx', () => {
 
 describe('attacks on the front', () => {
   it('a client\'s own PROXY line is not believed: nginx gets HAProxy\'s first, so the client\'s is a bad request (400), and the sandbox never sees its address', async () => {
-    const forged = 'PROXY TCP4 6.6.6.6 127.0.0.1 4444 80\r\n';
-    const r = await raw(`${forged}GET / HTTP/1.1\r\nHost: 8000-web.sbx.localhost\r\nConnection: close\r\n\r\n`);
-    assert.match(r.text, /^HTTP\/1\.1 400 /);
-    assert.doesNotMatch(r.text, /6\.6\.6\.6/);
-    // Nor before an HTTP/2 preface: that connection is not h2c (the preface is not first), so it is a bad HTTP/1.1 request.
-    const h2 = await raw(Buffer.concat([Buffer.from(forged), Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')]));
-    assert.match(h2.text, /^HTTP\/1\.1 400 /);
+    await forgedProxyLineRefused(gw);
     // Control: an X-Forwarded-For the client sends is kept as the client's claim, with the real address last.
     const claimed = await curl(['-H', 'X-Forwarded-For: 6.6.6.6', world.url(8000, 'web')]);
     assert.equal(seen(claimed.body, 'X-Forwarded-For'), '6.6.6.6, 127.0.0.1');
@@ -143,9 +105,7 @@ describe('attacks on the front', () => {
   });
 
   it('the preface in two pieces, split where its start parses as a whole HTTP/1 request ("PRI * HTTP/2.0" and a blank line), still reaches HTTP/2', async () => {
-    const preface = 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n';
-    const settings = Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]); // an empty SETTINGS frame
-    const r = await raw([preface.slice(0, 18), Buffer.concat([Buffer.from(preface.slice(18)), settings])], 2000);
+    const r = await raw([H2_PREFACE.slice(0, 18), Buffer.concat([Buffer.from(H2_PREFACE.slice(18)), EMPTY_SETTINGS])], 2000);
     assert.ok(r.text.length >= 9, 'an answer');
     assert.doesNotMatch(r.text, /^HTTP\/1/, 'not an HTTP/1.1 answer');
     assert.equal(r.text.charCodeAt(3), 4, 'a SETTINGS frame first (HTTP/2)');
@@ -218,7 +178,7 @@ describe('SBX_GATEWAY_H2C', () => {
   it('1 without HAProxy: exit 2 naming what to install, and no gateway is left', async () => {
     const r = await world.sbx(['gateway', 'start'], { env: { SBX_GATEWAY_H2C: '1', SBX_HAPROXY: '/nonexistent/haproxy' } });
     assert.equal(r.code, 2, r.stderr);
-    assert.match(oneErrorLine(r), /^error: SBX_GATEWAY_H2C=1 needs HAProxy .*apt-get install haproxy/);
+    assert.match(oneErrorLine(r), /^error: SBX_GATEWAY_H2C=1 needs nginx 1\.25\.1 or later, or HAProxy in front of an older nginx.*apt-get install haproxy/);
     assert.equal((await world.json(['gateway', 'status'])).running, false);
   });
 

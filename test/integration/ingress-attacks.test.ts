@@ -276,13 +276,7 @@ for (const [engine, env] of [['nginx', {}], ['node', { SBX_GATEWAY_ENGINE: 'node
       before(async () => {
         if (engine !== 'nginx') return;
         // Be sure nginx itself carries evil's port (not the Node gateway, which strips already).
-        const conf = join(world.home, 'run', 'nginx.conf');
-        await eventually(async () => {
-          const text = readFileSync(conf, 'utf8');
-          const version = /version (\d+)\)/.exec(text)?.[1];
-          const served = await curl(['-H', 'Host: sbx-gateway-control.invalid', `http://127.0.0.1:${gw}/_sbx/config-version`]);
-          return text.includes('"8080-evil.sbx.localhost"') && served.body.split(' ')[0] === version;
-        }, 'nginx to route evil directly');
+        await eventually(() => world.nginxCarries('8080-evil.sbx.localhost'), 'nginx to route evil directly');
       });
 
       const cases: Array<[string, string | undefined]> = [

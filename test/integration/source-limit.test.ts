@@ -2,8 +2,8 @@
 // client address cannot hold every connection the gateway can take. Attacked from a client in a
 // network namespace of the test's own (the fake internet's, 198.19.255.2) against the gateway on
 // the host's address on that link, on each engine: connections are counted in the kernel (the
-// listener guard resets the SYN past the limit) whatever serves the port (HAProxy + nginx, nginx
-// alone, the Node engine), and nginx counts requests in flight (HTTP/2 streams). Controls: the
+// listener guard resets the SYN past the limit) whatever serves the port (nginx 1.26 alone, HAProxy
+// before Debian's nginx, the Node engine), and nginx counts requests in flight (HTTP/2 streams). Controls: the
 // held connections stay held, another address of the namespace (198.18.0.1) is served meanwhile,
 // the address is served again once it lets go, and local clients are not counted.
 import { after, before, describe, it } from 'node:test';
@@ -93,8 +93,8 @@ describe('one client address cannot hold every connection of a gateway that list
     await servedAgain();
   }
 
-  it(`HAProxy + nginx (the default): the ${LIMIT + 1}th connection from one address is reset at its SYN; the ${LIMIT} held stay held, another address is served meanwhile, and the first is served again once it lets go`, async () => {
-    assert.equal((await world.json(['gateway', 'status'])).h2c, true, 'HAProxy owns the port');
+  it(`nginx 1.26 (the default, h2c on its own port): the ${LIMIT + 1}th connection from one address is reset at its SYN; the ${LIMIT} held stay held, another address is served meanwhile, and the first is served again once it lets go`, async () => {
+    assert.equal((await world.json(['gateway', 'status'])).h2c, true, 'h2c on the port');
     await connectionsLimited();
   });
 
@@ -117,7 +117,8 @@ describe('one client address cannot hold every connection of a gateway that list
     await servedAgain();
   });
 
-  it(`nginx: HTTP/2 streams from one address count as requests in flight: the ${LIMIT + 1}th at once on one connection gets 429 at once; another address is served meanwhile`, async () => {
+  /** LIMIT + 1 HTTP/2 streams at once from the namespace on one connection: one gets 429 at once; another address is served meanwhile. */
+  async function streamsLimited(): Promise<void> {
     // Node's HTTP/2 client (curl 7.88's --parallel with prior knowledge sent only one stream).
     const script = join(ROOT, 'test', 'fixtures', 'h2_streams.mjs');
     const streams = run('ip', ['netns', 'exec', fi.ns, process.execPath, script, FAKE_HOST_LINK_IP, String(world.gatewayPort()), name(), String(LIMIT + 1), '/slow', '2500']);
@@ -126,12 +127,16 @@ describe('one client address cannot hold every connection of a gateway that list
     const done = await streams;
     const { statuses } = JSON.parse(done.stdout) as { statuses: Array<number | null> };
     assert.deepEqual([...statuses].sort(), [429, null, null, null, null], `four held, the fifth refused (${done.stdout}${done.stderr})`);
-  });
+  }
 
-  it(`nginx alone (SBX_GATEWAY_H2C=0): the same (connections limited in the kernel, whatever holds the port)`, async () => {
-    await restart({ SBX_GATEWAY_H2C: '0' });
-    assert.equal((await world.json(['gateway', 'status'])).h2c, false);
+  it(`nginx: HTTP/2 streams from one address count as requests in flight: the ${LIMIT + 1}th at once on one connection gets 429 at once; another address is served meanwhile`, streamsLimited);
+
+  it(`HAProxy before Debian's nginx (SBX_NGINX=/usr/sbin/nginx): the same, connections in the kernel and streams in nginx by the address from HAProxy's PROXY line`, async () => {
+    await restart({ SBX_NGINX: '/usr/sbin/nginx' });
+    assert.equal((await world.json(['gateway', 'status'])).h2c, true);
+    assert.match(await world.gatewayLog(), /h2c: HAProxy \(/);
     await connectionsLimited();
+    await streamsLimited();
   });
 
   it(`the Node engine: the same`, async () => {
@@ -151,7 +156,7 @@ describe('one client address cannot hold every connection of a gateway that list
     }
   });
 
-  for (const [label, env] of [['HAProxy + nginx', {}], ['the Node engine', { SBX_GATEWAY_ENGINE: 'node' }]] as const) {
+  for (const [label, env] of [['nginx', {}], ['the Node engine', { SBX_GATEWAY_ENGINE: 'node' }]] as const) {
     it(`control, ${label}: local clients are not counted (${LIMIT * 2} held and one more served, on 127.0.0.1)`, async () => {
       await restart({ ...env, SBX_GATEWAY_HOST: '127.0.0.1' });
       const h = await hold(LIMIT * 2, 'host', '127.0.0.1');
