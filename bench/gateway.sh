@@ -125,7 +125,7 @@ if (aRuns.length) {
   const a = of(aRuns), r = a.rps / n.rps;
   console.log(`| RPS through the gateway, SBX_GATEWAY_H2C=0 (nginx alone on the port, HTTP/1.1 only), median of ${aRuns.length} rounds (${each(aRuns)}) | ${f0(a.rps)} | nginx proxy: ${f0(n.rps)} | ${f2(r)}x nginx | at least 0.8x | ${r >= 0.8 ? "met" : "MISSED"} |`);
   const paired = median(gRuns.map((x, i) => x.rps / aRuns[i].rps));
-  console.log(`| cost of h2c on the port (${process.argv[16] === "nginx" ? "nginx's http2 on" : "the HAProxy front"}) for HTTP/1.1: default gateway against SBX_GATEWAY_H2C=0, median of the ratio in each round | ${f2(paired)}x | | | (context) | |`);
+  console.log(`| cost of h2c on the port (${process.argv[16] === "nginx" ? "nginx with http2 on" : "the HAProxy front"}) for HTTP/1.1: default gateway against SBX_GATEWAY_H2C=0, median of the ratio in each round | ${f2(paired)}x | | | (context) | |`);
 }
 const added1 = g1.p99 - d1.p99;
 console.log(`| p99 latency, 1 connection | ${f2(g1.p99)} ms | direct: ${f2(d1.p99)} ms (nginx: ${f2(n1.p99)} ms) | +${f2(added1)} ms | under +2 ms | ${added1 < 2 ? "met" : "MISSED"} |`);

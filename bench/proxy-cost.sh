@@ -3,9 +3,10 @@
 # request of every process on the path, read from /proc/<pid>/stat around a run, against the same
 # for the baseline, in one run:
 # - h2c (h2load, 32 connections x 4 streams): straight to the sandbox's h2c server, and through the
-#   gateway (HAProxy's front, the gateway's nginx, the sandbox's nginx) to that server as HTTP/2;
-# - HTTP/1.1 (wrk, 32 connections): the gateway with its h2c front (HAProxy then nginx), and the
-#   same gateway with SBX_GATEWAY_H2C=0 (nginx alone on the port).
+#   gateway to that server as HTTP/2: nginx 1.26 alone on the port (the default, when setup built
+#   it), then HAProxy's front before Debian's nginx (SBX_NGINX=/usr/sbin/nginx);
+# - HTTP/1.1 (wrk, 32 connections): the same two gateways, and Debian's nginx alone with
+#   SBX_GATEWAY_H2C=0 (no h2c, no front).
 # On this 2-core machine the load generator, the proxies and the upstream share both cores, so a
 # path that costs k times the CPU per request of another has at most about 1/k of its throughput.
 # The upstream is nginx copied into a sandbox (bench/nginx-upstream.sh). DURATION (8) seconds a run.
@@ -53,22 +54,40 @@ run() {
     END { gen = self * 1e6 / n; printf "| %s | %d | %.1f | %s | %.1f |\n", label, n, gen, parts, total + gen }'
 }
 
+# Waits until nginx carries both ports itself, so that no run spans a reload: it carries a port's
+# HTTP/2 as HTTP/2 once the Node gateway has asked the port (its first HTTP/2 request), and 8080 is
+# learnt as HTTP/1.1 the same way.
+routes_ready() {
+  for _ in $(seq 1 50); do curl -sf --http2-prior-knowledge "http://8081-bench-up.sbx.localhost:$gw_port/" >/dev/null && grep -q '"8081-bench-up\.[^"]*" h2;' "$SBX_HOME/run/nginx.conf" && break; sleep 0.1; done
+  for _ in $(seq 1 50); do curl -sf --http2-prior-knowledge "http://8080-bench-up.sbx.localhost:$gw_port/" >/dev/null && grep -q '"8080-bench-up\.[^"]*" h1;' "$SBX_HOME/run/nginx.conf" && break; sleep 0.1; done
+  sleep 1.5
+}
+# This home's gateway again, with these settings (VAR=value ...).
+restart_with() {
+  sbx gateway stop >/dev/null
+  env "$@" "$ROOT/bin/sbx" gateway start >/dev/null
+  gw_port=$(gw_json port)
+}
+h2load_gw() { h2load -t1 -c32 -m4 -D"$DURATION" --connect-to="127.0.0.1:$gw_port" "http://8081-bench-up.sbx.localhost:$gw_port/"; }
+wrk_gw() { wrk -t1 -c32 -d"${DURATION}s" -H "Host: 8080-bench-up.sbx.localhost" "http://127.0.0.1:$gw_port/"; }
+
 gw_port=$(gw_json port)
 sbx port expose bench-up 8080 8081 >/dev/null
-# nginx carries a port's HTTP/2 as HTTP/2 once the Node gateway has asked the port (its first
-# HTTP/2 request); then nginx reloads with the route: wait for it, so that no run spans a reload.
-for _ in $(seq 1 50); do curl -sf --http2-prior-knowledge "http://8081-bench-up.sbx.localhost:$gw_port/" >/dev/null && grep -q '"8081-bench-up\.[^"]*" h2;' "$SBX_HOME/run/nginx.conf" && break; sleep 0.1; done
-for _ in $(seq 1 50); do curl -sf --http2-prior-knowledge "http://8080-bench-up.sbx.localhost:$gw_port/" >/dev/null && grep -q '"8080-bench-up\.[^"]*" h1;' "$SBX_HOME/run/nginx.conf" && break; sleep 0.1; done
-sleep 1.5
+routes_ready
 
 echo "| path | 2xx answers | load generator (µs/request) | each part on the path (µs of CPU per request) | all (µs/request) |"
 echo "| --- | --- | --- | --- | --- |"
 run "h2c straight to the sandbox's h2c server" h2load -t1 -c32 -m4 -D"$DURATION" "http://$ip:8081/"
-run "h2c through the gateway (HAProxy, nginx) to the sandbox's h2c server" h2load -t1 -c32 -m4 -D"$DURATION" --connect-to="127.0.0.1:$gw_port" "http://8081-bench-up.sbx.localhost:$gw_port/"
-run "HTTP/1.1 through the gateway with its h2c front (HAProxy, then nginx)" wrk -t1 -c32 -d"${DURATION}s" -H "Host: 8080-bench-up.sbx.localhost" "http://127.0.0.1:$gw_port/"
-sbx gateway stop >/dev/null
-SBX_GATEWAY_H2C=0 sbx gateway start >/dev/null
-gw_port=$(gw_json port)
+# The default: nginx 1.26 alone on the port when setup built it, else HAProxy before Debian's nginx.
+if [ "$(gateway_h2c_by)" = nginx ]; then
+  run "h2c through the gateway (nginx 1.26 alone, the default) to the sandbox's h2c server" h2load_gw
+  run "HTTP/1.1 through the gateway (nginx 1.26 alone, h2c on the same port: the default)" wrk_gw
+  restart_with SBX_NGINX=/usr/sbin/nginx
+  routes_ready
+fi
+run "h2c through the gateway (HAProxy, Debian's nginx) to the sandbox's h2c server" h2load_gw
+run "HTTP/1.1 through the gateway with its h2c front (HAProxy, then Debian's nginx)" wrk_gw
+restart_with SBX_NGINX=/usr/sbin/nginx SBX_GATEWAY_H2C=0
 for _ in $(seq 1 50); do curl -sf -H "Host: 8080-bench-up.sbx.localhost" "http://127.0.0.1:$gw_port/" >/dev/null && break; sleep 0.1; done
 sleep 1
-run "HTTP/1.1 through the gateway without the front (SBX_GATEWAY_H2C=0: nginx alone)" wrk -t1 -c32 -d"${DURATION}s" -H "Host: 8080-bench-up.sbx.localhost" "http://127.0.0.1:$gw_port/"
+run "HTTP/1.1 through the gateway without the front (Debian's nginx alone, SBX_GATEWAY_H2C=0)" wrk_gw

@@ -2,7 +2,7 @@
 // gateway, which waits after each reload until nginx's workers serve the new configuration.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
 import { CONTROL_HOST } from './nginx-config.ts';
@@ -14,10 +14,24 @@ import { writeAtomic } from './write-atomic.ts';
 /** Where ./scripts/setup builds nginx 1.26 (h2c beside HTTP/1.1 on one port). */
 export const BUILT_NGINX = '/usr/local/lib/sbx/nginx/sbin/nginx';
 
-/** The nginx binary: $SBX_NGINX, else the one setup built, else Debian's. Undefined when there is none. */
+/**
+ * The nginx binary: $SBX_NGINX, else the one setup built (when it runs and only root can change
+ * it: a root gateway runs it), else Debian's. Undefined when there is none.
+ */
 export function findNginx(env: NodeJS.ProcessEnv = process.env): string | undefined {
-  const candidates = [env.SBX_NGINX, BUILT_NGINX, '/usr/sbin/nginx', '/usr/local/sbin/nginx'].filter(Boolean) as string[];
-  return candidates.find((p) => existsSync(p));
+  if (env.SBX_NGINX && existsSync(env.SBX_NGINX)) return env.SBX_NGINX;
+  if (builtNginxUsable()) return BUILT_NGINX;
+  return ['/usr/sbin/nginx', '/usr/local/sbin/nginx'].find((p) => existsSync(p));
+}
+
+function builtNginxUsable(): boolean {
+  try {
+    const st = statSync(BUILT_NGINX);
+    if (st.uid !== 0 || (st.mode & 0o022) !== 0) return false;
+  } catch {
+    return false;
+  }
+  return nginxVersion(BUILT_NGINX) !== undefined;
 }
 
 const versions = new Map<string, [number, number, number] | undefined>();

@@ -6,6 +6,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
+import { connect as connectHttp2, type ClientHttp2Session } from 'node:http2';
 import { join } from 'node:path';
 import { curl, eventually, run, World } from '../helpers.ts';
 import { EMPTY_SETTINGS, forgedProxyLineRefused, H2_PREFACE, makeH2cWeb, rawExchange, seenHeader } from '../h2c-fixture.ts';
@@ -118,6 +119,45 @@ describe('attacks on the shared port', () => {
     assert.deepEqual(statuses, ['200', '403'], denied.text.slice(0, 300));
     const allowed = await raw(first + second(`x-sbx-traffic-token: ${token}\r\n`));
     assert.deepEqual([...allowed.text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]), ['200', '200']);
+  });
+});
+
+describe('one HTTP/2 connection, several hosts', () => {
+  /** A stream on `session`: its status and the port of the echo server that answered (when one did). */
+  const ask = (session: ClientHttp2Session, headers: Record<string, string>) =>
+    new Promise<{ status: number; port?: number }>((resolve, reject) => {
+      const req = session.request({ ':method': 'GET', ':path': '/', ...headers });
+      let status = 0;
+      let body = '';
+      req.on('response', (h) => (status = Number(h[':status'])));
+      req.setEncoding('utf8');
+      req.on('data', (d) => (body += d));
+      req.on('end', () => {
+        let port: number | undefined;
+        try {
+          port = JSON.parse(body).port;
+        } catch {}
+        resolve({ status, ...(port ? { port } : {}) });
+      });
+      req.on('error', reject);
+      req.end();
+    });
+
+  it('each stream is routed and checked by its own :authority: on a connection a public port opened, the private port is 403 without the token and 200 with it; a Host header naming the private port beside a public :authority never reaches it without the token', async () => {
+    const session = connectHttp2(`http://127.0.0.1:${gw}`);
+    try {
+      assert.deepEqual(await ask(session, { ':authority': '8000-web.sbx.localhost' }), { status: 200, port: 8000 });
+      assert.equal((await ask(session, { ':authority': '8001-web.sbx.localhost' })).status, 403);
+      assert.deepEqual(await ask(session, { ':authority': '8001-web.sbx.localhost', 'x-sbx-traffic-token': token }), { status: 200, port: 8001 });
+      for (const headers of [{ ':authority': '8000-web.sbx.localhost', host: '8001-web.sbx.localhost' }, { ':authority': '8001-web.sbx.localhost', host: '8000-web.sbx.localhost' }]) {
+        const mixed = await ask(session, headers);
+        assert.notEqual(mixed.port, 8001, `${JSON.stringify(headers)}: the private port answered without the token (${mixed.status})`);
+      }
+      // Control: the connection still serves the public port afterwards.
+      assert.deepEqual(await ask(session, { ':authority': '8000-web.sbx.localhost' }), { status: 200, port: 8000 });
+    } finally {
+      session.close();
+    }
   });
 });
 

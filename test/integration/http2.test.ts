@@ -1,8 +1,9 @@
 // HTTP/2 and gRPC through sandbox URLs, driven with real clients: curl (HTTP/1.1 and
 // --http2-prior-knowledge on one port) and a real gRPC client (Debian's python3-grpcio) against a
 // gRPC server over h2c in a sandbox (test/fixtures/grpc_server.js, on the agent image's Node).
-// The Node gateway owns the listener here (SBX_GATEWAY_ENGINE=node); h2c-front.test.ts has the
-// nginx engine, whose HAProxy front tells h2c from HTTP/1.1 (README, "HTTP/2 and gRPC").
+// The Node gateway owns the listener here (SBX_GATEWAY_ENGINE=node); h2c-native.test.ts has the
+// nginx engine, where nginx 1.26 tells h2c from HTTP/1.1 itself, and h2c-front.test.ts Debian's
+// nginx behind HAProxy's front (README, "HTTP/2 and gRPC").
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';

@@ -12,6 +12,7 @@ import { ensureAgentImage } from '../../src/api/agent-image.ts';
 import { Runtime } from '../../src/runtime/docker.ts';
 import { curl, eventually, ROOT, run, World } from '../helpers.ts';
 import { userCertificate } from '../user-cert.ts';
+import { BUILT_NGINX, findNginx } from '../../src/gateway/nginx.ts';
 
 const PYTHON = '/usr/bin/python3'; // Debian's, with python3-grpcio (scripts/test installs it)
 const IMAGE = 'sbx-test/node-h2-tls:latest';
@@ -77,7 +78,7 @@ describe('HTTPS URLs', () => {
     assert.equal(s.engine, engine);
     if (engine === 'nginx') {
       // nginx itself ends TLS and carries the public ports (the fast path), once it has the route.
-      await eventually(async () => /listen \S+ ssl http2 default_server|listen \S+ ssl default_server[^;]*;\n\s+http2 on;/.test(readFileSync(join(world.home, 'run', 'nginx.conf'), 'utf8')) && readFileSync(join(world.home, 'run', 'nginx.conf'), 'utf8').includes('"8000-web.sbx.localhost"'), 'nginx to carry the route over TLS', 5000);
+      await eventually(async () => (findNginx() === BUILT_NGINX ? /listen \S+ ssl default_server[^;]*;\n\s+http2 on;/ : /listen \S+ ssl http2 default_server/).test(readFileSync(join(world.home, 'run', 'nginx.conf'), 'utf8')) && readFileSync(join(world.home, 'run', 'nginx.conf'), 'utf8').includes('"8000-web.sbx.localhost"'), 'nginx to carry the route over TLS', 5000);
     }
     assert.equal(s.url, `https://sbx.localhost:${gw}/`);
   });

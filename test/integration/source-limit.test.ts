@@ -95,6 +95,7 @@ describe('one client address cannot hold every connection of a gateway that list
 
   it(`nginx 1.26 (the default, h2c on its own port): the ${LIMIT + 1}th connection from one address is reset at its SYN; the ${LIMIT} held stay held, another address is served meanwhile, and the first is served again once it lets go`, async () => {
     assert.equal((await world.json(['gateway', 'status'])).h2c, true, 'h2c on the port');
+    assert.match(await world.gatewayLog(), /h2c: nginx \(/, 'nginx itself takes h2c (no HAProxy)');
     await connectionsLimited();
   });
 

@@ -10,7 +10,7 @@ import { parseDuration } from '../../src/core/duration.ts';
 import { newToken, tokensEqual } from '../../src/core/token.ts';
 import { findToken, stripToken, withoutQueryToken } from '../../src/gateway/auth.ts';
 import { renderNginxConfig, upstreamName } from '../../src/gateway/nginx-config.ts';
-import { BUILT_NGINX, nginxTakesH2c } from '../../src/gateway/nginx.ts';
+import { BUILT_NGINX, findNginx, nginxTakesH2c } from '../../src/gateway/nginx.ts';
 import { H2_PREFACE_HEX, renderH2cFrontConfig } from '../../src/gateway/haproxy-config.ts';
 import { frontMaxconn } from '../../src/gateway/h2c-front.ts';
 import { sourceLimitSetting } from '../../src/gateway/settings.ts';
@@ -206,31 +206,39 @@ describe('the nginx fast path configuration', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
-  it('nginx 1.25.1+ (the one setup builds): h2c on the TCP listener itself (`http2 on;`, no `listen ... http2`, no PROXY lines), HTTPS by `http2 on;` too; its nginx -t accepts both without a warning; an older nginx is not asked to', { skip: !existsSync(BUILT_NGINX) && 'no nginx 1.26' }, async () => {
-    assert.equal(nginxTakesH2c(BUILT_NGINX), true);
-    if (existsSync('/usr/sbin/nginx')) assert.equal(nginxTakesH2c('/usr/sbin/nginx'), false, "Debian bookworm's 1.22");
+  it('nginx 1.25.1+: h2c on the TCP listener itself (`http2 on;` in both servers, no `listen ... http2`, no PROXY lines or real_ip), HTTPS by `http2 on;` too; without h2c no HTTP/2 at all; h2c is refused for an older nginx', () => {
+    const routes = [{ hosts: ['8000-w.sbx.localhost'], name: 'sbx_w_8000', address: '172.18.0.3:8000' }];
+    const conf = renderNginxConfig({ ...base, routes, http2Directive: true, h2c: true });
+    assert.equal(conf.match(/listen 127\.0\.0\.1:7070( default_server backlog=4096)?;\n\s+http2 on;/g)?.length, 2, 'the control server and the default server');
+    assert.doesNotMatch(conf, /proxy_protocol|real_ip|listen [^;]*http2/);
+    assert.match(conf, /grpc_pass grpc:\/\/\$sbx_upstream_h2;/);
+    assert.match(conf, /if \(\$sbx_grpc\) \{ return 419; \}/);
+    assert.match(conf, /"HTTP\/2\.0:unknown" node;/);
+    const tls = renderNginxConfig({ ...base, routes, http2Directive: true, tls: { cert: '/c.pem', key: '/k.pem' } });
+    assert.equal(tls.match(/listen \S+ ssl( default_server backlog=4096)?;\n\s+http2 on;/g)?.length, 2);
+    assert.doesNotMatch(tls, /listen [^;]*http2/);
+    assert.doesNotMatch(renderNginxConfig({ ...base, routes, http2Directive: true }), /http2 on|grpc/);
+    assert.throws(() => renderNginxConfig({ ...base, routes, h2c: true }), /needs nginx >= 1\.25\.1/);
     assert.equal(nginxTakesH2c('/nonexistent/nginx'), false);
+  });
+  it('the nginx that setup builds takes h2c (Debian bookworm\'s 1.22 does not); its nginx -t accepts both configurations without a warning', { skip: !existsSync(BUILT_NGINX) && 'no nginx 1.26' }, async () => {
+    assert.equal(nginxTakesH2c(BUILT_NGINX), true);
+    assert.equal(findNginx({}), BUILT_NGINX, 'preferred to Debian\'s');
+    if (existsSync('/usr/sbin/nginx')) {
+      assert.equal(nginxTakesH2c('/usr/sbin/nginx'), false, "Debian bookworm's 1.22");
+      assert.equal(findNginx({ SBX_NGINX: '/usr/sbin/nginx' }), '/usr/sbin/nginx', 'SBX_NGINX first');
+    }
     const dir = mkdtempSync(join(tmpdir(), 'sbx-nginx-'));
     try {
       const routes = [{ hosts: ['8000-w.sbx.localhost'], name: 'sbx_w_8000', address: '172.18.0.3:8000' }];
-      const conf = renderNginxConfig({ ...base, runDir: dir, nodeSocket: join(dir, 'node.sock'), routes, http2Directive: true, h2c: true });
-      assert.equal(conf.match(/listen 127\.0\.0\.1:7070( default_server backlog=4096)?;\n\s+http2 on;/g)?.length, 2, 'the control server and the default server');
-      assert.doesNotMatch(conf, /proxy_protocol|real_ip|listen [^;]*http2/);
-      assert.match(conf, /grpc_pass grpc:\/\/\$sbx_upstream_h2;/);
-      assert.match(conf, /"HTTP\/2\.0:unknown" node;/);
-      const r = nginxTest(dir, conf, BUILT_NGINX);
+      const r = nginxTest(dir, renderNginxConfig({ ...base, runDir: dir, nodeSocket: join(dir, 'node.sock'), routes, http2Directive: true, h2c: true }), BUILT_NGINX);
       assert.equal(r.status, 0, r.stderr);
       assert.doesNotMatch(r.stderr, /\[warn\]/, r.stderr);
       const { serverCertificate } = await import('../../src/api/ca.ts');
       const cert = await serverCertificate(dir, 'sbx.localhost', {});
-      const tls = renderNginxConfig({ ...base, runDir: dir, nodeSocket: join(dir, 'node.sock'), routes, http2Directive: true, tls: { cert: cert.certPath, key: cert.keyPath } });
-      assert.equal(tls.match(/listen \S+ ssl( default_server backlog=4096)?;\n\s+http2 on;/g)?.length, 2);
-      const t = nginxTest(dir, tls, BUILT_NGINX);
+      const t = nginxTest(dir, renderNginxConfig({ ...base, runDir: dir, nodeSocket: join(dir, 'node.sock'), routes, http2Directive: true, tls: { cert: cert.certPath, key: cert.keyPath } }), BUILT_NGINX);
       assert.equal(t.status, 0, t.stderr);
       assert.doesNotMatch(t.stderr, /\[warn\]/, t.stderr);
-      // Without h2c (SBX_GATEWAY_H2C=0), nginx 1.26 serves HTTP/1.1 only: no `http2 on`.
-      assert.doesNotMatch(renderNginxConfig({ ...base, routes, http2Directive: true }), /http2 on|grpc/);
-      assert.throws(() => renderNginxConfig({ ...base, routes, h2c: true }), /needs nginx >= 1\.25\.1/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
