@@ -68,8 +68,9 @@ restart_with() {
   env "$@" "$ROOT/bin/sbx" gateway start >/dev/null
   gw_port=$(gw_json port)
 }
-h2load_gw() { h2load -t1 -c32 -m4 -D"$DURATION" --connect-to="127.0.0.1:$gw_port" "http://8081-bench-up.sbx.localhost:$gw_port/"; }
-wrk_gw() { wrk -t1 -c32 -d"${DURATION}s" -H "Host: 8080-bench-up.sbx.localhost" "http://127.0.0.1:$gw_port/"; }
+# The load through the gateway (run times them with /usr/bin/time, which runs programs, not functions).
+h2load_gw() { run "$1" h2load -t1 -c32 -m4 -D"$DURATION" --connect-to="127.0.0.1:$gw_port" "http://8081-bench-up.sbx.localhost:$gw_port/"; }
+wrk_gw() { run "$1" wrk -t1 -c32 -d"${DURATION}s" -H "Host: 8080-bench-up.sbx.localhost" "http://127.0.0.1:$gw_port/"; }
 
 gw_port=$(gw_json port)
 sbx port expose bench-up 8080 8081 >/dev/null
@@ -80,14 +81,14 @@ echo "| --- | --- | --- | --- | --- |"
 run "h2c straight to the sandbox's h2c server" h2load -t1 -c32 -m4 -D"$DURATION" "http://$ip:8081/"
 # The default: nginx 1.26 alone on the port when setup built it, else HAProxy before Debian's nginx.
 if [ "$(gateway_h2c_by)" = nginx ]; then
-  run "h2c through the gateway (nginx 1.26 alone, the default) to the sandbox's h2c server" h2load_gw
-  run "HTTP/1.1 through the gateway (nginx 1.26 alone, h2c on the same port: the default)" wrk_gw
+  h2load_gw "h2c through the gateway (nginx 1.26 alone, the default) to the sandbox's h2c server"
+  wrk_gw "HTTP/1.1 through the gateway (nginx 1.26 alone, h2c on the same port: the default)"
   restart_with SBX_NGINX=/usr/sbin/nginx
   routes_ready
 fi
-run "h2c through the gateway (HAProxy, Debian's nginx) to the sandbox's h2c server" h2load_gw
-run "HTTP/1.1 through the gateway with its h2c front (HAProxy, then Debian's nginx)" wrk_gw
+h2load_gw "h2c through the gateway (HAProxy, Debian's nginx) to the sandbox's h2c server"
+wrk_gw "HTTP/1.1 through the gateway with its h2c front (HAProxy, then Debian's nginx)"
 restart_with SBX_NGINX=/usr/sbin/nginx SBX_GATEWAY_H2C=0
 for _ in $(seq 1 50); do curl -sf -H "Host: 8080-bench-up.sbx.localhost" "http://127.0.0.1:$gw_port/" >/dev/null && break; sleep 0.1; done
 sleep 1
-run "HTTP/1.1 through the gateway without the front (Debian's nginx alone, SBX_GATEWAY_H2C=0)" wrk_gw
+wrk_gw "HTTP/1.1 through the gateway without the front (Debian's nginx alone, SBX_GATEWAY_H2C=0)"
