@@ -48,6 +48,8 @@ for (const engine of ['nginx', 'node'] as const) {
     const user = new World({ ...engineEnv, SBX_GATEWAY_TLS: '1', SBX_TLS_CERT: certPath, SBX_TLS_KEY: keyPath, SBX_TLS_CHECK_MS: '300' });
     after(() => user.cleanup());
     let port = 0;
+    /** Swaps the gateway has finished (the old workers, which served the old pair, take no more connections). */
+    const swaps = async () => ((await user.gatewayLog()).match(/tls: serving a new certificate/g) ?? []).length;
 
     it('SBX_TLS_CERT replaced on disk: the new certificate is served within seconds, without a restart; clients that trust only the new CA get through, the old CA\'s are refused', async () => {
       const started = await user.json(['gateway', 'start']);
@@ -56,7 +58,9 @@ for (const engine of ['nginx', 'node'] as const) {
       assert.notEqual(await curlStatus(port, a.caPath), 0, 'control: the first CA is trusted');
       copyFileSync(b.key, keyPath);
       copyFileSync(b.cert, certPath);
-      await eventually(async () => (await served(port)) === (await fingerprint(b.cert)), 'the new certificate served', 10_000);
+      // Served by the new workers, and the swap done (the old workers, which served a, take no
+      // more connections): a connection may meet a new worker before the old ones are told to go.
+      await eventually(async () => (await served(port)) === (await fingerprint(b.cert)) && (await swaps()) >= 1, 'the new certificate served', 10_000);
       assert.notEqual(await curlStatus(port, b.caPath), 0);
       assert.equal(await curlStatus(port, a.caPath), 0, 'the old CA no longer verifies it');
       assert.equal(user.gatewayPort(), port);
@@ -81,7 +85,7 @@ for (const engine of ['nginx', 'node'] as const) {
       assert.equal(await served(port), await fingerprint(b.cert), 'b is still served after the reload');
       assert.notEqual(await curlStatus(port, b.caPath), 0);
       copyFileSync(c.key, keyPath);
-      await eventually(async () => (await served(port)) === (await fingerprint(c.cert)), 'c served once its key is there', 10_000);
+      await eventually(async () => (await served(port)) === (await fingerprint(c.cert)) && (await swaps()) >= 2, 'c served once its key is there', 10_000);
     });
 
     it('attack on the swap: a certificate that does not cover the sandboxes\' names (another domain) is not taken: the served one stays, the log names what it would lose; one that covers them is taken (control)', async () => {
@@ -94,7 +98,7 @@ for (const engine of ['nginx', 'node'] as const) {
       const good = userCertificate(scratch, new Date(Date.now() - DAY), new Date(Date.now() + 60 * DAY), ['*.sbx.localhost', '*.other.test']);
       copyFileSync(good.key, keyPath);
       copyFileSync(good.cert, certPath);
-      await eventually(async () => (await served(port)) === (await fingerprint(good.cert)), 'the covering one served', 10_000);
+      await eventually(async () => (await served(port)) === (await fingerprint(good.cert)) && (await swaps()) >= 3, 'the covering one served', 10_000);
       assert.notEqual(await curlStatus(port, good.caPath), 0);
     });
 
