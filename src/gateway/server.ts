@@ -245,14 +245,18 @@ export function createGatewayServer(opts: ProxyOptions): Server {
       return fail(req, res, err, r);
     }
     if (isHttp2(req)) {
-      if (res.closed) return; // the client reset the stream meanwhile
+      // The client may reset the stream meanwhile (a deadline, a cancel): its close has fired
+      // then, and a call opened to the sandbox after it would never be ended. (The HTTP/2
+      // compatibility response has no `closed`: its stream has.)
+      const gone = () => (res as unknown as Http2ServerResponse).stream.closed || (res as unknown as Http2ServerResponse).stream.destroyed;
+      if (gone()) return;
       let session: ClientHttp2Session | undefined;
       try {
         session = await h2.session(r.record, r.port);
       } catch (err) {
         return fail(req, res, err, r);
       }
-      if (res.closed) return;
+      if (gone()) return;
       if (session) return proxyHttp2(req as unknown as Http2ServerRequest, res as unknown as Http2ServerResponse, r, session);
     }
     const up = request({

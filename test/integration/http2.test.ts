@@ -12,7 +12,7 @@ import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { ensureAgentImage } from '../../src/api/agent-image.ts';
 import { Runtime } from '../../src/runtime/docker.ts';
-import { curl, eventually, ROOT, run, World } from '../helpers.ts';
+import { curl, eventually, ROOT, run, sleep, World } from '../helpers.ts';
 
 const PYTHON = '/usr/bin/python3'; // Debian's, with python3-grpcio (scripts/test installs it)
 const IMAGE = 'sbx-test/node-h2:latest';
@@ -101,10 +101,36 @@ describe('gRPC through a sandbox URL (h2c to the sandbox)', () => {
   });
 
   it('a deadline reaches the server (grpc-timeout) and ends the call in time', async () => {
+    // The server answers first (the call must reach it before its deadline for it to see the end).
+    await eventually(async () => (await grpc(host, 'unary')).ok === true, 'the gRPC server');
     const r = await grpc(host, 'deadline');
     assert.equal(r.code, 'DEADLINE_EXCEEDED');
-    assert.ok(r.seconds < 2.5, `${r.seconds} s`);
-    await eventually(async () => /"timeout":"\d+[mu]"/.test((await world.sbx(['exec', 'rpc', '--', 'cat', '/tmp/wait-ended'])).stdout), 'the server to see the call end');
+    assert.ok(r.seconds < 3.5, `${r.seconds} s`);
+    await eventually(async () => /"timeout":"\d+[HMSmun]"/.test((await world.sbx(['exec', 'rpc', '--', 'cat', '/tmp/wait-ended'])).stdout), 'the server to see the call end');
+  });
+
+  it('calls reset at once, while the gateway is still reaching the sandbox: none is left open there (each call the sandbox saw has ended)', async () => {
+    // The client's reset could come while the gateway awaited its session to the sandbox: the
+    // stream's close had fired by then, and the call the gateway opened after it stayed open.
+    await world.sbx(['exec', 'rpc', '--', 'rm', '-f', '/tmp/wait-log']);
+    const session = connect(`http://127.0.0.1:${gw}`);
+    session.on('error', () => {});
+    for (let i = 0; i < 40; i++) {
+      const req = session.request({ ':method': 'POST', ':path': '/sbx.test.Echo/Wait', ':authority': `${host}:${gw}`, 'content-type': 'application/grpc', te: 'trailers' });
+      req.on('error', () => {});
+      req.close(constants.NGHTTP2_CANCEL);
+    }
+    // Control: the same session still carries a call that is not reset.
+    const control = session.request({ ':method': 'POST', ':path': '/sbx.test.Echo/Wait', ':authority': `${host}:${gw}`, 'content-type': 'application/grpc', te: 'trailers' });
+    control.on('error', () => {});
+    await eventually(async () => /start/.test((await world.sbx(['exec', 'rpc', '--', 'cat', '/tmp/wait-log'])).stdout), 'a call to reach the sandbox');
+    control.close(constants.NGHTTP2_CANCEL);
+    await sleep(1500);
+    session.close();
+    const log = (await world.sbx(['exec', 'rpc', '--', 'cat', '/tmp/wait-log'])).stdout;
+    const count = (word: string) => log.split('\n').filter((l) => l === word).length;
+    assert.ok(count('start') >= 1, log);
+    assert.equal(count('end'), count('start'), `calls the sandbox saw: ${count('start')}, ended: ${count('end')}`);
   });
 
   it('a cancelled call is reset on the sandbox side too (CANCEL)', async () => {
