@@ -59,6 +59,7 @@ http { access_log off; client_body_temp_path $NGINX_DIR; proxy_temp_path $NGINX_
   server { listen 127.0.0.1:$nginx_port${LISTEN_EXTRA:-}; ${SERVER_EXTRA:-}keepalive_requests 1000000;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
 CONF
-  "$BASELINE_NGINX" -c "$NGINX_DIR/nginx.conf"
+  # -e: the built nginx's default error log (under its prefix) does not exist, and it would say so.
+  "$BASELINE_NGINX" -e "$NGINX_DIR/error.log" -c "$NGINX_DIR/nginx.conf"
   echo "baseline nginx: $("$BASELINE_NGINX" -v 2>&1)" >&2
 }
