@@ -141,7 +141,7 @@ export class FastPath {
     this.#sourceLimit = gatewayAddress(o.host) === 'loopback' ? 0 : (o.sourceLimit ?? 0);
     this.port = port;
     this.#http2Directive = nginxTakesH2c(o.nginxBin);
-    this.#nativeH2c = !!o.nativeH2c && !o.tls && this.#http2Directive;
+    this.#nativeH2c = !!o.nativeH2c; // main.ts decides it (renderNginxConfig refuses it without TLS off and nginx >= 1.25.1)
     if (o.h2cFront && !o.tls && !this.#nativeH2c) {
       const shared = o.tempDir ?? o.runDir; // where HAProxy, as the workers' user, reaches them
       this.#sockets = { h1Socket: join(shared, 'nginx-h1.sock'), h2cSocket: join(shared, 'nginx-h2c.sock'), controlSocket: join(o.runDir, 'probe.sock') };

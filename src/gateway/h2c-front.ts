@@ -28,7 +28,7 @@ export function frontMaxconn(wanted: number, limits?: string): number {
 }
 
 
-export const H2C_NEEDS_HAPROXY = 'SBX_GATEWAY_H2C=1 needs nginx 1.25.1 or later, or HAProxy in front of an older nginx, for h2c on plain HTTP, and neither is installed: ./scripts/setup builds nginx 1.26 (or apt-get install haproxy), or use SBX_GATEWAY_ENGINE=node or SBX_GATEWAY_TLS=1'
+export const H2C_NEEDS_HAPROXY = 'SBX_GATEWAY_H2C=1 needs nginx 1.25.1 or later, or HAProxy in front of an older nginx, for h2c on plain HTTP, and neither is installed: ./scripts/setup builds nginx 1.26 (or apt-get install haproxy), or use SBX_GATEWAY_ENGINE=node or SBX_GATEWAY_TLS=1';
 
 /**
  * Whether a gateway started with this environment needs HAProxy and does not find it: h2c is
