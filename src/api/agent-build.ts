@@ -8,9 +8,10 @@ import { dirname, join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
 import { VERSION } from '../core/version.ts';
 import { cliEntry } from '../core/bundle.ts';
+import { BUILT_NGINX_BIN, BUILT_NGINX_DIR, BUILT_NGINX_STAMP, builtNginxSize } from '../core/built-nginx.ts';
 
-/** The agent image's recipe version (agent-image.ts packContext). */
-const RECIPE = 3;
+/** The agent image's recipe version (agent-image.ts packContext). 4: nginx 1.26 when built here. */
+const RECIPE = 4;
 
 export const AGENT_FILES = ['cli.cjs', 'relay.cjs', 'egress-worker.cjs'] as const;
 
@@ -23,6 +24,12 @@ export interface AgentBundle {
    * built): koffi (none when it is not installed here) and node-forge (sbx's CA, for HTTPS).
    */
   modules: ModuleFile[];
+  /**
+   * nginx 1.26 as setup built it here (sbin/nginx and REVISION, under BUILT_NGINX_DIR), so that the
+   * agent's gateway takes h2c on its port without HAProxy, as this host's does. None when it is
+   * not built here: the agent then runs Debian's nginx behind HAProxy.
+   */
+  nginx: ModuleFile[];
 }
 
 export interface ModuleFile {
@@ -68,11 +75,34 @@ export function forgeFiles(distDir: string): ModuleFile[] {
   }
 }
 
+/**
+ * The built nginx (core/built-nginx.ts) when only root can change it, with the revision it was built
+ * from: named by their paths under BUILT_NGINX_DIR. Not run here: the agent's own gateway checks
+ * that it runs there (`nginx -v`), and uses Debian's nginx behind HAProxy when it does not.
+ */
+export function builtNginxFiles(dir = BUILT_NGINX_DIR): ModuleFile[] {
+  const size = builtNginxSize(dir);
+  if (size === undefined) return [];
+  try {
+    const stamp = join(dir, BUILT_NGINX_STAMP);
+    return [
+      { name: `nginx/${BUILT_NGINX_BIN}`, path: join(dir, BUILT_NGINX_BIN), size },
+      { name: `nginx/${BUILT_NGINX_STAMP}`, path: stamp, size: statSync(stamp).size },
+    ];
+  } catch {
+    return [];
+  }
+}
+
 const bundles = new Map<string, AgentBundle>();
 
-/** The dist/ bundles and the version they carry, read once per process and directory. */
-export function agentBundle(distDir = dirname(cliEntry())): AgentBundle {
-  const known = bundles.get(distDir);
+/**
+ * The dist/ bundles and the version they carry, with the built nginx of `nginxDir` (tests give
+ * another): read once per process and pair of directories.
+ */
+export function agentBundle(distDir = dirname(cliEntry()), nginxDir = BUILT_NGINX_DIR): AgentBundle {
+  const key = `${distDir}\0${nginxDir}`;
+  const known = bundles.get(key);
   if (known) return known;
   const files = AGENT_FILES.map((name) => {
     const path = join(distDir, name);
@@ -90,8 +120,11 @@ export function agentBundle(distDir = dirname(cliEntry())): AgentBundle {
   // node-forge by its package.json (its version) and its files' sizes.
   const modules = [...koffiFiles(distDir), ...forgeFiles(distDir)];
   for (const f of modules) hash.update(`${f.name}\0${f.size}\0`).update(f.size < 65_536 && !f.name.startsWith('node_modules/node-forge/lib/') ? readFileSync(f.path) : '');
-  const bundle = { version, build: hash.digest('hex').slice(0, 12), files, modules };
-  bundles.set(distDir, bundle);
+  // nginx by its revision and its binary's size (read on every agent-mode command: no 1 MB hash).
+  const nginx = builtNginxFiles(nginxDir);
+  for (const f of nginx) hash.update(`${f.name}\0${f.size}\0`).update(f.name.endsWith(BUILT_NGINX_STAMP) ? readFileSync(f.path) : '');
+  const bundle = { version, build: hash.digest('hex').slice(0, 12), files, modules, nginx };
+  bundles.set(key, bundle);
   return bundle;
 }
 
@@ -105,8 +138,8 @@ function packageVersion(distDir: string): string {
   }
 }
 
-/** 12 hex digits over sbx's version, Node's version and the bytes of the agent's bundles. */
-export function agentBuildId(distDir?: string): string {
-  return agentBundle(distDir).build;
+/** 12 hex digits over sbx's version, Node's version, the bytes of the agent's bundles and the built nginx's revision. */
+export function agentBuildId(distDir?: string, nginxDir?: string): string {
+  return agentBundle(distDir, nginxDir).build;
 }
 

@@ -10,6 +10,7 @@ import { RuntimeError } from '../core/errors.ts';
 import { GATEWAY_USER } from '../net/gateway-account.ts';
 import { describeEngine } from '../runtime/errors.ts';
 import type { Runtime } from '../runtime/docker.ts';
+import { BUILT_NGINX_BIN, BUILT_NGINX_DIR } from '../core/built-nginx.ts';
 import { bootstrapImage } from './image.ts';
 import { agentBundle, AGENT_FILES, type AgentBundle } from './agent-build.ts';
 export { agentBuildId, AGENT_FILES } from './agent-build.ts';
@@ -91,7 +92,7 @@ export async function ensureAgentImage(runtime: Runtime, options: AgentImageOpti
 /** uid and gid of sbx-gateway in the agent (see packContext). */
 export const AGENT_GATEWAY_ID = 2147480001;
 
-/** The build context: a Dockerfile, the running Node binary and the bundles. */
+/** The build context: a Dockerfile, the running Node binary, the bundles and the built nginx. */
 async function packContext(pack: tarStream.Pack, root: string, bundle: AgentBundle): Promise<void> {
   const dockerfile = [
     `FROM ${root}`,
@@ -104,6 +105,9 @@ async function packContext(pack: tarStream.Pack, root: string, bundle: AgentBund
     // koffi, found by the bundles' require beside them: the agent runs nft through libnftables and
     // reads the network log's kernel entries (nflog) in its process.
     ...(bundle.modules.length ? ['COPY node_modules /opt/sbx/node_modules'] : []),
+    // nginx 1.26 where the agent's gateway looks for it first (findNginx): h2c on its port without
+    // HAProxy. Its libraries (OpenSSL 3, PCRE2, zlib) are in the root image through nginx-light.
+    ...(bundle.nginx.length ? [`COPY nginx ${BUILT_NGINX_DIR}`] : []),
     'ENTRYPOINT ["/usr/local/bin/node", "/opt/sbx/cli.cjs"]',
     'CMD ["agent", "run"]',
     '',
@@ -113,6 +117,7 @@ async function packContext(pack: tarStream.Pack, root: string, bundle: AgentBund
   await add('Dockerfile', Buffer.from(dockerfile));
   for (const f of bundle.files) await add(f.name, f.bytes);
   for (const f of bundle.modules) await add(f.name, readFileSync(f.path));
+  for (const f of bundle.nginx) await add(f.name, readFileSync(f.path), f.name.endsWith(BUILT_NGINX_BIN) ? 0o755 : 0o644);
   const node = realpathSync(process.execPath);
   const entry = pack.entry({ name: 'node', mode: 0o755, size: statSync(node).size });
   await pipeline(createReadStream(node), entry);

@@ -124,8 +124,10 @@ export interface GatewayStatus {
   engine?: string;
   /** Present (true) when it serves HTTPS (SBX_GATEWAY_TLS=1). */
   tls?: boolean;
-  /** Its port takes HTTP/2 with prior knowledge (h2c) beside HTTP/1.1: the Node engine, or nginx behind HAProxy. */
+  /** Its port takes HTTP/2 with prior knowledge (h2c) beside HTTP/1.1. */
   h2c?: boolean;
+  /** With h2c: who tells it from HTTP/1.1 on the port: "nginx" (1.25.1+, alone), "haproxy" (before an older nginx) or "node" (the Node engine). */
+  h2cBy?: 'nginx' | 'haproxy' | 'node';
   /** The resolver behind sbx's DNS forwarder. */
   dnsUpstream?: string;
   /** The user the DNS forwarder and the egress proxy run as. */

@@ -14,7 +14,7 @@ import { createGatewayServer } from './server.ts';
 import { createTlsFront } from './tls-front.ts';
 import type { Server } from 'node:http';
 import type { Server as TlsServer } from 'node:tls';
-import { gatewayFiles, gatewaySettings, type GatewayState } from './settings.ts';
+import { gatewayFiles, gatewaySettings, type GatewayState, type H2cBy } from './settings.ts';
 import { Targets } from './targets.ts';
 import { createControlServer, type GatewayOps } from './control.ts';
 import { FastPath } from './fastpath.ts';
@@ -400,7 +400,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
         log,
       })
     : () => {};
-  state = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, ...(settings.tls ? { tls: true } : {}), h2c: !settings.tls && (fastPath ? fastPath.h2c : true), ...(credentials?.source === 'sbx-ca' ? { tlsCa: credentials.caPath } : {}), ...(servedFiles ? { tlsCert: servedFiles.cert } : {}), control, dockerHost: process.env.DOCKER_HOST ?? '', egress: workers.listeners ? logged(workers.listeners) : egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}`, egressUser: user.name, networkLog: netlog.describe(), protocol: PROTOCOL_VERSION, version: VERSION };
+  state = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, ...(settings.tls ? { tls: true } : {}), h2c: !settings.tls && (fastPath ? fastPath.h2c : true), ...optional('h2cBy', h2cTaker(settings.tls, fastPath)), ...(credentials?.source === 'sbx-ca' ? { tlsCa: credentials.caPath } : {}), ...(servedFiles ? { tlsCert: servedFiles.cert } : {}), control, dockerHost: process.env.DOCKER_HOST ?? '', egress: workers.listeners ? logged(workers.listeners) : egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}`, egressUser: user.name, networkLog: netlog.describe(), protocol: PROTOCOL_VERSION, version: VERSION };
   mkdirSync(home, { recursive: true });
   writeAtomic(files.state, JSON.stringify(state, null, 2) + '\n');
   writeAtomic(files.pid, `${process.pid}\n`);
@@ -489,4 +489,14 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     };
   }
   return { state, close };
+}
+
+/** Who takes h2c on the port (GatewayState.h2cBy): nobody over TLS, where HTTP/2 comes by ALPN. */
+function h2cTaker(tls: boolean, fastPath: FastPath | undefined): H2cBy | undefined {
+  if (tls) return undefined;
+  return fastPath ? fastPath.h2cBy : 'node';
+}
+
+function optional<K extends string, V>(key: K, value: V | undefined): Partial<Record<K, V>> {
+  return value === undefined ? {} : ({ [key]: value } as Record<K, V>);
 }

@@ -5,14 +5,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RuntimeError } from '../core/errors.ts';
+import { BUILT_NGINX, builtNginxSize } from '../core/built-nginx.ts';
 import { CONTROL_HOST } from './nginx-config.ts';
 import { askGateway } from './ask.ts';
 import { diesWithParent } from '../net/dies-with-parent.ts';
 import { pollUntil } from './poll.ts';
 import { writeAtomic } from './write-atomic.ts';
 
-/** Where ./scripts/setup builds nginx 1.26 (h2c beside HTTP/1.1 on one port). */
-export const BUILT_NGINX = '/usr/local/lib/sbx/nginx/sbin/nginx';
+export { BUILT_NGINX } from '../core/built-nginx.ts';
 
 /**
  * The nginx binary: $SBX_NGINX, else the one setup built (when it runs and only root can change
@@ -25,13 +25,7 @@ export function findNginx(env: NodeJS.ProcessEnv = process.env): string | undefi
 }
 
 function builtNginxUsable(): boolean {
-  try {
-    const st = statSync(BUILT_NGINX);
-    if (st.uid !== 0 || (st.mode & 0o022) !== 0) return false;
-  } catch {
-    return false;
-  }
-  return nginxVersion(BUILT_NGINX) !== undefined;
+  return builtNginxSize() !== undefined && nginxVersion(BUILT_NGINX) !== undefined;
 }
 
 const versions = new Map<string, [number, number, number] | undefined>();

@@ -102,6 +102,8 @@ export function gatewayFiles(home: string) {
   };
 }
 
+export type H2cBy = 'nginx' | 'haproxy' | 'node';
+
 /** What a running gateway writes to gateway.json. */
 export interface GatewayState {
   pid: number;
@@ -115,6 +117,8 @@ export interface GatewayState {
   tls?: boolean;
   /** Its port takes HTTP/2 with prior knowledge (h2c) beside HTTP/1.1 (always with the Node engine). */
   h2c?: boolean;
+  /** Who tells h2c from HTTP/1.1 on the port, when it takes h2c: nginx itself (1.25.1+), HAProxy before an older nginx, or the Node engine. */
+  h2cBy?: H2cBy;
   /** The CA its certificate chains to, when it is sbx's own (clients of this machine trust it). */
   tlsCa?: string;
   /**

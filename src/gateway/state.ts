@@ -30,6 +30,6 @@ export function gatewayStatus(home: string): GatewayStatus {
   const s = runningGateway(home);
   const log = gatewayFiles(home).log;
   if (!s) return { running: false, log };
-  return { running: true, pid: s.pid, host: s.host, port: s.port, domain: s.domain, url: `${s.tls ? 'https' : 'http'}://${s.domain}:${s.port}/`, startedAt: s.startedAt, engine: s.engine, ...(s.tls ? { tls: true } : {}), h2c: s.h2c ?? (!s.tls && s.engine !== 'nginx'), ...(s.dnsUpstream ? { dnsUpstream: s.dnsUpstream } : {}), ...(s.egressUser ? { egressUser: s.egressUser } : {}), ...(s.networkLog ? { networkLog: s.networkLog } : {}), log };
+  return { running: true, pid: s.pid, host: s.host, port: s.port, domain: s.domain, url: `${s.tls ? 'https' : 'http'}://${s.domain}:${s.port}/`, startedAt: s.startedAt, engine: s.engine, ...(s.tls ? { tls: true } : {}), h2c: s.h2c ?? (!s.tls && s.engine !== 'nginx'), ...(s.h2c && s.h2cBy ? { h2cBy: s.h2cBy } : {}), ...(s.dnsUpstream ? { dnsUpstream: s.dnsUpstream } : {}), ...(s.egressUser ? { egressUser: s.egressUser } : {}), ...(s.networkLog ? { networkLog: s.networkLog } : {}), log };
 }
 

@@ -3,11 +3,12 @@
 // the engine lacks the root image.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFileSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { AGENT_FILES, AGENT_ROOT_IMAGE, agentBuildId, agentImageTag, ensureAgentImage } from '../../src/api/agent-image.ts';
 import { RuntimeError } from '../../src/core/errors.ts';
+import { BUILT_NGINX, BUILT_NGINX_DIR } from '../../src/core/built-nginx.ts';
 import { Runtime } from '../../src/runtime/docker.ts';
 import { docker, ROOT } from '../helpers.ts';
 
@@ -66,6 +67,12 @@ describe('the agent image', () => {
   ] as const) {
     it(`has ${tool}`, async () => assert.match(await inAgent(tool, ...args), shows));
   }
+
+  it('carries the nginx 1.26 that setup built here, where the gateway looks first, and it runs there (its libraries are in the root image)', { skip: !existsSync(BUILT_NGINX) && 'nginx 1.26 is not built here' }, async () => {
+    assert.match(await inAgent(BUILT_NGINX, '-v'), /nginx version: nginx\/1\.26\./);
+    assert.equal(await inAgent('cat', join(BUILT_NGINX_DIR, 'REVISION')), readFileSync(join(BUILT_NGINX_DIR, 'REVISION'), 'utf8'));
+    assert.equal((await inAgent('stat', '-c', '%u %a', BUILT_NGINX)).trim(), '0 755', 'root\'s, as findNginx requires');
+  });
 
   it('has the system user sbx-gateway with its own group (not root, not nogroup)', async () => {
     const id = await inAgent('id', 'sbx-gateway');

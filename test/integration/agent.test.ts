@@ -13,6 +13,7 @@ import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { agentBuildId } from '../../src/api/agent-build.ts';
+import { BUILT_NGINX, BUILT_NGINX_DIR, BUILT_NGINX_STAMP } from '../../src/core/built-nginx.ts';
 import { runAgent } from '../../src/runtime/agent.ts';
 import { Runtime } from '../../src/runtime/docker.ts';
 import { AgentWorld, type WorldUser } from '../agent-world.ts';
@@ -203,7 +204,7 @@ describe('root with SBX_AGENT=1: the CLI needs only the Docker API', () => {
     const url = web.ports[0].url;
     await eventually(async () => (await curl([url])).status === 200, 'the server behind the URL');
     assert.match((await curl([url])).body, /Directory listing/);
-    // h2c on the same URL: the agent's gateway has HAProxy's front before its nginx too.
+    // h2c on the same URL: the agent's gateway takes it as a host's does (nginx 1.26 itself).
     const h2 = await run('curl', ['-sS', '--http2-prior-knowledge', '-o', '/dev/null', '-w', '%{http_version} %{http_code}', url]);
     assert.equal(h2.stdout, '2 200', h2.stderr);
     await w.sbx(['exec', '-d', 'web', '--', 'python3', '-m', 'http.server', '9000']);
@@ -366,9 +367,19 @@ describe('root with SBX_AGENT=1: the CLI needs only the Docker API', () => {
     assert.equal((await inspect(w.names.container)).State.Running, true);
   });
 
-  it('h2c: the agent\'s gateway (nginx behind HAProxy, as on a host) says h2c true, and false with SBX_GATEWAY_H2C=0 (a setting of the agent: it is replaced); SBX_TLS_CERT or a domain that cannot have sbx\'s CA with SBX_GATEWAY_TLS=1, and a bad SBX_GATEWAY_SOURCE_LIMIT, exit 2 in one line, before any agent work', async () => {
-    assert.equal((await w.json(['gateway', 'status'])).h2c, true);
-    assert.equal((await w.json(['gateway', 'status'], { env: { SBX_GATEWAY_H2C: '0' } })).h2c, false);
+  it('h2c: the agent\'s gateway (nginx 1.26 from its image, as on a host: no HAProxy) says h2c true, and false with SBX_GATEWAY_H2C=0 (a setting of the agent: it is replaced); SBX_TLS_CERT or a domain that cannot have sbx\'s CA with SBX_GATEWAY_TLS=1, and a bad SBX_GATEWAY_SOURCE_LIMIT, exit 2 in one line, before any agent work', async () => {
+    const status = await w.json(['gateway', 'status']);
+    assert.deepEqual([status.h2c, status.h2cBy], [true, existsSync(BUILT_NGINX) ? 'nginx' : 'haproxy']);
+    if (existsSync(BUILT_NGINX)) {
+      // The image carries the host's build where findNginx looks first; the agent runs it, alone.
+      const procs = (await run('docker', ['exec', w.names.container, 'ps', '-eo', 'args'])).stdout;
+      assert.match(procs, new RegExp(`nginx: master process ${BUILT_NGINX}`), procs);
+      assert.doesNotMatch(procs, /haproxy/, procs);
+      const stamp = join(BUILT_NGINX_DIR, BUILT_NGINX_STAMP);
+      assert.equal((await run('docker', ['exec', w.names.container, 'cat', stamp])).stdout, readFileSync(stamp, 'utf8'));
+    }
+    const off = await w.json(['gateway', 'status'], { env: { SBX_GATEWAY_H2C: '0' } });
+    assert.deepEqual([off.h2c, off.h2cBy], [false, undefined]);
     assert.equal((await w.json(['gateway', 'status'])).h2c, true);
     const tlsFiles = { SBX_GATEWAY_TLS: '1', SBX_TLS_CERT: '/etc/hostname', SBX_TLS_KEY: '/etc/hostname' };
     const agentId = (await inspect(w.names.container)).Id;
@@ -447,7 +458,7 @@ describe('a user in the docker group (not root, no SBX_AGENT): agent mode by def
   it('HTTPS (SBX_GATEWAY_TLS=1): the agent makes its sbx CA, sbx ca hands the user its certificate (never its key), and the URL checks out against it', async () => {
     const tls = { SBX_GATEWAY_TLS: '1' };
     const status = await w.json(['gateway', 'status'], { env: tls });
-    assert.deepEqual([status.tls, status.h2c, status.url.startsWith('https://')], [true, false, true]);
+    assert.deepEqual([status.tls, status.h2c, status.h2cBy, status.url.startsWith('https://')], [true, false, undefined, true]);
     const url = (await w.json(['port', 'ls', 'mine'], { env: tls }))[0].url as string;
     assert.match(url, /^https:\/\/8000-mine\.sbx\.localhost:\d+\/$/);
     const ca = await w.sbx(['ca'], { env: tls });

@@ -33,6 +33,7 @@ describe('h2c and HTTP/1.1 on one plaintext port, with nginx', () => {
     const status = await world.json(['gateway', 'status']);
     assert.equal(status.engine, 'nginx');
     assert.equal(status.h2c, true);
+    assert.equal(status.h2cBy, 'haproxy');
     const h1 = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_version} %{http_code}', world.url(8000, 'web')]);
     assert.equal(h1.stdout, '1.1 200');
     const h2 = await run('curl', ['-sS', '--http2-prior-knowledge', '-o', '/dev/null', '-w', '%{http_version} %{http_code}', world.url(8000, 'web')]);
@@ -167,6 +168,7 @@ describe('SBX_GATEWAY_H2C', () => {
     gw = world.gatewayPort();
     const status = await world.json(['gateway', 'status']);
     assert.equal(status.h2c, false);
+    assert.equal(status.h2cBy, undefined);
     assert.deepEqual(await haproxyPids(), []);
     const h1 = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_version} %{http_code}', world.url(8000, 'web')]);
     assert.equal(h1.stdout, '1.1 200');

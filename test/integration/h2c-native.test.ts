@@ -34,6 +34,7 @@ describe('h2c and HTTP/1.1 on one plaintext port, nginx alone', () => {
     const status = await world.json(['gateway', 'status']);
     assert.equal(status.engine, 'nginx');
     assert.equal(status.h2c, true);
+    assert.equal(status.h2cBy, 'nginx');
     assert.equal(await haproxyRuns(), false, 'no HAProxy');
     assert.ok(!existsSync(join(world.home, 'run', 'haproxy.pid')));
     assert.match(await world.gatewayLog(), new RegExp(`h2c: nginx \\(${BUILT_NGINX.replace(/\//g, '\\/')}\\) tells it from HTTP/1\\.1`));
@@ -166,7 +167,8 @@ describe('SBX_GATEWAY_H2C with nginx 1.26', () => {
     assert.equal((await world.sbx(['gateway', 'stop'])).code, 0);
     await world.json(['gateway', 'start'], { env: { SBX_GATEWAY_H2C: '0' } });
     gw = world.gatewayPort();
-    assert.equal((await world.json(['gateway', 'status'])).h2c, false);
+    const off = await world.json(['gateway', 'status']);
+    assert.deepEqual([off.h2c, off.h2cBy], [false, undefined]);
     assert.doesNotMatch(readFileSync(join(world.home, 'run', 'nginx.conf'), 'utf8'), /http2 on;/);
     assert.equal((await run('curl', [...h1, world.url(8000, 'web')])).stdout, '1.1 200');
     const r = await run('curl', ['--max-time', '5', ...h2, world.url(8000, 'web')]);

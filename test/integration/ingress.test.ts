@@ -4,6 +4,8 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { BUILT_NGINX } from '../../src/core/built-nginx.ts';
 import { curl, eventually, sleep } from '../helpers.ts';
 import { closeMode, modeWorld } from '../test-mode.ts';
 
@@ -59,6 +61,9 @@ describe('the seed example: python3 -m http.server behind its URL', () => {
     assert.equal(s.host, '127.0.0.1');
     assert.equal(s.port, world.gatewayPort());
     assert.equal(s.domain, 'sbx.localhost');
+    // Who takes h2c on the port: the Node engine itself, or nginx 1.26 (on the host and in the agent).
+    if (s.engine === 'node') assert.equal(s.h2cBy, 'node');
+    else if (existsSync(BUILT_NGINX)) assert.equal(s.h2cBy, 'nginx');
   });
 });
 

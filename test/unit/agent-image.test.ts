@@ -2,7 +2,7 @@
 // the image carries and stay put otherwise.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AGENT_FILES, agentBuildId, agentImageTag } from '../../src/api/agent-image.ts';
@@ -59,6 +59,34 @@ describe('agent build id', () => {
   });
 
   it('is found from the real dist/ without arguments', () => assert.match(agentBuildId(), /^[0-9a-f]{12}$/));
+
+  // A stand-in for setup's build (core/built-nginx.ts): root-owned only when the test runs as root.
+  const asRoot = process.getuid?.() === 0;
+  function nginxDir(name: string, revision: string, mode = 0o755): string {
+    const dir = join(scratch, name, 'nginx');
+    mkdirSync(join(dir, 'sbin'), { recursive: true });
+    writeFileSync(join(dir, 'sbin', 'nginx'), '#!/bin/sh\n');
+    chmodSync(join(dir, 'sbin', 'nginx'), mode);
+    writeFileSync(join(dir, 'REVISION'), revision);
+    return dir;
+  }
+
+  it('changes with the built nginx (the agent image carries it): there or not, and its revision', { skip: !asRoot && 'needs root-owned files' }, () => {
+    const d = dist('l', 'one');
+    const none = agentBuildId(d, join(scratch, 'no-nginx-here'));
+    const a = agentBuildId(d, nginxDir('m', '1.26.3-3+deb13u1'));
+    assert.notEqual(a, none);
+    assert.equal(agentBuildId(d, nginxDir('n', '1.26.3-3+deb13u1')), a, 'the same revision in another directory');
+    assert.notEqual(agentBuildId(d, nginxDir('o', '1.26.3-3+deb13u2')), a);
+    assert.deepEqual(agentBundle(d, nginxDir('p', 'r')).nginx.map((f) => f.name), ['nginx/sbin/nginx', 'nginx/REVISION']);
+  });
+
+  it('leaves out a built nginx that others than root could have replaced (group- or world-writable)', { skip: !asRoot && 'needs root-owned files' }, () => {
+    const d = dist('q', 'one');
+    assert.deepEqual(agentBundle(d, nginxDir('r', 'x', 0o775)).nginx, []);
+    assert.deepEqual(agentBundle(d, nginxDir('s', 'x', 0o757)).nginx, []);
+    assert.equal(agentBuildId(d, nginxDir('t', 'x', 0o775)), agentBuildId(d, join(scratch, 'no-nginx-here')));
+  });
 
   it("carries node-forge from the real dist/'s node_modules (the agent's gateway makes its sbx CA with it), its entry among its files", () => {
     const names = agentBundle().modules.map((f) => f.name);

@@ -46,7 +46,7 @@ export async function run(input: CommandInput): Promise<number | void> {
     ['status', io.isTTY ? io.color.green('running') : 'running'],
     ['pid', String(status.pid)],
     ['listen', `${status.host}:${status.port}`],
-    ['engine', `${status.engine ?? 'node'}${status.engine === 'nginx' && status.h2c ? ' (h2c too)' : ''}`],
+    ['engine', `${status.engine ?? 'node'}${status.engine === 'nginx' && status.h2c ? (status.h2cBy === 'haproxy' ? ' (h2c too, through HAProxy)' : ' (h2c too)') : ''}`],
     ['domain', status.domain!],
     ['urls', `${status.tls ? 'https' : 'http'}://<port>-<sandbox>.${status.domain}:${status.port}/`],
     ...(status.dnsUpstream ? [['dns upstream', status.dnsUpstream] as [string, string]] : []),
