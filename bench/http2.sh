@@ -11,7 +11,9 @@
 #   SBX_GATEWAY_TLS=1 (its nginx ends TLS) against nginx on this host (the same binary) ending TLS with the same
 #   certificate and key and proxying to the same upstream (both keep 128 idle connections to it, and
 #   h2load keeps 128 requests in flight: 32 connections, 4 streams each);
-#   ROUNDS (3) rounds taking turns, medians; target at least 0.8x;
+#   ROUNDS (3) rounds taking turns, medians; target at least 0.8x. For context, a second nginx
+#   that differs from the first only in answering unbuffered (`proxy_buffering off`), as the
+#   gateway must so that a lone event of a stream is not held (README, HTTP/2 and gRPC);
 # - port expose to the first 200 over HTTPS (curl --cacert, median of 5); target under 150 ms.
 # The upstream is nginx copied into a sandbox: HTTP/1.1 on 8080, h2c on 8081.
 set -euo pipefail
@@ -23,7 +25,14 @@ DURATION=${DURATION:-10}
 CONNS=${CONNS:-32}
 export SBX_GATEWAY_PORT=0 SBX_GATEWAY_ENGINE=node
 NGINX_DIR=$(mktemp -d /tmp/sbx-bench-nginx-XXXXXX)
-cleanup_nginx() { [ -f "$NGINX_DIR/nginx.pid" ] && kill "$(cat "$NGINX_DIR/nginx.pid")" 2>/dev/null; cp "$NGINX_DIR/error.log" "$OUT/http2-nginx-error.log" 2>/dev/null || true; rm -rf "$NGINX_DIR"; bench_cleanup; }
+NGINX_DIR_UNBUFFERED=$(mktemp -d /tmp/sbx-bench-nginx-XXXXXX)
+cleanup_nginx() {
+  local d
+  for d in "$NGINX_DIR" "$NGINX_DIR_UNBUFFERED"; do [ -f "$d/nginx.pid" ] && kill "$(cat "$d/nginx.pid")" 2>/dev/null; done
+  cp "$NGINX_DIR/error.log" "$OUT/http2-nginx-error.log" 2>/dev/null || true
+  rm -rf "$NGINX_DIR" "$NGINX_DIR_UNBUFFERED"
+  bench_cleanup
+}
 trap cleanup_nginx EXIT
 
 source "$(dirname "$0")/nginx-upstream.sh"
@@ -95,12 +104,17 @@ ca=$(sbx ca 2>/dev/null)
 cert="$SBX_HOME/tls/server/cert.pem" key="$SBX_HOME/tls/server/key.pem"
 url="https://8080-bench-up.sbx.localhost:$gw_port/"
 for _ in $(seq 1 50); do curl -sf --cacert "$ca" "$url" >/dev/null && break; sleep 0.1; done
-if baseline_http2_on; then
-  LISTEN_EXTRA=" ssl" SERVER_EXTRA="http2 on; ssl_certificate $cert; ssl_certificate_key $key; " bench_baseline_nginx
-else
-  LISTEN_EXTRA=" ssl http2" SERVER_EXTRA="ssl_certificate $cert; ssl_certificate_key $key; " bench_baseline_nginx
-fi
-hn=() hg=() h2n=() h2g=()
+tls_baseline() { # the baseline nginx ending TLS, in NGINX_DIR (PROXY_EXTRA from the caller)
+  if baseline_http2_on; then
+    LISTEN_EXTRA=" ssl" SERVER_EXTRA="http2 on; ssl_certificate $cert; ssl_certificate_key $key; " bench_baseline_nginx
+  else
+    LISTEN_EXTRA=" ssl http2" SERVER_EXTRA="ssl_certificate $cert; ssl_certificate_key $key; " bench_baseline_nginx
+  fi
+}
+NGINX_DIR=$NGINX_DIR_UNBUFFERED PROXY_EXTRA="proxy_buffering off; " tls_baseline
+unbuffered_port=$nginx_port
+tls_baseline
+hn=() hg=() h2n=() h2g=() hu=() h2u=()
 for round in $(seq 1 "${ROUNDS:-3}"); do
   step "HTTPS round $round of ${ROUNDS:-3}"
   if [ $((round % 2)) = 1 ]; then
@@ -108,22 +122,27 @@ for round in $(seq 1 "${ROUNDS:-3}"); do
     hg+=("$(wrkrps "https://127.0.0.1:$gw_port/" "8080-bench-up.sbx.localhost:$gw_port")")
     h2n+=("$(h2rps "https://8080-bench-up.sbx.localhost:$nginx_port/" "127.0.0.1:$nginx_port")")
     h2g+=("$(h2rps "https://8080-bench-up.sbx.localhost:$gw_port/" "127.0.0.1:$gw_port")")
+    hu+=("$(wrkrps "https://127.0.0.1:$unbuffered_port/" "8080-bench-up.sbx.localhost")")
+    h2u+=("$(h2rps "https://8080-bench-up.sbx.localhost:$unbuffered_port/" "127.0.0.1:$unbuffered_port")")
   else
+    h2u+=("$(h2rps "https://8080-bench-up.sbx.localhost:$unbuffered_port/" "127.0.0.1:$unbuffered_port")")
+    hu+=("$(wrkrps "https://127.0.0.1:$unbuffered_port/" "8080-bench-up.sbx.localhost")")
     hg+=("$(wrkrps "https://127.0.0.1:$gw_port/" "8080-bench-up.sbx.localhost:$gw_port")")
     hn+=("$(wrkrps "https://127.0.0.1:$nginx_port/" "8080-bench-up.sbx.localhost")")
     h2g+=("$(h2rps "https://8080-bench-up.sbx.localhost:$gw_port/" "127.0.0.1:$gw_port")")
     h2n+=("$(h2rps "https://8080-bench-up.sbx.localhost:$nginx_port/" "127.0.0.1:$nginx_port")")
   fi
 done
-echo "HTTPS h1 nginx: ${hn[*]}; gateway: ${hg[*]}; h2 nginx: ${h2n[*]}; gateway: ${h2g[*]}" >&2
+echo "HTTPS h1 nginx: ${hn[*]}; unbuffered nginx: ${hu[*]}; gateway: ${hg[*]}; h2 nginx: ${h2n[*]}; unbuffered nginx: ${h2u[*]}; gateway: ${h2g[*]}" >&2
 https_nginx=$(median "${hn[@]}") https_gateway=$(median "${hg[@]}")
+https_unbuffered=$(median "${hu[@]}") h2tls_unbuffered=$(median "${h2u[@]}")
 h2tls_nginx=$(median "${h2n[@]}") h2tls_gateway=$(median "${h2g[@]}")
 
 step "port expose to the first 200 over HTTPS (median of 5)"
 expose_ms=$(measure_expose "$url" --cacert "$ca")
 
 node -e '
-const [h2cD, h2cG, hN, hG, h2N, h2G, expose, fD, fG, fG2] = process.argv.slice(1).map(Number);
+const [h2cD, h2cG, hN, hG, h2N, h2G, expose, fD, fG, fG2, hU, h2U] = process.argv.slice(1, 11).concat(process.argv.slice(12)).map(Number);
 const by = process.argv[11] === "nginx" ? "nginx alone on the port, the default" : "nginx behind its HAProxy front, the default";
 const f0 = (x) => x.toFixed(0), f2 = (x) => x.toFixed(2);
 const row = (what, m, base, baseName, target = 0.8) => console.log(`| ${what} | ${f0(m)} | ${baseName}: ${f0(base)} | ${f2(m / base)}x | at least ${target}x | ${m / base >= target ? "met" : "MISSED"} |`);
@@ -132,5 +151,8 @@ row(`h2c RPS through the gateway (h2load, ${by}; to the HTTP/1.1 server)`, fG, f
 row(`h2c RPS through the gateway (h2load, ${by}; to the h2c server, as HTTP/2)`, fG2, fD, "straight to the sandbox (h2c)");
 row("HTTPS RPS through the gateway (wrk, HTTP/1.1 over TLS, nginx engine)", hG, hN, "nginx ending TLS, same certificate");
 row("HTTPS RPS through the gateway (h2load, HTTP/2 by ALPN, nginx engine)", h2G, h2N, "nginx ending TLS, same certificate");
+const context = (what, m, base, baseName) => console.log(`| ${what} | ${f0(m)} | ${baseName}: ${f0(base)} | ${f2(m / base)}x | (context) | |`);
+context("HTTPS RPS through the gateway (wrk, HTTP/1.1 over TLS)", hG, hU, "nginx ending TLS, answering unbuffered as the gateway does");
+context("HTTPS RPS through the gateway (h2load, HTTP/2 by ALPN)", h2G, h2U, "nginx ending TLS, answering unbuffered as the gateway does");
 console.log(`| port expose to first 200 over HTTPS | ${f0(expose)} ms | | | under 150 ms | ${expose < 150 ? "met" : "MISSED"} |`);
-' "$h2c_direct" "$h2c_gateway" "$https_nginx" "$https_gateway" "$h2tls_nginx" "$h2tls_gateway" "$expose_ms" "$h2c_front_direct" "$h2c_front" "$h2c_front_h2" "$h2c_by"
+' "$h2c_direct" "$h2c_gateway" "$https_nginx" "$https_gateway" "$h2tls_nginx" "$h2tls_gateway" "$expose_ms" "$h2c_front_direct" "$h2c_front" "$h2c_front_h2" "$h2c_by" "$https_unbuffered" "$h2tls_unbuffered"

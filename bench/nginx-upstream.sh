@@ -46,7 +46,8 @@ baseline_http2_on() { "$BASELINE_NGINX" -v 2>&1 | grep -qE 'nginx/(1\.(2[6-9]|[3
 gateway_h2c_by() { grep -oE 'h2c: (nginx|HAProxy) ' "$SBX_HOME/gateway.log" 2>/dev/null | tail -1 | awk '{print $2}'; }
 
 # nginx on this host proxying to bench-up's 8080 (the baseline), one worker like the one gateway
-# process, in NGINX_DIR; LISTEN_EXTRA and SERVER_EXTRA add to its listen and server lines (TLS).
+# process, in NGINX_DIR; LISTEN_EXTRA and SERVER_EXTRA add to its listen and server lines (TLS),
+# PROXY_EXTRA to its location (proxy_buffering off: the gateway's streaming answers).
 # Sets `nginx_port`. Its workers run as root: sbx lets only root and the gateway's own user open
 # connections into a sandbox (as nobody, nginx's default, every request would be a fast 502).
 bench_baseline_nginx() {
@@ -57,7 +58,7 @@ events { worker_connections 4096; }
 http { access_log off; client_body_temp_path $NGINX_DIR; proxy_temp_path $NGINX_DIR; fastcgi_temp_path $NGINX_DIR; uwsgi_temp_path $NGINX_DIR; scgi_temp_path $NGINX_DIR;
   upstream up { server $ip:8080; keepalive 128; keepalive_timeout 15s; }
   server { listen 127.0.0.1:$nginx_port${LISTEN_EXTRA:-}; ${SERVER_EXTRA:-}keepalive_requests 1000000;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; ${PROXY_EXTRA:-}} } }
 CONF
   # -e: the built nginx's default error log (under its prefix) does not exist, and it would say so.
   "$BASELINE_NGINX" -e "$NGINX_DIR/error.log" -c "$NGINX_DIR/nginx.conf"

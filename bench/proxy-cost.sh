@@ -21,21 +21,23 @@ source "$(dirname "$0")/nginx-upstream.sh"
 H2C=1 bench_upstream
 
 gw_json() { sbx gateway status --json | node -pe "JSON.parse(require('fs').readFileSync(0)).$1"; }
-# CPU ticks (user + system) so far of each part of the path, one "part ticks" line each.
+# CPU ticks so far of each part of the path, one "part user system" line each (user: the program's
+# own code; system: the kernel's work for it, where loopback TCP's cost lands).
 ticks() {
   local p c
-  for p in $(pgrep -f "haproxy.*$SBX_HOME/run" || true); do echo "haproxy $(awk '{print $14+$15}' "/proc/$p/stat")"; done
+  stat_of() { awk -v part="$1" '{print part, $14, $15}' "/proc/$2/stat"; }
+  for p in $(pgrep -f "haproxy.*$SBX_HOME/run" || true); do stat_of haproxy "$p"; done
   for p in $(pgrep -f "nginx.*$SBX_HOME/run/nginx.conf" || true); do
-    echo "gateway-nginx $(awk '{print $14+$15}' "/proc/$p/stat")"
-    for c in $(pgrep -P "$p" || true); do echo "gateway-nginx $(awk '{print $14+$15}' "/proc/$c/stat")"; done
+    stat_of gateway-nginx "$p"
+    for c in $(pgrep -P "$p" || true); do stat_of gateway-nginx "$c"; done
   done
-  echo "gateway-node $(awk '{print $14+$15}' "/proc/$(gw_json pid)/stat")"
+  stat_of gateway-node "$(gw_json pid)"
   for p in $(pgrep -f "/tmp/up.conf" || true); do
-    echo "sandbox-nginx $(awk '{print $14+$15}' "/proc/$p/stat")"
-    for c in $(pgrep -P "$p" || true); do echo "sandbox-nginx $(awk '{print $14+$15}' "/proc/$c/stat")"; done
+    stat_of sandbox-nginx "$p"
+    for c in $(pgrep -P "$p" || true); do stat_of sandbox-nginx "$c"; done
   done
 }
-sum_ticks() { ticks | awk '{a[$1]+=$2} END {for (k in a) print k, a[k]}' | sort; }
+sum_ticks() { ticks | awk '{u[$1]+=$2; k[$1]+=$3} END {for (p in u) print p, u[p], k[p]}' | sort; }
 hz=$(getconf CLK_TCK)
 # run LABEL COMMAND...: the command's own CPU (the load generator) and each part's, per 2xx answer.
 # Processes that restart during a run (an nginx reload) would spoil it: the script waits for routes first.
@@ -50,7 +52,8 @@ run() {
   if echo "$out" | grep -q 'Non-2xx'; then echo "$label: errors, no figure" >&2; exit 1; fi
   self=$(echo "$out" | awk '/^self / {print ($2+$3)}')
   join <(echo "$before") <(echo "$after") | awk -v n="$ok" -v hz="$hz" -v label="$label" -v self="$self" '
-    { us = ($3 - $2) / hz * 1e6 / n; if (us >= 0.5) { parts = parts (parts ? "; " : "") sprintf("%s %.1f", $1, us); total += us } }
+    { user = ($4 - $2) / hz * 1e6 / n; sys = ($5 - $3) / hz * 1e6 / n; us = user + sys
+      if (us >= 0.5) { parts = parts (parts ? "; " : "") sprintf("%s %.1f (user %.1f)", $1, us, user); total += us } }
     END { gen = self * 1e6 / n; printf "| %s | %d | %.1f | %s | %.1f |\n", label, n, gen, parts, total + gen }'
 }
 
@@ -76,7 +79,7 @@ gw_port=$(gw_json port)
 sbx port expose bench-up 8080 8081 >/dev/null
 routes_ready
 
-echo "| path | 2xx answers | load generator (µs/request) | each part on the path (µs of CPU per request) | all (µs/request) |"
+echo "| path | 2xx answers | load generator (µs/request) | each part on the path (µs of CPU per request; in brackets, its own code's share, the rest being the kernel's) | all (µs/request) |"
 echo "| --- | --- | --- | --- | --- |"
 run "h2c straight to the sandbox's h2c server" h2load -t1 -c32 -m4 -D"$DURATION" "http://$ip:8081/"
 # The default: nginx 1.26 alone on the port when setup built it, else HAProxy before Debian's nginx.
