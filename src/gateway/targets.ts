@@ -155,13 +155,31 @@ export class Targets {
       }
     }
     // Nothing on the bridge address: maybe a server bound to the sandbox's loopback only.
+    let relayed: Socket;
     try {
-      return await this.#relays.connect(record.id, t.pid, port);
+      relayed = await this.#relays.connect(record.id, t.pid, port);
     } catch (err) {
       if (err instanceof UpstreamError && err.code === 'ECONNREFUSED') {
         throw new GatewayFailure({ status: 502, code: 'nothing_listening', message: `nothing listens on port ${port} in sandbox ${record.name} yet` });
       }
       throw err;
+    }
+    return t.ip ? this.#preferBridge(t.ip, port, relayed) : relayed;
+  }
+
+  /**
+   * Or a server that began to listen on every address between the two tries (it was starting):
+   * the bridge address answers now, and is used instead of the relay, whose connection would
+   * otherwise hold a server that serves one connection at a time. A loopback-only server costs one
+   * more refused connect per relayed connection.
+   */
+  async #preferBridge(ip: string, port: number, relayed: Socket): Promise<Socket> {
+    try {
+      const direct = await connectTcp(ip, port);
+      relayed.destroy();
+      return direct;
+    } catch {
+      return relayed;
     }
   }
 }

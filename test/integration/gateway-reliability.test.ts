@@ -215,10 +215,9 @@ describe('a paused sandbox whose server keeps connections alive wakes on the nex
       await w.sbx(['exec', '-d', name, '--', 'python3', '/srv/ka.py', String(port)]);
       const headers = access === 'private' ? ['-H', `x-sbx-traffic-token: ${box.token}`] : [];
       const url = box.ports[0].url;
-      // Listening, as seen from inside, before the gateway's first request (the one below). A
-      // request while the server starts could find the bridge address refused and then the
-      // server listening through the in-sandbox relay (for loopback-only servers), which would
-      // keep that connection: this server serves one connection at a time.
+      // Listening, as seen from inside, before the gateway's first request (the one below), which
+      // must be a 200. (One that finds the bridge address refused and then the server listening
+      // through the in-sandbox relay goes to the bridge address after all: unit/targets.test.ts.)
       const probe = `import socket; socket.create_connection(("127.0.0.1", ${port}), 1)`;
       await eventually(async () => (await w.sbx(['exec', name, '--', 'python3', '-c', probe])).code === 0, 'the server');
       // The public port: nginx itself carries it, with its own kept connection.
