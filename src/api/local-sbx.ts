@@ -20,6 +20,7 @@ import { parseDuration } from '../core/duration.ts';
 import { newToken } from '../core/token.ts';
 import { gatewaySettings } from '../gateway/settings.ts';
 import { runningGateway } from '../gateway/state.ts';
+import { readServedCertificate } from './served-certificate-read.ts';
 import type { Operation } from '../daemon-client/protocol.ts';
 import { sandboxLabels } from '../runtime/labels.ts';
 import type { NetworkPolicy, NetworkPolicyInput } from '../core/network-policy.ts';
@@ -625,13 +626,15 @@ export class LocalSbx {
 
   /** On an HTTPS gateway, a name its certificate does not cover would only ever fail the handshake. */
   #servedOverTls(domain: string): void {
-    const gw = runningGateway(this.home);
+    let gw = runningGateway(this.home);
     if (!gw?.tls) return;
     let covered = false;
     try {
+      // gateway.json read again when its copy was swapped away meanwhile (a renewal).
+      const served = readServedCertificate(() => (gw = runningGateway(this.home) ?? gw));
       // node:crypto only here: loading it costs every command's start about 6 ms.
       const { X509Certificate } = process.getBuiltinModule('node:crypto') as typeof import('node:crypto');
-      covered = !!gw.tlsCert && !!new X509Certificate(readFileSync(gw.tlsCert)).checkHost(domain);
+      covered = !!served && !!new X509Certificate(served.pem).checkHost(domain);
     } catch (err) {
       throw new RuntimeError(`domain ${domain}: cannot read the gateway's certificate ${gw.tlsCert}: ${(err as Error).message}`);
     }

@@ -184,6 +184,7 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     await workers.close();
     await removeListenerGuard(home).catch(() => {});
     if (sharedRunDir) rmSync(sharedRunDir, { recursive: true, force: true });
+    served?.clear(); // its own copies only (their names carry this pid)
     throw err;
   };
 
@@ -477,8 +478,8 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
       if (runningGateway(home)?.pid === process.pid) {
         rmSync(files.state, { force: true });
         rmSync(files.pid, { force: true });
-        served?.clear(); // (not another gateway's of this home, which would still serve them)
       }
+      served?.clear(); // this gateway's copies only: another of this home keeps serving its own
       log('gateway stopped');
     })());
   // nginx gone (killed, crashed): this gateway cannot serve its port any more, so it says so and stops.
