@@ -35,32 +35,11 @@ export class Relays {
   async connect(id: string, pid: number, port: number): Promise<Socket> {
     const relay = this.#relayFor(id, pid);
     await relay.ready;
-    return new Promise((resolve, reject) => {
-      const sock = createConnection(relay.socket);
-      let line = '';
-      const onData = (chunk: Buffer) => {
-        line += chunk.toString('latin1');
-        const nl = line.indexOf('\n');
-        if (nl < 0) return;
-        sock.off('data', onData);
-        const answer = line.slice(0, nl);
-        const rest = line.slice(nl + 1);
-        if (answer === 'OK') {
-          if (rest) sock.unshift(Buffer.from(rest, 'latin1'));
-          resolve(sock);
-        } else {
-          sock.destroy();
-          const code = answer.replace(/^ERR\s*/, '') || 'EFAIL';
-          reject(new UpstreamError(code, `relay: ${code}`));
-        }
-      };
-      sock.on('data', onData);
-      sock.once('error', (err: NodeJS.ErrnoException) => {
-        this.stop(id);
-        reject(new UpstreamError(err.code ?? 'EFAIL', `relay: ${err.message}`));
-      });
-      sock.write(`${port}\n`);
-    });
+    const sock = createConnection(relay.socket);
+    // A relay that fails a connection is replaced on the next one (as before, for the socket's life).
+    sock.once('error', () => this.stop(id));
+    sock.write(`${port}\n`);
+    return relayAnswer(sock);
   }
 
   #relayFor(id: string, pid: number): Relay {
@@ -93,4 +72,51 @@ export class Relays {
   stopAll(): void {
     for (const id of [...this.#relays.keys()]) this.stop(id);
   }
+}
+
+/**
+ * The relay's first line ("OK", or "ERR <code>") off `sock`, which then resolves with nothing of the
+ * server's own bytes read: they stay buffered until the caller reads (a server that speaks first,
+ * such as SSH or SMTP, may send its greeting before the caller is ready). 'readable' with read(),
+ * not 'data': a socket left flowing with no 'data' listener drops what arrives.
+ */
+export function relayAnswer(sock: Socket): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    let line = '';
+    const done = () => {
+      sock.off('readable', onReadable);
+      sock.off('error', onError);
+      sock.off('close', onClose);
+    };
+    const onError = (err: NodeJS.ErrnoException) => {
+      done();
+      reject(new UpstreamError(err.code ?? 'EFAIL', `relay: ${err.message}`));
+    };
+    const onClose = () => {
+      done();
+      reject(new UpstreamError('EFAIL', 'relay: closed before it answered'));
+    };
+    const onReadable = () => {
+      for (let chunk: Buffer | null; (chunk = sock.read() as Buffer | null) !== null; ) {
+        line += chunk.toString('latin1');
+        const nl = line.indexOf('\n');
+        if (nl < 0) continue;
+        done();
+        const answer = line.slice(0, nl);
+        const rest = line.slice(nl + 1);
+        if (answer === 'OK') {
+          if (rest) sock.unshift(Buffer.from(rest, 'latin1'));
+          resolve(sock);
+        } else {
+          sock.destroy();
+          const code = answer.replace(/^ERR\s*/, '') || 'EFAIL';
+          reject(new UpstreamError(code, `relay: ${code}`));
+        }
+        return;
+      }
+    };
+    sock.on('readable', onReadable);
+    sock.once('error', onError);
+    sock.once('close', onClose);
+  });
 }

@@ -410,6 +410,28 @@ describe('port forward and fetch', () => {
     }
   });
 
+  it('a loopback-only service that speaks first (an SSH- or SMTP-like greeting): the greeting arrives through the relay, without the client sending anything', async () => {
+    const banner = "import socket\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', 2525)); s.listen(8)\nwhile True:\n    c, _ = s.accept(); c.sendall(b'220 sbx greets you\\r\\n'); c.close()\n";
+    await world.sbx(['exec', '-d', 'tcp', '--', 'python3', '-c', banner]);
+    const { child: fwd, localPort } = await world.forward('tcp', 2525);
+    try {
+      const greet = () =>
+        new Promise<string>((resolve) => {
+          const s = createConnection(localPort, '127.0.0.1');
+          let got = '';
+          const timer = setTimeout(() => s.destroy(), 5000);
+          s.on('data', (d) => (got += d.toString()));
+          s.on('close', () => (clearTimeout(timer), resolve(got)));
+          s.on('error', () => {});
+        });
+      await eventually(async () => (await greet()) === '220 sbx greets you\r\n', 'the greeting');
+      // Every connection gets it (each is a fresh relayed connection, after a second try of the bridge).
+      assert.deepEqual(await Promise.all([greet(), greet(), greet(), greet(), greet()]), Array(5).fill('220 sbx greets you\r\n'));
+    } finally {
+      fwd.kill('SIGINT');
+    }
+  });
+
   it('sbx fetch sends one request through the gateway with the token and prints the body', async () => {
     const r = await world.sbx(['fetch', 'echo', '8080', '/hello?x=1', '-X', 'PUT', '-H', 'X-A: b', '-d', 'payload']);
     assert.equal(r.code, 0, r.stderr);
