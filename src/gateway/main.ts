@@ -20,7 +20,7 @@ import { createControlServer, type GatewayOps } from './control.ts';
 import { FastPath } from './fastpath.ts';
 import { H2Upstreams } from './h2-upstream.ts';
 import { refreshCertificate } from './cert-refresh.ts';
-import { ServedCertificate } from './served-certificate.ts';
+import { ServedCertificate, type CertificateFiles } from './served-certificate.ts';
 import { writeAtomic } from './write-atomic.ts';
 import { findNginx, nginxTakesH2c, workerRunDir } from './nginx.ts';
 import { findHaproxy, h2cFrontMissing, H2C_NEEDS_HAPROXY } from './h2c-front.ts';
@@ -101,8 +101,6 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
   // `port expose --domain` checks a name against the certificate served, not one on disk that the
   // refresher refused (state.tlsCert).
   const served = credentials ? new ServedCertificate(files.run) : undefined;
-  const servedFiles = credentials ? served!.publish(credentials) : undefined;
-  if (servedFiles) served!.keepOnly(servedFiles);
   const engine = nginxBin ? 'nginx' : 'node';
   let fastPath: FastPath | undefined;
   const syncRoutes = () => fastPath?.sync() ?? Promise.resolve();
@@ -187,6 +185,13 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
     served?.clear(); // its own copies only (their names carry this pid)
     throw err;
   };
+  let servedFiles: CertificateFiles | undefined;
+  try {
+    servedFiles = credentials ? served!.publish(credentials) : undefined;
+    if (servedFiles) served!.keepOnly(servedFiles);
+  } catch (err) {
+    return unguard(err);
+  }
 
   // HTTP/2 to the sandboxes. What a port answered HTTP/2's preface with (learnt by this process on
   // its first HTTP/2 request) lets nginx send that port's HTTP/2 itself, as HTTP/2 or HTTP/1.1.

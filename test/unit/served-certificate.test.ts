@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ServedCertificate, servedCertificateDir } from '../../src/gateway/served-certificate.ts';
+import { removeServedCopies, ServedCertificate, servedCertificateDir } from '../../src/gateway/served-certificate.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'sbx-served-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
@@ -41,12 +41,36 @@ describe('served certificate copies', () => {
     assert.equal(existsSync(servedCertificateDir(run)), false);
   });
 
-  it('keepOnly removes the copies of gateways no longer running, and files of the older names (cert-1.pem)', () => {
+  it('keepOnly removes the copies of gateways no longer running and files of the older names (cert-1.pem); a live one\'s copy being written (.tmp) and files not its own stay', () => {
     const run = runDir();
     mkdirSync(servedCertificateDir(run), { recursive: true });
-    for (const name of ['cert-1.pem', 'key-1.pem', 'cert-300-4.pem', 'key-300-4.pem']) writeFileSync(join(servedCertificateDir(run), name), 'old');
-    const s = new ServedCertificate(run, 100, (pid) => pid === 100);
+    for (const name of ['cert-1.pem', 'key-1.pem', 'cert-300-4.pem', 'key-300-4.pem', 'key-200-1.pem.200.tmp', 'notes.txt']) writeFileSync(join(servedCertificateDir(run), name), 'old');
+    const s = new ServedCertificate(run, 100, (pid) => pid === 100 || pid === 200);
     s.keepOnly(s.publish(pair('new')));
-    assert.deepEqual(files(run), ['cert-100-1.pem', 'key-100-1.pem']);
+    assert.deepEqual(files(run), ['cert-100-1.pem', 'key-100-1.pem', 'key-200-1.pem.200.tmp', 'notes.txt']);
+  });
+
+  it('clear also takes the copies of gateways that died without removing theirs; a live one\'s stay', () => {
+    const run = runDir();
+    const live = new ServedCertificate(run, 200, () => true);
+    live.publish(pair('live'));
+    new ServedCertificate(run, 300, () => true).publish(pair('dead'));
+    const s = new ServedCertificate(run, 100, (pid) => pid !== 300);
+    s.publish(pair('mine'));
+    s.clear();
+    assert.deepEqual(files(run), ['cert-200-1.pem', 'key-200-1.pem']);
+  });
+
+  it("gateway stop after a kill: the killed one's copies go (removeServedCopies), another live one's stay; publish makes the directory again", () => {
+    const run = runDir();
+    new ServedCertificate(run, 100, () => true).publish(pair('killed'));
+    const other = new ServedCertificate(run, 200, () => true);
+    other.publish(pair('other'));
+    removeServedCopies(run, (pid) => pid === 100);
+    assert.deepEqual(files(run), ['cert-200-1.pem', 'key-200-1.pem']);
+    removeServedCopies(run, (pid) => pid === 200);
+    assert.equal(existsSync(servedCertificateDir(run)), false);
+    other.publish(pair('again'));
+    assert.deepEqual(files(run), ['cert-200-2.pem', 'key-200-2.pem']);
   });
 });
