@@ -1,7 +1,7 @@
 // The agent's build id: which bundles an agent runs. Light (fs and crypto only): every agent-mode
 // command computes it to know whether the running agent is its own.
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { accessSync, constants, readdirSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { arch } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -37,6 +37,8 @@ export interface ModuleFile {
   name: string;
   path: string;
   size: number;
+  /** Its bytes, when they were read with it (the nginx stamp: the image gets what was hashed). */
+  bytes?: Buffer;
 }
 
 /**
@@ -84,10 +86,12 @@ export function builtNginxFiles(dir = BUILT_NGINX_DIR): ModuleFile[] {
   const size = builtNginxSize(dir);
   if (size === undefined) return [];
   try {
-    const stamp = join(dir, BUILT_NGINX_STAMP);
+    const bin = join(dir, BUILT_NGINX_BIN);
+    accessSync(bin, constants.R_OK); // the image build reads it (this may be a docker-group user)
+    const stamp = readFileSync(join(dir, BUILT_NGINX_STAMP));
     return [
-      { name: `nginx/${BUILT_NGINX_BIN}`, path: join(dir, BUILT_NGINX_BIN), size },
-      { name: `nginx/${BUILT_NGINX_STAMP}`, path: stamp, size: statSync(stamp).size },
+      { name: `nginx/${BUILT_NGINX_BIN}`, path: bin, size },
+      { name: `nginx/${BUILT_NGINX_STAMP}`, path: join(dir, BUILT_NGINX_STAMP), size: stamp.length, bytes: stamp },
     ];
   } catch {
     return [];
@@ -122,7 +126,7 @@ export function agentBundle(distDir = dirname(cliEntry()), nginxDir = BUILT_NGIN
   for (const f of modules) hash.update(`${f.name}\0${f.size}\0`).update(f.size < 65_536 && !f.name.startsWith('node_modules/node-forge/lib/') ? readFileSync(f.path) : '');
   // nginx by its revision and its binary's size (read on every agent-mode command: no 1 MB hash).
   const nginx = builtNginxFiles(nginxDir);
-  for (const f of nginx) hash.update(`${f.name}\0${f.size}\0`).update(f.name.endsWith(BUILT_NGINX_STAMP) ? readFileSync(f.path) : '');
+  for (const f of nginx) hash.update(`${f.name}\0${f.size}\0`).update(f.bytes ?? '');
   const bundle = { version, build: hash.digest('hex').slice(0, 12), files, modules, nginx };
   bundles.set(key, bundle);
   return bundle;

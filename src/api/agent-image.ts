@@ -23,7 +23,8 @@ export const AGENT_ROOT_IMAGE = 'sbx/agent-root:bookworm-2';
 
 /**
  * What the daemon runs besides Node: nft (egress rules), conntrack (inspecting tracked
- * connections), nginx (the gateway's fast path), HAProxy (its h2c front), nsenter (relays into sandboxes' namespaces) and
+ * connections), nginx (the gateway's fast path when the image carries no nginx 1.26, see packContext,
+ * and the libraries that one links), HAProxy (its h2c front before that older nginx), nsenter (relays into sandboxes' namespaces) and
  * setpriv (nginx's parent-death signal) from util-linux, ip/ss (iproute2), ps/pgrep (procps); and
  * libstdc++6, which the copied Node binary links against.
  */
@@ -117,7 +118,7 @@ async function packContext(pack: tarStream.Pack, root: string, bundle: AgentBund
   await add('Dockerfile', Buffer.from(dockerfile));
   for (const f of bundle.files) await add(f.name, f.bytes);
   for (const f of bundle.modules) await add(f.name, readFileSync(f.path));
-  for (const f of bundle.nginx) await add(f.name, readFileSync(f.path), f.name.endsWith(BUILT_NGINX_BIN) ? 0o755 : 0o644);
+  for (const f of bundle.nginx) await add(f.name, f.bytes ?? readFileSync(f.path), f.name.endsWith(BUILT_NGINX_BIN) ? 0o755 : 0o644);
   const node = realpathSync(process.execPath);
   const entry = pack.entry({ name: 'node', mode: 0o755, size: statSync(node).size });
   await pipeline(createReadStream(node), entry);

@@ -2,7 +2,7 @@
 // the image carries and stay put otherwise.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AGENT_FILES, agentBuildId, agentImageTag } from '../../src/api/agent-image.ts';
@@ -60,10 +60,13 @@ describe('agent build id', () => {
 
   it('is found from the real dist/ without arguments', () => assert.match(agentBuildId(), /^[0-9a-f]{12}$/));
 
-  // A stand-in for setup's build (core/built-nginx.ts): root-owned only when the test runs as root.
+  // A stand-in for setup's build (core/built-nginx.ts): root-owned only when the test runs as root,
+  // and under /run (root's 0755), since every directory up to / must be root-only too (not /tmp).
   const asRoot = process.getuid?.() === 0;
+  const safe = asRoot ? mkdtempSync('/run/sbx-agent-nginx-') : scratch;
+  after(() => rmSync(safe, { recursive: true, force: true }));
   function nginxDir(name: string, revision: string, mode = 0o755): string {
-    const dir = join(scratch, name, 'nginx');
+    const dir = join(safe, name, 'nginx');
     mkdirSync(join(dir, 'sbin'), { recursive: true });
     writeFileSync(join(dir, 'sbin', 'nginx'), '#!/bin/sh\n');
     chmodSync(join(dir, 'sbin', 'nginx'), mode);
@@ -86,6 +89,23 @@ describe('agent build id', () => {
     assert.deepEqual(agentBundle(d, nginxDir('r', 'x', 0o775)).nginx, []);
     assert.deepEqual(agentBundle(d, nginxDir('s', 'x', 0o757)).nginx, []);
     assert.equal(agentBuildId(d, nginxDir('t', 'x', 0o775)), agentBuildId(d, join(scratch, 'no-nginx-here')));
+  });
+
+  it('leaves out a built nginx that is a symlink, or in a directory others may write (a swap on the way)', { skip: !asRoot && 'needs root-owned files' }, () => {
+    const d = dist('u', 'one');
+    const linked = nginxDir('v', 'x');
+    rmSync(join(linked, 'sbin', 'nginx'));
+    symlinkSync('/bin/true', join(linked, 'sbin', 'nginx'));
+    assert.deepEqual(agentBundle(d, linked).nginx, []);
+    const open = nginxDir('w', 'x');
+    chmodSync(join(open, 'sbin'), 0o777);
+    assert.deepEqual(agentBundle(d, open).nginx, []);
+    const inTmp = join(scratch, 'x', 'nginx'); // under /tmp (1777): not root-only
+    mkdirSync(join(inTmp, 'sbin'), { recursive: true });
+    writeFileSync(join(inTmp, 'sbin', 'nginx'), '#!/bin/sh\n', { mode: 0o755 });
+    writeFileSync(join(inTmp, 'REVISION'), 'x');
+    assert.deepEqual(agentBundle(d, inTmp).nginx, []);
+    assert.equal(agentBundle(d, nginxDir('y', 'x')).nginx.length, 2, 'control: the same under /run is taken');
   });
 
   it("carries node-forge from the real dist/'s node_modules (the agent's gateway makes its sbx CA with it), its entry among its files", () => {
