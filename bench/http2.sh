@@ -28,8 +28,9 @@ NGINX_DIR=$(mktemp -d /tmp/sbx-bench-nginx-XXXXXX)
 NGINX_DIR_UNBUFFERED=$(mktemp -d /tmp/sbx-bench-nginx-XXXXXX)
 cleanup_nginx() {
   local d
-  for d in "$NGINX_DIR" "$NGINX_DIR_UNBUFFERED"; do [ -f "$d/nginx.pid" ] && kill "$(cat "$d/nginx.pid")" 2>/dev/null; done
+  for d in "$NGINX_DIR" "$NGINX_DIR_UNBUFFERED"; do [ -f "$d/nginx.pid" ] && kill "$(cat "$d/nginx.pid")" 2>/dev/null || true; done
   cp "$NGINX_DIR/error.log" "$OUT/http2-nginx-error.log" 2>/dev/null || true
+  cp "$NGINX_DIR_UNBUFFERED/error.log" "$OUT/http2-nginx-unbuffered-error.log" 2>/dev/null || true
   rm -rf "$NGINX_DIR" "$NGINX_DIR_UNBUFFERED"
   bench_cleanup
 }

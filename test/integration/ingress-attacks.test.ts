@@ -268,7 +268,7 @@ for (const [engine, env] of [['nginx', {}], ['node', { SBX_GATEWAY_ENGINE: 'node
 
       it('control: gateway status --json keeps its fields', async () => {
         const s = await world.json(['gateway', 'status']);
-        assert.deepEqual(Object.keys(s).sort(), ['dnsUpstream', 'domain', 'egressUser', 'engine', 'h2c', 'host', 'log', 'networkLog', 'pid', 'port', 'running', 'startedAt', 'url'].sort());
+        assert.deepEqual(Object.keys(s).sort(), ['dnsUpstream', 'domain', 'egressUser', 'engine', 'h2c', 'h2cBy', 'host', 'log', 'networkLog', 'pid', 'port', 'running', 'startedAt', 'url'].sort());
       });
     });
 
