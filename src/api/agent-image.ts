@@ -118,7 +118,17 @@ async function packContext(pack: tarStream.Pack, root: string, bundle: AgentBund
   await add('Dockerfile', Buffer.from(dockerfile));
   for (const f of bundle.files) await add(f.name, f.bytes);
   for (const f of bundle.modules) await add(f.name, readFileSync(f.path));
-  for (const f of bundle.nginx) await add(f.name, f.bytes ?? readFileSync(f.path), f.name.endsWith(BUILT_NGINX_BIN) ? 0o755 : 0o644);
+  if (bundle.nginx.length) {
+    // Its directories as entries of their own, so that their mode (root's 0755, which findNginx
+    // requires up to /) does not depend on the engine's umask.
+    for (const dir of ['nginx/', 'nginx/sbin/']) await new Promise<void>((resolve, reject) => pack.entry({ name: dir, type: 'directory', mode: 0o755 }, (err) => (err ? reject(err) : resolve())));
+  }
+  for (const f of bundle.nginx) {
+    const bytes = f.bytes ?? readFileSync(f.path);
+    // Rebuilt by setup since the build id was made: the image would not be what its tag names.
+    if (bytes.length !== f.size) throw new RuntimeError(`${f.path} changed while the agent image was built (scripts/setup?): run the command again`);
+    await add(f.name, bytes, f.name.endsWith(BUILT_NGINX_BIN) ? 0o755 : 0o644);
+  }
   const node = realpathSync(process.execPath);
   const entry = pack.entry({ name: 'node', mode: 0o755, size: statSync(node).size });
   await pipeline(createReadStream(node), entry);

@@ -36,10 +36,18 @@ export class Relays {
     const relay = this.#relayFor(id, pid);
     await relay.ready;
     const sock = createConnection(relay.socket);
-    // A relay that fails a connection is replaced on the next one (as before, for the socket's life).
-    sock.once('error', () => this.stop(id));
+    // A relay that cannot be reached, or breaks before it answers, is replaced on the next
+    // connection. Once it has answered, an error is that one connection's (a reset from the
+    // server): the relay goes on carrying the others, and the caller's own handlers see it.
+    const broken = () => this.stop(id);
+    sock.once('error', broken);
     sock.write(`${port}\n`);
-    return relayAnswer(sock);
+    try {
+      return await relayAnswer(sock);
+    } finally {
+      sock.off('error', broken);
+      sock.on('error', () => {});
+    }
   }
 
   #relayFor(id: string, pid: number): Relay {

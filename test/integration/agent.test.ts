@@ -545,6 +545,11 @@ describe('versions: an older agent is replaced with no gap in the rules, a newer
   async function startPoll(box: any, tag: string): Promise<() => Promise<string[]>> {
     const r = await docker('exec', '-d', box.container, 'python3', '/poll.py', '/tmp/poll.out', '/tmp/poll.stop', tag, '120');
     assert.equal(r.code, 0, r.stderr);
+    // Every probe has ended once before anything is measured (a busy machine starts Python slowly).
+    await eventually(async () => {
+      const lines = (await docker('exec', box.container, 'cat', '/tmp/poll.out')).stdout;
+      return ['tcp', 'udp', 'dns', 'dns-sbx'].every((p) => new RegExp(`^\\d+ ${p} `, 'm').test(lines));
+    }, `every probe in ${box.name}`);
     return async () => {
       await docker('exec', box.container, 'touch', '/tmp/poll.stop');
       let out: string[] = [];
@@ -604,9 +609,8 @@ describe('versions: an older agent is replaced with no gap in the rules, a newer
       const span = times.filter((ms) => ms >= first && ms <= last);
       return span.every((ms, i) => i === 0 || ms - span[i - 1]! <= 1500);
     };
-    for (const [lines, during] of [[heldLines, heldDuring], [openLines, openDuring]] as const) {
-      assert.ok(count(during, 'tcp') >= 20, `${count(during, 'tcp')} TCP probes during the swap of ${to - from} ms`);
-      for (const probe of ['udp', 'dns', 'dns-sbx']) assert.ok(allThrough(lines, probe), `${probe} probes did not run all through the swap of ${to - from} ms (${count(during, probe)} during it)`);
+    for (const [lines, inSwap] of [[heldLines, heldDuring], [openLines, openDuring]] as const) {
+      for (const probe of ['tcp', 'udp', 'dns', 'dns-sbx']) assert.ok(allThrough(lines, probe), `${probe} probes did not run all through the swap of ${to - from} ms (${count(inSwap, probe)} during it)`);
     }
     const sbxDnsDown = openDuring.filter(([, p, v]) => p === 'dns-sbx' && v !== 'ok').map(([ms]) => Number(ms));
     t.diagnostic(`swap ${to - from} ms; probes during it: blocked ${heldDuring.length}, open ${openDuring.length}; the open sandbox's DNS through sbx failed ${sbxDnsDown.length} times over ${sbxDnsDown.length ? sbxDnsDown.at(-1)! - sbxDnsDown[0]! : 0} ms`);
