@@ -113,15 +113,16 @@ async function packContext(pack: tarStream.Pack, root: string, bundle: AgentBund
     'CMD ["agent", "run"]',
     '',
   ].join('\n');
-  const add = (name: string, bytes: Buffer, mode = 0o644) =>
-    new Promise<void>((resolve, reject) => pack.entry({ name, mode }, bytes, (err) => (err ? reject(err) : resolve())));
+  const put = (header: tarStream.Headers, bytes?: Buffer) =>
+    new Promise<void>((resolve, reject) => pack.entry(header, bytes, (err) => (err ? reject(err) : resolve())));
+  const add = (name: string, bytes: Buffer, mode = 0o644) => put({ name, mode }, bytes);
   await add('Dockerfile', Buffer.from(dockerfile));
   for (const f of bundle.files) await add(f.name, f.bytes);
   for (const f of bundle.modules) await add(f.name, readFileSync(f.path));
   if (bundle.nginx.length) {
     // Its directories as entries of their own, so that their mode (root's 0755, which findNginx
     // requires up to /) does not depend on the engine's umask.
-    for (const dir of ['nginx/', 'nginx/sbin/']) await new Promise<void>((resolve, reject) => pack.entry({ name: dir, type: 'directory', mode: 0o755 }, (err) => (err ? reject(err) : resolve())));
+    for (const dir of ['nginx/', 'nginx/sbin/']) await put({ name: dir, type: 'directory', mode: 0o755 });
   }
   for (const f of bundle.nginx) {
     const bytes = f.bytes ?? readFileSync(f.path);

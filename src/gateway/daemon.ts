@@ -8,7 +8,7 @@ import { cliEntry } from '../core/bundle.ts';
 export { cliEntry };
 import { gatewayFiles, gatewaySettings, type GatewayState } from './settings.ts';
 import { alive, runningGateway } from './state.ts';
-import { removeServedCopies } from './served-certificate.ts';
+import { ServedCertificate } from './served-certificate.ts';
 import { DaemonClient, unixTransport } from '../daemon-client/client.ts';
 import { GATEWAY_THREADPOOL } from '../daemon-client/protocol.ts';
 
@@ -114,7 +114,7 @@ export async function stopGateway(home: string, timeoutMs = 5000): Promise<boole
     process.kill(s.pid, 'SIGKILL');
     // It could not clean up after itself: its served key copies go too (its nginx dies with it),
     // not those of another gateway of this home that runs.
-    removeServedCopies(gatewayFiles(home).run, (pid) => pid === s.pid || !alive(pid));
+    new ServedCertificate(gatewayFiles(home).run, s.pid).clear();
   }
   rmSync(gatewayFiles(home).state, { force: true });
   rmSync(gatewayFiles(home).pid, { force: true });

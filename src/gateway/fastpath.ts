@@ -159,7 +159,7 @@ export class FastPath {
 
   /** Its port takes HTTP/2 with prior knowledge too (nginx's own listener, or the h2c front). */
   get h2c(): boolean {
-    return this.#nativeH2c || !!this.#front;
+    return this.h2cBy !== undefined;
   }
 
   /** Who tells h2c from HTTP/1.1 on the port: nginx itself, HAProxy's front, or nobody. */

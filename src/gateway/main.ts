@@ -406,7 +406,8 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
         log,
       })
     : () => {};
-  state = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, ...(settings.tls ? { tls: true } : {}), h2c: !settings.tls && (fastPath ? fastPath.h2c : true), ...optional('h2cBy', h2cTaker(settings.tls, fastPath)), ...(credentials?.source === 'sbx-ca' ? { tlsCa: credentials.caPath } : {}), ...(servedFiles ? { tlsCert: servedFiles.cert } : {}), control, dockerHost: process.env.DOCKER_HOST ?? '', egress: workers.listeners ? logged(workers.listeners) : egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}`, egressUser: user.name, networkLog: netlog.describe(), protocol: PROTOCOL_VERSION, version: VERSION };
+  const h2cBy = h2cTaker(settings.tls, fastPath);
+  state = { pid: process.pid, host: settings.host, port, domain: settings.domain, startedAt, engine, ...(settings.tls ? { tls: true } : {}), h2c: h2cBy !== undefined, ...(h2cBy ? { h2cBy } : {}), ...(credentials?.source === 'sbx-ca' ? { tlsCa: credentials.caPath } : {}), ...(servedFiles ? { tlsCert: servedFiles.cert } : {}), control, dockerHost: process.env.DOCKER_HOST ?? '', egress: workers.listeners ? logged(workers.listeners) : egressListeners, dnsUpstream: `${upstream.host}:${upstream.port}`, egressUser: user.name, networkLog: netlog.describe(), protocol: PROTOCOL_VERSION, version: VERSION };
   mkdirSync(home, { recursive: true });
   writeAtomic(files.state, JSON.stringify(state, null, 2) + '\n');
   writeAtomic(files.pid, `${process.pid}\n`);
@@ -501,8 +502,4 @@ export async function runGateway(sbx: LocalSbx, helloExtra: { build?: string; co
 function h2cTaker(tls: boolean, fastPath: FastPath | undefined): H2cBy | undefined {
   if (tls) return undefined;
   return fastPath ? fastPath.h2cBy : 'node';
-}
-
-function optional<K extends string, V>(key: K, value: V | undefined): Partial<Record<K, V>> {
-  return value === undefined ? {} : ({ [key]: value } as Record<K, V>);
 }

@@ -22,10 +22,10 @@ const COPY = /^(?:cert|key)-(\d+)-\d+\.pem(?:\.\d+\.tmp)?$/;
 const OLD_COPY = /^(?:cert|key)-\d+\.pem(?:\.\d+\.tmp)?$/;
 
 /**
- * Removes the copies in `runDir` whose owner `gone(pid)` says is gone, and those of the old names;
- * other files are left alone. The directory goes too when that empties it.
+ * Removes the copies in `runDir` whose owner `gone(pid)` says is gone, and those of the old names,
+ * but not the files in `keep`; other files are left alone. The directory goes too when that empties it.
  */
-export function removeServedCopies(runDir: string, gone: (pid: number) => boolean): void {
+export function removeServedCopies(runDir: string, gone: (pid: number) => boolean, keep: string[] = []): void {
   const dir = servedCertificateDir(runDir);
   let names: string[];
   try {
@@ -35,7 +35,8 @@ export function removeServedCopies(runDir: string, gone: (pid: number) => boolea
   }
   for (const name of names) {
     const m = COPY.exec(name);
-    if ((m && gone(Number(m[1]))) || OLD_COPY.test(name)) rmSync(join(dir, name), { force: true });
+    const path = join(dir, name);
+    if (!keep.includes(path) && ((m && gone(Number(m[1]))) || OLD_COPY.test(name))) rmSync(path, { force: true });
   }
   try {
     rmdirSync(dir);
@@ -73,17 +74,13 @@ export class ServedCertificate {
    * those of gateways of this home that died without removing theirs.
    */
   clear(): void {
-    removeServedCopies(this.#runDir, (pid) => pid === this.#pid || !this.#alive(pid));
+    removeServedCopies(this.#runDir, this.#mineOrDead);
   }
 
   /** Removes every other pair of this gateway, and those of gateways no longer running (or of older names). */
   keepOnly(files: CertificateFiles): void {
-    const dir = this.#dir;
-    for (const name of readdirSync(dir)) {
-      const path = join(dir, name);
-      if (path === files.cert || path === files.key) continue;
-      const m = COPY.exec(name);
-      if ((m && (Number(m[1]) === this.#pid || !this.#alive(Number(m[1])))) || OLD_COPY.test(name)) rmSync(path, { force: true });
-    }
+    removeServedCopies(this.#runDir, this.#mineOrDead, [files.cert, files.key]);
   }
+
+  readonly #mineOrDead = (pid: number) => pid === this.#pid || !this.#alive(pid);
 }
