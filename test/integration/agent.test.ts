@@ -17,6 +17,8 @@ import { BUILT_NGINX, BUILT_NGINX_DIR, BUILT_NGINX_STAMP } from '../../src/core/
 import { runAgent } from '../../src/runtime/agent.ts';
 import { Runtime } from '../../src/runtime/docker.ts';
 import { AgentWorld, type WorldUser } from '../agent-world.ts';
+import { forgedProxyLineRefused } from '../h2c-fixture.ts';
+import { connect as connectHttp2 } from 'node:http2';
 import { FAKE_HOST_LINK_IP, startFakeInternet, type FakeInternet } from '../fake-internet.ts';
 import { chainOf, curl, docker, eventually, oneErrorLine, ROOT, run, SBX, sleep, type Result } from '../helpers.ts';
 import { addUser as makeUser, removeUser, sweepUsers } from '../test-users.ts';
@@ -219,6 +221,27 @@ describe('root with SBX_AGENT=1: the CLI needs only the Docker API', () => {
     const wrong = await curl(['-H', 'x-sbx-traffic-token: not-the-token', priv.url]);
     assert.equal(wrong.status, 403);
     assert.equal(wrong.headers['x-sbx-error'], 'token_invalid');
+  });
+
+  it('attack on the agent\'s nginx 1.26 (its h2c parser): a forged PROXY line is a 400; one HTTP/2 connection opened for the public port gets 403 for the private one without the token (200 with it: control)', async () => {
+    const gw = Number(new URL(web.ports[0].url).port);
+    await forgedProxyLineRefused(gw);
+    const session = connectHttp2(`http://127.0.0.1:${gw}`);
+    const status = (headers: Record<string, string>) =>
+      new Promise<number>((resolve, reject) => {
+        const req = session.request({ ':method': 'GET', ':path': '/', ...headers });
+        req.on('response', (h) => resolve(Number(h[':status'])));
+        req.on('error', reject);
+        req.resume();
+        req.end();
+      });
+    try {
+      assert.equal(await status({ ':authority': new URL(web.ports[0].url).host }), 200);
+      assert.equal(await status({ ':authority': new URL(priv.url).host }), 403);
+      assert.equal(await status({ ':authority': new URL(priv.url).host, 'x-sbx-traffic-token': token }), 200);
+    } finally {
+      session.close();
+    }
   });
 
   it('sbx fetch goes through the agent\'s tunnel (the token is added); an unexposed port exits 1', async () => {
